@@ -1,0 +1,321 @@
+"""Shared by mlp.py and cnn.py: seeding, devices, atomic result files, the lockstep training
+loop with its gradient record, and plotting helpers."""
+import argparse
+import copy
+import hashlib
+import json
+import math
+import os
+import platform
+import random
+import sys
+import tempfile
+import time
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+from tqdm import tqdm
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+# ----------------------------------------------------------------------------- errors, seeds, devices
+
+class UserError(Exception):
+    """A problem with the user's input or flags: printed as one line, no traceback."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors (unknown question, bad value) are one-line UserErrors."""
+
+    def error(self, message):
+        raise UserError(f"{message} (see --help)")
+
+
+def run_main(main, argv=None):
+    """Run main(argv); a UserError becomes one line on stderr and exit code 2 (a traceback with --debug)."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        main(argv)
+    except UserError as e:
+        if "--debug" in argv:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device(name):
+    if name not in ("auto", "cpu", "cuda"):
+        raise UserError(f"--device {name}: expected auto, cpu or cuda")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available here (torch.cuda.is_available() is False); use --device cpu")
+    device = torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
+    if device.type == "cuda":
+        # PyTorch's reproducibility notes: deterministic cuBLAS workspace and cuDNN algorithms.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    return device
+
+
+def library_versions():
+    from importlib.metadata import PackageNotFoundError, version
+    versions = {"python": platform.python_version()}
+    for package in ("torch", "torchvision", "numpy", "matplotlib", "scikit-learn", "xgboost"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def file_digest(paths):
+    """sha256 over the files' bytes: the identity of a dataset in a cache key."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- atomic result files
+
+def write_atomic(path, write):
+    """Call write(tmp_path), then rename onto path: a crash or Ctrl-C never leaves half a file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_text(path, text):
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+    write_atomic(path, write)
+
+
+def save_json(path, obj):
+    save_text(path, json.dumps(obj, indent=1, allow_nan=False) + "\n")
+
+
+def save_figure(fig, path):
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png"))
+    plt.close(fig)
+
+
+def save_torch(path, obj):
+    write_atomic(path, lambda tmp: torch.save(obj, tmp))
+
+
+def load_cached(path, config):
+    """The saved result at path if it was made with exactly this config, else None.
+    A file that does not parse is reported and ignored (it will be recomputed)."""
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            result = json.load(f)
+    except (OSError, ValueError) as e:
+        warnings.warn(f"{path}: unreadable cache ({e}); recomputing")
+        return None
+    return result if result.get("config") == config else None
+
+
+def load_result(path):
+    """The saved result for --replot; a missing or broken file is a UserError."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no saved result to replot; run the question without --replot first") from None
+    except ValueError as e:
+        raise UserError(f"{path}: not valid JSON ({e}); rerun the question with --force") from None
+
+
+def finite_or_none(value):
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+# ----------------------------------------------------------------------------- lockstep training
+
+def linear_weight_names(model):
+    """Names of every nn.Linear weight, in module order (layer 0 first)."""
+    return [f"{name}.weight" for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+
+
+def grad_sq_norms(grads, names, linear_names):
+    """The gradient hook: ||grad of weight||_2^2 for each Linear layer, per stacked model -> [K, L]."""
+    by_name = dict(zip(names, grads))
+    return torch.stack([by_name[n].pow(2).sum(dim=(1, 2)) for n in linear_names], dim=1)
+
+
+def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_steps=False, record_grads=False,
+                   eval_train=False, quiet=False, desc="train"):
+    """Train one model per entry of runs (each a dict with 'seed' and 'lr') in lockstep, with plain SGD
+    and cross-entropy, on data = {'train'|'val'|'test': (X, y)} tensors on device.
+
+    Model k is built right after seed_everything(seed_k), has its own learning rate and its own
+    shuffling order (a generator seeded with seed_k), so its numbers do not depend on the other
+    models it trains beside. The K models are stacked with torch.func and called through vmap;
+    the summed loss gives every model exactly its own gradient.
+
+    Returns (results, states): per run its history (per epoch: train_loss/train_acc averaged over
+    the epoch's batches in train mode; val_*, test_* and, with eval_train, train_eval_* over the
+    whole split in eval mode; with record_steps, step_loss per optimizer step; with record_grads,
+    grad_sq_norm: per epoch, the per-Linear-layer mean over the epoch's steps of ||grad W||_2^2),
+    status 'ok' or 'diverged' with diverged_epoch (1-based; later values are None), and its final
+    state_dict on the CPU.
+    """
+    K = len(runs)
+    models = []
+    for run in runs:
+        seed_everything(run["seed"])
+        models.append(build_model().to(device))
+    params, buffers = stack_module_state(models)
+    names, plist = list(params), list(params.values())
+    base = copy.deepcopy(models[0]).to("meta")
+    linear_names = linear_weight_names(base)
+    lrs = torch.tensor([float(run["lr"]) for run in runs], device=device)
+    lr_views = [lrs.view(-1, *[1] * (p.dim() - 1)) for p in plist]
+
+    def call(p, b, x):
+        return functional_call(base, (p, b), (x,))
+    forward_train = vmap(call)  # each model its own batch
+    forward_eval = vmap(call, in_dims=(0, 0, None))  # every model the same inputs
+
+    @torch.no_grad()
+    def evaluate(X, y, chunk=4096):
+        loss_sum = torch.zeros(K, device=device)
+        correct = torch.zeros(K, device=device)
+        for start in range(0, len(y), chunk):
+            xb, yb = X[start:start + chunk], y[start:start + chunk]
+            logits = forward_eval(params, buffers, xb)
+            loss_sum += F.cross_entropy(logits.flatten(0, 1), yb.repeat(K), reduction="none").view(K, -1).sum(1)
+            correct += (logits.argmax(-1) == yb).sum(1)
+        return loss_sum / len(y), correct / len(y)
+
+    X_train, y_train = data["train"]
+    n_train = len(y_train)
+    steps = math.ceil(n_train / batch_size)
+    if n_train % batch_size == 1 and any(isinstance(m, nn.BatchNorm1d) for m in base.modules()):
+        steps -= 1  # batch norm cannot train on a last batch of one sample; it is skipped each epoch
+        warnings.warn(f"{n_train} training rows leave a last batch of 1 at batch size {batch_size}; "
+                      "batch norm cannot use it, so it is skipped every epoch")
+    generators = [torch.Generator().manual_seed(run["seed"]) for run in runs]
+    eval_splits = [("train", "train_eval")] * eval_train + [("val", "val"), ("test", "test")]
+    keys = ["train_loss", "train_acc"] + [f"{prefix}_{m}" for _, prefix in eval_splits for m in ("loss", "acc")]
+    histories = [{key: [] for key in keys} for _ in runs]
+    if record_steps:
+        for h in histories:
+            h["step_loss"] = []
+    if record_grads:
+        for h in histories:
+            h["grad_sq_norm"] = []
+    diverged_epoch = [None] * K
+
+    start_time = time.perf_counter()
+    bar = tqdm(total=epochs * steps, desc=desc, unit="step", disable=quiet, mininterval=1.0, dynamic_ncols=True)
+    for epoch in range(1, epochs + 1):
+        order = torch.stack([torch.randperm(n_train, generator=g) for g in generators]).to(device)
+        X_shuffled, y_shuffled = X_train[order], y_train[order]  # [K, N, d], [K, N]
+        base.train()
+        step_loss = torch.empty(steps, K, device=device)
+        correct = torch.zeros(K, device=device)
+        grad_record = torch.empty(steps, K, len(linear_names), device=device) if record_grads else None
+        for i in range(steps):
+            xb = X_shuffled[:, i * batch_size:(i + 1) * batch_size]
+            yb = y_shuffled[:, i * batch_size:(i + 1) * batch_size]
+            logits = forward_train(params, buffers, xb)
+            loss = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none").view(K, -1).mean(1)
+            grads = torch.autograd.grad(loss.sum(), plist)
+            with torch.no_grad():
+                torch._foreach_sub_(plist, torch._foreach_mul(grads, lr_views))
+                step_loss[i] = loss
+                correct += (logits.argmax(-1) == yb).sum(1)
+                if record_grads:
+                    grad_record[i] = grad_sq_norms(grads, names, linear_names)
+            bar.update()
+        n_seen = min(steps * batch_size, n_train)
+        epoch_values = {"train_loss": step_loss.mean(0), "train_acc": correct / n_seen}
+        base.eval()
+        for split, prefix in eval_splits:
+            epoch_values[f"{prefix}_loss"], epoch_values[f"{prefix}_acc"] = evaluate(*data[split])
+        epoch_values = {key: value.tolist() for key, value in epoch_values.items()}
+        step_loss = step_loss.T.tolist()
+        grad_means = grad_record.mean(0).tolist() if record_grads else None
+        for k, h in enumerate(histories):
+            finite = all(math.isfinite(v) for v in step_loss[k]) and math.isfinite(epoch_values["val_loss"][k])
+            if diverged_epoch[k] is None and not finite:
+                diverged_epoch[k] = epoch
+            alive = diverged_epoch[k] is None
+            for key in keys:
+                h[key].append(finite_or_none(epoch_values[key][k]) if alive else None)
+            if record_steps:
+                h["step_loss"] += [finite_or_none(float(f"{v:.6g}")) for v in step_loss[k]]
+            if record_grads:
+                h["grad_sq_norm"].append([finite_or_none(v) for v in grad_means[k]] if alive else None)
+        val_acc = [h["val_acc"][-1] for h in histories if h["val_acc"][-1] is not None]
+        bar.set_postfix(epoch=epoch, val_acc=f"{np.mean(val_acc):.3f}" if val_acc else "nan")
+    bar.close()
+    wall_s = time.perf_counter() - start_time
+
+    results, states = [], []
+    for k, run in enumerate(runs):
+        results.append({**run, "status": "ok" if diverged_epoch[k] is None else "diverged",
+                        "diverged_epoch": diverged_epoch[k], "steps_per_epoch": steps,
+                        "group_wall_s": round(wall_s, 3), "history": histories[k]})
+        states.append({n: t[k].detach().cpu().clone() for n, t in {**params, **buffers}.items()})
+    return results, states
+
+
+# ----------------------------------------------------------------------------- plotting and tables
+
+def plot_mean_band(ax, x, runs_values, label, color=None, **kwargs):
+    """Mean over seeds as a line, min..max over seeds as a band. None (diverged) breaks the line."""
+    values = np.array([[np.nan if v is None else v for v in vs] for vs in runs_values], dtype=float)
+    mean = values.mean(0)
+    line, = ax.plot(x, mean, label=label, color=color, **kwargs)
+    if len(values) > 1:
+        ax.fill_between(x, values.min(0), values.max(0), color=line.get_color(), alpha=0.2, linewidth=0)
+    return line
+
+
+def markdown_table(header, rows):
+    lines = ["| " + " | ".join(str(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def mean_std(values, digits=3):
+    """'mean +- std' over seeds; None values (diverged runs) are left out and counted."""
+    finite = [v for v in values if v is not None]
+    if not finite:
+        return "diverged"
+    text = f"{np.mean(finite):.{digits}f}"
+    if len(finite) > 1:
+        text += f" ± {np.std(finite):.{digits}f}"
+    if len(finite) < len(values):
+        text += f" ({len(values) - len(finite)} diverged)"
+    return text
