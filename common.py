@@ -24,6 +24,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.colors import hsv_to_rgb  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- errors, seeds, devices
@@ -278,6 +280,11 @@ def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_s
                 h["grad_sq_norm"].append([finite_or_none(v) for v in grad_means[k]] if alive else None)
         val_acc = [h["val_acc"][-1] for h in histories if h["val_acc"][-1] is not None]
         bar.set_postfix(epoch=epoch, val_acc=f"{np.mean(val_acc):.3f}" if val_acc else "nan")
+        if all(d is not None for d in diverged_epoch):  # nothing left to train: fill the remaining epochs
+            for h in histories:
+                for key in h:
+                    h[key] += [None] * ((epochs - epoch) * (steps if key == "step_loss" else 1))
+            break
     bar.close()
     wall_s = time.perf_counter() - start_time
 
@@ -319,3 +326,43 @@ def mean_std(values, digits=3):
     if len(finite) < len(values):
         text += f" ({len(values) - len(finite)} diverged)"
     return text
+
+
+def class_colors(n):
+    """n distinct RGB colors, one per class id: hues stepped by the golden ratio (so ids that are close get
+    far-apart hues) over three lightness levels, so that 30-60 classes stay tellable apart."""
+    hues = (np.arange(n) * 0.618033988749895) % 1.0
+    levels = [(0.85, 0.95), (0.55, 0.80), (0.95, 0.60)]  # (saturation, value)
+    hsv = np.array([(h, *levels[i % 3]) for i, h in enumerate(hues)])
+    return hsv_to_rgb(hsv)
+
+
+def prediction_grid(predict, extent, resolution=400, margin=0.03):
+    """Predicted class of every cell of a resolution x resolution grid over extent = (x0, x1, y0, y1) plus a
+    margin. predict maps an [M, 2] float tensor of (x, y) points to [M] class ids. Row 0 is the lowest y."""
+    x0, x1, y0, y1 = extent
+    dx, dy = (x1 - x0) * margin, (y1 - y0) * margin
+    extent = (x0 - dx, x1 + dx, y0 - dy, y1 + dy)
+    xs = torch.linspace(extent[0], extent[1], resolution)
+    ys = torch.linspace(extent[2], extent[3], resolution)
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    points = torch.stack([grid_x.flatten(), grid_y.flatten()], dim=1)
+    labels = torch.cat([predict(chunk) for chunk in points.split(65536)])
+    return labels.view(resolution, resolution).cpu().numpy(), extent
+
+
+def plot_prediction_map(ax, predict, extent, points, labels, class_names, title, resolution=400, legend=True):
+    """The plane colored by predicted class, the given (test) points on top colored by their true class,
+    longitude/latitude aspect so the map is not stretched, one fixed color per class id."""
+    grid, extent = prediction_grid(predict, extent, resolution)
+    colors = class_colors(len(class_names))
+    ax.imshow(colors[grid], origin="lower", extent=extent, interpolation="nearest", alpha=0.55)
+    points = np.asarray(points)
+    ax.scatter(points[:, 0], points[:, 1], c=colors[np.asarray(labels)], s=4, edgecolors="black", linewidths=0.15)
+    ax.set_aspect(1 / np.cos(np.radians(np.clip(np.mean(extent[2:]), -80, 80))))
+    ax.set(xlim=extent[:2], ylim=extent[2:], xlabel="longitude (degrees)", ylabel="latitude (degrees)", title=title)
+    if legend:
+        handles = [Patch(color=colors[i], label=name) for i, name in enumerate(class_names)]
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7,
+                  ncol=1 + len(class_names) // 25, title="true class (points) / predicted (area)", title_fontsize=7)
+    return grid

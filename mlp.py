@@ -11,13 +11,16 @@ import csv
 from argparse import RawDescriptionHelpFormatter
 import os
 import time
+from math import comb
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from common import (ArgumentParser, UserError, file_digest, library_versions, load_cached, load_result, markdown_table, mean_std,
-                    pick_device, plot_mean_band, plt, run_main, save_figure, save_json, save_text, save_torch,
+from common import (ArgumentParser, UserError, file_digest, finite_or_none, library_versions, load_cached, load_result, markdown_table, mean_std,
+                    pick_device, plot_mean_band, plot_prediction_map, plt, run_main, save_figure, save_json, save_text, save_torch, seed_everything,
                     train_lockstep)
 
 DEFAULT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "europe")
@@ -101,14 +104,29 @@ def load_data(data_dir, device, quick=False):
     return data, meta
 
 
-# ----------------------------------------------------------------------------- model
+# ----------------------------------------------------------------------------- inputs and model
+
+SIN_FREQUENCIES = [round(0.1 * i, 1) for i in range(1, 11)]  # 6.2.7: a in {0.1, ..., 1.0}
+
+
+def featurize(X, features):
+    """raw: the (long, lat) coordinates; sin: sin(a * x) for every a in SIN_FREQUENCIES and each coordinate
+    (20 features, those of the longitude first)."""
+    if features == "raw":
+        return X
+    a = torch.tensor(SIN_FREQUENCIES, device=X.device)
+    return torch.sin(X[:, :, None] * a).flatten(1)
+
 
 class MLP(nn.Module):
     """`depth` hidden layers of `width` units, the first taking the input, then an output Linear:
-    depth 6 has 7 nn.Linear. A hidden layer is Linear -> ReLU, or Linear -> BatchNorm1d -> ReLU."""
+    depth 6 has 7 nn.Linear. A hidden layer is Linear -> ReLU, or Linear -> BatchNorm1d -> ReLU.
+    residual=True adds an identity skip around every hidden layer but the first (whose input is
+    not `width` wide): x <- x + ReLU(Linear(x)), or x + ReLU(BatchNorm1d(Linear(x))) with batch norm."""
 
-    def __init__(self, n_in=2, n_classes=33, depth=6, width=16, batch_norm=False):
+    def __init__(self, n_in=2, n_classes=33, depth=6, width=16, batch_norm=False, residual=False):
         super().__init__()
+        self.residual = residual
         self.hidden = nn.ModuleList()
         for i in range(depth):
             layers = [nn.Linear(n_in if i == 0 else width, width)]
@@ -119,68 +137,198 @@ class MLP(nn.Module):
         self.out = nn.Linear(width, n_classes)
 
     def forward(self, x):
-        for layer in self.hidden:
-            x = layer(x)
+        for i, layer in enumerate(self.hidden):
+            x = x + layer(x) if self.residual and i > 0 else layer(x)
         return self.out(x)
 
 
+ARCH_KEYS = ("depth", "width", "batch_norm", "residual", "features")
+
+
+def build_model(arch, n_classes):
+    n_in = 2 if arch["features"] == "raw" else 2 * len(SIN_FREQUENCIES)
+    return MLP(n_in, n_classes, arch["depth"], arch["width"], arch["batch_norm"], arch["residual"])
+
+
+def load_model(run, n_classes, state):
+    model = build_model(run, n_classes)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def predictor(model, features):
+    """Points [M, 2] (long, lat) -> predicted class ids, for prediction maps."""
+    @torch.no_grad()
+    def predict(points):
+        return model(featurize(points, features)).argmax(1)
+    return predict
+
+
 @torch.no_grad()
-def dead_relu_fraction(model, X):
-    """Per hidden layer, the fraction of ReLU units that output 0 for every row of X (eval mode)."""
-    outputs = []
-    hooks = [m.register_forward_hook(lambda m, i, o: outputs.append(o)) for m in model.modules() if isinstance(m, nn.ReLU)]
+def relu_inputs(model, X):
+    """The input of every ReLU (eval mode) for the rows of X: one [N, width] tensor per hidden layer."""
+    inputs = []
+    hooks = [m.register_forward_hook(lambda m, i, o: inputs.append(i[0])) for m in model.modules()
+             if isinstance(m, nn.ReLU)]
     model.eval()
     model(X)
     for hook in hooks:
         hook.remove()
-    return [float((out <= 0).all(0).float().mean()) for out in outputs]
+    return inputs
+
+
+def init_diagnostics(arch, n_classes, seed, X, y, batch_size):
+    """At initialisation, on the run's first training batch (same init and shuffle as train_lockstep): the mean
+    norm of the activation entering every Linear layer, and every Linear layer's ||grad W||_2^2."""
+    seed_everything(seed)
+    model = build_model(arch, n_classes)
+    first_batch = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:batch_size]
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    norms = []
+    hooks = [m.register_forward_hook(lambda m, i, o: norms.append(i[0].detach().norm(dim=1).mean())) for m in linears]
+    F.cross_entropy(model(X[first_batch]), y[first_batch]).backward()
+    for hook in hooks:
+        hook.remove()
+    return {"init_activation_norm": [finite_or_none(v) for v in norms],
+            "first_step_grad_sq_norm": [finite_or_none(m.weight.grad.pow(2).sum()) for m in linears]}
+
+
+def dead_relu_fraction(model, X):
+    """Per hidden layer, the fraction of ReLU units that output 0 for every row of X (eval mode)."""
+    return [float((pre <= 0).all(0).float().mean()) for pre in relu_inputs(model, X)]
+
+
+def activation_regions(model, extent, resolution):
+    """Id of the ReLU on/off pattern (all hidden layers) of every cell of a resolution^2 grid over extent:
+    each distinct pattern is one linear region of the network (a grid sees a lower bound of their number)."""
+    x0, x1, y0, y1 = extent
+    grid_y, grid_x = torch.meshgrid(torch.linspace(y0, y1, resolution), torch.linspace(x0, x1, resolution),
+                                    indexing="ij")
+    points = torch.stack([grid_x.flatten(), grid_y.flatten()], dim=1)
+    patterns = torch.cat([torch.cat(relu_inputs(model, chunk), dim=1) > 0 for chunk in points.split(65536)])
+    _, region = torch.unique(patterns, dim=0, return_inverse=True)
+    return region.view(resolution, resolution).numpy()
+
+
+def region_bound(widths, n_in=2):
+    """Serra, Tjandraatmadja & Ramalingam (ICML 2018, Theorem 1): a ReLU net with input dimension n_in and
+    hidden widths n_1..n_L has at most sum over (j_1..j_L) in J of prod_l C(n_l, j_l) linear regions,
+    J = {0 <= j_l <= min(n_in, n_1 - j_1, ..., n_(l-1) - j_(l-1), n_l)}. For one layer this is
+    sum_(k=0..n_in) C(n_1, k), the report's 137 for width 16."""
+    def count(layer, caps):
+        if layer == len(widths):
+            return 1
+        top = min([n_in, widths[layer]] + caps)
+        return sum(comb(widths[layer], j) * count(layer + 1, caps + [widths[layer] - j]) for j in range(top + 1))
+    return count(0, [])
 
 
 # ----------------------------------------------------------------------------- training a group of runs
 
-def train_group(args, data, meta, runs, epochs, batch_size, depth, width, batch_norm, desc, **record):
+def train_group(args, data, meta, runs, arch, epochs, batch_size, desc, diagnose_init=False, **record):
     """Train the runs (each with a seed and an lr) of one architecture in lockstep."""
-    def build():
-        return MLP(data["train"][0].shape[1], meta["n_classes"], depth, width, batch_norm)
-    results, states = train_lockstep(build, runs, data, epochs, batch_size, args.device, quiet=args.quiet,
-                                     desc=desc, **record)
+    inputs = {split: (featurize(X, arch["features"]), y) for split, (X, y) in data.items()}
+    results, states = train_lockstep(lambda: build_model(arch, meta["n_classes"]), runs, inputs, epochs, batch_size,
+                                     args.device, quiet=args.quiet, desc=desc, **record)
     for result in results:
-        result.update(epochs=epochs, batch_size=batch_size, depth=depth, width=width, batch_norm=batch_norm)
-    return results, states, build
+        result.update(epochs=epochs, batch_size=batch_size, **arch)
+        if diagnose_init:
+            result.update(init_diagnostics(arch, meta["n_classes"], result["seed"], *(t.cpu() for t in inputs["train"]),
+                                           batch_size))
+    return results, states
 
 
 def seeds_of(args):
     return [args.seed + i for i in range(args.seeds)]
 
 
+def arch_of(settings, **changes):
+    return {key: changes.get(key, settings.get(key, False if key != "features" else "raw")) for key in ARCH_KEYS}
+
+
 def train_lr(args, data, meta, settings):
     runs = [{"seed": s, "lr": lr} for s in seeds_of(args) for lr in settings["lrs"]]
-    results, states, build = train_group(args, data, meta, runs, settings["epochs"], settings["batch_size"],
-                                         settings["depth"], settings["width"], settings["batch_norm"], desc="lr sweep")
+    results, states = train_group(args, data, meta, runs, arch_of(settings), settings["epochs"],
+                                  settings["batch_size"], desc="lr sweep")
     for result, state in zip(results, states):
-        model = build()
-        model.load_state_dict(state)
-        result["dead_relu_fraction"] = dead_relu_fraction(model, data["val"][0].cpu())
+        model = load_model(result, meta["n_classes"], state)
+        ok = result["status"] == "ok"
+        result["dead_relu_fraction"] = dead_relu_fraction(model, data["val"][0].cpu()) if ok else None
     return results, states
 
 
 def train_epochs(args, data, meta, settings):
     runs = [{"seed": s, "lr": settings["lr"]} for s in seeds_of(args)]
-    return train_group(args, data, meta, runs, settings["epochs"], settings["batch_size"], settings["depth"],
-                       settings["width"], settings["batch_norm"], desc=f"{settings['epochs']} epochs",
-                       eval_train=True)[:2]
+    return train_group(args, data, meta, runs, arch_of(settings), settings["epochs"], settings["batch_size"],
+                       desc=f"{settings['epochs']} epochs" + (", batch norm" * settings["batch_norm"]),
+                       eval_train=True)
 
 
 def train_batch_size(args, data, meta, settings):
     results, states = [], []
     for batch_size, epochs in zip(settings["batch_sizes"], settings["batch_size_epochs"]):
         runs = [{"seed": s, "lr": settings["lr"]} for s in seeds_of(args)]
-        group, group_states, _ = train_group(args, data, meta, runs, epochs, batch_size, settings["depth"],
-                                             settings["width"], settings["batch_norm"], desc=f"batch {batch_size}",
-                                             record_steps=True)
+        group, group_states = train_group(args, data, meta, runs, arch_of(settings), epochs, batch_size,
+                                          desc=f"batch {batch_size}", record_steps=True)
         results += group
         states += group_states
     return results, states
+
+
+def train_depth_width(args, data, meta, settings):
+    results, states = [], []
+    for depth, width in settings["architectures"]:
+        runs = [{"seed": s, "lr": settings["lr"]} for s in seeds_of(args)]
+        group, group_states = train_group(args, data, meta, runs, arch_of(settings, depth=depth, width=width),
+                                          settings["epochs"], settings["batch_size"], desc=f"depth {depth} width {width}")
+        results += group
+        states += group_states
+    return results, states
+
+
+def train_gradients(args, data, meta, settings):
+    runs = [{"seed": s, "lr": settings["lr"]} for s in seeds_of(args)]
+    return train_group(args, data, meta, runs, arch_of(settings), settings["epochs"], settings["batch_size"],
+                       desc=f"depth {settings['depth']} gradients", record_grads=True, diagnose_init=True)
+
+
+RESIDUAL_FIXES = {"residual": dict(residual=True), "batch_norm": dict(batch_norm=True),
+                  "residual_batch_norm": dict(residual=True, batch_norm=True)}
+
+
+def train_residual(args, data, meta, settings):
+    results, states = [], []
+    for fix, changes in RESIDUAL_FIXES.items():
+        runs = [{"seed": s, "lr": settings["lr"], "fix": fix} for s in seeds_of(args)]
+        group, group_states = train_group(args, data, meta, runs, arch_of(settings, **changes), settings["epochs"],
+                                          settings["batch_size"], desc=f"depth {settings['depth']} {fix}",
+                                          record_grads=True, diagnose_init=True)
+        results += group
+        states += group_states
+    return results, states
+
+
+def train_implicit(args, data, meta, settings):
+    runs = [{"seed": s, "lr": settings["lr"]} for s in seeds_of(args)]
+    return train_group(args, data, meta, runs, arch_of(settings), settings["epochs"], settings["batch_size"],
+                       desc="sin features")
+
+
+def train_regions(args, data, meta, settings):
+    """No training: count the regions of the depth_width question's trained models."""
+    source = get_result(args, "depth_width", data, meta, force=False)
+    states = load_states(os.path.join(args.out, "mlp"), "depth_width")["states"]
+    results, kept_states = [], []
+    for run, state in zip(source["runs"], states):
+        if (run["depth"], run["width"]) not in [tuple(a) for a in settings["architectures"]]:
+            continue
+        model = load_model(run, meta["n_classes"], state)
+        regions = activation_regions(model, meta["extent"], settings["resolution"])
+        results.append({**{k: run[k] for k in ("seed", "lr", "epochs", "batch_size", *ARCH_KEYS)},
+                        "status": run["status"], "regions_on_grid": int(regions.max()) + 1,
+                        "bound": region_bound([run["width"]] * run["depth"]), "test_acc": run["history"]["test_acc"][-1]})
+        kept_states.append(state)
+    return results, kept_states
 
 
 # ----------------------------------------------------------------------------- reports
@@ -212,9 +360,9 @@ def epochs_axis(runs):
     return np.arange(1, len(runs[0]["history"]["val_loss"]) + 1)
 
 
-def write_markdown(out_dir, name, title, result, tables, figures, observations):
+def write_markdown(out_dir, name, result, tables, figures, observations):
     settings = result["settings"]
-    lines = [f"# {title}\n", "## Settings\n",
+    lines = [f"# {QUESTIONS[name]['title']}\n", "## Settings\n",
              markdown_table(["setting", "value"], [(k, v) for k, v in settings.items()] +
                             [("seeds", ", ".join(str(s) for s in sorted({r["seed"] for r in result["runs"]}))),
                              ("data", f"{result['data']['dir']} ({result['data']['rows']['train']} / "
@@ -230,7 +378,7 @@ def write_markdown(out_dir, name, title, result, tables, figures, observations):
     save_text(os.path.join(out_dir, f"{name}.md"), "\n".join(lines) + "\n")
 
 
-def report_lr(result, out_dir):
+def report_lr(result, out_dir, data):
     by_lr = group_by(result["runs"], "lr")
     fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
     for lr, runs in by_lr.items():
@@ -241,12 +389,14 @@ def report_lr(result, out_dir):
     ax.grid(alpha=0.3)
     save_figure(fig, os.path.join(out_dir, "lr.png"))
 
+    dead = {lr: [r["dead_relu_fraction"] for r in runs if r["dead_relu_fraction"] is not None]
+            for lr, runs in by_lr.items()}
     rows = []
     for lr, runs in by_lr.items():
-        dead = np.array([r["dead_relu_fraction"] for r in runs]).mean(0)
+        dead_per_layer = " / ".join(f"{d:.2f}" for d in np.mean(dead[lr], axis=0)) if dead[lr] else "diverged"
         rows.append((f"{lr:g}", mean_std([final(r, "val_loss") for r in runs]), mean_std([best(r, "val_loss") for r in runs]),
                      mean_std([final(r, "val_acc") for r in runs]), mean_std([best(r, "val_acc", max) for r in runs]),
-                     " / ".join(f"{d:.2f}" for d in dead), status_text(runs)))
+                     dead_per_layer, status_text(runs)))
     table = markdown_table(["lr", "final val loss", "best val loss", "final val acc", "best val acc",
                             "dead ReLU fraction per hidden layer (val set, mean over seeds)", "status"], rows)
     finals = {lr: np.mean([final(r, "val_loss") for r in runs]) for lr, runs in by_lr.items()
@@ -254,20 +404,20 @@ def report_lr(result, out_dir):
     observations = []
     if finals:
         best_lr = min(finals, key=finals.get)
-        observations.append(f"lr {best_lr:g} reached the lowest final validation loss, {finals[best_lr]:.3f}; "
-                            + ", ".join(f"lr {lr:g}: {v:.3f}" for lr, v in finals.items() if lr != best_lr) + ".")
+        others = ", ".join(f"lr {lr:g}: {v:.3f}" for lr, v in finals.items() if lr != best_lr)
+        observations.append(f"lr {best_lr:g} reached the lowest final validation loss, {finals[best_lr]:.3f}"
+                            + (f"; {others}." if others else "."))
     for lr, runs in by_lr.items():
-        first = np.mean([r["history"]["val_loss"][0] for r in runs if r["history"]["val_loss"][0] is not None] or [np.nan])
-        last = finals.get(lr)
-        if last is not None and abs(first - last) < 0.02:
-            observations.append(f"lr {lr:g} barely moved: validation loss {first:.3f} after epoch 1, {last:.3f} at the end.")
-    for lr, runs in by_lr.items():
-        dead = np.mean([np.mean(r["dead_relu_fraction"]) for r in runs])
-        observations.append(f"lr {lr:g}: {dead:.0%} of hidden ReLU units are dead at the end (output 0 on every validation point).")
+        second = [r["history"]["val_loss"][1] for r in runs if len(r["history"]["val_loss"]) > 2]
+        if lr in finals and second and None not in second and abs(np.mean(second) - finals[lr]) < 0.02:
+            observations.append(f"lr {lr:g} is flat: validation loss {np.mean(second):.3f} after epoch 2, "
+                                f"{finals[lr]:.3f} at the end.")
+    observations.append("dead hidden ReLU units at the end (output 0 on every validation point), mean over layers "
+                        "and seeds: " + ", ".join(f"lr {lr:g}: {np.mean(d):.0%}" for lr, d in dead.items() if d) + ".")
     if any(r["status"] == "diverged" for r in result["runs"]):
         observations.append("diverged runs: " + "; ".join(f"lr {lr:g}: {status_text(runs)}" for lr, runs in by_lr.items()
                                                         if status_text(runs) != "ok") + ".")
-    write_markdown(out_dir, "lr", "6.1.1 Learning rate", result, [table], ["lr.png"], observations)
+    write_markdown(out_dir, "lr", result, [table], ["lr.png"], observations)
 
 
 def plot_split_curves(ax_loss, ax_acc, runs, title, eval_mode_train=False):
@@ -296,7 +446,7 @@ def split_table(named_runs):
                            "train acc (eval mode)", "val acc", "test acc", "status"], rows)
 
 
-def report_epochs(result, out_dir):
+def report_epochs(result, out_dir, data):
     runs = result["runs"]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(13, 4.5), layout="constrained")
     plot_split_curves(ax_loss, ax_acc, runs, f"{len(epochs_axis(runs))} epochs, no batch norm")
@@ -308,11 +458,10 @@ def report_epochs(result, out_dir):
                     f"lowest {mean_std([best(r, 'val_loss') for r in runs])}: "
                     + ("still falling at the last epoch." if all(final(r, "val_loss") == best(r, "val_loss") for r in runs
                                                                 if r["status"] == "ok") else "not at its minimum at the last epoch.")]
-    write_markdown(out_dir, "epochs", "6.1.2 Training for longer (no batch norm)", result,
-                   [split_table([("no batch norm", runs)])], ["epochs.png"], observations)
+    write_markdown(out_dir, "epochs", result, [split_table([("no batch norm", runs)])], ["epochs.png"], observations)
 
 
-def report_batchnorm(result, out_dir):
+def report_batchnorm(result, out_dir, data):
     plain, normed = result["baseline_runs"], result["runs"]
     fig, axes = plt.subplots(2, 2, figsize=(13, 9), sharey="row", layout="constrained")
     plot_split_curves(axes[0, 0], axes[1, 0], plain, "no batch norm", eval_mode_train=True)
@@ -332,8 +481,7 @@ def report_batchnorm(result, out_dir):
         f"{mean_std([final(r, 'val_acc') for r in normed])} on validation. "
         "If eval-mode train accuracy matches validation, the val-above-train gap comes from measuring train in train "
         "mode during the epoch (batch statistics, weights still moving), not from the data splits."]
-    write_markdown(out_dir, "batchnorm", "6.1.3 Batch norm (compared with 6.1.2)", result,
-                   [split_table([("no batch norm", plain), ("batch norm", normed)])], ["batchnorm.png"], observations)
+    write_markdown(out_dir, "batchnorm", result, [split_table([("no batch norm", plain), ("batch norm", normed)])], ["batchnorm.png"], observations)
 
 
 def running_mean(values, window):
@@ -344,7 +492,7 @@ def running_mean(values, window):
     return np.convolve(values, kernel, mode="valid")
 
 
-def report_batch_size(result, out_dir):
+def report_batch_size(result, out_dir, data):
     by_bs = group_by(result["runs"], "batch_size")
     fig, (ax_epoch, ax_steps, ax_loss) = plt.subplots(1, 3, figsize=(19, 5), layout="constrained")
     rows = []
@@ -385,73 +533,436 @@ def report_batch_size(result, out_dir):
                                                           for bs, runs in by_bs.items())
                     + "; at a fixed lr, accuracy follows the number of steps more than the number of epochs "
                     "(middle panel)."]
-    write_markdown(out_dir, "batch_size", "6.1.4 Batch size", result, [table], ["batch_size.png"], observations)
+    write_markdown(out_dir, "batch_size", result, [table], ["batch_size.png"], observations)
+
+
+def arch_label(run):
+    return f"depth {run['depth']}, width {run['width']}"
+
+
+def draw_map(ax, run, state, data, meta, title_prefix=""):
+    model = load_model(run, meta["n_classes"], state)
+    X_test, y_test = (t.cpu() for t in data["test"])
+    plot_prediction_map(ax, predictor(model, run["features"]), meta["extent"], X_test, y_test, meta["class_names"],
+                        f"{title_prefix}{arch_label(run)}, seed {run['seed']}: "
+                        f"test accuracy {run['history']['test_acc'][-1]:.3f}")
+
+
+def save_curves_and_map(path, runs, state, data, meta, title):
+    """Train/val/test loss per epoch (mean over seeds) beside the first seed's prediction map."""
+    fig, (ax_loss, ax_map) = plt.subplots(1, 2, figsize=(17, 6.5), layout="constrained",
+                                          gridspec_kw={"width_ratios": [1, 1.6]})
+    x = epochs_axis(runs)
+    for split, color in (("train", "C0"), ("val", "C1"), ("test", "C2")):
+        plot_mean_band(ax_loss, x, [r["history"][f"{split}_loss"] for r in runs], label=split, color=color)
+    ax_loss.set(xlabel="epoch", ylabel="loss (cross-entropy, nats)", title=f"{title}: loss per epoch")
+    ax_loss.legend()
+    ax_loss.grid(alpha=0.3)
+    draw_map(ax_map, runs[0], state, data, meta, f"{title}: ")
+    save_figure(fig, path)
+
+
+def report_depth_width(result, out_dir, data):
+    meta = result["data"]
+    states = load_states(out_dir, "depth_width")["states"]
+    groups = {}
+    for i, run in enumerate(result["runs"]):
+        groups.setdefault((run["depth"], run["width"]), []).append(i)
+    val = {arch: np.mean([final(result["runs"][i], "val_acc") or np.nan for i in idx]) for arch, idx in groups.items()}
+    ranked = sorted((a for a in val if not np.isnan(val[a])), key=val.get)  # diverged architectures left out
+    worst, top = (ranked[0], ranked[-1]) if ranked else (None, None)
+    rows = []
+    for arch, idx in groups.items():
+        runs = [result["runs"][i] for i in idx]
+        n_params = sum(p.numel() for p in build_model(runs[0], meta["n_classes"]).parameters())
+        mark = " **best**" if arch == top else " **worst**" if arch == worst else ""
+        rows.append([f"{arch_label(runs[0])}{mark}", f"{n_params:,}"] +
+                    [mean_std([final(r, key) for r in runs]) for key in
+                     ("train_acc", "val_acc", "test_acc", "train_loss", "val_loss", "test_loss")] + [status_text(runs)])
+    table = markdown_table(["model", "parameters", "train acc", "val acc", "test acc", "train loss", "val loss",
+                            "test loss", "status"], rows)
+
+    for tag, arch in (("best", top), ("worst", worst)) if ranked else ():
+        idx = groups[arch]
+        save_curves_and_map(os.path.join(out_dir, f"depth_width_{tag}.png"), [result["runs"][i] for i in idx],
+                            states[idx[0]], data, meta, f"{tag} model")
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), layout="constrained")
+    for ax, vary, fixed_key, fixed in ((axes[0], "depth", "width", 16), (axes[1], "width", "depth", 6)):
+        archs = sorted(a for a in groups if a[1 if fixed_key == "width" else 0] == fixed)
+        xs = [a[0] if vary == "depth" else a[1] for a in archs]
+        for split, color in (("train", "C0"), ("val", "C1"), ("test", "C2")):
+            values = [[final(result["runs"][i], f"{split}_acc") or np.nan for i in groups[a]] for a in archs]
+            ax.errorbar(xs, [np.mean(v) for v in values], yerr=[np.std(v) for v in values], marker="o", capsize=3,
+                        color=color, label=split)
+        ax.set(xlabel="hidden layers (depth)" if vary == "depth" else "units per hidden layer (width, log scale)",
+               ylabel="final accuracy (mean ± std over seeds)", title=f"accuracy vs {vary} ({fixed_key} {fixed})")
+        if vary == "width":
+            ax.set_xscale("log", base=2)
+        ax.set_xticks(xs, [str(x) for x in xs])
+        ax.legend()
+        ax.grid(alpha=0.3)
+    save_figure(fig, os.path.join(out_dir, "depth_width.png"))
+
+    depth_text = ", ".join(f"depth {d}: {val[(d, w)]:.3f}" for d, w in sorted(groups) if w == 16)
+    width_text = ", ".join(f"width {w}: {val[(d, w)]:.3f}" for d, w in sorted(groups, key=lambda a: a[1]) if d == 6)
+    observations = [f"best by validation accuracy: {arch_label(dict(depth=top[0], width=top[1]))} ({val[top]:.3f}); "
+                    f"worst: {arch_label(dict(depth=worst[0], width=worst[1]))} ({val[worst]:.3f})." if ranked else
+                    "every architecture diverged in at least one seed: no best or worst model.",
+                    f"validation accuracy by depth (width 16): {depth_text}.",
+                    f"validation accuracy by width (depth 6): {width_text}."]
+    gaps = [final(r, "val_acc") - final(r, "train_acc") for r in result["runs"] if r["status"] == "ok"]
+    if gaps:
+        observations.append(f"validation accuracy is above train accuracy (train measured in train mode over the "
+                            f"epoch, as in 6.1.3) in {sum(g > 0 for g in gaps)} of {len(gaps)} runs; mean gap "
+                            f"{np.mean(gaps):+.3f}.")
+    write_markdown(out_dir, "depth_width", result, [table],
+                   ["depth_width.png"] + ["depth_width_best.png", "depth_width_worst.png"] * bool(ranked), observations)
+
+
+def grad_matrix(runs):
+    """Mean over seeds of ||grad W||^2: [epochs, layers]; NaN where a run diverged."""
+    n_layers = len(runs[0]["init_activation_norm"])
+    return np.array([[[np.nan] * n_layers if epoch is None else epoch for epoch in r["history"]["grad_sq_norm"]]
+                     for r in runs], dtype=float).mean(0)
+
+
+def zero_layers(run):
+    """Layers whose gradient is exactly zero in every epoch."""
+    epochs = [e for e in run["history"]["grad_sq_norm"] if e is not None]
+    return [layer for layer in range(len(epochs[0])) if all(e[layer] == 0 for e in epochs)] if epochs else []
+
+
+def layer_ranges(layers):
+    ranges, start = [], None
+    for i, layer in enumerate(layers):
+        if start is None:
+            start = layer
+        if i + 1 == len(layers) or layers[i + 1] != layer + 1:
+            ranges.append(f"{start}" if start == layer else f"{start}-{layer}")
+            start = None
+    return ", ".join(ranges) if ranges else "none"
+
+
+def draw_gradients(ax_lines, ax_heat, runs, title, layers):
+    grads = grad_matrix(runs)
+    floor = at_floor(grads.flatten())[2]
+    epochs = np.arange(1, grads.shape[0] + 1)
+    for i, layer in enumerate(layers):
+        values = grads[:, layer]
+        zero = values == 0
+        label = f"layer {layer}"
+        if zero.all():
+            label += f" (exactly 0: drawn at {floor:.0e})"
+        elif zero.any():
+            label += f" (exactly 0 in some epochs: drawn at {floor:.0e})"
+        ax_lines.plot(epochs, np.where(zero, floor, values), color=f"C{i}", marker="v" if zero.any() else "o",
+                      markersize=4, linestyle=":" if zero.all() else "-", label=label)
+    ax_lines.axhline(floor, color="gray", linewidth=0.8, linestyle="--")
+    ax_lines.set(yscale="log", xlabel="epoch", ylabel="mean over the epoch's steps of ||grad W||² (log scale)",
+                 title=f"{title}: per-layer gradient magnitude")
+    ax_lines.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_lines.legend(fontsize=8)
+    ax_lines.grid(alpha=0.3)
+    masked = np.ma.masked_where(~(grads > 0), grads).T
+    cmap = plt.get_cmap("viridis").copy()
+    cmap.set_bad("black")
+    image = ax_heat.imshow(np.ma.log10(masked), aspect="auto", origin="lower", cmap=cmap, interpolation="nearest",
+                           extent=(0.5, grads.shape[0] + 0.5, -0.5, grads.shape[1] - 0.5))
+    plt.colorbar(image, ax=ax_heat, label="log10 ||grad W||² (black: exactly 0)")
+    ax_heat.set(xlabel="epoch", ylabel="Linear layer (0 = input layer)", title=f"{title}: all layers")
+
+
+def gradient_rows(label, runs, layers):
+    grads = grad_matrix(runs)
+    zeros = [zero_layers(r) for r in runs]
+    return [label] + [f"{grads[0, layer]:.2e} / {grads[-1, layer]:.2e}" for layer in layers] + \
+        ["; ".join(f"seed {r['seed']}: {layer_ranges(z)}" for r, z in zip(runs, zeros)),
+         mean_std([final(r, "val_acc") for r in runs]), status_text(runs)]
+
+
+def at_floor(values):
+    """Values for a log plot: exact zeros moved to a floor one decade below the smallest positive value."""
+    values = np.array([np.nan if v is None else v for v in values], dtype=float)
+    positive = values[values > 0]
+    floor = 10.0 ** (np.floor(np.log10(positive.min())) - 1) if positive.size else 1e-45
+    return np.where(values == 0, floor, values), values == 0, floor
+
+
+def draw_init(ax_activation, ax_grad, variants):
+    """Per layer at initialisation (first seed): activation norm entering the layer, ||grad W||^2 of step 1."""
+    for ax, key in ((ax_activation, "init_activation_norm"), (ax_grad, "first_step_grad_sq_norm")):
+        for i, (label, runs) in enumerate(variants):
+            values, zero, floor = at_floor(runs[0][key])
+            layers = np.arange(len(values))
+            ax.plot(layers, values, color=f"C{i}", label=label)
+            if zero.any():
+                ax.plot(layers[zero], values[zero], "v", color=f"C{i}", markersize=3,
+                        label=f"{label}: exactly 0, drawn at {floor:.0e}")
+        ax.set(yscale="log", xlabel="Linear layer (0 = input layer)")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    ax_activation.set(ylabel="mean ||activation||₂ entering the layer (log scale)",
+                      title=f"at initialisation (seed {variants[0][1][0]['seed']}, first batch)")
+    ax_grad.set(ylabel="||grad W||² at step 1 (log scale)", title="gradient of the first step")
+
+
+def gradient_report(result, out_dir, name, variants):
+    """Per-epoch gradient lines and heat map for every variant, the first-step picture below, and the table."""
+    n_layers = len(variants[0][1][0]["init_activation_norm"])
+    layers = [layer for layer in (0, 30, 60, 90, 95, 99) if layer < n_layers]
+    columns = [str(i) for i in range(len(variants))]
+    if len(variants) == 1:
+        mosaic, size = [["lines0", "heat0"], ["activation", "grad"]], (15, 11)
+    else:
+        half = len(columns) // 2
+        mosaic = [[f"lines{c}" for c in columns], [f"heat{c}" for c in columns],
+                  ["activation"] * half + ["grad"] * (len(columns) - half)]
+        size = (6.5 * len(variants), 16)
+    fig, axes = plt.subplot_mosaic(mosaic, figsize=size, layout="constrained")
+    for c, (label, runs) in zip(columns, variants):
+        if any(r["status"] == "ok" for r in runs):
+            draw_gradients(axes[f"lines{c}"], axes[f"heat{c}"], [r for r in runs if r["status"] == "ok"], label,
+                           layers)
+        else:
+            for ax in (axes[f"lines{c}"], axes[f"heat{c}"]):
+                ax.text(0.5, 0.5, f"{label}:\n{status_text(runs)}\n(no finite gradients to plot)", ha="center",
+                        va="center", transform=ax.transAxes)
+                ax.set_axis_off()
+    draw_init(axes["activation"], axes["grad"], variants)
+    save_figure(fig, os.path.join(out_dir, f"{name}.png"))
+    table = markdown_table(["model"] + [f"layer {layer}: epoch 1 / last" for layer in layers] +
+                           ["layers exactly 0 in every epoch", "final val acc", "status"],
+                           [gradient_rows(label, runs, layers) for label, runs in variants])
+    return table
+
+
+def report_gradients(result, out_dir, data):
+    runs = result["runs"]
+    table = gradient_report(result, out_dir, "gradients", [(f"depth {runs[0]['depth']}, width {runs[0]['width']}",
+                                                            runs)])
+    grads = grad_matrix([r for r in runs if r["status"] == "ok"] or runs)
+    n_layers = grads.shape[1]
+    observations = ["layers with exactly zero gradient in every epoch: " +
+                    "; ".join(f"seed {r['seed']}: {layer_ranges(zero_layers(r))}" for r in runs) + ".",
+                    "last epoch, mean over seeds: " + ", ".join(f"layer {layer} {grads[-1, layer]:.1e}" for layer in
+                                                                (0, 30, 60, 90, 95, 99, n_layers - 1) if layer < n_layers)
+                    + f" (layer {n_layers - 1} is the output layer).",
+                    f"final validation accuracy {mean_std([final(r, 'val_acc') for r in runs])}."]
+    write_markdown(out_dir, "gradients", result, [table], ["gradients.png"], observations)
+
+
+def report_residual(result, out_dir, data):
+    variants = [("plain", result["baseline_runs"])] + [
+        (fix.replace("_", " + ").replace("batch + norm", "batch norm"), [r for r in result["runs"] if r["fix"] == fix])
+        for fix in RESIDUAL_FIXES]
+    table = gradient_report(result, out_dir, "residual", variants)
+    observations = []
+    for label, runs in variants:
+        run = runs[0]
+        text = (f"{label}: {status_text(runs)}, validation accuracy {mean_std([final(r, 'val_acc') for r in runs])}; "
+                f"at initialisation the activation norm goes from {run['init_activation_norm'][1]:.2g} (layer 1) to "
+                f"{run['init_activation_norm'][-1]:.2g} (output layer) and the first step's ||grad W||² from "
+                f"{run['first_step_grad_sq_norm'][0]:.2g} (layer 0) to {run['first_step_grad_sq_norm'][-1]:.2g} "
+                f"(output layer), seed {run['seed']}")
+        if any(r["status"] == "ok" for r in runs):
+            text += f"; exactly-zero layers {layer_ranges(zero_layers(next(r for r in runs if r['status'] == 'ok')))}"
+        observations.append(text + ".")
+    write_markdown(out_dir, "residual", result, [table], ["residual.png"], observations)
+
+
+def report_implicit(result, out_dir, data):
+    meta = result["data"]
+    saved = load_states(out_dir, "implicit")
+    variants = [("raw coordinates", result["baseline_runs"], saved["baseline_states"][0]),
+                ("sin features", result["runs"], saved["states"][0])]
+    fig, axes = plt.subplots(1, 2, figsize=(20, 7), layout="constrained")
+    for ax, (label, runs, state) in zip(axes, variants):
+        draw_map(ax, runs[0], state, data, meta, f"{label}: ")
+        if ax is axes[0]:
+            ax.get_legend().remove()
+    save_figure(fig, os.path.join(out_dir, "implicit.png"))
+    rows = [[label, runs[0]["features"]] + [mean_std([final(r, key) for r in runs]) for key in
+                                            ("train_acc", "val_acc", "test_acc", "val_loss")] + [status_text(runs)]
+            for label, runs, _ in variants]
+    table = markdown_table(["input", "features", "train acc", "val acc", "test acc", "val loss", "status"], rows)
+    gap = [final(s, "val_acc") - final(r, "val_acc") for r, s in zip(variants[0][1], variants[1][1])
+           if final(s, "val_acc") is not None and final(r, "val_acc") is not None]
+    observations = [f"sin features change validation accuracy by {mean_std(gap)} (paired by seed) against raw "
+                    f"coordinates, same depth 6 width 16 model and training.",
+                    f"features: sin(a*x) for a in {SIN_FREQUENCIES} on longitude and latitude in degrees "
+                    f"({2 * len(SIN_FREQUENCIES)} inputs)."]
+    write_markdown(out_dir, "implicit", result, [table], ["implicit.png"], observations)
+
+
+def report_regions(result, out_dir, data):
+    meta = result["data"]
+    states = load_states(out_dir, "regions")["states"]
+    resolution = result["settings"]["resolution"]
+    rows = []
+    for arch, runs in group_by(result["runs"], "depth").items():
+        rows.append([arch_label(runs[0]), f"{runs[0]['bound']:,}",
+                     ", ".join(f"{r['regions_on_grid']} (seed {r['seed']})" for r in runs),
+                     mean_std([r["test_acc"] for r in runs])])
+    table = markdown_table(["model", "upper bound on regions (whole plane)", f"regions seen on a {resolution}x"
+                            f"{resolution} grid over the data (a lower bound)", "test acc"], rows)
+    firsts = [next(i for i, r in enumerate(result["runs"]) if r["depth"] == depth)
+              for depth in group_by(result["runs"], "depth")]
+    fig, axes = plt.subplots(1, len(firsts), figsize=(8 * len(firsts), 6.5), layout="constrained", squeeze=False)
+    rng = np.random.default_rng(0)
+    for ax, i in zip(axes[0], firsts):
+        run = result["runs"][i]
+        regions = activation_regions(load_model(run, meta["n_classes"], states[i]), meta["extent"], resolution)
+        colors = rng.uniform(0.25, 1.0, size=(regions.max() + 1, 3))
+        image = colors[regions]
+        edge = np.zeros(regions.shape, bool)
+        edge[1:] |= regions[1:] != regions[:-1]
+        edge[:, 1:] |= regions[:, 1:] != regions[:, :-1]
+        image[edge] = 0
+        ax.imshow(image, origin="lower", extent=meta["extent"], interpolation="nearest")
+        ax.set_aspect(1 / np.cos(np.radians(np.mean(meta["extent"][2:]))))
+        ax.set(xlabel="longitude (degrees)", ylabel="latitude (degrees)",
+               title=f"{arch_label(run)}, seed {run['seed']}: {run['regions_on_grid']} regions on the grid "
+                     f"(bound {run['bound']:,})")
+    save_figure(fig, os.path.join(out_dir, "regions.png"))
+    observations = [f"{arch_label(runs[0])}: {min(r['regions_on_grid'] for r in runs)}-"
+                    f"{max(r['regions_on_grid'] for r in runs)} regions over the data's extent against a bound of "
+                    f"{runs[0]['bound']:,} for the whole plane." for runs in group_by(result["runs"], "depth").values()]
+    observations.append("each distinct on/off pattern of the hidden ReLUs is one linear region: the inputs that share "
+                        "a pattern form one convex polygon on which the network is a single affine map (batch norm "
+                        "in eval mode is affine and adds none). Counting patterns on a grid gives a lower bound: "
+                        "regions thinner than a cell, or outside the data's extent, are missed.")
+    write_markdown(out_dir, "regions", result, [table], ["regions.png"], observations)
 
 
 # ----------------------------------------------------------------------------- questions
 
+SECTION_61 = dict(lr=1e-3, batch_size=256, depth=6, width=16, batch_norm=False)  # the exercise skeleton's defaults
+SECTION_62 = dict(lr=1e-3, epochs=50, batch_size=128, depth=6, width=16, batch_norm=True)  # the report's choice
+GRADIENTS = dict(SECTION_61, epochs=10, depth=100, width=4)
 QUESTIONS = {
-    # name: (protocol settings, train function, report function)
-    "lr": (dict(lrs=[1, 0.2, 0.01, 0.001, 0.0005, 0.00001], epochs=50, batch_size=256, depth=6, width=16,
-                batch_norm=False), train_lr, report_lr),
-    "epochs": (dict(lr=1e-3, epochs=100, batch_size=256, depth=6, width=16, batch_norm=False), train_epochs,
-               report_epochs),
-    "batchnorm": (dict(lr=1e-3, epochs=100, batch_size=256, depth=6, width=16, batch_norm=True), train_epochs,
-                  report_batchnorm),
-    "batch_size": (dict(lr=1e-3, batch_sizes=[1, 16, 128, 1024], batch_size_epochs=[1, 10, 50, 50], depth=6, width=16,
-                        batch_norm=False), train_batch_size, report_batch_size),
+    # protocol: the settings SPEC.md gives; baseline: (question, which of its runs) shown beside this one, not retrained
+    "lr": dict(title="6.1.1 Learning rate", train=train_lr, report=report_lr,
+               protocol=dict(SECTION_61, lrs=[1, 0.2, 0.01, 0.001, 0.0005, 0.00001], epochs=50)),
+    "epochs": dict(title="6.1.2 Training for longer (no batch norm)", train=train_epochs, report=report_epochs,
+                   protocol=dict(SECTION_61, epochs=100)),
+    "batchnorm": dict(title="6.1.3 Batch norm (compared with 6.1.2)", train=train_epochs, report=report_batchnorm,
+                      protocol=dict(SECTION_61, epochs=100, batch_norm=True), baseline=("epochs", {})),
+    "batch_size": dict(title="6.1.4 Batch size", train=train_batch_size, report=report_batch_size,
+                       protocol=dict(SECTION_61, batch_sizes=[1, 16, 128, 1024], batch_size_epochs=[1, 10, 50, 50])),
+    "depth_width": dict(title="6.2.1-6.2.4 Depth and width", train=train_depth_width, report=report_depth_width,
+                        protocol=dict(SECTION_62, architectures=[[1, 16], [2, 16], [6, 16], [10, 16], [6, 8], [6, 32],
+                                                                 [6, 64]])),
+    "gradients": dict(title="6.2.5 Vanishing gradients", train=train_gradients, report=report_gradients,
+                      protocol=GRADIENTS),
+    "residual": dict(title="6.2.6 Fixing the vanishing gradients (bonus)", train=train_residual,
+                     report=report_residual, protocol=GRADIENTS, baseline=("gradients", {})),
+    "implicit": dict(title="6.2.7 Implicit representation: sin features (bonus)", train=train_implicit,
+                     report=report_implicit, protocol=dict(SECTION_62, features="sin"),
+                     baseline=("depth_width", {"depth": 6, "width": 16})),
+    "regions": dict(title="Linear regions of the trained ReLU nets (beyond the report)", train=train_regions,
+                    report=report_regions, protocol=dict(architectures=[[1, 16], [2, 16]], resolution=2000)),
 }
-CODE_VERSION = 1  # bump when a change alters the numbers a question produces
+CODE_VERSION = {"lr": 1, "epochs": 1, "batchnorm": 1, "batch_size": 1, "depth_width": 1, "gradients": 1,
+                "residual": 1, "implicit": 1, "regions": 1}  # bump one when a change alters that question's numbers
+DEPENDS = {"regions": "depth_width"}  # questions that read another question's trained models
+FLAG_SETTINGS = ("lr", "lrs", "epochs", "batch_size", "batch_sizes", "batch_size_epochs", "depth", "width",
+                 "architectures", "resolution")
 
 
 def settings_for(args, name):
     """The protocol's settings for a question, with the flags the user set on top."""
-    settings = dict(QUESTIONS[name][0])
-    for key in ("lr", "lrs", "epochs", "batch_size", "batch_sizes", "batch_size_epochs", "depth", "width"):
+    settings = dict(QUESTIONS[name]["protocol"])
+    for key in FLAG_SETTINGS:
         value = getattr(args, key)
         if value is not None and key in settings:
             settings[key] = value
-    if args.batch_norm and name != "batchnorm":
-        settings["batch_norm"] = True
+    if args.batch_norm is not None and "batch_norm" in settings and name != "batchnorm":
+        settings["batch_norm"] = args.batch_norm == "on"
     if args.quick:
         if "epochs" in settings:
             settings["epochs"] = min(settings["epochs"], 2)
         if "batch_size_epochs" in settings:
             settings["batch_size_epochs"] = [1] * len(settings["batch_sizes"])
+        if "resolution" in settings:
+            settings["resolution"] = min(settings["resolution"], 200)
     if len(settings.get("batch_sizes", [])) != len(settings.get("batch_size_epochs", [])):
         raise UserError("--batch-sizes and --batch-size-epochs need the same number of values")
-    if settings["batch_norm"] and min(settings.get("batch_sizes", [settings.get("batch_size", 2)])) < 2:
+    if settings.get("batch_norm") and min(settings.get("batch_sizes", [settings.get("batch_size", 2)])) < 2:
         raise UserError("batch norm needs a batch size of at least 2 (BatchNorm1d cannot train on one sample)")
     return settings
 
 
+def config_for(args, name, meta):
+    """Everything a question's numbers depend on: its cache key."""
+    config = {"question": name, "code_version": CODE_VERSION[name], "data": meta["digest"], "quick": args.quick,
+              "seeds": seeds_of(args), "device": args.device.type, **settings_for(args, name)}
+    if name in DEPENDS:
+        config["depends_on"] = config_for(args, DEPENDS[name], meta)
+    return config
+
+
+def load_states(out_dir, name):
+    path = os.path.join(out_dir, f"{name}.pt")
+    try:
+        return torch.load(path, map_location="cpu")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no saved models; run the question without --replot first") from None
+    except Exception as e:  # a truncated or foreign file: torch raises several types
+        raise UserError(f"{path}: unreadable saved models ({e}); rerun the question with --force") from None
+
+
+def saved_config(path):
+    """The config stored in a question's .pt, or None when it is missing or unreadable."""
+    try:
+        return torch.load(path, map_location="cpu")["config"]
+    except Exception:
+        return None
+
+
 def get_result(args, name, data, meta, force):
-    """The question's saved result if its config matches, else train it and save it."""
-    settings = settings_for(args, name)
-    config = {"question": name, "code_version": CODE_VERSION, "data": meta["digest"], "quick": args.quick,
-              "seeds": seeds_of(args), "device": args.device.type, **settings}
+    """The question's saved result if its config matches, else train it and save it (.json and .pt)."""
+    config = config_for(args, name, meta)
     path = os.path.join(args.out, "mlp", f"{name}.json")
     cached = None if force else load_cached(path, config)
-    if cached is not None:
+    if cached is not None and saved_config(os.path.join(args.out, "mlp", f"{name}.pt")) == config:
         print(f"{name}: reusing {path} (same settings; --force retrains)")
         return cached
     start = time.perf_counter()
-    runs, states = QUESTIONS[name][1](args, data, meta, settings)
-    result = {"question": name, "config": config, "settings": settings, "data": meta, "versions": library_versions(),
+    runs, states = QUESTIONS[name]["train"](args, data, meta, config)
+    result = {"question": name, "config": config, "settings": settings_for(args, name), "data": meta,
+              "versions": library_versions(),
               "device": torch.cuda.get_device_name(args.device) if args.device.type == "cuda" else "cpu",
               "wall_s": round(time.perf_counter() - start, 2), "runs": runs}
-    if name == "batchnorm":
-        result["baseline_runs"] = get_result(args, "epochs", data, meta, force=False)["runs"]
-    save_torch(os.path.join(args.out, "mlp", f"{name}.pt"), {"config": config, "states": states})
+    saved = {"config": config, "states": states}
+    if "baseline" in QUESTIONS[name]:
+        source, match = QUESTIONS[name]["baseline"]
+        source_runs = get_result(args, source, data, meta, force=False)["runs"]
+        keep = [i for i, run in enumerate(source_runs) if all(run[k] == v for k, v in match.items())]
+        source_states = load_states(os.path.join(args.out, "mlp"), source)["states"]
+        result["baseline"] = source
+        result["baseline_runs"] = [source_runs[i] for i in keep]
+        saved["baseline_states"] = [source_states[i] for i in keep]
+    save_torch(os.path.join(args.out, "mlp", f"{name}.pt"), saved)
     save_json(path, result)
     return result
+
+
+def architecture(text):
+    """'DxW' -> [D, W], for --architectures."""
+    try:
+        depth, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UserError(f"--architectures {text}: expected DEPTHxWIDTH, e.g. 6x16") from None
+    return [depth, width]
 
 
 def parse_args(argv):
     parser = ArgumentParser(description=__doc__, formatter_class=RawDescriptionHelpFormatter)
     parser.add_argument("--question", required=True, choices=list(QUESTIONS) + ["all"],
                         help="which experiment: lr (6.1.1), epochs (6.1.2), batchnorm (6.1.3), batch_size (6.1.4), "
-                             "or all")
+                             "depth_width (6.2.1-6.2.4), gradients (6.2.5), residual (6.2.6), implicit (6.2.7), "
+                             "regions (linear regions of the trained depth 1 and 2 nets), or all")
     parser.add_argument("--data-dir", default=DEFAULT_DATA,
                         help="folder with train.csv, validation.csv, test.csv (columns long, lat, country; optional "
                              "countries.csv with id,iso,name for legends). Default: the embedded data/europe")
@@ -464,16 +975,26 @@ def parse_args(argv):
     parser.add_argument("--lr", type=float, help="SGD learning rate of every question but lr (protocol: 0.001)")
     parser.add_argument("--lrs", type=float, nargs="+", help="learning rates of the lr question "
                                                               "(protocol: 1 0.2 0.01 0.001 0.0005 0.00001)")
-    parser.add_argument("--epochs", type=int, help="epochs (protocol: lr 50, epochs and batchnorm 100)")
-    parser.add_argument("--batch-size", type=int, help="batch size (protocol: 256)")
+    parser.add_argument("--epochs", type=int, help="epochs (protocol: lr 50, epochs and batchnorm 100, 6.2 50, "
+                                                   "gradients and residual 10)")
+    parser.add_argument("--batch-size", type=int, help="batch size (protocol: 256 in 6.1 and gradients, 128 in 6.2)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", help="batch sizes of the batch_size question "
                                                                    "(protocol: 1 16 128 1024)")
     parser.add_argument("--batch-size-epochs", type=int, nargs="+",
                         help="epochs for each of --batch-sizes (protocol: 1 10 50 50)")
-    parser.add_argument("--depth", type=int, help="hidden layers, the input layer included (protocol: 6)")
-    parser.add_argument("--width", type=int, help="units per hidden layer (protocol: 16)")
-    parser.add_argument("--batch-norm", action="store_true",
-                        help="BatchNorm1d between each hidden Linear and its ReLU (protocol: off, except batchnorm)")
+    parser.add_argument("--depth", type=int, help="hidden layers, the input layer included (protocol: 6; gradients "
+                                                  "and residual 100)")
+    parser.add_argument("--width", type=int, help="units per hidden layer (protocol: 16; gradients and residual 4)")
+    parser.add_argument("--architectures", type=architecture, nargs="+", metavar="DxW",
+                        help="depth_width models (protocol: 1x16 2x16 6x16 10x16 6x8 6x32 6x64); regions models "
+                             "(protocol: 1x16 2x16, taken from depth_width's)")
+    parser.add_argument("--batch-norm", choices=["on", "off"],
+                        help="BatchNorm1d between each hidden Linear and its ReLU (protocol: off in 6.1 and "
+                             "gradients, on in 6.2; batchnorm is always on)")
+    parser.add_argument("--resolution", type=int, help="grid cells per side for counting regions (protocol: 2000)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads for torch (default 1: these small models are bound by per-operation "
+                             "overhead, and more threads only add synchronisation, or stall on a busy machine)")
     parser.add_argument("--quick", action="store_true",
                         help="tiny budget (2,000 training rows, at most 2 epochs) for tests; never for results/")
     parser.add_argument("--force", action="store_true", help="retrain even if a saved result has the same settings")
@@ -482,13 +1003,13 @@ def parse_args(argv):
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     args = parser.parse_args(argv)
     positive = {"--seeds": args.seeds, "--lr": args.lr, "--epochs": args.epochs, "--batch-size": args.batch_size,
-                "--depth": args.depth, "--width": args.width}
+                "--depth": args.depth, "--width": args.width, "--resolution": args.resolution, "--threads": args.threads}
     for flag, value in positive.items():
         if value is not None and not value > 0:
             raise UserError(f"{flag} must be positive, got {value}")
-    for flag, values in {"--lrs": args.lrs, "--batch-sizes": args.batch_sizes,
-                         "--batch-size-epochs": args.batch_size_epochs}.items():
-        if values is not None and not all(v > 0 for v in values):
+    for flag, values in {"--lrs": args.lrs, "--batch-sizes": args.batch_sizes, "--batch-size-epochs":
+                         args.batch_size_epochs, "--architectures": args.architectures}.items():
+        if values is not None and not all(v > 0 for v in np.ravel(values)):
             raise UserError(f"{flag} values must be positive, got {values}")
     return args
 
@@ -496,6 +1017,8 @@ def parse_args(argv):
 def main(argv):
     args = parse_args(argv)
     args.device = pick_device(args.device)
+    if args.device.type == "cpu":
+        torch.set_num_threads(args.threads)
     names = list(QUESTIONS) if args.question == "all" else [args.question]
     out_dir = os.path.join(args.out, "mlp")
     data, meta = load_data(args.data_dir, args.device, args.quick)
@@ -504,7 +1027,7 @@ def main(argv):
             result = load_result(os.path.join(out_dir, f"{name}.json"))
         else:
             result = get_result(args, name, data, meta, force=args.force)
-        QUESTIONS[name][2](result, out_dir)
+        QUESTIONS[name]["report"](result, out_dir, data)
         print(f"{name}: wrote {os.path.join(out_dir, name)}.{{png,md,json}}")
 
 

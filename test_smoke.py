@@ -31,7 +31,7 @@ def write_csv_dir(folder, n=(300, 80, 80), header=("long", "lat", "country"), se
         with open(os.path.join(folder, file), "w") as f:
             f.write(",".join(header) + "\n")
             for i, ((x, y), q) in enumerate(zip(xy, quadrant)):
-                values = {"long": f"{x:.5f}", "lat": f"{y:.5f}", "country": str(labels[q]), "": str(i)}
+                values = {"long": f"{x:.5f}", "lat": f"{y:.5f}", "country": str(labels[q]), "": str(i), "population": "7"}
                 f.write(",".join(values[h] for h in header) + "\n")
     return str(folder)
 
@@ -126,6 +126,93 @@ def test_same_seed_same_history():
     assert len(first[0]["history"]["step_loss"]) == 2 * 15  # 240 rows / 16 per batch, 2 epochs
 
 
+def test_residual_skip_sits_around_each_hidden_layer_but_the_first():
+    torch.manual_seed(0)
+    model = mlp.MLP(2, 3, depth=3, width=4, residual=True)
+    x = torch.randn(5, 2)
+    h = model.hidden[0](x)  # 2 -> 4: no identity skip possible
+    h = h + model.hidden[1](h)
+    h = h + model.hidden[2](h)
+    assert torch.allclose(model(x), model.out(h))
+
+
+def test_gradient_record_equals_hand_computation():
+    """A 3-Linear ReLU net with chosen weights, one full-batch step: ||grad W||^2 per layer by explicit backprop."""
+    W = [np.array([[1.0, -0.5], [0.3, 0.8]]), np.array([[0.7, -0.2], [0.4, 0.9]]), np.array([[0.5, -1.0], [-0.3, 0.6]])]
+    b = [np.array([0.1, 0.2]), np.array([0.05, -0.1]), np.array([0.0, 0.1])]
+    X = np.array([[1.0, 2.0], [-1.0, 0.5], [0.5, -1.5], [2.0, 1.0]])
+    y = np.array([0, 1, 1, 0])
+
+    def build():
+        model = mlp.MLP(2, 2, depth=2, width=2)
+        with torch.no_grad():
+            for layer, w, bias in zip([m for m in model.modules() if isinstance(m, nn.Linear)], W, b):
+                layer.weight.copy_(torch.tensor(w))
+                layer.bias.copy_(torch.tensor(bias))
+        return model
+
+    data = {split: (torch.tensor(X, dtype=torch.float32), torch.tensor(y)) for split in ("train", "val", "test")}
+    result, _ = common.train_lockstep(build, [{"seed": 0, "lr": 0.1}], data, epochs=1, batch_size=4,
+                                      device=torch.device("cpu"), record_grads=True, quiet=True)
+    # forward
+    z1 = X @ W[0].T + b[0]
+    h1 = np.maximum(z1, 0)
+    z2 = h1 @ W[1].T + b[1]
+    h2 = np.maximum(z2, 0)
+    logits = h2 @ W[2].T + b[2]
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    # backward of the mean cross-entropy
+    d3 = (p - np.eye(2)[y]) / len(y)
+    d2 = (d3 @ W[2]) * (z2 > 0)
+    d1 = (d2 @ W[1]) * (z1 > 0)
+    expected = [np.sum((d1.T @ X) ** 2), np.sum((d2.T @ h1) ** 2), np.sum((d3.T @ h2) ** 2)]
+    assert np.allclose(result[0]["history"]["grad_sq_norm"][0], expected, rtol=1e-5)
+
+
+def test_prediction_map_colors_grid_by_argmax():
+    model = nn.Linear(2, 3)
+    with torch.no_grad():  # logits (-x, x, 0.5): class 0 left of -0.5, class 1 right of 0.5, class 2 between
+        model.weight.copy_(torch.tensor([[-1.0, 0.0], [1.0, 0.0], [0.0, 0.0]]))
+        model.bias.copy_(torch.tensor([0.0, 0.0, 0.5]))
+    predict = lambda points: model(points).argmax(1)  # noqa: E731
+    grid, extent = common.prediction_grid(predict, (-2, 2, -1, 1), resolution=101, margin=0)
+    xs = np.linspace(-2, 2, 101)
+    expected_row = np.where(xs > 0.5, 1, np.where(xs < -0.5, 0, 2))
+    assert grid.shape == (101, 101) and extent == (-2, 2, -1, 1)
+    assert (grid == expected_row[None, :]).all()
+    fig, ax = common.plt.subplots()
+    drawn = common.plot_prediction_map(ax, predict, (-2, 2, -1, 1), np.zeros((1, 2)), [2], ["a", "b", "c"], "t",
+                                       resolution=50)
+    image = ax.images[0].get_array()
+    colors = common.class_colors(3)
+    assert np.allclose(image, colors[drawn]) and set(np.unique(drawn)) == {0, 1, 2}
+    assert len({tuple(c) for c in common.class_colors(40)}) == 40
+    common.plt.close(fig)
+
+
+def test_region_count_of_known_lines():
+    """Three ReLU units whose lines x = 0, y = 0 and x + y = 1 are in general position: 1 + 3 + 3 = 7 regions
+    of the plane, all of which meet the box [-3, 3]^2."""
+    model = mlp.MLP(2, 2, depth=1, width=3)
+    with torch.no_grad():
+        model.hidden[0][0].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+        model.hidden[0][0].bias.copy_(torch.tensor([0.0, 0.0, -1.0]))
+    regions = mlp.activation_regions(model, (-3, 3, -3, 3), resolution=300)
+    assert regions.max() + 1 == 7
+    assert mlp.region_bound([3]) == 7  # C(3,0) + C(3,1) + C(3,2)
+    assert mlp.region_bound([16]) == 137  # the report's bound
+    assert mlp.region_bound([16, 16]) == 137 * 137  # caps min(2, 16 - j1) never bind at width 16
+
+
+def test_sin_features():
+    X = torch.tensor([[10.0, 50.0]])
+    features = mlp.featurize(X, "sin")
+    assert features.shape == (1, 20)
+    assert features[0, 0].item() == pytest.approx(np.sin(0.1 * 10.0), abs=1e-6)
+    assert features[0, 19].item() == pytest.approx(np.sin(1.0 * 50.0), abs=1e-6)
+
+
 # ----------------------------------------------------------------------------- data loading
 
 def test_loader_reads_course_format_and_maps_labels(tmp_path, capsys):
@@ -149,24 +236,39 @@ def test_loader_uses_country_names(tmp_path):
     assert meta["class_names"] == ["Aland", "Bland", "Cland", "Dland"] and meta["label_note"] is None
 
 
+def rewrite(path, edit):
+    lines = open(path).read().splitlines()
+    open(path, "w").write("\n".join(edit(lines)) + "\n")
+
+
+def break_missing_folder(folder):
+    os.rename(folder, folder + "_gone")
+    return "bad: data folder not found"
+
+
 def break_missing_file(folder):
     os.remove(os.path.join(folder, "validation.csv"))
     return "validation.csv: file not found"
 
 
 def break_missing_column(folder):
-    path = os.path.join(folder, "train.csv")
-    lines = open(path).read().splitlines()
-    open(path, "w").write("\n".join(["long,latitude,country"] + lines[1:]) + "\n")
+    rewrite(os.path.join(folder, "train.csv"), lambda lines: ["long,latitude,country"] + lines[1:])
     return "train.csv: missing column(s) lat"
 
 
 def break_nan(folder):
-    path = os.path.join(folder, "test.csv")
-    lines = open(path).read().splitlines()
-    lines[3] = "nan,1.0,0"
-    open(path, "w").write("\n".join(lines) + "\n")
+    rewrite(os.path.join(folder, "test.csv"), lambda lines: lines[:3] + ["nan,1.0,0"] + lines[4:])
     return "test.csv: line 4: coordinates must be finite"
+
+
+def break_inf(folder):
+    rewrite(os.path.join(folder, "train.csv"), lambda lines: lines[:2] + ["0.5,inf,1"] + lines[3:])
+    return "train.csv: line 3: coordinates must be finite"
+
+
+def break_non_numeric(folder):
+    rewrite(os.path.join(folder, "train.csv"), lambda lines: lines[:5] + ["east,1.0,1"] + lines[6:])
+    return "train.csv: line 6: expected numbers in long and lat"
 
 
 def break_empty_split(folder):
@@ -174,21 +276,105 @@ def break_empty_split(folder):
     return "validation.csv: no data rows"
 
 
-@pytest.mark.parametrize("breaker", [break_missing_file, break_missing_column, break_nan, break_empty_split])
+def break_unseen_class(folder):
+    rewrite(os.path.join(folder, "test.csv"), lambda lines: lines + ["0.1,0.2,9"])
+    return "test.csv: class(es) 9 do not appear in train.csv"
+
+
+def one_line_error(proc, expected):
+    lines = proc.stderr.strip().splitlines()
+    return proc.returncode != 0 and len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0]
+
+
+@pytest.mark.parametrize("breaker", [break_missing_folder, break_missing_file, break_missing_column, break_nan,
+                                     break_inf, break_non_numeric, break_empty_split, break_unseen_class])
 def test_bad_csv_gives_one_line_error(tmp_path, breaker):
     folder = write_csv_dir(tmp_path / "bad")
     expected = breaker(folder)
     proc = run_script("mlp.py", "--question", "epochs", "--quick", "--quiet", "--data-dir", folder,
                       "--out", tmp_path / "out")
-    assert proc.returncode != 0
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], proc.stderr
+    assert one_line_error(proc, expected), proc.stderr
     assert not os.path.exists(tmp_path / "out")
+
+
+@pytest.mark.parametrize("header", [("long", "lat", "country", "population"), ("country", "lat", "long"),
+                                    ("", "lat", "country", "long")])
+def test_csv_columns_found_by_name(tmp_path, header):
+    folder = write_csv_dir(tmp_path / "cols", header=header)
+    reference = write_csv_dir(tmp_path / "plain")
+    data, _ = mlp.load_data(folder, torch.device("cpu"))
+    expected, _ = mlp.load_data(reference, torch.device("cpu"))
+    for split in ("train", "val", "test"):
+        assert torch.equal(data[split][0], expected[split][0]) and torch.equal(data[split][1], expected[split][1])
+
+
+def test_string_labels_become_class_names(tmp_path):
+    folder = write_csv_dir(tmp_path / "names", labels=("PT", "ES", "FR", "DE"))
+    data, meta = mlp.load_data(folder, torch.device("cpu"))
+    assert meta["class_names"] == ["DE", "ES", "FR", "PT"] and meta["n_classes"] == 4
+    assert "mapped onto 0..3" in meta["label_note"]
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--question", "lr", "--lrs", "-0.1"], "--lrs values must be positive"),
+    (["--question", "epochs", "--lr", "-1"], "--lr must be positive"),
+    (["--question", "epochs", "--batch-size", "0"], "--batch-size must be positive"),
+    (["--question", "nope"], "invalid choice: 'nope'"),
+    (["--question", "batch_size", "--batch-norm", "on"], "batch norm needs a batch size of at least 2"),
+    (["--question", "epochs", "--seeds", "0"], "--seeds must be positive"),
+    (["--question", "depth_width", "--architectures", "6by16"], "expected DEPTHxWIDTH"),
+    (["--question", "epochs", "--device", "tpu"], "--device tpu: expected auto, cpu or cuda"),
+])
+def test_bad_flags_give_one_line_error(tmp_path, flags, expected):
+    proc = run_script("mlp.py", *flags, "--quick", "--out", tmp_path)
+    assert one_line_error(proc, expected), proc.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_missing_cuda_is_a_clear_error(tmp_path):
+    proc = run_script("mlp.py", "--question", "epochs", "--device", "cuda", "--quick", "--out", tmp_path)
+    assert one_line_error(proc, "no CUDA device is available"), proc.stderr
+
+
+def test_cache_is_keyed_by_data_and_survives_corruption(tmp_path):
+    folder = write_csv_dir(tmp_path / "data")
+    args = ["--question", "epochs", "--quick", "--quiet", "--seeds", 1, "--data-dir", folder, "--out", tmp_path]
+    assert run_script("mlp.py", *args).returncode == 0
+    saved = tmp_path / "mlp" / "epochs.json"
+    saved.write_text(saved.read_text()[:100])  # a truncated result, as a crash of an older version could leave
+    proc = run_script("mlp.py", *args)
+    assert proc.returncode == 0 and "unreadable cache" in proc.stderr and "reusing" not in proc.stdout
+    first = json.loads(saved.read_text())
+    rewrite(os.path.join(folder, "train.csv"), lambda lines: lines[:-1])  # the data changed: retrain
+    proc = run_script("mlp.py", *args)
+    assert proc.returncode == 0 and "reusing" not in proc.stdout
+    assert json.loads(saved.read_text())["data"]["rows"]["train"] == first["data"]["rows"]["train"] - 1
+
+
+def test_divergence_is_reported_not_a_crash(tmp_path):
+    proc = run_script("mlp.py", "--question", "lr", "--lrs", "1e30", "0.01", "--quick", "--quiet", "--seeds", 2,
+                      "--out", tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "mlp" / "lr.json").read_text())
+    bad = [r for r in result["runs"] if r["lr"] == 1e30]
+    assert all(r["status"] == "diverged" and r["diverged_epoch"] == 1 for r in bad)
+    assert all(r["status"] == "ok" for r in result["runs"] if r["lr"] == 0.01)
+    assert "seed 42 diverged at epoch 1" in (tmp_path / "mlp" / "lr.md").read_text()
+    assert (tmp_path / "mlp" / "lr.png").stat().st_size > 10_000
+
+
+def test_same_flags_same_numbers_across_processes(tmp_path):
+    args = ["--question", "batchnorm", "--quick", "--quiet", "--seeds", 2]
+    assert run_script("mlp.py", *args, "--out", tmp_path / "a").returncode == 0
+    assert run_script("mlp.py", *args, "--out", tmp_path / "b").returncode == 0
+    first, second = (json.loads((tmp_path / d / "mlp" / "batchnorm.json").read_text()) for d in ("a", "b"))
+    assert [r["history"] for r in first["runs"]] == [r["history"] for r in second["runs"]]
 
 
 # ----------------------------------------------------------------------------- questions end to end
 
-@pytest.mark.parametrize("question", ["lr", "epochs", "batchnorm", "batch_size"])
+@pytest.mark.parametrize("question", ["lr", "epochs", "batchnorm", "batch_size", "depth_width", "gradients",
+                                      "residual", "implicit", "regions"])
 def test_mlp_question_end_to_end(tmp_path, question):
     proc = run_script("mlp.py", "--question", question, "--quick", "--quiet", "--seeds", 2, "--out", tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -199,8 +385,13 @@ def test_mlp_question_end_to_end(tmp_path, question):
     assert {r["seed"] for r in result["runs"]} == {42, 43}
     for run in result["runs"]:
         assert {"seed", "lr", "batch_size", "epochs", "depth", "width", "batch_norm"} <= run.keys()
-        assert {"train_loss", "val_loss", "test_loss", "train_acc", "val_acc", "test_acc"} <= run["history"].keys()
-        assert len(run["history"]["val_loss"]) == run["epochs"]
+        if question != "regions":
+            assert {"train_loss", "val_loss", "test_loss", "train_acc", "val_acc", "test_acc"} <= run["history"].keys()
+            assert len(run["history"]["val_loss"]) == run["epochs"]
+    if question in ("gradients", "residual"):
+        for run in result["runs"]:
+            grads = run["history"]["grad_sq_norm"]
+            assert len(grads) == run["epochs"] and all(g is None or len(g) == run["depth"] + 1 for g in grads)
     # a rerun with the same settings reuses the saved result
     again = run_script("mlp.py", "--question", question, "--quick", "--quiet", "--seeds", 2, "--out", tmp_path)
     assert again.returncode == 0 and "reusing" in again.stdout
