@@ -3,11 +3,13 @@
     python bench.py                 # embedded data, batch 256, 2 epochs, K = 1 and K = 18
     python bench.py --epochs 3 --data-dir ../shared/data/europe-course
 
-(a) reference: a DataLoader over a TensorDataset, one model at a time, torch.optim.SGD, and
-    evaluation of validation and test through DataLoaders after every epoch;
+(a) reference: a DataLoader over a TensorDataset, one model at a time, torch.optim.SGD, train loss
+    and accuracy accumulated with .item() per batch, validation and test evaluated through
+    DataLoaders after every epoch;
 (b) common.train_lockstep: all K models at once, whole tensors, randperm batches.
-Both do the same work per epoch (train, then evaluate validation and test). Prints optimizer
-model-steps per second (K models x steps / wall seconds) and the ratio.
+Both produce the same numbers per epoch (train, validation and test loss and accuracy). Prints
+optimizer model-steps per second (K models x steps / wall seconds) and the ratio. Both run on
+--threads CPU threads (default 1, as mlp.py).
 """
 import argparse
 import time
@@ -21,6 +23,8 @@ import mlp
 
 
 def reference_loop(data, n_classes, runs, epochs, batch_size):
+    """The skeleton's loop: per epoch, train loss and accuracy summed over batches with .item(), then
+    validation and test loss and accuracy through their own DataLoaders, one model after the other."""
     train = DataLoader(TensorDataset(*data["train"]), batch_size=batch_size, shuffle=True)
     evaluation = {split: DataLoader(TensorDataset(*data[split]), batch_size=batch_size) for split in ("val", "test")}
     steps = 0
@@ -30,16 +34,24 @@ def reference_loop(data, n_classes, runs, epochs, batch_size):
         optimizer = torch.optim.SGD(model.parameters(), lr=run["lr"])
         for _ in range(epochs):
             model.train()
+            train_loss = train_correct = 0.0
             for xb, yb in train:
                 optimizer.zero_grad()
-                F.cross_entropy(model(xb), yb).backward()
+                logits = model(xb)
+                loss = F.cross_entropy(logits, yb)
+                loss.backward()
                 optimizer.step()
+                train_loss += loss.item()
+                train_correct += (logits.argmax(1) == yb).sum().item()
                 steps += 1
             model.eval()
             with torch.no_grad():
                 for loader in evaluation.values():
+                    loss_sum = correct = 0.0
                     for xb, yb in loader:
-                        F.cross_entropy(model(xb), yb, reduction="sum")
+                        logits = model(xb)
+                        loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
+                        correct += (logits.argmax(1) == yb).sum().item()
     return steps
 
 
@@ -48,7 +60,9 @@ def main():
     parser.add_argument("--data-dir", default=mlp.DEFAULT_DATA, help="Section 6 CSV folder (default: embedded)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per measurement (default 2)")
     parser.add_argument("--batch-size", type=int, default=256, help="batch size (default 256)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, as mlp.py)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     cpu = torch.device("cpu")
     data, meta = mlp.load_data(args.data_dir, cpu)
     lrs = mlp.QUESTIONS["lr"][0]["lrs"]

@@ -63,7 +63,8 @@ def pick_device(name):
     if name not in ("auto", "cpu", "cuda"):
         raise UserError(f"--device {name}: expected auto, cpu or cuda")
     if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available here (torch.cuda.is_available() is False); use --device cpu")
+        raise UserError("--device cuda: no CUDA device is available here (torch.cuda.is_available() is False); "
+                        "use --device cpu")
     device = torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
     if device.type == "cuda":
         # PyTorch's reproducibility notes: deterministic cuBLAS workspace and cuDNN algorithms.
@@ -139,7 +140,7 @@ def load_cached(path, config):
         with open(path) as f:
             result = json.load(f)
     except (OSError, ValueError) as e:
-        warnings.warn(f"{path}: unreadable cache ({e}); recomputing")
+        warnings.warn(f"{path}: unreadable cache ({e}); recomputing", stacklevel=2)
         return None
     return result if result.get("config") == config else None
 
@@ -224,7 +225,7 @@ def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_s
     if n_train % batch_size == 1 and any(isinstance(m, nn.BatchNorm1d) for m in base.modules()):
         steps -= 1  # batch norm cannot train on a last batch of one sample; it is skipped each epoch
         warnings.warn(f"{n_train} training rows leave a last batch of 1 at batch size {batch_size}; "
-                      "batch norm cannot use it, so it is skipped every epoch")
+                      "batch norm cannot use it, so it is skipped every epoch", stacklevel=2)
     generators = [torch.Generator().manual_seed(run["seed"]) for run in runs]
     eval_splits = [("train", "train_eval")] * eval_train + [("val", "val"), ("test", "test")]
     keys = ["train_loss", "train_acc"] + [f"{prefix}_{m}" for _, prefix in eval_splits for m in ("loss", "acc")]
@@ -366,3 +367,105 @@ def plot_prediction_map(ax, predict, extent, points, labels, class_names, title,
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7,
                   ncol=1 + len(class_names) // 25, title="true class (points) / predicted (area)", title_fontsize=7)
     return grid
+
+
+# ----------------------------------------------------------------------------- the study report (run_all.sh)
+
+REPORT_SECTIONS = [  # (results subfolder, question), in SPEC.md's order
+    ("mlp", "lr"), ("mlp", "epochs"), ("mlp", "batchnorm"), ("mlp", "batch_size"), ("mlp", "depth_width"),
+    ("mlp", "gradients"), ("mlp", "residual"), ("mlp", "implicit"), ("mlp", "regions"),
+    ("cnn", "xgb"), ("cnn", "scratch"), ("cnn", "linear_probe"), ("cnn", "sklearn_probe"), ("cnn", "finetune"),
+    ("cnn", "summary"), ("cnn", "mistakes")]
+
+
+def git_commit():
+    import subprocess
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + (" (with uncommitted changes)" if dirty else "")
+
+
+def section_text(out, folder, question, seconds):
+    """A question's own .md, headings one level down and figure links relative to out/."""
+    path = os.path.join(out, folder, f"{question}.md")
+    if not os.path.exists(path):
+        return f"## {folder}/{question}\n\nNo result: the question failed or was not run (see run_all.sh's output).\n"
+    lines = []
+    for line in open(path).read().splitlines():
+        if line.startswith("#"):
+            line = "#" + line
+        if line.startswith("!["):
+            line = line.replace("](", f"]({folder}/", 1)
+        lines.append(line)
+    lines.insert(1, f"\n*`{folder}.py --question {question}`; wall time in this run: "
+                    f"{seconds if seconds is not None else '?'} s.*")
+    return "\n".join(lines) + "\n"
+
+
+def write_study_report(out, times, total, seeds, mlp_data, cnn_data, image_size):
+    """results/README.md and results/manifest.json from the saved per-question files and run_all's timings."""
+    wall = {key: float(seconds) for key, seconds, _ in times}
+    status = {key: state for key, _, state in times}
+    results = {}
+    for folder, question in REPORT_SECTIONS:
+        try:
+            with open(os.path.join(out, folder, f"{question}.json")) as f:
+                results[f"{folder}/{question}"] = json.load(f)
+        except (OSError, ValueError):
+            pass
+    devices = sorted({r["device"] for r in results.values() if "device" in r})
+    data = {}
+    for section in ("mlp", "cnn"):
+        source = next((r["data"] for k, r in results.items() if k.startswith(section) and "data" in r), None)
+        data[section] = {"source": mlp_data if section == "mlp" else cnn_data,
+                         "dir": source.get("dir") if source else None, "rows": source.get("rows") if source else None}
+    manifest = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "git_commit": git_commit(), "seeds": seeds,
+                "devices": devices, "versions": library_versions(), "data": data, "cnn_image_size": image_size,
+                "total_wall_s": total, "questions": wall, "status": status}
+    save_json(os.path.join(out, "manifest.json"), manifest)
+
+    embedded = [name for name, source in (("Section 6", mlp_data), ("Section 7", cnn_data)) if source == "embedded"]
+    lines = ["# The study, answered\n",
+             "Generated by `bash run_all.sh` from the files in this folder; do not edit by hand.\n"]
+    if embedded:
+        lines.append(f"> **Stand-in data.** {' and '.join(embedded)} ran on the data embedded in the project, not "
+                     "on the course's: Section 6 on GeoNames cities of 39 European countries (`data/europe/`), "
+                     "Section 7 on a generated real-vs-fake image set (photographs vs. the same photographs through a "
+                     f"simulated generator's upsampling, {image_size} px). The numbers answer the same questions but "
+                     "are not the report's. To run the course data: `bash run_all.sh --mlp-data "
+                     "../shared/data/europe-course --cnn-data DIR` (DIR: an ImageFolder with train/, val/, test/).\n")
+    failed = [k for k, v in status.items() if v != "ok"]
+    if failed:
+        lines.append(f"> **Failed in this run:** {', '.join(failed)}. Their sections below are missing or stale.\n")
+    rows = [("date", manifest["date"]), ("git commit", manifest["git_commit"]), ("seeds", seeds),
+            ("device", ", ".join(devices)), ("total wall time", f"{total:.0f} s")]
+    for section, info in data.items():
+        rows_text = ", ".join(f"{split} {n:,}" for split, n in (info["rows"] or {}).items())
+        rows.append((f"{section} data", f"{info['source']}: {info['dir']} ({rows_text})"))
+    rows += [(package, version) for package, version in manifest["versions"].items()]
+    lines += ["## Manifest\n", markdown_table(["", ""], rows),
+              markdown_table(["question", "wall time in this run (s)", "status"],
+                             [(k, f"{wall[k]:.1f}", status[k]) for k in wall])]
+    for folder, question in REPORT_SECTIONS:
+        lines.append(section_text(out, folder, question, wall.get(f"{folder}/{question}")))
+    save_text(os.path.join(out, "README.md"), "\n".join(lines))
+
+
+if __name__ == "__main__":
+    parser = ArgumentParser(description="Write results/README.md and manifest.json (called by run_all.sh).")
+    parser.add_argument("command", choices=["report"])
+    parser.add_argument("--out", required=True, help="results folder")
+    parser.add_argument("--times", required=True, help="run_all.sh's tab-separated question, seconds, status file")
+    parser.add_argument("--total", type=float, required=True, help="total wall seconds")
+    parser.add_argument("--seeds", type=int, required=True)
+    parser.add_argument("--mlp-data", required=True, help="'embedded' or the Section 6 folder")
+    parser.add_argument("--cnn-data", required=True, help="'embedded' or the Section 7 folder")
+    parser.add_argument("--image-size", type=int, required=True)
+    cli = parser.parse_args()
+    with open(cli.times) as f:
+        timings = [line.rstrip("\n").split("\t") for line in f if line.strip()]
+    write_study_report(cli.out, timings, cli.total, cli.seeds, cli.mlp_data, cli.cnn_data, cli.image_size)

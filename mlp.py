@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common import (ArgumentParser, UserError, file_digest, finite_or_none, library_versions, load_cached, load_result, markdown_table, mean_std,
-                    pick_device, plot_mean_band, plot_prediction_map, plt, run_main, save_figure, save_json, save_text, save_torch, seed_everything,
+from common import (ArgumentParser, UserError, file_digest, finite_or_none, library_versions, load_cached, load_result,
+                    markdown_table, mean_std, pick_device, plot_mean_band, plot_prediction_map, plt, run_main,
+                    save_figure, save_json, save_text, save_torch, seed_everything,
                     train_lockstep)
 
 DEFAULT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "europe")
@@ -40,7 +41,8 @@ def read_split(path):
         header = [h.strip() for h in next(reader, [])]
         missing = [c for c in COLUMNS if c not in header]
         if missing:
-            raise UserError(f"{path}: missing column(s) {', '.join(missing)}; the header is {','.join(header) or '(empty)'}")
+            raise UserError(f"{path}: missing column(s) {', '.join(missing)}; "
+                            f"the header is {','.join(header) or '(empty)'}")
         index = [header.index(c) for c in COLUMNS]
         coords, labels = [], []
         for line, row in enumerate(reader, start=2):
@@ -57,7 +59,8 @@ def read_split(path):
     coords = np.array(coords, dtype=np.float32)
     bad = ~np.isfinite(coords).all(1)
     if bad.any():
-        raise UserError(f"{path}: line {int(np.argmax(bad)) + 2}: coordinates must be finite numbers (found NaN or inf)")
+        raise UserError(f"{path}: line {int(np.argmax(bad)) + 2}: coordinates must be finite numbers "
+                        "(found NaN or inf)")
     return coords, labels
 
 
@@ -84,7 +87,8 @@ def load_data(data_dir, device, quick=False):
     classes = sorted(train_labels, key=int if numeric else str)
     label_note = None
     if not numeric or [int(c) for c in classes] != list(range(len(classes))):
-        label_note = f"labels {', '.join(classes[:5])}{', ...' if len(classes) > 5 else ''} mapped onto 0..{len(classes) - 1}"
+        shown = ", ".join(classes[:5]) + (", ..." if len(classes) > 5 else "")
+        label_note = f"labels {shown} mapped onto 0..{len(classes) - 1}"
         print(f"note: {label_note}")
     country_names = read_country_names(data_dir) if numeric else {}
     class_names = [country_names.get(c, c) for c in classes]
@@ -97,7 +101,8 @@ def load_data(data_dir, device, quick=False):
         data[name] = (torch.from_numpy(coords).to(device), torch.from_numpy(y).to(device))
         rows[name] = len(y)
     all_coords = np.concatenate([c for c, _ in splits.values()])
-    meta = {"dir": os.path.abspath(data_dir), "digest": file_digest([os.path.join(data_dir, f) for f in SPLIT_FILES.values()]),
+    meta = {"dir": os.path.abspath(data_dir),
+            "digest": file_digest([os.path.join(data_dir, f) for f in SPLIT_FILES.values()]),
             "rows": rows, "n_classes": len(classes), "class_names": class_names, "label_note": label_note,
             "extent": [float(all_coords[:, 0].min()), float(all_coords[:, 0].max()),
                        float(all_coords[:, 1].min()), float(all_coords[:, 1].max())]}
@@ -280,7 +285,8 @@ def train_depth_width(args, data, meta, settings):
     for depth, width in settings["architectures"]:
         runs = [{"seed": s, "lr": settings["lr"]} for s in seeds_of(args)]
         group, group_states = train_group(args, data, meta, runs, arch_of(settings, depth=depth, width=width),
-                                          settings["epochs"], settings["batch_size"], desc=f"depth {depth} width {width}")
+                                          settings["epochs"], settings["batch_size"],
+                                          desc=f"depth {depth} width {width}")
         results += group
         states += group_states
     return results, states
@@ -326,7 +332,8 @@ def train_regions(args, data, meta, settings):
         regions = activation_regions(model, meta["extent"], settings["resolution"])
         results.append({**{k: run[k] for k in ("seed", "lr", "epochs", "batch_size", *ARCH_KEYS)},
                         "status": run["status"], "regions_on_grid": int(regions.max()) + 1,
-                        "bound": region_bound([run["width"]] * run["depth"]), "test_acc": run["history"]["test_acc"][-1]})
+                        "bound": region_bound([run["width"]] * run["depth"]),
+                        "test_acc": run["history"]["test_acc"][-1]})
         kept_states.append(state)
     return results, kept_states
 
@@ -394,7 +401,8 @@ def report_lr(result, out_dir, data):
     rows = []
     for lr, runs in by_lr.items():
         dead_per_layer = " / ".join(f"{d:.2f}" for d in np.mean(dead[lr], axis=0)) if dead[lr] else "diverged"
-        rows.append((f"{lr:g}", mean_std([final(r, "val_loss") for r in runs]), mean_std([best(r, "val_loss") for r in runs]),
+        rows.append((f"{lr:g}", mean_std([final(r, "val_loss") for r in runs]),
+                     mean_std([best(r, "val_loss") for r in runs]),
                      mean_std([final(r, "val_acc") for r in runs]), mean_std([best(r, "val_acc", max) for r in runs]),
                      dead_per_layer, status_text(runs)))
     table = markdown_table(["lr", "final val loss", "best val loss", "final val acc", "best val acc",
@@ -415,8 +423,8 @@ def report_lr(result, out_dir, data):
     observations.append("dead hidden ReLU units at the end (output 0 on every validation point), mean over layers "
                         "and seeds: " + ", ".join(f"lr {lr:g}: {np.mean(d):.0%}" for lr, d in dead.items() if d) + ".")
     if any(r["status"] == "diverged" for r in result["runs"]):
-        observations.append("diverged runs: " + "; ".join(f"lr {lr:g}: {status_text(runs)}" for lr, runs in by_lr.items()
-                                                        if status_text(runs) != "ok") + ".")
+        diverged = [f"lr {lr:g}: {status_text(runs)}" for lr, runs in by_lr.items() if status_text(runs) != "ok"]
+        observations.append("diverged runs: " + "; ".join(diverged) + ".")
     write_markdown(out_dir, "lr", result, [table], ["lr.png"], observations)
 
 
@@ -456,9 +464,11 @@ def report_epochs(result, out_dir, data):
                     f"validation {mean_std(val_acc)}, test {mean_std([final(r, 'test_acc') for r in runs])}.",
                     f"final validation loss {mean_std([final(r, 'val_loss') for r in runs])}, "
                     f"lowest {mean_std([best(r, 'val_loss') for r in runs])}: "
-                    + ("still falling at the last epoch." if all(final(r, "val_loss") == best(r, "val_loss") for r in runs
-                                                                if r["status"] == "ok") else "not at its minimum at the last epoch.")]
-    write_markdown(out_dir, "epochs", result, [split_table([("no batch norm", runs)])], ["epochs.png"], observations)
+                    + ("still falling at the last epoch." if all(final(r, "val_loss") == best(r, "val_loss")
+                                                                for r in runs if r["status"] == "ok")
+                       else "not at its minimum at the last epoch.")]
+    write_markdown(out_dir, "epochs", result, [split_table([("no batch norm", runs)])], ["epochs.png"],
+                   observations)
 
 
 def report_batchnorm(result, out_dir, data):
@@ -473,7 +483,8 @@ def report_batchnorm(result, out_dir, data):
     train_eval = [final(r, "train_eval_acc") for r in normed]
     observations = [
         f"batch norm changes final validation accuracy by {mean_std(gap)} (paired by seed): "
-        f"{mean_std([final(r, 'val_acc') for r in plain])} without, {mean_std([final(r, 'val_acc') for r in normed])} with.",
+        f"{mean_std([final(r, 'val_acc') for r in plain])} without, "
+        f"{mean_std([final(r, 'val_acc') for r in normed])} with.",
         f"final validation loss {mean_std([final(r, 'val_loss') for r in plain])} without batch norm, "
         f"{mean_std([final(r, 'val_loss') for r in normed])} with.",
         f"with batch norm, train accuracy averaged over the epoch's batches in train mode is {mean_std(train_batch)}; "
@@ -481,7 +492,8 @@ def report_batchnorm(result, out_dir, data):
         f"{mean_std([final(r, 'val_acc') for r in normed])} on validation. "
         "If eval-mode train accuracy matches validation, the val-above-train gap comes from measuring train in train "
         "mode during the epoch (batch statistics, weights still moving), not from the data splits."]
-    write_markdown(out_dir, "batchnorm", result, [split_table([("no batch norm", plain), ("batch norm", normed)])], ["batchnorm.png"], observations)
+    write_markdown(out_dir, "batchnorm", result, [split_table([("no batch norm", plain), ("batch norm", normed)])],
+                   ["batchnorm.png"], observations)
 
 
 def running_mean(values, window):
@@ -529,7 +541,8 @@ def report_batch_size(result, out_dir, data):
     top = max(peak, key=peak.get)
     observations = [f"batch {top} reached the highest validation accuracy, {peak[top]:.3f}; "
                     + ", ".join(f"batch {bs}: {v:.3f}" for bs, v in peak.items() if bs != top) + ".",
-                    "total optimizer steps: " + ", ".join(f"batch {bs}: {runs[0]['steps_per_epoch'] * runs[0]['epochs']:,}"
+                    "total optimizer steps: " + ", ".join(f"batch {bs}: "
+                                                          f"{runs[0]['steps_per_epoch'] * runs[0]['epochs']:,}"
                                                           for bs, runs in by_bs.items())
                     + "; at a fixed lr, accuracy follows the number of steps more than the number of epochs "
                     "(middle panel)."]
@@ -745,8 +758,9 @@ def report_gradients(result, out_dir, data):
     n_layers = grads.shape[1]
     observations = ["layers with exactly zero gradient in every epoch: " +
                     "; ".join(f"seed {r['seed']}: {layer_ranges(zero_layers(r))}" for r in runs) + ".",
-                    "last epoch, mean over seeds: " + ", ".join(f"layer {layer} {grads[-1, layer]:.1e}" for layer in
-                                                                (0, 30, 60, 90, 95, 99, n_layers - 1) if layer < n_layers)
+                    "last epoch, mean over seeds: " + ", ".join(f"layer {layer} {grads[-1, layer]:.1e}"
+                                                                for layer in (0, 30, 60, 90, 95, 99, n_layers - 1)
+                                                                if layer < n_layers)
                     + f" (layer {n_layers - 1} is the output layer).",
                     f"final validation accuracy {mean_std([final(r, 'val_acc') for r in runs])}."]
     write_markdown(out_dir, "gradients", result, [table], ["gradients.png"], observations)
@@ -800,7 +814,7 @@ def report_regions(result, out_dir, data):
     states = load_states(out_dir, "regions")["states"]
     resolution = result["settings"]["resolution"]
     rows = []
-    for arch, runs in group_by(result["runs"], "depth").items():
+    for runs in group_by(result["runs"], "depth").values():
         rows.append([arch_label(runs[0]), f"{runs[0]['bound']:,}",
                      ", ".join(f"{r['regions_on_grid']} (seed {r['seed']})" for r in runs),
                      mean_std([r["test_acc"] for r in runs])])
@@ -998,12 +1012,14 @@ def parse_args(argv):
     parser.add_argument("--quick", action="store_true",
                         help="tiny budget (2,000 training rows, at most 2 epochs) for tests; never for results/")
     parser.add_argument("--force", action="store_true", help="retrain even if a saved result has the same settings")
-    parser.add_argument("--replot", action="store_true", help="redraw figures and tables from the saved .json, no training")
+    parser.add_argument("--replot", action="store_true",
+                        help="redraw figures and tables from the saved .json and .pt, no training")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     args = parser.parse_args(argv)
     positive = {"--seeds": args.seeds, "--lr": args.lr, "--epochs": args.epochs, "--batch-size": args.batch_size,
-                "--depth": args.depth, "--width": args.width, "--resolution": args.resolution, "--threads": args.threads}
+                "--depth": args.depth, "--width": args.width, "--resolution": args.resolution,
+                "--threads": args.threads}
     for flag, value in positive.items():
         if value is not None and not value > 0:
             raise UserError(f"{flag} must be positive, got {value}")

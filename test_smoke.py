@@ -31,7 +31,8 @@ def write_csv_dir(folder, n=(300, 80, 80), header=("long", "lat", "country"), se
         with open(os.path.join(folder, file), "w") as f:
             f.write(",".join(header) + "\n")
             for i, ((x, y), q) in enumerate(zip(xy, quadrant)):
-                values = {"long": f"{x:.5f}", "lat": f"{y:.5f}", "country": str(labels[q]), "": str(i), "population": "7"}
+                values = {"long": f"{x:.5f}", "lat": f"{y:.5f}", "country": str(labels[q]), "": str(i),
+                          "population": "7"}
                 f.write(",".join(values[h] for h in header) + "\n")
     return str(folder)
 
