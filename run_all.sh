@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Run every question of the study, then write the report results/README.md and results/manifest.json.
+#
+#   bash run_all.sh                                   # embedded data, full protocol, 3 seeds
+#   bash run_all.sh --mlp-data ../shared/data/europe-course --cnn-data /data/whichfaceisreal
+#   bash run_all.sh --force                           # retrain even what is cached
+#
+# A question that fails does not stop the others; the failures are listed at the end and the exit
+# code is 1. Cached questions (same settings, same data, same code version) are reused, so a run
+# that was interrupted picks up where it stopped.
+set -euo pipefail
+
+usage() {
+  cat <<'EOF'
+usage: bash run_all.sh [--mlp-data DIR] [--cnn-data DIR] [--out DIR] [--seeds N] [--device D]
+                       [--image-size N] [--jobs 1|2] [--force]
+  --mlp-data DIR    Section 6 CSV folder (default: the embedded data/europe)
+  --cnn-data DIR    Section 7 ImageFolder (default: the generated real-vs-fake demo set)
+  --out DIR         results folder (default: results next to this script)
+  --seeds N         seeds per setting (default 3)
+  --device D        auto, cpu or cuda (default auto)
+  --image-size N    Section 7 image size (default: 224 on real data, 64 on the demo set; see README)
+  --jobs N          Section 6 questions run in N parallel lanes, 1 or 2 (default 2)
+  --force           retrain every question even if a saved result matches
+EOF
+}
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+out="$here/results"
+mlp_data="" cnn_data="" image_size="" seeds=3 device=auto jobs=2 force=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --mlp-data) mlp_data="$(cd "$2" && pwd)"; shift 2 ;;
+    --cnn-data) cnn_data="$(cd "$2" && pwd)"; shift 2 ;;
+    --out) mkdir -p "$2"; out="$(cd "$2" && pwd)"; shift 2 ;;
+    --seeds) seeds="$2"; shift 2 ;;
+    --device) device="$2"; shift 2 ;;
+    --image-size) image_size="$2"; shift 2 ;;
+    --jobs) jobs="$2"; shift 2 ;;
+    --force) force=(--force); shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "run_all.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
+  esac
+done
+case "$jobs" in 1|2) ;; *) echo "run_all.sh: --jobs must be 1 or 2" >&2; exit 2 ;; esac
+
+mlp_args=(--out "$out" --seeds "$seeds" --device "$device" --quiet "${force[@]}")
+[ -n "$mlp_data" ] && mlp_args+=(--data-dir "$mlp_data")
+cnn_args=(--out "$out" --device "$device" --quiet "${force[@]}")
+[ -n "$cnn_data" ] && cnn_args+=(--data-dir "$cnn_data")
+# The demo images are a CPU-sized stand-in: 64 px keeps ResNet18 x 5 lrs within minutes on 2 cores.
+[ -z "$image_size" ] && [ -z "$cnn_data" ] && image_size=64
+[ -n "$image_size" ] && cnn_args+=(--image-size "$image_size")
+
+elapsed() { awk -v start="$1" -v end="$2" 'BEGIN { printf "%.1f", end - start }'; }
+
+cd "$here"
+logs="$(mktemp -d)"
+times="$logs/times.tsv"
+: > "$times"
+start_all=$(date +%s.%N)
+
+# run SCRIPT QUESTION: run one question, log to a file, print and record its wall time and status.
+run() {
+  local script="$1" question="$2" key="${1%.py}/$2" start end status
+  local args=("${mlp_args[@]}")
+  [ "$script" = cnn.py ] && args=("${cnn_args[@]}")
+  start=$(date +%s.%N)
+  if python "$script" --question "$question" "${args[@]}" > "$logs/${key//\//_}.log" 2>&1; then
+    status=ok
+  else
+    status=failed
+  fi
+  end=$(date +%s.%N)
+  printf '%s\t%s\t%s\n' "$key" "$(elapsed "$start" "$end")" "$status" >> "$times"
+  printf '%-22s %7s s  %s\n' "$key" "$(elapsed "$start" "$end")" "$status"
+  if [ "$status" = failed ]; then
+    sed 's/^/    | /' "$logs/${key//\//_}.log" | tail -n 5
+  fi
+}
+
+# Two lanes of about equal length; a question that reads another's models follows it in its lane.
+lane_a() { run mlp.py depth_width; run mlp.py implicit; run mlp.py regions; run mlp.py lr; }
+lane_b() { run mlp.py epochs; run mlp.py batchnorm; run mlp.py batch_size; run mlp.py gradients; run mlp.py residual; }
+echo "Section 6 (logs in $logs)"
+if [ "$jobs" = 2 ]; then
+  lane_a & lane_b & wait
+else
+  lane_a; lane_b
+fi
+echo "Section 7"
+for question in xgb scratch linear_probe sklearn_probe finetune summary mistakes; do
+  run cnn.py "$question"
+done
+
+total=$(elapsed "$start_all" "$(date +%s.%N)")
+python common.py report --out "$out" --times "$times" --total "$total" --seeds "$seeds" \
+  --mlp-data "${mlp_data:-embedded}" --cnn-data "${cnn_data:-embedded}" --image-size "${image_size:-224}"
+echo "total $total s; report: $out/README.md"
+
+failures=$(awk -F'\t' '$3 != "ok" {print $1}' "$times")
+if [ -n "$failures" ]; then
+  echo "failed questions (logs in $logs):"
+  echo "$failures" | sed 's/^/  /'
+  exit 1
+fi
