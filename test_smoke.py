@@ -1,17 +1,23 @@
 """Smoke and property tests. Run: python -m pytest test_smoke.py"""
 import json
 import os
+import shutil
 import subprocess
 import sys
+import urllib.error
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
+from PIL import Image
 from torch import nn
 
+import cnn
 import common
 import mlp
+from cnn import build_realfake
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -397,3 +403,304 @@ def test_mlp_question_end_to_end(tmp_path, question):
     again = run_script("mlp.py", "--question", question, "--quick", "--quiet", "--seeds", 2, "--out", tmp_path)
     assert again.returncode == 0 and "reusing" in again.stdout
     assert json.loads((out / f"{question}.json").read_text()) == result
+
+
+# ============================================================================= Section 7: cnn.py
+
+TINY = {"train": 16, "val": 8, "test": 8}  # images per class, as --quick uses
+MODEL_KEYS = {"baseline", "lr", "status", "reason", "test_acc", "test_auroc", "val_acc", "train_seconds", "test_prob"}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny ImageFolder from the demo generator: 16 / 8 / 8 images per class, 32 x 32."""
+    return build_realfake.build(str(tmp_path_factory.mktemp("tiny")), counts=TINY, size=32)
+
+
+@pytest.fixture(scope="module")
+def random_weights(tmp_path_factory):
+    """A randomly initialized torchvision ResNet18 state dict (1000-class fc included, as torchvision saves it)."""
+    path = tmp_path_factory.mktemp("weights") / "resnet18-random.pth"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    return str(path)
+
+
+def copy_tree(folder, tmp_path):
+    return shutil.copytree(folder, tmp_path / "data")
+
+
+def read_json(out, name):
+    return json.loads((out / "cnn" / f"{name}.json").read_text())
+
+
+def cpu_args(*argv):
+    args = cnn.parse_args([str(a) for a in argv])
+    args.device = torch.device("cpu")
+    return args
+
+
+def run_main(argv, capsys):
+    """cnn.py in this process, through common.run_main as the script runs: (exit code, stdout, stderr)."""
+    try:
+        common.run_main(cnn.main, [str(a) for a in argv])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+# ----------------------------------------------------------------------------- demo data
+
+def test_demo_generator_is_deterministic_balanced_and_leaves_a_checkerboard(tmp_path):
+    first = build_realfake.build(str(tmp_path / "a"), counts={"train": 12, "test": 2}, size=32)
+    build_realfake.build(str(tmp_path / "b"), counts={"train": 12, "test": 2}, size=32)
+    for split, n in (("train", 12), ("test", 2)):
+        for name in ("real", "fake"):
+            files = sorted(os.listdir(os.path.join(first, split, name)))
+            assert len(files) == n
+            for f in files:
+                a, b = (tmp_path / root / split / name / f for root in ("a", "b"))
+                assert a.read_bytes() == b.read_bytes()
+    with Image.open(os.path.join(first, "train", "fake", "0000.png")) as image:
+        assert image.size == (32, 32) and image.mode == "RGB"
+
+    # the generator's trace: the unequal phase gains put power at the Nyquist frequency of the fakes
+    def nyquist_power(name):
+        x = np.stack([np.asarray(Image.open(os.path.join(first, "train", name, f)), dtype=float).mean(2)
+                      for f in sorted(os.listdir(os.path.join(first, "train", name)))])
+        spectrum = np.abs(np.fft.fft2(x - x.mean((1, 2), keepdims=True))) ** 2
+        return spectrum[:, 16, 16].mean() / spectrum.mean()
+    assert nyquist_power("fake") > 5 * nyquist_power("real")
+
+
+# ----------------------------------------------------------------------------- data loading
+
+def test_class_folder_names_decide_real_and_fake():
+    for name, word in [("real", "real"), ("0_real", "real"), ("Real-faces", "real"), ("fake", "fake"),
+                       ("1_fake", "fake"), ("FAKE", "fake"), ("cats", None), ("unreal", None), ("real_or_fake", None)]:
+        assert cnn.class_word(name) == word, name
+
+
+@pytest.mark.parametrize("class_names", [("0_real", "1_fake"), ("real", "fake")])
+def test_labels_come_from_folder_names_not_alphabetical_order(tmp_path, class_names):
+    # with real/fake, alphabetical order would make fake class 0; the label must still be 1 = fake
+    folder = build_realfake.build(str(tmp_path), counts={"train": 3, "val": 2, "test": 2}, size=32,
+                                  class_names=class_names)
+    splits = cnn.list_images(folder)
+    for paths, words in splits.values():
+        for path, word in zip(paths, words):
+            assert word == ("real" if os.path.basename(os.path.dirname(path)) == class_names[0] else "fake")
+    args = cpu_args("--question", "xgb", "--data-dir", folder, "--cache-dir", tmp_path / "cache")
+    data = cnn.load_data(args)
+    real_folder = [p.endswith(os.path.join(class_names[0], os.path.basename(p))) for p in data["paths"]["train"]]
+    assert data["labels"]["train"].tolist() == [0.0 if r else 1.0 for r in real_folder]
+    assert data["meta"]["images"]["train"] == {"real": 3, "fake": 3}
+
+
+def test_grayscale_rgba_and_palette_images_load(tiny, tmp_path):
+    folder = copy_tree(tiny, tmp_path)
+    real = folder / "train" / "real"
+    files = sorted(real.iterdir())
+    with Image.open(files[0]) as image:
+        rgb = image.convert("RGB")
+    rgb.convert("L").save(files[0])
+    rgb.convert("RGBA").save(files[1])
+    palette = rgb.convert("P")
+    palette.info["transparency"] = 0
+    palette.save(files[2])
+    args = cpu_args("--question", "scratch", "--quiet", "--data-dir", folder, "--cache-dir", tmp_path / "cache")
+    data = cnn.load_data(args)
+    x = cnn.images(args, data, "resize")["train"]
+    assert x.shape == (2 * TINY["train"], 3, 224, 224) and x.dtype == torch.uint8
+    gray = x[data["paths"]["train"].index(str(files[0]))]
+    assert torch.equal(gray[0], gray[1]) and torch.equal(gray[1], gray[2])
+
+
+def break_corrupt_image(folder):
+    path = folder / "train" / "fake" / "0003.png"
+    path.write_bytes(b"this is not an image")
+    return str(path)
+
+
+def break_truncated_image(folder):
+    path = folder / "test" / "real" / "0001.png"
+    path.write_bytes(path.read_bytes()[:200])
+    return str(path)
+
+
+def break_missing_split(folder):
+    shutil.rmtree(folder / "val")
+    return f"{folder}: no val/ or validation/ folder"
+
+
+def break_single_class(folder):
+    shutil.rmtree(folder / "test" / "fake")
+    return f"{folder / 'test'}: class folders real;"
+
+
+def break_images_without_class_folders(folder):
+    for name in ("real", "fake"):
+        for f in (folder / "train" / name).iterdir():
+            f.rename(folder / "train" / f"{name}-{f.name}")
+        (folder / "train" / name).rmdir()
+    return f"{folder / 'train'}: class folders (none)"
+
+
+def break_empty_class(folder):
+    for f in (folder / "val" / "real").iterdir():
+        f.unlink()
+    return f"{folder / 'val' / 'real'}: no image files"
+
+
+@pytest.mark.parametrize("breaker", [break_corrupt_image, break_truncated_image, break_missing_split,
+                                     break_single_class, break_images_without_class_folders, break_empty_class])
+def test_bad_data_gives_one_line_error_naming_it(tiny, tmp_path, capsys, breaker):
+    folder = copy_tree(tiny, tmp_path)
+    expected = breaker(folder)
+    code, _, err = run_main(["--question", "xgb", "--quiet", "--data-dir", folder, "--out", tmp_path / "out",
+                             "--cache-dir", tmp_path / "cache"], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], err
+    assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------- weights
+
+def weights_not_a_file(tmp_path):
+    return tmp_path / "missing.pth", "weights file not found"
+
+
+def weights_not_a_checkpoint(tmp_path):
+    (tmp_path / "notes.pth").write_text("not a checkpoint")
+    return tmp_path / "notes.pth", "not a PyTorch state-dict file"
+
+
+def weights_of_another_model(tmp_path):
+    torch.save(torch.nn.Linear(4, 2).state_dict(), tmp_path / "linear.pth")
+    return tmp_path / "linear.pth", "not a torchvision ResNet18 state dict"
+
+
+def weights_of_other_shapes(tmp_path):
+    state = torchvision.models.resnet18().state_dict()
+    state["conv1.weight"] = torch.zeros(32, 3, 7, 7)
+    torch.save(state, tmp_path / "wide.pth")
+    return tmp_path / "wide.pth", "not a torchvision ResNet18 state dict"
+
+
+@pytest.mark.parametrize("make", [weights_not_a_file, weights_not_a_checkpoint, weights_of_another_model,
+                                  weights_of_other_shapes])
+def test_bad_weights_file_gives_one_line_error(tiny, tmp_path, capsys, make):
+    path, expected = make(tmp_path)
+    code, _, err = run_main(["--question", "linear_probe", "--quick", "--quiet", "--data-dir", tiny, "--weights", path,
+                             "--out", tmp_path / "out", "--cache-dir", tmp_path / "cache"], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and f"error: {path}: {expected}" in lines[0], err
+
+
+def test_imagenet_offline_is_not_run_with_the_fix(tiny, tmp_path, capsys, monkeypatch):
+    """No network: torchvision's download fails, the pretrained baselines are 'not run' with the fix, the others run.
+    The download is replaced by one that fails, so the test behaves the same with or without internet."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    calls = []
+
+    def offline(url, *args, **kwargs):
+        calls.append(url)
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    out = tmp_path / "out"
+    # lr 1e30 also checks that a diverged model is ranked and plotted, not a crash
+    code, stdout, err = run_main(["--question", "all", "--quick", "--quiet", "--data-dir", tiny, "--out", out,
+                                  "--cache-dir", tmp_path / "cache", "--lrs", 1e30, 1e-3, "--batch-size", 8], capsys)
+    assert code == 0, err
+    assert calls == [torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url]
+    fix_folder = str(tmp_path / "torch-home" / "hub" / "checkpoints")
+    assert fix_folder in stdout
+    for name in cnn.PRETRAINED:
+        models = read_json(out, name)["models"]
+        assert models and all(m["status"] == "not run" and m["test_acc"] is None and m["test_prob"] is None
+                               for m in models)
+        for m in models:
+            assert m["reason"].startswith("ImageNet weights unavailable (URLError")
+            assert "resnet18-f37072fd.pth" in m["fix"] and fix_folder in m["fix"] and "--weights" in m["fix"]
+        assert "not run" in (out / "cnn" / f"{name}.md").read_text()
+    scratch = {m["lr"]: m for m in read_json(out, "scratch")["models"]}
+    assert scratch[1e30]["status"] == "diverged" and scratch[1e30]["test_acc"] is None
+    assert scratch[1e-3]["status"] == "ok" and read_json(out, "xgb")["models"][0]["status"] == "ok"
+    summary = (out / "cnn" / "summary.md").read_text()
+    assert fix_folder in summary and "diverged" in summary
+    assert read_json(out, "mistakes")["best"]["baseline"] in ("xgb", "scratch")
+
+
+# ----------------------------------------------------------------------------- the linear probe
+
+def test_cached_feature_probe_equals_in_loop_frozen_probe(tiny, tmp_path):
+    args = cpu_args("--question", "linear_probe", "--quick", "--quiet", "--data-dir", tiny, "--lrs", 1e-2,
+                    "--batch-size", 8, "--cache-dir", tmp_path / "cache")
+    torch.manual_seed(1)
+    state = {k: v for k, v in torchvision.models.resnet18().state_dict().items() if not k.startswith("fc.")}
+    args.backbone = {"state": state, "id": "test", "reason": None}
+    data = cnn.load_data(args)
+    record = cnn.run_linear_probe(args, data)[0]
+    assert record["status"] == "ok"
+
+    # the reference: the whole model in the loop, backbone frozen and in eval mode, only fc trained
+    common.seed_everything(args.seed)
+    model = cnn.build_resnet(state)
+    for name, p in model.named_parameters():
+        p.requires_grad = name.startswith("fc.")
+    model.eval()
+    x, prepare, y = cnn.images(args, data, "imagenet"), cnn.normalizer(args, "imagenet"), data["labels"]["train"]
+    optimizer = torch.optim.Adam(model.fc.parameters(), lr=1e-2)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(args.seed))
+    losses = []
+    for idx in order.split(8):
+        loss = F.binary_cross_entropy_with_logits(model(prepare(x["train"][idx])).squeeze(1), y[idx])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    with torch.no_grad():
+        test_prob = model(prepare(x["test"])).squeeze(1).sigmoid()
+    assert len(losses) == 4 and losses[0] != pytest.approx(losses[-1], rel=1e-3)  # the head did move
+    assert record["train_loss"] == pytest.approx(losses, rel=1e-4, abs=1e-5)
+    assert record["test_prob"] == pytest.approx(test_prob.tolist(), abs=1e-4)
+
+
+# ----------------------------------------------------------------------------- every question end to end
+
+def test_every_question_end_to_end_with_a_weights_file(tiny, random_weights, tmp_path):
+    out = tmp_path / "out"
+    common_args = ["--quick", "--quiet", "--data-dir", tiny, "--weights", random_weights, "--out", out,
+                   "--cache-dir", tmp_path / "cache"]
+    proc = run_script("cnn.py", "--question", "all", *common_args)
+    assert proc.returncode == 0, proc.stderr
+    n_test = 2 * TINY["test"]
+    for name in cnn.QUESTIONS:
+        assert (out / "cnn" / f"{name}.png").stat().st_size > 10_000
+        assert "## Observations" in (out / "cnn" / f"{name}.md").read_text()
+        result = read_json(out, name)
+        assert len(result["test_paths"]) == n_test and set(result["test_classes"]) == {"real", "fake"}
+        for m in result["models"]:
+            assert MODEL_KEYS <= m.keys()
+            assert m["status"] == "ok" and len(m["test_prob"]) == n_test and 0 <= m["test_acc"] <= 1
+            assert (m["lr"] is None) == (m["baseline"] in ("xgb", "sklearn_probe"))
+    assert [m["baseline"] for m in read_json(out, "summary")["models"]] == \
+        ["xgb"] + ["scratch"] * 2 + ["linear_probe"] * 2 + ["sklearn_probe"] + ["finetune"] * 2
+    summary = (out / "cnn" / "summary.md").read_text()
+    assert "Two best models of each baseline" in summary and "Full ranking" in summary and "test acc on fake" in summary
+    mistakes = read_json(out, "mistakes")
+    assert mistakes["best"]["test_acc"] >= mistakes["worst"]["test_acc"]
+    for i in mistakes["chosen"]:
+        truth = mistakes["test_classes"][i] == "fake"
+        assert (mistakes["best"]["test_prob"][i] > 0.5) == truth != (mistakes["worst"]["test_prob"][i] > 0.5)
+    if len(mistakes["chosen"]) < 5:
+        assert f"only {len(mistakes['chosen'])} such test image" in (out / "cnn" / "mistakes.md").read_text()
+
+    # a rerun with the same settings reuses every saved baseline; --replot redraws without data
+    again = run_script("cnn.py", "--question", "mistakes", *common_args)
+    assert again.returncode == 0 and again.stdout.count("reusing") == len(cnn.BASELINES), again.stdout
+    assert read_json(out, "mistakes")["chosen"] == mistakes["chosen"]
+    replot = run_script("cnn.py", "--question", "summary", "--replot", "--out", out)
+    assert replot.returncode == 0, replot.stderr

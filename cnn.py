@@ -1,0 +1,824 @@
+"""Section 7: a real-vs-fake image classifier built five ways on top of ResNet18.
+
+    python cnn.py --question xgb           # one baseline; outputs in results/cnn/
+    python cnn.py --question all           # every baseline, then summary and mistakes
+    python cnn.py --help                   # every flag
+
+Baselines (binary, output 1 = "fake"): xgb (XGBoost on raw pixels), scratch (ResNet18 from random
+init), linear_probe (frozen ImageNet ResNet18 + a trained Linear(512, 1)), sklearn_probe (sklearn's
+LogisticRegression on the frozen features), finetune (ImageNet ResNet18, all weights trained).
+summary ranks every model; mistakes shows test images the best model gets right and the worst wrong.
+
+Data: --data-dir in ImageFolder layout (train/, val/ or validation/, test/, each with a class folder
+whose name says real (real, 0_real, ...) and one that says fake (fake, 1_fake, ...)). Without it,
+a generated stand-in (data/build_realfake.py) is built into --cache-dir on first use.
+
+Each question writes results/cnn/<question>.png, .md (tables and observations) and .json (settings,
+library versions, per-model metrics and test predictions); a rerun with the same settings reuses
+the .json.
+"""
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import textwrap
+import time
+import warnings
+from argparse import RawDescriptionHelpFormatter
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+import torchvision.transforms as T
+from PIL import Image
+from sklearn.metrics import roc_auc_score, roc_curve
+from torch import nn
+from torchvision.models import ResNet18_Weights
+from tqdm import tqdm
+
+from common import (ArgumentParser, UserError, file_digest, finite_or_none, library_versions, load_cached, load_result,
+                    markdown_table, pick_device, plt, run_main, save_figure, save_json, save_text, save_torch,
+                    seed_everything)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "data"))
+import build_realfake  # noqa: E402
+
+BASELINES = ["xgb", "scratch", "linear_probe", "sklearn_probe", "finetune"]
+TORCH_BASELINES = ["scratch", "linear_probe", "finetune"]
+PRETRAINED = ["linear_probe", "sklearn_probe", "finetune"]
+QUESTIONS = BASELINES + ["summary", "mistakes"]
+SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "validation"), "test": ("test",)}
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+LAYOUT = ("expected ImageFolder layout: train/, val/ (or validation/) and test/, each with one class folder named "
+          "like real (real, 0_real, ...) and one named like fake (fake, 1_fake, ...)")
+QUICK_IMAGES = {"train": 16, "val": 8, "test": 8}  # per class
+QUICK_IMAGE_SIZE = 32
+XGB_CROP = 64
+EVAL_BATCH = 256
+CODE_VERSION = 1  # bump when a change alters the numbers a question produces
+
+
+# ----------------------------------------------------------------------------- data
+
+def class_word(folder_name):
+    """'real' or 'fake' from a class folder's name (real, 0_real, Real-faces, fake, 1_fake, ...), else None."""
+    found = set(re.split(r"[^a-z]+", folder_name.lower())) & {"real", "fake"}
+    return found.pop() if len(found) == 1 else None
+
+
+def list_images(data_dir, quick=False):
+    """Per split: image paths and class words, checked against the layout."""
+    if not os.path.isdir(data_dir):
+        raise UserError(f"{data_dir}: data folder not found ({LAYOUT})")
+    splits = {}
+    for split, names in SPLIT_FOLDERS.items():
+        folder = next((os.path.join(data_dir, n) for n in names if os.path.isdir(os.path.join(data_dir, n))), None)
+        if folder is None:
+            raise UserError(f"{data_dir}: no {' or '.join(n + '/' for n in names)} folder ({LAYOUT})")
+        classes = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+        if sorted(map(class_word, classes)) != ["fake", "real"]:
+            raise UserError(f"{folder}: class folders {', '.join(classes) or '(none)'}; need exactly two, one named "
+                            "like real (real, 0_real, ...) and one like fake (fake, 1_fake, ...)")
+        paths, words = [], []
+        for name in classes:
+            class_dir = os.path.join(folder, name)
+            files = sorted(f for f in os.listdir(class_dir)
+                           if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."))
+            if not files:
+                raise UserError(f"{class_dir}: no image files ({' '.join(IMAGE_EXTENSIONS)})")
+            files = files[:QUICK_IMAGES[split]] if quick else files
+            paths += [os.path.join(class_dir, f) for f in files]
+            words += [class_word(name)] * len(files)
+        splits[split] = (paths, words)
+    return splits
+
+
+def ensure_demo(cache_dir):
+    """The generated demo set's folder, built on first use (into a temporary folder, then renamed)."""
+    folder = os.path.join(cache_dir, "realfake-demo")
+    if not os.path.isdir(folder):
+        print(f"building the demo image set in {folder} (data/build_realfake.py, a few seconds)")
+        tmp = f"{folder}.{os.getpid()}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        build_realfake.build(tmp)
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another process finished building it first
+            shutil.rmtree(tmp)
+    return folder
+
+
+def load_data(args):
+    """The images of each split (paths, 1 = fake labels) and a description; pixels are decoded on demand."""
+    data_dir = os.path.abspath(args.data_dir or ensure_demo(args.cache_dir))
+    splits = list_images(data_dir, args.quick)
+    all_paths = [p for paths, _ in splits.values() for p in paths]
+    names = "\n".join(os.path.relpath(p, data_dir) for p in all_paths)
+    digest = hashlib.sha256((file_digest(all_paths) + names).encode()).hexdigest()[:16]
+    meta = {"dir": data_dir, "demo": args.data_dir is None, "digest": digest, "positive_class": "fake",
+            "images": {split: {w: words.count(w) for w in ("real", "fake")} for split, (_, words) in splits.items()}}
+    return {"meta": meta, "memo": {},
+            "paths": {split: paths for split, (paths, _) in splits.items()},
+            "classes": {split: words for split, (_, words) in splits.items()},
+            "labels": {split: torch.tensor([w == "fake" for w in words], dtype=torch.float32, device=args.device)
+                       for split, (_, words) in splits.items()}}
+
+
+def preprocessing(name, image_size):
+    """(PIL image -> uint8 tensor, mean, std). 'resize' is the protocol's Resize((S, S)) + ToTensor (scratch and
+    XGBoost); 'imagenet' is ResNet18_Weights.IMAGENET1K_V1.transforms() (resize 256, center crop 224, ImageNet
+    mean/std), exactly so at S = 224 and scaled by S / 224 otherwise. Scaling to 0..1 and normalizing happen per
+    batch."""
+    if name == "resize":
+        return T.Compose([T.Resize((image_size, image_size)), T.PILToTensor()]), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    resize_size = round(image_size * 256 / 224)
+    imagenet = ResNet18_Weights.IMAGENET1K_V1.transforms(crop_size=image_size, resize_size=resize_size)
+    return (T.Compose([T.Resize(imagenet.resize_size, imagenet.interpolation), T.CenterCrop(imagenet.crop_size),
+                       T.PILToTensor()]), imagenet.mean, imagenet.std)
+
+
+def decode(paths, transform, desc, quiet):
+    images = []
+    for path in tqdm(paths, desc=desc, unit="img", disable=quiet, mininterval=1.0, dynamic_ncols=True):
+        try:
+            with Image.open(path) as image:
+                images.append(transform(image.convert("RGB")))  # grayscale, RGBA and palette images become RGB
+        except (OSError, SyntaxError, ValueError) as e:  # PIL's errors for unknown, truncated or corrupt files
+            raise UserError(f"{path}: cannot read this image ({e})") from None
+    return torch.stack(images)
+
+
+def disk_cached(args, key, compute):
+    """compute(), kept under --cache-dir/tensors/ by a hash of key (which names the data by content) for later runs."""
+    path = os.path.join(args.cache_dir, "tensors", hashlib.sha256(json.dumps(key).encode()).hexdigest()[:20] + ".pt")
+    if os.path.exists(path):
+        try:
+            return torch.load(path, weights_only=True)
+        except Exception as e:  # any unreadable cache file is simply recomputed
+            warnings.warn(f"{path}: unreadable cache ({e}); recomputing", stacklevel=2)
+    value = compute()
+    save_torch(path, value)
+    return value
+
+
+def images(args, data, name):
+    """{split: uint8 [N, 3, S, S] on the device}: each split decoded once per preprocessing, then reused."""
+    if ("images", name) not in data["memo"]:
+        transform = preprocessing(name, args.image_size)[0]
+        key = {"what": "images", "data": data["meta"]["digest"], "preprocessing": name, "image_size": args.image_size}
+        decoded = disk_cached(args, key, lambda: {
+            split: decode(paths, transform, f"decode {split} ({name})", args.quiet)
+            for split, paths in data["paths"].items()})
+        data["memo"]["images", name] = {split: x.to(args.device) for split, x in decoded.items()}
+    return data["memo"]["images", name]
+
+
+def normalizer(args, name):
+    """uint8 batch -> float model input: scaled to 0..1, normalized with the preprocessing's mean/std, channels_last."""
+    _, mean, std = preprocessing(name, args.image_size)
+    mean, std = (torch.tensor(v, device=args.device).view(1, 3, 1, 1) for v in (mean, std))
+    return lambda batch: ((batch.float() / 255 - mean) / std).contiguous(memory_format=torch.channels_last)
+
+
+# ----------------------------------------------------------------------------- weights and model
+
+def build_resnet(backbone_state=None):
+    """torchvision ResNet18 with fc replaced by Linear(512, 1), the backbone loaded from backbone_state if given.
+    Raises ValueError if the state is not a ResNet18 backbone."""
+    model = torchvision.models.resnet18(weights=None)
+    model.fc = nn.Linear(512, 1)
+    if backbone_state is not None:
+        try:
+            missing, unexpected = model.load_state_dict(backbone_state, strict=False)
+        except RuntimeError as e:
+            raise ValueError(str(e).splitlines()[-1].strip()) from None
+        missing = [k for k in missing if not k.startswith("fc.")]
+        if missing or unexpected:
+            raise ValueError(f"{len(missing)} ResNet18 keys missing (e.g. {missing[:2]}), "
+                             f"{len(unexpected)} unexpected (e.g. {unexpected[:2]})")
+    return model
+
+
+def load_weights(args):
+    """{'state', 'id', 'reason', 'fix'}: the pretrained backbone (the old fc dropped), or state None, why the
+    pretrained baselines are not run and how to fix it."""
+    if args.weights == "none":
+        return {"state": None, "id": "none", "reason": "--weights none", "fix": None}
+    if args.weights == "imagenet":
+        url = ResNet18_Weights.IMAGENET1K_V1.url
+        file = os.path.basename(url)
+        folder = os.path.join(torch.hub.get_dir(), "checkpoints")
+        try:
+            state = torch.hub.load_state_dict_from_url(url, progress=not args.quiet, check_hash=True)
+        except (OSError, RuntimeError) as e:  # no network, a proxy, a failed hash check
+            return {"state": None, "id": "imagenet unavailable",
+                    "reason": f"ImageNet weights unavailable ({type(e).__name__}: {e})",
+                    "fix": f"put {file} (from {url}) in {folder}/, or pass --weights /path/to/{file}"}
+        path = os.path.join(folder, file)
+    else:
+        path = args.weights
+        if not os.path.isfile(path):
+            raise UserError(f"{path}: weights file not found "
+                            "(--weights takes imagenet, none or a ResNet18 state-dict file)")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch.load raises many types for a file that is not a checkpoint
+            message = str(e).splitlines()[0]
+            raise UserError(f"{path}: not a PyTorch state-dict file ({type(e).__name__}: {message})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{path}: not a state dict (a dict of tensors, as torch.save(model.state_dict()) writes)")
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}  # the classifier is replaced anyway
+    try:
+        build_resnet(state)
+    except ValueError as e:
+        raise UserError(f"{path}: not a torchvision ResNet18 state dict ({e})") from None
+    return {"state": state, "id": file_digest([path]), "reason": None, "fix": None}
+
+
+# ----------------------------------------------------------------------------- training and evaluation
+
+def autocast(args):
+    return torch.autocast(args.device.type, dtype=torch.bfloat16, enabled=args.amp)
+
+
+def train(model, inputs, labels, lr, args, prepare, desc):
+    """The protocol's optimization: Adam on the trainable parameters, BCEWithLogitsLoss, args.epochs epochs of
+    args.batch_size in an order drawn from a generator seeded with args.seed. Returns the loss of every step and
+    the step (1-based) at which it stopped being finite, or None."""
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    generator = torch.Generator().manual_seed(args.seed)
+    model.train()
+    losses = []
+    bar = tqdm(total=args.epochs * math.ceil(len(labels) / args.batch_size), desc=desc, unit="step",
+               disable=args.quiet, mininterval=1.0, dynamic_ncols=True)
+    for _ in range(args.epochs):
+        batches = torch.randperm(len(labels), generator=generator).split(args.batch_size)
+        if len(batches) > 1 and len(batches[-1]) == 1:
+            batches = batches[:-1]  # BatchNorm cannot train on a batch of one image
+        for idx in batches:
+            idx = idx.to(inputs.device)
+            with autocast(args):
+                logits = model(prepare(inputs[idx])).float().squeeze(1)
+            loss = F.binary_cross_entropy_with_logits(logits, labels[idx])
+            losses.append(loss.item())
+            if not math.isfinite(losses[-1]):
+                bar.close()
+                return losses, len(losses)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            bar.update()
+    bar.close()
+    return losses, None
+
+
+def forward_all(model, inputs, prepare, args):
+    """The model's outputs for every input, in eval mode under inference_mode, in large batches."""
+    model.eval()
+    with torch.inference_mode(), autocast(args):
+        outputs = torch.cat([model(prepare(inputs[i:i + EVAL_BATCH])).float()
+                             for i in range(0, len(inputs), EVAL_BATCH)])
+    return outputs.clone()  # a normal tensor (inference tensors cannot enter autograd, e.g. as probe features)
+
+
+def predict(model, inputs, prepare, args):
+    """P(fake) for every input."""
+    return forward_all(model, inputs, prepare, args).squeeze(1).sigmoid().cpu()
+
+
+def model_record(baseline, lr, status, reason=None, **values):
+    return {"baseline": baseline, "lr": lr, "status": status, "reason": reason, "test_acc": None, "test_auroc": None,
+            "val_acc": None, "test_acc_real": None, "test_acc_fake": None, "train_seconds": None, "test_prob": None,
+            **values}
+
+
+def scored(baseline, lr, data, val_prob, test_prob, train_seconds, **values):
+    """The model's record from its P(fake) on val and test (kept for mistakes); non-finite outputs mean it diverged."""
+    train_seconds = round(train_seconds, 2)
+    if not (torch.isfinite(val_prob).all() and torch.isfinite(test_prob).all()):
+        return model_record(baseline, lr, "diverged", "non-finite predictions", train_seconds=train_seconds, **values)
+    y_val, y_test = data["labels"]["val"].cpu(), data["labels"]["test"].cpu()
+    correct = (test_prob > 0.5).float() == y_test
+    return model_record(baseline, lr, "ok", val_acc=float(((val_prob > 0.5).float() == y_val).float().mean()),
+                        test_acc=float(correct.float().mean()), test_auroc=float(roc_auc_score(y_test, test_prob)),
+                        test_acc_real=float(correct[y_test == 0].float().mean()),
+                        test_acc_fake=float(correct[y_test == 1].float().mean()),
+                        train_seconds=train_seconds, test_prob=[round(float(p), 6) for p in test_prob], **values)
+
+
+def fit_and_score(args, data, baseline, lr, model, inputs, prepare, **values):
+    """Train model on inputs['train'] at lr, then score it on val and test, or record where it diverged."""
+    start = time.perf_counter()
+    losses, diverged_step = train(model, inputs["train"], data["labels"]["train"], lr, args, prepare,
+                                  f"{baseline} lr {lr:g}")
+    seconds = time.perf_counter() - start
+    values["train_loss"] = [finite_or_none(v) for v in losses]
+    if diverged_step:
+        return model_record(baseline, lr, "diverged", f"training loss not finite at step {diverged_step}",
+                            train_seconds=round(seconds, 2), **values)
+    return scored(baseline, lr, data, predict(model, inputs["val"], prepare, args),
+                  predict(model, inputs["test"], prepare, args), seconds, **values)
+
+
+def train_resnet(args, data, baseline, lr, backbone_state, preprocessing_name):
+    """scratch or finetune at one lr: every weight trained on the images."""
+    seed_everything(args.seed)
+    model = build_resnet(backbone_state).to(args.device, memory_format=torch.channels_last)
+    return fit_and_score(args, data, baseline, lr, model, images(args, data, preprocessing_name),
+                         normalizer(args, preprocessing_name))
+
+
+def features(args, data):
+    """{split: [N, 512] features of the frozen pretrained backbone (eval mode)}, computed once, and the seconds
+    that took."""
+    if "features" not in data["memo"]:
+        x, prepare = images(args, data, "imagenet"), normalizer(args, "imagenet")
+
+        def compute():
+            backbone = build_resnet(args.backbone["state"]).to(args.device, memory_format=torch.channels_last)
+            backbone.fc = nn.Identity()
+            start = time.perf_counter()
+            values = {split: forward_all(backbone, x[split], prepare, args).cpu() for split in x}
+            return {"features": values, "seconds": time.perf_counter() - start}
+        key = {"what": "features", "data": data["meta"]["digest"], "image_size": args.image_size,
+               "weights": args.backbone["id"], "device": args.device.type, "amp": args.amp}
+        cached = disk_cached(args, key, compute)
+        on_device = {split: f.to(args.device) for split, f in cached["features"].items()}
+        data["memo"]["features"] = on_device, cached["seconds"]
+    return data["memo"]["features"]
+
+
+def not_run(baseline, lrs, backbone):
+    return [model_record(baseline, lr, "not run", backbone["reason"], fix=backbone["fix"]) for lr in lrs]
+
+
+# ----------------------------------------------------------------------------- baselines
+
+def run_xgb(args, data):
+    from xgboost import XGBClassifier
+    x = images(args, data, "resize")
+    crop = min(XGB_CROP, args.image_size)
+    pixels = {split: T.functional.center_crop(v, [crop, crop]).flatten(1).cpu().numpy() for split, v in x.items()}
+    start = time.perf_counter()
+    model = XGBClassifier().fit(pixels["train"], data["labels"]["train"].cpu().numpy())
+    seconds = time.perf_counter() - start
+    val_prob, test_prob = (torch.from_numpy(model.predict_proba(pixels[s])[:, 1]) for s in ("val", "test"))
+    return [scored("xgb", None, data, val_prob, test_prob, seconds)]
+
+
+def run_scratch(args, data):
+    return [train_resnet(args, data, "scratch", lr, None, "resize") for lr in args.lrs]
+
+
+def run_finetune(args, data):
+    if args.backbone["state"] is None:
+        return not_run("finetune", args.lrs, args.backbone)
+    return [train_resnet(args, data, "finetune", lr, args.backbone["state"], "imagenet") for lr in args.lrs]
+
+
+def run_linear_probe(args, data):
+    """A Linear(512, 1) head on cached features: the frozen backbone is in eval mode, so training the head on its
+    precomputed features is the same optimization as running it in the loop, in the same batch order."""
+    if args.backbone["state"] is None:
+        return not_run("linear_probe", args.lrs, args.backbone)
+    feats, feature_seconds = features(args, data)
+    records = []
+    for lr in args.lrs:
+        seed_everything(args.seed)
+        head = build_resnet(args.backbone["state"]).fc.to(args.device)  # the same init the full model's fc gets
+        records.append(fit_and_score(args, data, "linear_probe", lr, head, feats, lambda v: v,
+                                     feature_seconds=round(feature_seconds, 2)))
+    return records
+
+
+def run_sklearn_probe(args, data):
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    if args.backbone["state"] is None:
+        return not_run("sklearn_probe", [None], args.backbone)
+    feats, feature_seconds = features(args, data)
+    feats = {split: f.cpu().numpy() for split, f in feats.items()}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        start = time.perf_counter()
+        model = LogisticRegression().fit(feats["train"], data["labels"]["train"].cpu().numpy())
+        seconds = time.perf_counter() - start
+    for w in caught:  # recorded for the table, and still shown
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    convergence = [str(w.message).splitlines()[0].rstrip(":") for w in caught
+                   if issubclass(w.category, ConvergenceWarning)]
+    val_prob, test_prob = (torch.from_numpy(model.predict_proba(feats[s])[:, 1]) for s in ("val", "test"))
+    return [scored("sklearn_probe", None, data, val_prob, test_prob, seconds, feature_seconds=round(feature_seconds, 2),
+                   convergence_warning=convergence[0] if convergence else None)]
+
+
+RUNS = {"xgb": run_xgb, "scratch": run_scratch, "linear_probe": run_linear_probe, "sklearn_probe": run_sklearn_probe,
+        "finetune": run_finetune}
+
+
+# ----------------------------------------------------------------------------- reports
+
+def lr_text(m):
+    return "-" if m["lr"] is None else m["lr"] if isinstance(m["lr"], str) else f"{m['lr']:g}"
+
+
+def model_name(m):
+    return m["baseline"] if m["lr"] is None else f"{m['baseline']} lr {lr_text(m)}"
+
+
+def fmt(value, digits=3):
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def status_text(m):
+    return m["status"] if m["reason"] is None else f"{m['status']}: {m['reason']}"
+
+
+def notes(m):
+    parts = [f"ConvergenceWarning: {m['convergence_warning']}"] if m.get("convergence_warning") else []
+    if m.get("feature_seconds") is not None:
+        parts.append(f"+ {m['feature_seconds']:.1f} s feature extraction, shared with the other probe")
+    return "; ".join(parts)
+
+
+def collapse_not_run(models):
+    """The models, with one row per baseline for its not-run models (they share the reason)."""
+    rows, seen = [], set()
+    for m in models:
+        if m["status"] != "not run":
+            rows.append(m)
+        elif m["baseline"] not in seen:
+            seen.add(m["baseline"])
+            rows.append({**m, "lr": None if m["lr"] is None else "every lr"})
+    return rows
+
+
+def ranking(models):
+    """Models with status ok by test accuracy (best first), then the diverged, then the not run."""
+    order = {"ok": 0, "diverged": 1, "not run": 2}
+    return sorted(models, key=lambda m: (order[m["status"]], -(m["test_acc"] or 0), BASELINES.index(m["baseline"]),
+                                         m["lr"] or 0))
+
+
+def results_table(models, numbered=False):
+    header = ["model", "lr", "test acc", "test AUROC", "val acc", "test acc on real", "test acc on fake",
+              "train time (s)", "status", "notes"]
+    rows = [[m["baseline"], lr_text(m), fmt(m["test_acc"]), fmt(m["test_auroc"]),
+             fmt(m["val_acc"]), fmt(m["test_acc_real"]), fmt(m["test_acc_fake"]), fmt(m["train_seconds"], 1),
+             status_text(m), notes(m)] for m in collapse_not_run(models)]
+    if numbered:
+        header, rows = ["rank"] + header, [[i + 1] + row for i, row in enumerate(rows)]
+    return markdown_table(header, rows) + "".join(f"\n**{line}.**\n" for line in not_run_reasons(models))
+
+
+def data_text(meta):
+    counts = " / ".join(f"{c['real'] + c['fake']}" for c in meta["images"].values())
+    kind = "generated demo stand-in, data/build_realfake.py" if meta["demo"] else "--data-dir"
+    return (f"{meta['dir']} ({kind}): {counts} train / val / test images, "
+            f"test {meta['images']['test']['real']} real + {meta['images']['test']['fake']} fake")
+
+
+def write_markdown(out_dir, name, title, result, body, observations):
+    settings = result["settings"]
+    rows = [(k, v) for k, v in settings.items()] + [
+        ("data", data_text(result["data"])), ("device", result["device"]), ("wall time", f"{result['wall_s']:.1f} s"),
+        ("versions", ", ".join(f"{k} {v}" for k, v in result["versions"].items()))]
+    lines = [f"# {title}\n", "## Settings\n", markdown_table(["setting", "value"], rows), "\n## Results\n",
+             *body, f"![{name}]({name}.png)\n", "\n## Observations\n", *[f"- {obs}" for obs in observations]]
+    save_text(os.path.join(out_dir, f"{name}.md"), "\n".join(lines) + "\n")
+
+
+def not_run_reasons(models):
+    """One line per reason: which baselines it stopped, and the fix."""
+    reasons = {}
+    for m in models:
+        if m["status"] == "not run":
+            reasons.setdefault((m["reason"], m.get("fix")), {})[m["baseline"]] = None
+    return [f"{', '.join(baselines)} not run: {reason}" + (f". Fix: {fix}" if fix else "")
+            for (reason, fix), baselines in reasons.items()]
+
+
+def caption(fig, lines):
+    if lines:
+        fig.text(0, -0.02, "\n".join(textwrap.fill(line, 150) for line in lines), va="top", fontsize=8)
+
+
+def report_baseline(result, out_dir):
+    name, models = result["question"], result["models"]
+    torch_based = name in TORCH_BASELINES
+    fig, axes = plt.subplots(1, 1 + torch_based, figsize=(7 + 6 * torch_based, 5), layout="constrained", squeeze=False)
+    ax_roc = axes[0, -1]
+    y_test = [c == "fake" for c in result["test_classes"]]
+    for i, m in enumerate(models):
+        if torch_based and m.get("train_loss"):
+            axes[0, 0].plot(range(1, len(m["train_loss"]) + 1), m["train_loss"], color=f"C{i}", marker=".",
+                            label=f"lr {m['lr']:g} ({m['status']})")
+        if m["status"] == "ok":
+            fpr, tpr, _ = roc_curve(y_test, m["test_prob"])
+            ax_roc.plot(fpr, tpr, color=f"C{i}", label=f"{model_name(m)}: AUROC {m['test_auroc']:.3f}")
+    ax_roc.plot([0, 1], [0, 1], color="gray", linewidth=0.8, linestyle=":", label="chance")
+    ax_roc.set(xlabel="false positive rate (fraction of real test images called fake)",
+               ylabel="true positive rate (fraction of fake test images called fake)", title=f"{name}: test ROC")
+    if torch_based:
+        axes[0, 0].set(xlabel=f"optimizer step (batch of {result['settings']['batch_size']} images)",
+                       ylabel="training loss (binary cross-entropy, nats)", title=f"{name}: training loss per step",
+                       yscale="log")
+    for ax in axes[0]:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    if all(m["status"] == "not run" for m in models):
+        for ax in axes[0]:
+            ax.text(0.5, 0.5, textwrap.fill(not_run_reasons(models)[0], 60), transform=ax.transAxes, ha="center",
+                    va="center", fontsize=10, bbox={"facecolor": "white", "edgecolor": "C3"})
+    caption(fig, not_run_reasons(models))
+    save_figure(fig, os.path.join(out_dir, f"{name}.png"))
+
+    ok = [m for m in models if m["status"] == "ok"]
+    observations = [f"{model_name(m)} {status_text(m)}." for m in models if m["status"] == "diverged"]
+    if ok:
+        top = max(ok, key=lambda m: m["test_acc"])
+        observations.append(f"best: {model_name(top)}, test accuracy {top['test_acc']:.3f} "
+                            f"(AUROC {top['test_auroc']:.3f}; "
+                            f"{top['test_acc_real']:.3f} of real and {top['test_acc_fake']:.3f} of fake test images "
+                            "classified correctly).")
+        one_sided = [model_name(m) for m in ok if min(m["test_acc_real"], m["test_acc_fake"]) < 0.05]
+        if one_sided:
+            observations.append(f"{', '.join(one_sided)} put (almost) every test image in one class.")
+        for m in ok:
+            last_loss = np.mean([v for v in m.get("train_loss", [])[-5:] if v is not None] or [np.nan])
+            if last_loss < 0.3 and m["test_acc"] < 0.6:
+                observations.append(f"{model_name(m)}: mean training loss of the last 5 steps {last_loss:.3f} (train "
+                                    f"mode), yet test accuracy {m['test_acc']:.3f} (eval mode).")
+    for m in models:
+        if m.get("convergence_warning"):
+            observations.append(f"sklearn raised a ConvergenceWarning ({m['convergence_warning']}); the protocol keeps "
+                                "LogisticRegression's defaults, so this is the model it fitted.")
+    titles = {"xgb": "7.1 XGBoost on raw pixels", "scratch": "7.2 ResNet18 from scratch",
+              "linear_probe": "7.3 Linear probe on a frozen pretrained ResNet18",
+              "sklearn_probe": "7.4 sklearn LogisticRegression on frozen pretrained features",
+              "finetune": "7.5 Fine-tuning a pretrained ResNet18"}
+    write_markdown(out_dir, name, titles[name], result,
+                   [results_table(models) + "\nAccuracy is at threshold P(fake) > 0.5; the positive class is fake.\n"],
+                   observations)
+
+
+def report_summary(result, out_dir):
+    models = result["models"]
+    fig, ax = plt.subplots(figsize=(9, 5.5), layout="constrained")
+    for i, baseline in enumerate(TORCH_BASELINES):
+        runs = [m for m in models if m["baseline"] == baseline]
+        ok = [m for m in runs if m["status"] == "ok"]
+        diverged = [m["lr"] for m in runs if m["status"] == "diverged"]
+        if not ok and not diverged:
+            ax.plot([], [], " ", label=f"{baseline}: not run")
+            continue
+        ax.plot([m["lr"] for m in ok], [m["test_acc"] for m in ok], marker="o", color=f"C{i}", label=baseline)
+        if diverged:
+            ax.scatter(diverged, [0.03] * len(diverged), marker="x", color=f"C{i}", transform=ax.get_xaxis_transform(),
+                       label=f"{baseline}: diverged (no accuracy)")
+    for baseline, style, color in (("xgb", "--", "C3"), ("sklearn_probe", "-.", "C4")):
+        m = next(m for m in models if m["baseline"] == baseline)
+        if m["status"] == "ok":
+            ax.axhline(m["test_acc"], linestyle=style, color=color, label=f"{baseline} (no lr): {m['test_acc']:.3f}")
+        else:
+            ax.plot([], [], " ", label=f"{baseline}: {m['status']}")
+    majority = max(result["data"]["images"]["test"].values()) / sum(result["data"]["images"]["test"].values())
+    ax.axhline(majority, color="gray", linewidth=0.8, linestyle=":", label=f"one class for every image: {majority:.3f}")
+    ax.set(xscale="log", xlabel="learning rate (Adam, log scale)",
+           ylabel="test accuracy (fraction of real and fake test images correct)",
+           title=f"Real vs fake: test accuracy by learning rate (image size {result['settings']['image_size']})")
+    lrs = [m["lr"] for m in models if m["lr"] is not None]
+    if lrs:
+        ax.set_xlim(min(lrs) / 2, max(lrs) * 2)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    caption(fig, not_run_reasons(models))
+    save_figure(fig, os.path.join(out_dir, "summary.png"))
+
+    ranked = ranking(models)
+    ok = [m for m in ranked if m["status"] == "ok"]
+    best_rows = []
+    for baseline in BASELINES:
+        runs = [m for m in ranked if m["baseline"] == baseline]
+        best_rows += [[baseline, i + 1, lr_text(m), fmt(m["test_acc"]), status_text(m)]
+                      for i, m in enumerate(r for r in runs if r["status"] == "ok")][:2]
+        if not any(m["status"] == "ok" for m in runs):
+            best_rows.append([baseline, "-", "-", "-", status_text(runs[0])])
+    body = ["### Two best models of each baseline (by test accuracy)\n",
+            markdown_table(["baseline", "place", "lr", "test acc", "status"], best_rows),
+            f"\n**Worst overall:** {model_name(ok[-1])}, test accuracy {ok[-1]['test_acc']:.3f}.\n" if ok else
+            "\n**Worst overall:** no model ran.\n",
+            "\n### Full ranking\n", results_table(ranked, numbered=True),
+            "\nAccuracy is at threshold P(fake) > 0.5; AUROC is sklearn's roc_auc_score of P(fake) on the test set.\n"]
+    observations = []
+    if ok:
+        observations.append(f"best overall: {model_name(ok[0])}, test accuracy {ok[0]['test_acc']:.3f}; "
+                            f"a model that calls every image one class scores {majority:.3f}.")
+    write_markdown(out_dir, "summary", "7 Summary: every model ranked", result, body, observations)
+
+
+def pick_mistakes(models, test_classes, n=5):
+    """Best and worst model with status ok, and up to n test images the best gets right and the worst wrong
+    (the worst model's most confident mistakes first), from the predictions saved when each was evaluated."""
+    ranked = [m for m in ranking(models) if m["status"] == "ok"]
+    if len(ranked) < 2:
+        return None, None, []
+    best, worst = ranked[0], ranked[-1]
+    y = np.array([c == "fake" for c in test_classes])
+    p_best, p_worst = np.array(best["test_prob"]), np.array(worst["test_prob"])
+    chosen = np.flatnonzero(((p_best > 0.5) == y) & ((p_worst > 0.5) != y))
+    chosen = chosen[np.argsort(-np.abs(p_worst[chosen] - 0.5), kind="stable")][:n]
+    return best, worst, [int(i) for i in chosen]
+
+
+def report_mistakes(result, out_dir, n=5):
+    best, worst = result["best"], result["worst"]
+    chosen = result["chosen"]
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 4.6), layout="constrained")
+    for ax in axes:
+        ax.axis("off")
+
+    def said(m, i):
+        p = m["test_prob"][i]
+        return f"{'fake' if p > 0.5 else 'real'} (p={max(p, 1 - p):.2f})"
+    for ax, i in zip(axes, chosen):
+        path = os.path.join(result["data"]["dir"], result["test_paths"][i])
+        try:
+            with Image.open(path) as image:
+                ax.imshow(image.convert("RGB"))
+        except OSError as e:
+            raise UserError(f"{path}: cannot show this test image ({e})") from None
+        ax.set_title(f"true: {result['test_classes'][i]}\nbest says {said(best, i)}\nworst says {said(worst, i)}",
+                     fontsize=9)
+    if best is None:
+        headline = "fewer than two models with status ok: nothing to compare"
+    else:
+        headline = (f"Test images the best model ({model_name(best)}, acc {best['test_acc']:.3f}) gets right and the "
+                    f"worst ({model_name(worst)}, acc {worst['test_acc']:.3f}) gets wrong; "
+                    "p = probability of the class said")
+        if len(chosen) < n:
+            headline += f"\nonly {len(chosen)} such test images exist, not {n}"
+    fig.suptitle(textwrap.fill(headline, 130), fontsize=10)
+    save_figure(fig, os.path.join(out_dir, "mistakes.png"))
+
+    rows = [[result["test_paths"][i], result["test_classes"][i], said(best, i), said(worst, i)] for i in chosen]
+    observations = [headline.replace("\n", "; ") + "."] + not_run_reasons(result["models"])
+    write_markdown(out_dir, "mistakes", "7 Mistakes: right for the best model, wrong for the worst", result,
+                   [markdown_table(["test image", "true class", "best model says", "worst model says"], rows),
+                    ("\nImages are shown from their original files; predictions are the ones saved when each model "
+                     "was evaluated.\n")], observations)
+
+
+REPORTS = {**{name: report_baseline for name in BASELINES}, "summary": report_summary, "mistakes": report_mistakes}
+
+
+# ----------------------------------------------------------------------------- questions
+
+def settings_for(args, name):
+    settings = {"image_size": args.image_size, "seed": args.seed}
+    if name == "xgb":
+        settings["crop"] = min(XGB_CROP, args.image_size)
+    if name in TORCH_BASELINES:
+        settings.update(lrs=args.lrs, batch_size=args.batch_size, epochs=args.epochs)
+    if name in PRETRAINED:
+        settings["weights"] = args.weights
+    return settings
+
+
+def new_result(args, name, data, config, settings, start, models):
+    device = torch.cuda.get_device_name(args.device) if args.device.type == "cuda" else "cpu"
+    return {"question": name, "config": config, "settings": settings, "data": data["meta"],
+            "versions": library_versions(), "device": device, "wall_s": round(time.perf_counter() - start, 2),
+            "models": models,
+            "test_paths": [os.path.relpath(p, data["meta"]["dir"]) for p in data["paths"]["test"]],
+            "test_classes": data["classes"]["test"]}
+
+
+def get_result(args, name, data, force):
+    """A baseline's saved result if its config matches, else run it and save it."""
+    settings = settings_for(args, name)
+    config = {"question": name, "code_version": CODE_VERSION, "data": data["meta"]["digest"], "quick": args.quick,
+              "device": args.device.type, "amp": args.amp, **settings}
+    if name in PRETRAINED:
+        config["weights_digest"] = args.backbone["id"]
+    path = os.path.join(args.out, "cnn", f"{name}.json")
+    if ("result", name) in data["memo"]:  # already run or loaded in this process (summary and mistakes reuse it)
+        return data["memo"]["result", name]
+    cached = None if force else load_cached(path, config)
+    if cached is not None:
+        print(f"{name}: reusing {path} (same settings; --force reruns)")
+    else:
+        start = time.perf_counter()
+        cached = new_result(args, name, data, config, settings, start, RUNS[name](args, data))
+        save_json(path, cached)
+    data["memo"]["result", name] = cached
+    return cached
+
+
+def combined_result(args, name, data):
+    """summary and mistakes: every baseline's models (run through the cache if missing)."""
+    start = time.perf_counter()
+    results = [get_result(args, b, data, force=False) for b in BASELINES]
+    models = [m for r in results for m in r["models"]]
+    settings = {"image_size": args.image_size,
+                **{r["question"]: ", ".join(f"{k} {v}" for k, v in r["settings"].items())
+                   + f" (ran in {r['wall_s']:.1f} s)" for r in results},
+                "wall time of the baselines": f"{sum(r['wall_s'] for r in results):.1f} s"}
+    result = new_result(args, name, data, {r["question"]: r["config"] for r in results}, settings, start, models)
+    if name == "mistakes":
+        result["best"], result["worst"], result["chosen"] = pick_mistakes(models, result["test_classes"])
+    save_json(os.path.join(args.out, "cnn", f"{name}.json"), result)
+    return result
+
+
+def console_lines(result):
+    lines = [f"  {model_name(m)}: test acc {m['test_acc']:.3f}, AUROC {m['test_auroc']:.3f}, {m['train_seconds']:.1f} s"
+             if m["status"] == "ok" else f"  {model_name(m)}: {status_text(m)}"
+             for m in result["models"] if m["status"] != "not run" and result["question"] in BASELINES]
+    return lines + ["  " + line for line in not_run_reasons(result["models"])]
+
+
+def parse_args(argv):
+    parser = ArgumentParser(description=__doc__, formatter_class=RawDescriptionHelpFormatter)
+    parser.add_argument("--question", required=True, choices=QUESTIONS + ["all"],
+                        help="xgb, scratch, linear_probe, sklearn_probe, finetune (one baseline each), summary (every "
+                             "model ranked; runs missing baselines), mistakes (best vs worst model), or all")
+    parser.add_argument("--data-dir", help="ImageFolder root: train/, val/ (or validation/), test/, each with a real "
+                                           "and a fake class folder (named real, 0_real, ... / fake, 1_fake, ...). "
+                                           "Default: the generated demo set in CACHE_DIR/realfake-demo")
+    parser.add_argument("--out", default="results", help="results folder; outputs go to OUT/cnn/ (default: results)")
+    parser.add_argument("--cache-dir", default=os.path.join(HERE, "cache"),
+                        help="generated demo data and decoded image / feature tensors, reused across runs "
+                             "(default: cache/ next to cnn.py; safe to delete)")
+    parser.add_argument("--lrs", type=float, nargs="+", default=[1e-1, 1e-2, 1e-3, 1e-4, 1e-5],
+                        help="Adam learning rates of the torch baselines (protocol: 1e-1 1e-2 1e-3 1e-4 1e-5)")
+    parser.add_argument("--batch-size", type=int, default=32, help="training batch size (protocol: 32)")
+    parser.add_argument("--epochs", type=int, default=1, help="training epochs (protocol: 1)")
+    parser.add_argument("--image-size", type=int, default=224,
+                        help="side S (at least 32) of the network input (protocol: 224): scratch and XGBoost resize "
+                             "to S x S; the pretrained baselines resize to S*256/224 and center-crop S; XGBoost then "
+                             f"center-crops {XGB_CROP} x {XGB_CROP}")
+    parser.add_argument("--weights", default="imagenet",
+                        help="pretrained backbone of linear_probe, sklearn_probe and finetune: imagenet (torchvision's "
+                             "ResNet18_Weights.IMAGENET1K_V1 through its cache and download; offline they are reported "
+                             "as not run, with the fix), none (not run), or PATH to a ResNet18 state-dict file")
+    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda (default auto)")
+    parser.add_argument("--amp", action="store_true", help="CUDA only: bf16 autocast for forward passes (default off)")
+    parser.add_argument("--seed", type=int, default=42, help="seed of model init and batch order (default 42)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"tiny budget for tests: {QUICK_IMAGES['train']} / {QUICK_IMAGES['val']} / "
+                             f"{QUICK_IMAGES['test']} images per class, image size {QUICK_IMAGE_SIZE}, the first 2 "
+                             "lrs; never for results/")
+    parser.add_argument("--force", action="store_true",
+                        help="rerun the question even if a saved result has the same settings")
+    parser.add_argument("--replot", action="store_true",
+                        help="redraw figures and tables from the saved .json, no training")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    args = parser.parse_args(argv)
+    for flag, value in {"--batch-size": args.batch_size, "--epochs": args.epochs}.items():
+        if value < 1:
+            raise UserError(f"{flag} must be positive, got {value}")
+    if args.image_size < 32:
+        raise UserError(f"--image-size must be at least 32 (ResNet18 downsamples 32x), got {args.image_size}")
+    if not all(lr > 0 for lr in args.lrs):
+        raise UserError(f"--lrs values must be positive, got {args.lrs}")
+    if args.quick:
+        args.image_size, args.lrs = min(args.image_size, QUICK_IMAGE_SIZE), args.lrs[:2]
+    return args
+
+
+def main(argv):
+    args = parse_args(argv)
+    args.device = pick_device(args.device)
+    if args.amp and args.device.type != "cuda":
+        raise UserError("--amp needs a CUDA device (bf16 autocast); drop it or use --device cuda")
+    names = QUESTIONS if args.question == "all" else [args.question]
+    out_dir = os.path.join(args.out, "cnn")
+    data = None
+    if not args.replot:
+        data = load_data(args)
+        if any(name in PRETRAINED + ["summary", "mistakes"] for name in names):
+            args.backbone = load_weights(args)
+            if args.backbone["state"] is None:
+                print(f"note: linear_probe, sklearn_probe and finetune not run: {args.backbone['reason']}"
+                      + (f". Fix: {args.backbone['fix']}" if args.backbone["fix"] else ""))
+    for name in names:
+        if args.replot:
+            result = load_result(os.path.join(out_dir, f"{name}.json"))
+        elif name in BASELINES:
+            result = get_result(args, name, data, force=args.force)
+        else:
+            result = combined_result(args, name, data)
+        REPORTS[name](result, out_dir)
+        print("\n".join([f"{name}: wrote {os.path.join(out_dir, name)}.{{png,md,json}}"] + console_lines(result)))
+
+
+if __name__ == "__main__":
+    run_main(main)
