@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from common import (ArgumentParser, UserError, file_digest, finite_or_none, library_versions, load_cached, load_result,
                     markdown_table, pick_device, plt, run_main, save_figure, save_json, save_text, save_torch,
-                    seed_everything)
+                    seed_everything, shown_path)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "data"))
@@ -60,7 +60,7 @@ QUICK_IMAGES = {"train": 16, "val": 8, "test": 8}  # per class
 QUICK_IMAGE_SIZE = 32
 XGB_CROP = 64
 EVAL_BATCH = 256
-CODE_VERSION = 1  # bump when a change alters the numbers a question produces
+CODE_VERSION = 2  # bump when a change alters the numbers a question produces
 
 
 # ----------------------------------------------------------------------------- data
@@ -293,7 +293,8 @@ def predict(model, inputs, prepare, args):
 
 def model_record(baseline, lr, status, reason=None, **values):
     return {"baseline": baseline, "lr": lr, "status": status, "reason": reason, "test_acc": None, "test_auroc": None,
-            "val_acc": None, "test_acc_real": None, "test_acc_fake": None, "train_seconds": None, "test_prob": None,
+            "val_acc": None, "test_acc_real": None, "test_acc_fake": None, "test_acc_batch_stats": None,
+            "train_seconds": None, "test_prob": None,
             **values}
 
 
@@ -325,12 +326,31 @@ def fit_and_score(args, data, baseline, lr, model, inputs, prepare, **values):
                   predict(model, inputs["test"], prepare, args), seconds, **values)
 
 
+def batch_stats_accuracy(model, inputs, labels, prepare, args):
+    """Test accuracy with BatchNorm normalizing by each batch's own statistics (train mode, shuffled batches of the
+    training batch size) instead of the running statistics eval mode uses. Beyond the protocol: it tells a network
+    that learned but whose running statistics do not match its weights from one that did not learn."""
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(args.seed))
+    model.train()  # the model is discarded afterwards, so updating its running statistics does no harm
+    correct = 0
+    with torch.no_grad(), autocast(args):
+        for idx in order.tensor_split(math.ceil(len(labels) / args.batch_size)):  # no batch of one image
+            idx = idx.to(inputs.device)
+            logits = model(prepare(inputs[idx])).float().squeeze(1)
+            correct += ((logits > 0).float() == labels[idx]).sum().item()
+    return correct / len(labels)
+
+
 def train_resnet(args, data, baseline, lr, backbone_state, preprocessing_name):
     """scratch or finetune at one lr: every weight trained on the images."""
     seed_everything(args.seed)
     model = build_resnet(backbone_state).to(args.device, memory_format=torch.channels_last)
-    return fit_and_score(args, data, baseline, lr, model, images(args, data, preprocessing_name),
-                         normalizer(args, preprocessing_name))
+    inputs, prepare = images(args, data, preprocessing_name), normalizer(args, preprocessing_name)
+    record = fit_and_score(args, data, baseline, lr, model, inputs, prepare)
+    if record["status"] == "ok":
+        record["test_acc_batch_stats"] = batch_stats_accuracy(model, inputs["test"], data["labels"]["test"],
+                                                              prepare, args)
+    return record
 
 
 def features(args, data):
@@ -467,10 +487,10 @@ def ranking(models):
 
 def results_table(models, numbered=False):
     header = ["model", "lr", "test acc", "test AUROC", "val acc", "test acc on real", "test acc on fake",
-              "train time (s)", "status", "notes"]
+              "test acc, BN batch statistics", "train time (s)", "status", "notes"]
     rows = [[m["baseline"], lr_text(m), fmt(m["test_acc"]), fmt(m["test_auroc"]),
-             fmt(m["val_acc"]), fmt(m["test_acc_real"]), fmt(m["test_acc_fake"]), fmt(m["train_seconds"], 1),
-             status_text(m), notes(m)] for m in collapse_not_run(models)]
+             fmt(m["val_acc"]), fmt(m["test_acc_real"]), fmt(m["test_acc_fake"]), fmt(m.get("test_acc_batch_stats")),
+             fmt(m["train_seconds"], 1), status_text(m), notes(m)] for m in collapse_not_run(models)]
     if numbered:
         header, rows = ["rank"] + header, [[i + 1] + row for i, row in enumerate(rows)]
     return markdown_table(header, rows) + "".join(f"\n**{line}.**\n" for line in not_run_reasons(models))
@@ -479,7 +499,7 @@ def results_table(models, numbered=False):
 def data_text(meta):
     counts = " / ".join(f"{c['real'] + c['fake']}" for c in meta["images"].values())
     kind = "generated demo stand-in, data/build_realfake.py" if meta["demo"] else "--data-dir"
-    return (f"{meta['dir']} ({kind}): {counts} train / val / test images, "
+    return (f"{shown_path(meta['dir'])} ({kind}): {counts} train / val / test images, "
             f"test {meta['images']['test']['real']} real + {meta['images']['test']['fake']} fake")
 
 
@@ -541,6 +561,7 @@ def report_baseline(result, out_dir):
 
     ok = [m for m in models if m["status"] == "ok"]
     observations = [f"{model_name(m)} {status_text(m)}." for m in models if m["status"] == "diverged"]
+    observations += [line + "." for line in not_run_reasons(models)]
     if ok:
         top = max(ok, key=lambda m: m["test_acc"])
         observations.append(f"best: {model_name(top)}, test accuracy {top['test_acc']:.3f} "
@@ -553,8 +574,12 @@ def report_baseline(result, out_dir):
         for m in ok:
             last_loss = np.mean([v for v in m.get("train_loss", [])[-5:] if v is not None] or [np.nan])
             if last_loss < 0.3 and m["test_acc"] < 0.6:
-                observations.append(f"{model_name(m)}: mean training loss of the last 5 steps {last_loss:.3f} (train "
-                                    f"mode), yet test accuracy {m['test_acc']:.3f} (eval mode).")
+                text = (f"{model_name(m)}: mean training loss of the last 5 steps {last_loss:.3f} (train mode), yet "
+                        f"test accuracy {m['test_acc']:.3f} in eval mode (BatchNorm's running statistics)")
+                if m.get("test_acc_batch_stats") is not None:
+                    text += (f", and {m['test_acc_batch_stats']:.3f} when BatchNorm uses each test batch's own "
+                             "statistics")
+                observations.append(text + ".")
     for m in models:
         if m.get("convergence_warning"):
             observations.append(f"sklearn raised a ConvergenceWarning ({m['convergence_warning']}); the protocol keeps "
@@ -564,7 +589,10 @@ def report_baseline(result, out_dir):
               "sklearn_probe": "7.4 sklearn LogisticRegression on frozen pretrained features",
               "finetune": "7.5 Fine-tuning a pretrained ResNet18"}
     write_markdown(out_dir, name, titles[name], result,
-                   [results_table(models) + "\nAccuracy is at threshold P(fake) > 0.5; the positive class is fake.\n"],
+                   [results_table(models) + "\nAccuracy is at threshold P(fake) > 0.5; the positive class is fake. "
+                    "Beyond the protocol, 'test acc, BN batch statistics' (ResNets only) scores the same trained "
+                    "network with BatchNorm normalizing each shuffled test batch of the training batch size by its "
+                    "own statistics instead of the running ones.\n"],
                    observations)
 
 

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 import matplotlib
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.colors import hsv_to_rgb  # noqa: E402
@@ -105,6 +106,7 @@ def write_atomic(path, write):
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -119,7 +121,8 @@ def save_text(path, text):
 
 
 def save_json(path, obj):
-    save_text(path, json.dumps(obj, indent=1, allow_nan=False) + "\n")
+    """Compact JSON (the .md next to it is the readable form); NaN/inf are not allowed: store None."""
+    save_text(path, json.dumps(obj, separators=(",", ":"), allow_nan=False) + "\n")
 
 
 def save_figure(fig, path):
@@ -154,6 +157,13 @@ def load_result(path):
         raise UserError(f"{path}: no saved result to replot; run the question without --replot first") from None
     except ValueError as e:
         raise UserError(f"{path}: not valid JSON ({e}); rerun the question with --force") from None
+
+
+def shown_path(path):
+    """A path as the reports show it: relative to the project when inside it, so results/ reads the same on
+    every machine."""
+    relative = os.path.relpath(os.path.abspath(path), HERE)
+    return path if relative.startswith("..") else relative
 
 
 def finite_or_none(value):
@@ -204,7 +214,7 @@ def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_s
     lr_views = [lrs.view(-1, *[1] * (p.dim() - 1)) for p in plist]
 
     def call(p, b, x):
-        return functional_call(base, (p, b), (x,))
+        return functional_call(base, (p, b), (x,), tie_weights=False)  # no tied weights here; skips a per-call scan
     forward_train = vmap(call)  # each model its own batch
     forward_eval = vmap(call, in_dims=(0, 0, None))  # every model the same inputs
 
@@ -276,7 +286,7 @@ def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_s
             for key in keys:
                 h[key].append(finite_or_none(epoch_values[key][k]) if alive else None)
             if record_steps:
-                h["step_loss"] += [finite_or_none(float(f"{v:.6g}")) for v in step_loss[k]]
+                h["step_loss"] += [finite_or_none(float(f"{v:.4g}")) for v in step_loss[k]]
             if record_grads:
                 h["grad_sq_norm"].append([finite_or_none(v) for v in grad_means[k]] if alive else None)
         val_acc = [h["val_acc"][-1] for h in histories if h["val_acc"][-1] is not None]
@@ -421,8 +431,11 @@ def write_study_report(out, times, total, seeds, mlp_data, cnn_data, image_size)
     data = {}
     for section in ("mlp", "cnn"):
         source = next((r["data"] for k, r in results.items() if k.startswith(section) and "data" in r), None)
+        images = source.get("images", {}) if source else {}
+        rows = (source.get("rows") or {split: sum(counts.values()) for split, counts in images.items()}
+                if source else None)
         data[section] = {"source": mlp_data if section == "mlp" else cnn_data,
-                         "dir": source.get("dir") if source else None, "rows": source.get("rows") if source else None}
+                         "dir": shown_path(source["dir"]) if source else None, "rows": rows}
     manifest = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "git_commit": git_commit(), "seeds": seeds,
                 "devices": devices, "versions": library_versions(), "data": data, "cnn_image_size": image_size,
                 "total_wall_s": total, "questions": wall, "status": status}
@@ -448,6 +461,7 @@ def write_study_report(out, times, total, seeds, mlp_data, cnn_data, image_size)
         rows.append((f"{section} data", f"{info['source']}: {info['dir']} ({rows_text})"))
     rows += [(package, version) for package, version in manifest["versions"].items()]
     lines += ["## Manifest\n", markdown_table(["", ""], rows),
+              "Section 6's questions ran in parallel lanes, so their times add up to more than the total.\n",
               markdown_table(["question", "wall time in this run (s)", "status"],
                              [(k, f"{wall[k]:.1f}", status[k]) for k in wall])]
     for folder, question in REPORT_SECTIONS:

@@ -21,7 +21,7 @@ from torch import nn
 
 from common import (ArgumentParser, UserError, file_digest, finite_or_none, library_versions, load_cached, load_result,
                     markdown_table, mean_std, pick_device, plot_mean_band, plot_prediction_map, plt, run_main,
-                    save_figure, save_json, save_text, save_torch, seed_everything,
+                    save_figure, save_json, save_text, save_torch, seed_everything, shown_path,
                     train_lockstep)
 
 DEFAULT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "europe")
@@ -372,7 +372,7 @@ def write_markdown(out_dir, name, result, tables, figures, observations):
     lines = [f"# {QUESTIONS[name]['title']}\n", "## Settings\n",
              markdown_table(["setting", "value"], [(k, v) for k, v in settings.items()] +
                             [("seeds", ", ".join(str(s) for s in sorted({r["seed"] for r in result["runs"]}))),
-                             ("data", f"{result['data']['dir']} ({result['data']['rows']['train']} / "
+                             ("data", f"{shown_path(result['data']['dir'])} ({result['data']['rows']['train']} / "
                                       f"{result['data']['rows']['val']} / {result['data']['rows']['test']} rows, "
                                       f"{result['data']['n_classes']} classes)"),
                              ("device", result["device"]), ("wall time", f"{result['wall_s']:.1f} s")]),
@@ -855,9 +855,11 @@ SECTION_61 = dict(lr=1e-3, batch_size=256, depth=6, width=16, batch_norm=False) 
 SECTION_62 = dict(lr=1e-3, epochs=50, batch_size=128, depth=6, width=16, batch_norm=True)  # the report's choice
 GRADIENTS = dict(SECTION_61, epochs=10, depth=100, width=4)
 QUESTIONS = {
-    # protocol: the settings SPEC.md gives; baseline: (question, which of its runs) shown beside this one, not retrained
+    # protocol: the settings SPEC.md gives; baseline: (question, which of its runs) shown beside this one, not
+    # retrained; keeps_models: the trained weights are saved (.pt) because the report draws from them
     "lr": dict(title="6.1.1 Learning rate", train=train_lr, report=report_lr,
-               protocol=dict(SECTION_61, lrs=[1, 0.2, 0.01, 0.001, 0.0005, 0.00001], epochs=50)),
+               protocol=dict(lrs=[1, 0.2, 0.01, 0.001, 0.0005, 0.00001], epochs=50, batch_size=256, depth=6, width=16,
+                             batch_norm=False)),
     "epochs": dict(title="6.1.2 Training for longer (no batch norm)", train=train_epochs, report=report_epochs,
                    protocol=dict(SECTION_61, epochs=100)),
     "batchnorm": dict(title="6.1.3 Batch norm (compared with 6.1.2)", train=train_epochs, report=report_batchnorm,
@@ -865,6 +867,7 @@ QUESTIONS = {
     "batch_size": dict(title="6.1.4 Batch size", train=train_batch_size, report=report_batch_size,
                        protocol=dict(SECTION_61, batch_sizes=[1, 16, 128, 1024], batch_size_epochs=[1, 10, 50, 50])),
     "depth_width": dict(title="6.2.1-6.2.4 Depth and width", train=train_depth_width, report=report_depth_width,
+                        keeps_models=True,
                         protocol=dict(SECTION_62, architectures=[[1, 16], [2, 16], [6, 16], [10, 16], [6, 8], [6, 32],
                                                                  [6, 64]])),
     "gradients": dict(title="6.2.5 Vanishing gradients", train=train_gradients, report=report_gradients,
@@ -872,10 +875,11 @@ QUESTIONS = {
     "residual": dict(title="6.2.6 Fixing the vanishing gradients (bonus)", train=train_residual,
                      report=report_residual, protocol=GRADIENTS, baseline=("gradients", {})),
     "implicit": dict(title="6.2.7 Implicit representation: sin features (bonus)", train=train_implicit,
-                     report=report_implicit, protocol=dict(SECTION_62, features="sin"),
+                     report=report_implicit, protocol=dict(SECTION_62, features="sin"), keeps_models=True,
                      baseline=("depth_width", {"depth": 6, "width": 16})),
     "regions": dict(title="Linear regions of the trained ReLU nets (beyond the report)", train=train_regions,
-                    report=report_regions, protocol=dict(architectures=[[1, 16], [2, 16]], resolution=2000)),
+                    report=report_regions, keeps_models=True,
+                    protocol=dict(architectures=[[1, 16], [2, 16]], resolution=2000)),
 }
 CODE_VERSION = {"lr": 1, "epochs": 1, "batchnorm": 1, "batch_size": 1, "depth_width": 1, "gradients": 1,
                 "residual": 1, "implicit": 1, "regions": 1}  # bump one when a change alters that question's numbers
@@ -935,11 +939,14 @@ def saved_config(path):
 
 
 def get_result(args, name, data, meta, force):
-    """The question's saved result if its config matches, else train it and save it (.json and .pt)."""
+    """The question's saved result if its config matches, else train it and save it (.json, and .pt with the
+    trained weights when its report draws from them)."""
     config = config_for(args, name, meta)
     path = os.path.join(args.out, "mlp", f"{name}.json")
+    keeps_models = QUESTIONS[name].get("keeps_models", False)
+    models_path = os.path.join(args.out, "mlp", f"{name}.pt")
     cached = None if force else load_cached(path, config)
-    if cached is not None and saved_config(os.path.join(args.out, "mlp", f"{name}.pt")) == config:
+    if cached is not None and (not keeps_models or saved_config(models_path) == config):
         print(f"{name}: reusing {path} (same settings; --force retrains)")
         return cached
     start = time.perf_counter()
@@ -953,11 +960,13 @@ def get_result(args, name, data, meta, force):
         source, match = QUESTIONS[name]["baseline"]
         source_runs = get_result(args, source, data, meta, force=False)["runs"]
         keep = [i for i, run in enumerate(source_runs) if all(run[k] == v for k, v in match.items())]
-        source_states = load_states(os.path.join(args.out, "mlp"), source)["states"]
         result["baseline"] = source
         result["baseline_runs"] = [source_runs[i] for i in keep]
-        saved["baseline_states"] = [source_states[i] for i in keep]
-    save_torch(os.path.join(args.out, "mlp", f"{name}.pt"), saved)
+        if keeps_models:
+            source_states = load_states(os.path.join(args.out, "mlp"), source)["states"]
+            saved["baseline_states"] = [source_states[i] for i in keep]
+    if keeps_models:
+        save_torch(models_path, saved)
     save_json(path, result)
     return result
 

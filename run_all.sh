@@ -13,7 +13,7 @@ set -euo pipefail
 usage() {
   cat <<'EOF'
 usage: bash run_all.sh [--mlp-data DIR] [--cnn-data DIR] [--out DIR] [--seeds N] [--device D]
-                       [--image-size N] [--jobs 1|2] [--force]
+                       [--image-size N] [--jobs 1|2] [--section 6|7|all] [--force]
   --mlp-data DIR    Section 6 CSV folder (default: the embedded data/europe)
   --cnn-data DIR    Section 7 ImageFolder (default: the generated real-vs-fake demo set)
   --out DIR         results folder (default: results next to this script)
@@ -21,13 +21,14 @@ usage: bash run_all.sh [--mlp-data DIR] [--cnn-data DIR] [--out DIR] [--seeds N]
   --device D        auto, cpu or cuda (default auto)
   --image-size N    Section 7 image size (default: 224 on real data, 96 on the demo set; see README)
   --jobs N          Section 6 questions run in N parallel lanes, 1 or 2 (default 2)
+  --section S       run only Section 6 (mlp.py) or 7 (cnn.py); the report covers what exists (default all)
   --force           retrain every question even if a saved result matches
 EOF
 }
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 out="$here/results"
-mlp_data="" cnn_data="" image_size="" seeds=3 device=auto jobs=2 force=()
+mlp_data="" cnn_data="" image_size="" seeds=3 device=auto jobs=2 section=all force=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --mlp-data) mlp_data="$(cd "$2" && pwd)"; shift 2 ;;
@@ -37,12 +38,14 @@ while [ $# -gt 0 ]; do
     --device) device="$2"; shift 2 ;;
     --image-size) image_size="$2"; shift 2 ;;
     --jobs) jobs="$2"; shift 2 ;;
+    --section) section="$2"; shift 2 ;;
     --force) force=(--force); shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "run_all.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
   esac
 done
 case "$jobs" in 1|2) ;; *) echo "run_all.sh: --jobs must be 1 or 2" >&2; exit 2 ;; esac
+case "$section" in 6|7|all) ;; *) echo "run_all.sh: --section must be 6, 7 or all" >&2; exit 2 ;; esac
 
 mlp_args=(--out "$out" --seeds "$seeds" --device "$device" --quiet "${force[@]}")
 [ -n "$mlp_data" ] && mlp_args+=(--data-dir "$mlp_data")
@@ -83,16 +86,21 @@ run() {
 # Two lanes of about equal length; a question that reads another's models follows it in its lane.
 lane_a() { run mlp.py depth_width; run mlp.py implicit; run mlp.py regions; run mlp.py lr; }
 lane_b() { run mlp.py epochs; run mlp.py batchnorm; run mlp.py batch_size; run mlp.py gradients; run mlp.py residual; }
-echo "Section 6 (logs in $logs)"
-if [ "$jobs" = 2 ]; then
-  lane_a & lane_b & wait
-else
-  lane_a; lane_b
+echo "logs in $logs"
+if [ "$section" != 7 ]; then
+  echo "Section 6"
+  if [ "$jobs" = 2 ]; then
+    lane_a & lane_b & wait
+  else
+    lane_a; lane_b
+  fi
 fi
-echo "Section 7"
-for question in xgb scratch linear_probe sklearn_probe finetune summary mistakes; do
-  run cnn.py "$question"
-done
+if [ "$section" != 6 ]; then
+  echo "Section 7"
+  for question in xgb scratch linear_probe sklearn_probe finetune summary mistakes; do
+    run cnn.py "$question"
+  done
+fi
 
 total=$(elapsed "$start_all" "$(date +%s.%N)")
 python common.py report --out "$out" --times "$times" --total "$total" --seeds "$seeds" \
