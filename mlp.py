@@ -247,8 +247,23 @@ def seeds_of(args):
     return [args.seed + i for i in range(args.seeds)]
 
 
+def seed_runs(args, lr, **extra):
+    """One run per seed at learning rate lr."""
+    return [{"seed": s, "lr": lr, **extra} for s in seeds_of(args)]
+
+
 def arch_of(settings, **changes):
     return {key: changes.get(key, settings.get(key, False if key != "features" else "raw")) for key in ARCH_KEYS}
+
+
+def train_groups(args, data, meta, groups, **record):
+    """Train groups one after the other, each a (runs, arch, epochs, batch_size, desc), and concatenate."""
+    results, states = [], []
+    for runs, arch, epochs, batch_size, desc in groups:
+        group, group_states = train_group(args, data, meta, runs, arch, epochs, batch_size, desc, **record)
+        results += group
+        states += group_states
+    return results, states
 
 
 def train_lr(args, data, meta, settings):
@@ -263,39 +278,28 @@ def train_lr(args, data, meta, settings):
 
 
 def train_epochs(args, data, meta, settings):
-    runs = [{"seed": s, "lr": settings["lr"]} for s in seeds_of(args)]
-    return train_group(args, data, meta, runs, arch_of(settings), settings["epochs"], settings["batch_size"],
+    return train_group(args, data, meta, seed_runs(args, settings["lr"]), arch_of(settings), settings["epochs"],
+                       settings["batch_size"],
                        desc=f"{settings['epochs']} epochs" + (", batch norm" * settings["batch_norm"]),
                        eval_train=True)
 
 
 def train_batch_size(args, data, meta, settings):
-    results, states = [], []
-    for batch_size, epochs in zip(settings["batch_sizes"], settings["batch_size_epochs"]):
-        runs = [{"seed": s, "lr": settings["lr"]} for s in seeds_of(args)]
-        group, group_states = train_group(args, data, meta, runs, arch_of(settings), epochs, batch_size,
-                                          desc=f"batch {batch_size}", record_steps=True)
-        results += group
-        states += group_states
-    return results, states
+    return train_groups(args, data, meta, [
+        (seed_runs(args, settings["lr"]), arch_of(settings), epochs, batch_size, f"batch {batch_size}")
+        for batch_size, epochs in zip(settings["batch_sizes"], settings["batch_size_epochs"])], record_steps=True)
 
 
 def train_depth_width(args, data, meta, settings):
-    results, states = [], []
-    for depth, width in settings["architectures"]:
-        runs = [{"seed": s, "lr": settings["lr"]} for s in seeds_of(args)]
-        group, group_states = train_group(args, data, meta, runs, arch_of(settings, depth=depth, width=width),
-                                          settings["epochs"], settings["batch_size"],
-                                          desc=f"depth {depth} width {width}")
-        results += group
-        states += group_states
-    return results, states
+    return train_groups(args, data, meta, [
+        (seed_runs(args, settings["lr"]), arch_of(settings, depth=depth, width=width), settings["epochs"],
+         settings["batch_size"], f"depth {depth} width {width}") for depth, width in settings["architectures"]])
 
 
 def train_gradients(args, data, meta, settings):
-    runs = [{"seed": s, "lr": settings["lr"]} for s in seeds_of(args)]
-    return train_group(args, data, meta, runs, arch_of(settings), settings["epochs"], settings["batch_size"],
-                       desc=f"depth {settings['depth']} gradients", record_grads=True, diagnose_init=True)
+    return train_group(args, data, meta, seed_runs(args, settings["lr"]), arch_of(settings), settings["epochs"],
+                       settings["batch_size"], desc=f"depth {settings['depth']} gradients", record_grads=True,
+                       diagnose_init=True)
 
 
 RESIDUAL_FIXES = {"residual": dict(residual=True), "batch_norm": dict(batch_norm=True),
@@ -303,21 +307,15 @@ RESIDUAL_FIXES = {"residual": dict(residual=True), "batch_norm": dict(batch_norm
 
 
 def train_residual(args, data, meta, settings):
-    results, states = [], []
-    for fix, changes in RESIDUAL_FIXES.items():
-        runs = [{"seed": s, "lr": settings["lr"], "fix": fix} for s in seeds_of(args)]
-        group, group_states = train_group(args, data, meta, runs, arch_of(settings, **changes), settings["epochs"],
-                                          settings["batch_size"], desc=f"depth {settings['depth']} {fix}",
-                                          record_grads=True, diagnose_init=True)
-        results += group
-        states += group_states
-    return results, states
+    return train_groups(args, data, meta, [
+        (seed_runs(args, settings["lr"], fix=fix), arch_of(settings, **changes), settings["epochs"],
+         settings["batch_size"], f"depth {settings['depth']} {fix}") for fix, changes in RESIDUAL_FIXES.items()],
+        record_grads=True, diagnose_init=True)
 
 
 def train_implicit(args, data, meta, settings):
-    runs = [{"seed": s, "lr": settings["lr"]} for s in seeds_of(args)]
-    return train_group(args, data, meta, runs, arch_of(settings), settings["epochs"], settings["batch_size"],
-                       desc="sin features")
+    return train_group(args, data, meta, seed_runs(args, settings["lr"]), arch_of(settings), settings["epochs"],
+                       settings["batch_size"], desc="sin features")
 
 
 def train_regions(args, data, meta, settings):
