@@ -607,6 +607,11 @@ def report_summary(result, out_dir):
             ax.plot([], [], " ", label=f"{baseline}: not run")
             continue
         ax.plot([m["lr"] for m in ok], [m["test_acc"] for m in ok], marker="o", color=f"C{i}", label=baseline)
+        batch_stats = [m for m in ok if m.get("test_acc_batch_stats") is not None]
+        if batch_stats:
+            ax.plot([m["lr"] for m in batch_stats], [m["test_acc_batch_stats"] for m in batch_stats], marker="o",
+                    markerfacecolor="white", linestyle="--", color=f"C{i}",
+                    label=f"{baseline}, BatchNorm on batch statistics (beyond the protocol)")
         if diverged:
             ax.scatter(diverged, [0.03] * len(diverged), marker="x", color=f"C{i}", transform=ax.get_xaxis_transform(),
                        label=f"{baseline}: diverged (no accuracy)")

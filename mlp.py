@@ -528,7 +528,8 @@ def report_batch_size(result, out_dir, data):
     ax_steps.set(xlabel="optimizer steps (log scale)", ylabel="validation accuracy", xscale="log",
                  title="validation accuracy vs optimizer steps")
     ax_loss.set(xlabel="optimizer step (log scale)", ylabel="training loss of the batch (nats)", xscale="log",
-                title=f"(iii) training loss per step, seed {result['runs'][0]['seed']}")
+                title=f"(iii) training loss per step, seed {result['runs'][0]['seed']}",
+                ylim=(0, 1.5 * max(max(line.get_ydata()) for line in ax_loss.get_lines()[1::2])))
     for ax in (ax_epoch, ax_steps, ax_loss):
         ax.legend()
         ax.grid(alpha=0.3)
@@ -761,6 +762,16 @@ def report_gradients(result, out_dir, data):
                                                                 if layer < n_layers)
                     + f" (layer {n_layers - 1} is the output layer).",
                     f"final validation accuracy {mean_std([final(r, 'val_acc') for r in runs])}."]
+    for run in runs:
+        dead_inputs = [layer for layer, norm in enumerate(run["init_activation_norm"]) if norm == 0]
+        if dead_inputs:
+            cut = max(dead_inputs)
+            observations.append(
+                f"seed {run['seed']}: at initialisation the input of layer {cut} is exactly 0 on every row of the "
+                f"first batch (every ReLU of layer {cut - 1} is off), so nothing below it reaches the output and no "
+                f"gradient passes below it; layers with exactly zero gradient in every epoch: "
+                f"{layer_ranges(zero_layers(run))}. The zeros come from a dead layer, not from floating-point "
+                "underflow.")
     write_markdown(out_dir, "gradients", result, [table], ["gradients.png"], observations)
 
 
@@ -881,7 +892,13 @@ QUESTIONS = {
 }
 CODE_VERSION = {"lr": 1, "epochs": 1, "batchnorm": 1, "batch_size": 1, "depth_width": 1, "gradients": 1,
                 "residual": 1, "implicit": 1, "regions": 1}  # bump one when a change alters that question's numbers
-DEPENDS = {"regions": "depth_width"}  # questions that read another question's trained models
+
+
+def depends_on(name):
+    """The question whose saved runs or models this one reads, if any."""
+    return "depth_width" if name == "regions" else QUESTIONS[name].get("baseline", (None,))[0]
+
+
 FLAG_SETTINGS = ("lr", "lrs", "epochs", "batch_size", "batch_sizes", "batch_size_epochs", "depth", "width",
                  "architectures", "resolution")
 
@@ -913,8 +930,8 @@ def config_for(args, name, meta):
     """Everything a question's numbers depend on: its cache key."""
     config = {"question": name, "code_version": CODE_VERSION[name], "data": meta["digest"], "quick": args.quick,
               "seeds": seeds_of(args), "device": args.device.type, **settings_for(args, name)}
-    if name in DEPENDS:
-        config["depends_on"] = config_for(args, DEPENDS[name], meta)
+    if depends_on(name):  # a change there must redo this one too
+        config["depends_on"] = config_for(args, depends_on(name), meta)
     return config
 
 

@@ -12,10 +12,11 @@ set -euo pipefail
 
 usage() {
   cat <<'EOF'
-usage: bash run_all.sh [--mlp-data DIR] [--cnn-data DIR] [--out DIR] [--seeds N] [--device D]
-                       [--image-size N] [--jobs 1|2] [--section 6|7|all] [--force]
+usage: bash run_all.sh [--mlp-data DIR] [--cnn-data DIR] [--cnn-weights W] [--out DIR] [--seeds N]
+                       [--device D] [--image-size N] [--jobs 1|2] [--section 6|7|all] [--force] [--quick]
   --mlp-data DIR    Section 6 CSV folder (default: the embedded data/europe)
   --cnn-data DIR    Section 7 ImageFolder (default: the generated real-vs-fake demo set)
+  --cnn-weights W   pretrained ResNet18 for Section 7: imagenet, none or a state-dict file (default imagenet)
   --out DIR         results folder (default: results next to this script)
   --seeds N         seeds per setting (default 3)
   --device D        auto, cpu or cuda (default auto)
@@ -23,16 +24,18 @@ usage: bash run_all.sh [--mlp-data DIR] [--cnn-data DIR] [--out DIR] [--seeds N]
   --jobs N          Section 6 questions run in N parallel lanes, 1 or 2 (default 2)
   --section S       run only Section 6 (mlp.py) or 7 (cnn.py); the report covers what exists (default all)
   --force           retrain every question even if a saved result matches
+  --quick           the scripts' tiny test budget (for tests; never for results/)
 EOF
 }
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 out="$here/results"
-mlp_data="" cnn_data="" image_size="" seeds=3 device=auto jobs=2 section=all force=()
+mlp_data="" cnn_data="" cnn_weights=imagenet image_size="" seeds=3 device=auto jobs=2 section=all force=() quick=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --mlp-data) mlp_data="$(cd "$2" && pwd)"; shift 2 ;;
     --cnn-data) cnn_data="$(cd "$2" && pwd)"; shift 2 ;;
+    --cnn-weights) cnn_weights="$2"; shift 2 ;;
     --out) mkdir -p "$2"; out="$(cd "$2" && pwd)"; shift 2 ;;
     --seeds) seeds="$2"; shift 2 ;;
     --device) device="$2"; shift 2 ;;
@@ -40,6 +43,7 @@ while [ $# -gt 0 ]; do
     --jobs) jobs="$2"; shift 2 ;;
     --section) section="$2"; shift 2 ;;
     --force) force=(--force); shift ;;
+    --quick) quick=(--quick); shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "run_all.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -47,9 +51,12 @@ done
 case "$jobs" in 1|2) ;; *) echo "run_all.sh: --jobs must be 1 or 2" >&2; exit 2 ;; esac
 case "$section" in 6|7|all) ;; *) echo "run_all.sh: --section must be 6, 7 or all" >&2; exit 2 ;; esac
 
-mlp_args=(--out "$out" --seeds "$seeds" --device "$device" --quiet "${force[@]}")
+[ -f "$cnn_weights" ] && cnn_weights="$(cd "$(dirname "$cnn_weights")" && pwd)/$(basename "$cnn_weights")"
+# ${a[@]+"${a[@]}"}: an empty array under set -u, in every bash
+mlp_args=(--out "$out" --seeds "$seeds" --device "$device" --quiet ${force[@]+"${force[@]}"} ${quick[@]+"${quick[@]}"})
 [ -n "$mlp_data" ] && mlp_args+=(--data-dir "$mlp_data")
-cnn_args=(--out "$out" --device "$device" --quiet "${force[@]}")
+cnn_args=(--out "$out" --device "$device" --weights "$cnn_weights" --quiet ${force[@]+"${force[@]}"}
+          ${quick[@]+"${quick[@]}"})
 [ -n "$cnn_data" ] && cnn_args+=(--data-dir "$cnn_data")
 # The demo images are generated at 96 px: run them at that size (ResNet18 x 5 lrs in about a minute on
 # 2 cores); smaller, an antialiased resize would filter out most of their fake-image trace.
@@ -59,7 +66,8 @@ cnn_args=(--out "$out" --device "$device" --quiet "${force[@]}")
 elapsed() { awk -v start="$1" -v end="$2" 'BEGIN { printf "%.1f", end - start }'; }
 
 cd "$here"
-logs="$(mktemp -d)"
+logs="$out/logs"
+mkdir -p "$logs"
 times="$logs/times.tsv"
 : > "$times"
 start_all=$(date +%s.%N)

@@ -1,6 +1,7 @@
 """Smoke and property tests. Run: python -m pytest test_smoke.py"""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -337,6 +338,17 @@ def test_bad_flags_give_one_line_error(tmp_path, flags, expected):
     assert one_line_error(proc, expected), proc.stderr
 
 
+@pytest.mark.parametrize("flags, expected", [
+    (["--question", "scratch", "--lrs", "-1"], "--lrs values must be positive"),
+    (["--question", "scratch", "--batch-size", "0"], "--batch-size must be positive"),
+    (["--question", "nope"], "invalid choice: 'nope'"),
+    (["--question", "xgb", "--image-size", "8"], "--image-size must be at least 32"),
+])
+def test_bad_cnn_flags_give_one_line_error(tmp_path, flags, expected):
+    proc = run_script("cnn.py", *flags, "--quick", "--out", tmp_path, "--cache-dir", tmp_path / "cache")
+    assert one_line_error(proc, expected), proc.stderr
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_missing_cuda_is_a_clear_error(tmp_path):
     proc = run_script("mlp.py", "--question", "epochs", "--device", "cuda", "--quick", "--out", tmp_path)
@@ -510,12 +522,15 @@ def test_grayscale_rgba_and_palette_images_load(tiny, tmp_path):
     palette = rgb.convert("P")
     palette.info["transparency"] = 0
     palette.save(files[2])
+    rgb.resize((37, 53)).save(files[3])  # odd sizes, portrait and landscape
+    rgb.resize((101, 29)).save(files[4])
     args = cpu_args("--question", "scratch", "--quiet", "--data-dir", folder, "--cache-dir", tmp_path / "cache")
     data = cnn.load_data(args)
     x = cnn.images(args, data, "resize")["train"]
     assert x.shape == (2 * TINY["train"], 3, 224, 224) and x.dtype == torch.uint8
     gray = x[data["paths"]["train"].index(str(files[0]))]
     assert torch.equal(gray[0], gray[1]) and torch.equal(gray[1], gray[2])
+    assert cnn.images(args, data, "imagenet")["train"].shape == (2 * TINY["train"], 3, 224, 224)
 
 
 def break_corrupt_image(folder):
@@ -704,3 +719,31 @@ def test_every_question_end_to_end_with_a_weights_file(tiny, random_weights, tmp
     assert read_json(out, "mistakes")["chosen"] == mistakes["chosen"]
     replot = run_script("cnn.py", "--question", "summary", "--replot", "--out", out)
     assert replot.returncode == 0, replot.stderr
+
+
+# ============================================================================= run_all.sh and the report
+
+def test_run_all_writes_the_report_and_resumes(tiny, tmp_path):
+    out = tmp_path / "results"
+    command = ["bash", os.path.join(HERE, "run_all.sh"), "--quick", "--seeds", "1", "--out", str(out),
+               "--cnn-data", tiny, "--cnn-weights", "none"]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    questions = {f"mlp/{q}" for q in mlp.QUESTIONS} | {f"cnn/{q}" for q in cnn.QUESTIONS}
+    assert set(manifest["questions"]) == questions and set(manifest["status"].values()) == {"ok"}
+    assert manifest["total_wall_s"] > 0 and manifest["seeds"] == 1
+    report = (out / "README.md").read_text()
+    for title in [q["title"] for q in mlp.QUESTIONS.values()] + ["7.1 XGBoost", "7 Summary", "7 Mistakes"]:
+        assert title in report
+    figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
+    assert len(figures) >= 16 and all((out / f).is_file() for f in figures)
+
+    # an interrupted run lost one result: a rerun redoes that question only
+    (out / "mlp" / "gradients.json").unlink()
+    proc = subprocess.run(command + ["--section", "6"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "reusing" not in (out / "logs" / "mlp_gradients.log").read_text()
+    assert "residual: reusing" in (out / "logs" / "mlp_residual.log").read_text()  # its inputs did not change
+    assert "lr: reusing" in (out / "logs" / "mlp_lr.log").read_text()
+    assert (out / "mlp" / "gradients.json").is_file()
