@@ -65,7 +65,7 @@ def main():
     torch.set_num_threads(args.threads)
     cpu = torch.device("cpu")
     data, meta = mlp.load_data(args.data_dir, cpu)
-    lrs = mlp.QUESTIONS["lr"][0]["lrs"]
+    lrs = mlp.QUESTIONS["lr"]["protocol"]["lrs"]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {meta['rows']['train']} training rows, "
           f"batch {args.batch_size}, {args.epochs} epochs")
     warm_up = [{"seed": 0, "lr": 1e-3}]  # first calls pay for lazy initialisation; keep that out of the timings
