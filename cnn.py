@@ -651,9 +651,19 @@ def report_summary(result, out_dir):
             "\nAccuracy is at threshold P(fake) > 0.5; AUROC is sklearn's roc_auc_score of P(fake) on the test set.\n"]
     observations = []
     if ok:
-        observations.append(f"best overall: {model_name(ok[0])}, test accuracy {ok[0]['test_acc']:.3f}; "
-                            f"a model that calls every image one class scores {majority:.3f}.")
-    write_markdown(out_dir, "summary", "7 Summary: every model ranked", result, body, observations)
+        observations.append(f"best overall: {model_name(ok[0])}, test accuracy {ok[0]['test_acc']:.3f}; worst: "
+                            f"{model_name(ok[-1])}, {ok[-1]['test_acc']:.3f}; a model that calls every image one "
+                            f"class scores {majority:.3f}.")
+    for baseline in TORCH_BASELINES:
+        runs = [m for m in ok if m["baseline"] == baseline and m.get("test_acc_batch_stats") is not None]
+        if runs:
+            top = max(runs, key=lambda m: m["test_acc_batch_stats"])
+            observations.append(f"{baseline}: best test accuracy {max(m['test_acc'] for m in runs):.3f} in eval mode, "
+                                f"but {top['test_acc_batch_stats']:.3f} (lr {lr_text(top)}) when BatchNorm uses each "
+                                "test batch's own statistics: the network learned the task, and what fails in eval "
+                                "mode is BatchNorm's running statistics after one short epoch.")
+    write_markdown(out_dir, "summary", "7.6.1 Summary: the best and worst models, every model ranked", result, body,
+                   observations)
 
 
 def pick_mistakes(models, test_classes, n=5):
@@ -702,7 +712,7 @@ def report_mistakes(result, out_dir, n=5):
 
     rows = [[result["test_paths"][i], result["test_classes"][i], said(best, i), said(worst, i)] for i in chosen]
     observations = [headline.replace("\n", "; ") + "."] + not_run_reasons(result["models"])
-    write_markdown(out_dir, "mistakes", "7 Mistakes: right for the best model, wrong for the worst", result,
+    write_markdown(out_dir, "mistakes", "7.6.2 Mistakes: right for the best model, wrong for the worst", result,
                    [markdown_table(["test image", "true class", "best model says", "worst model says"], rows),
                     ("\nImages are shown from their original files; predictions are the ones saved when each model "
                      "was evaluated.\n")], observations)

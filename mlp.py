@@ -755,23 +755,21 @@ def report_gradients(result, out_dir, data):
                                                             runs)])
     grads = grad_matrix([r for r in runs if r["status"] == "ok"] or runs)
     n_layers = grads.shape[1]
-    observations = ["layers with exactly zero gradient in every epoch: " +
-                    "; ".join(f"seed {r['seed']}: {layer_ranges(zero_layers(r))}" for r in runs) + ".",
-                    "last epoch, mean over seeds: " + ", ".join(f"layer {layer} {grads[-1, layer]:.1e}"
+    seeds = ", ".join(str(r["seed"]) for r in runs)
+    cuts = [max([layer for layer, norm in enumerate(r["init_activation_norm"]) if norm == 0], default=None)
+            for r in runs]
+    observations = [f"seeds {seeds}: layers {', '.join(layer_ranges(zero_layers(r)) for r in runs)} have exactly zero "
+                    "gradient in every epoch."]
+    if all(cut is not None for cut in cuts):
+        observations.append(f"why: at initialisation the input of layer {', '.join(map(str, cuts))} (same seeds) is "
+                            "exactly 0 on every row of the first batch, since every ReLU of the layer before is off; "
+                            "nothing below that layer reaches the output, so no gradient passes below it. The exact "
+                            "zeros come from a dead layer, not from floating-point underflow.")
+    observations += ["last epoch, mean over seeds: " + ", ".join(f"layer {layer} {grads[-1, layer]:.1e}"
                                                                 for layer in (0, 30, 60, 90, 95, 99, n_layers - 1)
                                                                 if layer < n_layers)
-                    + f" (layer {n_layers - 1} is the output layer).",
-                    f"final validation accuracy {mean_std([final(r, 'val_acc') for r in runs])}."]
-    for run in runs:
-        dead_inputs = [layer for layer, norm in enumerate(run["init_activation_norm"]) if norm == 0]
-        if dead_inputs:
-            cut = max(dead_inputs)
-            observations.append(
-                f"seed {run['seed']}: at initialisation the input of layer {cut} is exactly 0 on every row of the "
-                f"first batch (every ReLU of layer {cut - 1} is off), so nothing below it reaches the output and no "
-                f"gradient passes below it; layers with exactly zero gradient in every epoch: "
-                f"{layer_ranges(zero_layers(run))}. The zeros come from a dead layer, not from floating-point "
-                "underflow.")
+                     + f" (layer {n_layers - 1} is the output layer); final validation accuracy "
+                     f"{mean_std([final(r, 'val_acc') for r in runs])}."]
     write_markdown(out_dir, "gradients", result, [table], ["gradients.png"], observations)
 
 

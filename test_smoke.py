@@ -734,7 +734,7 @@ def test_run_all_writes_the_report_and_resumes(tiny, tmp_path):
     assert set(manifest["questions"]) == questions and set(manifest["status"].values()) == {"ok"}
     assert manifest["total_wall_s"] > 0 and manifest["seeds"] == 1
     report = (out / "README.md").read_text()
-    for title in [q["title"] for q in mlp.QUESTIONS.values()] + ["7.1 XGBoost", "7 Summary", "7 Mistakes"]:
+    for title in [q["title"] for q in mlp.QUESTIONS.values()] + ["7.1 XGBoost", "7.6.1 Summary", "7.6.2 Mistakes"]:
         assert title in report
     figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
     assert len(figures) >= 16 and all((out / f).is_file() for f in figures)
