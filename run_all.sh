@@ -13,7 +13,8 @@ set -euo pipefail
 usage() {
   cat <<'EOF'
 usage: bash run_all.sh [--mlp-data DIR] [--cnn-data DIR] [--cnn-weights W] [--out DIR] [--seeds N]
-                       [--device D] [--image-size N] [--jobs 1|2] [--section 6|7|all] [--force] [--quick]
+                       [--device D] [--image-size N] [--cache-dir DIR] [--jobs 1|2] [--section 6|7|all]
+                       [--force] [--quick]
   --mlp-data DIR    Section 6 CSV folder (default: the embedded data/europe)
   --cnn-data DIR    Section 7 ImageFolder (default: the generated real-vs-fake demo set)
   --cnn-weights W   pretrained ResNet18 for Section 7: imagenet, none or a state-dict file (default imagenet)
@@ -21,6 +22,7 @@ usage: bash run_all.sh [--mlp-data DIR] [--cnn-data DIR] [--cnn-weights W] [--ou
   --seeds N         seeds per setting (default 3)
   --device D        auto, cpu or cuda (default auto)
   --image-size N    Section 7 image size (default: 224 on real data, 96 on the demo set; see README)
+  --cache-dir DIR   Section 7's demo images and decoded-tensor cache (default: cache/ next to this script)
   --jobs N          Section 6 questions run in N parallel lanes, 1 or 2 (default 2)
   --section S       run only Section 6 (mlp.py) or 7 (cnn.py); the report covers what exists (default all)
   --force           retrain every question even if a saved result matches
@@ -30,12 +32,13 @@ EOF
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 out="$here/results"
-mlp_data="" cnn_data="" cnn_weights=imagenet image_size="" seeds=3 device=auto jobs=2 section=all force=() quick=()
+mlp_data="" cnn_data="" cnn_weights=imagenet cache_dir="$here/cache" image_size="" seeds=3 device=auto jobs=2 section=all force=() quick=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --mlp-data) mlp_data="$(cd "$2" && pwd)"; shift 2 ;;
     --cnn-data) cnn_data="$(cd "$2" && pwd)"; shift 2 ;;
     --cnn-weights) cnn_weights="$2"; shift 2 ;;
+    --cache-dir) mkdir -p "$2"; cache_dir="$(cd "$2" && pwd)"; shift 2 ;;
     --out) mkdir -p "$2"; out="$(cd "$2" && pwd)"; shift 2 ;;
     --seeds) seeds="$2"; shift 2 ;;
     --device) device="$2"; shift 2 ;;
@@ -55,7 +58,7 @@ case "$section" in 6|7|all) ;; *) echo "run_all.sh: --section must be 6, 7 or al
 # ${a[@]+"${a[@]}"}: an empty array under set -u, in every bash
 mlp_args=(--out "$out" --seeds "$seeds" --device "$device" --quiet ${force[@]+"${force[@]}"} ${quick[@]+"${quick[@]}"})
 [ -n "$mlp_data" ] && mlp_args+=(--data-dir "$mlp_data")
-cnn_args=(--out "$out" --device "$device" --weights "$cnn_weights" --quiet ${force[@]+"${force[@]}"}
+cnn_args=(--out "$out" --device "$device" --weights "$cnn_weights" --cache-dir "$cache_dir" --quiet ${force[@]+"${force[@]}"}
           ${quick[@]+"${quick[@]}"})
 [ -n "$cnn_data" ] && cnn_args+=(--data-dir "$cnn_data")
 # The demo images are generated at 96 px: run them at that size (ResNet18 x 5 lrs in about a minute on

@@ -726,7 +726,7 @@ def test_every_question_end_to_end_with_a_weights_file(tiny, random_weights, tmp
 def test_run_all_writes_the_report_and_resumes(tiny, tmp_path):
     out = tmp_path / "results"
     command = ["bash", os.path.join(HERE, "run_all.sh"), "--quick", "--seeds", "1", "--out", str(out),
-               "--cnn-data", tiny, "--cnn-weights", "none"]
+               "--cnn-data", tiny, "--cnn-weights", "none", "--cache-dir", str(tmp_path / "cache")]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     manifest = json.loads((out / "manifest.json").read_text())
