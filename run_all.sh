@@ -32,7 +32,8 @@ EOF
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 out="$here/results"
-mlp_data="" cnn_data="" cnn_weights=imagenet cache_dir="$here/cache" image_size="" seeds=3 device=auto jobs=2 section=all force=() quick=()
+mlp_data="" cnn_data="" cnn_weights=imagenet cache_dir="$here/cache" image_size="" seeds=3 device=auto jobs=2
+section=all force=() quick=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --mlp-data) mlp_data="$(cd "$2" && pwd)"; shift 2 ;;
@@ -56,10 +57,11 @@ case "$section" in 6|7|all) ;; *) echo "run_all.sh: --section must be 6, 7 or al
 
 [ -f "$cnn_weights" ] && cnn_weights="$(cd "$(dirname "$cnn_weights")" && pwd)/$(basename "$cnn_weights")"
 # ${a[@]+"${a[@]}"}: an empty array under set -u, in every bash
-mlp_args=(--out "$out" --seeds "$seeds" --device "$device" --quiet ${force[@]+"${force[@]}"} ${quick[@]+"${quick[@]}"})
-[ -n "$mlp_data" ] && mlp_args+=(--data-dir "$mlp_data")
-cnn_args=(--out "$out" --device "$device" --weights "$cnn_weights" --cache-dir "$cache_dir" --quiet ${force[@]+"${force[@]}"}
+mlp_args=(--out "$out" --seeds "$seeds" --device "$device" --quiet ${force[@]+"${force[@]}"}
           ${quick[@]+"${quick[@]}"})
+[ -n "$mlp_data" ] && mlp_args+=(--data-dir "$mlp_data")
+cnn_args=(--out "$out" --device "$device" --weights "$cnn_weights" --cache-dir "$cache_dir" --quiet
+          ${force[@]+"${force[@]}"} ${quick[@]+"${quick[@]}"})
 [ -n "$cnn_data" ] && cnn_args+=(--data-dir "$cnn_data")
 # The demo images are generated at 96 px: run them at that size (ResNet18 x 5 lrs in about a minute on
 # 2 cores); smaller, an antialiased resize would filter out most of their fake-image trace.
