@@ -355,6 +355,20 @@ def test_missing_cuda_is_a_clear_error(tmp_path):
     assert one_line_error(proc, "no CUDA device is available"), proc.stderr
 
 
+def test_interrupted_write_keeps_the_old_file(tmp_path):
+    path = tmp_path / "result.json"
+    common.save_json(path, {"old": 1})
+
+    def crash_halfway(tmp):
+        open(tmp, "w").write('{"new": ')  # half written, then Ctrl-C
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        common.write_atomic(path, crash_halfway)
+    assert json.loads(path.read_text()) == {"old": 1}
+    assert os.listdir(tmp_path) == ["result.json"]  # no temporary file left behind
+
+
 def test_cache_is_keyed_by_data_and_survives_corruption(tmp_path):
     folder = write_csv_dir(tmp_path / "data")
     args = ["--question", "epochs", "--quick", "--quiet", "--seeds", 1, "--data-dir", folder, "--out", tmp_path]
