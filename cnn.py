@@ -41,8 +41,8 @@ from torchvision.models import ResNet18_Weights
 from tqdm import tqdm
 
 from common import (ArgumentParser, UserError, file_digest, finite_or_none, library_versions, load_cached, load_result,
-                    markdown_table, pick_device, plt, run_main, save_figure, save_json, save_text, save_torch,
-                    seed_everything, shown_path)
+                    markdown_table, pick_device, plt, run_main, save_figure, save_json, save_torch, seed_everything,
+                    shown_path, write_question_markdown)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "data"))
@@ -504,13 +504,10 @@ def data_text(meta):
 
 
 def write_markdown(out_dir, name, title, result, body, observations):
-    settings = result["settings"]
-    rows = [(k, v) for k, v in settings.items()] + [
+    rows = [(k, v) for k, v in result["settings"].items()] + [
         ("data", data_text(result["data"])), ("device", result["device"]), ("wall time", f"{result['wall_s']:.1f} s"),
         ("versions", ", ".join(f"{k} {v}" for k, v in result["versions"].items()))]
-    lines = [f"# {title}\n", "## Settings\n", markdown_table(["setting", "value"], rows), "\n## Results\n",
-             *body, f"![{name}]({name}.png)\n", "\n## Observations\n", *[f"- {obs}" for obs in observations]]
-    save_text(os.path.join(out_dir, f"{name}.md"), "\n".join(lines) + "\n")
+    write_question_markdown(os.path.join(out_dir, f"{name}.md"), title, rows, body, [f"{name}.png"], observations)
 
 
 def not_run_reasons(models):

@@ -178,10 +178,10 @@ def linear_weight_names(model):
     return [f"{name}.weight" for name, module in model.named_modules() if isinstance(module, nn.Linear)]
 
 
-def grad_sq_norms(grads, names, linear_names):
-    """The gradient hook: ||grad of weight||_2^2 for each Linear layer, per stacked model -> [K, L]."""
-    by_name = dict(zip(names, grads))
-    return torch.stack([by_name[n].pow(2).sum(dim=(1, 2)) for n in linear_names], dim=1)
+def grad_sq_norms(grads, linear_index):
+    """The gradient hook: ||grad of weight||_2^2 for each Linear layer (grads[i] for i in linear_index), per
+    stacked model -> [K, L]."""
+    return torch.stack([grads[i].pow(2).sum(dim=(1, 2)) for i in linear_index], dim=1)
 
 
 def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_steps=False, record_grads=False,
@@ -207,9 +207,9 @@ def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_s
         seed_everything(run["seed"])
         models.append(build_model().to(device))
     params, buffers = stack_module_state(models)
-    names, plist = list(params), list(params.values())
+    plist = list(params.values())
     base = copy.deepcopy(models[0]).to("meta")
-    linear_names = linear_weight_names(base)
+    linear_index = [list(params).index(name) for name in linear_weight_names(base)]
     lrs = torch.tensor([float(run["lr"]) for run in runs], device=device)
     lr_views = [lrs.view(-1, *[1] * (p.dim() - 1)) for p in plist]
 
@@ -256,7 +256,7 @@ def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_s
         base.train()
         step_loss = torch.empty(steps, K, device=device)
         correct = torch.zeros(K, device=device)
-        grad_record = torch.empty(steps, K, len(linear_names), device=device) if record_grads else None
+        grad_record = torch.empty(steps, K, len(linear_index), device=device) if record_grads else None
         for i in range(steps):
             xb = X_shuffled[:, i * batch_size:(i + 1) * batch_size]
             yb = y_shuffled[:, i * batch_size:(i + 1) * batch_size]
@@ -268,7 +268,7 @@ def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_s
                 step_loss[i] = loss
                 correct += (logits.argmax(-1) == yb).sum(1)
                 if record_grads:
-                    grad_record[i] = grad_sq_norms(grads, names, linear_names)
+                    grad_record[i] = grad_sq_norms(grads, linear_index)
             bar.update()
         n_seen = min(steps * batch_size, n_train)
         epoch_values = {"train_loss": step_loss.mean(0), "train_acc": correct / n_seen}
@@ -318,6 +318,14 @@ def plot_mean_band(ax, x, runs_values, label, color=None, **kwargs):
     if len(values) > 1:
         ax.fill_between(x, values.min(0), values.max(0), color=line.get_color(), alpha=0.2, linewidth=0)
     return line
+
+
+def write_question_markdown(path, title, settings_rows, body, figures, observations):
+    """A question's .md: settings table, results (tables and text), figure links, observations."""
+    lines = [f"# {title}\n", "## Settings\n", markdown_table(["setting", "value"], settings_rows), "\n## Results\n",
+             *body, *[f"![{os.path.splitext(figure)[0]}]({figure})\n" for figure in figures], "\n## Observations\n",
+             *[f"- {obs}" for obs in observations]]
+    save_text(path, "\n".join(lines) + "\n")
 
 
 def markdown_table(header, rows):

@@ -21,7 +21,7 @@ from torch import nn
 
 from common import (ArgumentParser, UserError, file_digest, finite_or_none, library_versions, load_cached, load_result,
                     markdown_table, mean_std, pick_device, plot_mean_band, plot_prediction_map, plt, run_main,
-                    save_figure, save_json, save_text, save_torch, seed_everything, shown_path,
+                    save_figure, save_json, save_torch, seed_everything, shown_path, write_question_markdown,
                     train_lockstep)
 
 DEFAULT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "europe")
@@ -366,21 +366,14 @@ def epochs_axis(runs):
 
 
 def write_markdown(out_dir, name, result, tables, figures, observations):
-    settings = result["settings"]
-    lines = [f"# {QUESTIONS[name]['title']}\n", "## Settings\n",
-             markdown_table(["setting", "value"], [(k, v) for k, v in settings.items()] +
-                            [("seeds", ", ".join(str(s) for s in sorted({r["seed"] for r in result["runs"]}))),
-                             ("data", f"{shown_path(result['data']['dir'])} ({result['data']['rows']['train']} / "
-                                      f"{result['data']['rows']['val']} / {result['data']['rows']['test']} rows, "
-                                      f"{result['data']['n_classes']} classes)"),
-                             ("device", result["device"]), ("wall time", f"{result['wall_s']:.1f} s")]),
-             "\n## Results\n"]
-    for table in tables:
-        lines.append(table + "\n")
-    lines += [f"![{name}]({figure})\n" for figure in figures]
-    lines.append("\n## Observations\n")
-    lines += [f"- {obs}" for obs in observations]
-    save_text(os.path.join(out_dir, f"{name}.md"), "\n".join(lines) + "\n")
+    data = result["data"]
+    rows = [(k, v) for k, v in result["settings"].items()] + [
+        ("seeds", ", ".join(str(s) for s in sorted({r["seed"] for r in result["runs"]}))),
+        ("data", f"{shown_path(data['dir'])} ({data['rows']['train']} / {data['rows']['val']} / "
+                 f"{data['rows']['test']} rows, {data['n_classes']} classes)"),
+        ("device", result["device"]), ("wall time", f"{result['wall_s']:.1f} s")]
+    write_question_markdown(os.path.join(out_dir, f"{name}.md"), QUESTIONS[name]["title"], rows,
+                            [table + "\n" for table in tables], figures, observations)
 
 
 def report_lr(result, out_dir, data):
