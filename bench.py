@@ -1,15 +1,15 @@
 """Benchmark (not a test): the project's lockstep loop against the exercise skeleton's loop.
 
     python bench.py                 # embedded data, batch 256, 2 epochs, K = 1 and K = 18
-    python bench.py --epochs 3 --data-dir ../shared/data/europe-course
+    python bench.py --epochs 3 --data-dir PATH/TO/COURSE_CSVS
 
 (a) reference: a DataLoader over a TensorDataset, one model at a time, torch.optim.SGD, train loss
     and accuracy accumulated with .item() per batch, validation and test evaluated through
     DataLoaders after every epoch;
 (b) common.train_lockstep: all K models at once, whole tensors, randperm batches.
-Both produce the same numbers per epoch (train, validation and test loss and accuracy). Prints
-optimizer model-steps per second (K models x steps / wall seconds) and the ratio. Both run on
---threads CPU threads (default 1, as mlp.py).
+Both record the same quantities per epoch (train, validation and test loss and accuracy); their
+batch orders differ, so their numbers do. Prints optimizer model-steps per second (K models x steps
+/ wall seconds) and the ratio. Both run on --threads CPU threads (default 1, as mlp.py).
 """
 import argparse
 import time
@@ -64,8 +64,9 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cpu = torch.device("cpu")
-    data, meta = mlp.load_data(args.data_dir, cpu)
-    lrs = mlp.QUESTIONS["lr"]["protocol"]["lrs"]
+    data = mlp.read_data(args.data_dir, cpu)
+    meta = data["meta"]
+    lrs = next(q for q in mlp.QUESTIONS if q.name == "lr").protocol["lrs"]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {meta['rows']['train']} training rows, "
           f"batch {args.batch_size}, {args.epochs} epochs")
     warm_up = [{"seed": 0, "lr": 1e-3}]  # first calls pay for lazy initialisation; keep that out of the timings

@@ -2,7 +2,8 @@
 
     python cnn.py --question xgb           # one baseline; outputs in results/cnn/
     python cnn.py --question all           # every baseline, then summary and mistakes
-    python cnn.py --help                   # every flag
+    python cnn.py --list                   # the questions
+    python cnn.py --help                   # every flag, with each question's protocol value
 
 Baselines (binary, output 1 = "fake"): xgb (XGBoost on raw pixels), scratch (ResNet18 from random
 init), linear_probe (frozen ImageNet ResNet18 + a trained Linear(512, 1)), sklearn_probe (sklearn's
@@ -13,9 +14,9 @@ Data: --data-dir in ImageFolder layout (train/, val/ or validation/, test/, each
 whose name says real (real, 0_real, ...) and one that says fake (fake, 1_fake, ...)). Without it,
 a generated stand-in (data/build_realfake.py) is built into --cache-dir on first use.
 
-Each question writes results/cnn/<question>.png, .md (tables and observations) and .json (settings,
-library versions, per-model metrics and test predictions); a rerun with the same settings reuses
-the .json.
+Each question writes results/cnn/<question>.png, .md (settings, tables, findings) and .json
+(settings, library versions, per-model metrics and test predictions); a rerun with the same
+settings, data and code reuses the .json.
 """
 import hashlib
 import json
@@ -27,7 +28,6 @@ import sys
 import textwrap
 import time
 import warnings
-from argparse import RawDescriptionHelpFormatter
 
 import numpy as np
 import torch
@@ -40,9 +40,9 @@ from torch import nn
 from torchvision.models import ResNet18_Weights
 from tqdm import tqdm
 
-from common import (ArgumentParser, UserError, file_digest, finite_or_none, library_versions, load_cached, load_result,
-                    markdown_table, pick_device, plt, run_main, save_figure, save_json, save_torch, seed_everything,
-                    shown_path, write_question_markdown)
+import common
+from common import (Question, Report, Setting, UserError, file_digest, finite_or_none, markdown_table, plt, save_torch,
+                    seed_everything, shown_path)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "data"))
@@ -50,8 +50,6 @@ import build_realfake  # noqa: E402
 
 BASELINES = ["xgb", "scratch", "linear_probe", "sklearn_probe", "finetune"]
 TORCH_BASELINES = ["scratch", "linear_probe", "finetune"]
-PRETRAINED = ["linear_probe", "sklearn_probe", "finetune"]
-QUESTIONS = BASELINES + ["summary", "mistakes"]
 SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "validation"), "test": ("test",)}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 LAYOUT = ("expected ImageFolder layout: train/, val/ (or validation/) and test/, each with one class folder named "
@@ -60,7 +58,6 @@ QUICK_IMAGES = {"train": 16, "val": 8, "test": 8}  # per class
 QUICK_IMAGE_SIZE = 32
 XGB_CROP = 64
 EVAL_BATCH = 256
-CODE_VERSION = 2  # bump when a change alters the numbers a question produces
 
 
 # ----------------------------------------------------------------------------- data
@@ -113,19 +110,27 @@ def ensure_demo(cache_dir):
     return folder
 
 
-def load_data(args):
-    """The images of each split (paths, 1 = fake labels) and a description; pixels are decoded on demand."""
+def load_data(args, device):
+    """The images of each split (paths, 1 = fake labels), a description, and how to run (device, cache folder,
+    progress bars); pixels are decoded on demand, weights loaded on demand, both kept in data['memo']."""
+    if args.amp and device.type != "cuda":
+        raise UserError("--amp needs a CUDA device (bf16 autocast); drop it or use --device cuda")
     data_dir = os.path.abspath(args.data_dir or ensure_demo(args.cache_dir))
     splits = list_images(data_dir, args.quick)
     all_paths = [p for paths, _ in splits.values() for p in paths]
     names = "\n".join(os.path.relpath(p, data_dir) for p in all_paths)
     digest = hashlib.sha256((file_digest(all_paths) + names).encode()).hexdigest()[:16]
+    images = {split: {w: words.count(w) for w in ("real", "fake")} for split, (_, words) in splits.items()}
+    kind = "generated demo stand-in, data/build_realfake.py" if args.data_dir is None else "--data-dir"
+    summary = (f"{shown_path(data_dir)} ({kind}): " + " / ".join(f"{c['real'] + c['fake']}" for c in images.values())
+               + f" train / val / test images, test {images['test']['real']} real + {images['test']['fake']} fake")
     meta = {"dir": data_dir, "demo": args.data_dir is None, "digest": digest, "positive_class": "fake",
-            "images": {split: {w: words.count(w) for w in ("real", "fake")} for split, (_, words) in splits.items()}}
-    return {"meta": meta, "memo": {},
+            "summary": summary, "images": images,
+            "rows": {split: sum(counts.values()) for split, counts in images.items()}}
+    return {"meta": meta, "memo": {}, "device": device, "quiet": args.quiet, "cache_dir": args.cache_dir,
             "paths": {split: paths for split, (paths, _) in splits.items()},
             "classes": {split: words for split, (_, words) in splits.items()},
-            "labels": {split: torch.tensor([w == "fake" for w in words], dtype=torch.float32, device=args.device)
+            "labels": {split: torch.tensor([w == "fake" for w in words], dtype=torch.float32, device=device)
                        for split, (_, words) in splits.items()}}
 
 
@@ -153,9 +158,9 @@ def decode(paths, transform, desc, quiet):
     return torch.stack(images)
 
 
-def disk_cached(args, key, compute):
+def disk_cached(cache_dir, key, compute):
     """compute(), kept under --cache-dir/tensors/ by a hash of key (which names the data by content) for later runs."""
-    path = os.path.join(args.cache_dir, "tensors", hashlib.sha256(json.dumps(key).encode()).hexdigest()[:20] + ".pt")
+    path = os.path.join(cache_dir, "tensors", hashlib.sha256(json.dumps(key).encode()).hexdigest()[:20] + ".pt")
     if os.path.exists(path):
         try:
             return torch.load(path, weights_only=True)
@@ -166,22 +171,22 @@ def disk_cached(args, key, compute):
     return value
 
 
-def images(args, data, name):
+def images(data, name, image_size):
     """{split: uint8 [N, 3, S, S] on the device}: each split decoded once per preprocessing, then reused."""
-    if ("images", name) not in data["memo"]:
-        transform = preprocessing(name, args.image_size)[0]
-        key = {"what": "images", "data": data["meta"]["digest"], "preprocessing": name, "image_size": args.image_size}
-        decoded = disk_cached(args, key, lambda: {
-            split: decode(paths, transform, f"decode {split} ({name})", args.quiet)
+    if ("images", name, image_size) not in data["memo"]:
+        transform = preprocessing(name, image_size)[0]
+        key = {"what": "images", "data": data["meta"]["digest"], "preprocessing": name, "image_size": image_size}
+        decoded = disk_cached(data["cache_dir"], key, lambda: {
+            split: decode(paths, transform, f"decode {split} ({name})", data["quiet"])
             for split, paths in data["paths"].items()})
-        data["memo"]["images", name] = {split: x.to(args.device) for split, x in decoded.items()}
-    return data["memo"]["images", name]
+        data["memo"]["images", name, image_size] = {split: x.to(data["device"]) for split, x in decoded.items()}
+    return data["memo"]["images", name, image_size]
 
 
-def normalizer(args, name):
+def normalizer(name, image_size, device):
     """uint8 batch -> float model input: scaled to 0..1, normalized with the preprocessing's mean/std, channels_last."""
-    _, mean, std = preprocessing(name, args.image_size)
-    mean, std = (torch.tensor(v, device=args.device).view(1, 3, 1, 1) for v in (mean, std))
+    _, mean, std = preprocessing(name, image_size)
+    mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in (mean, std))
     return lambda batch: ((batch.float() / 255 - mean) / std).contiguous(memory_format=torch.channels_last)
 
 
@@ -204,24 +209,24 @@ def build_resnet(backbone_state=None):
     return model
 
 
-def load_weights(args):
+def load_weights(weights, quiet=False):
     """{'state', 'id', 'reason', 'fix'}: the pretrained backbone (the old fc dropped), or state None, why the
-    pretrained baselines are not run and how to fix it."""
-    if args.weights == "none":
+    pretrained baselines are not run and how to fix it. weights: imagenet, none or a state-dict file."""
+    if weights == "none":
         return {"state": None, "id": "none", "reason": "--weights none", "fix": None}
-    if args.weights == "imagenet":
+    if weights == "imagenet":
         url = ResNet18_Weights.IMAGENET1K_V1.url
         file = os.path.basename(url)
         folder = os.path.join(torch.hub.get_dir(), "checkpoints")
         try:
-            state = torch.hub.load_state_dict_from_url(url, progress=not args.quiet, check_hash=True)
+            state = torch.hub.load_state_dict_from_url(url, progress=not quiet, check_hash=True)
         except (OSError, RuntimeError) as e:  # no network, a proxy, a failed hash check
             return {"state": None, "id": "imagenet unavailable",
                     "reason": f"ImageNet weights unavailable ({type(e).__name__}: {e})",
                     "fix": f"put {file} (from {url}) in {folder}/, or pass --weights /path/to/{file}"}
         path = os.path.join(folder, file)
     else:
-        path = args.weights
+        path = weights
         if not os.path.isfile(path):
             raise UserError(f"{path}: weights file not found "
                             "(--weights takes imagenet, none or a ResNet18 state-dict file)")
@@ -240,29 +245,41 @@ def load_weights(args):
     return {"state": state, "id": file_digest([path]), "reason": None, "fix": None}
 
 
+def backbone(data, weights):
+    """load_weights, once per process; says once when the pretrained baselines cannot run."""
+    if ("backbone", weights) not in data["memo"]:
+        loaded = load_weights(weights, data["quiet"])
+        if loaded["state"] is None:
+            print(f"note: linear_probe, sklearn_probe and finetune not run: {loaded['reason']}"
+                  + (f". Fix: {loaded['fix']}" if loaded["fix"] else ""))
+        data["memo"]["backbone", weights] = loaded
+    return data["memo"]["backbone", weights]
+
+
 # ----------------------------------------------------------------------------- training and evaluation
 
-def autocast(args):
-    return torch.autocast(args.device.type, dtype=torch.bfloat16, enabled=args.amp)
+def autocast(device, amp):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
 
 
-def train(model, inputs, labels, lr, args, prepare, desc):
-    """The protocol's optimization: Adam on the trainable parameters, BCEWithLogitsLoss, args.epochs epochs of
-    args.batch_size in an order drawn from a generator seeded with args.seed. Returns the loss of every step and
-    the step (1-based) at which it stopped being finite, or None."""
+def fit(model, inputs, labels, lr, settings, data, prepare, desc):
+    """The protocol's optimization: Adam on the trainable parameters, BCEWithLogitsLoss, settings['epochs'] epochs
+    of settings['batch_size'] in an order drawn from a generator seeded with settings['seed']. Returns the loss of
+    every step and the step (1-based) at which it stopped being finite, or None."""
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
-    generator = torch.Generator().manual_seed(args.seed)
+    generator = torch.Generator().manual_seed(settings["seed"])
+    batch_size = settings["batch_size"]
     model.train()
     losses = []
-    bar = tqdm(total=args.epochs * math.ceil(len(labels) / args.batch_size), desc=desc, unit="step",
-               disable=args.quiet, mininterval=1.0, dynamic_ncols=True)
-    for _ in range(args.epochs):
-        batches = torch.randperm(len(labels), generator=generator).split(args.batch_size)
+    bar = tqdm(total=settings["epochs"] * math.ceil(len(labels) / batch_size), desc=desc, unit="step",
+               disable=data["quiet"], mininterval=1.0, dynamic_ncols=True)
+    for _ in range(settings["epochs"]):
+        batches = torch.randperm(len(labels), generator=generator).split(batch_size)
         if len(batches) > 1 and len(batches[-1]) == 1:
             batches = batches[:-1]  # BatchNorm cannot train on a batch of one image
         for idx in batches:
             idx = idx.to(inputs.device)
-            with autocast(args):
+            with autocast(data["device"], settings["amp"]):
                 logits = model(prepare(inputs[idx])).float().squeeze(1)
             loss = F.binary_cross_entropy_with_logits(logits, labels[idx])
             losses.append(loss.item())
@@ -277,18 +294,18 @@ def train(model, inputs, labels, lr, args, prepare, desc):
     return losses, None
 
 
-def forward_all(model, inputs, prepare, args):
+def forward_all(model, inputs, prepare, amp):
     """The model's outputs for every input, in eval mode under inference_mode, in large batches."""
     model.eval()
-    with torch.inference_mode(), autocast(args):
+    with torch.inference_mode(), autocast(inputs.device, amp):
         outputs = torch.cat([model(prepare(inputs[i:i + EVAL_BATCH])).float()
                              for i in range(0, len(inputs), EVAL_BATCH)])
     return outputs.clone()  # a normal tensor (inference tensors cannot enter autograd, e.g. as probe features)
 
 
-def predict(model, inputs, prepare, args):
+def predict(model, inputs, prepare, amp):
     """P(fake) for every input."""
-    return forward_all(model, inputs, prepare, args).squeeze(1).sigmoid().cpu()
+    return forward_all(model, inputs, prepare, amp).squeeze(1).sigmoid().cpu()
 
 
 def model_record(baseline, lr, status, reason=None, **values):
@@ -312,116 +329,131 @@ def scored(baseline, lr, data, val_prob, test_prob, train_seconds, **values):
                         train_seconds=train_seconds, test_prob=[round(float(p), 6) for p in test_prob], **values)
 
 
-def fit_and_score(args, data, baseline, lr, model, inputs, prepare, **values):
+def fit_and_score(settings, data, baseline, lr, model, inputs, prepare, **values):
     """Train model on inputs['train'] at lr, then score it on val and test, or record where it diverged."""
     start = time.perf_counter()
-    losses, diverged_step = train(model, inputs["train"], data["labels"]["train"], lr, args, prepare,
-                                  f"{baseline} lr {lr:g}")
+    losses, diverged_step = fit(model, inputs["train"], data["labels"]["train"], lr, settings, data, prepare,
+                                f"{baseline} lr {lr:g}")
     seconds = time.perf_counter() - start
     values["train_loss"] = [finite_or_none(v) for v in losses]
     if diverged_step:
         return model_record(baseline, lr, "diverged", f"training loss not finite at step {diverged_step}",
                             train_seconds=round(seconds, 2), **values)
-    return scored(baseline, lr, data, predict(model, inputs["val"], prepare, args),
-                  predict(model, inputs["test"], prepare, args), seconds, **values)
+    return scored(baseline, lr, data, predict(model, inputs["val"], prepare, settings["amp"]),
+                  predict(model, inputs["test"], prepare, settings["amp"]), seconds, **values)
 
 
-def batch_stats_accuracy(model, inputs, labels, prepare, args):
+def batch_stats_accuracy(model, inputs, labels, prepare, seed, batch_size, amp=False):
     """Test accuracy with BatchNorm normalizing by each batch's own statistics (train mode, shuffled batches of the
     training batch size) instead of the running statistics eval mode uses. Beyond the protocol: it tells a network
     that learned but whose running statistics do not match its weights from one that did not learn."""
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(args.seed))
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
     model.train()  # the model is discarded afterwards, so updating its running statistics does no harm
     correct = 0
-    with torch.no_grad(), autocast(args):
-        for idx in order.tensor_split(math.ceil(len(labels) / args.batch_size)):  # no batch of one image
+    with torch.no_grad(), autocast(inputs.device, amp):
+        for idx in order.tensor_split(math.ceil(len(labels) / batch_size)):  # no batch of one image
             idx = idx.to(inputs.device)
             logits = model(prepare(inputs[idx])).float().squeeze(1)
             correct += ((logits > 0).float() == labels[idx]).sum().item()
     return correct / len(labels)
 
 
-def train_resnet(args, data, baseline, lr, backbone_state, preprocessing_name):
+def train_resnet(settings, data, baseline, lr, backbone_state, preprocessing_name):
     """scratch or finetune at one lr: every weight trained on the images."""
-    seed_everything(args.seed)
-    model = build_resnet(backbone_state).to(args.device, memory_format=torch.channels_last)
-    inputs, prepare = images(args, data, preprocessing_name), normalizer(args, preprocessing_name)
-    record = fit_and_score(args, data, baseline, lr, model, inputs, prepare)
+    seed_everything(settings["seed"])
+    model = build_resnet(backbone_state).to(data["device"], memory_format=torch.channels_last)
+    inputs = images(data, preprocessing_name, settings["image_size"])
+    prepare = normalizer(preprocessing_name, settings["image_size"], data["device"])
+    record = fit_and_score(settings, data, baseline, lr, model, inputs, prepare)
     if record["status"] == "ok":
-        record["test_acc_batch_stats"] = batch_stats_accuracy(model, inputs["test"], data["labels"]["test"],
-                                                              prepare, args)
+        record["test_acc_batch_stats"] = batch_stats_accuracy(model, inputs["test"], data["labels"]["test"], prepare,
+                                                              settings["seed"], settings["batch_size"],
+                                                              settings["amp"])
     return record
 
 
-def features(args, data):
+def features(settings, data):
     """{split: [N, 512] features of the frozen pretrained backbone (eval mode)}, computed once, and the seconds
     that took."""
-    if "features" not in data["memo"]:
-        x, prepare = images(args, data, "imagenet"), normalizer(args, "imagenet")
+    size, pretrained = settings["image_size"], backbone(data, settings["weights"])
+    key = {"what": "features", "data": data["meta"]["digest"], "image_size": size, "weights": pretrained["id"],
+           "device": data["device"].type, "amp": settings["amp"]}
+    memo_key = ("features", json.dumps(key))
+    if memo_key not in data["memo"]:
+        x, prepare = images(data, "imagenet", size), normalizer("imagenet", size, data["device"])
 
         def compute():
-            backbone = build_resnet(args.backbone["state"]).to(args.device, memory_format=torch.channels_last)
-            backbone.fc = nn.Identity()
+            model = build_resnet(pretrained["state"]).to(data["device"], memory_format=torch.channels_last)
+            model.fc = nn.Identity()
             start = time.perf_counter()
-            values = {split: forward_all(backbone, x[split], prepare, args).cpu() for split in x}
+            values = {split: forward_all(model, x[split], prepare, settings["amp"]).cpu() for split in x}
             return {"features": values, "seconds": time.perf_counter() - start}
-        key = {"what": "features", "data": data["meta"]["digest"], "image_size": args.image_size,
-               "weights": args.backbone["id"], "device": args.device.type, "amp": args.amp}
-        cached = disk_cached(args, key, compute)
-        on_device = {split: f.to(args.device) for split, f in cached["features"].items()}
-        data["memo"]["features"] = on_device, cached["seconds"]
-    return data["memo"]["features"]
+        cached = disk_cached(data["cache_dir"], key, compute)
+        on_device = {split: f.to(data["device"]) for split, f in cached["features"].items()}
+        data["memo"][memo_key] = on_device, cached["seconds"]
+    return data["memo"][memo_key]
 
 
-def not_run(baseline, lrs, backbone):
-    return [model_record(baseline, lr, "not run", backbone["reason"], fix=backbone["fix"]) for lr in lrs]
+def baseline_result(data, models):
+    """A question's result: its models, and the test images they were scored on (for mistakes)."""
+    return {"models": models, "test_paths": [os.path.relpath(p, data["meta"]["dir"]) for p in data["paths"]["test"]],
+            "test_classes": data["classes"]["test"]}
 
 
-# ----------------------------------------------------------------------------- baselines
+def not_run(baseline, lrs, pretrained):
+    return [model_record(baseline, lr, "not run", pretrained["reason"], fix=pretrained["fix"]) for lr in lrs]
 
-def run_xgb(args, data):
+
+# ----------------------------------------------------------------------------- baselines: train(settings, data, reads)
+
+def train_xgb(settings, data, reads):
     from xgboost import XGBClassifier
-    x = images(args, data, "resize")
-    crop = min(XGB_CROP, args.image_size)
+    x = images(data, "resize", settings["image_size"])
+    crop = settings["crop"]
     pixels = {split: T.functional.center_crop(v, [crop, crop]).flatten(1).cpu().numpy() for split, v in x.items()}
     start = time.perf_counter()
     model = XGBClassifier().fit(pixels["train"], data["labels"]["train"].cpu().numpy())
     seconds = time.perf_counter() - start
     val_prob, test_prob = (torch.from_numpy(model.predict_proba(pixels[s])[:, 1]) for s in ("val", "test"))
-    return [scored("xgb", None, data, val_prob, test_prob, seconds)]
+    return baseline_result(data, [scored("xgb", None, data, val_prob, test_prob, seconds)])
 
 
-def run_scratch(args, data):
-    return [train_resnet(args, data, "scratch", lr, None, "resize") for lr in args.lrs]
+def train_scratch(settings, data, reads):
+    return baseline_result(data, [train_resnet(settings, data, "scratch", lr, None, "resize")
+                                  for lr in settings["lrs"]])
 
 
-def run_finetune(args, data):
-    if args.backbone["state"] is None:
-        return not_run("finetune", args.lrs, args.backbone)
-    return [train_resnet(args, data, "finetune", lr, args.backbone["state"], "imagenet") for lr in args.lrs]
+def train_finetune(settings, data, reads):
+    pretrained = backbone(data, settings["weights"])
+    if pretrained["state"] is None:
+        return baseline_result(data, not_run("finetune", settings["lrs"], pretrained))
+    return baseline_result(data, [train_resnet(settings, data, "finetune", lr, pretrained["state"], "imagenet")
+                                  for lr in settings["lrs"]])
 
 
-def run_linear_probe(args, data):
+def train_linear_probe(settings, data, reads):
     """A Linear(512, 1) head on cached features: the frozen backbone is in eval mode, so training the head on its
     precomputed features is the same optimization as running it in the loop, in the same batch order."""
-    if args.backbone["state"] is None:
-        return not_run("linear_probe", args.lrs, args.backbone)
-    feats, feature_seconds = features(args, data)
+    pretrained = backbone(data, settings["weights"])
+    if pretrained["state"] is None:
+        return baseline_result(data, not_run("linear_probe", settings["lrs"], pretrained))
+    feats, feature_seconds = features(settings, data)
     records = []
-    for lr in args.lrs:
-        seed_everything(args.seed)
-        head = build_resnet(args.backbone["state"]).fc.to(args.device)  # the same init the full model's fc gets
-        records.append(fit_and_score(args, data, "linear_probe", lr, head, feats, lambda v: v,
+    for lr in settings["lrs"]:
+        seed_everything(settings["seed"])
+        head = build_resnet(pretrained["state"]).fc.to(data["device"])  # the same init the full model's fc gets
+        records.append(fit_and_score(settings, data, "linear_probe", lr, head, feats, lambda v: v,
                                      feature_seconds=round(feature_seconds, 2)))
-    return records
+    return baseline_result(data, records)
 
 
-def run_sklearn_probe(args, data):
+def train_sklearn_probe(settings, data, reads):
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
-    if args.backbone["state"] is None:
-        return not_run("sklearn_probe", [None], args.backbone)
-    feats, feature_seconds = features(args, data)
+    pretrained = backbone(data, settings["weights"])
+    if pretrained["state"] is None:
+        return baseline_result(data, not_run("sklearn_probe", [None], pretrained))
+    feats, feature_seconds = features(settings, data)
     feats = {split: f.cpu().numpy() for split, f in feats.items()}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
@@ -433,12 +465,22 @@ def run_sklearn_probe(args, data):
     convergence = [str(w.message).splitlines()[0].rstrip(":") for w in caught
                    if issubclass(w.category, ConvergenceWarning)]
     val_prob, test_prob = (torch.from_numpy(model.predict_proba(feats[s])[:, 1]) for s in ("val", "test"))
-    return [scored("sklearn_probe", None, data, val_prob, test_prob, seconds, feature_seconds=round(feature_seconds, 2),
-                   convergence_warning=convergence[0] if convergence else None)]
+    return baseline_result(data, [scored("sklearn_probe", None, data, val_prob, test_prob, seconds,
+                                         feature_seconds=round(feature_seconds, 2),
+                                         convergence_warning=convergence[0] if convergence else None)])
 
 
-RUNS = {"xgb": run_xgb, "scratch": run_scratch, "linear_probe": run_linear_probe, "sklearn_probe": run_sklearn_probe,
-        "finetune": run_finetune}
+def train_summary(settings, data, reads):
+    """summary (and mistakes): every baseline's models, read from their results."""
+    return {**baseline_result(data, [m for name in BASELINES for m in reads[name]["models"]]),
+            "baselines": {name: {"settings": reads[name]["settings"], "wall_s": reads[name]["wall_s"]}
+                          for name in BASELINES}}
+
+
+def train_mistakes(settings, data, reads):
+    result = train_summary(settings, data, reads)
+    result["best"], result["worst"], result["chosen"] = pick_mistakes(result["models"], result["test_classes"])
+    return result
 
 
 # ----------------------------------------------------------------------------- reports
@@ -496,20 +538,6 @@ def results_table(models, numbered=False):
     return markdown_table(header, rows) + "".join(f"\n**{line}.**\n" for line in not_run_reasons(models))
 
 
-def data_text(meta):
-    counts = " / ".join(f"{c['real'] + c['fake']}" for c in meta["images"].values())
-    kind = "generated demo stand-in, data/build_realfake.py" if meta["demo"] else "--data-dir"
-    return (f"{shown_path(meta['dir'])} ({kind}): {counts} train / val / test images, "
-            f"test {meta['images']['test']['real']} real + {meta['images']['test']['fake']} fake")
-
-
-def write_markdown(out_dir, name, title, result, body, observations):
-    rows = [(k, v) for k, v in result["settings"].items()] + [
-        ("data", data_text(result["data"])), ("device", result["device"]), ("wall time", f"{result['wall_s']:.1f} s"),
-        ("versions", ", ".join(f"{k} {v}" for k, v in result["versions"].items()))]
-    write_question_markdown(os.path.join(out_dir, f"{name}.md"), title, rows, body, [f"{name}.png"], observations)
-
-
 def not_run_reasons(models):
     """One line per reason: which baselines it stopped, and the fix."""
     reasons = {}
@@ -520,12 +548,59 @@ def not_run_reasons(models):
             for (reason, fix), baselines in reasons.items()]
 
 
+def same_accuracy_margin(n):
+    """Two accuracies on n test images closer than this count as the same: two binomial standard errors at 0.5, and
+    at least 0.05."""
+    return max(0.05, 2 * math.sqrt(0.25 / n))
+
+
+def one_class_finding(models, threshold=0.05):
+    """Which models put (almost) every test image in one class?"""
+    one_sided = [model_name(m) for m in models if min(m["test_acc_real"], m["test_acc_fake"]) < threshold]
+    return f"{', '.join(one_sided)} put (almost) every test image in one class." if one_sided else None
+
+
+def running_stats_finding(m):
+    """A model whose training loss ended low but whose test accuracy in eval mode is low: does normalizing by each
+    test batch's own statistics recover it (so BatchNorm's running statistics are what fails), or not?"""
+    last_loss = np.mean([v for v in m.get("train_loss", [])[-5:] if v is not None] or [np.nan])
+    if not (last_loss < 0.3 and m["test_acc"] < 0.6):
+        return None
+    text = (f"{model_name(m)}: mean training loss of the last 5 steps {last_loss:.3f} (train mode), yet test accuracy "
+            f"{m['test_acc']:.3f} in eval mode")
+    batch_stats = m.get("test_acc_batch_stats")
+    if batch_stats is None:
+        return text + "."
+    if batch_stats > m["test_acc"] + same_accuracy_margin(len(m["test_prob"])):
+        return (text + f", and {batch_stats:.3f} when BatchNorm uses each test batch's own statistics: the weights "
+                "learned the task, and what fails in eval mode is BatchNorm's running statistics.")
+    return (text + f", and {batch_stats:.3f} when BatchNorm uses each test batch's own statistics: the running "
+            "statistics do not explain the low accuracy.")
+
+
+def batch_stats_finding(baseline, runs):
+    """Across a baseline's lrs: is its best accuracy with BatchNorm on test-batch statistics above, about equal to,
+    or below its best accuracy in eval mode (running statistics)?"""
+    eval_best = max(m["test_acc"] for m in runs)
+    top = max(runs, key=lambda m: m["test_acc_batch_stats"])
+    margin = same_accuracy_margin(len(top["test_prob"]))
+    text = (f"{baseline}: best test accuracy {eval_best:.3f} in eval mode (running statistics), "
+            f"{top['test_acc_batch_stats']:.3f} (lr {lr_text(top)}) when BatchNorm uses each test batch's own "
+            "statistics")
+    if top["test_acc_batch_stats"] > eval_best + margin:
+        return (text + ": the network learned the task, and what fails in eval mode is BatchNorm's running "
+                "statistics after training.")
+    if top["test_acc_batch_stats"] < eval_best - margin:
+        return text + ": batch statistics score lower, so the running statistics are not what holds it back."
+    return text + ": about the same, so the running statistics are not what holds it back."
+
+
 def caption(fig, lines):
     if lines:
         fig.text(0, -0.02, "\n".join(textwrap.fill(line, 150) for line in lines), va="top", fontsize=8)
 
 
-def report_baseline(result, out_dir):
+def report_baseline(result, data):
     name, models = result["question"], result["models"]
     torch_based = name in TORCH_BASELINES
     fig, axes = plt.subplots(1, 1 + torch_based, figsize=(7 + 6 * torch_based, 5), layout="constrained", squeeze=False)
@@ -554,46 +629,26 @@ def report_baseline(result, out_dir):
             ax.text(0.5, 0.5, textwrap.fill(not_run_reasons(models)[0], 60), transform=ax.transAxes, ha="center",
                     va="center", fontsize=10, bbox={"facecolor": "white", "edgecolor": "C3"})
     caption(fig, not_run_reasons(models))
-    save_figure(fig, os.path.join(out_dir, f"{name}.png"))
 
     ok = [m for m in models if m["status"] == "ok"]
-    observations = [f"{model_name(m)} {status_text(m)}." for m in models if m["status"] == "diverged"]
-    observations += [line + "." for line in not_run_reasons(models)]
+    findings = [f"{model_name(m)} {status_text(m)}." for m in models if m["status"] == "diverged"]
+    findings += [line + "." for line in not_run_reasons(models)]
     if ok:
         top = max(ok, key=lambda m: m["test_acc"])
-        observations.append(f"best: {model_name(top)}, test accuracy {top['test_acc']:.3f} "
-                            f"(AUROC {top['test_auroc']:.3f}; "
-                            f"{top['test_acc_real']:.3f} of real and {top['test_acc_fake']:.3f} of fake test images "
-                            "classified correctly).")
-        one_sided = [model_name(m) for m in ok if min(m["test_acc_real"], m["test_acc_fake"]) < 0.05]
-        if one_sided:
-            observations.append(f"{', '.join(one_sided)} put (almost) every test image in one class.")
-        for m in ok:
-            last_loss = np.mean([v for v in m.get("train_loss", [])[-5:] if v is not None] or [np.nan])
-            if last_loss < 0.3 and m["test_acc"] < 0.6:
-                text = (f"{model_name(m)}: mean training loss of the last 5 steps {last_loss:.3f} (train mode), yet "
-                        f"test accuracy {m['test_acc']:.3f} in eval mode (BatchNorm's running statistics)")
-                if m.get("test_acc_batch_stats") is not None:
-                    text += (f", and {m['test_acc_batch_stats']:.3f} when BatchNorm uses each test batch's own "
-                             "statistics")
-                observations.append(text + ".")
-    for m in models:
-        if m.get("convergence_warning"):
-            observations.append(f"sklearn raised a ConvergenceWarning ({m['convergence_warning']}); the protocol keeps "
-                                "LogisticRegression's defaults, so this is the model it fitted.")
-    titles = {"xgb": "7.1 XGBoost on raw pixels", "scratch": "7.2 ResNet18 from scratch",
-              "linear_probe": "7.3 Linear probe on a frozen pretrained ResNet18",
-              "sklearn_probe": "7.4 sklearn LogisticRegression on frozen pretrained features",
-              "finetune": "7.5 Fine-tuning a pretrained ResNet18"}
-    write_markdown(out_dir, name, titles[name], result,
-                   [results_table(models) + "\nAccuracy is at threshold P(fake) > 0.5; the positive class is fake. "
-                    "Beyond the protocol, 'test acc, BN batch statistics' (ResNets only) scores the same trained "
-                    "network with BatchNorm normalizing each shuffled test batch of the training batch size by its "
-                    "own statistics instead of the running ones.\n"],
-                   observations)
+        findings.append(f"best: {model_name(top)}, test accuracy {top['test_acc']:.3f} (AUROC {top['test_auroc']:.3f}; "
+                        f"{top['test_acc_real']:.3f} of real and {top['test_acc_fake']:.3f} of fake test images "
+                        "classified correctly).")
+        findings += [one_class_finding(ok)] + [running_stats_finding(m) for m in ok]
+    findings += [f"sklearn raised a ConvergenceWarning ({m['convergence_warning']}); the protocol keeps "
+                 "LogisticRegression's defaults, so this is the model it fitted." for m in models
+                 if m.get("convergence_warning")]
+    return Report([results_table(models) + "\nAccuracy is at threshold P(fake) > 0.5; the positive class is fake. "
+                   "Beyond the protocol, 'test acc, BN batch statistics' (ResNets only) scores the same trained "
+                   "network with BatchNorm normalizing each shuffled test batch of the training batch size by its own "
+                   "statistics instead of the running ones."], {f"{name}.png": fig}, [f for f in findings if f])
 
 
-def report_summary(result, out_dir):
+def report_summary(result, data):
     models = result["models"]
     fig, ax = plt.subplots(figsize=(9, 5.5), layout="constrained")
     for i, baseline in enumerate(TORCH_BASELINES):
@@ -622,14 +677,14 @@ def report_summary(result, out_dir):
     ax.axhline(majority, color="gray", linewidth=0.8, linestyle=":", label=f"one class for every image: {majority:.3f}")
     ax.set(xscale="log", xlabel="learning rate (Adam, log scale)",
            ylabel="test accuracy (fraction of real and fake test images correct)",
-           title=f"Real vs fake: test accuracy by learning rate (image size {result['settings']['image_size']})")
+           title=f"Real vs fake: test accuracy by learning rate (image size "
+                 f"{result['baselines']['xgb']['settings']['image_size']})")
     lrs = [m["lr"] for m in models if m["lr"] is not None]
     if lrs:
         ax.set_xlim(min(lrs) / 2, max(lrs) * 2)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     caption(fig, not_run_reasons(models))
-    save_figure(fig, os.path.join(out_dir, "summary.png"))
 
     ranked = ranking(models)
     ok = [m for m in ranked if m["status"] == "ok"]
@@ -640,27 +695,25 @@ def report_summary(result, out_dir):
                       for i, m in enumerate(r for r in runs if r["status"] == "ok")][:2]
         if not any(m["status"] == "ok" for m in runs):
             best_rows.append([baseline, "-", "-", "-", status_text(runs[0])])
-    body = ["### Two best models of each baseline (by test accuracy)\n",
+    body = [markdown_table(["baseline", "settings", "wall time (s)"],
+                           [(name, ", ".join(f"{k} {common.show_value(v)}" for k, v in b["settings"].items()),
+                             f"{b['wall_s']:.1f}") for name, b in result["baselines"].items()]),
+            "### Two best models of each baseline (by test accuracy)\n",
             markdown_table(["baseline", "place", "lr", "test acc", "status"], best_rows),
             f"\n**Worst overall:** {model_name(ok[-1])}, test accuracy {ok[-1]['test_acc']:.3f}.\n" if ok else
             "\n**Worst overall:** no model ran.\n",
             "\n### Full ranking\n", results_table(ranked, numbered=True),
             "\nAccuracy is at threshold P(fake) > 0.5; AUROC is sklearn's roc_auc_score of P(fake) on the test set.\n"]
-    observations = []
+    findings = []
     if ok:
-        observations.append(f"best overall: {model_name(ok[0])}, test accuracy {ok[0]['test_acc']:.3f}; worst: "
-                            f"{model_name(ok[-1])}, {ok[-1]['test_acc']:.3f}; a model that calls every image one "
-                            f"class scores {majority:.3f}.")
+        findings.append(f"best overall: {model_name(ok[0])}, test accuracy {ok[0]['test_acc']:.3f}; worst: "
+                        f"{model_name(ok[-1])}, {ok[-1]['test_acc']:.3f}; a model that calls every image one class "
+                        f"scores {majority:.3f}.")
     for baseline in TORCH_BASELINES:
         runs = [m for m in ok if m["baseline"] == baseline and m.get("test_acc_batch_stats") is not None]
         if runs:
-            top = max(runs, key=lambda m: m["test_acc_batch_stats"])
-            observations.append(f"{baseline}: best test accuracy {max(m['test_acc'] for m in runs):.3f} in eval mode, "
-                                f"but {top['test_acc_batch_stats']:.3f} (lr {lr_text(top)}) when BatchNorm uses each "
-                                "test batch's own statistics: the network learned the task, and what fails in eval "
-                                "mode is BatchNorm's running statistics after one short epoch.")
-    write_markdown(out_dir, "summary", "7.6.1 Summary: the best and worst models, every model ranked", result, body,
-                   observations)
+            findings.append(batch_stats_finding(baseline, runs))
+    return Report(body, {"summary.png": fig}, findings)
 
 
 def pick_mistakes(models, test_classes, n=5):
@@ -677,7 +730,7 @@ def pick_mistakes(models, test_classes, n=5):
     return best, worst, [int(i) for i in chosen]
 
 
-def report_mistakes(result, out_dir, n=5):
+def report_mistakes(result, data, n=5):
     best, worst = result["best"], result["worst"]
     chosen = result["chosen"]
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 4.6), layout="constrained")
@@ -705,160 +758,79 @@ def report_mistakes(result, out_dir, n=5):
         if len(chosen) < n:
             headline += f"\nonly {len(chosen)} such test images exist, not {n}"
     fig.suptitle(textwrap.fill(headline, 130), fontsize=10)
-    save_figure(fig, os.path.join(out_dir, "mistakes.png"))
 
     rows = [[result["test_paths"][i], result["test_classes"][i], said(best, i), said(worst, i)] for i in chosen]
-    observations = [headline.replace("\n", "; ") + "."] + not_run_reasons(result["models"])
-    write_markdown(out_dir, "mistakes", "7.6.2 Mistakes: right for the best model, wrong for the worst", result,
-                   [markdown_table(["test image", "true class", "best model says", "worst model says"], rows),
-                    ("\nImages are shown from their original files; predictions are the ones saved when each model "
-                     "was evaluated.\n")], observations)
-
-
-REPORTS = {**{name: report_baseline for name in BASELINES}, "summary": report_summary, "mistakes": report_mistakes}
+    findings = [headline.replace("\n", "; ") + "."] + [line + "." for line in not_run_reasons(result["models"])]
+    return Report([markdown_table(["test image", "true class", "best model says", "worst model says"], rows),
+                   "Images are shown from their original files; predictions are the ones saved when each model was "
+                   "evaluated."], {"mistakes.png": fig}, findings)
 
 
 # ----------------------------------------------------------------------------- questions
 
-def settings_for(args, name):
-    settings = {"image_size": args.image_size, "seed": args.seed}
-    if name == "xgb":
-        settings["crop"] = min(XGB_CROP, args.image_size)
-    if name in TORCH_BASELINES:
-        settings.update(lrs=args.lrs, batch_size=args.batch_size, epochs=args.epochs)
-    if name in PRETRAINED:
-        settings["weights"] = args.weights
+TORCH = dict(seed=42, image_size=224, lrs=[1e-1, 1e-2, 1e-3, 1e-4, 1e-5], batch_size=32, epochs=1, amp=False)
+QUESTIONS = [
+    Question("xgb", "7.1", "XGBoost on raw pixels", dict(image_size=224, crop=XGB_CROP), train_xgb, report_baseline),
+    Question("scratch", "7.2", "ResNet18 from scratch", TORCH, train_scratch, report_baseline),
+    Question("linear_probe", "7.3", "Linear probe on a frozen pretrained ResNet18", dict(TORCH, weights="imagenet"),
+             train_linear_probe, report_baseline),
+    Question("sklearn_probe", "7.4", "sklearn LogisticRegression on frozen pretrained features",
+             dict(image_size=224, amp=False, weights="imagenet"), train_sklearn_probe, report_baseline),
+    Question("finetune", "7.5", "Fine-tuning a pretrained ResNet18", dict(TORCH, weights="imagenet"), train_finetune,
+             report_baseline),
+    Question("summary", "7.6.1", "Summary: the best and worst models, every model ranked", {}, train_summary,
+             report_summary, reads=tuple(BASELINES)),
+    Question("mistakes", "7.6.2", "Mistakes: right for the best model, wrong for the worst", {}, train_mistakes,
+             report_mistakes, reads=tuple(BASELINES)),
+]
+
+SETTINGS = [
+    Setting("lrs", "Adam learning rates of the torch baselines", dict(type=float, nargs="+")),
+    Setting("batch_size", "training batch size", dict(type=int)),
+    Setting("epochs", "training epochs", dict(type=int)),
+    Setting("image_size", "side S (at least 32) of the network input: scratch and XGBoost resize to S x S; the "
+                          "pretrained baselines resize to S*256/224 and center-crop S; XGBoost then center-crops "
+                          f"{XGB_CROP} x {XGB_CROP}", dict(type=int),
+            check=lambda size: None if size >= 32 else f"must be at least 32 (ResNet18 downsamples 32x), got {size}"),
+    Setting("weights", "pretrained backbone: imagenet (torchvision's ResNet18_Weights.IMAGENET1K_V1 through its cache "
+                       "and download; when they cannot be had, the pretrained baselines are reported as not run, with "
+                       "the fix), none (not run), or PATH to a ResNet18 state-dict file", dict(metavar="W"),
+            check=None),
+    Setting("amp", "CUDA only: bf16 autocast for forward passes", dict(action="store_true", default=None), check=None),
+]
+
+
+def resolve(settings, quick):
+    """The --quick budget: image size 32, the first 2 lrs. XGBoost's crop fits inside the image."""
+    if quick and "image_size" in settings:
+        settings["image_size"] = min(settings["image_size"], QUICK_IMAGE_SIZE)
+    if quick and "lrs" in settings:
+        settings["lrs"] = settings["lrs"][:2]
+    if "crop" in settings:
+        settings["crop"] = min(settings["crop"], settings["image_size"])
     return settings
 
 
-def new_result(args, name, data, config, settings, start, models):
-    device = torch.cuda.get_device_name(args.device) if args.device.type == "cuda" else "cpu"
-    return {"question": name, "config": config, "settings": settings, "data": data["meta"],
-            "versions": library_versions(), "device": device, "wall_s": round(time.perf_counter() - start, 2),
-            "models": models,
-            "test_paths": [os.path.relpath(p, data["meta"]["dir"]) for p in data["paths"]["test"]],
-            "test_classes": data["classes"]["test"]}
+def inputs(settings, data):
+    """A question's inputs in its cache key: the images, and the pretrained weights where it uses them (their
+    digest, or why there are none), so that other weights retrain it."""
+    if "weights" not in settings:
+        return data["meta"]["digest"]
+    return f"{data['meta']['digest']} weights {backbone(data, settings['weights'])['id']}"
 
 
-def get_result(args, name, data, force):
-    """A baseline's saved result if its config matches, else run it and save it."""
-    settings = settings_for(args, name)
-    config = {"question": name, "code_version": CODE_VERSION, "data": data["meta"]["digest"], "quick": args.quick,
-              "device": args.device.type, "amp": args.amp, **settings}
-    if name in PRETRAINED:
-        config["weights_digest"] = args.backbone["id"]
-    path = os.path.join(args.out, "cnn", f"{name}.json")
-    if ("result", name) in data["memo"]:  # already run or loaded in this process (summary and mistakes reuse it)
-        return data["memo"]["result", name]
-    cached = None if force else load_cached(path, config)
-    if cached is not None:
-        print(f"{name}: reusing {path} (same settings; --force reruns)")
-    else:
-        start = time.perf_counter()
-        cached = new_result(args, name, data, config, settings, start, RUNS[name](args, data))
-        save_json(path, cached)
-    data["memo"]["result", name] = cached
-    return cached
-
-
-def combined_result(args, name, data):
-    """summary and mistakes: every baseline's models (run through the cache if missing)."""
-    start = time.perf_counter()
-    results = [get_result(args, b, data, force=False) for b in BASELINES]
-    models = [m for r in results for m in r["models"]]
-    settings = {"image_size": args.image_size,
-                **{r["question"]: ", ".join(f"{k} {v}" for k, v in r["settings"].items())
-                   + f" (ran in {r['wall_s']:.1f} s)" for r in results},
-                "wall time of the baselines": f"{sum(r['wall_s'] for r in results):.1f} s"}
-    result = new_result(args, name, data, {r["question"]: r["config"] for r in results}, settings, start, models)
-    if name == "mistakes":
-        result["best"], result["worst"], result["chosen"] = pick_mistakes(models, result["test_classes"])
-    save_json(os.path.join(args.out, "cnn", f"{name}.json"), result)
-    return result
-
-
-def console_lines(result):
-    lines = [f"  {model_name(m)}: test acc {m['test_acc']:.3f}, AUROC {m['test_auroc']:.3f}, {m['train_seconds']:.1f} s"
-             if m["status"] == "ok" else f"  {model_name(m)}: {status_text(m)}"
-             for m in result["models"] if m["status"] != "not run" and result["question"] in BASELINES]
-    return lines + ["  " + line for line in not_run_reasons(result["models"])]
-
-
-def parse_args(argv):
-    parser = ArgumentParser(description=__doc__, formatter_class=RawDescriptionHelpFormatter)
-    parser.add_argument("--question", required=True, choices=QUESTIONS + ["all"],
-                        help="xgb, scratch, linear_probe, sklearn_probe, finetune (one baseline each), summary (every "
-                             "model ranked; runs missing baselines), mistakes (best vs worst model), or all")
-    parser.add_argument("--data-dir", help="ImageFolder root: train/, val/ (or validation/), test/, each with a real "
-                                           "and a fake class folder (named real, 0_real, ... / fake, 1_fake, ...). "
-                                           "Default: the generated demo set in CACHE_DIR/realfake-demo")
-    parser.add_argument("--out", default="results", help="results folder; outputs go to OUT/cnn/ (default: results)")
+def add_flags(parser):
     parser.add_argument("--cache-dir", default=os.path.join(HERE, "cache"),
                         help="generated demo data and decoded image / feature tensors, reused across runs "
                              "(default: cache/ next to cnn.py; safe to delete)")
-    parser.add_argument("--lrs", type=float, nargs="+", default=[1e-1, 1e-2, 1e-3, 1e-4, 1e-5],
-                        help="Adam learning rates of the torch baselines (protocol: 1e-1 1e-2 1e-3 1e-4 1e-5)")
-    parser.add_argument("--batch-size", type=int, default=32, help="training batch size (protocol: 32)")
-    parser.add_argument("--epochs", type=int, default=1, help="training epochs (protocol: 1)")
-    parser.add_argument("--image-size", type=int, default=224,
-                        help="side S (at least 32) of the network input (protocol: 224): scratch and XGBoost resize "
-                             "to S x S; the pretrained baselines resize to S*256/224 and center-crop S; XGBoost then "
-                             f"center-crops {XGB_CROP} x {XGB_CROP}")
-    parser.add_argument("--weights", default="imagenet",
-                        help="pretrained backbone of linear_probe, sklearn_probe and finetune: imagenet (torchvision's "
-                             "ResNet18_Weights.IMAGENET1K_V1 through its cache and download; offline they are reported "
-                             "as not run, with the fix), none (not run), or PATH to a ResNet18 state-dict file")
-    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda (default auto)")
-    parser.add_argument("--amp", action="store_true", help="CUDA only: bf16 autocast for forward passes (default off)")
-    parser.add_argument("--seed", type=int, default=42, help="seed of model init and batch order (default 42)")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"tiny budget for tests: {QUICK_IMAGES['train']} / {QUICK_IMAGES['val']} / "
-                             f"{QUICK_IMAGES['test']} images per class, image size {QUICK_IMAGE_SIZE}, the first 2 "
-                             "lrs; never for results/")
-    parser.add_argument("--force", action="store_true",
-                        help="rerun the question even if a saved result has the same settings")
-    parser.add_argument("--replot", action="store_true",
-                        help="redraw figures and tables from the saved .json, no training")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
-    args = parser.parse_args(argv)
-    for flag, value in {"--batch-size": args.batch_size, "--epochs": args.epochs}.items():
-        if value < 1:
-            raise UserError(f"{flag} must be positive, got {value}")
-    if args.image_size < 32:
-        raise UserError(f"--image-size must be at least 32 (ResNet18 downsamples 32x), got {args.image_size}")
-    if not all(lr > 0 for lr in args.lrs):
-        raise UserError(f"--lrs values must be positive, got {args.lrs}")
-    if args.quick:
-        args.image_size, args.lrs = min(args.image_size, QUICK_IMAGE_SIZE), args.lrs[:2]
-    return args
 
 
-def main(argv):
-    args = parse_args(argv)
-    args.device = pick_device(args.device)
-    if args.amp and args.device.type != "cuda":
-        raise UserError("--amp needs a CUDA device (bf16 autocast); drop it or use --device cuda")
-    names = QUESTIONS if args.question == "all" else [args.question]
-    out_dir = os.path.join(args.out, "cnn")
-    data = None
-    if not args.replot:
-        data = load_data(args)
-        if any(name in PRETRAINED + ["summary", "mistakes"] for name in names):
-            args.backbone = load_weights(args)
-            if args.backbone["state"] is None:
-                print(f"note: linear_probe, sklearn_probe and finetune not run: {args.backbone['reason']}"
-                      + (f". Fix: {args.backbone['fix']}" if args.backbone["fix"] else ""))
-    for name in names:
-        if args.replot:
-            result = load_result(os.path.join(out_dir, f"{name}.json"))
-        elif name in BASELINES:
-            result = get_result(args, name, data, force=args.force)
-        else:
-            result = combined_result(args, name, data)
-        REPORTS[name](result, out_dir)
-        print("\n".join([f"{name}: wrote {os.path.join(out_dir, name)}.{{png,md,json}}"] + console_lines(result)))
-
+SCRIPT = common.Script(
+    name="cnn", doc=__doc__, questions=QUESTIONS, settings=SETTINGS, load_data=load_data, resolve=resolve,
+    inputs=inputs,
+    data_help="ImageFolder root: train/, val/ (or validation/), test/, each with a real and a fake class folder (named "
+              "real, 0_real, ... / fake, 1_fake, ...). Default: the generated demo set in CACHE_DIR/realfake-demo",
+    add_flags=add_flags)
 
 if __name__ == "__main__":
-    run_main(main)
+    common.main(SCRIPT)

@@ -11,7 +11,9 @@ import random
 import sys
 import tempfile
 import time
+import traceback
 import warnings
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -42,18 +44,6 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UserError(f"{message} (see --help)")
 
 
-def run_main(main, argv=None):
-    """Run main(argv); a UserError becomes one line on stderr and exit code 2 (a traceback with --debug)."""
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        main(argv)
-    except UserError as e:
-        if "--debug" in argv:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-
-
 def seed_everything(seed):
     random.seed(seed)
     np.random.seed(seed)
@@ -73,6 +63,10 @@ def pick_device(name):
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
     return device
+
+
+def device_name(device):
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
 def library_versions():
@@ -132,31 +126,6 @@ def save_figure(fig, path):
 
 def save_torch(path, obj):
     write_atomic(path, lambda tmp: torch.save(obj, tmp))
-
-
-def load_cached(path, config):
-    """The saved result at path if it was made with exactly this config, else None.
-    A file that does not parse is reported and ignored (it will be recomputed)."""
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path) as f:
-            result = json.load(f)
-    except (OSError, ValueError) as e:
-        warnings.warn(f"{path}: unreadable cache ({e}); recomputing", stacklevel=2)
-        return None
-    return result if result.get("config") == config else None
-
-
-def load_result(path):
-    """The saved result for --replot; a missing or broken file is a UserError."""
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no saved result to replot; run the question without --replot first") from None
-    except ValueError as e:
-        raise UserError(f"{path}: not valid JSON ({e}); rerun the question with --force") from None
 
 
 def shown_path(path):
@@ -320,14 +289,6 @@ def plot_mean_band(ax, x, runs_values, label, color=None, **kwargs):
     return line
 
 
-def write_question_markdown(path, title, settings_rows, body, figures, observations):
-    """A question's .md: settings table, results (tables and text), figure links, observations."""
-    lines = [f"# {title}\n", "## Settings\n", markdown_table(["setting", "value"], settings_rows), "\n## Results\n",
-             *body, *[f"![{os.path.splitext(figure)[0]}]({figure})\n" for figure in figures], "\n## Observations\n",
-             *[f"- {obs}" for obs in observations]]
-    save_text(path, "\n".join(lines) + "\n")
-
-
 def markdown_table(header, rows):
     lines = ["| " + " | ".join(str(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -387,31 +348,391 @@ def plot_prediction_map(ax, predict, extent, points, labels, class_names, title,
     return grid
 
 
+
+# ----------------------------------------------------------------------------- questions and the runner
+
+class Question(NamedTuple):
+    """One question of the study. protocol: its settings as the protocol gives them (a flag of the same name
+    overrides one); reads: the questions whose results train takes (they run first, through the cache).
+    train(settings, data, reads) -> result dict; a 'weights' entry in it is saved to a .pt beside the .json.
+    report(result, data) -> Report."""
+    name: str
+    section: str
+    title: str
+    protocol: dict
+    train: Callable
+    report: Callable
+    reads: tuple = ()
+
+
+class Report(NamedTuple):
+    body: list  # markdown blocks (tables, notes), in order
+    figures: dict  # file name -> matplotlib figure
+    findings: list  # sentences; every one that says more than a number comes from a tested finding function
+
+
+def show_value(value):
+    """A setting as --help and the reports show it."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list):
+        return " ".join(show_value(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def positive(value):
+    """The check of a numeric flag: None when every number given is positive, else what is wrong."""
+    if (np.asarray(value) > 0).all():
+        return None
+    return f"values must be positive, got {value}" if isinstance(value, list) else f"must be positive, got {value}"
+
+
+class Setting(NamedTuple):
+    """A flag that overrides the question setting `key` in every question whose protocol has it: --batch-size sets
+    batch_size. check(value) -> None, or what is wrong with the value given."""
+    key: str
+    help: str
+    argparse: dict
+    show: Callable = show_value
+    check: Callable = positive
+
+
+SHARED_SETTINGS = [Setting("seed", "seed of the first run (numpy and torch seeded before each model is built; "
+                                   "also seeds its batch order)", dict(type=int), check=None)]
+
+
+def data_digest(settings, data):
+    return data["meta"]["digest"]
+
+
+class Script(NamedTuple):
+    """What mlp.py or cnn.py hands the runner. load_data(args, device) -> data, a dict whose 'meta' describes the
+    data (meta['digest'] names it by content, meta['summary'] is one line for the reports); resolve(settings, quick)
+    -> settings: the --quick budget and the checks across settings; inputs(settings, data) -> what identifies a
+    question's inputs in its cache key (the data, and any other file its settings name)."""
+    name: str  # the results subfolder, and the script file's name without .py
+    doc: str
+    questions: list
+    settings: list
+    load_data: Callable
+    resolve: Callable
+    data_help: str
+    add_flags: Callable = None
+    threads: int = None  # torch CPU threads by default (None: torch's own default)
+    inputs: Callable = data_digest
+
+
+def heading(question):
+    return f"{question.section} {question.title}".strip()
+
+
+def protocol_text(questions, key, show):
+    """The protocol's value of a setting in every question that has it, for --help: 'protocol: 0.001', or
+    'protocol: q1, q2 50; q3 100' where questions differ."""
+    values = {}
+    for question in questions:
+        if key in question.protocol:
+            values.setdefault(show(question.protocol[key]), []).append(question.name)
+    if len(values) == 1:
+        return f"protocol: {next(iter(values))}"
+    return "protocol: " + "; ".join(f"{', '.join(names)} {value}" for value, names in values.items())
+
+
+def build_parser(script):
+    parser = ArgumentParser(description=script.doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    names = [q.name for q in script.questions]
+    parser.add_argument("--question", choices=names + ["all"], metavar="QUESTION", nargs="+",
+                        help="which question(s): " + "; ".join(f"{q.name} ({heading(q)})" for q in script.questions)
+                             + "; or all, in that order. With several, one that fails does not stop the others "
+                               "(exit code 1)")
+    parser.add_argument("--list", action="store_true", help="print the questions, one per line in order, and exit")
+    parser.add_argument("--lanes", type=int, metavar="N",
+                        help="print the questions split into N lanes to run side by side, one lane per line, and "
+                             "exit: a question shares the lane of the questions it reads, and lanes are balanced by "
+                             "each question's wall time saved in OUT")
+    parser.add_argument("--data-dir", help=script.data_help)
+    parser.add_argument("--out", default="results",
+                        help=f"results folder; outputs go to OUT/{script.name}/ (default: results)")
+    for setting in SHARED_SETTINGS + script.settings:
+        parser.add_argument("--" + setting.key.replace("_", "-"), dest=setting.key, **setting.argparse,
+                            help=f"{setting.help} ({protocol_text(script.questions, setting.key, setting.show)})")
+    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda (default auto)")
+    parser.add_argument("--threads", type=int, default=script.threads,
+                        help="torch CPU threads (default: " + (f"{script.threads}" if script.threads else
+                                                               "torch's default, every core") + "; see the README)")
+    if script.add_flags:
+        script.add_flags(parser)
+    parser.add_argument("--times", metavar="FILE",
+                        help="append a line per question (script/question, wall seconds, ok or failed) to FILE")
+    parser.add_argument("--quick", action="store_true",
+                        help="a tiny budget (small data, few epochs) for tests; never for results/")
+    parser.add_argument("--force", action="store_true", help="retrain even if a saved result has the same settings")
+    parser.add_argument("--replot", action="store_true",
+                        help="redraw figures and tables from the saved .json (and .pt), no training")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    return parser
+
+
+def parse_args(script, argv):
+    args = build_parser(script).parse_args(argv)
+    for setting in SHARED_SETTINGS + script.settings:
+        value = getattr(args, setting.key)
+        problem = setting.check(value) if setting.check and value is not None else None
+        if problem:
+            raise UserError(f"--{setting.key.replace('_', '-')} {problem}")
+    for flag, value in (("--threads", args.threads), ("--lanes", args.lanes)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be positive, got {value}")
+    if args.question is None and not (args.list or args.lanes):
+        raise UserError("--question is required (or --list, --lanes N)")
+    return args
+
+
+def resolve_settings(script, question, args):
+    """A question's settings, resolved once: its protocol, the flags the user set on top, then the script's
+    resolve (the --quick budget, checks across settings)."""
+    settings = dict(question.protocol)
+    for setting in SHARED_SETTINGS + script.settings:
+        value = getattr(args, setting.key)
+        if value is not None and setting.key in settings:
+            settings[setting.key] = value
+    return script.resolve(settings, args.quick)
+
+
+def code_digest(script_name):
+    """sha256 of the script's and common.py's source: part of every cache key, so that a result is never reused
+    once the code that made it has changed."""
+    return file_digest([os.path.join(HERE, f"{script_name}.py"), os.path.join(HERE, "common.py")])
+
+
+def read_weights(path):
+    """(config, weights) from a .pt written beside a result; weights_only=True, so a file from elsewhere cannot run
+    code when it is read."""
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    return saved["config"], saved["weights"]
+
+
+def load_cached(path, config):
+    """The saved result at path (with its weights) if it was made with exactly this config, else None. A file that
+    does not parse is reported and ignored (it will be recomputed)."""
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            result = json.load(f)
+    except (OSError, ValueError) as e:
+        warnings.warn(f"{path}: unreadable cache ({e}); recomputing", stacklevel=2)
+        return None
+    if result.get("config") != config:
+        return None
+    if "weights_file" in result:
+        weights_path = os.path.join(os.path.dirname(path), result["weights_file"])
+        try:
+            saved_config, result["weights"] = read_weights(weights_path)
+        except Exception:  # missing, truncated or foreign: torch raises several types; retrain
+            return None
+        if saved_config != config:
+            return None
+    return result
+
+
+def load_result(path):
+    """The saved result (with its weights) for --replot; a missing or broken file is a UserError."""
+    try:
+        with open(path) as f:
+            result = json.load(f)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no saved result to replot; run the question without --replot first") from None
+    except ValueError as e:
+        raise UserError(f"{path}: not valid JSON ({e}); rerun the question with --force") from None
+    if "weights_file" in result:
+        weights_path = os.path.join(os.path.dirname(path), result["weights_file"])
+        try:
+            _, result["weights"] = read_weights(weights_path)
+        except FileNotFoundError:
+            raise UserError(f"{weights_path}: no saved models; run the question without --replot first") from None
+        except Exception as e:  # a truncated or foreign file: torch raises several types
+            reason = (str(e).strip().splitlines() or [""])[0].split(". ")[0]
+            raise UserError(f"{weights_path}: unreadable saved models ({type(e).__name__}: {reason}); rerun the "
+                            "question with --force") from None
+    return result
+
+
+def get_result(script, question, args, data, device, reads, force):
+    """The question's saved result if its config (settings, data, code, device, what it reads) matches, else train
+    it and save it: .json, and .pt for its weights."""
+    settings = resolve_settings(script, question, args)
+    config = {"question": question.name, "settings": settings, "data": script.inputs(settings, data),
+              "code": code_digest(script.name), "device": device.type, "quick": args.quick,
+              "reads": {name: result["config"] for name, result in reads.items()}}
+    path = os.path.join(args.out, script.name, f"{question.name}.json")
+    cached = None if force else load_cached(path, config)
+    if cached is not None:
+        print(f"{question.name}: reusing {path} (same settings, data and code; --force retrains)")
+        return cached
+    start = time.perf_counter()
+    trained = question.train(settings, data, reads)
+    weights = trained.pop("weights", None)
+    result = {"question": question.name, "section": question.section, "title": question.title, "config": config,
+              "settings": settings, "data": data["meta"], "versions": library_versions(),
+              "device": device_name(device), "wall_s": round(time.perf_counter() - start, 2), **trained}
+    if weights is not None:
+        result["weights_file"] = f"{question.name}.pt"
+        save_torch(os.path.join(os.path.dirname(path), result["weights_file"]), {"config": config, "weights": weights})
+    save_json(path, result)
+    return {**result, "weights": weights}
+
+
+def write_question_markdown(path, title, settings_rows, body, figures, findings):
+    """A question's .md: settings table, results (tables and text), figure links, findings."""
+    lines = [f"# {title}\n", "## Settings\n", markdown_table(["setting", "value"], settings_rows), "\n## Results\n",
+             *body, *[f"![{os.path.splitext(figure)[0]}]({figure})\n" for figure in figures], "\n## Findings\n",
+             *[f"- {finding}" for finding in findings]]
+    save_text(path, "\n".join(lines) + "\n")
+
+
+def write_report(question, result, data, out_dir):
+    """Draw the question's figures and write its .md; returns the findings."""
+    report = question.report(result, data)
+    for file, fig in report.figures.items():
+        save_figure(fig, os.path.join(out_dir, file))
+    rows = [(key, show_value(value)) for key, value in result["settings"].items()] + [
+        ("data", result["data"]["summary"]), ("device", result["device"]), ("wall time", f"{result['wall_s']:.1f} s"),
+        ("versions", ", ".join(f"{k} {v}" for k, v in result["versions"].items()))]
+    write_question_markdown(os.path.join(out_dir, f"{question.name}.md"), heading(question), rows,
+                            [block + "\n" for block in report.body], list(report.figures), report.findings)
+    return report.findings
+
+
+def saved_seconds(path):
+    """The wall time saved in a result file, or None."""
+    try:
+        with open(path) as f:
+            return json.load(f)["wall_s"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def plan_lanes(questions, n_lanes, seconds):
+    """Split questions into at most n_lanes lanes to run side by side. A question joins the lane of the questions it
+    reads, which run before it; the groups so formed go, longest first, to the lane with the least work so far.
+    seconds: name -> expected wall time (None: unknown, counted as the mean of the known, or 1)."""
+    order = {q.name: i for i, q in enumerate(questions)}
+    groups = []
+    for question in questions:
+        touching = [g for g in groups if set(g) & set(question.reads)]
+        groups = [g for g in groups if g not in touching] + [[n for g in touching for n in g] + [question.name]]
+    known = [s for s in seconds.values() if s is not None]
+    default = float(np.mean(known)) if known else 1.0
+    cost = {name: default if seconds.get(name) is None else seconds[name] for name in order}
+    lanes, load = [[] for _ in range(n_lanes)], [0.0] * n_lanes
+    for group in sorted(groups, key=lambda g: -sum(cost[n] for n in g)):
+        lane = load.index(min(load))
+        lanes[lane] += group
+        load[lane] += sum(cost[n] for n in group)
+    return [sorted(lane, key=order.get) for lane in lanes if lane]
+
+
+def with_reads(questions, names):
+    """names and every question they read, each once, in the questions' order."""
+    by_name = {q.name: q for q in questions}
+    needed, todo = set(), list(names)
+    while todo:
+        name = todo.pop()
+        if name not in needed:
+            needed.add(name)
+            todo += by_name[name].reads
+    return [q.name for q in questions if q.name in needed]
+
+
+def run(script, args):
+    """--list, --lanes, or the questions asked (with what they read) through the cache, then their reports.
+    Returns the questions that failed."""
+    out_dir = os.path.join(args.out, script.name)
+    by_name = {q.name: q for q in script.questions}
+    if args.list:
+        print("\n".join(by_name))
+        return []
+    if args.lanes:
+        seconds = {name: saved_seconds(os.path.join(out_dir, f"{name}.json")) for name in by_name}
+        print("\n".join(" ".join(lane) for lane in plan_lanes(script.questions, args.lanes, seconds)))
+        return []
+    names = list(by_name) if "all" in args.question else list(dict.fromkeys(args.question))
+    for name in with_reads(script.questions, names):  # bad flags fail here, before any data is read
+        resolve_settings(script, by_name[name], args)
+    device = pick_device(args.device)
+    if device.type == "cpu" and args.threads:
+        torch.set_num_threads(args.threads)
+    data = script.load_data(args, device)
+    results, failed = {}, []
+
+    def result_of(name, force=False):  # each question once per process; what it reads first
+        if name not in results:
+            question = by_name[name]
+            reads = {read: result_of(read) for read in question.reads}
+            results[name] = get_result(script, question, args, data, device, reads, force)
+        return results[name]
+
+    for name in names:
+        start = time.perf_counter()
+        try:
+            if args.replot:
+                result = load_result(os.path.join(out_dir, f"{name}.json"))
+            else:
+                result = result_of(name, force=args.force)
+            findings = write_report(by_name[name], result, data, out_dir)
+            print("\n".join([f"{name}: wrote {os.path.join(out_dir, name)}.{{md,json}} and its figures"]
+                            + [f"  {finding}" for finding in findings]), flush=True)
+        except Exception as e:
+            if len(names) == 1 or isinstance(e, UserError):
+                raise
+            traceback.print_exc()  # one question's bug does not stop the others
+            print(f"{name}: failed", flush=True)
+            failed.append(name)
+        if args.times:
+            with open(args.times, "a") as f:
+                f.write(f"{script.name}/{name}\t{time.perf_counter() - start:.1f}\t"
+                        f"{'failed' if name in failed else 'ok'}\n")
+    return failed
+
+
+def main(script, argv=None):
+    """The command line of mlp.py and cnn.py. An error in the user's input (a UserError) is one line on stderr and
+    exit code 2; --debug shows the traceback."""
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    try:
+        failed = run(script, parse_args(script, argv))
+    except UserError as e:
+        if "--debug" in argv:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+        sys.exit(1)
+
+
 # ----------------------------------------------------------------------------- the study report (run_all.sh)
-
-REPORT_SECTIONS = [  # (results subfolder, question), in SPEC.md's order
-    ("mlp", "lr"), ("mlp", "epochs"), ("mlp", "batchnorm"), ("mlp", "batch_size"), ("mlp", "depth_width"),
-    ("mlp", "gradients"), ("mlp", "residual"), ("mlp", "implicit"), ("mlp", "regions"),
-    ("cnn", "xgb"), ("cnn", "scratch"), ("cnn", "linear_probe"), ("cnn", "sklearn_probe"), ("cnn", "finetune"),
-    ("cnn", "summary"), ("cnn", "mistakes")]
-
 
 def git_commit():
     import subprocess
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                                cwd=HERE).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, check=True).stdout.strip()
+                               text=True, check=True, cwd=HERE).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     return commit + (" (with uncommitted changes)" if dirty else "")
 
 
-def section_text(out, folder, question, seconds):
+def section_text(out, key, seconds):
     """A question's own .md, headings one level down and figure links relative to out/."""
+    folder, question = key.split("/")
     path = os.path.join(out, folder, f"{question}.md")
     if not os.path.exists(path):
-        return f"## {folder}/{question}\n\nNo result: the question failed or was not run (see run_all.sh's output).\n"
+        return f"## {key}\n\nNo result: the question failed or was not run (see run_all.sh's output).\n"
     lines = []
     for line in open(path).read().splitlines():
         if line.startswith("#"):
@@ -419,46 +740,68 @@ def section_text(out, folder, question, seconds):
         if line.startswith("!["):
             line = line.replace("](", f"]({folder}/", 1)
         lines.append(line)
-    lines.insert(1, f"\n*`{folder}.py --question {question}`; wall time in this run: "
+    lines.insert(1, f"\n*`python {folder}.py --question {question}`; wall time in this run: "
                     f"{seconds if seconds is not None else '?'} s.*")
     return "\n".join(lines) + "\n"
 
 
-def write_study_report(out, times, total, seeds, mlp_data, cnn_data, image_size):
-    """results/README.md and results/manifest.json from the saved per-question files and run_all's timings."""
+def lanes_sentence(lanes):
+    """How run_all.sh ran the Section 6 questions: lanes, each the list of questions one process ran in turn."""
+    if len(lanes) < 2:
+        return "The questions ran one after another, so their times add up to the total."
+    return (f"Section 6's questions ran in {len(lanes)} parallel lanes ("
+            + "; ".join(", ".join(lane) for lane in lanes) + "), so their times add up to more than the total.")
+
+
+def stand_in_note(data, image_size):
+    """The warning at the top of the report when a section ran on the embedded data, named from what ran."""
+    parts = []
+    if data["mlp"]["source"] == "embedded":
+        classes = data["mlp"]["classes"]
+        parts.append("Section 6 on GeoNames cities" + (f" of {classes} European countries" if classes else "")
+                     + " (`data/europe/`)")
+    if data["cnn"]["source"] == "embedded":
+        parts.append("Section 7 on a generated real-vs-fake image set (photographs vs. the same photographs through a "
+                     f"simulated generator's upsampling, {image_size} px)")
+    if not parts:
+        return None
+    return (f"> **Stand-in data.** {' and '.join(parts)}: the data embedded in the project, not the course's. The "
+            "numbers answer the same questions but are not the report's. To run the course data: `bash run_all.sh "
+            "--mlp-data PATH/TO/COURSE_CSVS --cnn-data DIR` (the course's train.csv, validation.csv and test.csv; DIR: "
+            "an ImageFolder with train/, val/, test/).\n")
+
+
+def write_study_report(out, scripts, times, lanes, total, seeds, mlp_data, cnn_data, image_size):
+    """results/README.md and results/manifest.json from the saved per-question files and run_all's timings.
+    scripts: the script modules, whose questions give the report's order; times: (key, seconds, status) rows;
+    lanes: the Section 6 lanes, each a list of questions."""
+    import importlib
+    questions = [f"{name}/{q.name}" for name in scripts for q in importlib.import_module(name).SCRIPT.questions]
     wall = {key: float(seconds) for key, seconds, _ in times}
     status = {key: state for key, _, state in times}
     results = {}
-    for folder, question in REPORT_SECTIONS:
+    for key in questions:
         try:
-            with open(os.path.join(out, folder, f"{question}.json")) as f:
-                results[f"{folder}/{question}"] = json.load(f)
+            with open(os.path.join(out, f"{key}.json")) as f:
+                results[key] = json.load(f)
         except (OSError, ValueError):
             pass
     devices = sorted({r["device"] for r in results.values() if "device" in r})
     data = {}
-    for section in ("mlp", "cnn"):
-        source = next((r["data"] for k, r in results.items() if k.startswith(section) and "data" in r), None)
-        images = source.get("images", {}) if source else {}
-        rows = (source.get("rows") or {split: sum(counts.values()) for split, counts in images.items()}
-                if source else None)
-        data[section] = {"source": mlp_data if section == "mlp" else cnn_data,
-                         "dir": shown_path(source["dir"]) if source else None, "rows": rows}
+    for section, source in (("mlp", mlp_data), ("cnn", cnn_data)):
+        meta = next((r["data"] for k, r in results.items() if k.startswith(section) and "data" in r), None)
+        data[section] = {"source": source, "dir": shown_path(meta["dir"]) if meta else None,
+                         "rows": meta["rows"] if meta else None, "classes": meta.get("n_classes") if meta else None}
     manifest = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "git_commit": git_commit(), "seeds": seeds,
                 "devices": devices, "versions": library_versions(), "data": data, "cnn_image_size": image_size,
-                "total_wall_s": total, "questions": wall, "status": status}
+                "total_wall_s": total, "questions": wall, "status": status, "lanes": lanes}
     save_json(os.path.join(out, "manifest.json"), manifest)
 
-    embedded = [name for name, source in (("Section 6", mlp_data), ("Section 7", cnn_data)) if source == "embedded"]
     lines = ["# The study, answered\n",
              "Generated by `bash run_all.sh` from the files in this folder; do not edit by hand.\n"]
-    if embedded:
-        lines.append(f"> **Stand-in data.** {' and '.join(embedded)} ran on the data embedded in the project, not "
-                     "on the course's: Section 6 on GeoNames cities of 39 European countries (`data/europe/`), "
-                     "Section 7 on a generated real-vs-fake image set (photographs vs. the same photographs through a "
-                     f"simulated generator's upsampling, {image_size} px). The numbers answer the same questions but "
-                     "are not the report's. To run the course data: `bash run_all.sh --mlp-data "
-                     "../shared/data/europe-course --cnn-data DIR` (DIR: an ImageFolder with train/, val/, test/).\n")
+    note = stand_in_note(data, image_size)
+    if note:
+        lines.append(note)
     failed = [k for k, v in status.items() if v != "ok"]
     if failed:
         lines.append(f"> **Failed in this run:** {', '.join(failed)}. Their sections below are missing or stale.\n")
@@ -466,14 +809,13 @@ def write_study_report(out, times, total, seeds, mlp_data, cnn_data, image_size)
             ("device", ", ".join(devices)), ("total wall time", f"{total:.0f} s")]
     for section, info in data.items():
         rows_text = ", ".join(f"{split} {n:,}" for split, n in (info["rows"] or {}).items())
-        rows.append((f"{section} data", f"{info['source']}: {info['dir']} ({rows_text})"))
+        rows.append((f"{section} data", f"{info['source']}: {info['dir']} ({rows_text})" if info["dir"] else
+                     "no result in this folder"))
     rows += [(package, version) for package, version in manifest["versions"].items()]
-    lines += ["## Manifest\n", markdown_table(["", ""], rows),
-              "Section 6's questions ran in parallel lanes, so their times add up to more than the total.\n",
+    lines += ["## Manifest\n", markdown_table(["", ""], rows), lanes_sentence(lanes) + "\n",
               markdown_table(["question", "wall time in this run (s)", "status"],
-                             [(k, f"{wall[k]:.1f}", status[k]) for k in wall])]
-    for folder, question in REPORT_SECTIONS:
-        lines.append(section_text(out, folder, question, wall.get(f"{folder}/{question}")))
+                             [(k, f"{wall[k]:.1f}", status[k]) for k in questions if k in wall])]
+    lines += [section_text(out, key, wall.get(key)) for key in questions]
     save_text(os.path.join(out, "README.md"), "\n".join(lines))
 
 
@@ -481,7 +823,9 @@ if __name__ == "__main__":
     parser = ArgumentParser(description="Write results/README.md and manifest.json (called by run_all.sh).")
     parser.add_argument("command", choices=["report"])
     parser.add_argument("--out", required=True, help="results folder")
-    parser.add_argument("--times", required=True, help="run_all.sh's tab-separated question, seconds, status file")
+    parser.add_argument("--scripts", required=True, nargs="+", help="the scripts, whose questions the report shows")
+    parser.add_argument("--times", required=True, help="the tab-separated file of --times: question, seconds, status")
+    parser.add_argument("--lanes", required=True, help="the lanes Section 6 ran in, one line of questions each")
     parser.add_argument("--total", type=float, required=True, help="total wall seconds")
     parser.add_argument("--seeds", type=int, required=True)
     parser.add_argument("--mlp-data", required=True, help="'embedded' or the Section 6 folder")
@@ -490,4 +834,7 @@ if __name__ == "__main__":
     cli = parser.parse_args()
     with open(cli.times) as f:
         timings = [line.rstrip("\n").split("\t") for line in f if line.strip()]
-    write_study_report(cli.out, timings, cli.total, cli.seeds, cli.mlp_data, cli.cnn_data, cli.image_size)
+    with open(cli.lanes) as f:
+        lanes_run = [line.split() for line in f if line.strip()]
+    write_study_report(cli.out, cli.scripts, timings, lanes_run, cli.total, cli.seeds, cli.mlp_data, cli.cnn_data,
+                       cli.image_size)

@@ -1,16 +1,16 @@
 """Section 6: MLPs on 2-D coordinates (European cities -> country).
 
     python mlp.py --question lr            # one question; outputs in results/mlp/
-    python mlp.py --question all           # every question
-    python mlp.py --help                   # every flag
+    python mlp.py --question all           # every question, in order
+    python mlp.py --list                   # the questions
+    python mlp.py --help                   # every flag, with each question's protocol value
 
-Each question writes results/mlp/<question>.png, .md (tables and observations) and .json (settings,
-library versions, per-run histories); a rerun with the same settings reuses the .json.
+Each question writes results/mlp/<question>.md (settings, tables, findings), its .png figures and a
+.json (settings, library versions, per-run histories); a rerun with the same settings, data and code
+reuses the .json.
 """
 import csv
-from argparse import RawDescriptionHelpFormatter
 import os
-import time
 from math import comb
 
 import numpy as np
@@ -19,10 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common import (ArgumentParser, UserError, file_digest, finite_or_none, library_versions, load_cached, load_result,
-                    markdown_table, mean_std, pick_device, plot_mean_band, plot_prediction_map, plt, run_main,
-                    save_figure, save_json, save_torch, seed_everything, shown_path, write_question_markdown,
-                    train_lockstep)
+import common
+from common import (Question, Report, Setting, UserError, file_digest, finite_or_none, markdown_table, mean_std,
+                    plot_mean_band, plot_prediction_map, plt, seed_everything, shown_path, train_lockstep)
 
 DEFAULT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "europe")
 SPLIT_FILES = {"train": "train.csv", "val": "validation.csv", "test": "test.csv"}
@@ -72,8 +71,8 @@ def read_country_names(data_dir):
         return {row["id"].strip(): row["name"].strip() for row in csv.DictReader(f)}
 
 
-def load_data(data_dir, device, quick=False):
-    """The three splits as tensors on device, and a description of the data (rows, classes, names)."""
+def read_data(data_dir, device, quick=False):
+    """{'train'|'val'|'test': (X, y) tensors on device, 'meta': the data's description (rows, classes, names)}."""
     if not os.path.isdir(data_dir):
         raise UserError(f"{data_dir}: data folder not found")
     splits = {name: read_split(os.path.join(data_dir, file)) for name, file in SPLIT_FILES.items()}
@@ -101,12 +100,19 @@ def load_data(data_dir, device, quick=False):
         data[name] = (torch.from_numpy(coords).to(device), torch.from_numpy(y).to(device))
         rows[name] = len(y)
     all_coords = np.concatenate([c for c, _ in splits.values()])
-    meta = {"dir": os.path.abspath(data_dir),
-            "digest": file_digest([os.path.join(data_dir, f) for f in SPLIT_FILES.values()]),
-            "rows": rows, "n_classes": len(classes), "class_names": class_names, "label_note": label_note,
-            "extent": [float(all_coords[:, 0].min()), float(all_coords[:, 0].max()),
-                       float(all_coords[:, 1].min()), float(all_coords[:, 1].max())]}
-    return data, meta
+    data["meta"] = {"dir": os.path.abspath(data_dir),
+                    "digest": file_digest([os.path.join(data_dir, f) for f in SPLIT_FILES.values()]),
+                    "summary": f"{shown_path(data_dir)} ({rows['train']} / {rows['val']} / {rows['test']} rows, "
+                               f"{len(classes)} classes)",
+                    "rows": rows, "n_classes": len(classes), "class_names": class_names, "label_note": label_note,
+                    "extent": [float(all_coords[:, 0].min()), float(all_coords[:, 0].max()),
+                               float(all_coords[:, 1].min()), float(all_coords[:, 1].max())]}
+    return data
+
+
+def load_data(args, device):
+    """The runner's data: the splits and their description, and how to train on them (device, progress bars)."""
+    return {**read_data(args.data_dir or DEFAULT_DATA, device, args.quick), "device": device, "quiet": args.quiet}
 
 
 # ----------------------------------------------------------------------------- inputs and model
@@ -228,115 +234,262 @@ def region_bound(widths, n_in=2):
     return count(0, [])
 
 
-# ----------------------------------------------------------------------------- training a group of runs
+# ----------------------------------------------------------------------------- training
+# train(settings, data, reads) -> result
 
-def train_group(args, data, meta, runs, arch, epochs, batch_size, desc, diagnose_init=False, **record):
-    """Train the runs (each with a seed and an lr) of one architecture in lockstep."""
-    inputs = {split: (featurize(X, arch["features"]), y) for split, (X, y) in data.items()}
-    results, states = train_lockstep(lambda: build_model(arch, meta["n_classes"]), runs, inputs, epochs, batch_size,
-                                     args.device, quiet=args.quiet, desc=desc, **record)
+def seeds_of(settings):
+    return [settings["seed"] + i for i in range(settings["seeds"])]
+
+
+def seed_runs(settings, lr, **extra):
+    """One run per seed at learning rate lr."""
+    return [{"seed": s, "lr": lr, **extra} for s in seeds_of(settings)]
+
+
+def arch_of(settings, **changes):
+    """The architecture keys of a model: changes, else the settings, else plain (no batch norm, no skips, raw)."""
+    plain = {"batch_norm": False, "residual": False, "features": "raw"}
+    return {key: changes.get(key, settings.get(key, plain.get(key))) for key in ARCH_KEYS}
+
+
+def train_group(data, runs, arch, epochs, batch_size, desc, diagnose_init=False, **record):
+    """Train the runs (each with a seed and an lr) of one architecture in lockstep: (results, states)."""
+    n_classes = data["meta"]["n_classes"]
+    inputs = {split: (featurize(X, arch["features"]), y) for split, (X, y) in
+              ((split, data[split]) for split in SPLIT_FILES)}
+    results, states = train_lockstep(lambda: build_model(arch, n_classes), runs, inputs, epochs, batch_size,
+                                     data["device"], quiet=data["quiet"], desc=desc, **record)
     for result in results:
         result.update(epochs=epochs, batch_size=batch_size, **arch)
         if diagnose_init:
-            result.update(init_diagnostics(arch, meta["n_classes"], result["seed"], *(t.cpu() for t in inputs["train"]),
+            result.update(init_diagnostics(arch, n_classes, result["seed"], *(t.cpu() for t in inputs["train"]),
                                            batch_size))
     return results, states
 
 
-def seeds_of(args):
-    return [args.seed + i for i in range(args.seeds)]
-
-
-def seed_runs(args, lr, **extra):
-    """One run per seed at learning rate lr."""
-    return [{"seed": s, "lr": lr, **extra} for s in seeds_of(args)]
-
-
-def arch_of(settings, **changes):
-    return {key: changes.get(key, settings.get(key, False if key != "features" else "raw")) for key in ARCH_KEYS}
-
-
-def train_groups(args, data, meta, groups, **record):
+def train_groups(data, groups, **record):
     """Train groups one after the other, each a (runs, arch, epochs, batch_size, desc), and concatenate."""
     results, states = [], []
     for runs, arch, epochs, batch_size, desc in groups:
-        group, group_states = train_group(args, data, meta, runs, arch, epochs, batch_size, desc, **record)
+        group, group_states = train_group(data, runs, arch, epochs, batch_size, desc, **record)
         results += group
         states += group_states
     return results, states
 
 
-def train_lr(args, data, meta, settings):
-    runs = [{"seed": s, "lr": lr} for s in seeds_of(args) for lr in settings["lrs"]]
-    results, states = train_group(args, data, meta, runs, arch_of(settings), settings["epochs"],
-                                  settings["batch_size"], desc="lr sweep")
+def train_lr(settings, data, reads):
+    runs = [{"seed": s, "lr": lr} for s in seeds_of(settings) for lr in settings["lrs"]]
+    results, states = train_group(data, runs, arch_of(settings), settings["epochs"], settings["batch_size"],
+                                  desc="lr sweep")
     for result, state in zip(results, states):
-        model = load_model(result, meta["n_classes"], state)
+        model = load_model(result, data["meta"]["n_classes"], state)
         ok = result["status"] == "ok"
         result["dead_relu_fraction"] = dead_relu_fraction(model, data["val"][0].cpu()) if ok else None
-    return results, states
+    return {"runs": results}
 
 
-def train_epochs(args, data, meta, settings):
-    return train_group(args, data, meta, seed_runs(args, settings["lr"]), arch_of(settings), settings["epochs"],
-                       settings["batch_size"],
-                       desc=f"{settings['epochs']} epochs" + (", batch norm" * settings["batch_norm"]),
-                       eval_train=True)
+def train_epochs(settings, data, reads, batch_norm=None):
+    arch = arch_of(settings) if batch_norm is None else arch_of(settings, batch_norm=batch_norm)
+    results, _ = train_group(data, seed_runs(settings, settings["lr"]), arch, settings["epochs"],
+                             settings["batch_size"], desc=f"{settings['epochs']} epochs" + ", batch norm" *
+                             arch["batch_norm"], eval_train=True)
+    return {"runs": results}
 
 
-def train_batch_size(args, data, meta, settings):
-    return train_groups(args, data, meta, [
-        (seed_runs(args, settings["lr"]), arch_of(settings), epochs, batch_size, f"batch {batch_size}")
+def train_batchnorm(settings, data, reads):
+    """The epochs question with batch norm, beside the epochs question's runs."""
+    return {**train_epochs(settings, data, reads, batch_norm=True), "baseline_runs": reads["epochs"]["runs"]}
+
+
+def train_batch_size(settings, data, reads):
+    results, _ = train_groups(data, [
+        (seed_runs(settings, settings["lr"]), arch_of(settings), epochs, batch_size, f"batch {batch_size}")
         for batch_size, epochs in zip(settings["batch_sizes"], settings["batch_size_epochs"])], record_steps=True)
+    return {"runs": results}
 
 
-def train_depth_width(args, data, meta, settings):
-    return train_groups(args, data, meta, [
-        (seed_runs(args, settings["lr"]), arch_of(settings, depth=depth, width=width), settings["epochs"],
+def train_depth_width(settings, data, reads):
+    results, states = train_groups(data, [
+        (seed_runs(settings, settings["lr"]), arch_of(settings, depth=depth, width=width), settings["epochs"],
          settings["batch_size"], f"depth {depth} width {width}") for depth, width in settings["architectures"]])
+    return {"runs": results, "weights": {"states": states}}
 
 
-def train_gradients(args, data, meta, settings):
-    return train_group(args, data, meta, seed_runs(args, settings["lr"]), arch_of(settings), settings["epochs"],
-                       settings["batch_size"], desc=f"depth {settings['depth']} gradients", record_grads=True,
-                       diagnose_init=True)
+def train_gradients(settings, data, reads):
+    results, _ = train_group(data, seed_runs(settings, settings["lr"]), arch_of(settings), settings["epochs"],
+                             settings["batch_size"], desc=f"depth {settings['depth']} gradients", record_grads=True,
+                             diagnose_init=True)
+    return {"runs": results}
 
 
 RESIDUAL_FIXES = {"residual": dict(residual=True), "batch_norm": dict(batch_norm=True),
                   "residual_batch_norm": dict(residual=True, batch_norm=True)}
 
 
-def train_residual(args, data, meta, settings):
-    return train_groups(args, data, meta, [
-        (seed_runs(args, settings["lr"], fix=fix), arch_of(settings, **changes), settings["epochs"],
+def train_residual(settings, data, reads):
+    results, _ = train_groups(data, [
+        (seed_runs(settings, settings["lr"], fix=fix), arch_of(settings, **changes), settings["epochs"],
          settings["batch_size"], f"depth {settings['depth']} {fix}") for fix, changes in RESIDUAL_FIXES.items()],
         record_grads=True, diagnose_init=True)
+    return {"runs": results, "baseline_runs": reads["gradients"]["runs"]}
 
 
-def train_implicit(args, data, meta, settings):
-    return train_group(args, data, meta, seed_runs(args, settings["lr"]), arch_of(settings), settings["epochs"],
-                       settings["batch_size"], desc="sin features")
+def same_training(run, settings, arch):
+    """Whether a saved run was trained as this question's settings and architecture would train it."""
+    return (all(run[key] == value for key, value in arch.items()) and run["seed"] in seeds_of(settings)
+            and all(run[key] == settings[key] for key in ("lr", "epochs", "batch_size")))
 
 
-def train_regions(args, data, meta, settings):
+def train_implicit(settings, data, reads):
+    """The sin-feature model, beside the same model on raw coordinates: depth_width's runs when it trained that
+    model with these settings, else trained here."""
+    raw = arch_of(settings, features="raw")
+    source = reads["depth_width"]
+    baseline = [(run, state) for run, state in zip(source["runs"], source["weights"]["states"])
+                if same_training(run, settings, raw)]
+    if sorted(run["seed"] for run, _ in baseline) != seeds_of(settings):
+        baseline = list(zip(*train_group(data, seed_runs(settings, settings["lr"]), raw, settings["epochs"],
+                                         settings["batch_size"], desc="raw coordinates")))
+    results, states = train_group(data, seed_runs(settings, settings["lr"]), arch_of(settings), settings["epochs"],
+                                  settings["batch_size"], desc="sin features")
+    return {"runs": results, "baseline_runs": [run for run, _ in baseline],
+            "weights": {"states": states, "baseline_states": [state for _, state in baseline]}}
+
+
+def train_regions(settings, data, reads):
     """No training: count the regions of the depth_width question's trained models."""
-    source = get_result(args, "depth_width", data, meta, force=False)
-    states = load_states(os.path.join(args.out, "mlp"), "depth_width")["states"]
+    source = reads["depth_width"]
     results, kept_states = [], []
-    for run, state in zip(source["runs"], states):
-        if (run["depth"], run["width"]) not in [tuple(a) for a in settings["architectures"]]:
+    for run, state in zip(source["runs"], source["weights"]["states"]):
+        if [run["depth"], run["width"]] not in settings["architectures"]:
             continue
-        model = load_model(run, meta["n_classes"], state)
-        regions = activation_regions(model, meta["extent"], settings["resolution"])
+        model = load_model(run, data["meta"]["n_classes"], state)
+        regions = activation_regions(model, data["meta"]["extent"], settings["resolution"])
         results.append({**{k: run[k] for k in ("seed", "lr", "epochs", "batch_size", *ARCH_KEYS)},
                         "status": run["status"], "regions_on_grid": int(regions.max()) + 1,
                         "bound": region_bound([run["width"]] * run["depth"]),
                         "test_acc": run["history"]["test_acc"][-1]})
         kept_states.append(state)
-    return results, kept_states
+    return {"runs": results, "weights": {"states": kept_states}}
+
+
+# ----------------------------------------------------------------------------- findings
+# Sentences that say more than a number: each decided by the numbers, each case tested.
+
+def as_array(values):
+    """Floats with NaN where a run diverged (None)."""
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+
+TREND_TOLERANCE = 0.005  # a change in validation loss under 0.5% counts as no change
+GAP_TOLERANCE = 0.01  # accuracies within 0.01 count as equal
+
+
+def loss_trend(curve):
+    """('improving' | 'overfitting' | 'flat', window, last, previous, lowest, lowest_epoch) of a validation-loss curve
+    (None where a run diverged is left out): the mean of the last tenth of the epochs against the tenth before, and
+    against the lowest value."""
+    values = as_array(curve)
+    window = max(1, len(values) // 10)
+    last, previous = np.nanmean(values[-window:]), np.nanmean(values[-2 * window:-window])
+    lowest_epoch = int(np.nanargmin(values)) + 1
+    lowest = values[lowest_epoch - 1]
+    if last < previous * (1 - TREND_TOLERANCE):
+        case = "improving"
+    elif last > lowest * (1 + TREND_TOLERANCE) and lowest_epoch <= len(values) - window:
+        case = "overfitting"
+    else:
+        case = "flat"
+    return case, window, last, previous, lowest, lowest_epoch
+
+
+def epochs_finding(runs):
+    """Is validation loss still falling at the end, rising from an earlier minimum, or flat? (mean over seeds)"""
+    curves = np.array([as_array(r["history"]["val_loss"]) for r in runs])
+    if curves.shape[1] < 2 or np.isnan(curves).all():
+        return "too few epochs (or none finite) to tell a trend of the validation loss."
+    case, window, last, previous, lowest, lowest_epoch = loss_trend(np.nanmean(curves, axis=0))
+    span = f"mean validation loss over the last {window} epoch(s) {last:.3f}, over the {window} before {previous:.3f}"
+    if case == "improving":
+        return f"still improving at the last epoch: {span}; its lowest, {lowest:.3f}, is at epoch {lowest_epoch}."
+    if case == "overfitting":
+        return (f"overfitting: validation loss reached its lowest, {lowest:.3f}, at epoch {lowest_epoch} and rose "
+                f"since ({span}).")
+    return (f"flat: {span}, a change of less than {TREND_TOLERANCE:.1%}; its lowest, {lowest:.3f}, is at epoch "
+            f"{lowest_epoch}.")
+
+
+def eval_gap_finding(train_batch, train_eval, val):
+    """With batch norm: does the final model in eval mode score the training set as it scores validation (so a
+    val-above-train gap is only how train accuracy is measured)? Accuracies are means over seeds."""
+    measured = (f"train accuracy averaged over the last epoch's batches in train mode {train_batch:.3f}, the final "
+                f"model in eval mode {train_eval:.3f} on the training set and {val:.3f} on validation")
+    if train_batch >= val - GAP_TOLERANCE:
+        return f"{measured}: validation is not above train, so there is no gap to explain."
+    if abs(train_eval - val) <= GAP_TOLERANCE:
+        return (f"{measured}: in eval mode train matches validation, so the val-above-train gap comes from measuring "
+                "train in train mode during the epoch (batch statistics, weights still moving), not from the splits.")
+    return (f"{measured}: in eval mode train and validation still differ by {train_eval - val:+.3f}, so the way train "
+            "accuracy is measured does not explain the whole gap.")
+
+
+def steps_finding(rows):
+    """Does more optimizer steps mean higher validation accuracy across batch sizes? rows: (batch size, total
+    steps, best validation accuracy)."""
+    by_steps = sorted(rows, key=lambda row: -row[1])
+    for i, (batch, steps, acc) in enumerate(by_steps):
+        for other_batch, other_steps, other_acc in by_steps[i + 1:]:
+            if other_acc > acc + GAP_TOLERANCE:
+                return (f"more optimizer steps did not mean higher accuracy: batch {batch} took {steps:,} steps and "
+                        f"reached {acc:.3f}, batch {other_batch} took {other_steps:,} and reached {other_acc:.3f}.")
+    return ("accuracy rises with the number of optimizer steps: " +
+            ", ".join(f"batch {batch}: {steps:,} steps, {acc:.3f}" for batch, steps, acc in by_steps) + ".")
+
+
+def dead_layer_finding(runs):
+    """Are the layers with an exactly-zero gradient in every epoch the ones below a layer that is dead at
+    initialisation (its input exactly 0 on the whole first batch)?"""
+    zeros = {r["seed"]: zero_layers(r) for r in runs}
+    if not any(zeros.values()):
+        return "no layer has an exactly-zero gradient in every epoch."
+    explained, unexplained = [], []
+    for r in runs:
+        cut = max([layer for layer, norm in enumerate(r["init_activation_norm"]) if norm == 0], default=None)
+        if zeros[r["seed"]] and cut is not None and zeros[r["seed"]] == list(range(cut)):
+            explained.append(f"seed {r['seed']}: layers 0-{cut - 1} below dead layer {cut}")
+        elif zeros[r["seed"]]:
+            unexplained.append(f"seed {r['seed']} (layers {layer_ranges(zeros[r['seed']])})")
+    text = ""
+    if explained:
+        text = ("exact zeros from a dead layer: " + "; ".join(explained) + ". At initialisation every ReLU before "
+                "that layer is off on every row of the first batch, so its input is exactly 0 and nothing below "
+                "it reaches the output: the zeros are not floating-point underflow.")
+    if unexplained:
+        text += (" " if text else "") + ("exact zeros without a dead layer at initialisation: "
+                                         + ", ".join(unexplained) + ".")
+    return text
+
+
+def lowest_loss_finding(finals):
+    """Which lr ends at the lowest validation loss? finals: lr -> mean final validation loss (runs that did not
+    diverge)."""
+    if not finals:
+        return "every lr diverged in at least one seed: no lowest final validation loss."
+    best_lr = min(finals, key=finals.get)
+    others = ", ".join(f"lr {lr:g}: {v:.3f}" for lr, v in finals.items() if lr != best_lr)
+    return f"lr {best_lr:g} reached the lowest final validation loss, {finals[best_lr]:.3f}" + (
+        f"; {others}." if others else ".")
+
+
+def flat_finding(lr, after_two, last, tolerance=0.02):
+    """Did validation loss at this lr stay where it was after epoch 2 (a flat line)? Means over seeds."""
+    if abs(after_two - last) < tolerance:
+        return f"lr {lr:g} is flat: validation loss {after_two:.3f} after epoch 2, {last:.3f} at the end."
+    return None
 
 
 # ----------------------------------------------------------------------------- reports
+# report(result, data) -> Report(body, figures, findings)
 
 def final(run, key):
     return run["history"][key][-1]
@@ -365,18 +518,7 @@ def epochs_axis(runs):
     return np.arange(1, len(runs[0]["history"]["val_loss"]) + 1)
 
 
-def write_markdown(out_dir, name, result, tables, figures, observations):
-    data = result["data"]
-    rows = [(k, v) for k, v in result["settings"].items()] + [
-        ("seeds", ", ".join(str(s) for s in sorted({r["seed"] for r in result["runs"]}))),
-        ("data", f"{shown_path(data['dir'])} ({data['rows']['train']} / {data['rows']['val']} / "
-                 f"{data['rows']['test']} rows, {data['n_classes']} classes)"),
-        ("device", result["device"]), ("wall time", f"{result['wall_s']:.1f} s")]
-    write_question_markdown(os.path.join(out_dir, f"{name}.md"), QUESTIONS[name]["title"], rows,
-                            [table + "\n" for table in tables], figures, observations)
-
-
-def report_lr(result, out_dir, data):
+def report_lr(result, data):
     by_lr = group_by(result["runs"], "lr")
     fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
     for lr, runs in by_lr.items():
@@ -385,7 +527,6 @@ def report_lr(result, out_dir, data):
            title="Validation loss per epoch by learning rate (mean over seeds, band = min..max)")
     ax.legend()
     ax.grid(alpha=0.3)
-    save_figure(fig, os.path.join(out_dir, "lr.png"))
 
     dead = {lr: [r["dead_relu_fraction"] for r in runs if r["dead_relu_fraction"] is not None]
             for lr, runs in by_lr.items()}
@@ -400,23 +541,16 @@ def report_lr(result, out_dir, data):
                             "dead ReLU fraction per hidden layer (val set, mean over seeds)", "status"], rows)
     finals = {lr: np.mean([final(r, "val_loss") for r in runs]) for lr, runs in by_lr.items()
               if all(r["status"] == "ok" for r in runs)}
-    observations = []
-    if finals:
-        best_lr = min(finals, key=finals.get)
-        others = ", ".join(f"lr {lr:g}: {v:.3f}" for lr, v in finals.items() if lr != best_lr)
-        observations.append(f"lr {best_lr:g} reached the lowest final validation loss, {finals[best_lr]:.3f}"
-                            + (f"; {others}." if others else "."))
+    findings = [lowest_loss_finding(finals)]
     for lr, runs in by_lr.items():
-        second = [r["history"]["val_loss"][1] for r in runs if len(r["history"]["val_loss"]) > 2]
-        if lr in finals and second and None not in second and abs(np.mean(second) - finals[lr]) < 0.02:
-            observations.append(f"lr {lr:g} is flat: validation loss {np.mean(second):.3f} after epoch 2, "
-                                f"{finals[lr]:.3f} at the end.")
-    observations.append("dead hidden ReLU units at the end (output 0 on every validation point), mean over layers "
-                        "and seeds: " + ", ".join(f"lr {lr:g}: {np.mean(d):.0%}" for lr, d in dead.items() if d) + ".")
-    if any(r["status"] == "diverged" for r in result["runs"]):
-        diverged = [f"lr {lr:g}: {status_text(runs)}" for lr, runs in by_lr.items() if status_text(runs) != "ok"]
-        observations.append("diverged runs: " + "; ".join(diverged) + ".")
-    write_markdown(out_dir, "lr", result, [table], ["lr.png"], observations)
+        if lr in finals and len(epochs_axis(runs)) > 2:
+            findings.append(flat_finding(lr, np.mean([r["history"]["val_loss"][1] for r in runs]), finals[lr]))
+    findings.append("dead hidden ReLU units at the end (output 0 on every validation point), mean over layers and "
+                    "seeds: " + ", ".join(f"lr {lr:g}: {np.mean(d):.0%}" for lr, d in dead.items() if d) + ".")
+    diverged = [f"lr {lr:g}: {status_text(runs)}" for lr, runs in by_lr.items() if status_text(runs) != "ok"]
+    if diverged:
+        findings.append("diverged runs: " + "; ".join(diverged) + ".")
+    return Report([table], {"lr.png": fig}, [f for f in findings if f])
 
 
 def plot_split_curves(ax_loss, ax_acc, runs, title, eval_mode_train=False):
@@ -445,57 +579,54 @@ def split_table(named_runs):
                            "train acc (eval mode)", "val acc", "test acc", "status"], rows)
 
 
-def report_epochs(result, out_dir, data):
+def report_epochs(result, data):
     runs = result["runs"]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(13, 4.5), layout="constrained")
     plot_split_curves(ax_loss, ax_acc, runs, f"{len(epochs_axis(runs))} epochs, no batch norm")
-    save_figure(fig, os.path.join(out_dir, "epochs.png"))
-    val_acc = [final(r, "val_acc") for r in runs]
-    observations = [f"final accuracy train {mean_std([final(r, 'train_acc') for r in runs])}, "
-                    f"validation {mean_std(val_acc)}, test {mean_std([final(r, 'test_acc') for r in runs])}.",
-                    f"final validation loss {mean_std([final(r, 'val_loss') for r in runs])}, "
-                    f"lowest {mean_std([best(r, 'val_loss') for r in runs])}: "
-                    + ("still falling at the last epoch." if all(final(r, "val_loss") == best(r, "val_loss")
-                                                                for r in runs if r["status"] == "ok")
-                       else "not at its minimum at the last epoch.")]
-    write_markdown(out_dir, "epochs", result, [split_table([("no batch norm", runs)])], ["epochs.png"],
-                   observations)
+    findings = [f"final accuracy train {mean_std([final(r, 'train_acc') for r in runs])}, validation "
+                f"{mean_std([final(r, 'val_acc') for r in runs])}, test "
+                f"{mean_std([final(r, 'test_acc') for r in runs])}; final validation loss "
+                f"{mean_std([final(r, 'val_loss') for r in runs])}, lowest "
+                f"{mean_std([best(r, 'val_loss') for r in runs])}.",
+                epochs_finding(runs)]
+    return Report([split_table([("no batch norm", runs)])], {"epochs.png": fig}, findings)
 
 
-def report_batchnorm(result, out_dir, data):
+def mean_final(runs, key):
+    return float(np.mean([final(r, key) for r in runs if final(r, key) is not None]))
+
+
+def report_batchnorm(result, data):
     plain, normed = result["baseline_runs"], result["runs"]
     fig, axes = plt.subplots(2, 2, figsize=(13, 9), sharey="row", layout="constrained")
     plot_split_curves(axes[0, 0], axes[1, 0], plain, "no batch norm", eval_mode_train=True)
     plot_split_curves(axes[0, 1], axes[1, 1], normed, "batch norm", eval_mode_train=True)
-    save_figure(fig, os.path.join(out_dir, "batchnorm.png"))
     gap = [final(n, "val_acc") - final(p, "val_acc") for p, n in zip(plain, normed)
            if final(n, "val_acc") is not None and final(p, "val_acc") is not None]
-    train_batch = [final(r, "train_acc") for r in normed]
-    train_eval = [final(r, "train_eval_acc") for r in normed]
-    observations = [
+    findings = [
         f"batch norm changes final validation accuracy by {mean_std(gap)} (paired by seed): "
         f"{mean_std([final(r, 'val_acc') for r in plain])} without, "
         f"{mean_std([final(r, 'val_acc') for r in normed])} with.",
         f"final validation loss {mean_std([final(r, 'val_loss') for r in plain])} without batch norm, "
-        f"{mean_std([final(r, 'val_loss') for r in normed])} with.",
-        f"with batch norm, train accuracy averaged over the epoch's batches in train mode is {mean_std(train_batch)}; "
-        f"the same final model in eval mode scores {mean_std(train_eval)} on the training set and "
-        f"{mean_std([final(r, 'val_acc') for r in normed])} on validation. "
-        "If eval-mode train accuracy matches validation, the val-above-train gap comes from measuring train in train "
-        "mode during the epoch (batch statistics, weights still moving), not from the data splits."]
-    write_markdown(out_dir, "batchnorm", result, [split_table([("no batch norm", plain), ("batch norm", normed)])],
-                   ["batchnorm.png"], observations)
+        f"{mean_std([final(r, 'val_loss') for r in normed])} with."]
+    ok = [r for r in normed if r["status"] == "ok"]
+    if ok:
+        findings.append("with batch norm, " + eval_gap_finding(mean_final(ok, "train_acc"),
+                                                               mean_final(ok, "train_eval_acc"),
+                                                               mean_final(ok, "val_acc")))
+    return Report([split_table([("no batch norm", plain), ("batch norm", normed)])], {"batchnorm.png": fig},
+                  findings)
 
 
 def running_mean(values, window):
-    values = np.array([np.nan if v is None else v for v in values], dtype=float)
+    values = as_array(values)
     if window <= 1:
         return values
     kernel = np.ones(window) / window
     return np.convolve(values, kernel, mode="valid")
 
 
-def report_batch_size(result, out_dir, data):
+def report_batch_size(result, data):
     by_bs = group_by(result["runs"], "batch_size")
     fig, (ax_epoch, ax_steps, ax_loss) = plt.subplots(1, 3, figsize=(19, 5), layout="constrained")
     rows = []
@@ -522,30 +653,27 @@ def report_batch_size(result, out_dir, data):
                  title="validation accuracy vs optimizer steps")
     ax_loss.set(xlabel="optimizer step (log scale)", ylabel="training loss of the batch (nats)", xscale="log",
                 title=f"(iii) training loss per step, seed {result['runs'][0]['seed']}",
-                ylim=(0, 1.5 * max(max(line.get_ydata()) for line in ax_loss.get_lines()[1::2])))
+                ylim=(0, 1.5 * max(np.nanmax(line.get_ydata()) for line in ax_loss.get_lines()[1::2])))
     for ax in (ax_epoch, ax_steps, ax_loss):
         ax.legend()
         ax.grid(alpha=0.3)
-    save_figure(fig, os.path.join(out_dir, "batch_size.png"))
     table = markdown_table(["batch size", "epochs", "iterations per epoch", "total steps", "wall time of the group (s)",
                             "final val acc", "best val acc", "status"], rows)
-    peak = {bs: np.mean([best(r, "val_acc", max) or np.nan for r in runs]) for bs, runs in by_bs.items()}
+    peak = {bs: np.mean(as_array([best(r, "val_acc", max) for r in runs])) for bs, runs in by_bs.items()}
     top = max(peak, key=peak.get)
-    observations = [f"batch {top} reached the highest validation accuracy, {peak[top]:.3f}; "
-                    + ", ".join(f"batch {bs}: {v:.3f}" for bs, v in peak.items() if bs != top) + ".",
-                    "total optimizer steps: " + ", ".join(f"batch {bs}: "
-                                                          f"{runs[0]['steps_per_epoch'] * runs[0]['epochs']:,}"
-                                                          for bs, runs in by_bs.items())
-                    + "; at a fixed lr, accuracy follows the number of steps more than the number of epochs "
-                    "(middle panel)."]
-    write_markdown(out_dir, "batch_size", result, [table], ["batch_size.png"], observations)
+    findings = [f"batch {top} reached the highest validation accuracy, {peak[top]:.3f}; "
+                + ", ".join(f"batch {bs}: {v:.3f}" for bs, v in peak.items() if bs != top) + ".",
+                steps_finding([(bs, runs[0]["steps_per_epoch"] * runs[0]["epochs"], peak[bs])
+                               for bs, runs in by_bs.items()])]
+    return Report([table], {"batch_size.png": fig}, findings)
 
 
 def arch_label(run):
     return f"depth {run['depth']}, width {run['width']}"
 
 
-def draw_map(ax, run, state, data, meta, title_prefix=""):
+def draw_map(ax, run, state, data, title_prefix=""):
+    meta = data["meta"]
     model = load_model(run, meta["n_classes"], state)
     X_test, y_test = (t.cpu() for t in data["test"])
     plot_prediction_map(ax, predictor(model, run["features"]), meta["extent"], X_test, y_test, meta["class_names"],
@@ -553,7 +681,7 @@ def draw_map(ax, run, state, data, meta, title_prefix=""):
                         f"test accuracy {run['history']['test_acc'][-1]:.3f}")
 
 
-def save_curves_and_map(path, runs, state, data, meta, title):
+def curves_and_map(runs, state, data, title):
     """Train/val/test loss per epoch (mean over seeds) beside the first seed's prediction map."""
     fig, (ax_loss, ax_map) = plt.subplots(1, 2, figsize=(17, 6.5), layout="constrained",
                                           gridspec_kw={"width_ratios": [1, 1.6]})
@@ -563,23 +691,22 @@ def save_curves_and_map(path, runs, state, data, meta, title):
     ax_loss.set(xlabel="epoch", ylabel="loss (cross-entropy, nats)", title=f"{title}: loss per epoch")
     ax_loss.legend()
     ax_loss.grid(alpha=0.3)
-    draw_map(ax_map, runs[0], state, data, meta, f"{title}: ")
-    save_figure(fig, path)
+    draw_map(ax_map, runs[0], state, data, f"{title}: ")
+    return fig
 
 
-def report_depth_width(result, out_dir, data):
-    meta = result["data"]
-    states = load_states(out_dir, "depth_width")["states"]
+def report_depth_width(result, data):
+    states = result["weights"]["states"]
     groups = {}
     for i, run in enumerate(result["runs"]):
         groups.setdefault((run["depth"], run["width"]), []).append(i)
-    val = {arch: np.mean([final(result["runs"][i], "val_acc") or np.nan for i in idx]) for arch, idx in groups.items()}
+    val = {arch: np.mean(as_array([final(result["runs"][i], "val_acc") for i in idx])) for arch, idx in groups.items()}
     ranked = sorted((a for a in val if not np.isnan(val[a])), key=val.get)  # diverged architectures left out
     worst, top = (ranked[0], ranked[-1]) if ranked else (None, None)
     rows = []
     for arch, idx in groups.items():
         runs = [result["runs"][i] for i in idx]
-        n_params = sum(p.numel() for p in build_model(runs[0], meta["n_classes"]).parameters())
+        n_params = sum(p.numel() for p in build_model(runs[0], data["meta"]["n_classes"]).parameters())
         mark = " **best**" if arch == top else " **worst**" if arch == worst else ""
         rows.append([f"{arch_label(runs[0])}{mark}", f"{n_params:,}"] +
                     [mean_std([final(r, key) for r in runs]) for key in
@@ -587,17 +714,12 @@ def report_depth_width(result, out_dir, data):
     table = markdown_table(["model", "parameters", "train acc", "val acc", "test acc", "train loss", "val loss",
                             "test loss", "status"], rows)
 
-    for tag, arch in (("best", top), ("worst", worst)) if ranked else ():
-        idx = groups[arch]
-        save_curves_and_map(os.path.join(out_dir, f"depth_width_{tag}.png"), [result["runs"][i] for i in idx],
-                            states[idx[0]], data, meta, f"{tag} model")
-
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), layout="constrained")
     for ax, vary, fixed_key, fixed in ((axes[0], "depth", "width", 16), (axes[1], "width", "depth", 6)):
         archs = sorted(a for a in groups if a[1 if fixed_key == "width" else 0] == fixed)
         xs = [a[0] if vary == "depth" else a[1] for a in archs]
         for split, color in (("train", "C0"), ("val", "C1"), ("test", "C2")):
-            values = [[final(result["runs"][i], f"{split}_acc") or np.nan for i in groups[a]] for a in archs]
+            values = [as_array([final(result["runs"][i], f"{split}_acc") for i in groups[a]]) for a in archs]
             ax.errorbar(xs, [np.mean(v) for v in values], yerr=[np.std(v) for v in values], marker="o", capsize=3,
                         color=color, label=split)
         ax.set(xlabel="hidden layers (depth)" if vary == "depth" else "units per hidden layer (width, log scale)",
@@ -607,22 +729,25 @@ def report_depth_width(result, out_dir, data):
         ax.set_xticks(xs, [str(x) for x in xs])
         ax.legend()
         ax.grid(alpha=0.3)
-    save_figure(fig, os.path.join(out_dir, "depth_width.png"))
+    figures = {"depth_width.png": fig}
+    for tag, arch in (("best", top), ("worst", worst)) if ranked else ():
+        idx = groups[arch]
+        figures[f"depth_width_{tag}.png"] = curves_and_map([result["runs"][i] for i in idx], states[idx[0]], data,
+                                                           f"{tag} model")
 
     depth_text = ", ".join(f"depth {d}: {val[(d, w)]:.3f}" for d, w in sorted(groups) if w == 16)
     width_text = ", ".join(f"width {w}: {val[(d, w)]:.3f}" for d, w in sorted(groups, key=lambda a: a[1]) if d == 6)
-    observations = [f"best by validation accuracy: {arch_label(dict(depth=top[0], width=top[1]))} ({val[top]:.3f}); "
-                    f"worst: {arch_label(dict(depth=worst[0], width=worst[1]))} ({val[worst]:.3f})." if ranked else
-                    "every architecture diverged in at least one seed: no best or worst model.",
-                    f"validation accuracy by depth (width 16): {depth_text}.",
-                    f"validation accuracy by width (depth 6): {width_text}."]
+    findings = [f"best by validation accuracy: {arch_label(dict(depth=top[0], width=top[1]))} ({val[top]:.3f}); "
+                f"worst: {arch_label(dict(depth=worst[0], width=worst[1]))} ({val[worst]:.3f})." if ranked else
+                "every architecture diverged in at least one seed: no best or worst model.",
+                f"validation accuracy by depth (width 16): {depth_text}.",
+                f"validation accuracy by width (depth 6): {width_text}."]
     gaps = [final(r, "val_acc") - final(r, "train_acc") for r in result["runs"] if r["status"] == "ok"]
     if gaps:
-        observations.append(f"validation accuracy is above train accuracy (train measured in train mode over the "
-                            f"epoch, as in 6.1.3) in {sum(g > 0 for g in gaps)} of {len(gaps)} runs; mean gap "
-                            f"{np.mean(gaps):+.3f}.")
-    write_markdown(out_dir, "depth_width", result, [table],
-                   ["depth_width.png"] + ["depth_width_best.png", "depth_width_worst.png"] * bool(ranked), observations)
+        findings.append(f"validation accuracy is above train accuracy (train measured in train mode over the epoch, "
+                        f"as in 6.1.3) in {sum(g > 0 for g in gaps)} of {len(gaps)} runs; mean gap "
+                        f"{np.mean(gaps):+.3f}.")
+    return Report([table], figures, findings)
 
 
 def grad_matrix(runs):
@@ -670,8 +795,7 @@ def draw_gradients(ax_lines, ax_heat, runs, title, layers):
     ax_lines.legend(fontsize=8)
     ax_lines.grid(alpha=0.3)
     masked = np.ma.masked_where(~(grads > 0), grads).T
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("black")
+    cmap = plt.get_cmap("viridis").with_extremes(bad="black")
     image = ax_heat.imshow(np.ma.log10(masked), aspect="auto", origin="lower", cmap=cmap, interpolation="nearest",
                            extent=(0.5, grads.shape[0] + 0.5, -0.5, grads.shape[1] - 0.5))
     plt.colorbar(image, ax=ax_heat, label="log10 ||grad W||² (black: exactly 0)")
@@ -688,7 +812,7 @@ def gradient_rows(label, runs, layers):
 
 def at_floor(values):
     """Values for a log plot: exact zeros moved to a floor one decade below the smallest positive value."""
-    values = np.array([np.nan if v is None else v for v in values], dtype=float)
+    values = as_array(values)
     positive = values[values > 0]
     floor = 10.0 ** (np.floor(np.log10(positive.min())) - 1) if positive.size else 1e-45
     return np.where(values == 0, floor, values), values == 0, floor
@@ -712,8 +836,8 @@ def draw_init(ax_activation, ax_grad, variants):
     ax_grad.set(ylabel="||grad W||² at step 1 (log scale)", title="gradient of the first step")
 
 
-def gradient_report(result, out_dir, name, variants):
-    """Per-epoch gradient lines and heat map for every variant, the first-step picture below, and the table."""
+def gradient_report(variants):
+    """Per-epoch gradient lines and heat map for every variant, the first-step picture below: (table, figure)."""
     n_layers = len(variants[0][1][0]["init_activation_norm"])
     layers = [layer for layer in (0, 30, 60, 90, 95, 99) if layer < n_layers]
     columns = [str(i) for i in range(len(variants))]
@@ -735,43 +859,34 @@ def gradient_report(result, out_dir, name, variants):
                         va="center", transform=ax.transAxes)
                 ax.set_axis_off()
     draw_init(axes["activation"], axes["grad"], variants)
-    save_figure(fig, os.path.join(out_dir, f"{name}.png"))
     table = markdown_table(["model"] + [f"layer {layer}: epoch 1 / last" for layer in layers] +
                            ["layers exactly 0 in every epoch", "final val acc", "status"],
                            [gradient_rows(label, runs, layers) for label, runs in variants])
-    return table
+    return table, fig
 
 
-def report_gradients(result, out_dir, data):
+def report_gradients(result, data):
     runs = result["runs"]
-    table = gradient_report(result, out_dir, "gradients", [(f"depth {runs[0]['depth']}, width {runs[0]['width']}",
-                                                            runs)])
+    table, fig = gradient_report([(f"depth {runs[0]['depth']}, width {runs[0]['width']}", runs)])
     grads = grad_matrix([r for r in runs if r["status"] == "ok"] or runs)
     n_layers = grads.shape[1]
-    seeds = ", ".join(str(r["seed"]) for r in runs)
-    cuts = [max([layer for layer, norm in enumerate(r["init_activation_norm"]) if norm == 0], default=None)
-            for r in runs]
-    observations = [f"seeds {seeds}: layers {', '.join(layer_ranges(zero_layers(r)) for r in runs)} have exactly zero "
-                    "gradient in every epoch."]
-    if all(cut is not None for cut in cuts):
-        observations.append(f"why: at initialisation the input of layer {', '.join(map(str, cuts))} (same seeds) is "
-                            "exactly 0 on every row of the first batch, since every ReLU of the layer before is off; "
-                            "nothing below that layer reaches the output, so no gradient passes below it. The exact "
-                            "zeros come from a dead layer, not from floating-point underflow.")
-    observations += ["last epoch, mean over seeds: " + ", ".join(f"layer {layer} {grads[-1, layer]:.1e}"
-                                                                for layer in (0, 30, 60, 90, 95, 99, n_layers - 1)
-                                                                if layer < n_layers)
-                     + f" (layer {n_layers - 1} is the output layer); final validation accuracy "
-                     f"{mean_std([final(r, 'val_acc') for r in runs])}."]
-    write_markdown(out_dir, "gradients", result, [table], ["gradients.png"], observations)
+    findings = [f"seeds {', '.join(str(r['seed']) for r in runs)}: layers "
+                f"{', '.join(layer_ranges(zero_layers(r)) for r in runs)} have exactly zero gradient in every epoch.",
+                dead_layer_finding(runs),
+                "last epoch, mean over seeds: " + ", ".join(f"layer {layer} {grads[-1, layer]:.1e}"
+                                                           for layer in (0, 30, 60, 90, 95, 99, n_layers - 1)
+                                                           if layer < n_layers)
+                + f" (layer {n_layers - 1} is the output layer); final validation accuracy "
+                f"{mean_std([final(r, 'val_acc') for r in runs])}."]
+    return Report([table], {"gradients.png": fig}, findings)
 
 
-def report_residual(result, out_dir, data):
+def report_residual(result, data):
     variants = [("plain", result["baseline_runs"])] + [
         (fix.replace("_", " + ").replace("batch + norm", "batch norm"), [r for r in result["runs"] if r["fix"] == fix])
         for fix in RESIDUAL_FIXES]
-    table = gradient_report(result, out_dir, "residual", variants)
-    observations = []
+    table, fig = gradient_report(variants)
+    findings = []
     for label, runs in variants:
         run = runs[0]
         text = (f"{label}: {status_text(runs)}, validation accuracy {mean_std([final(r, 'val_acc') for r in runs])}; "
@@ -781,37 +896,37 @@ def report_residual(result, out_dir, data):
                 f"(output layer), seed {run['seed']}")
         if any(r["status"] == "ok" for r in runs):
             text += f"; exactly-zero layers {layer_ranges(zero_layers(next(r for r in runs if r['status'] == 'ok')))}"
-        observations.append(text + ".")
-    write_markdown(out_dir, "residual", result, [table], ["residual.png"], observations)
+        findings.append(text + ".")
+    return Report([table], {"residual.png": fig}, findings)
 
 
-def report_implicit(result, out_dir, data):
-    meta = result["data"]
-    saved = load_states(out_dir, "implicit")
-    variants = [("raw coordinates", result["baseline_runs"], saved["baseline_states"][0]),
-                ("sin features", result["runs"], saved["states"][0])]
+def report_implicit(result, data):
+    weights = result["weights"]
+    variants = [("raw coordinates", result["baseline_runs"], weights["baseline_states"][0]),
+                ("sin features", result["runs"], weights["states"][0])]
     fig, axes = plt.subplots(1, 2, figsize=(20, 7), layout="constrained")
     for ax, (label, runs, state) in zip(axes, variants):
-        draw_map(ax, runs[0], state, data, meta, f"{label}: ")
+        draw_map(ax, runs[0], state, data, f"{label}: ")
         if ax is axes[0]:
             ax.get_legend().remove()
-    save_figure(fig, os.path.join(out_dir, "implicit.png"))
     rows = [[label, runs[0]["features"]] + [mean_std([final(r, key) for r in runs]) for key in
                                             ("train_acc", "val_acc", "test_acc", "val_loss")] + [status_text(runs)]
             for label, runs, _ in variants]
     table = markdown_table(["input", "features", "train acc", "val acc", "test acc", "val loss", "status"], rows)
     gap = [final(s, "val_acc") - final(r, "val_acc") for r, s in zip(variants[0][1], variants[1][1])
            if final(s, "val_acc") is not None and final(r, "val_acc") is not None]
-    observations = [f"sin features change validation accuracy by {mean_std(gap)} (paired by seed) against raw "
-                    f"coordinates, same depth 6 width 16 model and training.",
-                    f"features: sin(a*x) for a in {SIN_FREQUENCIES} on longitude and latitude in degrees "
-                    f"({2 * len(SIN_FREQUENCIES)} inputs)."]
-    write_markdown(out_dir, "implicit", result, [table], ["implicit.png"], observations)
+    run = result["runs"][0]
+    findings = [f"sin features change validation accuracy by {mean_std(gap)} (paired by seed) against raw "
+                f"coordinates; both models {arch_label(run)}, batch norm {'on' if run['batch_norm'] else 'off'}, "
+                f"{run['epochs']} epochs at lr {run['lr']:g}, batch {run['batch_size']}."]
+    note = (f"Features: sin(a*x) for a in {', '.join(f'{a:g}' for a in SIN_FREQUENCIES)} on longitude and latitude in "
+            f"degrees ({2 * len(SIN_FREQUENCIES)} inputs).")
+    return Report([table, note], {"implicit.png": fig}, findings)
 
 
-def report_regions(result, out_dir, data):
-    meta = result["data"]
-    states = load_states(out_dir, "regions")["states"]
+def report_regions(result, data):
+    meta = data["meta"]
+    states = result["weights"]["states"]
     resolution = result["settings"]["resolution"]
     rows = []
     for runs in group_by(result["runs"], "depth").values():
@@ -838,143 +953,43 @@ def report_regions(result, out_dir, data):
         ax.set(xlabel="longitude (degrees)", ylabel="latitude (degrees)",
                title=f"{arch_label(run)}, seed {run['seed']}: {run['regions_on_grid']} regions on the grid "
                      f"(bound {run['bound']:,})")
-    save_figure(fig, os.path.join(out_dir, "regions.png"))
-    observations = [f"{arch_label(runs[0])}: {min(r['regions_on_grid'] for r in runs)}-"
-                    f"{max(r['regions_on_grid'] for r in runs)} regions over the data's extent against a bound of "
-                    f"{runs[0]['bound']:,} for the whole plane." for runs in group_by(result["runs"], "depth").values()]
-    observations.append("each distinct on/off pattern of the hidden ReLUs is one linear region: the inputs that share "
-                        "a pattern form one convex polygon on which the network is a single affine map (batch norm "
-                        "in eval mode is affine and adds none). Counting patterns on a grid gives a lower bound: "
-                        "regions thinner than a cell, or outside the data's extent, are missed.")
-    write_markdown(out_dir, "regions", result, [table], ["regions.png"], observations)
-
-
+    findings = [f"{arch_label(runs[0])}: {min(r['regions_on_grid'] for r in runs)}-"
+                f"{max(r['regions_on_grid'] for r in runs)} regions over the data's extent against a bound of "
+                f"{runs[0]['bound']:,} for the whole plane." for runs in group_by(result["runs"], "depth").values()]
+    note = ("Each distinct on/off pattern of the hidden ReLUs is one linear region: the inputs that share a pattern "
+            "form one convex polygon on which the network is a single affine map (batch norm in eval mode is affine "
+            "and adds none). Counting patterns on a grid gives a lower bound: regions thinner than a cell, or outside "
+            "the data's extent, are missed.")
+    return Report([table, note], {"regions.png": fig}, findings)
 # ----------------------------------------------------------------------------- questions
 
-SECTION_61 = dict(lr=1e-3, batch_size=256, depth=6, width=16, batch_norm=False)  # the exercise skeleton's defaults
-SECTION_62 = dict(lr=1e-3, epochs=50, batch_size=128, depth=6, width=16, batch_norm=True)  # the report's choice
+SECTION_61 = dict(seed=42, seeds=3, lr=1e-3, batch_size=256, depth=6, width=16, batch_norm=False)  # the skeleton's
+SECTION_62 = dict(seed=42, seeds=3, lr=1e-3, epochs=50, batch_size=128, depth=6, width=16, batch_norm=True)  # report's
 GRADIENTS = dict(SECTION_61, epochs=10, depth=100, width=4)
-QUESTIONS = {
-    # protocol: the settings SPEC.md gives; baseline: (question, which of its runs) shown beside this one, not
-    # retrained; keeps_models: the trained weights are saved (.pt) because the report draws from them
-    "lr": dict(title="6.1.1 Learning rate", train=train_lr, report=report_lr,
-               protocol=dict(lrs=[1, 0.2, 0.01, 0.001, 0.0005, 0.00001], epochs=50, batch_size=256, depth=6, width=16,
-                             batch_norm=False)),
-    "epochs": dict(title="6.1.2 Training for longer (no batch norm)", train=train_epochs, report=report_epochs,
-                   protocol=dict(SECTION_61, epochs=100)),
-    "batchnorm": dict(title="6.1.3 Batch norm (compared with 6.1.2)", train=train_epochs, report=report_batchnorm,
-                      protocol=dict(SECTION_61, epochs=100, batch_norm=True), baseline=("epochs", {})),
-    "batch_size": dict(title="6.1.4 Batch size", train=train_batch_size, report=report_batch_size,
-                       protocol=dict(SECTION_61, batch_sizes=[1, 16, 128, 1024], batch_size_epochs=[1, 10, 50, 50])),
-    "depth_width": dict(title="6.2.1-6.2.4 Depth and width", train=train_depth_width, report=report_depth_width,
-                        keeps_models=True,
-                        protocol=dict(SECTION_62, architectures=[[1, 16], [2, 16], [6, 16], [10, 16], [6, 8], [6, 32],
-                                                                 [6, 64]])),
-    "gradients": dict(title="6.2.5 Vanishing gradients", train=train_gradients, report=report_gradients,
-                      protocol=GRADIENTS),
-    "residual": dict(title="6.2.6 Fixing the vanishing gradients (bonus)", train=train_residual,
-                     report=report_residual, protocol=GRADIENTS, baseline=("gradients", {})),
-    "implicit": dict(title="6.2.7 Implicit representation: sin features (bonus)", train=train_implicit,
-                     report=report_implicit, protocol=dict(SECTION_62, features="sin"), keeps_models=True,
-                     baseline=("depth_width", {"depth": 6, "width": 16})),
-    "regions": dict(title="Linear regions of the trained ReLU nets (beyond the report)", train=train_regions,
-                    report=report_regions, keeps_models=True,
-                    protocol=dict(architectures=[[1, 16], [2, 16]], resolution=2000)),
-}
-CODE_VERSION = {"lr": 1, "epochs": 1, "batchnorm": 1, "batch_size": 1, "depth_width": 1, "gradients": 1,
-                "residual": 1, "implicit": 1, "regions": 1}  # bump one when a change alters that question's numbers
-
-
-def depends_on(name):
-    """The question whose saved runs or models this one reads, if any."""
-    return "depth_width" if name == "regions" else QUESTIONS[name].get("baseline", (None,))[0]
-
-
-FLAG_SETTINGS = ("lr", "lrs", "epochs", "batch_size", "batch_sizes", "batch_size_epochs", "depth", "width",
-                 "architectures", "resolution")
-
-
-def settings_for(args, name):
-    """The protocol's settings for a question, with the flags the user set on top."""
-    settings = dict(QUESTIONS[name]["protocol"])
-    for key in FLAG_SETTINGS:
-        value = getattr(args, key)
-        if value is not None and key in settings:
-            settings[key] = value
-    if args.batch_norm is not None and "batch_norm" in settings and name != "batchnorm":
-        settings["batch_norm"] = args.batch_norm == "on"
-    if args.quick:
-        if "epochs" in settings:
-            settings["epochs"] = min(settings["epochs"], 2)
-        if "batch_size_epochs" in settings:
-            settings["batch_size_epochs"] = [1] * len(settings["batch_sizes"])
-        if "resolution" in settings:
-            settings["resolution"] = min(settings["resolution"], 200)
-    if len(settings.get("batch_sizes", [])) != len(settings.get("batch_size_epochs", [])):
-        raise UserError("--batch-sizes and --batch-size-epochs need the same number of values")
-    if settings.get("batch_norm") and min(settings.get("batch_sizes", [settings.get("batch_size", 2)])) < 2:
-        raise UserError("batch norm needs a batch size of at least 2 (BatchNorm1d cannot train on one sample)")
-    return settings
-
-
-def config_for(args, name, meta):
-    """Everything a question's numbers depend on: its cache key."""
-    config = {"question": name, "code_version": CODE_VERSION[name], "data": meta["digest"], "quick": args.quick,
-              "seeds": seeds_of(args), "device": args.device.type, **settings_for(args, name)}
-    if depends_on(name):  # a change there must redo this one too
-        config["depends_on"] = config_for(args, depends_on(name), meta)
-    return config
-
-
-def load_states(out_dir, name):
-    path = os.path.join(out_dir, f"{name}.pt")
-    try:
-        return torch.load(path, map_location="cpu")
-    except FileNotFoundError:
-        raise UserError(f"{path}: no saved models; run the question without --replot first") from None
-    except Exception as e:  # a truncated or foreign file: torch raises several types
-        raise UserError(f"{path}: unreadable saved models ({e}); rerun the question with --force") from None
-
-
-def saved_config(path):
-    """The config stored in a question's .pt, or None when it is missing or unreadable."""
-    try:
-        return torch.load(path, map_location="cpu")["config"]
-    except Exception:
-        return None
-
-
-def get_result(args, name, data, meta, force):
-    """The question's saved result if its config matches, else train it and save it (.json, and .pt with the
-    trained weights when its report draws from them)."""
-    config = config_for(args, name, meta)
-    path = os.path.join(args.out, "mlp", f"{name}.json")
-    keeps_models = QUESTIONS[name].get("keeps_models", False)
-    models_path = os.path.join(args.out, "mlp", f"{name}.pt")
-    cached = None if force else load_cached(path, config)
-    if cached is not None and (not keeps_models or saved_config(models_path) == config):
-        print(f"{name}: reusing {path} (same settings; --force retrains)")
-        return cached
-    start = time.perf_counter()
-    runs, states = QUESTIONS[name]["train"](args, data, meta, config)
-    result = {"question": name, "config": config, "settings": settings_for(args, name), "data": meta,
-              "versions": library_versions(),
-              "device": torch.cuda.get_device_name(args.device) if args.device.type == "cuda" else "cpu",
-              "wall_s": round(time.perf_counter() - start, 2), "runs": runs}
-    saved = {"config": config, "states": states}
-    if "baseline" in QUESTIONS[name]:
-        source, match = QUESTIONS[name]["baseline"]
-        source_runs = get_result(args, source, data, meta, force=False)["runs"]
-        keep = [i for i, run in enumerate(source_runs) if all(run[k] == v for k, v in match.items())]
-        result["baseline"] = source
-        result["baseline_runs"] = [source_runs[i] for i in keep]
-        if keeps_models:
-            source_states = load_states(os.path.join(args.out, "mlp"), source)["states"]
-            saved["baseline_states"] = [source_states[i] for i in keep]
-    if keeps_models:
-        save_torch(models_path, saved)
-    save_json(path, result)
-    return result
+ARCHITECTURES = [[1, 16], [2, 16], [6, 16], [10, 16], [6, 8], [6, 32], [6, 64]]
+QUESTIONS = [
+    Question("lr", "6.1.1", "Learning rate", dict(SECTION_61, lrs=[1, 0.2, 0.01, 0.001, 0.0005, 0.00001], epochs=50),
+             train_lr, report_lr),
+    Question("epochs", "6.1.2", "Training for longer (no batch norm)", dict(SECTION_61, epochs=100), train_epochs,
+             report_epochs),
+    Question("batchnorm", "6.1.3", "Batch norm (compared with 6.1.2)",
+             {k: v for k, v in dict(SECTION_61, epochs=100).items() if k != "batch_norm"}, train_batchnorm,
+             report_batchnorm, reads=("epochs",)),
+    Question("batch_size", "6.1.4", "Batch size",
+             {k: v for k, v in dict(SECTION_61, batch_sizes=[1, 16, 128, 1024], batch_size_epochs=[1, 10, 50, 50])
+              .items() if k != "batch_size"}, train_batch_size, report_batch_size),
+    Question("depth_width", "6.2.1-6.2.4", "Depth and width",
+             {k: v for k, v in dict(SECTION_62, architectures=ARCHITECTURES).items() if k not in ("depth", "width")},
+             train_depth_width, report_depth_width),
+    Question("gradients", "6.2.5", "Vanishing gradients", GRADIENTS, train_gradients, report_gradients),
+    Question("residual", "6.2.6", "Fixing the vanishing gradients (bonus)", GRADIENTS, train_residual,
+             report_residual, reads=("gradients",)),
+    Question("implicit", "6.2.7", "Implicit representation: sin features (bonus)", dict(SECTION_62, features="sin"),
+             train_implicit, report_implicit, reads=("depth_width",)),
+    Question("regions", "", "Linear regions of the trained ReLU nets (beyond the report)",
+             dict(architectures=[[1, 16], [2, 16]], resolution=2000), train_regions, report_regions,
+             reads=("depth_width",)),
+]
 
 
 def architecture(text):
@@ -986,81 +1001,49 @@ def architecture(text):
     return [depth, width]
 
 
-def parse_args(argv):
-    parser = ArgumentParser(description=__doc__, formatter_class=RawDescriptionHelpFormatter)
-    parser.add_argument("--question", required=True, choices=list(QUESTIONS) + ["all"],
-                        help="which experiment: lr (6.1.1), epochs (6.1.2), batchnorm (6.1.3), batch_size (6.1.4), "
-                             "depth_width (6.2.1-6.2.4), gradients (6.2.5), residual (6.2.6), implicit (6.2.7), "
-                             "regions (linear regions of the trained depth 1 and 2 nets), or all")
-    parser.add_argument("--data-dir", default=DEFAULT_DATA,
-                        help="folder with train.csv, validation.csv, test.csv (columns long, lat, country; optional "
-                             "countries.csv with id,iso,name for legends). Default: the embedded data/europe")
-    parser.add_argument("--out", default="results", help="results folder; outputs go to OUT/mlp/ (default: results)")
-    parser.add_argument("--seeds", type=int, default=3,
-                        help="number of seeds per setting, starting at --seed (default 3: 42, 43, 44; 1 = the "
-                             "exercise's single run)")
-    parser.add_argument("--seed", type=int, default=42, help="first seed (default 42)")
-    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda (default auto)")
-    parser.add_argument("--lr", type=float, help="SGD learning rate of every question but lr (protocol: 0.001)")
-    parser.add_argument("--lrs", type=float, nargs="+", help="learning rates of the lr question "
-                                                              "(protocol: 1 0.2 0.01 0.001 0.0005 0.00001)")
-    parser.add_argument("--epochs", type=int, help="epochs (protocol: lr 50, epochs and batchnorm 100, 6.2 50, "
-                                                   "gradients and residual 10)")
-    parser.add_argument("--batch-size", type=int, help="batch size (protocol: 256 in 6.1 and gradients, 128 in 6.2)")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", help="batch sizes of the batch_size question "
-                                                                   "(protocol: 1 16 128 1024)")
-    parser.add_argument("--batch-size-epochs", type=int, nargs="+",
-                        help="epochs for each of --batch-sizes (protocol: 1 10 50 50)")
-    parser.add_argument("--depth", type=int, help="hidden layers, the input layer included (protocol: 6; gradients "
-                                                  "and residual 100)")
-    parser.add_argument("--width", type=int, help="units per hidden layer (protocol: 16; gradients and residual 4)")
-    parser.add_argument("--architectures", type=architecture, nargs="+", metavar="DxW",
-                        help="depth_width models (protocol: 1x16 2x16 6x16 10x16 6x8 6x32 6x64); regions models "
-                             "(protocol: 1x16 2x16, taken from depth_width's)")
-    parser.add_argument("--batch-norm", choices=["on", "off"],
-                        help="BatchNorm1d between each hidden Linear and its ReLU (protocol: off in 6.1 and "
-                             "gradients, on in 6.2; batchnorm is always on)")
-    parser.add_argument("--resolution", type=int, help="grid cells per side for counting regions (protocol: 2000)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="CPU threads for torch (default 1: these small models are bound by per-operation "
-                             "overhead, and more threads only add synchronisation, or stall on a busy machine)")
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny budget (2,000 training rows, at most 2 epochs) for tests; never for results/")
-    parser.add_argument("--force", action="store_true", help="retrain even if a saved result has the same settings")
-    parser.add_argument("--replot", action="store_true",
-                        help="redraw figures and tables from the saved .json and .pt, no training")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
-    args = parser.parse_args(argv)
-    positive = {"--seeds": args.seeds, "--lr": args.lr, "--epochs": args.epochs, "--batch-size": args.batch_size,
-                "--depth": args.depth, "--width": args.width, "--resolution": args.resolution,
-                "--threads": args.threads}
-    for flag, value in positive.items():
-        if value is not None and not value > 0:
-            raise UserError(f"{flag} must be positive, got {value}")
-    for flag, values in {"--lrs": args.lrs, "--batch-sizes": args.batch_sizes, "--batch-size-epochs":
-                         args.batch_size_epochs, "--architectures": args.architectures}.items():
-        if values is not None and not all(v > 0 for v in np.ravel(values)):
-            raise UserError(f"{flag} values must be positive, got {values}")
-    return args
+def on_off(text):
+    if text not in ("on", "off"):
+        raise UserError(f"--batch-norm {text}: expected on or off")
+    return text == "on"
 
 
-def main(argv):
-    args = parse_args(argv)
-    args.device = pick_device(args.device)
-    if args.device.type == "cpu":
-        torch.set_num_threads(args.threads)
-    names = list(QUESTIONS) if args.question == "all" else [args.question]
-    out_dir = os.path.join(args.out, "mlp")
-    data, meta = load_data(args.data_dir, args.device, args.quick)
-    for name in names:
-        if args.replot:
-            result = load_result(os.path.join(out_dir, f"{name}.json"))
-        else:
-            result = get_result(args, name, data, meta, force=args.force)
-        QUESTIONS[name]["report"](result, out_dir, data)
-        print(f"{name}: wrote {os.path.join(out_dir, name)}.{{png,md,json}}")
+SETTINGS = [
+    Setting("seeds", "runs per setting, seeds SEED, SEED+1, ... (1 = the exercise's single run)", dict(type=int)),
+    Setting("lr", "SGD learning rate", dict(type=float)),
+    Setting("lrs", "learning rates of the lr sweep", dict(type=float, nargs="+")),
+    Setting("epochs", "epochs", dict(type=int)),
+    Setting("batch_size", "batch size", dict(type=int)),
+    Setting("batch_sizes", "batch sizes compared", dict(type=int, nargs="+")),
+    Setting("batch_size_epochs", "epochs for each of --batch-sizes", dict(type=int, nargs="+")),
+    Setting("depth", "hidden layers, the input layer included", dict(type=int)),
+    Setting("width", "units per hidden layer", dict(type=int)),
+    Setting("architectures", "models, each DEPTHxWIDTH", dict(type=architecture, nargs="+", metavar="DxW"),
+            show=lambda archs: " ".join(f"{d}x{w}" for d, w in archs)),
+    Setting("batch_norm", "BatchNorm1d between each hidden Linear and its ReLU",
+            dict(type=on_off, metavar="on|off"), check=None),
+    Setting("resolution", "grid cells per side for counting regions", dict(type=int)),
+]
 
+
+def resolve(settings, quick):
+    """The --quick budget (at most 2 epochs, 1 per batch size, a 200-cell grid), then the checks across settings."""
+    if quick:
+        caps = {"epochs": 2, "resolution": 200}
+        settings = {key: min(value, caps[key]) if key in caps else value for key, value in settings.items()}
+        if "batch_size_epochs" in settings:
+            settings["batch_size_epochs"] = [1] * len(settings["batch_size_epochs"])
+    if len(settings.get("batch_sizes", [])) != len(settings.get("batch_size_epochs", [])):
+        raise UserError("--batch-sizes and --batch-size-epochs need the same number of values")
+    if settings.get("batch_norm") and min(settings.get("batch_sizes", [settings.get("batch_size", 2)])) < 2:
+        raise UserError("batch norm needs a batch size of at least 2 (BatchNorm1d cannot train on one sample)")
+    return settings
+
+
+SCRIPT = common.Script(
+    name="mlp", doc=__doc__, questions=QUESTIONS, settings=SETTINGS, load_data=load_data, resolve=resolve,
+    data_help="folder with train.csv, validation.csv, test.csv (columns long, lat, country; optional countries.csv "
+              "with id,iso,name for legends). Default: the embedded data/europe",
+    threads=1)
 
 if __name__ == "__main__":
-    run_main(main)
+    common.main(SCRIPT)

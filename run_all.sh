@@ -2,20 +2,22 @@
 # Run every question of the study, then write the report results/README.md and results/manifest.json.
 #
 #   bash run_all.sh                                   # embedded data, full protocol, 3 seeds
-#   bash run_all.sh --mlp-data ../shared/data/europe-course --cnn-data /data/whichfaceisreal
+#   bash run_all.sh --mlp-data PATH/TO/COURSE_CSVS --cnn-data /data/whichfaceisreal
 #   bash run_all.sh --force                           # retrain even what is cached
+#   PYTHON=/path/to/venv/bin/python bash run_all.sh   # a Python other than the `python` on PATH
 #
-# A question that fails does not stop the others; the failures are listed at the end and the exit
-# code is 1. Cached questions (same settings, same data, same code version) are reused, so a run
-# that was interrupted picks up where it stopped.
+# The questions and their order come from the scripts (`mlp.py --list`, `cnn.py --list`). A question
+# that fails does not stop the others; the failures are listed at the end and the exit code is 1.
+# Cached questions (same settings, data and code) are reused, so a run that was interrupted picks up
+# where it stopped.
 set -euo pipefail
 
 usage() {
   cat <<'EOF'
 usage: bash run_all.sh [--mlp-data DIR] [--cnn-data DIR] [--cnn-weights W] [--out DIR] [--seeds N]
-                       [--device D] [--image-size N] [--cache-dir DIR] [--jobs 1|2] [--section 6|7|all]
+                       [--device D] [--image-size N] [--cache-dir DIR] [--jobs N] [--section 6|7|all]
                        [--force] [--quick]
-  --mlp-data DIR    Section 6 CSV folder (default: the embedded data/europe)
+  --mlp-data DIR    Section 6 CSV folder: train.csv, validation.csv, test.csv (default: the embedded data/europe)
   --cnn-data DIR    Section 7 ImageFolder (default: the generated real-vs-fake demo set)
   --cnn-weights W   pretrained ResNet18 for Section 7: imagenet, none or a state-dict file (default imagenet)
   --out DIR         results folder (default: results next to this script)
@@ -23,14 +25,16 @@ usage: bash run_all.sh [--mlp-data DIR] [--cnn-data DIR] [--cnn-weights W] [--ou
   --device D        auto, cpu or cuda (default auto)
   --image-size N    Section 7 image size (default: 224 on real data, 96 on the demo set; see README)
   --cache-dir DIR   Section 7's demo images and decoded-tensor cache (default: cache/ next to this script)
-  --jobs N          Section 6 questions run in N parallel lanes, 1 or 2 (default 2)
+  --jobs N          Section 6 runs in N parallel lanes, balanced by each question's last wall time (default 2)
   --section S       run only Section 6 (mlp.py) or 7 (cnn.py); the report covers what exists (default all)
   --force           retrain every question even if a saved result matches
   --quick           the scripts' tiny test budget (for tests; never for results/)
+Environment: PYTHON, the interpreter that runs the scripts (default: python).
 EOF
 }
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+python="${PYTHON:-python}"
 out="$here/results"
 mlp_data="" cnn_data="" cnn_weights=imagenet cache_dir="$here/cache" image_size="" seeds=3 device=auto jobs=2
 section=all force=() quick=()
@@ -52,7 +56,7 @@ while [ $# -gt 0 ]; do
     *) echo "run_all.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
   esac
 done
-case "$jobs" in 1|2) ;; *) echo "run_all.sh: --jobs must be 1 or 2" >&2; exit 2 ;; esac
+case "$jobs" in ''|*[!0-9]*|0) echo "run_all.sh: --jobs must be a positive whole number" >&2; exit 2 ;; esac
 case "$section" in 6|7|all) ;; *) echo "run_all.sh: --section must be 6, 7 or all" >&2; exit 2 ;; esac
 
 [ -f "$cnn_weights" ] && cnn_weights="$(cd "$(dirname "$cnn_weights")" && pwd)/$(basename "$cnn_weights")"
@@ -76,53 +80,57 @@ mkdir -p "$logs"
 times="$logs/times.tsv"
 : > "$times"
 start_all=$(date +%s.%N)
+failures=()
 
-# run SCRIPT QUESTION: run one question, log to a file, print and record its wall time and status.
+# run SCRIPT LOG QUESTION...: run the questions in one process (each appends its wall time and status to
+# $times), log to LOG, and say how it went.
 run() {
-  local script="$1" question="$2" key="${1%.py}/$2" start end status
+  local script="$1" log="$logs/$2.log" start
+  shift 2
   local args=("${mlp_args[@]}")
   [ "$script" = cnn.py ] && args=("${cnn_args[@]}")
   start=$(date +%s.%N)
-  if python "$script" --question "$question" "${args[@]}" > "$logs/${key//\//_}.log" 2>&1; then
-    status=ok
+  if "$python" "$script" --question "$@" "${args[@]}" --times "$times" > "$log" 2>&1; then
+    printf '%-8s %7s s  ok      %s\n' "${script%.py}" "$(elapsed "$start" "$(date +%s.%N)")" "$*"
   else
-    status=failed
-  fi
-  end=$(date +%s.%N)
-  printf '%s\t%s\t%s\n' "$key" "$(elapsed "$start" "$end")" "$status" >> "$times"
-  printf '%-22s %7s s  %s\n' "$key" "$(elapsed "$start" "$end")" "$status"
-  if [ "$status" = failed ]; then
-    sed 's/^/    | /' "$logs/${key//\//_}.log" | tail -n 5
+    printf '%-8s %7s s  FAILED  %s (log: %s)\n' "${script%.py}" "$(elapsed "$start" "$(date +%s.%N)")" "$*" "$log"
+    sed 's/^/    | /' "$log" | tail -n 5
+    return 1
   fi
 }
 
-# Two lanes of about equal length; a question that reads another's models follows it in its lane.
-lane_a() { run mlp.py depth_width; run mlp.py implicit; run mlp.py regions; run mlp.py lr; }
-lane_b() { run mlp.py epochs; run mlp.py batchnorm; run mlp.py batch_size; run mlp.py gradients; run mlp.py residual; }
 echo "logs in $logs"
 if [ "$section" != 7 ]; then
-  echo "Section 6"
-  if [ "$jobs" = 2 ]; then
-    lane_a & lane_b & wait
-  else
-    lane_a; lane_b
-  fi
+  # The lanes come from mlp.py: a question shares the lane of the questions it reads, and the lanes are
+  # balanced by each question's last wall time.
+  "$python" mlp.py --lanes "$jobs" --out "$out" > "$logs/lanes.txt"
+  echo "Section 6 in $(wc -l < "$logs/lanes.txt") lane(s)"
+  pids=()
+  lane=0
+  while read -r questions; do
+    lane=$((lane + 1))
+    # shellcheck disable=SC2086  # one word per question
+    run mlp.py "mlp_lane$lane" $questions &
+    pids+=($!)
+  done < "$logs/lanes.txt"
+  for pid in "${pids[@]}"; do wait "$pid" || failures+=("Section 6, see its lane's log"); done
+else
+  : > "$logs/lanes.txt"
 fi
 if [ "$section" != 6 ]; then
   echo "Section 7"
-  for question in xgb scratch linear_probe sklearn_probe finetune summary mistakes; do
-    run cnn.py "$question"
-  done
+  run cnn.py cnn all || failures+=("Section 7, see logs/cnn.log")
 fi
 
 total=$(elapsed "$start_all" "$(date +%s.%N)")
-python common.py report --out "$out" --times "$times" --total "$total" --seeds "$seeds" \
-  --mlp-data "${mlp_data:-embedded}" --cnn-data "${cnn_data:-embedded}" --image-size "${image_size:-224}"
+"$python" common.py report --scripts mlp cnn --out "$out" --times "$times" --lanes "$logs/lanes.txt" \
+  --total "$total" --seeds "$seeds" --mlp-data "${mlp_data:-embedded}" --cnn-data "${cnn_data:-embedded}" \
+  --image-size "${image_size:-224}"
 echo "total $total s; report: $out/README.md"
 
-failures=$(awk -F'\t' '$3 != "ok" {print $1}' "$times")
-if [ -n "$failures" ]; then
-  echo "failed questions (logs in $logs):"
-  echo "$failures" | sed 's/^/  /'
+if [ ${#failures[@]} -gt 0 ] || grep -q $'\tfailed$' "$times"; then
+  echo "failed (logs in $logs):"
+  awk -F'\t' '$3 != "ok" {print "  " $1}' "$times"
+  printf '  %s\n' ${failures[@]+"${failures[@]}"}
   exit 1
 fi

@@ -69,23 +69,40 @@ def test_mlp_layers_match_protocol(batch_norm):
 # ----------------------------------------------------------------------------- the lockstep loop
 
 def reference_sgd(build, seed, lr, data, epochs, batch_size):
-    """The exercise's way: one model, torch.optim.SGD, the same init and batch order as train_lockstep."""
+    """The exercise's way: one model, torch.optim.SGD, the same init and batch order as train_lockstep. Returns the
+    model, ||grad W||^2 per step and Linear layer, and the history the skeleton records, computed here."""
     common.seed_everything(seed)
     model = build()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     X, y = data["train"]
     grad_sq = []
+    history = {key: [] for key in ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc",
+                                   "step_loss")}
     for _ in range(epochs):
         order = torch.randperm(len(y), generator=generator)
         model.train()
+        losses, correct = [], 0
         for i in range(0, len(y), batch_size):
             idx = order[i:i + batch_size]
             optimizer.zero_grad()
-            F.cross_entropy(model(X[idx]), y[idx]).backward()
+            logits = model(X[idx])
+            loss = F.cross_entropy(logits, y[idx])
+            loss.backward()
             grad_sq.append([m.weight.grad.pow(2).sum().item() for m in model.modules() if isinstance(m, nn.Linear)])
             optimizer.step()
-    return model, np.array(grad_sq)
+            losses.append(loss.item())
+            correct += (logits.argmax(1) == y[idx]).sum().item()
+        history["train_loss"].append(np.mean(losses))
+        history["train_acc"].append(correct / len(y))
+        history["step_loss"] += losses
+        model.eval()
+        with torch.no_grad():
+            for split in ("val", "test"):
+                logits = model(data[split][0])
+                history[f"{split}_loss"].append(F.cross_entropy(logits, data[split][1]).item())
+                history[f"{split}_acc"].append((logits.argmax(1) == data[split][1]).float().mean().item())
+    return model, np.array(grad_sq), history
 
 
 @pytest.mark.parametrize("batch_norm", [False, True])
@@ -94,20 +111,20 @@ def test_lockstep_equals_torch_sgd(batch_norm):
     build = lambda: mlp.MLP(2, 4, depth=3, width=8, batch_norm=batch_norm)  # noqa: E731
     runs = [{"seed": 1, "lr": 0.1}, {"seed": 2, "lr": 0.03}, {"seed": 1, "lr": 0.01}]
     results, states = common.train_lockstep(build, runs, data, epochs=2, batch_size=32, device=torch.device("cpu"),
-                                            record_grads=True, quiet=True)
+                                            record_grads=True, record_steps=True, quiet=True)
     for run, result, state in zip(runs, results, states):
-        model, grad_sq = reference_sgd(build, run["seed"], run["lr"], data, epochs=2, batch_size=32)
+        model, grad_sq, expected = reference_sgd(build, run["seed"], run["lr"], data, epochs=2, batch_size=32)
         for name, value in model.state_dict().items():
             assert torch.allclose(state[name].float(), value.float(), atol=1e-5), name
+        # every per-epoch record, and the loss of every step (stored to 4 significant digits)
+        history = result["history"]
+        for key in ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"):
+            assert history[key] == pytest.approx(expected[key], abs=1e-5), key
+        assert history["step_loss"] == pytest.approx(expected["step_loss"], rel=1e-3)
         # the gradient hook: per-epoch mean of ||grad W||^2 per Linear layer
         steps = grad_sq.shape[0] // 2
-        expected = [grad_sq[:steps].mean(0), grad_sq[steps:].mean(0)]
-        assert np.allclose(result["history"]["grad_sq_norm"], expected, rtol=1e-4, atol=1e-9)
-        # eval-mode validation loss, recomputed independently
-        model.eval()
-        with torch.no_grad():
-            val_loss = F.cross_entropy(model(data["val"][0]), data["val"][1]).item()
-        assert result["history"]["val_loss"][-1] == pytest.approx(val_loss, abs=1e-5)
+        assert np.allclose(history["grad_sq_norm"], [grad_sq[:steps].mean(0), grad_sq[steps:].mean(0)], rtol=1e-4,
+                           atol=1e-9)
 
 
 def test_divergence_is_isolated():
@@ -144,6 +161,35 @@ def test_residual_skip_sits_around_each_hidden_layer_but_the_first():
     assert torch.allclose(model(x), model.out(h))
 
 
+def linear_layers(model):
+    """Every nn.Linear's (W, b) as float64 numpy arrays, in order."""
+    return [(m.weight.detach().double().numpy(), m.bias.detach().double().numpy()) for m in model.modules()
+            if isinstance(m, nn.Linear)]
+
+
+def numpy_backprop(layers, X, y):
+    """A ReLU MLP without batch norm by hand: the input of every Linear layer, every hidden pre-activation, and
+    ||dL/dW||^2 of every layer for the mean cross-entropy."""
+    inputs, pre = [], []
+    h = np.asarray(X, dtype=float)
+    for i, (W, b) in enumerate(layers):
+        inputs.append(h)
+        z = h @ W.T + b
+        if i < len(layers) - 1:
+            pre.append(z)
+            z = np.maximum(z, 0)
+        h = z
+    p = np.exp(h - h.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    delta = (p - np.eye(h.shape[1])[y]) / len(y)
+    grad_sq = [0.0] * len(layers)
+    for i in reversed(range(len(layers))):
+        grad_sq[i] = np.sum((delta.T @ inputs[i]) ** 2)
+        if i > 0:
+            delta = (delta @ layers[i][0]) * (pre[i - 1] > 0)
+    return inputs, pre, grad_sq
+
+
 def test_gradient_record_equals_hand_computation():
     """A 3-Linear ReLU net with chosen weights, one full-batch step: ||grad W||^2 per layer by explicit backprop."""
     W = [np.array([[1.0, -0.5], [0.3, 0.8]]), np.array([[0.7, -0.2], [0.4, 0.9]]), np.array([[0.5, -1.0], [-0.3, 0.6]])]
@@ -162,20 +208,55 @@ def test_gradient_record_equals_hand_computation():
     data = {split: (torch.tensor(X, dtype=torch.float32), torch.tensor(y)) for split in ("train", "val", "test")}
     result, _ = common.train_lockstep(build, [{"seed": 0, "lr": 0.1}], data, epochs=1, batch_size=4,
                                       device=torch.device("cpu"), record_grads=True, quiet=True)
-    # forward
-    z1 = X @ W[0].T + b[0]
-    h1 = np.maximum(z1, 0)
-    z2 = h1 @ W[1].T + b[1]
-    h2 = np.maximum(z2, 0)
-    logits = h2 @ W[2].T + b[2]
-    p = np.exp(logits - logits.max(1, keepdims=True))
-    p /= p.sum(1, keepdims=True)
-    # backward of the mean cross-entropy
-    d3 = (p - np.eye(2)[y]) / len(y)
-    d2 = (d3 @ W[2]) * (z2 > 0)
-    d1 = (d2 @ W[1]) * (z1 > 0)
-    expected = [np.sum((d1.T @ X) ** 2), np.sum((d2.T @ h1) ** 2), np.sum((d3.T @ h2) ** 2)]
+    expected = numpy_backprop(list(zip(W, b)), X, y)[2]
     assert np.allclose(result[0]["history"]["grad_sq_norm"][0], expected, rtol=1e-5)
+
+
+def test_init_diagnostics_equal_hand_computation():
+    """The dead-layer diagnosis stands on init_diagnostics: the activation norm entering each layer and the first
+    step's ||grad W||^2, on the first batch of the run. A narrow deep net (width 2) has layers that are dead at
+    initialisation, so exact zeros are compared too."""
+    arch = dict(depth=12, width=2, batch_norm=False, residual=False, features="raw")
+    X, y = torch.randn(200, 2, generator=torch.Generator().manual_seed(0)) * 20, torch.arange(200) % 3
+    diagnostics = mlp.init_diagnostics(arch, 3, seed=0, X=X, y=y, batch_size=64)
+    common.seed_everything(0)
+    layers = linear_layers(mlp.build_model(arch, 3))
+    first_batch = torch.randperm(200, generator=torch.Generator().manual_seed(0))[:64]
+    inputs, _, grad_sq = numpy_backprop(layers, X[first_batch].double().numpy(), y[first_batch].numpy())
+    norms = [np.linalg.norm(h, axis=1).mean() for h in inputs]
+    assert diagnostics["init_activation_norm"] == pytest.approx(norms, rel=1e-4, abs=1e-6)
+    assert diagnostics["first_step_grad_sq_norm"] == pytest.approx(grad_sq, rel=1e-3, abs=1e-12)
+    assert [n == 0 for n in diagnostics["init_activation_norm"]] == [n == 0 for n in norms]
+    assert any(n == 0 for n in norms)  # this seed does have a dead layer, so the zeros were compared
+
+
+def test_dead_relu_fraction_equals_hand_computation():
+    torch.manual_seed(3)
+    model = mlp.MLP(2, 3, depth=3, width=6)
+    with torch.no_grad():
+        model.hidden[1][0].bias[:2] = -100.0  # two units of layer 1 off for every input
+    X = torch.randn(300, 2)
+    _, pre, _ = numpy_backprop(linear_layers(model), X.double().numpy(), np.zeros(300, dtype=int))
+    expected = [float((z <= 0).all(0).mean()) for z in pre]
+    assert mlp.dead_relu_fraction(model, X) == pytest.approx(expected)
+    assert expected[1] >= 2 / 6
+
+
+def test_region_count_at_depth_2_equals_hand_computation():
+    """Regions of a depth-2 net on a grid: the distinct on/off patterns of both hidden layers, by numpy."""
+    torch.manual_seed(7)
+    model = mlp.MLP(2, 3, depth=2, width=5)
+    extent, resolution = (-3.0, 3.0, -2.0, 2.0), 150
+    regions = mlp.activation_regions(model, extent, resolution)
+    xs, ys = np.linspace(extent[0], extent[1], resolution), np.linspace(extent[2], extent[3], resolution)
+    grid_x, grid_y = np.meshgrid(xs, ys)
+    points = np.stack([grid_x.ravel(), grid_y.ravel()], axis=1)
+    _, pre, _ = numpy_backprop(linear_layers(model), points, np.zeros(len(points), dtype=int))
+    patterns = np.concatenate([z > 0 for z in pre], axis=1)
+    _, expected = np.unique(patterns, axis=0, return_inverse=True)
+    assert regions.max() + 1 == expected.max() + 1 > 10
+    pairs = set(zip(regions.ravel().tolist(), expected.ravel().tolist()))
+    assert len(pairs) == expected.max() + 1  # the same partition of the grid, one label for the other
 
 
 def test_prediction_map_colors_grid_by_argmax():
@@ -225,7 +306,8 @@ def test_sin_features():
 
 def test_loader_reads_course_format_and_maps_labels(tmp_path, capsys):
     folder = write_csv_dir(tmp_path / "course", header=("", "long", "lat", "country"), labels=(5, 10, 20, 7))
-    data, meta = mlp.load_data(folder, torch.device("cpu"))
+    data = mlp.read_data(folder, torch.device("cpu"))
+    meta = data["meta"]
     assert meta["n_classes"] == 4 and meta["rows"] == {"train": 300, "val": 80, "test": 80}
     assert sorted(data["train"][1].unique().tolist()) == [0, 1, 2, 3]
     assert "mapped onto 0..3" in capsys.readouterr().out
@@ -240,7 +322,7 @@ def test_loader_uses_country_names(tmp_path):
     folder = write_csv_dir(tmp_path / "named")
     with open(os.path.join(folder, "countries.csv"), "w") as f:
         f.write("id,iso,name\n0,AA,Aland\n1,BB,Bland\n2,CC,Cland\n3,DD,Dland\n")
-    _, meta = mlp.load_data(folder, torch.device("cpu"))
+    meta = mlp.read_data(folder, torch.device("cpu"))["meta"]
     assert meta["class_names"] == ["Aland", "Bland", "Cland", "Dland"] and meta["label_note"] is None
 
 
@@ -289,19 +371,30 @@ def break_unseen_class(folder):
     return "test.csv: class(es) 9 do not appear in train.csv"
 
 
-def one_line_error(proc, expected):
-    lines = proc.stderr.strip().splitlines()
-    return proc.returncode != 0 and len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0]
+def in_process(script, argv, capsys):
+    """A script's command line run in this process, as the script runs it: (exit code, stdout, stderr)."""
+    try:
+        common.main(script, argv)
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def one_line_error(code, err, expected):
+    lines = err.strip().splitlines()
+    return code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0]
 
 
 @pytest.mark.parametrize("breaker", [break_missing_folder, break_missing_file, break_missing_column, break_nan,
                                      break_inf, break_non_numeric, break_empty_split, break_unseen_class])
-def test_bad_csv_gives_one_line_error(tmp_path, breaker):
+def test_bad_csv_gives_one_line_error(tmp_path, capsys, breaker):
     folder = write_csv_dir(tmp_path / "bad")
     expected = breaker(folder)
-    proc = run_script("mlp.py", "--question", "epochs", "--quick", "--quiet", "--data-dir", folder,
-                      "--out", tmp_path / "out")
-    assert one_line_error(proc, expected), proc.stderr
+    code, _, err = in_process(mlp.SCRIPT, ["--question", "epochs", "--quick", "--quiet", "--data-dir", folder,
+                                           "--out", tmp_path / "out"], capsys)
+    assert one_line_error(code, err, expected), err
     assert not os.path.exists(tmp_path / "out")
 
 
@@ -310,15 +403,15 @@ def test_bad_csv_gives_one_line_error(tmp_path, breaker):
 def test_csv_columns_found_by_name(tmp_path, header):
     folder = write_csv_dir(tmp_path / "cols", header=header)
     reference = write_csv_dir(tmp_path / "plain")
-    data, _ = mlp.load_data(folder, torch.device("cpu"))
-    expected, _ = mlp.load_data(reference, torch.device("cpu"))
+    data = mlp.read_data(folder, torch.device("cpu"))
+    expected = mlp.read_data(reference, torch.device("cpu"))
     for split in ("train", "val", "test"):
         assert torch.equal(data[split][0], expected[split][0]) and torch.equal(data[split][1], expected[split][1])
 
 
 def test_string_labels_become_class_names(tmp_path):
     folder = write_csv_dir(tmp_path / "names", labels=("PT", "ES", "FR", "DE"))
-    data, meta = mlp.load_data(folder, torch.device("cpu"))
+    meta = mlp.read_data(folder, torch.device("cpu"))["meta"]
     assert meta["class_names"] == ["DE", "ES", "FR", "PT"] and meta["n_classes"] == 4
     assert "mapped onto 0..3" in meta["label_note"]
 
@@ -332,10 +425,13 @@ def test_string_labels_become_class_names(tmp_path):
     (["--question", "epochs", "--seeds", "0"], "--seeds must be positive"),
     (["--question", "depth_width", "--architectures", "6by16"], "expected DEPTHxWIDTH"),
     (["--question", "epochs", "--device", "tpu"], "--device tpu: expected auto, cpu or cuda"),
+    (["--question", "epochs", "--batch-norm", "maybe"], "--batch-norm maybe: expected on or off"),
+    (["--lr", "0.1"], "--question is required"),
 ])
-def test_bad_flags_give_one_line_error(tmp_path, flags, expected):
-    proc = run_script("mlp.py", *flags, "--quick", "--out", tmp_path)
-    assert one_line_error(proc, expected), proc.stderr
+def test_bad_flags_give_one_line_error(tmp_path, capsys, flags, expected):
+    code, _, err = in_process(mlp.SCRIPT, flags + ["--quick", "--out", tmp_path], capsys)
+    assert one_line_error(code, err, expected), err
+    assert not os.path.exists(tmp_path / "mlp")
 
 
 @pytest.mark.parametrize("flags, expected", [
@@ -343,16 +439,20 @@ def test_bad_flags_give_one_line_error(tmp_path, flags, expected):
     (["--question", "scratch", "--batch-size", "0"], "--batch-size must be positive"),
     (["--question", "nope"], "invalid choice: 'nope'"),
     (["--question", "xgb", "--image-size", "8"], "--image-size must be at least 32"),
+    pytest.param(["--question", "scratch", "--amp"], "--amp needs a CUDA device",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")),
 ])
-def test_bad_cnn_flags_give_one_line_error(tmp_path, flags, expected):
-    proc = run_script("cnn.py", *flags, "--quick", "--out", tmp_path, "--cache-dir", tmp_path / "cache")
-    assert one_line_error(proc, expected), proc.stderr
+def test_bad_cnn_flags_give_one_line_error(tmp_path, capsys, flags, expected):
+    code, _, err = in_process(cnn.SCRIPT, flags + ["--quick", "--out", tmp_path, "--cache-dir", tmp_path / "cache"],
+                              capsys)
+    assert one_line_error(code, err, expected), err
+    assert not os.path.exists(tmp_path / "cnn")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_missing_cuda_is_a_clear_error(tmp_path):
+def test_missing_cuda_is_a_clear_error_from_the_real_command(tmp_path):
     proc = run_script("mlp.py", "--question", "epochs", "--device", "cuda", "--quick", "--out", tmp_path)
-    assert one_line_error(proc, "no CUDA device is available"), proc.stderr
+    assert one_line_error(proc.returncode, proc.stderr, "no CUDA device is available"), proc.stderr
 
 
 def test_interrupted_write_keeps_the_old_file(tmp_path):
@@ -406,14 +506,16 @@ def test_same_flags_same_numbers_across_processes(tmp_path):
 
 # ----------------------------------------------------------------------------- questions end to end
 
-@pytest.mark.parametrize("question", ["lr", "epochs", "batchnorm", "batch_size", "depth_width", "gradients",
-                                      "residual", "implicit", "regions"])
-def test_mlp_question_end_to_end(tmp_path, question):
-    proc = run_script("mlp.py", "--question", question, "--quick", "--quiet", "--seeds", 2, "--out", tmp_path)
-    assert proc.returncode == 0, proc.stderr
+@pytest.mark.parametrize("question", [q.name for q in mlp.QUESTIONS])
+def test_mlp_question_end_to_end(tmp_path, capsys, question):
+    argv = ["--question", question, "--quick", "--quiet", "--seeds", 2, "--out", tmp_path]
+    code, _, err = in_process(mlp.SCRIPT, argv, capsys)
+    assert code == 0, err
     out = tmp_path / "mlp"
-    assert (out / f"{question}.png").stat().st_size > 10_000
-    assert "## Observations" in (out / f"{question}.md").read_text()
+    markdown = (out / f"{question}.md").read_text()
+    figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
+    assert figures and all((out / figure).stat().st_size > 10_000 for figure in figures)
+    assert "## Findings" in markdown
     result = json.loads((out / f"{question}.json").read_text())
     assert {r["seed"] for r in result["runs"]} == {42, 43}
     for run in result["runs"]:
@@ -426,8 +528,8 @@ def test_mlp_question_end_to_end(tmp_path, question):
             grads = run["history"]["grad_sq_norm"]
             assert len(grads) == run["epochs"] and all(g is None or len(g) == run["depth"] + 1 for g in grads)
     # a rerun with the same settings reuses the saved result
-    again = run_script("mlp.py", "--question", question, "--quick", "--quiet", "--seeds", 2, "--out", tmp_path)
-    assert again.returncode == 0 and "reusing" in again.stdout
+    code, stdout, _ = in_process(mlp.SCRIPT, argv, capsys)
+    assert code == 0 and f"{question}: reusing" in stdout
     assert json.loads((out / f"{question}.json").read_text()) == result
 
 
@@ -460,21 +562,9 @@ def read_json(out, name):
     return json.loads((out / "cnn" / f"{name}.json").read_text())
 
 
-def cpu_args(*argv):
-    args = cnn.parse_args([str(a) for a in argv])
-    args.device = torch.device("cpu")
-    return args
-
-
-def run_main(argv, capsys):
-    """cnn.py in this process, through common.run_main as the script runs: (exit code, stdout, stderr)."""
-    try:
-        common.run_main(cnn.main, [str(a) for a in argv])
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+def cpu_data(*argv):
+    """cnn.py's data for these flags, on the CPU."""
+    return cnn.load_data(common.parse_args(cnn.SCRIPT, [str(a) for a in argv]), torch.device("cpu"))
 
 
 # ----------------------------------------------------------------------------- demo data
@@ -518,8 +608,7 @@ def test_labels_come_from_folder_names_not_alphabetical_order(tmp_path, class_na
     for paths, words in splits.values():
         for path, word in zip(paths, words):
             assert word == ("real" if os.path.basename(os.path.dirname(path)) == class_names[0] else "fake")
-    args = cpu_args("--question", "xgb", "--data-dir", folder, "--cache-dir", tmp_path / "cache")
-    data = cnn.load_data(args)
+    data = cpu_data("--question", "xgb", "--data-dir", folder, "--cache-dir", tmp_path / "cache")
     real_folder = [p.endswith(os.path.join(class_names[0], os.path.basename(p))) for p in data["paths"]["train"]]
     assert data["labels"]["train"].tolist() == [0.0 if r else 1.0 for r in real_folder]
     assert data["meta"]["images"]["train"] == {"real": 3, "fake": 3}
@@ -538,13 +627,12 @@ def test_grayscale_rgba_and_palette_images_load(tiny, tmp_path):
     palette.save(files[2])
     rgb.resize((37, 53)).save(files[3])  # odd sizes, portrait and landscape
     rgb.resize((101, 29)).save(files[4])
-    args = cpu_args("--question", "scratch", "--quiet", "--data-dir", folder, "--cache-dir", tmp_path / "cache")
-    data = cnn.load_data(args)
-    x = cnn.images(args, data, "resize")["train"]
+    data = cpu_data("--question", "scratch", "--quiet", "--data-dir", folder, "--cache-dir", tmp_path / "cache")
+    x = cnn.images(data, "resize", 224)["train"]
     assert x.shape == (2 * TINY["train"], 3, 224, 224) and x.dtype == torch.uint8
     gray = x[data["paths"]["train"].index(str(files[0]))]
     assert torch.equal(gray[0], gray[1]) and torch.equal(gray[1], gray[2])
-    assert cnn.images(args, data, "imagenet")["train"].shape == (2 * TINY["train"], 3, 224, 224)
+    assert cnn.images(data, "imagenet", 224)["train"].shape == (2 * TINY["train"], 3, 224, 224)
 
 
 def break_corrupt_image(folder):
@@ -588,10 +676,9 @@ def break_empty_class(folder):
 def test_bad_data_gives_one_line_error_naming_it(tiny, tmp_path, capsys, breaker):
     folder = copy_tree(tiny, tmp_path)
     expected = breaker(folder)
-    code, _, err = run_main(["--question", "xgb", "--quiet", "--data-dir", folder, "--out", tmp_path / "out",
-                             "--cache-dir", tmp_path / "cache"], capsys)
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], err
+    code, _, err = in_process(cnn.SCRIPT, ["--question", "xgb", "--quiet", "--data-dir", folder,
+                                           "--out", tmp_path / "out", "--cache-dir", tmp_path / "cache"], capsys)
+    assert one_line_error(code, err, expected), err
     assert not (tmp_path / "out").exists()
 
 
@@ -622,10 +709,10 @@ def weights_of_other_shapes(tmp_path):
                                   weights_of_other_shapes])
 def test_bad_weights_file_gives_one_line_error(tiny, tmp_path, capsys, make):
     path, expected = make(tmp_path)
-    code, _, err = run_main(["--question", "linear_probe", "--quick", "--quiet", "--data-dir", tiny, "--weights", path,
-                             "--out", tmp_path / "out", "--cache-dir", tmp_path / "cache"], capsys)
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and f"error: {path}: {expected}" in lines[0], err
+    code, _, err = in_process(cnn.SCRIPT, ["--question", "linear_probe", "--quick", "--quiet", "--data-dir", tiny,
+                                           "--weights", path, "--out", tmp_path / "out", "--cache-dir",
+                                           tmp_path / "cache"], capsys)
+    assert one_line_error(code, err, f"error: {path}: {expected}"), err
 
 
 def test_imagenet_offline_is_not_run_with_the_fix(tiny, tmp_path, capsys, monkeypatch):
@@ -640,13 +727,14 @@ def test_imagenet_offline_is_not_run_with_the_fix(tiny, tmp_path, capsys, monkey
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
     out = tmp_path / "out"
     # lr 1e30 also checks that a diverged model is ranked and plotted, not a crash
-    code, stdout, err = run_main(["--question", "all", "--quick", "--quiet", "--data-dir", tiny, "--out", out,
-                                  "--cache-dir", tmp_path / "cache", "--lrs", 1e30, 1e-3, "--batch-size", 8], capsys)
+    code, stdout, err = in_process(cnn.SCRIPT, ["--question", "all", "--quick", "--quiet", "--data-dir", tiny,
+                                                "--out", out, "--cache-dir", tmp_path / "cache", "--lrs", 1e30, 1e-3,
+                                                "--batch-size", 8], capsys)
     assert code == 0, err
     assert calls == [torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url]
     fix_folder = str(tmp_path / "torch-home" / "hub" / "checkpoints")
     assert fix_folder in stdout
-    for name in cnn.PRETRAINED:
+    for name in ("linear_probe", "sklearn_probe", "finetune"):
         models = read_json(out, name)["models"]
         assert models and all(m["status"] == "not run" and m["test_acc"] is None and m["test_prob"] is None
                                for m in models)
@@ -665,24 +753,25 @@ def test_imagenet_offline_is_not_run_with_the_fix(tiny, tmp_path, capsys, monkey
 # ----------------------------------------------------------------------------- the linear probe
 
 def test_cached_feature_probe_equals_in_loop_frozen_probe(tiny, tmp_path):
-    args = cpu_args("--question", "linear_probe", "--quick", "--quiet", "--data-dir", tiny, "--lrs", 1e-2,
-                    "--batch-size", 8, "--cache-dir", tmp_path / "cache")
+    data = cpu_data("--question", "linear_probe", "--quick", "--quiet", "--data-dir", tiny,
+                    "--cache-dir", tmp_path / "cache")
     torch.manual_seed(1)
     state = {k: v for k, v in torchvision.models.resnet18().state_dict().items() if not k.startswith("fc.")}
-    args.backbone = {"state": state, "id": "test", "reason": None}
-    data = cnn.load_data(args)
-    record = cnn.run_linear_probe(args, data)[0]
+    data["memo"]["backbone", "test weights"] = {"state": state, "id": "test", "reason": None}
+    settings = dict(cnn.TORCH, lrs=[1e-2], batch_size=8, image_size=32, weights="test weights")
+    record = cnn.train_linear_probe(settings, data, {})["models"][0]
     assert record["status"] == "ok"
 
     # the reference: the whole model in the loop, backbone frozen and in eval mode, only fc trained
-    common.seed_everything(args.seed)
+    common.seed_everything(settings["seed"])
     model = cnn.build_resnet(state)
     for name, p in model.named_parameters():
         p.requires_grad = name.startswith("fc.")
     model.eval()
-    x, prepare, y = cnn.images(args, data, "imagenet"), cnn.normalizer(args, "imagenet"), data["labels"]["train"]
+    x, y = cnn.images(data, "imagenet", 32), data["labels"]["train"]
+    prepare = cnn.normalizer("imagenet", 32, torch.device("cpu"))
     optimizer = torch.optim.Adam(model.fc.parameters(), lr=1e-2)
-    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(args.seed))
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(settings["seed"]))
     losses = []
     for idx in order.split(8):
         loss = F.binary_cross_entropy_with_logits(model(prepare(x["train"][idx])).squeeze(1), y[idx])
@@ -706,58 +795,345 @@ def test_every_question_end_to_end_with_a_weights_file(tiny, random_weights, tmp
     proc = run_script("cnn.py", "--question", "all", *common_args)
     assert proc.returncode == 0, proc.stderr
     n_test = 2 * TINY["test"]
-    for name in cnn.QUESTIONS:
+    for name in [q.name for q in cnn.QUESTIONS]:
         assert (out / "cnn" / f"{name}.png").stat().st_size > 10_000
-        assert "## Observations" in (out / "cnn" / f"{name}.md").read_text()
+        assert "## Findings" in (out / "cnn" / f"{name}.md").read_text()
         result = read_json(out, name)
         assert len(result["test_paths"]) == n_test and set(result["test_classes"]) == {"real", "fake"}
+        truth = np.array([c == "fake" for c in result["test_classes"]])
         for m in result["models"]:
             assert MODEL_KEYS <= m.keys()
-            assert m["status"] == "ok" and len(m["test_prob"]) == n_test and 0 <= m["test_acc"] <= 1
+            assert m["status"] == "ok" and len(m["test_prob"]) == n_test
+            assert m["test_acc"] == pytest.approx(np.mean((np.array(m["test_prob"]) > 0.5) == truth))
             assert (m["lr"] is None) == (m["baseline"] in ("xgb", "sklearn_probe"))
     assert [m["baseline"] for m in read_json(out, "summary")["models"]] == \
         ["xgb"] + ["scratch"] * 2 + ["linear_probe"] * 2 + ["sklearn_probe"] + ["finetune"] * 2
     summary = (out / "cnn" / "summary.md").read_text()
     assert "Two best models of each baseline" in summary and "Full ranking" in summary and "test acc on fake" in summary
     mistakes = read_json(out, "mistakes")
-    assert mistakes["best"]["test_acc"] >= mistakes["worst"]["test_acc"]
-    for i in mistakes["chosen"]:
-        truth = mistakes["test_classes"][i] == "fake"
-        assert (mistakes["best"]["test_prob"][i] > 0.5) == truth != (mistakes["worst"]["test_prob"][i] > 0.5)
-    if len(mistakes["chosen"]) < 5:
-        assert f"only {len(mistakes['chosen'])} such test image" in (out / "cnn" / "mistakes.md").read_text()
+    accuracies = [m["test_acc"] for m in mistakes["models"]]
+    assert mistakes["best"]["test_acc"] == max(accuracies) and mistakes["worst"]["test_acc"] == min(accuracies)
+    truth = np.array([c == "fake" for c in mistakes["test_classes"]])
+    right_then_wrong = (((np.array(mistakes["best"]["test_prob"]) > 0.5) == truth)
+                        & ((np.array(mistakes["worst"]["test_prob"]) > 0.5) != truth))
+    assert sorted(mistakes["chosen"]) == sorted(set(mistakes["chosen"]))
+    assert set(mistakes["chosen"]) <= set(np.flatnonzero(right_then_wrong))
+    assert len(mistakes["chosen"]) == min(5, right_then_wrong.sum())
+    only = f"only {len(mistakes['chosen'])} such test image" in (out / "cnn" / "mistakes.md").read_text()
+    assert only == (len(mistakes["chosen"]) < 5)
 
-    # a rerun with the same settings reuses every saved baseline; --replot redraws without data
+    # a rerun with the same settings reuses every saved baseline and mistakes itself; --replot redraws from the files
     again = run_script("cnn.py", "--question", "mistakes", *common_args)
-    assert again.returncode == 0 and again.stdout.count("reusing") == len(cnn.BASELINES), again.stdout
+    assert again.returncode == 0 and again.stdout.count("reusing") == len(cnn.BASELINES) + 1, again.stdout
     assert read_json(out, "mistakes")["chosen"] == mistakes["chosen"]
-    replot = run_script("cnn.py", "--question", "summary", "--replot", "--out", out)
+    replot = run_script("cnn.py", "--question", "summary", "--replot", "--out", out, "--data-dir", tiny,
+                        "--cache-dir", tmp_path / "cache")
     assert replot.returncode == 0, replot.stderr
 
 
 # ============================================================================= run_all.sh and the report
 
 def test_run_all_writes_the_report_and_resumes(tiny, tmp_path):
+    """run_all.sh --quick end to end, with PYTHON naming the interpreter: the `python` first on PATH is one that
+    only fails, so every script must run through $PYTHON."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "python").write_text("#!/bin/sh\necho 'not the python to use' >&2\nexit 3\n")
+    (fake_bin / "python").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}", "PYTHON": sys.executable}
     out = tmp_path / "results"
     command = ["bash", os.path.join(HERE, "run_all.sh"), "--quick", "--seeds", "1", "--out", str(out),
                "--cnn-data", tiny, "--cnn-weights", "none", "--cache-dir", str(tmp_path / "cache")]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     manifest = json.loads((out / "manifest.json").read_text())
-    questions = {f"mlp/{q}" for q in mlp.QUESTIONS} | {f"cnn/{q}" for q in cnn.QUESTIONS}
-    assert set(manifest["questions"]) == questions and set(manifest["status"].values()) == {"ok"}
+    keys = [f"mlp/{q.name}" for q in mlp.QUESTIONS] + [f"cnn/{q.name}" for q in cnn.QUESTIONS]
+    assert set(manifest["questions"]) == set(keys) and set(manifest["status"].values()) == {"ok"}
     assert manifest["total_wall_s"] > 0 and manifest["seeds"] == 1
+    assert len(manifest["lanes"]) == 2  # two lanes by default, each run by one process
+    assert sorted(q for lane in manifest["lanes"] for q in lane) == sorted(q.name for q in mlp.QUESTIONS)
     report = (out / "README.md").read_text()
-    for title in [q["title"] for q in mlp.QUESTIONS.values()] + ["7.1 XGBoost", "7.6.1 Summary", "7.6.2 Mistakes"]:
-        assert title in report
+    headings = [line for line in report.splitlines() if line.startswith("## ")]
+    assert headings[1:] == [f"## {common.heading(q)}" for q in mlp.QUESTIONS + cnn.QUESTIONS]  # in the scripts' order
+    assert "ran in 2 parallel lanes" in report
     figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
     assert len(figures) >= 16 and all((out / f).is_file() for f in figures)
 
     # an interrupted run lost one result: a rerun redoes that question only
     (out / "mlp" / "gradients.json").unlink()
-    proc = subprocess.run(command + ["--section", "6"], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(command + ["--section", "6", "--jobs", "1"], capture_output=True, text=True, timeout=600,
+                          env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "reusing" not in (out / "logs" / "mlp_gradients.log").read_text()
-    assert "residual: reusing" in (out / "logs" / "mlp_residual.log").read_text()  # its inputs did not change
-    assert "lr: reusing" in (out / "logs" / "mlp_lr.log").read_text()
-    assert (out / "mlp" / "gradients.json").is_file()
+    log = (out / "logs" / "mlp_lane1.log").read_text()
+    assert "gradients: reusing" not in log and (out / "mlp" / "gradients.json").is_file()
+    assert "residual: reusing" in log and "lr: reusing" in log  # their inputs did not change
+
+
+# ============================================================================= the runner (common.py)
+
+def question_records(script):
+    return {q.name: q for q in script.questions}
+
+
+def test_help_shows_the_protocol_of_the_question_records():
+    """--help's protocol values are generated from the records: change a record and the help changes with it."""
+    text = " ".join(common.build_parser(mlp.SCRIPT).format_help().split())
+    assert "epochs (protocol: lr, depth_width, implicit 50; epochs, batchnorm 100; gradients, residual 10)" in text
+    changed = [q._replace(protocol={**q.protocol, "epochs": 7}) if q.name == "gradients" else q
+               for q in mlp.QUESTIONS]
+    text = " ".join(common.build_parser(mlp.SCRIPT._replace(questions=changed)).format_help().split())
+    assert "gradients 7; residual 10" in text
+    for q in mlp.QUESTIONS + cnn.QUESTIONS:
+        assert f"{q.name} ({common.heading(q)})" in " ".join(
+            common.build_parser(mlp.SCRIPT if q in mlp.QUESTIONS else cnn.SCRIPT).format_help().split())
+
+
+@pytest.mark.parametrize("script", [mlp.SCRIPT, cnn.SCRIPT])
+def test_questions_are_listed_once_and_read_only_earlier_ones(script):
+    names = [q.name for q in script.questions]
+    assert len(names) == len(set(names))
+    for i, q in enumerate(script.questions):
+        assert set(q.reads) <= set(names[:i]), q.name
+    proc = run_script(f"{script.name}.py", "--list")
+    assert proc.returncode == 0 and proc.stdout.split() == names
+
+
+def test_lanes_keep_readers_with_what_they_read_and_balance_the_time():
+    Q = common.Question
+    questions = [Q("a", "", "", {}, None, None), Q("b", "", "", {}, None, None), Q("c", "", "", {}, None, None, ("a",)),
+                 Q("d", "", "", {}, None, None), Q("e", "", "", {}, None, None, ("b", "d"))]
+    seconds = {"a": 10, "b": 1, "c": 10, "d": 1, "e": 1}
+    lanes = common.plan_lanes(questions, 2, seconds)
+    assert sorted(map(tuple, lanes)) == [("a", "c"), ("b", "d", "e")]
+    assert common.plan_lanes(questions, 1, seconds) == [["a", "b", "c", "d", "e"]]
+    assert sorted(common.plan_lanes(questions, 9, {})) == [["a", "c"], ["b", "d", "e"]]  # one group a lane
+    # the time decides: with b, d, e slow, a and c (now short) share nothing with them and go to the other lane
+    slow = common.plan_lanes(questions + [Q("f", "", "", {}, None, None)], 2, {**seconds, "b": 30, "f": 15})
+    assert ["b", "d", "e"] in slow and ["a", "c", "f"] in slow
+
+
+def test_a_rerun_reuses_the_result_until_the_code_changes(tmp_path):
+    """The cache key holds a digest of mlp.py and common.py: an edit to either retrains."""
+    for file in ("mlp.py", "common.py"):
+        shutil.copy(os.path.join(HERE, file), tmp_path / file)
+    folder = write_csv_dir(tmp_path / "data")
+    command = [sys.executable, str(tmp_path / "mlp.py"), "--question", "epochs", "--quick", "--quiet", "--seeds", "1",
+               "--data-dir", folder, "--out", str(tmp_path / "out")]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0 and "reusing" not in first.stdout, first.stderr
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "epochs: reusing" in again.stdout
+    with open(tmp_path / "common.py", "a") as f:
+        f.write("\n# an edit\n")
+    edited = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert edited.returncode == 0 and "reusing" not in edited.stdout, edited.stdout
+
+
+class Payload:
+    """Unpickling this would run code; weights_only refuses it."""
+
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_saved_models_are_read_without_unpickling_code(tmp_path, capsys):
+    folder = write_csv_dir(tmp_path / "data")
+    argv = ["--question", "depth_width", "--quick", "--quiet", "--seeds", "1", "--architectures", "1x4", "--data-dir",
+            folder, "--out", tmp_path]
+    common.main(mlp.SCRIPT, argv)
+    path = tmp_path / "mlp" / "depth_width.pt"
+    config, weights = common.read_weights(path)
+    assert config["question"] == "depth_width" and len(weights["states"]) == 1
+    torch.save({"config": config, "weights": Payload()}, path)
+    with pytest.raises(Exception, match="Weights only load failed"):
+        common.read_weights(path)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        common.main(mlp.SCRIPT, argv + ["--replot"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert "depth_width.pt: unreadable saved models (UnpicklingError: Weights only load failed)" in err
+    common.main(mlp.SCRIPT, argv)  # without --replot the foreign file is not trusted: it retrains
+    assert "reusing" not in capsys.readouterr().out
+    assert isinstance(common.read_weights(path)[1]["states"][0], dict)
+
+
+def test_settings_are_resolved_once_into_the_json_and_args_stay_as_parsed(tmp_path):
+    folder = write_csv_dir(tmp_path / "data")
+    args = common.parse_args(mlp.SCRIPT, ["--question", "epochs", "--quick", "--quiet", "--seeds", "1", "--lr", "0.05",
+                                          "--data-dir", folder, "--out", str(tmp_path)])
+    parsed = dict(vars(args))
+    common.run(mlp.SCRIPT, args)
+    assert vars(args) == parsed
+    result = json.loads((tmp_path / "mlp" / "epochs.json").read_text())
+    assert result["settings"] == {**question_records(mlp.SCRIPT)["epochs"].protocol, "lr": 0.05, "seeds": 1,
+                                  "epochs": 2}  # --quick caps the epochs at 2
+    assert result["config"]["settings"] == result["settings"]
+    assert {r["lr"] for r in result["runs"]} == {0.05} and len(result["runs"][0]["history"]["val_loss"]) == 2
+
+
+def test_implicit_baseline_follows_the_flags(tmp_path):
+    """The raw-coordinate baseline of implicit is the model its flags describe: depth_width's own runs when it trained
+    that model, else trained with the sin model's settings; the finding names what ran."""
+    folder = write_csv_dir(tmp_path / "data")
+    base = ["--question", "implicit", "--quick", "--quiet", "--seeds", "1", "--data-dir", folder, "--out", tmp_path]
+    assert run_script("mlp.py", *base).returncode == 0
+    result = json.loads((tmp_path / "mlp" / "implicit.json").read_text())
+    depth_width = json.loads((tmp_path / "mlp" / "depth_width.json").read_text())
+    same = [r for r in depth_width["runs"] if (r["depth"], r["width"]) == (6, 16)]
+    assert [r["history"] for r in result["baseline_runs"]] == [r["history"] for r in same]
+    assert "both models depth 6, width 16" in (tmp_path / "mlp" / "implicit.md").read_text()
+
+    assert run_script("mlp.py", *base, "--depth", 3, "--width", 8).returncode == 0
+    result = json.loads((tmp_path / "mlp" / "implicit.json").read_text())
+    assert [(r["depth"], r["width"], r["features"]) for r in result["baseline_runs"]] == [(3, 8, "raw")]
+    assert [(r["depth"], r["width"], r["features"]) for r in result["runs"]] == [(3, 8, "sin")]
+    assert "both models depth 3, width 8" in (tmp_path / "mlp" / "implicit.md").read_text()
+
+
+# ============================================================================= findings: every case of every sentence
+
+def run_with(history, **fields):
+    return {"seed": 42, "status": "ok", "history": history, **fields}
+
+
+def curve(values):
+    return run_with({"val_loss": list(values)})
+
+
+def test_epochs_finding_tells_improving_overfitting_and_flat():
+    epochs = np.arange(1, 101)
+    improving = mlp.epochs_finding([curve(2.0 - 0.005 * epochs), curve(2.1 - 0.005 * epochs)])
+    overfitting = mlp.epochs_finding([curve(1.0 + 0.0004 * (epochs - 40) ** 2)])
+    flat = mlp.epochs_finding([curve(np.full(100, 1.5) + 0.001 * np.sin(epochs))])
+    assert improving.startswith("still improving") and "epoch 100" in improving
+    assert overfitting.startswith("overfitting") and "epoch 40" in overfitting
+    assert flat.startswith("flat")
+    # the committed epochs.md printed "not at its minimum at the last epoch" for a curve still falling at the end
+    noisy = mlp.epochs_finding([curve(2.0 - 0.005 * epochs + 0.01 * (epochs % 2))])
+    assert noisy.startswith("still improving")
+
+
+def test_eval_gap_finding_says_whether_eval_mode_explains_the_gap():
+    explained = mlp.eval_gap_finding(train_batch=0.846, train_eval=0.921, val=0.920)
+    not_explained = mlp.eval_gap_finding(train_batch=0.846, train_eval=0.990, val=0.920)
+    no_gap = mlp.eval_gap_finding(train_batch=0.930, train_eval=0.935, val=0.920)
+    assert "train matches validation" in explained and "not from the splits" in explained
+    assert "does not explain the whole gap" in not_explained and "+0.070" in not_explained
+    assert "no gap to explain" in no_gap
+    assert len({explained, not_explained, no_gap}) == 3
+
+
+def test_steps_finding_follows_the_numbers():
+    committed = [(1, 50503, 0.495), (16, 31570, 0.515), (128, 19750, 0.522), (1024, 2500, 0.194)]  # batch_size.md
+    text = mlp.steps_finding(committed)
+    assert text.startswith("more optimizer steps did not mean higher accuracy") and "batch 1 " in text
+    monotone = mlp.steps_finding([(1, 50503, 0.53), (16, 31570, 0.52), (128, 19750, 0.50), (1024, 2500, 0.19)])
+    assert monotone.startswith("accuracy rises with the number of optimizer steps")
+
+
+def gradient_run(seed, zero_below, dead_at, depth=10):
+    """A gradients-question run: layers 0..zero_below-1 exactly 0 in every epoch; the input of layer dead_at is 0 at
+    initialisation (None: no dead layer)."""
+    grads = [[0.0 if layer < zero_below else 1e-3 for layer in range(depth + 1)] for _ in range(3)]
+    norms = [0.0 if layer == dead_at else 1.0 for layer in range(depth + 1)]
+    return run_with({"grad_sq_norm": grads}, seed=seed, init_activation_norm=norms)
+
+
+def test_dead_layer_finding_cases():
+    explained = mlp.dead_layer_finding([gradient_run(42, 6, 6), gradient_run(43, 9, 9)])
+    assert explained.startswith("exact zeros from a dead layer")
+    assert "seed 43: layers 0-8 below dead layer 9" in explained
+    assert "without" not in explained
+    unexplained = mlp.dead_layer_finding([gradient_run(42, 6, None)])
+    assert unexplained.startswith("exact zeros without a dead layer") and "seed 42 (layers 0-5)" in unexplained
+    mixed = mlp.dead_layer_finding([gradient_run(42, 6, 6), gradient_run(43, 4, 7)])
+    assert "from a dead layer: seed 42" in mixed and "without a dead layer at initialisation: seed 43" in mixed
+    none = mlp.dead_layer_finding([gradient_run(42, 0, None)])
+    assert none == "no layer has an exactly-zero gradient in every epoch."
+
+
+def test_lr_findings():
+    assert mlp.lowest_loss_finding({0.01: 1.48, 0.001: 1.81}).startswith("lr 0.01 reached the lowest")
+    assert mlp.lowest_loss_finding({0.01: 1.90, 0.001: 1.81}).startswith("lr 0.001 reached the lowest")
+    assert mlp.lowest_loss_finding({}).startswith("every lr diverged")
+    assert mlp.flat_finding(1e-5, 3.64, 3.63).startswith("lr 1e-05 is flat")
+    assert mlp.flat_finding(0.01, 2.5, 1.5) is None
+
+
+def cnn_model(test_acc, batch_stats=None, lr=1e-3, train_loss=(0.1,) * 5, n=400, real=0.5, fake=0.5):
+    return {"baseline": "scratch", "lr": lr, "status": "ok", "test_acc": test_acc, "test_acc_batch_stats": batch_stats,
+            "train_loss": list(train_loss), "test_prob": [0.5] * n, "test_acc_real": real, "test_acc_fake": fake}
+
+
+def test_batch_stats_finding_says_which_way_the_numbers_go():
+    higher = cnn.batch_stats_finding("scratch", [cnn_model(0.512, 0.960), cnn_model(0.500, 0.797, lr=1e-5)])
+    same = cnn.batch_stats_finding("scratch", [cnn_model(0.700, 0.720)])
+    lower = cnn.batch_stats_finding("scratch", [cnn_model(0.800, 0.600)])
+    assert "learned the task" in higher and "0.960 (lr 0.001)" in higher
+    assert "about the same" in same and "learned" not in same
+    assert "score lower" in lower and "learned" not in lower
+    # on a small test set the same gap is within the noise
+    assert "about the same" in cnn.batch_stats_finding("scratch", [cnn_model(0.50, 0.62, n=16)])
+
+
+def test_running_stats_and_one_class_findings():
+    recovered = cnn.running_stats_finding(cnn_model(0.512, 0.960))
+    not_recovered = cnn.running_stats_finding(cnn_model(0.512, 0.520))
+    assert "what fails in eval mode is BatchNorm's running statistics" in recovered
+    assert "do not explain the low accuracy" in not_recovered
+    assert cnn.running_stats_finding(cnn_model(0.512, 0.960, train_loss=(0.7,) * 5)) is None  # did not fit
+    assert cnn.running_stats_finding(cnn_model(0.9, 0.95)) is None  # accurate anyway
+    one_sided = cnn.one_class_finding([cnn_model(0.5, real=0.0, fake=1.0), cnn_model(0.8, lr=1e-4, real=0.8, fake=0.8)])
+    assert one_sided == "scratch lr 0.001 put (almost) every test image in one class."
+    assert cnn.one_class_finding([cnn_model(0.8, real=0.8, fake=0.8)]) is None
+
+
+def test_report_names_the_data_and_how_the_run_ran():
+    assert "ran in 2 parallel lanes (lr, epochs; batchnorm)" in common.lanes_sentence([["lr", "epochs"], ["batchnorm"]])
+    assert "one after another" in common.lanes_sentence([["lr", "epochs", "batchnorm"]])
+    assert "one after another" in common.lanes_sentence([])
+    embedded = {"mlp": {"source": "embedded", "classes": 12}, "cnn": {"source": "/data/faces", "classes": None}}
+    note = common.stand_in_note(embedded, 96)
+    assert "of 12 European countries" in note and "Section 7" not in note
+    course = {"mlp": {"source": "/data/course", "classes": 33}, "cnn": {"source": "/data/faces", "classes": None}}
+    assert common.stand_in_note(course, 224) is None
+
+
+# ============================================================================= numbers behind the findings, recomputed
+
+def test_auroc_equals_the_fraction_of_correctly_ordered_pairs():
+    g = torch.Generator().manual_seed(0)
+    labels = (torch.rand(60, generator=g) > 0.4).float()
+    prob = (0.3 * labels + 0.7 * torch.rand(60, generator=g)).double()
+    prob[:6] = 0.5  # ties count one half
+    data = {"labels": {"val": labels, "test": labels}}
+    record = cnn.scored("xgb", None, data, prob, prob, 1.0)
+    p, y = prob.numpy(), labels.numpy().astype(bool)
+    pairs = [(a > b) + 0.5 * (a == b) for a in p[y] for b in p[~y]]
+    assert record["test_auroc"] == pytest.approx(np.mean(pairs))
+    assert record["test_acc"] == pytest.approx(np.mean((p > 0.5) == y))
+
+
+def test_batch_stats_accuracy_equals_hand_computation():
+    """Batch statistics, by hand: every shuffled batch normalized by its own mean and (biased) variance."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.ReLU(), nn.Linear(3, 1))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([1.5, -0.7, 0.9]))
+        model[1].bias.copy_(torch.tensor([0.2, 0.1, -0.3]))
+        model[1].running_mean.fill_(50.0)  # eval mode would be far off; batch statistics ignore these
+    x = torch.randn(30, 4)
+    labels = (x[:, 0] > 0).float()
+    accuracy = cnn.batch_stats_accuracy(model, x, labels, lambda v: v, seed=3, batch_size=8)
+    (W1, b1), (W2, b2) = [(m.weight.detach().double().numpy(), m.bias.detach().double().numpy())
+                          for m in (model[0], model[3])]
+    gamma, beta = model[1].weight.detach().double().numpy(), model[1].bias.detach().double().numpy()
+    order = torch.randperm(30, generator=torch.Generator().manual_seed(3)).numpy()
+    correct = 0
+    for idx in np.array_split(order, 4):  # ceil(30 / 8) batches of 8, 8, 7, 7
+        z = x.double().numpy()[idx] @ W1.T + b1
+        h = np.maximum((z - z.mean(0)) / np.sqrt(z.var(0) + 1e-5) * gamma + beta, 0)
+        logits = (h @ W2.T + b2)[:, 0]
+        correct += int(((logits > 0) == labels.numpy()[idx].astype(bool)).sum())
+    assert accuracy == pytest.approx(correct / 30)
