@@ -695,7 +695,7 @@ def report_summary(result, data):
                       for i, m in enumerate(r for r in runs if r["status"] == "ok")][:2]
         if not any(m["status"] == "ok" for m in runs):
             best_rows.append([baseline, "-", "-", "-", status_text(runs[0])])
-    body = [markdown_table(["baseline", "settings", "wall time (s)"],
+    body = ["### The baselines, as each ran\n", markdown_table(["baseline", "settings", "wall time (s)"],
                            [(name, ", ".join(f"{k} {common.show_value(v)}" for k, v in b["settings"].items()),
                              f"{b['wall_s']:.1f}") for name, b in result["baselines"].items()]),
             "### Two best models of each baseline (by test accuracy)\n",

@@ -592,12 +592,13 @@ def write_question_markdown(path, title, settings_rows, body, figures, findings)
     save_text(path, "\n".join(lines) + "\n")
 
 
-def write_report(question, result, data, out_dir):
+def write_report(script, question, result, data, out_dir):
     """Draw the question's figures and write its .md; returns the findings."""
     report = question.report(result, data)
     for file, fig in report.figures.items():
         save_figure(fig, os.path.join(out_dir, file))
-    rows = [(key, show_value(value)) for key, value in result["settings"].items()] + [
+    show = {setting.key: setting.show for setting in SHARED_SETTINGS + script.settings}
+    rows = [(key, show.get(key, show_value)(value)) for key, value in result["settings"].items()] + [
         ("data", result["data"]["summary"]), ("device", result["device"]), ("wall time", f"{result['wall_s']:.1f} s"),
         ("versions", ", ".join(f"{k} {v}" for k, v in result["versions"].items()))]
     write_question_markdown(os.path.join(out_dir, f"{question.name}.md"), heading(question), rows,
@@ -681,7 +682,7 @@ def run(script, args):
                 result = load_result(os.path.join(out_dir, f"{name}.json"))
             else:
                 result = result_of(name, force=args.force)
-            findings = write_report(by_name[name], result, data, out_dir)
+            findings = write_report(script, by_name[name], result, data, out_dir)
             print("\n".join([f"{name}: wrote {os.path.join(out_dir, name)}.{{md,json}} and its figures"]
                             + [f"  {finding}" for finding in findings]), flush=True)
         except Exception as e:
