@@ -449,7 +449,7 @@ def steps_finding(rows):
 
 
 def dead_layer_finding(runs):
-    """Are the layers with an exactly-zero gradient in every epoch the ones below a layer that is dead at
+    """Are the layers with an exactly-zero gradient in every epoch those at and below a layer that is dead at
     initialisation (its input exactly 0 on the whole first batch)?"""
     zeros = {r["seed"]: zero_layers(r) for r in runs}
     if not any(zeros.values()):
@@ -457,15 +457,16 @@ def dead_layer_finding(runs):
     explained, unexplained = [], []
     for r in runs:
         cut = max([layer for layer, norm in enumerate(r["init_activation_norm"]) if norm == 0], default=None)
-        if zeros[r["seed"]] and cut is not None and zeros[r["seed"]] == list(range(cut)):
-            explained.append(f"seed {r['seed']}: layers 0-{cut - 1} below dead layer {cut}")
+        if zeros[r["seed"]] and cut is not None and zeros[r["seed"]] == list(range(cut + 1)):
+            explained.append(f"seed {r['seed']}: layers 0-{cut}, dead layer {cut}")
         elif zeros[r["seed"]]:
             unexplained.append(f"seed {r['seed']} (layers {layer_ranges(zeros[r['seed']])})")
     text = ""
     if explained:
         text = ("exact zeros from a dead layer: " + "; ".join(explained) + ". At initialisation every ReLU before "
-                "that layer is off on every row of the first batch, so its input is exactly 0 and nothing below "
-                "it reaches the output: the zeros are not floating-point underflow.")
+                "the dead layer is off on every row of the first batch, so its input is exactly 0: its own weight "
+                "gets a zero gradient and nothing below it reaches the output. The zeros are not floating-point "
+                "underflow.")
     if unexplained:
         text += (" " if text else "") + ("exact zeros without a dead layer at initialisation: "
                                          + ", ".join(unexplained) + ".")

@@ -6,10 +6,10 @@
 #   bash run_all.sh --force                           # retrain even what is cached
 #   PYTHON=/path/to/venv/bin/python bash run_all.sh   # a Python other than the `python` on PATH
 #
-# The questions and their order come from the scripts (`mlp.py --list`, `cnn.py --list`). A question
-# that fails does not stop the others; the failures are listed at the end and the exit code is 1.
-# Cached questions (same settings, data and code) are reused, so a run that was interrupted picks up
-# where it stopped.
+# The questions come from the scripts: Section 6 in the lanes `mlp.py --lanes N` prints (one process
+# a lane), then `cnn.py --question all`. A question that fails does not stop the others; the failures
+# are listed at the end and the exit code is 1. Cached questions (same settings, data and code) are
+# reused, so a run that was interrupted picks up where it stopped.
 set -euo pipefail
 
 usage() {

@@ -1034,24 +1034,26 @@ def test_steps_finding_follows_the_numbers():
     assert same.startswith("accuracy is the same within 0.01")
 
 
-def gradient_run(seed, zero_below, dead_at, depth=10):
-    """A gradients-question run: layers 0..zero_below-1 exactly 0 in every epoch; the input of layer dead_at is 0 at
-    initialisation (None: no dead layer)."""
-    grads = [[0.0 if layer < zero_below else 1e-3 for layer in range(depth + 1)] for _ in range(3)]
+def gradient_run(seed, zero_through, dead_at, depth=10):
+    """A gradients-question run: layers 0..zero_through exactly 0 in every epoch (none if zero_through is None); the
+    input of layer dead_at is 0 at initialisation (None: no dead layer)."""
+    zero = -1 if zero_through is None else zero_through
+    grads = [[0.0 if layer <= zero else 1e-3 for layer in range(depth + 1)] for _ in range(3)]
     norms = [0.0 if layer == dead_at else 1.0 for layer in range(depth + 1)]
     return run_with({"grad_sq_norm": grads}, seed=seed, init_activation_norm=norms)
 
 
 def test_dead_layer_finding_cases():
+    # as in the embedded data's run: seed 42 exactly 0 in layers 0-83, and layer 83's input 0 at initialisation
+    assert "seed 42: layers 0-83, dead layer 83" in mlp.dead_layer_finding([gradient_run(42, 83, 83, depth=100)])
     explained = mlp.dead_layer_finding([gradient_run(42, 6, 6), gradient_run(43, 9, 9)])
     assert explained.startswith("exact zeros from a dead layer")
-    assert "seed 43: layers 0-8 below dead layer 9" in explained
-    assert "without" not in explained
-    unexplained = mlp.dead_layer_finding([gradient_run(42, 6, None)])
+    assert "seed 43: layers 0-9, dead layer 9" in explained and "without" not in explained
+    unexplained = mlp.dead_layer_finding([gradient_run(42, 5, None)])
     assert unexplained.startswith("exact zeros without a dead layer") and "seed 42 (layers 0-5)" in unexplained
     mixed = mlp.dead_layer_finding([gradient_run(42, 6, 6), gradient_run(43, 4, 7)])
     assert "from a dead layer: seed 42" in mixed and "without a dead layer at initialisation: seed 43" in mixed
-    none = mlp.dead_layer_finding([gradient_run(42, 0, None)])
+    none = mlp.dead_layer_finding([gradient_run(42, None, None)])
     assert none == "no layer has an exactly-zero gradient in every epoch."
 
 
