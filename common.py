@@ -716,13 +716,17 @@ def main(script, argv=None):
 
 # ----------------------------------------------------------------------------- the study report (run_all.sh)
 
-def git_commit():
+def git_commit(out):
+    """The commit the code ran from, and whether tracked files other than the results being written (out) differ
+    from it."""
     import subprocess
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
                                 cwd=HERE).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, check=True, cwd=HERE).stdout.strip()
+        out = os.path.relpath(os.path.abspath(out), HERE)
+        outside = ["--", ".", f":(exclude){out}"] if not out.startswith("..") else []
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", *outside],
+                               capture_output=True, text=True, check=True, cwd=HERE).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     return commit + (" (with uncommitted changes)" if dirty else "")
@@ -793,7 +797,7 @@ def write_study_report(out, scripts, times, lanes, total, seeds, mlp_data, cnn_d
         meta = next((r["data"] for k, r in results.items() if k.startswith(section) and "data" in r), None)
         data[section] = {"source": source, "dir": shown_path(meta["dir"]) if meta else None,
                          "rows": meta["rows"] if meta else None, "classes": meta.get("n_classes") if meta else None}
-    manifest = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "git_commit": git_commit(), "seeds": seeds,
+    manifest = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "git_commit": git_commit(out), "seeds": seeds,
                 "devices": devices, "versions": library_versions(), "data": data, "cnn_image_size": image_size,
                 "total_wall_s": total, "questions": wall, "status": status, "lanes": lanes}
     save_json(os.path.join(out, "manifest.json"), manifest)
