@@ -41,8 +41,8 @@ from torchvision.models import ResNet18_Weights
 from tqdm import tqdm
 
 import common
-from common import (Question, Report, Setting, UserError, file_digest, finite_or_none, markdown_table, plt, save_torch,
-                    seed_everything, shown_path)
+from common import (Answer, Question, Report, Setting, UserError, file_digest, finite_or_none, markdown_table, plt,
+                    save_torch, seed_everything, shown_path)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "data"))
@@ -97,7 +97,7 @@ def list_images(data_dir, quick=False):
 
 def ensure_demo(cache_dir):
     """The generated demo set's folder, built on first use (into a temporary folder, then renamed)."""
-    folder = os.path.join(cache_dir, "realfake-demo")
+    folder = os.path.join(cache_dir, f"realfake-demo-{file_digest([build_realfake.__file__])[:8]}")  # per builder
     if not os.path.isdir(folder):
         print(f"building the demo image set in {folder} (data/build_realfake.py, a few seconds)")
         tmp = f"{folder}.{os.getpid()}.tmp"
@@ -311,7 +311,7 @@ def predict(model, inputs, prepare, amp):
 def model_record(baseline, lr, status, reason=None, **values):
     return {"baseline": baseline, "lr": lr, "status": status, "reason": reason, "test_acc": None, "test_auroc": None,
             "val_acc": None, "test_acc_real": None, "test_acc_fake": None, "test_acc_batch_stats": None,
-            "train_seconds": None, "test_prob": None,
+            "test_acc_recomputed_bn": None, "train_seconds": None, "test_prob": None,
             **values}
 
 
@@ -358,6 +358,22 @@ def batch_stats_accuracy(model, inputs, labels, prepare, seed, batch_size, amp=F
     return correct / len(labels)
 
 
+def recomputed_bn_accuracy(model, train_inputs, test_inputs, test_labels, prepare, amp=False):
+    """Test accuracy in eval mode after recomputing every BatchNorm's running statistics with the final weights: one
+    pass over the training inputs in train mode, a cumulative average over its batches, no gradient ("precise BN").
+    Beyond the protocol: the standard, non-transductive check of whether stale running statistics are what fails."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # None: a cumulative average, every batch counted alike
+    model.train()
+    with torch.no_grad(), autocast(train_inputs.device, amp):
+        for start in range(0, len(train_inputs), EVAL_BATCH):
+            model(prepare(train_inputs[start:start + EVAL_BATCH]))
+    prob = predict(model, test_inputs, prepare, amp)
+    return float(((prob > 0.5).float() == test_labels.cpu()).float().mean())
+
+
 def train_resnet(settings, data, baseline, lr, backbone_state, preprocessing_name):
     """scratch or finetune at one lr: every weight trained on the images."""
     seed_everything(settings["seed"])
@@ -369,6 +385,8 @@ def train_resnet(settings, data, baseline, lr, backbone_state, preprocessing_nam
         record["test_acc_batch_stats"] = batch_stats_accuracy(model, inputs["test"], data["labels"]["test"], prepare,
                                                               settings["seed"], settings["batch_size"],
                                                               settings["amp"])
+        record["test_acc_recomputed_bn"] = recomputed_bn_accuracy(model, inputs["train"], inputs["test"],
+                                                                  data["labels"]["test"], prepare, settings["amp"])
     return record
 
 
@@ -529,10 +547,12 @@ def ranking(models):
 
 def results_table(models, numbered=False):
     header = ["model", "lr", "test acc", "test AUROC", "val acc", "test acc on real", "test acc on fake",
-              "test acc, BN batch statistics", "train time (s)", "status", "notes"]
+              "test acc, BN recomputed statistics", "test acc, BN test-batch statistics", "train time (s)", "status",
+              "notes"]
     rows = [[m["baseline"], lr_text(m), fmt(m["test_acc"]), fmt(m["test_auroc"]),
-             fmt(m["val_acc"]), fmt(m["test_acc_real"]), fmt(m["test_acc_fake"]), fmt(m.get("test_acc_batch_stats")),
-             fmt(m["train_seconds"], 1), status_text(m), notes(m)] for m in collapse_not_run(models)]
+             fmt(m["val_acc"]), fmt(m["test_acc_real"]), fmt(m["test_acc_fake"]), fmt(m.get("test_acc_recomputed_bn")),
+             fmt(m.get("test_acc_batch_stats")), fmt(m["train_seconds"], 1), status_text(m), notes(m)]
+            for m in collapse_not_run(models)]
     if numbered:
         header, rows = ["rank"] + header, [[i + 1] + row for i, row in enumerate(rows)]
     return markdown_table(header, rows) + "".join(f"\n**{line}.**\n" for line in not_run_reasons(models))
@@ -561,38 +581,78 @@ def one_class_finding(models, threshold=0.05):
 
 
 def running_stats_finding(m):
-    """A model whose training loss ended low but whose test accuracy in eval mode is low: does normalizing by each
-    test batch's own statistics recover it (so BatchNorm's running statistics are what fails), or not?"""
+    """A model whose training loss ended low but whose test accuracy in eval mode is low: does recomputing BatchNorm's
+    running statistics with its final weights recover it (so stale running statistics are what fails), or not?"""
     last_loss = np.mean([v for v in m.get("train_loss", [])[-5:] if v is not None] or [np.nan])
     if not (last_loss < 0.3 and m["test_acc"] < 0.6):
         return None
     text = (f"{model_name(m)}: mean training loss of the last 5 steps {last_loss:.3f} (train mode), yet test accuracy "
             f"{m['test_acc']:.3f} in eval mode")
-    batch_stats = m.get("test_acc_batch_stats")
-    if batch_stats is None:
+    recomputed, batch_stats = m.get("test_acc_recomputed_bn"), m.get("test_acc_batch_stats")
+    if recomputed is None:
         return text + "."
-    if batch_stats > m["test_acc"] + same_accuracy_margin(len(m["test_prob"])):
-        return (text + f", and {batch_stats:.3f} when BatchNorm uses each test batch's own statistics: the weights "
-                "learned the task, and what fails in eval mode is BatchNorm's running statistics.")
-    return (text + f", and {batch_stats:.3f} when BatchNorm uses each test batch's own statistics: the running "
-            "statistics do not explain the low accuracy.")
+    text += (f"; {recomputed:.3f} once BatchNorm's running statistics are recomputed over the training images"
+             + (f" ({batch_stats:.3f} on each test batch's own statistics)" if batch_stats is not None else ""))
+    if recomputed > m["test_acc"] + same_accuracy_margin(len(m["test_prob"])):
+        return text + ": the weights learned the task, and what fails in eval mode is stale running statistics."
+    return text + ": the running statistics do not explain the low accuracy."
 
 
-def batch_stats_finding(baseline, runs):
-    """Across a baseline's lrs: is its best accuracy with BatchNorm on test-batch statistics above, about equal to,
-    or below its best accuracy in eval mode (running statistics)?"""
+def bn_statistics_finding(baseline, runs):
+    """Across a baseline's lrs: is its best accuracy with recomputed BatchNorm statistics above, about equal to, or
+    below its best accuracy in eval mode with the running statistics training left?"""
     eval_best = max(m["test_acc"] for m in runs)
-    top = max(runs, key=lambda m: m["test_acc_batch_stats"])
+    top = max(runs, key=lambda m: m["test_acc_recomputed_bn"])
     margin = same_accuracy_margin(len(top["test_prob"]))
-    text = (f"{baseline}: best test accuracy {eval_best:.3f} in eval mode (running statistics), "
-            f"{top['test_acc_batch_stats']:.3f} (lr {lr_text(top)}) when BatchNorm uses each test batch's own "
-            "statistics")
-    if top["test_acc_batch_stats"] > eval_best + margin:
+    text = (f"{baseline}: best test accuracy {eval_best:.3f} in eval mode with the running statistics training left, "
+            f"{top['test_acc_recomputed_bn']:.3f} (lr {lr_text(top)}) with the statistics recomputed over the "
+            "training images")
+    if top["test_acc_recomputed_bn"] > eval_best + margin:
         return (text + ": the network learned the task, and what fails in eval mode is BatchNorm's running "
-                "statistics after training.")
-    if top["test_acc_batch_stats"] < eval_best - margin:
-        return text + ": batch statistics score lower, so the running statistics are not what holds it back."
-    return text + ": about the same, so the running statistics are not what holds it back."
+                "statistics, which one short epoch leaves behind the weights.")
+    if top["test_acc_recomputed_bn"] < eval_best - margin:
+        return text + ": recomputed statistics score lower, so the running statistics are not what holds it back."
+    return text + f": within {margin:.3f}, so the running statistics are not what holds it back."
+
+
+def learned(m, majority):
+    """Did a model learn the task: is its test accuracy, in eval mode or with recomputed BatchNorm statistics, above
+    the one-class rate by more than the noise of the test set?"""
+    best_acc = max(m["test_acc"], m.get("test_acc_recomputed_bn") or 0)
+    return best_acc > majority + same_accuracy_margin(len(m["test_prob"]))
+
+
+def baseline_answer(baseline, models, majority):
+    """7.4: what a baseline reached and, over its lrs, which learned and which did not."""
+    if all(m["status"] == "not run" for m in models):
+        return [f"Not run: {models[0]['reason']}" + (f". Fix: {models[0]['fix']}." if models[0].get("fix") else ".")]
+    ok = [m for m in models if m["status"] == "ok"]
+    diverged = [lr_text(m) for m in models if m["status"] == "diverged"]
+    if not ok:
+        return [f"Every lr diverged ({', '.join(diverged)})."]
+    top = max(ok, key=lambda m: m["test_acc"])
+    sentences = [f"Best: {model_name(top)}, test accuracy {top['test_acc']:.3f} (AUROC {top['test_auroc']:.3f}), "
+                 f"against {majority:.3f} for calling every image one class."]
+    if top["lr"] is None:
+        sentences.append("It finds a real-vs-fake signal in its inputs." if learned(top, majority) else
+                         "That is chance: it finds no real-vs-fake signal in its inputs.")
+        return sentences
+    good = [m for m in ok if learned(m, majority)]
+    bad = [m for m in ok if not learned(m, majority)]
+    if good:
+        stale = [m for m in good if m["test_acc"] <= majority + same_accuracy_margin(len(m["test_prob"]))]
+        recovered = ", ".join(f"lr {lr_text(m)}: {m['test_acc_recomputed_bn']:.3f} against {m['test_acc']:.3f}"
+                              for m in stale)
+        sentences.append(f"Learned: lr {', '.join(lr_text(m) for m in good)}" + (
+            f"; of them, {len(stale)} only show it once BatchNorm's statistics are recomputed ({recovered} in eval "
+            "mode with the running statistics training left)" if stale else "") + ".")
+    if bad:
+        sentences.append(f"Did not learn: lr {', '.join(lr_text(m) for m in bad)}" + (
+            ", all larger than every lr that learned: steps that big wreck the weights in one epoch"
+            if good and min(m["lr"] for m in bad) > max(m["lr"] for m in good) else "") + ".")
+    if diverged:
+        sentences.append(f"Diverged: lr {', '.join(diverged)}.")
+    return sentences
 
 
 def caption(fig, lines):
@@ -600,7 +660,8 @@ def caption(fig, lines):
         fig.text(0, -0.02, "\n".join(textwrap.fill(line, 150) for line in lines), va="top", fontsize=8)
 
 
-def report_baseline(result, data):
+def baseline_figure(result):
+    """Training loss per step (torch baselines) and the test ROC curve of every model that ran."""
     name, models = result["question"], result["models"]
     torch_based = name in TORCH_BASELINES
     fig, axes = plt.subplots(1, 1 + torch_based, figsize=(7 + 6 * torch_based, 5), layout="constrained", squeeze=False)
@@ -624,12 +685,22 @@ def report_baseline(result, data):
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-    if all(m["status"] == "not run" for m in models):
-        for ax in axes[0]:
-            ax.text(0.5, 0.5, textwrap.fill(not_run_reasons(models)[0], 60), transform=ax.transAxes, ha="center",
-                    va="center", fontsize=10, bbox={"facecolor": "white", "edgecolor": "C3"})
-    caption(fig, not_run_reasons(models))
+    return fig
 
+
+ITEMS = {"xgb": ("7.4-1", "XGBoost on raw pixels"), "scratch": ("7.4-2", "ResNet18 trained from scratch"),
+         "linear_probe": ("7.4-3", "A linear probe on the frozen ImageNet ResNet18"),
+         "sklearn_probe": ("7.4-4", "sklearn's LogisticRegression on the frozen ResNet18's features"),
+         "finetune": ("7.4-5", "Fine-tuning the whole ImageNet ResNet18")}
+
+
+def majority_rate(meta):
+    return max(meta["images"]["test"].values()) / sum(meta["images"]["test"].values())
+
+
+def report_baseline(result, data):
+    name, models = result["question"], result["models"]
+    ran = not all(m["status"] == "not run" for m in models)
     ok = [m for m in models if m["status"] == "ok"]
     findings = [f"{model_name(m)} {status_text(m)}." for m in models if m["status"] == "diverged"]
     findings += [line + "." for line in not_run_reasons(models)]
@@ -642,10 +713,15 @@ def report_baseline(result, data):
     findings += [f"sklearn raised a ConvergenceWarning ({m['convergence_warning']}); the protocol keeps "
                  "LogisticRegression's defaults, so this is the model it fitted." for m in models
                  if m.get("convergence_warning")]
+    item, asked = ITEMS[name]
     return Report([results_table(models) + "\nAccuracy is at threshold P(fake) > 0.5; the positive class is fake. "
-                   "Beyond the protocol, 'test acc, BN batch statistics' (ResNets only) scores the same trained "
-                   "network with BatchNorm normalizing each shuffled test batch of the training batch size by its own "
-                   "statistics instead of the running ones."], {f"{name}.png": fig}, [f for f in findings if f])
+                   "Beyond the protocol (ResNets only): 'BN recomputed statistics' scores the trained network in eval "
+                   "mode after one pass over the training images recomputes every BatchNorm's running statistics "
+                   "with the final weights; 'BN test-batch statistics' normalizes each shuffled test batch of the "
+                   "training batch size by its own statistics."],
+                  {f"{name}.png": baseline_figure(result)} if ran else {}, [f for f in findings if f],
+                  [Answer(item, f"{asked}: how well does it tell real from fake?",
+                          baseline_answer(name, models, majority_rate(result["data"])))])
 
 
 def report_summary(result, data):
@@ -659,11 +735,11 @@ def report_summary(result, data):
             ax.plot([], [], " ", label=f"{baseline}: not run")
             continue
         ax.plot([m["lr"] for m in ok], [m["test_acc"] for m in ok], marker="o", color=f"C{i}", label=baseline)
-        batch_stats = [m for m in ok if m.get("test_acc_batch_stats") is not None]
-        if batch_stats:
-            ax.plot([m["lr"] for m in batch_stats], [m["test_acc_batch_stats"] for m in batch_stats], marker="o",
+        recomputed = [m for m in ok if m.get("test_acc_recomputed_bn") is not None]
+        if recomputed:
+            ax.plot([m["lr"] for m in recomputed], [m["test_acc_recomputed_bn"] for m in recomputed], marker="o",
                     markerfacecolor="white", linestyle="--", color=f"C{i}",
-                    label=f"{baseline}, BatchNorm on batch statistics (beyond the protocol)")
+                    label=f"{baseline}, BatchNorm statistics recomputed (beyond the protocol)")
         if diverged:
             ax.scatter(diverged, [0.03] * len(diverged), marker="x", color=f"C{i}", transform=ax.get_xaxis_transform(),
                        label=f"{baseline}: diverged (no accuracy)")
@@ -673,7 +749,7 @@ def report_summary(result, data):
             ax.axhline(m["test_acc"], linestyle=style, color=color, label=f"{baseline} (no lr): {m['test_acc']:.3f}")
         else:
             ax.plot([], [], " ", label=f"{baseline}: {m['status']}")
-    majority = max(result["data"]["images"]["test"].values()) / sum(result["data"]["images"]["test"].values())
+    majority = majority_rate(result["data"])
     ax.axhline(majority, color="gray", linewidth=0.8, linestyle=":", label=f"one class for every image: {majority:.3f}")
     ax.set(xscale="log", xlabel="learning rate (Adam, log scale)",
            ylabel="test accuracy (fraction of real and fake test images correct)",
@@ -710,24 +786,53 @@ def report_summary(result, data):
                         f"{model_name(ok[-1])}, {ok[-1]['test_acc']:.3f}; a model that calls every image one class "
                         f"scores {majority:.3f}.")
     for baseline in TORCH_BASELINES:
-        runs = [m for m in ok if m["baseline"] == baseline and m.get("test_acc_batch_stats") is not None]
+        runs = [m for m in ok if m["baseline"] == baseline and m.get("test_acc_recomputed_bn") is not None]
         if runs:
-            findings.append(batch_stats_finding(baseline, runs))
-    return Report(body, {"summary.png": fig}, findings)
+            findings.append(bn_statistics_finding(baseline, runs))
+    return Report(body, {"summary.png": fig}, findings, [Answer("7.6-1", "The two best models of each baseline and "
+                                                                         "the worst overall: why these trends?",
+                                                                summary_answer(models, majority))])
+
+
+def summary_answer(models, majority):
+    """7.6-1: the best two of each baseline, the worst overall, and each baseline's trend over its lrs."""
+    ranked = [m for m in ranking(models) if m["status"] == "ok"]
+    if not ranked:
+        return ["No model ran."]
+    sentences = [f"Best overall: {model_name(ranked[0])} ({ranked[0]['test_acc']:.3f}); worst: "
+                 f"{model_name(ranked[-1])} ({ranked[-1]['test_acc']:.3f}), against {majority:.3f} for calling every "
+                 "image one class."]
+    for baseline in BASELINES:
+        runs = [m for m in models if m["baseline"] == baseline]
+        best_two = [m for m in ranked if m["baseline"] == baseline][:2]
+        lead = f"{baseline}: " + (", ".join(f"{model_name(m)} {m['test_acc']:.3f}" for m in best_two) + ". "
+                                  if best_two else "")
+        sentences.append(lead + " ".join(baseline_answer(baseline, runs, majority)[1 if best_two else 0:]))
+    return sentences
+
+
+MISTAKES_RULE = ("test images the best model gets right and the worst gets wrong, the worst's most confident "
+                 "mistakes first, taking the two true classes in turn while both have some")
 
 
 def pick_mistakes(models, test_classes, n=5):
-    """Best and worst model with status ok, and up to n test images the best gets right and the worst wrong
-    (the worst model's most confident mistakes first), from the predictions saved when each was evaluated."""
+    """Best and worst model with status ok, and up to n test images by MISTAKES_RULE, from the predictions saved when
+    each was evaluated."""
     ranked = [m for m in ranking(models) if m["status"] == "ok"]
     if len(ranked) < 2:
         return None, None, []
     best, worst = ranked[0], ranked[-1]
     y = np.array([c == "fake" for c in test_classes])
     p_best, p_worst = np.array(best["test_prob"]), np.array(worst["test_prob"])
-    chosen = np.flatnonzero(((p_best > 0.5) == y) & ((p_worst > 0.5) != y))
-    chosen = chosen[np.argsort(-np.abs(p_worst[chosen] - 0.5), kind="stable")][:n]
-    return best, worst, [int(i) for i in chosen]
+    candidates = np.flatnonzero(((p_best > 0.5) == y) & ((p_worst > 0.5) != y))
+    candidates = candidates[np.argsort(-np.abs(p_worst[candidates] - 0.5), kind="stable")]
+    by_class = [list(candidates[y[candidates] == truth]) for truth in (True, False)]
+    chosen = []
+    while len(chosen) < n and any(by_class):
+        for queue in by_class:
+            if queue and len(chosen) < n:
+                chosen.append(int(queue.pop(0)))
+    return best, worst, chosen
 
 
 def report_mistakes(result, data, n=5):
@@ -752,9 +857,8 @@ def report_mistakes(result, data, n=5):
     if best is None:
         headline = "fewer than two models with status ok: nothing to compare"
     else:
-        headline = (f"Test images the best model ({model_name(best)}, acc {best['test_acc']:.3f}) gets right and the "
-                    f"worst ({model_name(worst)}, acc {worst['test_acc']:.3f}) gets wrong; "
-                    "p = probability of the class said")
+        headline = (f"Best model {model_name(best)} (test accuracy {best['test_acc']:.3f}), worst {model_name(worst)} "
+                    f"({worst['test_acc']:.3f}). Shown: {MISTAKES_RULE}; p = probability of the class said")
         if len(chosen) < n:
             headline += f"\nonly {len(chosen)} such test images exist, not {n}"
     fig.suptitle(textwrap.fill(headline, 130), fontsize=10)
@@ -763,24 +867,46 @@ def report_mistakes(result, data, n=5):
     findings = [headline.replace("\n", "; ") + "."] + [line + "." for line in not_run_reasons(result["models"])]
     return Report([markdown_table(["test image", "true class", "best model says", "worst model says"], rows),
                    "Images are shown from their original files; predictions are the ones saved when each model was "
-                   "evaluated."], {"mistakes.png": fig}, findings)
+                   "evaluated."], {"mistakes.png": fig}, findings,
+                  [Answer("7.6-2", "Five test images the best model classifies correctly and the worst does not",
+                          mistakes_answer(result))])
+
+
+def mistakes_answer(result):
+    """7.6-2: which images, chosen how, and what the worst model does with them."""
+    best, worst, chosen = result["best"], result["worst"], result["chosen"]
+    if best is None:
+        return ["Fewer than two models ran: there is nothing to compare."]
+    truth = np.array([c == "fake" for c in result["test_classes"]])
+    right = (np.array(best["test_prob"]) > 0.5) == truth
+    wrong = (np.array(worst["test_prob"]) > 0.5) != truth
+    classes = [result["test_classes"][i] for i in chosen]
+    sentences = [f"The best model, {model_name(best)}, gets {int((right & wrong).sum())} test images right that the "
+                 f"worst, {model_name(worst)}, gets wrong; the figure shows {len(chosen)} of them "
+                 f"({classes.count('real')} real, {classes.count('fake')} fake): {MISTAKES_RULE}."]
+    said = [("fake" if worst["test_prob"][i] > 0.5 else "real") for i in chosen]
+    if chosen and len(set(said)) == 1:
+        sentences.append(f"The worst model calls each of them {said[0]}, as it calls "
+                         f"{np.mean((np.array(worst['test_prob']) > 0.5) == (said[0] == 'fake')):.0%} of all test "
+                         "images.")
+    return sentences
 
 
 # ----------------------------------------------------------------------------- questions
 
 TORCH = dict(seed=42, image_size=224, lrs=[1e-1, 1e-2, 1e-3, 1e-4, 1e-5], batch_size=32, epochs=1, amp=False)
 QUESTIONS = [
-    Question("xgb", "7.1", "XGBoost on raw pixels", dict(image_size=224, crop=XGB_CROP), train_xgb, report_baseline),
-    Question("scratch", "7.2", "ResNet18 from scratch", TORCH, train_scratch, report_baseline),
-    Question("linear_probe", "7.3", "Linear probe on a frozen pretrained ResNet18", dict(TORCH, weights="imagenet"),
+    Question("xgb", "7.4-1", "XGBoost on raw pixels", dict(image_size=224, crop=XGB_CROP), train_xgb, report_baseline),
+    Question("scratch", "7.4-2", "ResNet18 from scratch", TORCH, train_scratch, report_baseline),
+    Question("linear_probe", "7.4-3", "Linear probe on a frozen pretrained ResNet18", dict(TORCH, weights="imagenet"),
              train_linear_probe, report_baseline),
-    Question("sklearn_probe", "7.4", "sklearn LogisticRegression on frozen pretrained features",
+    Question("sklearn_probe", "7.4-4", "sklearn LogisticRegression on frozen pretrained features",
              dict(image_size=224, amp=False, weights="imagenet"), train_sklearn_probe, report_baseline),
-    Question("finetune", "7.5", "Fine-tuning a pretrained ResNet18", dict(TORCH, weights="imagenet"), train_finetune,
+    Question("finetune", "7.4-5", "Fine-tuning a pretrained ResNet18", dict(TORCH, weights="imagenet"), train_finetune,
              report_baseline),
-    Question("summary", "7.6.1", "Summary: the best and worst models, every model ranked", {}, train_summary,
+    Question("summary", "7.6-1", "Summary: the best and worst models, every model ranked", {}, train_summary,
              report_summary, reads=tuple(BASELINES)),
-    Question("mistakes", "7.6.2", "Mistakes: right for the best model, wrong for the worst", {}, train_mistakes,
+    Question("mistakes", "7.6-2", "Mistakes: right for the best model, wrong for the worst", {}, train_mistakes,
              report_mistakes, reads=tuple(BASELINES)),
 ]
 
@@ -829,7 +955,7 @@ SCRIPT = common.Script(
     name="cnn", doc=__doc__, questions=QUESTIONS, settings=SETTINGS, load_data=load_data, resolve=resolve,
     inputs=inputs,
     data_help="ImageFolder root: train/, val/ (or validation/), test/, each with a real and a fake class folder (named "
-              "real, 0_real, ... / fake, 1_fake, ...). Default: the generated demo set in CACHE_DIR/realfake-demo",
+              "real, 0_real, ... / fake, 1_fake, ...). Default: the generated demo set in CACHE_DIR/realfake-demo-*",
     add_flags=add_flags)
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ import matplotlib
 HERE = os.path.dirname(os.path.abspath(__file__))
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.colors import hsv_to_rgb  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 
@@ -279,11 +278,16 @@ def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_s
 
 # ----------------------------------------------------------------------------- plotting and tables
 
-def plot_mean_band(ax, x, runs_values, label, color=None, **kwargs):
-    """Mean over seeds as a line, min..max over seeds as a band. None (diverged) breaks the line."""
+def plot_mean_band(ax, x, runs_values, label, color=None, each_seed=False, **kwargs):
+    """Mean over seeds as a line, min..max over seeds as a band; with each_seed (for seeds that disagree, where a mean
+    would hide a collapsed seed), every seed's own line instead. None (diverged) breaks a line."""
     values = np.array([[np.nan if v is None else v for v in vs] for vs in runs_values], dtype=float)
-    mean = values.mean(0)
-    line, = ax.plot(x, mean, label=label, color=color, **kwargs)
+    if each_seed:
+        lines = [ax.plot(x, seed_values, color=color, linewidth=1, linestyle=style, **kwargs)[0]
+                 for seed_values, style in zip(values, ["-", "--", ":", "-."] * len(values))]
+        lines[0].set_label(f"{label} (each seed: they disagree)")
+        return lines[0]
+    line, = ax.plot(x, values.mean(0), label=label, color=color, **kwargs)
     if len(values) > 1:
         ax.fill_between(x, values.min(0), values.max(0), color=line.get_color(), alpha=0.2, linewidth=0)
     return line
@@ -308,13 +312,29 @@ def mean_std(values, digits=3):
     return text
 
 
+def cielab(rgb):
+    """sRGB colors [N, 3] in 0..1 to CIELAB (D65 white), where a Euclidean distance approximates a seen difference."""
+    linear = np.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+    xyz = linear @ np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]).T
+    xyz = xyz / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16 / 116)
+    return np.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], axis=1)
+
+
 def class_colors(n):
-    """n distinct RGB colors, one per class id: hues stepped by the golden ratio (so ids that are close get
-    far-apart hues) over three lightness levels, so that 30-60 classes stay tellable apart."""
-    hues = (np.arange(n) * 0.618033988749895) % 1.0
-    levels = [(0.85, 0.95), (0.55, 0.80), (0.95, 0.60)]  # (saturation, value)
-    hsv = np.array([(h, *levels[i % 3]) for i, h in enumerate(hues)])
-    return hsv_to_rgb(hsv)
+    """n RGB colors, one per class id, as far apart to the eye as can be: greedy farthest points in CIELAB among a
+    12-level RGB grid, the darkest and lightest left out so that black rings and the map's lines stay visible."""
+    levels = np.linspace(0, 1, 12)
+    grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), axis=-1).reshape(-1, 3)
+    lab = cielab(grid)
+    keep = (lab[:, 0] > 35) & (lab[:, 0] < 90)
+    grid, lab = grid[keep], lab[keep]
+    chosen = [int(np.argmax(np.hypot(lab[:, 1], lab[:, 2])))]  # the most saturated first
+    distance = np.linalg.norm(lab - lab[chosen[0]], axis=1)
+    while len(chosen) < n:
+        chosen.append(int(np.argmax(distance)))
+        distance = np.minimum(distance, np.linalg.norm(lab - lab[chosen[-1]], axis=1))
+    return grid[chosen]
 
 
 def prediction_grid(predict, extent, resolution=400, margin=0.03):
@@ -331,22 +351,41 @@ def prediction_grid(predict, extent, resolution=400, margin=0.03):
     return labels.view(resolution, resolution).cpu().numpy(), extent
 
 
+def map_height_ratio(extent):
+    """Height over width of a map of extent (degrees) drawn with the longitude/latitude aspect of plot_prediction_map:
+    for sizing a figure so that the map fills its panel."""
+    return (extent[3] - extent[2]) / (extent[1] - extent[0]) / np.cos(np.radians(np.clip(np.mean(extent[2:]), -80, 80)))
+
+
 def plot_prediction_map(ax, predict, extent, points, labels, class_names, title, resolution=400, legend=True):
-    """The plane colored by predicted class, the given (test) points on top colored by their true class,
-    longitude/latitude aspect so the map is not stretched, one fixed color per class id."""
+    """The plane colored by predicted class and the given (test) points on top in the color of their true class (the
+    same color as that class's area), a black ring around each point the map gets wrong, longitude/latitude aspect so
+    the map is not stretched. Returns the grid of predicted classes."""
     grid, extent = prediction_grid(predict, extent, resolution)
     colors = class_colors(len(class_names))
-    ax.imshow(colors[grid], origin="lower", extent=extent, interpolation="nearest", alpha=0.55)
-    points = np.asarray(points)
-    ax.scatter(points[:, 0], points[:, 1], c=colors[np.asarray(labels)], s=4, edgecolors="black", linewidths=0.15)
+    ax.imshow(colors[grid], origin="lower", extent=extent, interpolation="nearest")
+    points, labels = np.asarray(points), np.asarray(labels)
+    predicted = predict(torch.as_tensor(points, dtype=torch.float32)).cpu().numpy()
+    wrong = predicted != labels
+    ax.scatter(points[~wrong, 0], points[~wrong, 1], c=colors[labels[~wrong]], s=5, edgecolors="white",
+               linewidths=0.2)
+    ax.scatter(points[wrong, 0], points[wrong, 1], c=colors[labels[wrong]], s=14, edgecolors="black", linewidths=0.9,
+               label=f"misclassified test point ({wrong.mean():.1%}), in its true class's color")
     ax.set_aspect(1 / np.cos(np.radians(np.clip(np.mean(extent[2:]), -80, 80))))
     ax.set(xlim=extent[:2], ylim=extent[2:], xlabel="longitude (degrees)", ylabel="latitude (degrees)", title=title)
     if legend:
-        handles = [Patch(color=colors[i], label=name) for i, name in enumerate(class_names)]
-        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7,
-                  ncol=1 + len(class_names) // 25, title="true class (points) / predicted (area)", title_fontsize=7)
+        class_legend(ax, class_names, ax.get_legend_handles_labels()[0])
     return grid
 
+
+def class_legend(target, class_names, extra_handles=(), **kwargs):
+    """The class colors of the prediction maps, on an axes (beside it) or a figure (outside on the right)."""
+    colors = class_colors(len(class_names))
+    handles = [Patch(color=colors[i], label=name) for i, name in enumerate(class_names)] + list(extra_handles)
+    place = dict(loc="outside right upper") if isinstance(target, plt.Figure) else dict(loc="upper left",
+                                                                                       bbox_to_anchor=(1.01, 1))
+    target.legend(handles=handles, fontsize=7, ncol=1 + len(class_names) // 25, title="class: area predicted, dot true",
+                  title_fontsize=7, **place, **kwargs)
 
 
 # ----------------------------------------------------------------------------- questions and the runner
@@ -365,10 +404,19 @@ class Question(NamedTuple):
     reads: tuple = ()
 
 
+class Answer(NamedTuple):
+    """The reply to one question of the exercise: its number there (6.1.2-1), what it asks, and the reply, every
+    sentence of which comes from a finding function that decides its case from the numbers."""
+    item: str
+    asked: str
+    sentences: list
+
+
 class Report(NamedTuple):
     body: list  # markdown blocks (tables, notes), in order
     figures: dict  # file name -> matplotlib figure
     findings: list  # sentences; every one that says more than a number comes from a tested finding function
+    answers: list = []  # Answers, shown first
 
 
 def show_value(value):
@@ -584,11 +632,17 @@ def get_result(script, question, args, data, device, reads, force):
     return {**result, "weights": weights}
 
 
-def write_question_markdown(path, title, settings_rows, body, figures, findings):
-    """A question's .md: settings table, results (tables and text), figure links, findings."""
-    lines = [f"# {title}\n", "## Settings\n", markdown_table(["setting", "value"], settings_rows), "\n## Results\n",
-             *body, *[f"![{os.path.splitext(figure)[0]}]({figure})\n" for figure in figures], "\n## Findings\n",
-             *[f"- {finding}" for finding in findings]]
+def write_question_markdown(path, title, settings_rows, body, figures, findings, answers=()):
+    """A question's .md: the answers to the exercise's questions, figure links, results (tables and text), findings,
+    settings."""
+    lines = [f"# {title}\n"]
+    for answer in answers:
+        lines += [f"## {answer.item}: {answer.asked}\n", "**Answer.** " + " ".join(s for s in answer.sentences if s)
+                  + "\n"]
+    lines += [*[f"![{os.path.splitext(figure)[0]}]({figure})\n" for figure in figures], "## Results\n", *body]
+    if findings:
+        lines += ["\n## Findings\n", *[f"- {finding}" for finding in findings]]
+    lines += ["\n## Settings\n", markdown_table(["setting", "value"], settings_rows)]
     save_text(path, "\n".join(lines) + "\n")
 
 
@@ -602,8 +656,9 @@ def write_report(script, question, result, data, out_dir):
         ("data", result["data"]["summary"]), ("device", result["device"]), ("wall time", f"{result['wall_s']:.1f} s"),
         ("versions", ", ".join(f"{k} {v}" for k, v in result["versions"].items()))]
     write_question_markdown(os.path.join(out_dir, f"{question.name}.md"), heading(question), rows,
-                            [block + "\n" for block in report.body], list(report.figures), report.findings)
-    return report.findings
+                            [block + "\n" for block in report.body], list(report.figures), report.findings,
+                            report.answers)
+    return [" ".join(s for s in answer.sentences if s) for answer in report.answers] + report.findings
 
 
 def saved_seconds(path):
@@ -791,6 +846,9 @@ def write_study_report(out, scripts, times, lanes, total, seeds, mlp_data, cnn_d
                 results[key] = json.load(f)
         except (OSError, ValueError):
             pass
+    for key, result in results.items():  # a question that ran but whose models could not run is not "ok"
+        if status.get(key) == "ok" and result.get("models") and all(m["status"] == "not run" for m in result["models"]):
+            status[key] = "not run"
     devices = sorted({r["device"] for r in results.values() if "device" in r})
     data = {}
     for section, source in (("mlp", mlp_data), ("cnn", cnn_data)):
@@ -807,7 +865,7 @@ def write_study_report(out, scripts, times, lanes, total, seeds, mlp_data, cnn_d
     note = stand_in_note(data, image_size)
     if note:
         lines.append(note)
-    failed = [k for k, v in status.items() if v != "ok"]
+    failed = [k for k, v in status.items() if v == "failed"]
     if failed:
         lines.append(f"> **Failed in this run:** {', '.join(failed)}. Their sections below are missing or stale.\n")
     rows = [("date", manifest["date"]), ("git commit", manifest["git_commit"]), ("seeds", seeds),
