@@ -128,10 +128,12 @@ def save_torch(path, obj):
 
 
 def shown_path(path):
-    """A path as the reports show it: relative to the project when inside it, so results/ reads the same on
-    every machine."""
+    """A path as the reports show it: relative to the project when inside it, else its last part only, so that
+    results/ reads the same on every machine and names no folder of the machine that made it."""
     relative = os.path.relpath(os.path.abspath(path), HERE)
-    return path if relative.startswith("..") else relative
+    if relative.startswith(".."):
+        return f"{os.path.basename(os.path.normpath(path))}/ (outside the project)"
+    return relative
 
 
 def finite_or_none(value):
@@ -632,13 +634,17 @@ def get_result(script, question, args, data, device, reads, force):
     return {**result, "weights": weights}
 
 
+def answer_text(answer):
+    """An answer's sentences as one paragraph, each begun with a capital (findings begin lower-case as bullets)."""
+    return " ".join(s[0].upper() + s[1:] for s in answer.sentences if s)
+
+
 def write_question_markdown(path, title, settings_rows, body, figures, findings, answers=()):
     """A question's .md: the answers to the exercise's questions, figure links, results (tables and text), findings,
     settings."""
     lines = [f"# {title}\n"]
     for answer in answers:
-        lines += [f"## {answer.item}: {answer.asked}\n", "**Answer.** " + " ".join(s for s in answer.sentences if s)
-                  + "\n"]
+        lines += [f"## {answer.item}: {answer.asked}\n", f"**Answer.** {answer_text(answer)}\n"]
     lines += [*[f"![{os.path.splitext(figure)[0]}]({figure})\n" for figure in figures], "## Results\n", *body]
     if findings:
         lines += ["\n## Findings\n", *[f"- {finding}" for finding in findings]]
@@ -658,7 +664,7 @@ def write_report(script, question, result, data, out_dir):
     write_question_markdown(os.path.join(out_dir, f"{question.name}.md"), heading(question), rows,
                             [block + "\n" for block in report.body], list(report.figures), report.findings,
                             report.answers)
-    return [" ".join(s for s in answer.sentences if s) for answer in report.answers] + report.findings
+    return [answer_text(answer) for answer in report.answers] + report.findings
 
 
 def saved_seconds(path):
@@ -772,15 +778,15 @@ def main(script, argv=None):
 # ----------------------------------------------------------------------------- the study report (run_all.sh)
 
 def git_commit(out):
-    """The commit the code ran from, and whether tracked files other than the results being written (out) differ
-    from it."""
+    """The commit the code ran from, and whether tracked files other than results (the project's results/ folder and
+    out, the one being written) differ from it."""
     import subprocess
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
                                 cwd=HERE).stdout.strip()
         out = os.path.relpath(os.path.abspath(out), HERE)
-        outside = ["--", ".", f":(exclude){out}"] if not out.startswith("..") else []
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", *outside],
+        results = ["--", ".", ":(exclude)results"] + ([f":(exclude){out}"] if not out.startswith("..") else [])
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", *results],
                                capture_output=True, text=True, check=True, cwd=HERE).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
@@ -836,7 +842,8 @@ def write_study_report(out, scripts, times, lanes, total, seeds, mlp_data, cnn_d
     scripts: the script modules, whose questions give the report's order; times: (key, seconds, status) rows;
     lanes: the Section 6 lanes, each a list of questions."""
     import importlib
-    questions = [f"{name}/{q.name}" for name in scripts for q in importlib.import_module(name).SCRIPT.questions]
+    questions = [f"{name}/{q.name}" for name in scripts for q in importlib.import_module(name).SCRIPT.questions
+                 if os.path.isdir(os.path.join(out, name))]  # a section never run into out is left out
     wall = {key: float(seconds) for key, seconds, _ in times}
     status = {key: state for key, _, state in times}
     results = {}
@@ -853,7 +860,8 @@ def write_study_report(out, scripts, times, lanes, total, seeds, mlp_data, cnn_d
     data = {}
     for section, source in (("mlp", mlp_data), ("cnn", cnn_data)):
         meta = next((r["data"] for k, r in results.items() if k.startswith(section) and "data" in r), None)
-        data[section] = {"source": source, "dir": shown_path(meta["dir"]) if meta else None,
+        data[section] = {"source": source if source == "embedded" else shown_path(source),
+                         "dir": shown_path(meta["dir"]) if meta else None,
                          "rows": meta["rows"] if meta else None, "classes": meta.get("n_classes") if meta else None}
     manifest = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "git_commit": git_commit(out), "seeds": seeds,
                 "devices": devices, "versions": library_versions(), "data": data, "cnn_image_size": image_size,

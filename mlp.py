@@ -777,18 +777,23 @@ def vanishing_answer(runs):
     if not ok:
         return ["Every seed diverged: the gradients exploded."]
     last = grad_matrix(ok)[-1]
-    output, first_nonzero = last[-1], next((layer for layer, g in enumerate(last) if g > 0), None)
+    output = last[-1]
     zeros = [zero_layers(r) for r in ok]
     if last[0] > 100 * output:
         return [f"Exploding: the first layer's gradient ({last[0]:.1e}) is {last[0] / output:.0e} times the output "
                 f"layer's ({output:.1e}).", "Batch norm, smaller initial weights or gradient clipping would tame it."]
     if any(zeros):
-        decades = np.log10(output / last[first_nonzero]) if first_nonzero is not None else None
+        lowest = []  # per seed: the lowest layer that still gets a gradient in the last epoch (no mean over zeros)
+        for r in ok:
+            grads = seed_grads(r)[-1]
+            layer = next((i for i, g in enumerate(grads) if g > 0), None)
+            if layer is not None:
+                lowest.append(f"seed {r['seed']}: layer {layer}, {grads[layer]:.1e}, "
+                              f"{np.log10(grads[-1] / grads[layer]):.0f} decades below the output layer")
         sentences = [f"Vanishing, down to exactly zero: in the last epoch the output layer's ||grad W||^2 is "
-                     f"{output:.1e}" + (f", layer {first_nonzero}'s {last[first_nonzero]:.1e} ({decades:.0f} decades "
-                                        "less)" if decades is not None else "")
-                     + ", and below that " + "; ".join(f"seed {r['seed']}: layers {layer_ranges(z)}"
-                                                       for r, z in zip(ok, zeros) if z)
+                     f"{output:.1e} (mean over seeds); the lowest layer that still gets one is "
+                     + "; ".join(lowest) + "; below it " + "; ".join(f"seed {r['seed']}: layers {layer_ranges(z)}"
+                                                                     for r, z in zip(ok, zeros) if z)
                      + " get none at all.", dead_layer_finding(ok)]
         sentences.append("So the fix must keep a path for the gradient that no dead ReLU can cut, or keep ReLUs from "
                          "dying: skip connections (an identity path around each layer), batch norm (inputs that "

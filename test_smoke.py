@@ -1129,7 +1129,8 @@ def test_baseline_answer_tells_which_lrs_learned():
               cnn_model(0.50, 0.968, lr=1e-4), cnn_model(0.85, 0.86, lr=1e-5)]
     text = " ".join(cnn.baseline_answer("scratch", models, 0.5))
     assert text.startswith("Best: scratch lr 1e-05, test accuracy 0.850")
-    assert "Learned: lr 0.001, 0.0001, 1e-05; of them, 2 only show it once BatchNorm's statistics are recomputed" in text
+    assert ("Learned: lr 0.001, 0.0001, 1e-05; of them, 2 only show it once BatchNorm's statistics are "
+            "recomputed") in text
     assert "Did not learn: lr 0.1, 0.01, all larger than every lr that learned" in text
     mixed = " ".join(cnn.baseline_answer("scratch", [cnn_model(0.9, lr=0.1), cnn_model(0.5, lr=1e-4)], 0.5))
     assert "Did not learn: lr 0.0001." in mixed  # a small lr that failed: no claim that big steps wreck it
@@ -1314,7 +1315,8 @@ def gradient_epochs(values_per_epoch, seed=42, status="ok", init_norms=None):
 def test_vanishing_answer_cases():
     dead = gradient_epochs([[0.0, 0.0, 1e-12, 1e-3]] * 3, init_norms=[1.0, 0.0, 1.0, 1.0])
     text = " ".join(mlp.vanishing_answer([dead]))
-    assert text.startswith("Vanishing, down to exactly zero") and "seed 42: layers 0-1 get none" in text
+    assert text.startswith("Vanishing, down to exactly zero") and "below it seed 42: layers 0-1 get none" in text
+    assert "the lowest layer that still gets one is seed 42: layer 2, 1.0e-12, 9 decades below" in text
     assert "6.2.1-6 tries each" in text
     assert mlp.vanishing_answer([gradient_epochs([[1e-9, 1e-6, 1e-3]])])[0].startswith("Vanishing: the output")
     assert mlp.vanishing_answer([gradient_epochs([[1e3, 1e0, 1e-3]])])[0].startswith("Exploding")
