@@ -221,9 +221,10 @@ def load_weights(weights, quiet=False):
         try:
             state = torch.hub.load_state_dict_from_url(url, progress=not quiet, check_hash=True)
         except (OSError, RuntimeError) as e:  # no network, a proxy, a failed hash check
-            return {"state": None, "id": "imagenet unavailable",
+            return {"state": None, "id": "imagenet unavailable", "folder": folder,
                     "reason": f"ImageNet weights unavailable ({type(e).__name__}: {e})",
-                    "fix": f"put {file} (from {url}) in {folder}/, or pass --weights /path/to/{file}"}
+                    "fix": f"put {file} (from {url}) in torch's hub cache, TORCH_HOME/hub/checkpoints/ (by default "
+                           f"~/.cache/torch/hub/checkpoints/), or pass --weights /path/to/{file}"}
         path = os.path.join(folder, file)
     else:
         path = weights
@@ -249,9 +250,10 @@ def backbone(data, weights):
     """load_weights, once per process; says once when the pretrained baselines cannot run."""
     if ("backbone", weights) not in data["memo"]:
         loaded = load_weights(weights, data["quiet"])
-        if loaded["state"] is None:
+        if loaded["state"] is None:  # the console names this machine's folder; the saved results do not
             print(f"note: linear_probe, sklearn_probe and finetune not run: {loaded['reason']}"
-                  + (f". Fix: {loaded['fix']}" if loaded["fix"] else ""))
+                  + (f". Fix: {loaded['fix']}" if loaded["fix"] else "")
+                  + (f". Here TORCH_HOME/hub/checkpoints/ is {loaded['folder']}/" if loaded.get("folder") else ""))
         data["memo"]["backbone", weights] = loaded
     return data["memo"]["backbone", weights]
 
@@ -805,9 +807,14 @@ def summary_answer(models, majority):
     for baseline in BASELINES:
         runs = [m for m in models if m["baseline"] == baseline]
         best_two = [m for m in ranked if m["baseline"] == baseline][:2]
-        lead = f"{baseline}: " + (", ".join(f"{model_name(m)} {m['test_acc']:.3f}" for m in best_two) + ". "
-                                  if best_two else "")
-        sentences.append(lead + " ".join(baseline_answer(baseline, runs, majority)[1 if best_two else 0:]))
+        if not best_two:
+            status = runs[0]["status"]
+            sentences.append(f"Baseline {baseline}: {status}" + (f" ({runs[0]['reason']})." if runs[0]["reason"]
+                                                                  else "."))
+            continue
+        sentences.append(f"Baseline {baseline}: best " + ", ".join(f"{model_name(m)} {m['test_acc']:.3f}"
+                                                                   for m in best_two) + ". "
+                         + " ".join(baseline_answer(baseline, runs, majority)[1:]))
     return sentences
 
 

@@ -635,8 +635,8 @@ def get_result(script, question, args, data, device, reads, force):
 
 
 def answer_text(answer):
-    """An answer's sentences as one paragraph, each begun with a capital (findings begin lower-case as bullets)."""
-    return " ".join(s[0].upper() + s[1:] for s in answer.sentences if s)
+    """An answer's sentences as one paragraph."""
+    return " ".join(s for s in answer.sentences if s)
 
 
 def write_question_markdown(path, title, settings_rows, body, figures, findings, answers=()):

@@ -562,13 +562,15 @@ def seeds_disagree(values):
 
 
 def lr_case(finals, first, prior, uniform):
-    """What one learning rate did: 'diverged', 'unstable' (seeds disagree), 'collapsed' (ends at the loss of
-    predicting the class frequencies), 'stuck' (ends where it started, near a uniform guess) or 'learning'.
-    finals: final validation loss per seed; first: mean validation loss after epoch 1."""
+    """What one learning rate did: 'diverged', 'unstable' (some seeds collapse to the class-frequency loss or
+    diverge, others train), 'collapsed' (ends at the loss of predicting the class frequencies), 'stuck' (ends where
+    it started, near a uniform guess) or 'learning'. finals: final validation loss per seed; first: mean validation
+    loss after epoch 1."""
     finite = [v for v in finals if v is not None]
     if not finite:
         return "diverged"
-    if seeds_disagree(finals):
+    wrecked = len(finite) < len(finals) or any(abs(v - prior) < NEAR for v in finite)
+    if wrecked and not all(abs(v - prior) < NEAR for v in finite):
         return "unstable"
     final = float(np.mean(finite))
     if abs(final - prior) < NEAR:
@@ -599,9 +601,9 @@ def lr_answer(stats, prior, uniform, n_classes, epochs):
     for lr in [lr for lr, case in cases.items() if case == "unstable"]:
         finals = ", ".join("diverged" if v is None else f"{v:.3f}" for v in stats[lr]["finals"])
         collapsed = sum(v is not None and abs(v - prior) < NEAR for v in stats[lr]["finals"])
-        sentences.append(f"lr {lr:g} is on the edge: its seeds end at {finals}" + (
+        sentences.append(f"At lr {lr:g} the net is on the edge: its seeds end at {finals}" + (
             f", {collapsed} of them at the class-frequency loss" if collapsed else "") + ", so a step this large "
-            "trains some seeds and wrecks others.")
+            "trains some seeds and wrecks others (the figure draws each seed).")
     for lr in [lr for lr, case in cases.items() if case == "stuck"]:
         sentences.append(f"Too low: lr {lr:g} ends at {mean[lr]:.3f}, near ln {n_classes} = {uniform:.3f} (a uniform "
                          f"guess) and where it started ({stats[lr]['first']:.3f} after epoch 1): steps of lr times "
@@ -609,11 +611,16 @@ def lr_answer(stats, prior, uniform, n_classes, epochs):
     learning = {lr: mean[lr] for lr, case in cases.items() if case == "learning"}
     if learning:
         best_lr = min(learning, key=learning.get)
-        sentences.append(f"In between, lr {best_lr:g} reaches the lowest validation loss, {learning[best_lr]:.3f}.")
+        sentences.append(f"Of the rest, lr {best_lr:g} reaches the lowest validation loss, {learning[best_lr]:.3f}.")
         slow = [lr for lr in learning if stats[lr]["trend"] == "improving" and lr < best_lr]
         if slow:
             sentences.append(f"Smaller ones ({', '.join(f'{lr:g}' for lr in slow)}) are still falling at epoch "
                              f"{epochs}: too slow for this budget rather than wrong.")
+        spread = [lr for lr in learning if seeds_disagree(stats[lr]["finals"])]
+        if spread:
+            sentences.append("Seeds end far apart at lr " + "; ".join(
+                f"{lr:g} ({', '.join(f'{v:.3f}' for v in stats[lr]['finals'])})" for lr in spread)
+                + ", more than a mean shows: the figure draws each seed.")
     return sentences
 
 
@@ -770,6 +777,11 @@ def shape_answer(kind, rows):
     return sentences
 
 
+def capitalized(sentence):
+    """A finding (lower-case, as a bullet) as a sentence of an answer."""
+    return sentence[0].upper() + sentence[1:]
+
+
 def vanishing_answer(runs):
     """6.2.1-5: vanishing or exploding? The last epoch's mean ||grad W||^2 per layer (mean over seeds that trained),
     and the exactly-zero layers, which dead_layer_finding explains."""
@@ -794,7 +806,7 @@ def vanishing_answer(runs):
                      f"{output:.1e} (mean over seeds); the lowest layer that still gets one is "
                      + "; ".join(lowest) + "; below it " + "; ".join(f"seed {r['seed']}: layers {layer_ranges(z)}"
                                                                      for r, z in zip(ok, zeros) if z)
-                     + " get none at all.", dead_layer_finding(ok)]
+                     + " get none at all.", capitalized(dead_layer_finding(ok))]
         sentences.append("So the fix must keep a path for the gradient that no dead ReLU can cut, or keep ReLUs from "
                          "dying: skip connections (an identity path around each layer), batch norm (inputs that "
                          "straddle 0), He initialisation (activations that keep their scale), or LeakyReLU (a "
@@ -817,8 +829,13 @@ def fix_verdict(runs, plain_val_acc):
                             f"reaching the output layer have norm {max(norms):.1e})")
     zeros = {r["seed"]: zero_layers(r) for r in runs if zero_layers(r)}
     if zeros:
+        dead = any(norm == 0 for r in runs for norm in r["init_activation_norm"])
+        leaky = runs[0].get("activation") == "leaky_relu"  # no unit passes exactly 0 back: zeros are underflow
         return "zeros", "layers still get exactly zero gradient (" + "; ".join(
-            f"seed {seed}: {layer_ranges(z)}" for seed, z in zeros.items()) + ")"
+            f"seed {seed}: {layer_ranges(z)}" for seed, z in zeros.items()) + ")" + (
+            "" if dead else ", though no layer is dead at initialisation" + (
+                ": through layer after layer of slope 0.01 the gradient shrinks below what float32 holds" if leaky
+                else ""))
     val = mean_final(runs, "val_acc")
     if val <= plain_val_acc + GAP_TOLERANCE:
         return "no gain", f"every layer gets a gradient, but validation accuracy {val:.3f} is not above the plain net's"
@@ -832,7 +849,7 @@ def fixes_answer(plain, fixes):
     solved = [label for label, (case, _) in verdicts.items() if case == "yes"]
     sentences = [(f"Solved by: {', '.join(solved)}." if solved else "No change solved it.") +
                  f" The plain net reaches validation accuracy {plain_acc:.3f}."]
-    sentences += [f"{label}: {'yes' if case == 'yes' else 'no'}, {reason}." for label, (case, reason) in
+    sentences += [f"With {label}: {'yes' if case == 'yes' else 'no'}, {reason}." for label, (case, reason) in
                   verdicts.items()]
     return sentences
 
@@ -1309,7 +1326,7 @@ def layer_value_text(values):
     if all(v == 0 for v in values):
         return "0"
     if any(v == 0 for v in values):
-        return " / ".join("0" if v == 0 else f"{v:.1e}" for v in values) + " (each seed)"
+        return "(" + ", ".join("0" if v == 0 else f"{v:.1e}" for v in values) + ")"
     return f"{np.mean(values):.2e}"
 
 
@@ -1325,7 +1342,9 @@ def gradient_rows(label, runs, layers):
 def gradient_table(variants, layers):
     return markdown_table(["model"] + [f"layer {layer}: epoch 1 / last" for layer in layers] +
                           ["layers exactly 0 in every epoch", "final val acc", "status"],
-                          [gradient_rows(label, runs, layers) for label, runs in variants])
+                          [gradient_rows(label, runs, layers) for label, runs in variants]) + (
+        "\nMean ||grad W||² over the seeds that trained; in parentheses each seed's, where some are exactly 0 and "
+        "others not (a mean would hide the zeros).")
 
 
 def layer_series(grads, layers):

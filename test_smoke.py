@@ -764,13 +764,14 @@ def test_imagenet_offline_is_not_run_with_the_fix(tiny, tmp_path, capsys, monkey
                                for m in models)
         for m in models:
             assert m["reason"].startswith("ImageNet weights unavailable (URLError")
-            assert "resnet18-f37072fd.pth" in m["fix"] and fix_folder in m["fix"] and "--weights" in m["fix"]
+            assert "resnet18-f37072fd.pth" in m["fix"] and "hub/checkpoints" in m["fix"] and "--weights" in m["fix"]
+            assert fix_folder not in m["fix"]  # the saved results name no folder of the machine that made them
         assert "not run" in (out / "cnn" / f"{name}.md").read_text()
     scratch = {m["lr"]: m for m in read_json(out, "scratch")["models"]}
     assert scratch[1e30]["status"] == "diverged" and scratch[1e30]["test_acc"] is None
     assert scratch[1e-3]["status"] == "ok" and read_json(out, "xgb")["models"][0]["status"] == "ok"
     summary = (out / "cnn" / "summary.md").read_text()
-    assert fix_folder in summary and "diverged" in summary
+    assert "TORCH_HOME/hub/checkpoints" in summary and fix_folder not in summary and "diverged" in summary
     assert read_json(out, "mistakes")["best"]["baseline"] in ("xgb", "scratch")
 
 
@@ -1227,6 +1228,7 @@ def test_lr_answer_names_each_case():
     assert mlp.lr_case([3.641, 3.640, 3.642], 3.653, PRIOR, UNIFORM) == "stuck"
     assert mlp.lr_case([1.30, 1.40, 2.754], 2.2, PRIOR, UNIFORM) == "unstable"
     assert mlp.lr_case([1.30, None, 1.35], 2.2, PRIOR, UNIFORM) == "unstable"  # one seed diverged
+    assert mlp.lr_case([1.95, 1.60, 1.62], 3.6, PRIOR, UNIFORM) == "learning"  # far apart, but none wrecked
     assert mlp.lr_case([None, None], None, PRIOR, UNIFORM) == "diverged"
     assert mlp.lr_case([1.37, 1.36], 2.8, PRIOR, UNIFORM) == "learning"
     assert mlp.lr_case([2.40, 2.41], 3.64, PRIOR, UNIFORM) == "learning"  # moved from its start, not at a reference
@@ -1235,9 +1237,12 @@ def test_lr_answer_names_each_case():
              1e-5: lr_stats([3.641, 3.641], 3.653)}
     text = " ".join(mlp.lr_answer(stats, PRIOR, UNIFORM, 39, 50))
     assert "Too high: lr 1 ends at validation loss 2.754" in text and "79% of its hidden ReLUs are dead" in text
-    assert "lr 0.2 is on the edge: its seeds end at 1.300, 2.754, 1 of them at the class-frequency loss" in text
+    assert "At lr 0.2 the net is on the edge: its seeds end at 1.300, 2.754, 1 of them at the class-frequency loss" \
+        in text
     assert "Too low: lr 1e-05 ends at 3.641, near ln 39 = 3.664" in text
     assert "lr 0.01 reaches the lowest validation loss, 1.365" in text and "Smaller ones (0.001)" in text
+    apart = " ".join(mlp.lr_answer({0.001: lr_stats([1.95, 1.60, 1.62], 3.6)}, PRIOR, UNIFORM, 39, 50))
+    assert "Seeds end far apart at lr 0.001 (1.950, 1.600, 1.620)" in apart and "wrecks" not in apart
     alive = " ".join(mlp.lr_answer({1: lr_stats([2.754], 2.77, dead=0.2)}, PRIOR, UNIFORM, 39, 50))
     assert "Too high" in alive and "dead" not in alive  # the cause is named only when the units are dead
 
@@ -1340,9 +1345,12 @@ def test_fixes_answer_gives_each_change_its_verdict():
                                                                  "activations reaching the output layer have norm "
                                                                  "3.0e+10)")
     assert mlp.fix_verdict([zeros], 0.16)[0] == "zeros"
+    assert "no layer is dead" in mlp.fix_verdict([zeros], 0.16)[1]
+    assert "float32" in mlp.fix_verdict([{**zeros, "activation": "leaky_relu"}], 0.16)[1]  # zeros are underflow
+    assert "float32" not in mlp.fix_verdict([plain[0]], 0.16)[1]  # a dead layer explains them
     text = " ".join(mlp.fixes_answer(plain, [("skips", [good]), ("LeakyReLU", [zeros]), ("He", [flat])]))
-    assert text.startswith("Solved by: skips.") and "LeakyReLU: no, layers still get exactly zero" in text
-    assert "He: no, every layer gets a gradient, but validation accuracy 0.160" in text
+    assert text.startswith("Solved by: skips.") and "With LeakyReLU: no, layers still get exactly zero" in text
+    assert "With He: no, every layer gets a gradient, but validation accuracy 0.160" in text
     assert mlp.fixes_answer(plain, [("He", [flat])])[0].startswith("No change solved it.")
 
 
@@ -1367,4 +1375,4 @@ def test_boundary_fraction_and_seed_helpers():
     assert mlp.seeds_disagree([1.3, 1.4, 2.754]) and not mlp.seeds_disagree([1.3, 1.4, 1.5])
     assert mlp.seeds_disagree([1.3, None]) and not mlp.seeds_disagree([None, None])
     assert mlp.layer_value_text([0.0, 0.0]) == "0" and mlp.layer_value_text([1e-3, 3e-3]) == "2.00e-03"
-    assert mlp.layer_value_text([0.0, 3e-5]) == "0 / 3.0e-05 (each seed)"
+    assert mlp.layer_value_text([0.0, 3e-5]) == "(0, 3.0e-05)"
