@@ -821,12 +821,12 @@ def lanes_sentence(lanes):
 
 def stand_in_note(data, image_size):
     """The warning at the top of the report when a section ran on the embedded data, named from what ran."""
-    parts = []
-    if data["mlp"]["source"] == "embedded":
+    parts = []  # a section counts only if it has results in this folder (a --section 6 run has none for Section 7)
+    if data["mlp"]["source"] == "embedded" and data["mlp"]["dir"]:
         classes = data["mlp"]["classes"]
         parts.append("Section 6 on GeoNames cities" + (f" of {classes} European countries" if classes else "")
                      + " (`data/europe/`)")
-    if data["cnn"]["source"] == "embedded":
+    if data["cnn"]["source"] == "embedded" and data["cnn"]["dir"]:
         parts.append("Section 7 on a generated real-vs-fake image set (photographs vs. the same photographs through a "
                      f"simulated generator's upsampling, {image_size} px)")
     if not parts:
@@ -835,6 +835,14 @@ def stand_in_note(data, image_size):
             "numbers answer the same questions but are not the report's. To run the course data: `bash run_all.sh "
             "--mlp-data PATH/TO/COURSE_CSVS --cnn-data DIR` (the course's train.csv, validation.csv and test.csv; DIR: "
             "an ImageFolder with train/, val/, test/).\n")
+
+
+def data_cell(info):
+    """The manifest's line for a section's data: 'embedded: data/europe (train N, ...)', or the folder alone."""
+    if not info["dir"]:
+        return "no result in this folder"
+    rows_text = ", ".join(f"{split} {n:,}" for split, n in (info["rows"] or {}).items())
+    return (f"embedded: {info['dir']}" if info["source"] == "embedded" else info["dir"]) + f" ({rows_text})"
 
 
 def write_study_report(out, scripts, times, lanes, total, seeds, mlp_data, cnn_data, image_size):
@@ -878,10 +886,7 @@ def write_study_report(out, scripts, times, lanes, total, seeds, mlp_data, cnn_d
         lines.append(f"> **Failed in this run:** {', '.join(failed)}. Their sections below are missing or stale.\n")
     rows = [("date", manifest["date"]), ("git commit", manifest["git_commit"]), ("seeds", seeds),
             ("device", ", ".join(devices)), ("total wall time", f"{total:.0f} s")]
-    for section, info in data.items():
-        rows_text = ", ".join(f"{split} {n:,}" for split, n in (info["rows"] or {}).items())
-        rows.append((f"{section} data", f"{info['source']}: {info['dir']} ({rows_text})" if info["dir"] else
-                     "no result in this folder"))
+    rows += [(f"{section} data", data_cell(info)) for section, info in data.items()]
     rows += [(package, version) for package, version in manifest["versions"].items()]
     lines += ["## Manifest\n", markdown_table(["", ""], rows), lanes_sentence(lanes) + "\n",
               markdown_table(["question", "wall time in this run (s)", "status"],

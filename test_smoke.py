@@ -1168,11 +1168,22 @@ def test_report_names_the_data_and_how_the_run_ran():
     assert "ran in 2 parallel lanes (lr, epochs; batchnorm)" in common.lanes_sentence([["lr", "epochs"], ["batchnorm"]])
     assert "one after another" in common.lanes_sentence([["lr", "epochs", "batchnorm"]])
     assert "one after another" in common.lanes_sentence([])
-    embedded = {"mlp": {"source": "embedded", "classes": 12}, "cnn": {"source": "/data/faces", "classes": None}}
+    embedded = {"mlp": {"source": "embedded", "dir": "data/europe", "classes": 12},
+                "cnn": {"source": "/data/faces", "dir": "faces/", "classes": None}}
     note = common.stand_in_note(embedded, 96)
     assert "of 12 European countries" in note and "Section 7" not in note
-    course = {"mlp": {"source": "/data/course", "classes": 33}, "cnn": {"source": "/data/faces", "classes": None}}
+    both = {"mlp": embedded["mlp"], "cnn": {"source": "embedded", "dir": "cache/demo", "classes": 2}}
+    assert "Section 7 on a generated" in common.stand_in_note(both, 96)
+    section_6_only = {"mlp": embedded["mlp"], "cnn": {"source": "embedded", "dir": None, "classes": None}}
+    assert "Section 7" not in common.stand_in_note(section_6_only, 96)  # run_all.sh --section 6
+    course = {"mlp": {"source": "/data/course", "dir": "course/", "classes": 33},
+              "cnn": {"source": "/data/faces", "dir": "faces/", "classes": None}}
     assert common.stand_in_note(course, 224) is None
+    rows = {"train": 1000, "val": 20}
+    assert common.data_cell({"source": "embedded", "dir": "data/europe", "rows": rows}) == \
+        "embedded: data/europe (train 1,000, val 20)"
+    assert common.data_cell({"source": "course/", "dir": "course/", "rows": rows}) == "course/ (train 1,000, val 20)"
+    assert common.data_cell({"source": "embedded", "dir": None, "rows": None}) == "no result in this folder"
 
 
 # ============================================================================= numbers behind the findings, recomputed
