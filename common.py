@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, stack_module_state, vmap
+from torch.func import functional_call, vmap
 from tqdm import tqdm
 
 import matplotlib
@@ -57,10 +57,14 @@ def pick_device(name):
                         "use --device cpu")
     device = torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
     if device.type == "cuda":
-        # PyTorch's reproducibility notes: deterministic cuBLAS workspace and cuDNN algorithms.
+        # PyTorch's reproducibility notes: deterministic cuBLAS workspace and cuDNN algorithms, a warning for any op
+        # without a deterministic kernel; and convolutions in full float32 like the CPU (cuDNN's TF32 is on by default
+        # on Ampere and later GPUs; --amp is the fast path).
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.allow_tf32 = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
     return device
 
 
@@ -154,34 +158,60 @@ def grad_sq_norms(grads, linear_index):
     return torch.stack([grads[i].pow(2).sum(dim=(1, 2)) for i in linear_index], dim=1)
 
 
+def padded(tensor, shape):
+    """tensor in the leading corner of a zero tensor of shape (every dimension at least tensor's)."""
+    out = tensor.new_zeros(shape)
+    out[tuple(slice(0, n) for n in tensor.shape)] = tensor
+    return out
+
+
 def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_steps=False, record_grads=False,
                    eval_train=False, quiet=False, desc="train"):
     """Train one model per entry of runs (each a dict with 'seed' and 'lr') in lockstep, with plain SGD
     and cross-entropy, on data = {'train'|'val'|'test': (X, y)} tensors on device.
 
-    Model k is built right after seed_everything(seed_k), has its own learning rate and its own
-    shuffling order (a generator seeded with seed_k), so its numbers do not depend on the other
-    models it trains beside. The K models are stacked with torch.func and called through vmap;
-    the summed loss gives every model exactly its own gradient.
+    Model k is build_model(run_k), built right after seed_everything(seed_k); it has its own learning rate and its
+    own shuffling order (a generator seeded with seed_k), so its numbers do not depend on the other models it trains
+    beside. The K models are stacked with torch.func and called through vmap; the summed loss gives every model
+    exactly its own gradient.
+
+    Models may differ in width: each tensor of a narrower model sits in the leading corner of the widest model's
+    tensor, the rest zero and never updated (its learning rate is zero there). That leaves a narrow model's function,
+    gradients and batch-norm statistics its own for nets whose units with zero incoming weights, bias and batch-norm
+    affine output zero (Linear, BatchNorm1d, ReLU and LeakyReLU nets); the returned state is cropped back to its shape.
 
     Returns (results, states): per run its history (per epoch: train_loss/train_acc averaged over
-    the epoch's batches in train mode; val_*, test_* and, with eval_train, train_eval_* over the
-    whole split in eval mode; with record_steps, step_loss per optimizer step; with record_grads,
-    grad_sq_norm: per epoch, the per-Linear-layer mean over the epoch's steps of ||grad W||_2^2),
-    status 'ok' or 'diverged' with diverged_epoch (1-based; later values are None), and its final
-    state_dict on the CPU.
+    the epoch's batches in train mode, a tie for the top logit counted as correct; val_*, test_* and, with
+    eval_train, train_eval_* over the whole split in eval mode; with record_steps, step_loss per optimizer step;
+    with record_grads, grad_sq_norm: per epoch, the per-Linear-layer mean over the epoch's steps of ||grad W||_2^2),
+    status 'ok' or 'diverged' with diverged_epoch (1-based; later values are None), and its final state_dict on the
+    CPU.
     """
     K = len(runs)
     models = []
     for run in runs:
         seed_everything(run["seed"])
-        models.append(build_model().to(device))
-    params, buffers = stack_module_state(models)
+        models.append(build_model(run).to(device))
+    states = [dict(model.state_dict(keep_vars=False)) for model in models]
+    widest = max(range(K), key=lambda k: sum(t.numel() for t in states[k].values()))
+    base = copy.deepcopy(models[widest]).to("meta")
+    shapes = {name: t.shape for name, t in states[widest].items()}
+    for run, state in zip(runs, states):
+        if state.keys() != shapes.keys() or any(len(t.shape) != len(shapes[name]) or any(
+                a > b for a, b in zip(t.shape, shapes[name])) for name, t in state.items()):
+            raise ValueError(f"run {run}: its tensors do not fit in the largest model's; cannot pad it to train beside")
+    param_names = [name for name, _ in models[widest].named_parameters()]
+    params = {name: torch.stack([padded(state[name].detach(), shapes[name]) for state in states]).requires_grad_()
+              for name in param_names}
+    buffers = {name: torch.stack([padded(state[name], shapes[name]) for state in states])
+               for name in shapes if name not in params}
     plist = list(params.values())
-    base = copy.deepcopy(models[0]).to("meta")
-    linear_index = [list(params).index(name) for name in linear_weight_names(base)]
-    lrs = torch.tensor([float(run["lr"]) for run in runs], device=device)
-    lr_views = [lrs.view(-1, *[1] * (p.dim() - 1)) for p in plist]
+    linear_index = [param_names.index(name) for name in linear_weight_names(base)]
+    # minus each model's learning rate, in full shape (a fused update on CUDA), zero where a model is padding
+    neg_lrs = [torch.stack([padded(torch.full(state[name].shape, -float(run["lr"]), device=device), shapes[name])
+                            for state, run in zip(states, runs)]) for name in param_names]
+    own_shapes = [{name: t.shape for name, t in state.items()} for state in states]
+    del models, states
 
     def call(p, b, x):
         return functional_call(base, (p, b), (x,), tie_weights=False)  # no tied weights here; skips a per-call scan
@@ -225,23 +255,25 @@ def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_s
         X_shuffled, y_shuffled = X_train[order], y_train[order]  # [K, N, d], [K, N]
         base.train()
         step_loss = torch.empty(steps, K, device=device)
-        correct = torch.zeros(K, device=device)
+        n_seen = min(steps * batch_size, n_train)
+        hits = torch.empty(K, n_seen, dtype=torch.bool, device=device)
         grad_record = torch.empty(steps, K, len(linear_index), device=device) if record_grads else None
         for i in range(steps):
-            xb = X_shuffled[:, i * batch_size:(i + 1) * batch_size]
-            yb = y_shuffled[:, i * batch_size:(i + 1) * batch_size]
-            logits = forward_train(params, buffers, xb)
-            loss = F.cross_entropy(logits.flatten(0, 1), yb.flatten(), reduction="none").view(K, -1).mean(1)
+            batch = slice(i * batch_size, (i + 1) * batch_size)
+            logits = forward_train(params, buffers, X_shuffled[:, batch])
+            log_probs = logits.log_softmax(-1)  # F.cross_entropy in its two steps: log_probs serves accuracy too
+            sample_loss = F.nll_loss(log_probs.flatten(0, 1), y_shuffled[:, batch].flatten(), reduction="none")
+            sample_loss = sample_loss.view(K, -1)
+            loss = sample_loss.mean(1)
             grads = torch.autograd.grad(loss.sum(), plist)
             with torch.no_grad():
-                torch._foreach_sub_(plist, torch._foreach_mul(grads, lr_views))
+                torch._foreach_addcmul_(plist, grads, neg_lrs)
                 step_loss[i] = loss
-                correct += (logits.argmax(-1) == yb).sum(1)
+                hits[:, batch] = -sample_loss >= log_probs.amax(-1)  # amax: ~20x cheaper than argmax on a CPU
                 if record_grads:
                     grad_record[i] = grad_sq_norms(grads, linear_index)
             bar.update()
-        n_seen = min(steps * batch_size, n_train)
-        epoch_values = {"train_loss": step_loss.mean(0), "train_acc": correct / n_seen}
+        epoch_values = {"train_loss": step_loss.mean(0), "train_acc": hits.sum(1) / n_seen}
         base.eval()
         for split, prefix in eval_splits:
             epoch_values[f"{prefix}_loss"], epoch_values[f"{prefix}_acc"] = evaluate(*data[split])
@@ -274,7 +306,8 @@ def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_s
         results.append({**run, "status": "ok" if diverged_epoch[k] is None else "diverged",
                         "diverged_epoch": diverged_epoch[k], "steps_per_epoch": steps,
                         "group_wall_s": round(wall_s, 3), "history": histories[k]})
-        states.append({n: t[k].detach().cpu().clone() for n, t in {**params, **buffers}.items()})
+        states.append({name: t[k][tuple(slice(0, n) for n in own_shapes[k][name])].detach().cpu().clone()
+                       for name, t in {**params, **buffers}.items()})
     return results, states
 
 
@@ -468,7 +501,6 @@ class Script(NamedTuple):
     resolve: Callable
     data_help: str
     add_flags: Callable = None
-    threads: int = None  # torch CPU threads by default (None: torch's own default)
     inputs: Callable = data_digest
 
 
@@ -507,9 +539,9 @@ def build_parser(script):
         parser.add_argument("--" + setting.key.replace("_", "-"), dest=setting.key, **setting.argparse,
                             help=f"{setting.help} ({protocol_text(script.questions, setting.key, setting.show)})")
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda (default auto)")
-    parser.add_argument("--threads", type=int, default=script.threads,
-                        help="torch CPU threads (default: " + (f"{script.threads}" if script.threads else
-                                                               "torch's default, every core") + "; see the README)")
+    parser.add_argument("--threads", type=int,
+                        help="torch CPU threads (default: torch's, every core; run_all.sh gives each of its parallel "
+                             "lanes its share; see the README)")
     if script.add_flags:
         script.add_flags(parser)
     parser.add_argument("--times", metavar="FILE",
@@ -724,7 +756,7 @@ def run(script, args):
     for name in with_reads(script.questions, names):  # bad flags fail here, before any data is read
         resolve_settings(script, by_name[name], args)
     device = pick_device(args.device)
-    if device.type == "cpu" and args.threads:
+    if args.threads:  # on a GPU too: the CPU ops around it and parallel lanes share the machine's cores
         torch.set_num_threads(args.threads)
     data = script.load_data(args, device)
     results, failed = {}, []
@@ -869,7 +901,7 @@ def write_study_report(out, scripts, times, lanes, total, seeds, mlp_data, cnn_d
     for section, source in (("mlp", mlp_data), ("cnn", cnn_data)):
         meta = next((r["data"] for k, r in results.items() if k.startswith(section) and "data" in r), None)
         data[section] = {"source": source if source == "embedded" else shown_path(source),
-                         "dir": shown_path(meta["dir"]) if meta else None,
+                         "dir": meta["dir"] if meta else None,
                          "rows": meta["rows"] if meta else None, "classes": meta.get("n_classes") if meta else None}
     manifest = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "git_commit": git_commit(out), "seeds": seeds,
                 "devices": devices, "versions": library_versions(), "data": data, "cnn_image_size": image_size,

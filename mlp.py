@@ -102,7 +102,7 @@ def read_data(data_dir, device, quick=False):
         data[name] = (torch.from_numpy(coords).to(device), torch.from_numpy(y).to(device))
         rows[name] = len(y)
     all_coords = np.concatenate([c for c, _ in splits.values()])
-    data["meta"] = {"dir": os.path.abspath(data_dir),
+    data["meta"] = {"dir": shown_path(data_dir),
                     "digest": file_digest([os.path.join(data_dir, f) for f in SPLIT_FILES.values()]),
                     "summary": f"{shown_path(data_dir)} ({rows['train']} / {rows['val']} / {rows['test']} rows, "
                                f"{len(classes)} classes)",
@@ -289,16 +289,20 @@ def arch_of(settings, **changes):
 
 
 def train_group(data, runs, arch, epochs, batch_size, desc, diagnose_init=False, **record):
-    """Train the runs (each with a seed and an lr) of one architecture in lockstep: (results, states)."""
+    """Train the runs (each with a seed and an lr, and its own width if it names one) of one architecture in
+    lockstep: (results, states). Narrower models train padded to the widest (see train_lockstep)."""
     n_classes = data["meta"]["n_classes"]
     inputs = {split: (featurize(X, arch["features"]), y) for split, (X, y) in
               ((split, data[split]) for split in SPLIT_FILES)}
-    results, states = train_lockstep(lambda: build_model(arch, n_classes), runs, inputs, epochs, batch_size,
-                                     data["device"], quiet=data["quiet"], desc=desc, **record)
+    def arch_of_run(run):
+        return {**arch, "width": run.get("width", arch["width"])}
+    results, states = train_lockstep(lambda run: build_model(arch_of_run(run), n_classes), runs, inputs, epochs,
+                                     batch_size, data["device"], quiet=data["quiet"], desc=desc, **record)
     for result in results:
-        result.update(epochs=epochs, batch_size=batch_size, **arch)
+        run_arch = arch_of_run(result)
+        result.update(epochs=epochs, batch_size=batch_size, **run_arch)
         if diagnose_init:
-            result.update(init_diagnostics(arch, n_classes, result["seed"], *(t.cpu() for t in inputs["train"]),
+            result.update(init_diagnostics(run_arch, n_classes, result["seed"], *(t.cpu() for t in inputs["train"]),
                                            batch_size))
     return results, states
 
@@ -356,11 +360,15 @@ def train_batch_size(settings, data, reads):
 
 
 def train_depth_width(settings, data, reads):
+    """One lockstep group per depth, its widths padded to the widest; results in the order of the architectures."""
+    depths = dict.fromkeys(depth for depth, _ in settings["architectures"])
     results, states = train_groups(data, [
-        (seed_runs(settings, settings["lr"]), arch_of(settings, depth=depth, width=width), settings["epochs"],
-         settings["batch_size"], f"depth {depth} width {width}") for depth, width in settings["architectures"]],
-        eval_train=True)
-    return {"runs": results, "weights": {"states": states}}
+        ([run for depth_, width in settings["architectures"] if depth_ == depth
+          for run in seed_runs(settings, settings["lr"], width=width)], arch_of(settings, depth=depth, width=None),
+         settings["epochs"], settings["batch_size"], f"depth {depth}") for depth in depths], eval_train=True)
+    order = sorted(range(len(results)), key=lambda i: settings["architectures"].index(
+        [results[i]["depth"], results[i]["width"]]))
+    return {"runs": [results[i] for i in order], "weights": {"states": [states[i] for i in order]}}
 
 
 def train_gradients(settings, data, reads):
@@ -652,6 +660,12 @@ def epochs_answer(runs):
             f"would stop it before its lowest loss (epoch {lowest_epoch})."]
 
 
+def rounded_range(values):
+    """'1.00' when the values agree to 2 decimals, else '0.98 to 1.02'."""
+    low, high = f"{min(values):.2f}", f"{max(values):.2f}"
+    return low if low == high else f"{low} to {high}"
+
+
 def batchnorm_answer(plain, normed, extent):
     """6.1.2-3: how batch norm helps, measured: the scale of every layer's ReLU inputs at initialisation with and
     without it, accuracy and loss after the same training, and dead units at the end."""
@@ -663,7 +677,7 @@ def batchnorm_answer(plain, normed, extent):
                  f"to {extent[3]:.0f}). At initialisation, without batch norm the first layer's ReLUs get inputs of "
                  f"RMS {rms_plain[0]:.3g} and the others {rms_plain[1:].min():.2g} to {rms_plain[1:].max():.2g}, a "
                  f"spread of {rms_plain.max() / rms_plain.min():.0f}x across layers that one learning rate has to "
-                 f"serve; batch norm puts every layer's at {rms_normed.min():.2f} to {rms_normed.max():.2f}."]
+                 f"serve; batch norm puts every layer's at {rounded_range(rms_normed)}."]
     acc_plain, acc_normed = mean_final(plain, "val_acc"), mean_final(normed, "val_acc")
     loss_plain, loss_normed = mean_final(plain, "val_loss"), mean_final(normed, "val_loss")
     compared = (f"after the same {len(epochs_axis(normed))} epochs, validation accuracy {acc_normed:.3f} with batch "
@@ -1566,8 +1580,7 @@ def resolve(settings, quick):
 SCRIPT = common.Script(
     name="mlp", doc=__doc__, questions=QUESTIONS, settings=SETTINGS, load_data=load_data, resolve=resolve,
     data_help="folder with train.csv, validation.csv, test.csv (columns long, lat, country; optional countries.csv "
-              "with id,iso,name for legends). Default: the embedded data/europe",
-    threads=1)
+              "with id,iso,name for legends). Default: the embedded data/europe")
 
 if __name__ == "__main__":
     common.main(SCRIPT)

@@ -73,7 +73,7 @@ def reference_sgd(build, seed, lr, data, epochs, batch_size):
     """The exercise's way: one model, torch.optim.SGD, the same init and batch order as train_lockstep. Returns the
     model, ||grad W||^2 per step and Linear layer, and the history the skeleton records, computed here."""
     common.seed_everything(seed)
-    model = build()
+    model = build({"seed": seed, "lr": lr})
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     X, y = data["train"]
@@ -109,7 +109,7 @@ def reference_sgd(build, seed, lr, data, epochs, batch_size):
 @pytest.mark.parametrize("batch_norm", [False, True])
 def test_lockstep_equals_torch_sgd(batch_norm):
     data = tiny_data()
-    build = lambda: mlp.MLP(2, 4, depth=3, width=8, batch_norm=batch_norm)  # noqa: E731
+    build = lambda run: mlp.MLP(2, 4, depth=3, width=8, batch_norm=batch_norm)  # noqa: E731
     runs = [{"seed": 1, "lr": 0.1}, {"seed": 2, "lr": 0.03}, {"seed": 1, "lr": 0.01}]
     results, states = common.train_lockstep(build, runs, data, epochs=2, batch_size=32, device=torch.device("cpu"),
                                             record_grads=True, record_steps=True, quiet=True)
@@ -128,9 +128,38 @@ def test_lockstep_equals_torch_sgd(batch_norm):
                            atol=1e-9)
 
 
+@pytest.mark.parametrize("arch", [dict(batch_norm=False), dict(batch_norm=True),
+                                  dict(batch_norm=True, residual="pre"), dict(residual="post", activation="leaky_relu")])
+def test_padded_widths_train_as_each_model_alone(arch):
+    """Width padding: models of widths 3, 5 and 8 trained as one lockstep group end with the weights and history
+    each has trained alone (its padding never moves from zero)."""
+    data = tiny_data()
+    runs = [{"seed": 1, "lr": 0.1, "width": 3}, {"seed": 2, "lr": 0.05, "width": 8}, {"seed": 3, "lr": 0.1, "width": 5}]
+    build = lambda run: mlp.MLP(2, 4, depth=3, width=run["width"], **arch)  # noqa: E731
+    cpu = torch.device("cpu")
+    together, together_states = common.train_lockstep(build, runs, data, 3, 32, cpu, record_grads=True,
+                                                      record_steps=True, eval_train=True, quiet=True)
+    for run, result, state in zip(runs, together, together_states):
+        [alone], [alone_state] = common.train_lockstep(build, [run], data, 3, 32, cpu, record_grads=True,
+                                                       record_steps=True, eval_train=True, quiet=True)
+        assert {name: t.shape for name, t in state.items()} == {name: t.shape for name, t in alone_state.items()}
+        for name, value in alone_state.items():
+            assert torch.allclose(state[name].float(), value.float(), atol=1e-5), (run["width"], name)
+        for key, values in alone["history"].items():
+            assert np.allclose(np.array(result["history"][key], dtype=float), np.array(values, dtype=float),
+                               rtol=1e-4, atol=1e-6), (run["width"], key)
+
+
+def test_a_model_wider_than_the_widest_in_some_tensor_is_refused():
+    build = lambda run: mlp.MLP(2, 4, depth=run["depth"], width=run["width"])  # noqa: E731
+    runs = [{"seed": 1, "lr": 0.1, "depth": 2, "width": 8}, {"seed": 1, "lr": 0.1, "depth": 3, "width": 4}]
+    with pytest.raises(ValueError, match="cannot pad"):
+        common.train_lockstep(build, runs, tiny_data(), 1, 32, torch.device("cpu"), quiet=True)
+
+
 def test_divergence_is_isolated():
     data = tiny_data()
-    build = lambda: mlp.MLP(2, 4, depth=3, width=8)  # noqa: E731
+    build = lambda run: mlp.MLP(2, 4, depth=3, width=8)  # noqa: E731
     cpu = torch.device("cpu")
     with_bad, _ = common.train_lockstep(build, [{"seed": 1, "lr": 0.05}, {"seed": 2, "lr": 1e30}], data, 3, 32, cpu,
                                         quiet=True)
@@ -144,7 +173,7 @@ def test_divergence_is_isolated():
 
 def test_same_seed_same_history():
     data = tiny_data()
-    build = lambda: mlp.MLP(2, 4, depth=2, width=8, batch_norm=True)  # noqa: E731
+    build = lambda run: mlp.MLP(2, 4, depth=2, width=8, batch_norm=True)  # noqa: E731
     runs = [{"seed": 42, "lr": 0.05}]
     first, _ = common.train_lockstep(build, runs, data, 2, 16, torch.device("cpu"), record_steps=True, quiet=True)
     second, _ = common.train_lockstep(build, runs, data, 2, 16, torch.device("cpu"), record_steps=True, quiet=True)
@@ -219,7 +248,7 @@ def test_gradient_record_equals_hand_computation():
     X = np.array([[1.0, 2.0], [-1.0, 0.5], [0.5, -1.5], [2.0, 1.0]])
     y = np.array([0, 1, 1, 0])
 
-    def build():
+    def build(run):
         model = mlp.MLP(2, 2, depth=2, width=2)
         with torch.no_grad():
             for layer, w, bias in zip([m for m in model.modules() if isinstance(m, nn.Linear)], W, b):
@@ -1225,6 +1254,27 @@ def test_batch_stats_accuracy_equals_hand_computation():
     assert accuracy == pytest.approx(correct / 30)
 
 
+def test_cnn_fit_cuts_the_loss_curve_at_its_first_non_finite_step():
+    """fit checks finiteness once per epoch: the curve it returns still ends at the first non-finite loss, which is
+    the step whose batch holds the one NaN image (every later loss is NaN too, the weights being NaN)."""
+    torch.manual_seed(0)
+    x, labels = torch.randn(20, 3, 2, 2), (torch.arange(20) % 2).float()
+    x[13] = float("nan")
+    settings = {"epochs": 2, "batch_size": 6, "seed": 5, "amp": False}
+    data = {"device": torch.device("cpu"), "quiet": True}
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 1))
+    losses, diverged_step = cnn.fit(model, x, labels, 1e-3, settings, data, lambda v: v, "test")
+    order = torch.randperm(20, generator=torch.Generator().manual_seed(5)).tolist()
+    expected_step = order.index(13) // 6 + 1
+    assert diverged_step == expected_step == len(losses)
+    assert all(math.isfinite(v) for v in losses[:-1]) and math.isnan(losses[-1])
+    clean = x.clone()
+    clean[13] = 0.0
+    losses, diverged_step = cnn.fit(nn.Sequential(nn.Flatten(), nn.Linear(12, 1)), clean, labels, 1e-3, settings,
+                                    data, lambda v: v, "test")
+    assert diverged_step is None and len(losses) == 2 * 4 and all(math.isfinite(v) for v in losses)
+
+
 # ============================================================================= answers: every case of every reply
 
 PRIOR, UNIFORM = 2.751, math.log(39)
@@ -1282,6 +1332,9 @@ def test_batchnorm_answer_measures_the_scales():
     normed = [bn_run([1.0, 1.0, 1.0, 0.99], 0.84, 0.60, [0.0, 0.0, 0.05, 0.0])]
     text = " ".join(mlp.batchnorm_answer(plain, normed, [-10.4, 40.2, 34.8, 71.2]))
     assert "first layer's ReLUs get inputs of RMS 25" in text and "a spread of 83x" in text
+    assert "every layer's at 0.99 to 1.00." in text
+    assert "every layer's at 1.00." in " ".join(mlp.batchnorm_answer(plain, [bn_run([1.0] * 4, 0.8, 0.6, [0] * 4)],
+                                                                    [0, 1, 0, 1]))
     assert "trains further in the same steps" in text and "keeps units alive: 30%" in text
     worse = " ".join(mlp.batchnorm_answer(plain, [bn_run([1.0] * 4, 0.40, 1.5, [0.3] * 4)], [0, 1, 0, 1]))
     assert "does not help" in worse and "Dead units do not explain it" in worse
