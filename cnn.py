@@ -28,6 +28,7 @@ import sys
 import textwrap
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -124,10 +125,10 @@ def load_data(args, device):
     kind = "generated demo stand-in, data/build_realfake.py" if args.data_dir is None else "--data-dir"
     summary = (f"{shown_path(data_dir)} ({kind}): " + " / ".join(f"{c['real'] + c['fake']}" for c in images.values())
                + f" train / val / test images, test {images['test']['real']} real + {images['test']['fake']} fake")
-    meta = {"dir": data_dir, "demo": args.data_dir is None, "digest": digest, "positive_class": "fake",
+    meta = {"dir": shown_path(data_dir), "demo": args.data_dir is None, "digest": digest, "positive_class": "fake",
             "summary": summary, "images": images,
             "rows": {split: sum(counts.values()) for split, counts in images.items()}}
-    return {"meta": meta, "memo": {}, "device": device, "quiet": args.quiet, "cache_dir": args.cache_dir,
+    return {"meta": meta, "dir": data_dir, "memo": {}, "device": device, "quiet": args.quiet, "cache_dir": args.cache_dir,
             "paths": {split: paths for split, (paths, _) in splits.items()},
             "classes": {split: words for split, (_, words) in splits.items()},
             "labels": {split: torch.tensor([w == "fake" for w in words], dtype=torch.float32, device=device)
@@ -147,15 +148,22 @@ def preprocessing(name, image_size):
                        T.PILToTensor()]), imagenet.mean, imagenet.std)
 
 
-def decode(paths, transform, desc, quiet):
-    images = []
-    for path in tqdm(paths, desc=desc, unit="img", disable=quiet, mininterval=1.0, dynamic_ncols=True):
-        try:
-            with Image.open(path) as image:
-                images.append(transform(image.convert("RGB")))  # grayscale, RGBA and palette images become RGB
-        except (OSError, SyntaxError, ValueError) as e:  # PIL's errors for unknown, truncated or corrupt files
-            raise UserError(f"{path}: cannot read this image ({e})") from None
-    return torch.stack(images)
+def decode_one(path, transforms):
+    try:
+        with Image.open(path) as image:
+            rgb = image.convert("RGB")  # grayscale, RGBA and palette images become RGB
+            return [transform(rgb) for transform in transforms]
+    except (OSError, SyntaxError, ValueError) as e:  # PIL's errors for unknown, truncated or corrupt files
+        raise UserError(f"{path}: cannot read this image ({e})") from None
+
+
+def decode(paths, transforms, desc, quiet):
+    """Every image read once, in parallel threads (PIL decodes and resizes without holding the GIL), then passed
+    through each transform: one uint8 [N, 3, S, S] tensor per transform."""
+    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+        outputs = list(tqdm(pool.map(lambda path: decode_one(path, transforms), paths), total=len(paths), desc=desc,
+                            unit="img", disable=quiet, mininterval=1.0, dynamic_ncols=True))
+    return [torch.stack(per_transform) for per_transform in zip(*outputs)]
 
 
 def disk_cached(cache_dir, key, compute):
@@ -171,15 +179,20 @@ def disk_cached(cache_dir, key, compute):
     return value
 
 
+PREPROCESSINGS = ("resize", "imagenet")
+
+
 def images(data, name, image_size):
-    """{split: uint8 [N, 3, S, S] on the device}: each split decoded once per preprocessing, then reused."""
+    """{split: uint8 [N, 3, S, S] on the device}: each split decoded once into every preprocessing (cached on disk
+    together), the one asked for moved to the device and reused."""
     if ("images", name, image_size) not in data["memo"]:
-        transform = preprocessing(name, image_size)[0]
-        key = {"what": "images", "data": data["meta"]["digest"], "preprocessing": name, "image_size": image_size}
+        transforms = [preprocessing(each, image_size)[0] for each in PREPROCESSINGS]
+        key = {"what": "images", "data": data["meta"]["digest"], "preprocessings": PREPROCESSINGS,
+               "image_size": image_size}
         decoded = disk_cached(data["cache_dir"], key, lambda: {
-            split: decode(paths, transform, f"decode {split} ({name})", data["quiet"])
+            split: dict(zip(PREPROCESSINGS, decode(paths, transforms, f"decode {split}", data["quiet"])))
             for split, paths in data["paths"].items()})
-        data["memo"]["images", name, image_size] = {split: x.to(data["device"]) for split, x in decoded.items()}
+        data["memo"]["images", name, image_size] = {split: x[name].to(data["device"]) for split, x in decoded.items()}
     return data["memo"]["images", name, image_size]
 
 
@@ -267,7 +280,9 @@ def autocast(device, amp):
 def fit(model, inputs, labels, lr, settings, data, prepare, desc):
     """The protocol's optimization: Adam on the trainable parameters, BCEWithLogitsLoss, settings['epochs'] epochs
     of settings['batch_size'] in an order drawn from a generator seeded with settings['seed']. Returns the loss of
-    every step and the step (1-based) at which it stopped being finite, or None."""
+    every step and the step (1-based) at which it stopped being finite, or None. Nothing waits for the device within
+    an epoch: the order moves to it once per epoch, losses stay on it, and finiteness is checked at the epoch's end
+    (the curve is cut at its first non-finite loss)."""
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     generator = torch.Generator().manual_seed(settings["seed"])
     batch_size = settings["batch_size"]
@@ -276,22 +291,26 @@ def fit(model, inputs, labels, lr, settings, data, prepare, desc):
     bar = tqdm(total=settings["epochs"] * math.ceil(len(labels) / batch_size), desc=desc, unit="step",
                disable=data["quiet"], mininterval=1.0, dynamic_ncols=True)
     for _ in range(settings["epochs"]):
-        batches = torch.randperm(len(labels), generator=generator).split(batch_size)
+        batches = torch.randperm(len(labels), generator=generator).to(inputs.device).split(batch_size)
         if len(batches) > 1 and len(batches[-1]) == 1:
             batches = batches[:-1]  # BatchNorm cannot train on a batch of one image
-        for idx in batches:
-            idx = idx.to(inputs.device)
+        epoch_losses = torch.empty(len(batches), device=inputs.device)
+        for i, idx in enumerate(batches):
             with autocast(data["device"], settings["amp"]):
                 logits = model(prepare(inputs[idx])).float().squeeze(1)
             loss = F.binary_cross_entropy_with_logits(logits, labels[idx])
-            losses.append(loss.item())
-            if not math.isfinite(losses[-1]):
-                bar.close()
-                return losses, len(losses)
+            epoch_losses[i] = loss.detach()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             bar.update()
+        finite = torch.isfinite(epoch_losses)
+        if not finite.all():
+            first = int((~finite).nonzero()[0])
+            losses += epoch_losses[:first + 1].tolist()
+            bar.close()
+            return losses, len(losses)
+        losses += epoch_losses.tolist()
     bar.close()
     return losses, None
 
@@ -349,15 +368,14 @@ def batch_stats_accuracy(model, inputs, labels, prepare, seed, batch_size, amp=F
     """Test accuracy with BatchNorm normalizing by each batch's own statistics (train mode, shuffled batches of the
     training batch size) instead of the running statistics eval mode uses. Beyond the protocol: it tells a network
     that learned but whose running statistics do not match its weights from one that did not learn."""
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed)).to(inputs.device)
     model.train()  # the model is discarded afterwards, so updating its running statistics does no harm
-    correct = 0
+    correct = torch.zeros((), device=inputs.device)
     with torch.no_grad(), autocast(inputs.device, amp):
         for idx in order.tensor_split(math.ceil(len(labels) / batch_size)):  # no batch of one image
-            idx = idx.to(inputs.device)
             logits = model(prepare(inputs[idx])).float().squeeze(1)
-            correct += ((logits > 0).float() == labels[idx]).sum().item()
-    return correct / len(labels)
+            correct += ((logits > 0).float() == labels[idx]).sum()
+    return float(correct) / len(labels)
 
 
 def recomputed_bn_accuracy(model, train_inputs, test_inputs, test_labels, prepare, amp=False):
@@ -416,7 +434,7 @@ def features(settings, data):
 
 def baseline_result(data, models):
     """A question's result: its models, and the test images they were scored on (for mistakes)."""
-    return {"models": models, "test_paths": [os.path.relpath(p, data["meta"]["dir"]) for p in data["paths"]["test"]],
+    return {"models": models, "test_paths": [os.path.relpath(p, data["dir"]) for p in data["paths"]["test"]],
             "test_classes": data["classes"]["test"]}
 
 
@@ -853,7 +871,7 @@ def report_mistakes(result, data, n=5):
         p = m["test_prob"][i]
         return f"{'fake' if p > 0.5 else 'real'} (p={max(p, 1 - p):.2f})"
     for ax, i in zip(axes, chosen):
-        path = os.path.join(result["data"]["dir"], result["test_paths"][i])
+        path = os.path.join(data["dir"], result["test_paths"][i])
         try:
             with Image.open(path) as image:
                 ax.imshow(image.convert("RGB"))
