@@ -25,7 +25,8 @@ usage: bash run_all.sh [--mlp-data DIR] [--cnn-data DIR] [--cnn-weights W] [--ou
   --device D        auto, cpu or cuda (default auto)
   --image-size N    Section 7 image size (default: 224 on real data, 96 on the demo set; see README)
   --cache-dir DIR   Section 7's demo images and decoded-tensor cache (default: cache/ next to this script)
-  --jobs N          Section 6 runs in N parallel lanes, balanced by each question's last wall time (default 2)
+  --jobs N          Section 6 runs in N parallel lanes, balanced by each question's last wall time (default 2;
+                    1 on a GPU)
   --section S       run only Section 6 (mlp.py) or 7 (cnn.py); the report covers what exists (default all)
   --force           retrain every question even if a saved result matches
   --quick           the scripts' tiny test budget (for tests; never for results/)
@@ -100,6 +101,15 @@ run() {
 }
 
 echo "logs in $logs"
+if [ "$section" != 7 ] && [ "$device" != cpu ] && [ "$jobs" -gt 1 ] &&
+   "$python" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then
+  jobs=1  # one GPU: lanes would queue on it, each holding a copy of the data and its own CUDA context
+  echo "Section 6 on the GPU: one lane"
+fi
+# each lane its share of the cores: a thread more than a core per lane makes the lanes wait on each other
+lane_threads=$(( $("$python" -c 'import os; print(os.cpu_count() or 1)') / jobs ))
+[ "$lane_threads" -ge 1 ] || lane_threads=1
+mlp_args+=(--threads "$lane_threads")
 if [ "$section" != 7 ]; then
   # The lanes come from mlp.py: a question shares the lane of the questions it reads, and the lanes are
   # balanced by each question's last wall time.
