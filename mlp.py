@@ -766,13 +766,16 @@ def fit_answer(label, train, val, best_train, params):
 
 def shape_answer(kind, rows):
     """6.2.1-3 (kind 'depth') and 6.2.1-4 ('width') from rows (size, validation accuracy, its std over seeds,
-    parameters, training seconds), in increasing size."""
+    parameters, training seconds or None for a model that trained in one group with others), in increasing size."""
     rows = sorted(rows)
     (small, acc_small, _, params_small, sec_small), (large, acc_large, std_large, params_large, sec_large) = \
         rows[0], rows[-1]
-    table = ", ".join(f"{kind} {size}: {acc:.3f} ({params:,} parameters, {sec:.0f} s)"
+    table = ", ".join(f"{kind} {size}: {acc:.3f} ({params:,} parameters" + (f", {sec:.0f} s)" if sec else ")")
                       for size, acc, _, params, sec in rows)
     sentences = [f"Validation accuracy by {kind}: {table}."]
+    if any(sec is None for *_, sec in rows):
+        sentences.append("The models without a time trained together in one lockstep group (narrower ones padded to "
+                         "the widest), so each has no time of its own.")
     best_size, best_acc = max(((size, acc) for size, acc, *_ in rows), key=lambda pair: pair[1])
     if acc_large > acc_small + GAP_TOLERANCE:
         unit, units = ("layer", "layers") if kind == "depth" else ("unit per layer", "units")
@@ -786,8 +789,9 @@ def shape_answer(kind, rows):
     else:
         sentences.append(f"More {kind} did not raise the accuracy here ({acc_small:.3f} at {small}, {acc_large:.3f} "
                          f"at {large}).")
-    sentences.append(f"The cost: {params_large / params_small:.1f}x the parameters and {sec_large / sec_small:.1f}x "
-                     f"the training time from {kind} {small} to {large}.")
+    time_ratio = f" and {sec_large / sec_small:.1f}x the training time" if sec_small and sec_large else ""
+    sentences.append(f"The cost: {params_large / params_small:.1f}x the parameters{time_ratio} from {kind} {small} to "
+                     f"{large}.")
     return sentences
 
 
@@ -1225,13 +1229,17 @@ def depth_width_answers(runs, groups, val, top, worst, n_classes):
     def mean_of(arch, key):
         return mean_final([runs[i] for i in groups[arch] if runs[i]["status"] == "ok"], key)
 
+    group_seconds = {arch: runs[groups[arch][0]]["group_wall_s"] for arch in groups}
+
     def shape_rows(fixed_index, fixed, varied_index):
         rows = []
         for arch in sorted(a for a in groups if a[fixed_index] == fixed):
             accs = [final(runs[i], "val_acc") for i in groups[arch] if final(runs[i], "val_acc") is not None]
             model = build_model(arch_of(runs[groups[arch][0]]), n_classes)
+            # one measured group time shared by several architectures (width padding) is no model's own time
+            shared = list(group_seconds.values()).count(group_seconds[arch]) > 1
             rows.append((arch[varied_index], val[arch], float(np.std(accs)), sum(p.numel() for p in model.parameters()),
-                         runs[groups[arch][0]]["group_wall_s"]))
+                         None if shared else group_seconds[arch]))
         return rows
     best_label, worst_label = f"best model ({arch_label(dict(depth=top[0], width=top[1]))})", \
         f"worst model ({arch_label(dict(depth=worst[0], width=worst[1]))})"

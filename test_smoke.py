@@ -1371,8 +1371,26 @@ def test_shape_answer_cases():
     saturating = " ".join(mlp.shape_answer("width", [(8, 0.716, 0.04, 831, 60), (32, 0.90, 0.004, 7047, 80),
                                                      (64, 0.905, 0.004, 24295, 120)]))
     assert "The gain shrinks: from width 32 to 64 it is +0.005" in saturating
+    assert "(7,047 parameters, 80 s)" in saturating and "trained together" not in saturating
+    padded = " ".join(mlp.shape_answer("width", [(8, 0.716, 0.04, 831, None), (64, 0.905, 0.004, 24295, None)]))
+    assert "(831 parameters)" in padded and "trained together in one lockstep group" in padded
+    assert "The cost: 29.2x the parameters from width 8 to 64." in padded
     flat = " ".join(mlp.shape_answer("depth", [(1, 0.80, 0.01, 743, 40), (10, 0.80, 0.01, 3479, 130)]))
     assert "More depth did not raise the accuracy" in flat
+
+
+def test_depth_width_answers_give_no_time_to_models_that_shared_a_padded_group():
+    runs = []
+    for (depth, width), seconds, acc in (((1, 16), 10.0, 0.69), ((6, 16), 50.0, 0.81), ((6, 64), 50.0, 0.93)):
+        history = {key: [acc] for key in ("val_acc", "train_eval_acc", "test_acc")}
+        runs.append(run_with(history, depth=depth, width=width, group_wall_s=seconds, **{**mlp.PLAIN, "batch_norm": True}))
+    groups = {(r["depth"], r["width"]): [i] for i, r in enumerate(runs)}
+    val = {arch: runs[i[0]]["history"]["val_acc"][0] for arch, i in groups.items()}
+    answers = mlp.depth_width_answers(runs, groups, val, (6, 64), (1, 16), n_classes=39)
+    depth, width = (" ".join(a.sentences) for a in answers[2:])
+    assert "depth 1: 0.690 (743 parameters, 10 s)" in depth and "depth 6: 0.810 (2,263 parameters)" in depth
+    assert "training time" not in depth and "training time" not in width
+    assert "trained together in one lockstep group" in width
 
 
 def gradient_epochs(values_per_epoch, seed=42, status="ok", init_norms=None):
