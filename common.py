@@ -158,10 +158,15 @@ def grad_sq_norms(grads, linear_index):
     return torch.stack([grads[i].pow(2).sum(dim=(1, 2)) for i in linear_index], dim=1)
 
 
+def corner(shape):
+    """The index of a tensor of this shape's place in the leading corner of a larger one."""
+    return tuple(slice(0, n) for n in shape)
+
+
 def padded(tensor, shape):
     """tensor in the leading corner of a zero tensor of shape (every dimension at least tensor's)."""
     out = tensor.new_zeros(shape)
-    out[tuple(slice(0, n) for n in tensor.shape)] = tensor
+    out[corner(tensor.shape)] = tensor
     return out
 
 
@@ -306,7 +311,7 @@ def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_s
         results.append({**run, "status": "ok" if diverged_epoch[k] is None else "diverged",
                         "diverged_epoch": diverged_epoch[k], "steps_per_epoch": steps,
                         "group_wall_s": round(wall_s, 3), "history": histories[k]})
-        states.append({name: t[k][tuple(slice(0, n) for n in own_shapes[k][name])].detach().cpu().clone()
+        states.append({name: t[k][corner(own_shapes[k][name])].detach().cpu().clone()
                        for name, t in {**params, **buffers}.items()})
     return results, states
 

@@ -15,7 +15,7 @@ import os
 from math import comb
 
 import numpy as np
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullLocator
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -361,11 +361,12 @@ def train_batch_size(settings, data, reads):
 
 def train_depth_width(settings, data, reads):
     """One lockstep group per depth, its widths padded to the widest; results in the order of the architectures."""
-    depths = dict.fromkeys(depth for depth, _ in settings["architectures"])
+    runs_by_depth = {}
+    for depth, width in settings["architectures"]:
+        runs_by_depth.setdefault(depth, []).extend(seed_runs(settings, settings["lr"], width=width))
     results, states = train_groups(data, [
-        ([run for depth_, width in settings["architectures"] if depth_ == depth
-          for run in seed_runs(settings, settings["lr"], width=width)], arch_of(settings, depth=depth, width=None),
-         settings["epochs"], settings["batch_size"], f"depth {depth}") for depth in depths], eval_train=True)
+        (runs, arch_of(settings, depth=depth, width=None), settings["epochs"], settings["batch_size"], f"depth {depth}")
+        for depth, runs in runs_by_depth.items()], eval_train=True)
     order = sorted(range(len(results)), key=lambda i: settings["architectures"].index(
         [results[i]["depth"], results[i]["width"]]))
     return {"runs": [results[i] for i in order], "weights": {"states": [states[i] for i in order]}}
@@ -1300,10 +1301,12 @@ def lines_with_zero_row(spec, x, series, title, xlabel, ylabel):
         zero = values == 0
         ax.plot(x, np.where(zero, np.nan, values), marker="o", markersize=3, color=color, label=label)
         strip.plot(x[zero], np.full(zero.sum(), row), "v", color=color, markersize=4, linestyle="none")
+    ax.set(yscale="log", ylabel=ylabel, title=title)
     if not any((np.asarray(values, dtype=float) > 0).any() for _, values, _ in series):
         ax.text(0.5, 0.5, "every line is exactly 0 here (see the row below)", ha="center", va="center",
                 transform=ax.transAxes)
-    ax.set(yscale="log", ylabel=ylabel, title=title)
+        ax.set(yticks=[], ylabel="")  # a log axis with nothing on it would show a meaningless 1..10 scale
+        ax.yaxis.set_minor_locator(NullLocator())
     ax.tick_params(labelbottom=False)
     ax.grid(alpha=0.3)
     strip.xaxis.set_major_locator(MaxNLocator(integer=True))
