@@ -186,12 +186,13 @@ def images(data, name, image_size):
     """{split: uint8 [N, 3, S, S] on the device}: each split decoded once into every preprocessing (cached on disk
     together), the one asked for moved to the device and reused."""
     if ("images", name, image_size) not in data["memo"]:
-        transforms = [preprocessing(each, image_size)[0] for each in PREPROCESSINGS]
+        def decode_splits():
+            transforms = [preprocessing(each, image_size)[0] for each in PREPROCESSINGS]
+            return {split: dict(zip(PREPROCESSINGS, decode(paths, transforms, f"decode {split}", data["quiet"])))
+                    for split, paths in data["paths"].items()}
         key = {"what": "images", "data": data["meta"]["digest"], "preprocessings": PREPROCESSINGS,
                "image_size": image_size}
-        decoded = disk_cached(data["cache_dir"], key, lambda: {
-            split: dict(zip(PREPROCESSINGS, decode(paths, transforms, f"decode {split}", data["quiet"])))
-            for split, paths in data["paths"].items()})
+        decoded = disk_cached(data["cache_dir"], key, decode_splits)
         data["memo"]["images", name, image_size] = {split: x[name].to(data["device"]) for split, x in decoded.items()}
     return data["memo"]["images", name, image_size]
 
