@@ -253,8 +253,18 @@ def activation_regions(model, extent, resolution):
                                     indexing="ij")
     points = torch.stack([grid_x.flatten(), grid_y.flatten()], dim=1)
     patterns = torch.cat([torch.cat(relu_inputs(model, chunk), dim=1) > 0 for chunk in points.split(65536)])
-    _, region = torch.unique(patterns, dim=0, return_inverse=True)
-    return region.view(resolution, resolution).numpy()
+    return pattern_ids(patterns).view(resolution, resolution).numpy()
+
+
+def pattern_ids(patterns):
+    """Id of each row of a bool matrix [N, units] among its distinct rows, numbered in the rows' sorted order (as
+    torch.unique(dim=0) numbers them). Up to 63 units a row is packed into one int64, its first column the highest
+    bit, so that numbers and rows sort alike: about 20x faster than unique over rows."""
+    if patterns.shape[1] > 63:
+        return torch.unique(patterns, dim=0, return_inverse=True)[1]
+    bits = 2 ** torch.arange(patterns.shape[1] - 1, -1, -1, dtype=torch.int64)
+    keys = torch.cat([(chunk.long() * bits).sum(1) for chunk in patterns.split(65536)])
+    return torch.unique(keys, return_inverse=True)[1]
 
 
 def region_bound(widths, n_in=2):

@@ -150,6 +150,34 @@ def test_padded_widths_train_as_each_model_alone(arch):
                                rtol=1e-4, atol=1e-6), (run["width"], key)
 
 
+@pytest.mark.parametrize("arch", [dict(batch_norm=True), dict(batch_norm=True, residual="pre"),
+                                  dict(residual="post", activation="leaky_relu")])
+def test_stacked_module_calls_each_model_as_it_is(arch):
+    """stacked_module: K models called at once give each model's own logits, in train and eval mode, and leave
+    each model's batch-norm running statistics as its own call does."""
+    models = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        models.append(mlp.MLP(2, 4, depth=3, width=6, **arch))
+    stacked = common.stacked_module(models[0])
+    states = [model.state_dict() for model in models]
+    tensors = {name: torch.stack([state[name] for state in states]) for name in states[0]}
+    X = torch.randn(3, 20, 2)
+    for train in (True, False):
+        stacked.train(train)
+        logits = torch.func.functional_call(stacked, tensors, (X,))
+        for k, model in enumerate(models):
+            model.train(train)
+            assert torch.allclose(logits[k], model(X[k]), atol=1e-5)
+            for name, value in model.state_dict().items():
+                assert torch.allclose(tensors[name][k].float(), value.float(), atol=1e-6), name
+
+
+def test_stacked_module_refuses_a_layer_it_cannot_stack():
+    with pytest.raises(ValueError, match="LayerNorm"):
+        common.stacked_module(nn.Sequential(nn.Linear(2, 3), nn.LayerNorm(3)))
+
+
 def test_a_model_wider_than_the_widest_in_some_tensor_is_refused():
     build = lambda run: mlp.MLP(2, 4, depth=run["depth"], width=run["width"])  # noqa: E731
     runs = [{"seed": 1, "lr": 0.1, "depth": 2, "width": 8}, {"seed": 1, "lr": 0.1, "depth": 3, "width": 4}]
@@ -308,6 +336,16 @@ def test_region_count_at_depth_2_equals_hand_computation():
     assert regions.max() + 1 == expected.max() + 1 > 10
     pairs = set(zip(regions.ravel().tolist(), expected.ravel().tolist()))
     assert len(pairs) == expected.max() + 1  # the same partition of the grid, one label for the other
+
+
+@pytest.mark.parametrize("units", [6, 63, 64, 80])
+def test_packed_pattern_ids_equal_unique_over_rows(units):
+    """pattern_ids packs up to 63 units into one int64; the ids must equal numpy's over the rows either way."""
+    generator = torch.Generator().manual_seed(units)
+    patterns = torch.rand(5000, units, generator=generator) < 0.02
+    patterns[:2000] = patterns[2000:4000]  # repeats, so ids are shared
+    _, expected = np.unique(patterns.numpy(), axis=0, return_inverse=True)
+    assert mlp.pattern_ids(patterns).tolist() == expected.ravel().tolist()
 
 
 def test_prediction_map_colors_grid_by_argmax():
