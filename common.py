@@ -154,8 +154,15 @@ def linear_weight_names(model):
 
 def grad_sq_norms(grads, linear_index):
     """The gradient hook: ||grad of weight||_2^2 for each Linear layer (grads[i] for i in linear_index), per
-    stacked model -> [K, L]."""
-    return torch.stack([grads[i].pow(2).sum(dim=(1, 2)) for i in linear_index], dim=1)
+    stacked model -> [K, L]. Layers of one shape are squared and summed together: 3 groups of calls for a depth-100
+    net, not 100."""
+    columns_by_shape = {}
+    for column, i in enumerate(linear_index):
+        columns_by_shape.setdefault(grads[i].shape, []).append(column)
+    norms = grads[linear_index[0]].new_empty(len(grads[linear_index[0]]), len(linear_index))
+    for columns in columns_by_shape.values():
+        norms[:, columns] = torch.stack([grads[linear_index[c]] for c in columns], dim=1).pow(2).sum(dim=(2, 3))
+    return norms
 
 
 def corner(shape):
