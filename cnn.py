@@ -160,7 +160,7 @@ def decode_one(path, transforms):
 def decode(paths, transforms, desc, quiet):
     """Every image read once, in parallel threads (PIL decodes and resizes without holding the GIL), then passed
     through each transform: one uint8 [N, 3, S, S] tensor per transform."""
-    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+    with ThreadPoolExecutor(max_workers=torch.get_num_threads()) as pool:
         outputs = list(tqdm(pool.map(lambda path: decode_one(path, transforms), paths), total=len(paths), desc=desc,
                             unit="img", disable=quiet, mininterval=1.0, dynamic_ncols=True))
     return [torch.stack(per_transform) for per_transform in zip(*outputs)]
@@ -451,7 +451,9 @@ def train_xgb(settings, data, reads):
     crop = settings["crop"]
     pixels = {split: T.functional.center_crop(v, [crop, crop]).flatten(1).cpu().numpy() for split, v in x.items()}
     start = time.perf_counter()
-    model = XGBClassifier().fit(pixels["train"], data["labels"]["train"].cpu().numpy())
+    # the protocol's defaults; threads as torch's (--threads), so parallel runs share the cores as told (XGBoost's
+    # histogram method gives the same trees at any thread count)
+    model = XGBClassifier(n_jobs=torch.get_num_threads()).fit(pixels["train"], data["labels"]["train"].cpu().numpy())
     seconds = time.perf_counter() - start
     val_prob, test_prob = (torch.from_numpy(model.predict_proba(pixels[s])[:, 1]) for s in ("val", "test"))
     return baseline_result(data, [scored("xgb", None, data, val_prob, test_prob, seconds)])

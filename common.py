@@ -19,7 +19,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 from tqdm import tqdm
 
 import matplotlib
@@ -178,7 +177,7 @@ def padded(tensor, shape):
 
 
 class StackedLinear(nn.Module):
-    """K nn.Linear layers called at once: weight [K, out, in] and bias [K, out] (set by functional_call),
+    """K nn.Linear layers called at once: weight [K, out, in] and bias [K, out] (bound by stacked_module),
     x [K, B, in] -> [K, B, out]."""
 
     def forward(self, x):
@@ -188,7 +187,7 @@ class StackedLinear(nn.Module):
 class StackedBatchNorm1d(nn.Module):
     """K nn.BatchNorm1d layers of `width` features called at once, as one batch norm over K * width features (each
     feature's statistics are its own, so each model's are too): x [K, B, width]; weight, bias, running_mean and
-    running_var [K, width], num_batches_tracked [K] (set by functional_call). Under vmap a batch norm costs about 3x
+    running_var [K, width], num_batches_tracked [K] (bound by stacked_module). Under vmap a batch norm costs about 3x
     this on a CPU."""
 
     def __init__(self, norm):
@@ -211,11 +210,12 @@ ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Identity)  # act on [K, B, width] as th
 CONTAINERS = (nn.Sequential, nn.ModuleList)
 
 
-def stacked_module(model):
-    """A copy of model on the meta device that calls K stacked copies of itself at once (a stacked input
-    [K, B, features], stacked parameters and buffers given to functional_call): every nn.Linear and nn.BatchNorm1d
-    becomes its stacked form. The model's own forward must combine its submodules' outputs elementwise (as MLP's
-    skips do). The same function as vmap(functional_call(model)), with fewer and cheaper calls per step."""
+def stacked_module(model, tensors):
+    """K copies of model called at once on a stacked input [K, B, features]: a copy of model whose every nn.Linear
+    and nn.BatchNorm1d is its stacked form, holding tensors ({name: the K models' tensors stacked} for every entry
+    of model's state_dict; used in place, so that training them trains this module). model's own forward must
+    combine its submodules' outputs elementwise (as MLP's skips do). The same function as
+    vmap(functional_call(model)) with the tensors, with fewer and cheaper calls per step."""
     stacked = copy.deepcopy(model).to("meta")
     for parent in list(stacked.modules()):
         for name, child in parent.named_children():
@@ -226,6 +226,9 @@ def stacked_module(model):
             elif not isinstance(child, ELEMENTWISE + CONTAINERS):
                 raise ValueError(f"{type(child).__name__} ({name}): train_lockstep stacks only Linear, BatchNorm1d, "
                                  "ReLU and LeakyReLU layers")
+    for name, tensor in tensors.items():
+        module_name, _, attribute = name.rpartition(".")
+        setattr(stacked.get_submodule(module_name), attribute, tensor)
     return stacked
 
 
@@ -258,7 +261,6 @@ def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_s
         models.append(build_model(run).to(device))
     states = [dict(model.state_dict(keep_vars=False)) for model in models]
     widest = max(range(K), key=lambda k: sum(t.numel() for t in states[k].values()))
-    base = stacked_module(models[widest])
     shapes = {name: t.shape for name, t in states[widest].items()}
     for run, state in zip(runs, states):
         if state.keys() != shapes.keys() or any(len(t.shape) != len(shapes[name]) or any(
@@ -275,10 +277,8 @@ def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_s
     neg_lrs = [torch.stack([padded(torch.full(state[name].shape, -float(run["lr"]), device=device), shapes[name])
                             for state, run in zip(states, runs)]) for name in param_names]
     own_shapes = [{name: t.shape for name, t in state.items()} for state in states]
+    stacked = stacked_module(models[widest], {**params, **buffers})  # x [K, B, features]: each model its own batch
     del models, states
-
-    def forward(x):  # x [K, B, features]: each model its own batch
-        return functional_call(base, (params, buffers), (x,), tie_weights=False)  # no tied weights: skips a scan
 
     @torch.no_grad()
     def evaluate(X, y, chunk=4096):
@@ -286,7 +286,7 @@ def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_s
         correct = torch.zeros(K, device=device)
         for start in range(0, len(y), chunk):
             xb, yb = X[start:start + chunk], y[start:start + chunk]
-            logits = forward(xb.expand(K, *xb.shape))  # every model the same inputs
+            logits = stacked(xb.expand(K, *xb.shape))  # every model the same inputs
             loss_sum += F.cross_entropy(logits.flatten(0, 1), yb.repeat(K), reduction="none").view(K, -1).sum(1)
             correct += (logits.argmax(-1) == yb).sum(1)
         return loss_sum / len(y), correct / len(y)
@@ -294,7 +294,7 @@ def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_s
     X_train, y_train = data["train"]
     n_train = len(y_train)
     steps = math.ceil(n_train / batch_size)
-    if n_train % batch_size == 1 and any(isinstance(m, StackedBatchNorm1d) for m in base.modules()):
+    if n_train % batch_size == 1 and any(isinstance(m, StackedBatchNorm1d) for m in stacked.modules()):
         steps -= 1  # batch norm cannot train on a last batch of one sample; it is skipped each epoch
         warnings.warn(f"{n_train} training rows leave a last batch of 1 at batch size {batch_size}; "
                       "batch norm cannot use it, so it is skipped every epoch", stacklevel=2)
@@ -315,14 +315,14 @@ def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_s
     for epoch in range(1, epochs + 1):
         order = torch.stack([torch.randperm(n_train, generator=g) for g in generators]).to(device)
         X_shuffled, y_shuffled = X_train[order], y_train[order]  # [K, N, d], [K, N]
-        base.train()
+        stacked.train()
         step_loss = torch.empty(steps, K, device=device)
         n_seen = min(steps * batch_size, n_train)
         hits = torch.empty(K, n_seen, dtype=torch.bool, device=device)
         grad_record = torch.empty(steps, K, len(linear_index), device=device) if record_grads else None
         for i in range(steps):
             batch = slice(i * batch_size, (i + 1) * batch_size)
-            logits = forward(X_shuffled[:, batch])
+            logits = stacked(X_shuffled[:, batch])
             log_probs = logits.log_softmax(-1)  # F.cross_entropy in its two steps: log_probs serves accuracy too
             sample_loss = F.nll_loss(log_probs.flatten(0, 1), y_shuffled[:, batch].flatten(), reduction="none")
             sample_loss = sample_loss.view(K, -1)
@@ -336,7 +336,7 @@ def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_s
                     grad_record[i] = grad_sq_norms(grads, linear_index)
             bar.update()
         epoch_values = {"train_loss": step_loss.mean(0), "train_acc": hits.sum(1) / n_seen}
-        base.eval()
+        stacked.eval()
         for split, prefix in eval_splits:
             epoch_values[f"{prefix}_loss"], epoch_values[f"{prefix}_acc"] = evaluate(*data[split])
         epoch_values = {key: value.tolist() for key, value in epoch_values.items()}
@@ -906,11 +906,12 @@ def section_text(out, key, seconds):
 
 
 def lanes_sentence(lanes):
-    """How run_all.sh ran the Section 6 questions: lanes, each the list of questions one process ran in turn."""
+    """How run_all.sh ran the questions: lanes, one per process, each the script then the questions it ran in turn."""
     if len(lanes) < 2:
         return "The questions ran one after another, so their times add up to the total."
-    return (f"Section 6's questions ran in {len(lanes)} parallel lanes ("
-            + "; ".join(", ".join(lane) for lane in lanes) + "), so their times add up to more than the total.")
+    return (f"The questions ran in {len(lanes)} processes side by side ("
+            + "; ".join(f"{script}.py: {', '.join(questions)}" for script, *questions in lanes)
+            + "), so their times add up to more than the total.")
 
 
 def stand_in_note(data, image_size):
@@ -942,7 +943,7 @@ def data_cell(info):
 def write_study_report(out, scripts, times, lanes, total, seeds, mlp_data, cnn_data, image_size):
     """results/README.md and results/manifest.json from the saved per-question files and run_all's timings.
     scripts: the script modules, whose questions give the report's order; times: (key, seconds, status) rows;
-    lanes: the Section 6 lanes, each a list of questions."""
+    lanes: the processes run side by side, each a list: the script, then the questions it ran."""
     import importlib
     questions = [f"{name}/{q.name}" for name in scripts for q in importlib.import_module(name).SCRIPT.questions
                  if os.path.isdir(os.path.join(out, name))]  # a section never run into out is left out
@@ -995,7 +996,8 @@ if __name__ == "__main__":
     parser.add_argument("--out", required=True, help="results folder")
     parser.add_argument("--scripts", required=True, nargs="+", help="the scripts, whose questions the report shows")
     parser.add_argument("--times", required=True, help="the tab-separated file of --times: question, seconds, status")
-    parser.add_argument("--lanes", required=True, help="the lanes Section 6 ran in, one line of questions each")
+    parser.add_argument("--lanes", required=True,
+                        help="the processes run side by side, one line each: the script, then its questions")
     parser.add_argument("--total", type=float, required=True, help="total wall seconds")
     parser.add_argument("--seeds", type=int, required=True)
     parser.add_argument("--mlp-data", required=True, help="'embedded' or the Section 6 folder")

@@ -159,13 +159,13 @@ def test_stacked_module_calls_each_model_as_it_is(arch):
     for seed in range(3):
         torch.manual_seed(seed)
         models.append(mlp.MLP(2, 4, depth=3, width=6, **arch))
-    stacked = common.stacked_module(models[0])
     states = [model.state_dict() for model in models]
     tensors = {name: torch.stack([state[name] for state in states]) for name in states[0]}
+    stacked = common.stacked_module(models[0], tensors)
     X = torch.randn(3, 20, 2)
     for train in (True, False):
         stacked.train(train)
-        logits = torch.func.functional_call(stacked, tensors, (X,))
+        logits = stacked(X)
         for k, model in enumerate(models):
             model.train(train)
             assert torch.allclose(logits[k], model(X[k]), atol=1e-5)
@@ -175,7 +175,7 @@ def test_stacked_module_calls_each_model_as_it_is(arch):
 
 def test_stacked_module_refuses_a_layer_it_cannot_stack():
     with pytest.raises(ValueError, match="LayerNorm"):
-        common.stacked_module(nn.Sequential(nn.Linear(2, 3), nn.LayerNorm(3)))
+        common.stacked_module(nn.Sequential(nn.Linear(2, 3), nn.LayerNorm(3)), {})
 
 
 def test_a_model_wider_than_the_widest_in_some_tensor_is_refused():
@@ -948,12 +948,13 @@ def test_run_all_writes_the_report_and_resumes(tiny, tmp_path):
     assert {k for k, v in manifest["status"].items() if v == "not run"} == pretrained
     assert {v for k, v in manifest["status"].items() if k not in pretrained} == {"ok"}
     assert manifest["total_wall_s"] > 0 and manifest["seeds"] == 1
-    assert len(manifest["lanes"]) == 2  # two lanes by default, each run by one process
-    assert sorted(q for lane in manifest["lanes"] for q in lane) == sorted(q.name for q in mlp.QUESTIONS)
+    # two Section 6 lanes by default and Section 7 beside them, each run by one process
+    assert [lane[0] for lane in manifest["lanes"]] == ["mlp", "mlp", "cnn"] and manifest["lanes"][2] == ["cnn", "all"]
+    assert sorted(q for lane in manifest["lanes"][:2] for q in lane[1:]) == sorted(q.name for q in mlp.QUESTIONS)
     report = (out / "README.md").read_text()
     headings = [line for line in report.splitlines() if line.startswith("## ")]
     assert headings[1:] == [f"## {common.heading(q)}" for q in mlp.QUESTIONS + cnn.QUESTIONS]  # in the scripts' order
-    assert "ran in 2 parallel lanes" in report
+    assert "ran in 3 processes side by side (mlp.py: " in report
     figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
     assert len(figures) >= 16 and all((out / f).is_file() for f in figures)
 
@@ -1232,8 +1233,10 @@ def test_recomputed_bn_statistics_equal_hand_computation():
 
 
 def test_report_names_the_data_and_how_the_run_ran():
-    assert "ran in 2 parallel lanes (lr, epochs; batchnorm)" in common.lanes_sentence([["lr", "epochs"], ["batchnorm"]])
-    assert "one after another" in common.lanes_sentence([["lr", "epochs", "batchnorm"]])
+    lanes = [["mlp", "lr", "epochs"], ["mlp", "batchnorm"], ["cnn", "all"]]
+    assert "ran in 3 processes side by side (mlp.py: lr, epochs; mlp.py: batchnorm; cnn.py: all)" in \
+        common.lanes_sentence(lanes)
+    assert "one after another" in common.lanes_sentence([["mlp", "lr", "epochs", "batchnorm"]])
     assert "one after another" in common.lanes_sentence([])
     embedded = {"mlp": {"source": "embedded", "dir": "data/europe", "classes": 12},
                 "cnn": {"source": "/data/faces", "dir": "faces/", "classes": None}}
