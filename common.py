@@ -151,16 +151,25 @@ def linear_weight_names(model):
     return [f"{name}.weight" for name, module in model.named_modules() if isinstance(module, nn.Linear)]
 
 
-def grad_sq_norms(grads, linear_index):
-    """The gradient hook: ||grad of weight||_2^2 for each Linear layer (grads[i] for i in linear_index), per
-    stacked model -> [K, L]. Layers of one shape are squared and summed together: 3 groups of calls for a depth-100
-    net, not 100."""
-    columns_by_shape = {}
-    for column, i in enumerate(linear_index):
-        columns_by_shape.setdefault(grads[i].shape, []).append(column)
-    norms = grads[linear_index[0]].new_empty(len(grads[linear_index[0]]), len(linear_index))
-    for columns in columns_by_shape.values():
-        norms[:, columns] = torch.stack([grads[linear_index[c]] for c in columns], dim=1).pow(2).sum(dim=(2, 3))
+def same_shape_groups(tensors, indices):
+    """indices into tensors grouped by their tensor's shape: [(columns, group's indices)], columns being the group's
+    positions in indices."""
+    groups = {}
+    for column, i in enumerate(indices):
+        columns, members = groups.setdefault(tensors[i].shape, ([], []))
+        columns.append(column)
+        members.append(i)
+    return list(groups.values())
+
+
+def grad_sq_norms(grads, linear_groups):
+    """The gradient hook: ||grad of weight||_2^2 for each Linear layer, per stacked model -> [K, L]. linear_groups:
+    same_shape_groups(grads, the Linear weights' indices), so that layers of one shape are squared and summed together
+    (3 groups of calls for a depth-100 net, not 100)."""
+    first = grads[linear_groups[0][1][0]]
+    norms = first.new_empty(len(first), sum(len(columns) for columns, _ in linear_groups))
+    for columns, indices in linear_groups:
+        norms[:, columns] = torch.stack([grads[i] for i in indices], dim=1).pow(2).sum(dim=(2, 3))
     return norms
 
 
@@ -273,6 +282,7 @@ def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_s
                for name in shapes if name not in params}
     plist = list(params.values())
     linear_index = [param_names.index(name) for name in linear_weight_names(models[widest])]
+    linear_groups = same_shape_groups(plist, linear_index)  # once per group, not per step
     # minus each model's learning rate, in full shape (a fused update on CUDA), zero where a model is padding
     neg_lrs = [torch.stack([padded(torch.full(state[name].shape, -float(run["lr"]), device=device), shapes[name])
                             for state, run in zip(states, runs)]) for name in param_names]
@@ -333,7 +343,7 @@ def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_s
                 step_loss[i] = loss
                 hits[:, batch] = -sample_loss >= log_probs.amax(-1)  # amax: ~20x cheaper than argmax on a CPU
                 if record_grads:
-                    grad_record[i] = grad_sq_norms(grads, linear_index)
+                    grad_record[i] = grad_sq_norms(grads, linear_groups)
             bar.update()
         epoch_values = {"train_loss": step_loss.mean(0), "train_acc": hits.sum(1) / n_seen}
         stacked.eval()
@@ -602,8 +612,8 @@ def build_parser(script):
                             help=f"{setting.help} ({protocol_text(script.questions, setting.key, setting.show)})")
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda (default auto)")
     parser.add_argument("--threads", type=int,
-                        help="torch CPU threads (default: torch's, every core; run_all.sh gives each of its parallel "
-                             "lanes its share; see the README)")
+                        help="CPU threads of torch, XGBoost and image decoding (default: torch's, every core; "
+                             "run_all.sh gives each of its parallel processes its share; see the README)")
     if script.add_flags:
         script.add_flags(parser)
     parser.add_argument("--times", metavar="FILE",
