@@ -1,4 +1,5 @@
-"""Section 7: a real-vs-fake image classifier built five ways on top of ResNet18.
+"""Section 7: a real-vs-fake image classifier built five ways on top of ResNet18. What is trained and how: the
+images, the weights, one train_<question> function per baseline, and the question records at the end.
 
     python cnn.py --question xgb           # one baseline; outputs in results/cnn/
     python cnn.py --question all           # every baseline, then summary and mistakes
@@ -8,15 +9,14 @@
 Baselines (binary, output 1 = "fake"): xgb (XGBoost on raw pixels), scratch (ResNet18 from random
 init), linear_probe (frozen ImageNet ResNet18 + a trained Linear(512, 1)), sklearn_probe (sklearn's
 LogisticRegression on the frozen features), finetune (ImageNet ResNet18, all weights trained).
-summary ranks every model; mistakes shows test images the best model gets right and the worst wrong.
+summary ranks every model; mistakes picks test images the best model gets right and the worst wrong.
 
 Data: --data-dir in ImageFolder layout (train/, val/ or validation/, test/, each with a class folder
 whose name says real (real, 0_real, ...) and one that says fake (fake, 1_fake, ...)). Without it,
 a generated stand-in (data/build_realfake.py) is built into --cache-dir on first use.
 
-Each question writes results/cnn/<question>.png, .md (settings, tables, findings) and .json
-(settings, library versions, per-model metrics and test predictions); a rerun with the same
-settings, data and code reuses the .json.
+Training writes every number into results/cnn/<question>.json (per-model metrics and test predictions);
+a rerun with the same settings, data and code reuses it. cnn_report.py draws and writes the reports.
 """
 import hashlib
 import json
@@ -24,8 +24,6 @@ import math
 import os
 import re
 import shutil
-import sys
-import textwrap
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -36,21 +34,19 @@ import torch.nn.functional as F
 import torchvision
 import torchvision.transforms as T
 from PIL import Image
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import roc_auc_score
 from torch import nn
 from torchvision.models import ResNet18_Weights
 from tqdm import tqdm
 
-import common
-from common import (Answer, Question, Report, Setting, UserError, file_digest, finite_or_none, markdown_table, plt,
-                    save_torch, seed_everything, shown_path)
+import cnn_report
+import runner
+from common import UserError, file_digest, finite_or_none, save_torch, seed_everything, shown_path
+from data import build_realfake
+from runner import Question, Setting
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "data"))
-import build_realfake  # noqa: E402
-
 BASELINES = ["xgb", "scratch", "linear_probe", "sklearn_probe", "finetune"]
-TORCH_BASELINES = ["scratch", "linear_probe", "finetune"]
 SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "validation"), "test": ("test",)}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 LAYOUT = ("expected ImageFolder layout: train/, val/ (or validation/) and test/, each with one class folder named "
@@ -59,6 +55,7 @@ QUICK_IMAGES = {"train": 16, "val": 8, "test": 8}  # per class
 QUICK_IMAGE_SIZE = 32
 XGB_CROP = 64
 EVAL_BATCH = 256
+THUMBNAIL = 256  # pixels: the longest side of a test image as the mistakes figure shows it
 
 
 # ----------------------------------------------------------------------------- data
@@ -112,8 +109,8 @@ def ensure_demo(cache_dir):
 
 
 def load_data(args, device):
-    """The images of each split (paths, 1 = fake labels), a description, and how to run (device, cache folder,
-    progress bars); pixels are decoded on demand, weights loaded on demand, both kept in data['memo']."""
+    """The images of each split (paths, classes, 1 = fake labels on the device) and their description; pixels are
+    decoded by images(), once, into --cache-dir."""
     if args.amp and device.type != "cuda":
         raise UserError("--amp needs a CUDA device (bf16 autocast); drop it or use --device cuda")
     data_dir = os.path.abspath(args.data_dir or ensure_demo(args.cache_dir))
@@ -128,8 +125,10 @@ def load_data(args, device):
     meta = {"dir": shown_path(data_dir), "demo": args.data_dir is None, "digest": digest, "positive_class": "fake",
             "summary": summary, "images": images,
             "rows": {split: sum(counts.values()) for split, counts in images.items()}}
-    return {"meta": meta, "dir": data_dir, "memo": {}, "device": device, "quiet": args.quiet, "cache_dir": args.cache_dir,
-            "paths": {split: paths for split, (paths, _) in splits.items()},
+    if args.data_dir is None:  # what the study report says the numbers are
+        meta["stand_in"] = ("Section 7 on a generated real-vs-fake image set (photographs vs. the same photographs "
+                            "through a simulated generator's upsampling)")
+    return {"meta": meta, "dir": data_dir, "paths": {split: paths for split, (paths, _) in splits.items()},
             "classes": {split: words for split, (_, words) in splits.items()},
             "labels": {split: torch.tensor([w == "fake" for w in words], dtype=torch.float32, device=device)
                        for split, (_, words) in splits.items()}}
@@ -167,7 +166,8 @@ def decode(paths, transforms, desc, quiet):
 
 
 def disk_cached(cache_dir, key, compute):
-    """compute(), kept under --cache-dir/tensors/ by a hash of key (which names the data by content) for later runs."""
+    """compute(), kept under --cache-dir/tensors/ by a hash of key (which names the data by content) for later runs
+    and the other questions of this one."""
     path = os.path.join(cache_dir, "tensors", hashlib.sha256(json.dumps(key).encode()).hexdigest()[:20] + ".pt")
     if os.path.exists(path):
         try:
@@ -182,19 +182,15 @@ def disk_cached(cache_dir, key, compute):
 PREPROCESSINGS = ("resize", "imagenet")
 
 
-def images(data, name, image_size):
-    """{split: uint8 [N, 3, S, S] on the device}: each split decoded once into every preprocessing (cached on disk
-    together), the one asked for moved to the device and reused."""
-    if ("images", name, image_size) not in data["memo"]:
-        def decode_splits():
-            transforms = [preprocessing(each, image_size)[0] for each in PREPROCESSINGS]
-            return {split: dict(zip(PREPROCESSINGS, decode(paths, transforms, f"decode {split}", data["quiet"])))
-                    for split, paths in data["paths"].items()}
-        key = {"what": "images", "data": data["meta"]["digest"], "preprocessings": PREPROCESSINGS,
-               "image_size": image_size}
-        decoded = disk_cached(data["cache_dir"], key, decode_splits)
-        data["memo"]["images", name, image_size] = {split: x[name].to(data["device"]) for split, x in decoded.items()}
-    return data["memo"]["images", name, image_size]
+def images(data, name, image_size, env):
+    """{split: uint8 [N, 3, S, S] on the device} in preprocessing `name`: every split decoded once into every
+    preprocessing, cached on disk together."""
+    def decode_splits():
+        transforms = [preprocessing(each, image_size)[0] for each in PREPROCESSINGS]
+        return {split: dict(zip(PREPROCESSINGS, decode(paths, transforms, f"decode {split}", env.quiet)))
+                for split, paths in data["paths"].items()}
+    key = {"what": "images", "data": data["meta"]["digest"], "preprocessings": PREPROCESSINGS, "image_size": image_size}
+    return {split: x[name].to(env.device) for split, x in disk_cached(env.cache_dir, key, decode_splits).items()}
 
 
 def normalizer(name, image_size, device):
@@ -223,25 +219,34 @@ def build_resnet(backbone_state=None):
     return model
 
 
+def weights_file(weights):
+    """The file --weights names: torchvision's cache file for imagenet, the path given, or None for none."""
+    if weights == "imagenet":
+        return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(ResNet18_Weights.IMAGENET1K_V1.url))
+    return None if weights == "none" else weights
+
+
 def load_weights(weights, quiet=False):
     """{'state', 'id', 'reason', 'fix'}: the pretrained backbone (the old fc dropped), or state None, why the
     pretrained baselines are not run and how to fix it. weights: imagenet, none or a state-dict file."""
     if weights == "none":
         return {"state": None, "id": "none", "reason": "--weights none", "fix": None}
+    path = weights_file(weights)
     if weights == "imagenet":
         url = ResNet18_Weights.IMAGENET1K_V1.url
-        file = os.path.basename(url)
-        folder = os.path.join(torch.hub.get_dir(), "checkpoints")
         try:
             state = torch.hub.load_state_dict_from_url(url, progress=not quiet, check_hash=True)
         except (OSError, RuntimeError) as e:  # no network, a proxy, a failed hash check
-            return {"state": None, "id": "imagenet unavailable", "folder": folder,
-                    "reason": f"ImageNet weights unavailable ({type(e).__name__}: {e})",
-                    "fix": f"put {file} (from {url}) in torch's hub cache, TORCH_HOME/hub/checkpoints/ (by default "
-                           f"~/.cache/torch/hub/checkpoints/), or pass --weights /path/to/{file}"}
-        path = os.path.join(folder, file)
+            file = os.path.basename(url)
+            loaded = {"state": None, "id": "imagenet unavailable",
+                      "reason": f"ImageNet weights unavailable ({type(e).__name__}: {e})",
+                      "fix": f"put {file} (from {url}) in torch's hub cache, TORCH_HOME/hub/checkpoints/ (by default "
+                             f"~/.cache/torch/hub/checkpoints/), or pass --weights /path/to/{file}"}
+            # the console names this machine's folder; the saved results do not
+            print(f"note: {loaded['reason']}. Fix: {loaded['fix']}. Here TORCH_HOME/hub/checkpoints/ is "
+                  f"{os.path.dirname(path)}/")
+            return loaded
     else:
-        path = weights
         if not os.path.isfile(path):
             raise UserError(f"{path}: weights file not found "
                             "(--weights takes imagenet, none or a ResNet18 state-dict file)")
@@ -260,25 +265,13 @@ def load_weights(weights, quiet=False):
     return {"state": state, "id": file_digest([path]), "reason": None, "fix": None}
 
 
-def backbone(data, weights):
-    """load_weights, once per process; says once when the pretrained baselines cannot run."""
-    if ("backbone", weights) not in data["memo"]:
-        loaded = load_weights(weights, data["quiet"])
-        if loaded["state"] is None:  # the console names this machine's folder; the saved results do not
-            print(f"note: linear_probe, sklearn_probe and finetune not run: {loaded['reason']}"
-                  + (f". Fix: {loaded['fix']}" if loaded["fix"] else "")
-                  + (f". Here TORCH_HOME/hub/checkpoints/ is {loaded['folder']}/" if loaded.get("folder") else ""))
-        data["memo"]["backbone", weights] = loaded
-    return data["memo"]["backbone", weights]
-
-
 # ----------------------------------------------------------------------------- training and evaluation
 
 def autocast(device, amp):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
 
 
-def fit(model, inputs, labels, lr, settings, data, prepare, desc):
+def fit(model, inputs, labels, lr, settings, env, prepare, desc):
     """The protocol's optimization: Adam on the trainable parameters, BCEWithLogitsLoss, settings['epochs'] epochs
     of settings['batch_size'] in an order drawn from a generator seeded with settings['seed']. Returns the loss of
     every step and the step (1-based) at which it stopped being finite, or None. Nothing waits for the device within
@@ -290,14 +283,14 @@ def fit(model, inputs, labels, lr, settings, data, prepare, desc):
     model.train()
     losses = []
     bar = tqdm(total=settings["epochs"] * math.ceil(len(labels) / batch_size), desc=desc, unit="step",
-               disable=data["quiet"], mininterval=1.0, dynamic_ncols=True)
+               disable=env.quiet, mininterval=1.0, dynamic_ncols=True)
     for _ in range(settings["epochs"]):
         batches = torch.randperm(len(labels), generator=generator).to(inputs.device).split(batch_size)
         if len(batches) > 1 and len(batches[-1]) == 1:
             batches = batches[:-1]  # BatchNorm cannot train on a batch of one image
         epoch_losses = torch.empty(len(batches), device=inputs.device)
         for i, idx in enumerate(batches):
-            with autocast(data["device"], settings["amp"]):
+            with autocast(env.device, settings["amp"]):
                 logits = model(prepare(inputs[idx])).float().squeeze(1)
             loss = F.binary_cross_entropy_with_logits(logits, labels[idx])
             epoch_losses[i] = loss.detach()
@@ -333,8 +326,7 @@ def predict(model, inputs, prepare, amp):
 def model_record(baseline, lr, status, reason=None, **values):
     return {"baseline": baseline, "lr": lr, "status": status, "reason": reason, "test_acc": None, "test_auroc": None,
             "val_acc": None, "test_acc_real": None, "test_acc_fake": None, "test_acc_batch_stats": None,
-            "test_acc_recomputed_bn": None, "train_seconds": None, "test_prob": None,
-            **values}
+            "test_acc_recomputed_bn": None, "train_seconds": None, "test_prob": None, **values}
 
 
 def scored(baseline, lr, data, val_prob, test_prob, train_seconds, **values):
@@ -351,10 +343,10 @@ def scored(baseline, lr, data, val_prob, test_prob, train_seconds, **values):
                         train_seconds=train_seconds, test_prob=[round(float(p), 6) for p in test_prob], **values)
 
 
-def fit_and_score(settings, data, baseline, lr, model, inputs, prepare, **values):
+def fit_and_score(settings, data, env, baseline, lr, model, inputs, prepare, **values):
     """Train model on inputs['train'] at lr, then score it on val and test, or record where it diverged."""
     start = time.perf_counter()
-    losses, diverged_step = fit(model, inputs["train"], data["labels"]["train"], lr, settings, data, prepare,
+    losses, diverged_step = fit(model, inputs["train"], data["labels"]["train"], lr, settings, env, prepare,
                                 f"{baseline} lr {lr:g}")
     seconds = time.perf_counter() - start
     values["train_loss"] = [finite_or_none(v) for v in losses]
@@ -395,13 +387,13 @@ def recomputed_bn_accuracy(model, train_inputs, test_inputs, test_labels, prepar
     return float(((prob > 0.5).float() == test_labels.cpu()).float().mean())
 
 
-def train_resnet(settings, data, baseline, lr, backbone_state, preprocessing_name):
+def train_resnet(settings, data, env, baseline, lr, backbone_state, preprocessing_name):
     """scratch or finetune at one lr: every weight trained on the images."""
     seed_everything(settings["seed"])
-    model = build_resnet(backbone_state).to(data["device"], memory_format=torch.channels_last)
-    inputs = images(data, preprocessing_name, settings["image_size"])
-    prepare = normalizer(preprocessing_name, settings["image_size"], data["device"])
-    record = fit_and_score(settings, data, baseline, lr, model, inputs, prepare)
+    model = build_resnet(backbone_state).to(env.device, memory_format=torch.channels_last)
+    inputs = images(data, preprocessing_name, settings["image_size"], env)
+    prepare = normalizer(preprocessing_name, settings["image_size"], env.device)
+    record = fit_and_score(settings, data, env, baseline, lr, model, inputs, prepare)
     if record["status"] == "ok":
         record["test_acc_batch_stats"] = batch_stats_accuracy(model, inputs["test"], data["labels"]["test"], prepare,
                                                               settings["seed"], settings["batch_size"],
@@ -411,26 +403,22 @@ def train_resnet(settings, data, baseline, lr, backbone_state, preprocessing_nam
     return record
 
 
-def features(settings, data):
-    """{split: [N, 512] features of the frozen pretrained backbone (eval mode)}, computed once, and the seconds
-    that took."""
-    size, pretrained = settings["image_size"], backbone(data, settings["weights"])
+def features(settings, data, env, pretrained):
+    """({split: [N, 512] features of the frozen pretrained backbone (eval mode)} on the device, the seconds they
+    took), computed once into --cache-dir for both probes."""
+    size = settings["image_size"]
     key = {"what": "features", "data": data["meta"]["digest"], "image_size": size, "weights": pretrained["id"],
-           "device": data["device"].type, "amp": settings["amp"]}
-    memo_key = ("features", json.dumps(key))
-    if memo_key not in data["memo"]:
-        x, prepare = images(data, "imagenet", size), normalizer("imagenet", size, data["device"])
+           "device": env.device.type, "amp": settings["amp"]}
 
-        def compute():
-            model = build_resnet(pretrained["state"]).to(data["device"], memory_format=torch.channels_last)
-            model.fc = nn.Identity()
-            start = time.perf_counter()
-            values = {split: forward_all(model, x[split], prepare, settings["amp"]).cpu() for split in x}
-            return {"features": values, "seconds": time.perf_counter() - start}
-        cached = disk_cached(data["cache_dir"], key, compute)
-        on_device = {split: f.to(data["device"]) for split, f in cached["features"].items()}
-        data["memo"][memo_key] = on_device, cached["seconds"]
-    return data["memo"][memo_key]
+    def compute():
+        x, prepare = images(data, "imagenet", size, env), normalizer("imagenet", size, env.device)
+        model = build_resnet(pretrained["state"]).to(env.device, memory_format=torch.channels_last)
+        model.fc = nn.Identity()
+        start = time.perf_counter()
+        values = {split: forward_all(model, x[split], prepare, settings["amp"]).cpu() for split in x}
+        return {"features": values, "seconds": time.perf_counter() - start}
+    cached = disk_cached(env.cache_dir, key, compute)
+    return {split: f.to(env.device) for split, f in cached["features"].items()}, cached["seconds"]
 
 
 def baseline_result(data, models):
@@ -443,11 +431,11 @@ def not_run(baseline, lrs, pretrained):
     return [model_record(baseline, lr, "not run", pretrained["reason"], fix=pretrained["fix"]) for lr in lrs]
 
 
-# ----------------------------------------------------------------------------- baselines: train(settings, data, reads)
+# ----------------------------------------------------------------------------- baselines: train(settings, data, reads, env)
 
-def train_xgb(settings, data, reads):
+def train_xgb(settings, data, reads, env):
     from xgboost import XGBClassifier
-    x = images(data, "resize", settings["image_size"])
+    x = images(data, "resize", settings["image_size"], env)
     crop = settings["crop"]
     pixels = {split: T.functional.center_crop(v, [crop, crop]).flatten(1).cpu().numpy() for split, v in x.items()}
     start = time.perf_counter()
@@ -459,42 +447,42 @@ def train_xgb(settings, data, reads):
     return baseline_result(data, [scored("xgb", None, data, val_prob, test_prob, seconds)])
 
 
-def train_scratch(settings, data, reads):
-    return baseline_result(data, [train_resnet(settings, data, "scratch", lr, None, "resize")
+def train_scratch(settings, data, reads, env):
+    return baseline_result(data, [train_resnet(settings, data, env, "scratch", lr, None, "resize")
                                   for lr in settings["lrs"]])
 
 
-def train_finetune(settings, data, reads):
-    pretrained = backbone(data, settings["weights"])
+def train_finetune(settings, data, reads, env):
+    pretrained = load_weights(settings["weights"], env.quiet)
     if pretrained["state"] is None:
         return baseline_result(data, not_run("finetune", settings["lrs"], pretrained))
-    return baseline_result(data, [train_resnet(settings, data, "finetune", lr, pretrained["state"], "imagenet")
+    return baseline_result(data, [train_resnet(settings, data, env, "finetune", lr, pretrained["state"], "imagenet")
                                   for lr in settings["lrs"]])
 
 
-def train_linear_probe(settings, data, reads):
+def train_linear_probe(settings, data, reads, env):
     """A Linear(512, 1) head on cached features: the frozen backbone is in eval mode, so training the head on its
     precomputed features is the same optimization as running it in the loop, in the same batch order."""
-    pretrained = backbone(data, settings["weights"])
+    pretrained = load_weights(settings["weights"], env.quiet)
     if pretrained["state"] is None:
         return baseline_result(data, not_run("linear_probe", settings["lrs"], pretrained))
-    feats, feature_seconds = features(settings, data)
+    feats, feature_seconds = features(settings, data, env, pretrained)
     records = []
     for lr in settings["lrs"]:
         seed_everything(settings["seed"])
-        head = build_resnet(pretrained["state"]).fc.to(data["device"])  # the same init the full model's fc gets
-        records.append(fit_and_score(settings, data, "linear_probe", lr, head, feats, lambda v: v,
+        head = build_resnet(pretrained["state"]).fc.to(env.device)  # the same init the full model's fc gets
+        records.append(fit_and_score(settings, data, env, "linear_probe", lr, head, feats, lambda v: v,
                                      feature_seconds=round(feature_seconds, 2)))
     return baseline_result(data, records)
 
 
-def train_sklearn_probe(settings, data, reads):
+def train_sklearn_probe(settings, data, reads, env):
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
-    pretrained = backbone(data, settings["weights"])
+    pretrained = load_weights(settings["weights"], env.quiet)
     if pretrained["state"] is None:
         return baseline_result(data, not_run("sklearn_probe", [None], pretrained))
-    feats, feature_seconds = features(settings, data)
+    feats, feature_seconds = features(settings, data, env, pretrained)
     feats = {split: f.cpu().numpy() for split, f in feats.items()}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
@@ -511,345 +499,32 @@ def train_sklearn_probe(settings, data, reads):
                                          convergence_warning=convergence[0] if convergence else None)])
 
 
-def train_summary(settings, data, reads):
-    """summary (and mistakes): every baseline's models, read from their results."""
-    return {**baseline_result(data, [m for name in BASELINES for m in reads[name]["models"]]),
+def ranking(models):
+    """Indices of models: status ok by test accuracy (best first), then the diverged, then the not run."""
+    order = {"ok": 0, "diverged": 1, "not run": 2}
+    return sorted(range(len(models)), key=lambda i: (order[models[i]["status"]], -(models[i]["test_acc"] or 0),
+                                                     BASELINES.index(models[i]["baseline"]), models[i]["lr"] or 0))
+
+
+def train_summary(settings, data, reads, env):
+    """Every baseline's models, read from their results, and their ranking."""
+    models = [m for name in BASELINES for m in reads[name]["models"]]
+    return {**baseline_result(data, models), "ranking": ranking(models),
             "baselines": {name: {"settings": reads[name]["settings"], "wall_s": reads[name]["wall_s"]}
                           for name in BASELINES}}
-
-
-def train_mistakes(settings, data, reads):
-    result = train_summary(settings, data, reads)
-    result["best"], result["worst"], result["chosen"] = pick_mistakes(result["models"], result["test_classes"])
-    return result
-
-
-# ----------------------------------------------------------------------------- reports
-
-def lr_text(m):
-    return "-" if m["lr"] is None else m["lr"] if isinstance(m["lr"], str) else f"{m['lr']:g}"
-
-
-def model_name(m):
-    return m["baseline"] if m["lr"] is None else f"{m['baseline']} lr {lr_text(m)}"
-
-
-def fmt(value, digits=3):
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def status_text(m):
-    return m["status"] if m["reason"] is None else f"{m['status']}: {m['reason']}"
-
-
-def notes(m):
-    parts = [f"ConvergenceWarning: {m['convergence_warning']}"] if m.get("convergence_warning") else []
-    if m.get("feature_seconds") is not None:
-        parts.append(f"+ {m['feature_seconds']:.1f} s feature extraction, shared with the other probe")
-    return "; ".join(parts)
-
-
-def collapse_not_run(models):
-    """The models, with one row per baseline for its not-run models (they share the reason)."""
-    rows, seen = [], set()
-    for m in models:
-        if m["status"] != "not run":
-            rows.append(m)
-        elif m["baseline"] not in seen:
-            seen.add(m["baseline"])
-            rows.append({**m, "lr": None if m["lr"] is None else "every lr"})
-    return rows
-
-
-def ranking(models):
-    """Models with status ok by test accuracy (best first), then the diverged, then the not run."""
-    order = {"ok": 0, "diverged": 1, "not run": 2}
-    return sorted(models, key=lambda m: (order[m["status"]], -(m["test_acc"] or 0), BASELINES.index(m["baseline"]),
-                                         m["lr"] or 0))
-
-
-def results_table(models, numbered=False):
-    header = ["model", "lr", "test acc", "test AUROC", "val acc", "test acc on real", "test acc on fake",
-              "test acc, BN recomputed statistics", "test acc, BN test-batch statistics", "train time (s)", "status",
-              "notes"]
-    rows = [[m["baseline"], lr_text(m), fmt(m["test_acc"]), fmt(m["test_auroc"]),
-             fmt(m["val_acc"]), fmt(m["test_acc_real"]), fmt(m["test_acc_fake"]), fmt(m.get("test_acc_recomputed_bn")),
-             fmt(m.get("test_acc_batch_stats")), fmt(m["train_seconds"], 1), status_text(m), notes(m)]
-            for m in collapse_not_run(models)]
-    if numbered:
-        header, rows = ["rank"] + header, [[i + 1] + row for i, row in enumerate(rows)]
-    return markdown_table(header, rows) + "".join(f"\n**{line}.**\n" for line in not_run_reasons(models))
-
-
-def not_run_reasons(models):
-    """One line per reason: which baselines it stopped, and the fix."""
-    reasons = {}
-    for m in models:
-        if m["status"] == "not run":
-            reasons.setdefault((m["reason"], m.get("fix")), {})[m["baseline"]] = None
-    return [f"{', '.join(baselines)} not run: {reason}" + (f". Fix: {fix}" if fix else "")
-            for (reason, fix), baselines in reasons.items()]
-
-
-def same_accuracy_margin(n):
-    """Two accuracies on n test images closer than this count as the same: two binomial standard errors at 0.5, and
-    at least 0.05."""
-    return max(0.05, 2 * math.sqrt(0.25 / n))
-
-
-def one_class_finding(models, threshold=0.05):
-    """Which models put (almost) every test image in one class?"""
-    one_sided = [model_name(m) for m in models if min(m["test_acc_real"], m["test_acc_fake"]) < threshold]
-    return f"{', '.join(one_sided)} put (almost) every test image in one class." if one_sided else None
-
-
-def running_stats_finding(m):
-    """A model whose training loss ended low but whose test accuracy in eval mode is low: does recomputing BatchNorm's
-    running statistics with its final weights recover it (so stale running statistics are what fails), or not?"""
-    last_loss = np.mean([v for v in m.get("train_loss", [])[-5:] if v is not None] or [np.nan])
-    if not (last_loss < 0.3 and m["test_acc"] < 0.6):
-        return None
-    text = (f"{model_name(m)}: mean training loss of the last 5 steps {last_loss:.3f} (train mode), yet test accuracy "
-            f"{m['test_acc']:.3f} in eval mode")
-    recomputed, batch_stats = m.get("test_acc_recomputed_bn"), m.get("test_acc_batch_stats")
-    if recomputed is None:
-        return text + "."
-    text += (f"; {recomputed:.3f} once BatchNorm's running statistics are recomputed over the training images"
-             + (f" ({batch_stats:.3f} on each test batch's own statistics)" if batch_stats is not None else ""))
-    if recomputed > m["test_acc"] + same_accuracy_margin(len(m["test_prob"])):
-        return text + ": the weights learned the task, and what fails in eval mode is stale running statistics."
-    return text + ": the running statistics do not explain the low accuracy."
-
-
-def bn_statistics_finding(baseline, runs):
-    """Across a baseline's lrs: is its best accuracy with recomputed BatchNorm statistics above, about equal to, or
-    below its best accuracy in eval mode with the running statistics training left?"""
-    eval_best = max(m["test_acc"] for m in runs)
-    top = max(runs, key=lambda m: m["test_acc_recomputed_bn"])
-    margin = same_accuracy_margin(len(top["test_prob"]))
-    text = (f"{baseline}: best test accuracy {eval_best:.3f} in eval mode with the running statistics training left, "
-            f"{top['test_acc_recomputed_bn']:.3f} (lr {lr_text(top)}) with the statistics recomputed over the "
-            "training images")
-    if top["test_acc_recomputed_bn"] > eval_best + margin:
-        return (text + ": the network learned the task, and what fails in eval mode is BatchNorm's running "
-                "statistics, which one short epoch leaves behind the weights.")
-    if top["test_acc_recomputed_bn"] < eval_best - margin:
-        return text + ": recomputed statistics score lower, so the running statistics are not what holds it back."
-    return text + f": within {margin:.3f}, so the running statistics are not what holds it back."
-
-
-def learned(m, majority):
-    """Did a model learn the task: is its test accuracy, in eval mode or with recomputed BatchNorm statistics, above
-    the one-class rate by more than the noise of the test set?"""
-    best_acc = max(m["test_acc"], m.get("test_acc_recomputed_bn") or 0)
-    return best_acc > majority + same_accuracy_margin(len(m["test_prob"]))
-
-
-def baseline_answer(baseline, models, majority):
-    """7.4: what a baseline reached and, over its lrs, which learned and which did not."""
-    if all(m["status"] == "not run" for m in models):
-        return [f"Not run: {models[0]['reason']}" + (f". Fix: {models[0]['fix']}." if models[0].get("fix") else ".")]
-    ok = [m for m in models if m["status"] == "ok"]
-    diverged = [lr_text(m) for m in models if m["status"] == "diverged"]
-    if not ok:
-        return [f"Every lr diverged ({', '.join(diverged)})."]
-    top = max(ok, key=lambda m: m["test_acc"])
-    sentences = [f"Best: {model_name(top)}, test accuracy {top['test_acc']:.3f} (AUROC {top['test_auroc']:.3f}), "
-                 f"against {majority:.3f} for calling every image one class."]
-    if top["lr"] is None:
-        sentences.append("It finds a real-vs-fake signal in its inputs." if learned(top, majority) else
-                         "That is chance: it finds no real-vs-fake signal in its inputs.")
-        return sentences
-    good = [m for m in ok if learned(m, majority)]
-    bad = [m for m in ok if not learned(m, majority)]
-    if good:
-        stale = [m for m in good if m["test_acc"] <= majority + same_accuracy_margin(len(m["test_prob"]))]
-        recovered = ", ".join(f"lr {lr_text(m)}: {m['test_acc_recomputed_bn']:.3f} against {m['test_acc']:.3f}"
-                              for m in stale)
-        sentences.append(f"Learned: lr {', '.join(lr_text(m) for m in good)}" + (
-            f"; of them, {len(stale)} only show it once BatchNorm's statistics are recomputed ({recovered} in eval "
-            "mode with the running statistics training left)" if stale else "") + ".")
-    if bad:
-        sentences.append(f"Did not learn: lr {', '.join(lr_text(m) for m in bad)}" + (
-            ", all larger than every lr that learned: steps that big wreck the weights in one epoch"
-            if good and min(m["lr"] for m in bad) > max(m["lr"] for m in good) else "") + ".")
-    if diverged:
-        sentences.append(f"Diverged: lr {', '.join(diverged)}.")
-    return sentences
-
-
-def caption(fig, lines):
-    if lines:
-        fig.text(0, -0.02, "\n".join(textwrap.fill(line, 150) for line in lines), va="top", fontsize=8)
-
-
-def baseline_figure(result):
-    """Training loss per step (torch baselines) and the test ROC curve of every model that ran."""
-    name, models = result["question"], result["models"]
-    torch_based = name in TORCH_BASELINES
-    fig, axes = plt.subplots(1, 1 + torch_based, figsize=(7 + 6 * torch_based, 5), layout="constrained", squeeze=False)
-    ax_roc = axes[0, -1]
-    y_test = [c == "fake" for c in result["test_classes"]]
-    for i, m in enumerate(models):
-        if torch_based and m.get("train_loss"):
-            axes[0, 0].plot(range(1, len(m["train_loss"]) + 1), m["train_loss"], color=f"C{i}", marker=".",
-                            label=f"lr {m['lr']:g} ({m['status']})")
-        if m["status"] == "ok":
-            fpr, tpr, _ = roc_curve(y_test, m["test_prob"])
-            ax_roc.plot(fpr, tpr, color=f"C{i}", label=f"{model_name(m)}: AUROC {m['test_auroc']:.3f}")
-    ax_roc.plot([0, 1], [0, 1], color="gray", linewidth=0.8, linestyle=":", label="chance")
-    ax_roc.set(xlabel="false positive rate (fraction of real test images called fake)",
-               ylabel="true positive rate (fraction of fake test images called fake)", title=f"{name}: test ROC")
-    if torch_based:
-        axes[0, 0].set(xlabel=f"optimizer step (batch of {result['settings']['batch_size']} images)",
-                       ylabel="training loss (binary cross-entropy, nats)", title=f"{name}: training loss per step",
-                       yscale="log")
-    for ax in axes[0]:
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-    return fig
-
-
-ITEMS = {"xgb": ("7.4-1", "XGBoost on raw pixels"), "scratch": ("7.4-2", "ResNet18 trained from scratch"),
-         "linear_probe": ("7.4-3", "A linear probe on the frozen ImageNet ResNet18"),
-         "sklearn_probe": ("7.4-4", "sklearn's LogisticRegression on the frozen ResNet18's features"),
-         "finetune": ("7.4-5", "Fine-tuning the whole ImageNet ResNet18")}
-
-
-def majority_rate(meta):
-    return max(meta["images"]["test"].values()) / sum(meta["images"]["test"].values())
-
-
-def report_baseline(result, data):
-    name, models = result["question"], result["models"]
-    ran = not all(m["status"] == "not run" for m in models)
-    ok = [m for m in models if m["status"] == "ok"]
-    findings = [f"{model_name(m)} {status_text(m)}." for m in models if m["status"] == "diverged"]
-    findings += [line + "." for line in not_run_reasons(models)]
-    if ok:
-        top = max(ok, key=lambda m: m["test_acc"])
-        findings.append(f"best: {model_name(top)}, test accuracy {top['test_acc']:.3f} (AUROC {top['test_auroc']:.3f}; "
-                        f"{top['test_acc_real']:.3f} of real and {top['test_acc_fake']:.3f} of fake test images "
-                        "classified correctly).")
-        findings += [one_class_finding(ok)] + [running_stats_finding(m) for m in ok]
-    findings += [f"sklearn raised a ConvergenceWarning ({m['convergence_warning']}); the protocol keeps "
-                 "LogisticRegression's defaults, so this is the model it fitted." for m in models
-                 if m.get("convergence_warning")]
-    item, asked = ITEMS[name]
-    return Report([results_table(models) + "\nAccuracy is at threshold P(fake) > 0.5; the positive class is fake. "
-                   "Beyond the protocol (ResNets only): 'BN recomputed statistics' scores the trained network in eval "
-                   "mode after one pass over the training images recomputes every BatchNorm's running statistics "
-                   "with the final weights; 'BN test-batch statistics' normalizes each shuffled test batch of the "
-                   "training batch size by its own statistics."],
-                  {f"{name}.png": baseline_figure(result)} if ran else {}, [f for f in findings if f],
-                  [Answer(item, f"{asked}: how well does it tell real from fake?",
-                          baseline_answer(name, models, majority_rate(result["data"])))])
-
-
-def report_summary(result, data):
-    models = result["models"]
-    fig, ax = plt.subplots(figsize=(9, 5.5), layout="constrained")
-    for i, baseline in enumerate(TORCH_BASELINES):
-        runs = [m for m in models if m["baseline"] == baseline]
-        ok = [m for m in runs if m["status"] == "ok"]
-        diverged = [m["lr"] for m in runs if m["status"] == "diverged"]
-        if not ok and not diverged:
-            ax.plot([], [], " ", label=f"{baseline}: not run")
-            continue
-        ax.plot([m["lr"] for m in ok], [m["test_acc"] for m in ok], marker="o", color=f"C{i}", label=baseline)
-        recomputed = [m for m in ok if m.get("test_acc_recomputed_bn") is not None]
-        if recomputed:
-            ax.plot([m["lr"] for m in recomputed], [m["test_acc_recomputed_bn"] for m in recomputed], marker="o",
-                    markerfacecolor="white", linestyle="--", color=f"C{i}",
-                    label=f"{baseline}, BatchNorm statistics recomputed (beyond the protocol)")
-        if diverged:
-            ax.scatter(diverged, [0.03] * len(diverged), marker="x", color=f"C{i}", transform=ax.get_xaxis_transform(),
-                       label=f"{baseline}: diverged (no accuracy)")
-    for baseline, style, color in (("xgb", "--", "C3"), ("sklearn_probe", "-.", "C4")):
-        m = next(m for m in models if m["baseline"] == baseline)
-        if m["status"] == "ok":
-            ax.axhline(m["test_acc"], linestyle=style, color=color, label=f"{baseline} (no lr): {m['test_acc']:.3f}")
-        else:
-            ax.plot([], [], " ", label=f"{baseline}: {m['status']}")
-    majority = majority_rate(result["data"])
-    ax.axhline(majority, color="gray", linewidth=0.8, linestyle=":", label=f"one class for every image: {majority:.3f}")
-    ax.set(xscale="log", xlabel="learning rate (Adam, log scale)",
-           ylabel="test accuracy (fraction of real and fake test images correct)",
-           title=f"Real vs fake: test accuracy by learning rate (image size "
-                 f"{result['baselines']['xgb']['settings']['image_size']})")
-    lrs = [m["lr"] for m in models if m["lr"] is not None]
-    if lrs:
-        ax.set_xlim(min(lrs) / 2, max(lrs) * 2)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    caption(fig, not_run_reasons(models))
-
-    ranked = ranking(models)
-    ok = [m for m in ranked if m["status"] == "ok"]
-    best_rows = []
-    for baseline in BASELINES:
-        runs = [m for m in ranked if m["baseline"] == baseline]
-        best_rows += [[baseline, i + 1, lr_text(m), fmt(m["test_acc"]), status_text(m)]
-                      for i, m in enumerate(r for r in runs if r["status"] == "ok")][:2]
-        if not any(m["status"] == "ok" for m in runs):
-            best_rows.append([baseline, "-", "-", "-", status_text(runs[0])])
-    body = ["### The baselines, as each ran\n", markdown_table(["baseline", "settings", "wall time (s)"],
-                           [(name, ", ".join(f"{k} {common.show_value(v)}" for k, v in b["settings"].items()),
-                             f"{b['wall_s']:.1f}") for name, b in result["baselines"].items()]),
-            "### Two best models of each baseline (by test accuracy)\n",
-            markdown_table(["baseline", "place", "lr", "test acc", "status"], best_rows),
-            f"\n**Worst overall:** {model_name(ok[-1])}, test accuracy {ok[-1]['test_acc']:.3f}.\n" if ok else
-            "\n**Worst overall:** no model ran.\n",
-            "\n### Full ranking\n", results_table(ranked, numbered=True),
-            "\nAccuracy is at threshold P(fake) > 0.5; AUROC is sklearn's roc_auc_score of P(fake) on the test set.\n"]
-    findings = []
-    if ok:
-        findings.append(f"best overall: {model_name(ok[0])}, test accuracy {ok[0]['test_acc']:.3f}; worst: "
-                        f"{model_name(ok[-1])}, {ok[-1]['test_acc']:.3f}; a model that calls every image one class "
-                        f"scores {majority:.3f}.")
-    for baseline in TORCH_BASELINES:
-        runs = [m for m in ok if m["baseline"] == baseline and m.get("test_acc_recomputed_bn") is not None]
-        if runs:
-            findings.append(bn_statistics_finding(baseline, runs))
-    return Report(body, {"summary.png": fig}, findings, [Answer("7.6-1", "The two best models of each baseline and "
-                                                                         "the worst overall: why these trends?",
-                                                                summary_answer(models, majority))])
-
-
-def summary_answer(models, majority):
-    """7.6-1: the best two of each baseline, the worst overall, and each baseline's trend over its lrs."""
-    ranked = [m for m in ranking(models) if m["status"] == "ok"]
-    if not ranked:
-        return ["No model ran."]
-    sentences = [f"Best overall: {model_name(ranked[0])} ({ranked[0]['test_acc']:.3f}); worst: "
-                 f"{model_name(ranked[-1])} ({ranked[-1]['test_acc']:.3f}), against {majority:.3f} for calling every "
-                 "image one class."]
-    for baseline in BASELINES:
-        runs = [m for m in models if m["baseline"] == baseline]
-        best_two = [m for m in ranked if m["baseline"] == baseline][:2]
-        if not best_two:
-            status = runs[0]["status"]
-            sentences.append(f"Baseline {baseline}: {status}" + (f" ({runs[0]['reason']})." if runs[0]["reason"]
-                                                                  else "."))
-            continue
-        sentences.append(f"Baseline {baseline}: best " + ", ".join(f"{model_name(m)} {m['test_acc']:.3f}"
-                                                                   for m in best_two) + ". "
-                         + " ".join(baseline_answer(baseline, runs, majority)[1:]))
-    return sentences
 
 
 MISTAKES_RULE = ("test images the best model gets right and the worst gets wrong, the worst's most confident "
                  "mistakes first, taking the two true classes in turn while both have some")
 
 
-def pick_mistakes(models, test_classes, n=5):
-    """Best and worst model with status ok, and up to n test images by MISTAKES_RULE, from the predictions saved when
-    each was evaluated."""
-    ranked = [m for m in ranking(models) if m["status"] == "ok"]
-    if len(ranked) < 2:
+def pick_mistakes(models, ranked, test_classes, n=5):
+    """Best and worst model with status ok (indices), and up to n test images by MISTAKES_RULE, from the
+    predictions saved when each was evaluated."""
+    ok = [i for i in ranked if models[i]["status"] == "ok"]
+    if len(ok) < 2:
         return None, None, []
-    best, worst = ranked[0], ranked[-1]
+    best, worst = models[ok[0]], models[ok[-1]]
     y = np.array([c == "fake" for c in test_classes])
     p_best, p_worst = np.array(best["test_prob"]), np.array(worst["test_prob"])
     candidates = np.flatnonzero(((p_best > 0.5) == y) & ((p_worst > 0.5) != y))
@@ -860,82 +535,43 @@ def pick_mistakes(models, test_classes, n=5):
         for queue in by_class:
             if queue and len(chosen) < n:
                 chosen.append(int(queue.pop(0)))
-    return best, worst, chosen
+    return ok[0], ok[-1], chosen
 
 
-def report_mistakes(result, data, n=5):
-    best, worst = result["best"], result["worst"]
-    chosen = result["chosen"]
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 4.6), layout="constrained")
-    for ax in axes:
-        ax.axis("off")
-
-    def said(m, i):
-        p = m["test_prob"][i]
-        return f"{'fake' if p > 0.5 else 'real'} (p={max(p, 1 - p):.2f})"
-    for ax, i in zip(axes, chosen):
-        path = os.path.join(data["dir"], result["test_paths"][i])
-        try:
-            with Image.open(path) as image:
-                ax.imshow(image.convert("RGB"))
-        except OSError as e:
-            raise UserError(f"{path}: cannot show this test image ({e})") from None
-        ax.set_title(f"true: {result['test_classes'][i]}\nbest says {said(best, i)}\nworst says {said(worst, i)}",
-                     fontsize=9)
-    if best is None:
-        headline = "fewer than two models with status ok: nothing to compare"
-    else:
-        headline = (f"Best model {model_name(best)} (test accuracy {best['test_acc']:.3f}), worst {model_name(worst)} "
-                    f"({worst['test_acc']:.3f}). Shown: {MISTAKES_RULE}; p = probability of the class said")
-        if len(chosen) < n:
-            headline += f"\nonly {len(chosen)} such test images exist, not {n}"
-    fig.suptitle(textwrap.fill(headline, 130), fontsize=10)
-
-    rows = [[result["test_paths"][i], result["test_classes"][i], said(best, i), said(worst, i)] for i in chosen]
-    findings = [headline.replace("\n", "; ") + "."] + [line + "." for line in not_run_reasons(result["models"])]
-    return Report([markdown_table(["test image", "true class", "best model says", "worst model says"], rows),
-                   "Images are shown from their original files; predictions are the ones saved when each model was "
-                   "evaluated."], {"mistakes.png": fig}, findings,
-                  [Answer("7.6-2", "Five test images the best model classifies correctly and the worst does not",
-                          mistakes_answer(result))])
+def thumbnail(rgb):
+    """An RGB image as uint8 pixels, its longest side at most THUMBNAIL."""
+    rgb.thumbnail((THUMBNAIL, THUMBNAIL))
+    return np.asarray(rgb)
 
 
-def mistakes_answer(result):
-    """7.6-2: which images, chosen how, and what the worst model does with them."""
-    best, worst, chosen = result["best"], result["worst"], result["chosen"]
-    if best is None:
-        return ["Fewer than two models ran: there is nothing to compare."]
-    truth = np.array([c == "fake" for c in result["test_classes"]])
-    right = (np.array(best["test_prob"]) > 0.5) == truth
-    wrong = (np.array(worst["test_prob"]) > 0.5) != truth
-    classes = [result["test_classes"][i] for i in chosen]
-    sentences = [f"The best model, {model_name(best)}, gets {int((right & wrong).sum())} test images right that the "
-                 f"worst, {model_name(worst)}, gets wrong; the figure shows {len(chosen)} of them "
-                 f"({classes.count('real')} real, {classes.count('fake')} fake): {MISTAKES_RULE}."]
-    said = [("fake" if worst["test_prob"][i] > 0.5 else "real") for i in chosen]
-    if chosen and len(set(said)) == 1:
-        sentences.append(f"The worst model calls each of them {said[0]}, as it calls "
-                         f"{np.mean((np.array(worst['test_prob']) > 0.5) == (said[0] == 'fake')):.0%} of all test "
-                         "images.")
-    return sentences
+def train_mistakes(settings, data, reads, env):
+    """The summary, the best and worst model, the test images chosen by MISTAKES_RULE and their thumbnails."""
+    result = train_summary(settings, data, reads, env)
+    result["best"], result["worst"], result["chosen"] = pick_mistakes(result["models"], result["ranking"],
+                                                                      result["test_classes"])
+    result["rule"] = MISTAKES_RULE
+    result["arrays"] = {f"image_{k}": decode_one(os.path.join(data["dir"], result["test_paths"][i]), [thumbnail])[0]
+                        for k, i in enumerate(result["chosen"])}
+    return result
 
 
 # ----------------------------------------------------------------------------- questions
 
 TORCH = dict(seed=42, image_size=224, lrs=[1e-1, 1e-2, 1e-3, 1e-4, 1e-5], batch_size=32, epochs=1, amp=False)
 QUESTIONS = [
-    Question("xgb", "7.4-1", "XGBoost on raw pixels", dict(image_size=224, crop=XGB_CROP), train_xgb, report_baseline),
-    Question("scratch", "7.4-2", "ResNet18 from scratch", TORCH, train_scratch, report_baseline),
+    Question("xgb", "7.4-1", "XGBoost on raw pixels", dict(image_size=224, crop=XGB_CROP), train_xgb,
+             cnn_report.report_baseline),
+    Question("scratch", "7.4-2", "ResNet18 from scratch", TORCH, train_scratch, cnn_report.report_baseline),
     Question("linear_probe", "7.4-3", "Linear probe on a frozen pretrained ResNet18", dict(TORCH, weights="imagenet"),
-             train_linear_probe, report_baseline),
+             train_linear_probe, cnn_report.report_baseline),
     Question("sklearn_probe", "7.4-4", "sklearn LogisticRegression on frozen pretrained features",
-             dict(image_size=224, amp=False, weights="imagenet"), train_sklearn_probe, report_baseline),
+             dict(image_size=224, amp=False, weights="imagenet"), train_sklearn_probe, cnn_report.report_baseline),
     Question("finetune", "7.4-5", "Fine-tuning a pretrained ResNet18", dict(TORCH, weights="imagenet"), train_finetune,
-             report_baseline),
+             cnn_report.report_baseline),
     Question("summary", "7.6-1", "Summary: the best and worst models, every model ranked", {}, train_summary,
-             report_summary, reads=tuple(BASELINES)),
+             cnn_report.report_summary, reads=tuple(BASELINES)),
     Question("mistakes", "7.6-2", "Mistakes: right for the best model, wrong for the worst", {}, train_mistakes,
-             report_mistakes, reads=tuple(BASELINES)),
+             cnn_report.report_mistakes, reads=tuple(BASELINES)),
 ]
 
 SETTINGS = [
@@ -966,11 +602,13 @@ def resolve(settings, quick):
 
 
 def inputs(settings, data):
-    """A question's inputs in its cache key: the images, and the pretrained weights where it uses them (their
-    digest, or why there are none), so that other weights retrain it."""
+    """A question's inputs in its cache key: the images, and the pretrained weights file where it uses one (its
+    digest, or that there is none), so that other weights retrain it. Nothing is loaded here."""
     if "weights" not in settings:
         return data["meta"]["digest"]
-    return f"{data['meta']['digest']} weights {backbone(data, settings['weights'])['id']}"
+    path = weights_file(settings["weights"])
+    weights = "none" if path is None else file_digest([path]) if os.path.isfile(path) else "missing"
+    return f"{data['meta']['digest']} weights {weights}"
 
 
 def add_flags(parser):
@@ -979,7 +617,7 @@ def add_flags(parser):
                              "(default: cache/ next to cnn.py; safe to delete)")
 
 
-SCRIPT = common.Script(
+SCRIPT = runner.Script(
     name="cnn", doc=__doc__, questions=QUESTIONS, settings=SETTINGS, load_data=load_data, resolve=resolve,
     inputs=inputs,
     data_help="ImageFolder root: train/, val/ (or validation/), test/, each with a real and a fake class folder (named "
@@ -987,4 +625,4 @@ SCRIPT = common.Script(
     add_flags=add_flags)
 
 if __name__ == "__main__":
-    common.main(SCRIPT)
+    runner.main(SCRIPT)

@@ -135,8 +135,7 @@ done < "$logs/lanes.txt"
 for i in "${!pids[@]}"; do wait "${pids[$i]}" || failures+=("see ${logs_of[$i]}"); done
 
 total=$(elapsed "$start_all" "$(date +%s.%N)")
-"$python" common.py report --scripts mlp cnn --out "$out" --times "$times" --lanes "$logs/lanes.txt" \
-  --total "$total" --seeds "$seeds" --mlp-data "${mlp_data:-embedded}" --cnn-data "${cnn_data:-embedded}" \
+"$python" study.py --out "$out" --times "$times" --lanes "$logs/lanes.txt" --total "$total" --seeds "$seeds" \
   --image-size "${image_size:-224}"
 echo "total $total s; report: $out/README.md"
 

@@ -17,9 +17,14 @@ from PIL import Image
 from torch import nn
 
 import cnn
+import cnn_report
 import common
 import mlp
-from cnn import build_realfake
+import mlp_report
+import runner
+import study
+from common import UserError, render
+from data import build_realfake
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -348,24 +353,34 @@ def test_packed_pattern_ids_equal_unique_over_rows(units):
     assert mlp.pattern_ids(patterns).tolist() == expected.ravel().tolist()
 
 
-def test_prediction_map_colors_grid_by_argmax():
-    model = nn.Linear(2, 3)
-    with torch.no_grad():  # logits (-x, x, 0.5): class 0 left of -0.5, class 1 right of 0.5, class 2 between
-        model.weight.copy_(torch.tensor([[-1.0, 0.0], [1.0, 0.0], [0.0, 0.0]]))
-        model.bias.copy_(torch.tensor([0.0, 0.0, 0.5]))
-    predict = lambda points: model(points).argmax(1)  # noqa: E731
-    grid, extent = common.prediction_grid(predict, (-2, 2, -1, 1), resolution=101, margin=0)
-    xs = np.linspace(-2, 2, 101)
+def test_prediction_map_colors_grid_by_argmax(tmp_path):
+    """A depth-1 net whose logits are (ReLU(-x), ReLU(x), 0.5): class 0 left of -0.5, class 1 right of 0.5, class 2
+    between. Training saves its map; the report draws exactly that grid in the class colors."""
+    run = {**mlp.PLAIN, "depth": 1, "width": 2, "seed": 42, "history": {"test_acc": [1.0]}}
+    model = mlp.build_model(run, 3)
+    with torch.no_grad():
+        model.hidden[0][0].weight.copy_(torch.tensor([[1.0, 0.0], [-1.0, 0.0]]))
+        model.hidden[0][0].bias.zero_()
+        model.out.weight.copy_(torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 0.0]]))
+        model.out.bias.copy_(torch.tensor([0.0, 0.0, 0.5]))
+    X = torch.tensor([[-1.0, 0.0], [0.0, 0.0], [1.0, 0.0]])
+    data = {"meta": {"n_classes": 3, "extent": [-2.0, 2.0, -1.0, 1.0]}, "test": (X, torch.tensor([0, 1, 1]))}
+    arrays, border = mlp.map_arrays("t", run, model.state_dict(), data)
+    extent = mlp.map_extent(data["meta"]["extent"])
+    xs = np.linspace(extent[0], extent[1], mlp.MAP_RESOLUTION)
     expected_row = np.where(xs > 0.5, 1, np.where(xs < -0.5, 0, 2))
-    assert grid.shape == (101, 101) and extent == (-2, 2, -1, 1)
-    assert (grid == expected_row[None, :]).all()
+    assert arrays["grid_t"].shape == (mlp.MAP_RESOLUTION,) * 2 and (arrays["grid_t"] == expected_row[None, :]).all()
+    assert arrays["test_pred_t"].tolist() == [0, 2, 1]
+    assert border == pytest.approx(2 / mlp.MAP_RESOLUTION)  # two columns of cells sit left of a border
+    result = {"arrays": {**arrays, **mlp.test_points(data)}, "map_extent": extent,
+              "data": {"class_names": ["a", "b", "c"]}}
     fig, ax = common.plt.subplots()
-    drawn = common.plot_prediction_map(ax, predict, (-2, 2, -1, 1), np.zeros((1, 2)), [2], ["a", "b", "c"], "t",
-                                       resolution=50)
-    image = ax.images[0].get_array()
-    colors = common.class_colors(3)
-    assert np.allclose(image, colors[drawn]) and set(np.unique(drawn)) == {0, 1, 2}
-    lab = common.cielab(common.class_colors(40))
+    drawn = mlp_report.draw_map(ax, result, "t", run, "t")
+    colors = mlp_report.class_colors(3)
+    assert np.allclose(ax.images[0].get_array(), colors[drawn]) and set(np.unique(drawn)) == {0, 1, 2}
+    ringed = ax.collections[1].get_offsets()  # the misclassified test points: the middle one only
+    assert np.asarray(ringed).tolist() == [[0.0, 0.0]]
+    lab = mlp_report.cielab(mlp_report.class_colors(40))
     gaps = np.linalg.norm(lab[:, None] - lab[None], axis=-1)[np.triu_indices(40, 1)]
     assert gaps.min() > 20  # no two classes' colors near each other (a just noticeable difference is about 2.3)
     common.plt.close(fig)
@@ -465,7 +480,7 @@ def break_unseen_class(folder):
 def in_process(script, argv, capsys):
     """A script's command line run in this process, as the script runs it: (exit code, stdout, stderr)."""
     try:
-        common.main(script, argv)
+        runner.main(script, argv)
         code = 0
     except SystemExit as e:
         code = e.code
@@ -622,6 +637,13 @@ def test_mlp_question_end_to_end(tmp_path, capsys, question):
     code, stdout, _ = in_process(mlp.SCRIPT, argv, capsys)
     assert code == 0 and f"{question}: reusing" in stdout
     assert json.loads((out / f"{question}.json").read_text()) == result
+    # the report is a pure function of the saved files: --replot on a copy, with no data, rewrites the .md exactly
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy / "mlp")
+    (copy / "mlp" / f"{question}.md").unlink()
+    code, _, err = in_process(mlp.SCRIPT, ["--question", question, "--replot", "--out", copy], capsys)
+    assert code == 0, err
+    assert (copy / "mlp" / f"{question}.md").read_bytes() == markdown.encode()
 
 
 # ============================================================================= Section 7: cnn.py
@@ -655,7 +677,11 @@ def read_json(out, name):
 
 def cpu_data(*argv):
     """cnn.py's data for these flags, on the CPU."""
-    return cnn.load_data(common.parse_args(cnn.SCRIPT, [str(a) for a in argv]), torch.device("cpu"))
+    return cnn.load_data(runner.parse_args(cnn.SCRIPT, [str(a) for a in argv]), torch.device("cpu"))
+
+
+def cpu_env(tmp_path):
+    return runner.Env(torch.device("cpu"), True, str(tmp_path / "cache"))
 
 
 # ----------------------------------------------------------------------------- demo data
@@ -719,11 +745,11 @@ def test_grayscale_rgba_and_palette_images_load(tiny, tmp_path):
     rgb.resize((37, 53)).save(files[3])  # odd sizes, portrait and landscape
     rgb.resize((101, 29)).save(files[4])
     data = cpu_data("--question", "scratch", "--quiet", "--data-dir", folder, "--cache-dir", tmp_path / "cache")
-    x = cnn.images(data, "resize", 224)["train"]
+    x = cnn.images(data, "resize", 224, cpu_env(tmp_path))["train"]
     assert x.shape == (2 * TINY["train"], 3, 224, 224) and x.dtype == torch.uint8
     gray = x[data["paths"]["train"].index(str(files[0]))]
     assert torch.equal(gray[0], gray[1]) and torch.equal(gray[1], gray[2])
-    assert cnn.images(data, "imagenet", 224)["train"].shape == (2 * TINY["train"], 3, 224, 224)
+    assert cnn.images(data, "imagenet", 224, cpu_env(tmp_path))["train"].shape == (2 * TINY["train"], 3, 224, 224)
 
 
 def break_corrupt_image(folder):
@@ -822,7 +848,7 @@ def test_imagenet_offline_is_not_run_with_the_fix(tiny, tmp_path, capsys, monkey
                                                 "--out", out, "--cache-dir", tmp_path / "cache", "--lrs", 1e30, 1e-3,
                                                 "--batch-size", 8], capsys)
     assert code == 0, err
-    assert calls == [torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url]
+    assert calls and set(calls) == {torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url}
     fix_folder = str(tmp_path / "torch-home" / "hub" / "checkpoints")
     assert fix_folder in stdout
     for name in ("linear_probe", "sklearn_probe", "finetune"):
@@ -839,19 +865,20 @@ def test_imagenet_offline_is_not_run_with_the_fix(tiny, tmp_path, capsys, monkey
     assert scratch[1e-3]["status"] == "ok" and read_json(out, "xgb")["models"][0]["status"] == "ok"
     summary = (out / "cnn" / "summary.md").read_text()
     assert "TORCH_HOME/hub/checkpoints" in summary and fix_folder not in summary and "diverged" in summary
-    assert read_json(out, "mistakes")["best"]["baseline"] in ("xgb", "scratch")
+    mistakes = read_json(out, "mistakes")
+    assert mistakes["models"][mistakes["best"]]["baseline"] in ("xgb", "scratch")
 
 
 # ----------------------------------------------------------------------------- the linear probe
 
-def test_cached_feature_probe_equals_in_loop_frozen_probe(tiny, tmp_path):
+def test_cached_feature_probe_equals_in_loop_frozen_probe(tiny, tmp_path, monkeypatch):
     data = cpu_data("--question", "linear_probe", "--quick", "--quiet", "--data-dir", tiny,
                     "--cache-dir", tmp_path / "cache")
     torch.manual_seed(1)
     state = {k: v for k, v in torchvision.models.resnet18().state_dict().items() if not k.startswith("fc.")}
-    data["memo"]["backbone", "test weights"] = {"state": state, "id": "test", "reason": None}
+    monkeypatch.setattr(cnn, "load_weights", lambda weights, quiet: {"state": state, "id": "test", "reason": None})
     settings = dict(cnn.TORCH, lrs=[1e-2], batch_size=8, image_size=32, weights="test weights")
-    record = cnn.train_linear_probe(settings, data, {})["models"][0]
+    record = cnn.train_linear_probe(settings, data, {}, cpu_env(tmp_path))["models"][0]
     assert record["status"] == "ok"
 
     # the reference: the whole model in the loop, backbone frozen and in eval mode, only fc trained
@@ -860,7 +887,7 @@ def test_cached_feature_probe_equals_in_loop_frozen_probe(tiny, tmp_path):
     for name, p in model.named_parameters():
         p.requires_grad = name.startswith("fc.")
     model.eval()
-    x, y = cnn.images(data, "imagenet", 32), data["labels"]["train"]
+    x, y = cnn.images(data, "imagenet", 32, cpu_env(tmp_path)), data["labels"]["train"]
     prepare = cnn.normalizer("imagenet", 32, torch.device("cpu"))
     optimizer = torch.optim.Adam(model.fc.parameters(), lr=1e-2)
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(settings["seed"]))
@@ -904,10 +931,12 @@ def test_every_question_end_to_end_with_a_weights_file(tiny, random_weights, tmp
     assert "Two best models of each baseline" in summary and "Full ranking" in summary and "test acc on fake" in summary
     mistakes = read_json(out, "mistakes")
     accuracies = [m["test_acc"] for m in mistakes["models"]]
-    assert mistakes["best"]["test_acc"] == max(accuracies) and mistakes["worst"]["test_acc"] == min(accuracies)
+    best, worst = mistakes["models"][mistakes["best"]], mistakes["models"][mistakes["worst"]]
+    assert best["test_acc"] == max(accuracies) and worst["test_acc"] == min(accuracies)
+    assert [mistakes["models"][i]["test_acc"] for i in mistakes["ranking"]] == sorted(accuracies, reverse=True)
     truth = np.array([c == "fake" for c in mistakes["test_classes"]])
-    right_then_wrong = (((np.array(mistakes["best"]["test_prob"]) > 0.5) == truth)
-                        & ((np.array(mistakes["worst"]["test_prob"]) > 0.5) != truth))
+    right_then_wrong = (((np.array(best["test_prob"]) > 0.5) == truth)
+                        & ((np.array(worst["test_prob"]) > 0.5) != truth))
     assert sorted(mistakes["chosen"]) == sorted(set(mistakes["chosen"]))
     assert set(mistakes["chosen"]) <= set(np.flatnonzero(right_then_wrong))
     assert len(mistakes["chosen"]) == min(5, right_then_wrong.sum())
@@ -916,14 +945,25 @@ def test_every_question_end_to_end_with_a_weights_file(tiny, random_weights, tmp
         len(mistakes["chosen"]) < 2  # both true classes shown where both have such images
     only = f"only {len(mistakes['chosen'])} such test image" in (out / "cnn" / "mistakes.md").read_text()
     assert only == (len(mistakes["chosen"]) < 5)
+    with np.load(out / "cnn" / "mistakes.npz") as arrays:  # the thumbnails the figure shows, one per chosen image
+        assert sorted(k for k in arrays if k.startswith("image_")) == [f"image_{k}" for k in range(len(mistakes["chosen"]))]
+        for k, i in enumerate(mistakes["chosen"]):
+            with Image.open(os.path.join(tiny, mistakes["test_paths"][i])) as image:
+                assert arrays[f"image_{k}"].shape == (image.height, image.width, 3)
 
     # a rerun with the same settings reuses every saved baseline and mistakes itself; --replot redraws from the files
     again = run_script("cnn.py", "--question", "mistakes", *common_args)
     assert again.returncode == 0 and again.stdout.count("reusing") == len(cnn.BASELINES) + 1, again.stdout
     assert read_json(out, "mistakes")["chosen"] == mistakes["chosen"]
-    replot = run_script("cnn.py", "--question", "summary", "--replot", "--out", out, "--data-dir", tiny,
-                        "--cache-dir", tmp_path / "cache")
+    # the reports are a pure function of the saved files: --replot on a copy, without the images, rewrites each .md
+    copy = tmp_path / "copy"
+    shutil.copytree(out / "cnn", copy / "cnn")
+    for md in (copy / "cnn").glob("*.md"):
+        md.unlink()
+    replot = run_script("cnn.py", "--question", "all", "--replot", "--out", copy)
     assert replot.returncode == 0, replot.stderr
+    for md in (out / "cnn").glob("*.md"):
+        assert (copy / "cnn" / md.name).read_bytes() == md.read_bytes(), md.name
 
 
 # ============================================================================= run_all.sh and the report
@@ -953,7 +993,7 @@ def test_run_all_writes_the_report_and_resumes(tiny, tmp_path):
     assert sorted(q for lane in manifest["lanes"][:2] for q in lane[1:]) == sorted(q.name for q in mlp.QUESTIONS)
     report = (out / "README.md").read_text()
     headings = [line for line in report.splitlines() if line.startswith("## ")]
-    assert headings[1:] == [f"## {common.heading(q)}" for q in mlp.QUESTIONS + cnn.QUESTIONS]  # in the scripts' order
+    assert headings[1:] == [f"## {runner.heading(q)}" for q in mlp.QUESTIONS + cnn.QUESTIONS]  # in the scripts' order
     assert "ran in 3 processes side by side (mlp.py: " in report
     figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
     assert len(figures) >= 16 and all((out / f).is_file() for f in figures)
@@ -968,7 +1008,7 @@ def test_run_all_writes_the_report_and_resumes(tiny, tmp_path):
     assert "residual: reusing" in log and "lr: reusing" in log  # their inputs did not change
 
 
-# ============================================================================= the runner (common.py)
+# ============================================================================= the runner (runner.py)
 
 def question_records(script):
     return {q.name: q for q in script.questions}
@@ -976,15 +1016,15 @@ def question_records(script):
 
 def test_help_shows_the_protocol_of_the_question_records():
     """--help's protocol values are generated from the records: change a record and the help changes with it."""
-    text = " ".join(common.build_parser(mlp.SCRIPT).format_help().split())
+    text = " ".join(runner.build_parser(mlp.SCRIPT).format_help().split())
     assert "epochs (protocol: lr, depth_width, implicit 50; epochs, batchnorm 100; gradients, residual 10)" in text
     changed = [q._replace(protocol={**q.protocol, "epochs": 7}) if q.name == "gradients" else q
                for q in mlp.QUESTIONS]
-    text = " ".join(common.build_parser(mlp.SCRIPT._replace(questions=changed)).format_help().split())
+    text = " ".join(runner.build_parser(mlp.SCRIPT._replace(questions=changed)).format_help().split())
     assert "gradients 7; residual 10" in text
     for q in mlp.QUESTIONS + cnn.QUESTIONS:  # compared without white space: argparse wraps lines, even at hyphens
-        help_text = common.build_parser(mlp.SCRIPT if q in mlp.QUESTIONS else cnn.SCRIPT).format_help()
-        assert "".join(f"{q.name} ({common.heading(q)})".split()) in "".join(help_text.split())
+        help_text = runner.build_parser(mlp.SCRIPT if q in mlp.QUESTIONS else cnn.SCRIPT).format_help()
+        assert "".join(f"{q.name} ({runner.heading(q)})".split()) in "".join(help_text.split())
 
 
 @pytest.mark.parametrize("script", [mlp.SCRIPT, cnn.SCRIPT])
@@ -998,34 +1038,34 @@ def test_questions_are_listed_once_and_read_only_earlier_ones(script):
 
 
 def test_lanes_keep_readers_with_what_they_read_and_balance_the_time():
-    Q = common.Question
+    Q = runner.Question
     questions = [Q("a", "", "", {}, None, None), Q("b", "", "", {}, None, None), Q("c", "", "", {}, None, None, ("a",)),
                  Q("d", "", "", {}, None, None), Q("e", "", "", {}, None, None, ("b", "d"))]
     seconds = {"a": 10, "b": 1, "c": 10, "d": 1, "e": 1}
-    lanes = common.plan_lanes(questions, 2, seconds)
+    lanes = runner.plan_lanes(questions, 2, seconds)
     assert sorted(map(tuple, lanes)) == [("a", "c"), ("b", "d", "e")]
-    assert common.plan_lanes(questions, 1, seconds) == [["a", "b", "c", "d", "e"]]
-    assert sorted(common.plan_lanes(questions, 9, {})) == [["a", "c"], ["b", "d", "e"]]  # one group a lane
+    assert runner.plan_lanes(questions, 1, seconds) == [["a", "b", "c", "d", "e"]]
+    assert sorted(runner.plan_lanes(questions, 9, {})) == [["a", "c"], ["b", "d", "e"]]  # one group a lane
     # the time decides: with b, d, e slow, a and c (now short) share nothing with them and go to the other lane
-    slow = common.plan_lanes(questions + [Q("f", "", "", {}, None, None)], 2, {**seconds, "b": 30, "f": 15})
+    slow = runner.plan_lanes(questions + [Q("f", "", "", {}, None, None)], 2, {**seconds, "b": 30, "f": 15})
     assert ["b", "d", "e"] in slow and ["a", "c", "f"] in slow
 
 
-def test_a_rerun_reuses_the_result_until_the_code_changes(tmp_path):
-    """The cache key holds a digest of mlp.py and common.py: an edit to either retrains."""
-    for file in ("mlp.py", "common.py"):
+def test_a_rerun_reuses_the_result_until_the_training_code_changes(tmp_path):
+    """The cache key holds a digest of the training code, mlp.py and common.py: an edit to either retrains; an edit
+    to the report alone reuses the result and redraws the report."""
+    for file in ("mlp.py", "common.py", "runner.py", "mlp_report.py"):
         shutil.copy(os.path.join(HERE, file), tmp_path / file)
     folder = write_csv_dir(tmp_path / "data")
     command = [sys.executable, str(tmp_path / "mlp.py"), "--question", "epochs", "--quick", "--quiet", "--seeds", "1",
                "--data-dir", folder, "--out", str(tmp_path / "out")]
     first = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0 and "reusing" not in first.stdout, first.stderr
-    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0 and "epochs: reusing" in again.stdout
-    with open(tmp_path / "common.py", "a") as f:
-        f.write("\n# an edit\n")
-    edited = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert edited.returncode == 0 and "reusing" not in edited.stdout, edited.stdout
+    for file, retrains in (("mlp_report.py", False), ("common.py", True)):
+        with open(tmp_path / file, "a") as f:
+            f.write("\n# an edit\n")
+        edited = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert edited.returncode == 0 and ("epochs: reusing" not in edited.stdout) == retrains, (file, edited.stdout)
 
 
 class Payload:
@@ -1035,34 +1075,83 @@ class Payload:
         return (os.system, ("echo pwned",))
 
 
-def test_saved_models_are_read_without_unpickling_code(tmp_path, capsys):
+def test_saved_files_are_read_without_unpickling_code(tmp_path, capsys):
     folder = write_csv_dir(tmp_path / "data")
     argv = ["--question", "depth_width", "--quick", "--quiet", "--seeds", "1", "--architectures", "1x4", "--data-dir",
             folder, "--out", tmp_path]
-    common.main(mlp.SCRIPT, argv)
-    path = tmp_path / "mlp" / "depth_width.pt"
-    config, weights = common.read_weights(path)
-    assert config["question"] == "depth_width" and len(weights["states"]) == 1
-    torch.save({"config": config, "weights": Payload()}, path)
-    with pytest.raises(Exception, match="Weights only load failed"):
-        common.read_weights(path)
+    runner.main(mlp.SCRIPT, argv)
+    path, states = tmp_path / "mlp" / "depth_width.json", tmp_path / "mlp" / "depth_width.pt"
+    saved = torch.load(states, weights_only=True)
+    assert saved["config"]["question"] == "depth_width" and len(saved["weights"]["states"]) == 1
+    torch.save({"config": saved["config"], "weights": Payload()}, states)
+    with pytest.raises(UserError, match="depth_width.pt: unreadable .UnpicklingError: Weights only load failed"):
+        runner.read_result(str(path), weights=True)
+    runner.main(mlp.SCRIPT, argv + ["--replot"])  # a report reads no model states at all
     capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        common.main(mlp.SCRIPT, argv + ["--replot"])
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1
-    assert "depth_width.pt: unreadable saved models (UnpicklingError: Weights only load failed)" in err
-    common.main(mlp.SCRIPT, argv)  # without --replot the foreign file is not trusted: it retrains
+    with pytest.warns(UserWarning, match="unreadable cache"):
+        runner.main(mlp.SCRIPT, argv)  # training does not trust the foreign file: it retrains
     assert "reusing" not in capsys.readouterr().out
-    assert isinstance(common.read_weights(path)[1]["states"][0], dict)
+    assert isinstance(torch.load(states, weights_only=True)["weights"]["states"][0], dict)
+    arrays = tmp_path / "mlp" / "depth_width.npz"
+    with np.load(arrays) as saved_arrays:
+        kept = dict(saved_arrays)
+    np.savez(arrays, **{**kept, "grid_1x4": np.array([Payload()], dtype=object)})
+    with pytest.raises(UserError, match="depth_width.npz: unreadable .ValueError: Object arrays cannot be loaded"):
+        runner.read_result(str(path))
+    np.savez(arrays, **{**kept, "config": np.array("{}")})  # the arrays of another run: refused, not mixed in
+    with pytest.raises(UserError, match="depth_width.npz: unreadable .ValueError: its config is not the .json's"):
+        runner.read_result(str(path))
+
+
+def test_a_run_removes_what_a_killed_run_left_and_keeps_the_results(tmp_path, capsys):
+    """kill -9 during a write skips write_atomic's cleanup: the next run in that folder removes the temporary files
+    whose writer is gone (a parallel lane's, still being written, stay) and the results are intact."""
+    argv = ["--question", "epochs", "--quick", "--quiet", "--seeds", 1, "--out", tmp_path]
+    assert in_process(mlp.SCRIPT, argv, capsys)[0] == 0
+    out = tmp_path / "mlp"
+    saved = (out / "epochs.json").read_bytes()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale = [out / f".epochs.png.{gone.pid}.k3x9q2ab.tmp", out / ".epochs.md.q8w7e6r5.tmp"]  # (the older naming)
+    live = out / f".lr.json.{os.getpid()}.a1b2c3d4.tmp"
+    for path in stale + [live]:
+        path.write_text("half a file")
+    code, stdout, _ = in_process(mlp.SCRIPT, argv, capsys)
+    assert code == 0 and "epochs: reusing" in stdout
+    assert not any(path.exists() for path in stale) and live.exists()
+    assert (out / "epochs.json").read_bytes() == saved and (out / "epochs.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("script", [mlp.SCRIPT, cnn.SCRIPT])
+def test_an_output_folder_that_cannot_be_written_is_refused_before_training(tmp_path, capsys, script, tiny):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    trained = []
+    questions = [q._replace(train=lambda *args: trained.append(args)) for q in script.questions]
+    argv = ["--question", script.questions[0].name, "--quick", "--quiet", "--out", blocker / "results"]
+    if script is cnn.SCRIPT:
+        argv += ["--data-dir", tiny, "--cache-dir", tmp_path / "cache"]
+    code, _, err = in_process(script._replace(questions=questions), argv, capsys)
+    folder = blocker / 'results' / script.name
+    assert one_line_error(code, err, f"{folder}: cannot write results there ({blocker} is not a folder)")
+    assert trained == []
+
+
+def test_importing_a_module_does_nothing_and_reports_import_no_training_code():
+    code = ("import sys; path = list(sys.path); import mlp_report, cnn_report; "
+            "assert not {'mlp', 'cnn', 'runner'} & set(sys.modules), sorted(sys.modules); "
+            "import mlp, cnn, study; assert sys.path == path; "
+            "import matplotlib; assert matplotlib.get_backend().lower() == 'agg'")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=HERE, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout == "" and proc.stderr == "", proc.stderr
 
 
 def test_settings_are_resolved_once_into_the_json_and_args_stay_as_parsed(tmp_path):
     folder = write_csv_dir(tmp_path / "data")
-    args = common.parse_args(mlp.SCRIPT, ["--question", "epochs", "--quick", "--quiet", "--seeds", "1", "--lr", "0.05",
+    args = runner.parse_args(mlp.SCRIPT, ["--question", "epochs", "--quick", "--quiet", "--seeds", "1", "--lr", "0.05",
                                           "--data-dir", folder, "--out", str(tmp_path)])
     parsed = dict(vars(args))
-    common.run(mlp.SCRIPT, args)
+    runner.run(mlp.SCRIPT, args)
     assert vars(args) == parsed
     result = json.loads((tmp_path / "mlp" / "epochs.json").read_text())
     assert result["settings"] == {**question_records(mlp.SCRIPT)["epochs"].protocol, "lr": 0.05, "seeds": 1,
@@ -1090,47 +1179,74 @@ def test_implicit_baseline_follows_the_flags(tmp_path):
     assert "both models depth 3, width 8" in (tmp_path / "mlp" / "implicit.md").read_text()
 
 
-# ============================================================================= findings: every case of every sentence
+# ============================================================================= findings: every case, by its numbers
+# A finding is a case and its numbers; the tests assert those, never the wording. cases() also renders each finding,
+# so a template that names a number the finding lacks fails here.
+
+def cases(templates, findings):
+    for finding in findings:
+        text = render(templates, finding)
+        assert text is None or text.strip(), finding
+    return [finding["case"] for finding in findings]
+
 
 def run_with(history, **fields):
     return {"seed": 42, "status": "ok", "history": history, **fields}
 
 
-def curve(values):
-    return run_with({"val_loss": list(values)})
-
-
-def test_epochs_finding_tells_improving_overfitting_and_flat():
+def test_loss_trend_tells_improving_overfitting_and_flat():
     epochs = np.arange(1, 101)
-    improving = mlp.epochs_finding([curve(2.0 - 0.005 * epochs), curve(2.1 - 0.005 * epochs)])
-    overfitting = mlp.epochs_finding([curve(1.0 + 0.0004 * (epochs - 40) ** 2)])
-    flat = mlp.epochs_finding([curve(np.full(100, 1.5) + 0.001 * np.sin(epochs))])
-    assert improving.startswith("still improving") and "epoch 100" in improving
-    assert overfitting.startswith("overfitting") and "epoch 40" in overfitting
-    assert flat.startswith("flat")
-    # the committed epochs.md printed "not at its minimum at the last epoch" for a curve still falling at the end
-    noisy = mlp.epochs_finding([curve(2.0 - 0.005 * epochs + 0.01 * (epochs % 2))])
-    assert noisy.startswith("still improving")
+    improving = mlp_report.loss_trend(2.0 - 0.005 * epochs)
+    assert improving["case"] == "improving" and improving["lowest_epoch"] == 100 and improving["window"] == 10
+    assert improving["last"] == pytest.approx(np.mean(2.0 - 0.005 * epochs[-10:]))
+    assert improving["previous"] == pytest.approx(np.mean(2.0 - 0.005 * epochs[-20:-10]))
+    overfitting = mlp_report.loss_trend(1.0 + 0.0004 * (epochs - 40) ** 2)
+    assert overfitting["case"] == "overfitting" and overfitting["lowest_epoch"] == 40
+    assert overfitting["lowest"] == pytest.approx(1.0)
+    assert mlp_report.loss_trend(np.full(100, 1.5) + 0.001 * np.sin(epochs))["case"] == "flat"
+    # a curve still falling at the end through epoch-to-epoch jitter
+    assert mlp_report.loss_trend(2.0 - 0.005 * epochs + 0.01 * (epochs % 2))["case"] == "improving"
+    assert mlp_report.loss_trend([3.0, None, 2.0, 1.0])["lowest_epoch"] == 4  # a diverged epoch is left out
+
+
+def epochs_run(val, train):
+    return run_with({"val_loss": list(val), "train_eval_loss": [train] * len(val)}, epochs=len(val))
+
+
+def test_epochs_finding_cases():
+    epochs = np.arange(1, 101)
+    improving = mlp_report.epochs_finding([epochs_run(2.0 - 0.006 * epochs, 1.39)])
+    assert cases(mlp_report.EPOCHS_TEXT, [improving]) == ["improving"]
+    assert improving["epochs"] == 100 and improving["span"] == 20
+    assert improving["val"] == pytest.approx(1.4) and improving["gap"] == pytest.approx(0.01)
+    overfit = mlp_report.epochs_finding([epochs_run(1.0 + 0.0004 * (epochs - 40) ** 2, 0.2)])
+    assert cases(mlp_report.EPOCHS_TEXT, [overfit]) == ["overfitting"] and overfit["lowest_epoch"] == 40
+    assert overfit["train"] == pytest.approx(0.2)
+    flat = mlp_report.epochs_finding([epochs_run(np.full(100, 1.5), 1.49)])
+    assert cases(mlp_report.EPOCHS_TEXT, [flat]) == ["flat"]
+    one_epoch = mlp_report.epochs_finding([epochs_run([1.5], 1.4)])
+    assert cases(mlp_report.EPOCHS_TEXT, [one_epoch]) == ["too_short"]
 
 
 def test_eval_gap_finding_says_whether_eval_mode_explains_the_gap():
-    explained = mlp.eval_gap_finding(train_batch=0.846, train_eval=0.921, val=0.920)
-    not_explained = mlp.eval_gap_finding(train_batch=0.846, train_eval=0.990, val=0.920)
-    no_gap = mlp.eval_gap_finding(train_batch=0.930, train_eval=0.935, val=0.920)
-    assert "train matches validation" in explained and "not from the splits" in explained
-    assert "does not explain the whole gap" in not_explained and "+0.070" in not_explained
-    assert "no gap to explain" in no_gap
-    assert len({explained, not_explained, no_gap}) == 3
+    explained = mlp_report.eval_gap_finding(train_batch=0.846, train_eval=0.921, val=0.920)
+    not_explained = mlp_report.eval_gap_finding(train_batch=0.846, train_eval=0.990, val=0.920)
+    no_gap = mlp_report.eval_gap_finding(train_batch=0.930, train_eval=0.935, val=0.920)
+    assert cases(mlp_report.BATCHNORM_TEXT, [explained, not_explained, no_gap]) == [
+        "eval_mode_explains", "eval_mode_does_not_explain", "no_gap"]
+    assert not_explained["difference"] == pytest.approx(0.070)
 
 
 def test_steps_finding_follows_the_numbers():
     committed = [(1, 50503, 0.495), (16, 31570, 0.515), (128, 19750, 0.522), (1024, 2500, 0.194)]  # batch_size.md
-    text = mlp.steps_finding(committed)
-    assert text.startswith("more optimizer steps did not mean higher accuracy") and "batch 1 " in text
-    monotone = mlp.steps_finding([(1, 50503, 0.53), (16, 31570, 0.52), (128, 19750, 0.50), (1024, 2500, 0.19)])
-    assert monotone.startswith("accuracy never falls as the number of optimizer steps grows")
-    same = mlp.steps_finding([(1, 2000, 0.062), (16, 125, 0.065), (128, 16, 0.062)])
-    assert same.startswith("accuracy is the same within 0.01")
+    found = mlp_report.steps_finding(committed)
+    assert found["case"] == "more_steps_not_better"
+    assert found["more"] == (1, 50503, 0.495) and found["fewer"] == (16, 31570, 0.515)
+    monotone = mlp_report.steps_finding([(1, 50503, 0.53), (16, 31570, 0.52), (128, 19750, 0.50), (1024, 2500, 0.19)])
+    same = mlp_report.steps_finding([(1, 2000, 0.062), (16, 125, 0.065), (128, 16, 0.062)])
+    assert cases(mlp_report.BATCH_SIZE_TEXT, [found, monotone, same]) == [
+        "more_steps_not_better", "never_falls", "same_accuracy"]
+    assert [row[0] for row in monotone["rows"]] == [1, 16, 128, 1024]  # most steps first
 
 
 def gradient_run(seed, zero_through, dead_at, depth=10):
@@ -1144,24 +1260,203 @@ def gradient_run(seed, zero_through, dead_at, depth=10):
 
 def test_dead_layer_finding_cases():
     # as in the embedded data's run: seed 42 exactly 0 in layers 0-83, and layer 83's input 0 at initialisation
-    assert "seed 42: layers 0-83, dead layer 83" in mlp.dead_layer_finding([gradient_run(42, 83, 83, depth=100)])
-    explained = mlp.dead_layer_finding([gradient_run(42, 6, 6), gradient_run(43, 9, 9)])
-    assert explained.startswith("exact zeros from a dead layer")
-    assert "seed 43: layers 0-9, dead layer 9" in explained and "without" not in explained
-    unexplained = mlp.dead_layer_finding([gradient_run(42, 5, None)])
-    assert unexplained.startswith("exact zeros without a dead layer") and "seed 42 (layers 0-5)" in unexplained
-    mixed = mlp.dead_layer_finding([gradient_run(42, 6, 6), gradient_run(43, 4, 7)])
-    assert "from a dead layer: seed 42" in mixed and "without a dead layer at initialisation: seed 43" in mixed
-    none = mlp.dead_layer_finding([gradient_run(42, None, None)])
-    assert none == "no layer has an exactly-zero gradient in every epoch."
+    committed = mlp_report.dead_layer_finding([gradient_run(42, 83, 83, depth=100)])
+    assert committed["case"] == "dead_layer" and committed["explained"] == [(42, 83)]
+    explained = mlp_report.dead_layer_finding([gradient_run(42, 6, 6), gradient_run(43, 9, 9)])
+    assert explained["explained"] == [(42, 6), (43, 9)] and explained["unexplained"] == []
+    unexplained = mlp_report.dead_layer_finding([gradient_run(42, 5, None)])
+    assert unexplained["unexplained"] == [(42, [0, 1, 2, 3, 4, 5])]
+    mixed = mlp_report.dead_layer_finding([gradient_run(42, 6, 6), gradient_run(43, 4, 7)])
+    assert mixed["explained"] == [(42, 6)] and mixed["unexplained"] == [(43, [0, 1, 2, 3, 4])]
+    none = mlp_report.dead_layer_finding([gradient_run(42, None, None)])
+    assert cases(mlp_report.GRADIENTS_TEXT, [committed, explained, unexplained, mixed, none]) == [
+        "dead_layer", "dead_layer", "no_dead_layer", "mixed", "no_zeros"]
 
 
-def test_lr_findings():
-    assert mlp.lowest_loss_finding({0.01: 1.48, 0.001: 1.81}).startswith("lr 0.01 reached the lowest")
-    assert mlp.lowest_loss_finding({0.01: 1.90, 0.001: 1.81}).startswith("lr 0.001 reached the lowest")
-    assert mlp.lowest_loss_finding({}).startswith("every lr diverged")
-    assert mlp.flat_finding(1e-5, 3.64, 3.63).startswith("lr 1e-05 is flat")
-    assert mlp.flat_finding(0.01, 2.5, 1.5) is None
+PRIOR, UNIFORM = 2.751, math.log(39)
+
+
+def lr_stats(finals, first, dead=None, trend="flat"):
+    return {"finals": finals, "first": first, "dead": dead, "trend": trend}
+
+
+def test_lr_findings_name_each_case():
+    assert mlp_report.lr_case([2.754, 2.753, 2.755], 2.76, PRIOR, UNIFORM) == "collapsed"
+    assert mlp_report.lr_case([3.641, 3.640, 3.642], 3.653, PRIOR, UNIFORM) == "stuck"
+    assert mlp_report.lr_case([1.30, 1.40, 2.754], 2.2, PRIOR, UNIFORM) == "unstable"
+    assert mlp_report.lr_case([1.30, None, 1.35], 2.2, PRIOR, UNIFORM) == "unstable"  # one seed diverged
+    assert mlp_report.lr_case([1.95, 1.60, 1.62], 3.6, PRIOR, UNIFORM) == "learning"  # far apart, none wrecked
+    assert mlp_report.lr_case([None, None], None, PRIOR, UNIFORM) == "diverged"
+    assert mlp_report.lr_case([1.37, 1.36], 2.8, PRIOR, UNIFORM) == "learning"
+    assert mlp_report.lr_case([2.40, 2.41], 3.64, PRIOR, UNIFORM) == "learning"  # moved from its start
+    stats = {1: lr_stats([2.754, 2.754], 2.77, dead=0.79), 0.2: lr_stats([1.30, 2.754], 2.2),
+             0.01: lr_stats([1.37, 1.36], 2.8), 0.001: lr_stats([1.71, 1.70], 3.6, trend="improving"),
+             1e-5: lr_stats([3.641, 3.641], 3.653), 1e30: lr_stats([None, None], None)}
+    found = mlp_report.lr_findings(stats, PRIOR, UNIFORM, 39, 50)
+    assert cases(mlp_report.LR_TEXT, found) == ["collapsed_dead", "diverged", "unstable", "stuck", "best", "slow"]
+    collapsed, _, unstable, stuck, best, slow = found
+    assert collapsed["lr"] == 1 and collapsed["final"] == pytest.approx(2.754) and collapsed["dead"] == 0.79
+    assert unstable["lr"] == 0.2 and unstable["collapsed"] == 1 and unstable["finals"] == [1.30, 2.754]
+    assert stuck["lr"] == 1e-5 and stuck["final"] == pytest.approx(3.641) and stuck["first"] == 3.653
+    assert best["lr"] == 0.01 and best["final"] == pytest.approx(1.365) and slow["lrs"] == [0.001]
+    apart = mlp_report.lr_findings({0.001: lr_stats([1.95, 1.60, 1.62], 3.6)}, PRIOR, UNIFORM, 39, 50)
+    assert cases(mlp_report.LR_TEXT, apart) == ["best", "seeds_apart"]
+    assert apart[1]["finals"] == {0.001: [1.95, 1.60, 1.62]}
+    alive = mlp_report.lr_findings({1: lr_stats([2.754], 2.77, dead=0.2)}, PRIOR, UNIFORM, 39, 50)
+    assert cases(mlp_report.LR_TEXT, alive) == ["collapsed"]  # dead units are named only when most are dead
+
+
+def bn_run(rms_init, acc, loss, dead, train_acc=0.85, train_eval_acc=None):
+    history = {"val_acc": [acc], "val_loss": [loss], "train_acc": [train_acc],
+               "train_eval_acc": [acc if train_eval_acc is None else train_eval_acc]}
+    return run_with(history, relu_input_rms_init=rms_init, dead_relu_fraction=dead)
+
+
+def test_batchnorm_findings_measure_the_scales():
+    plain = [bn_run([25.0, 2.0, 0.5, 0.3], 0.51, 1.38, [0.0, 0.4, 0.5, 0.3])]
+    normed = [bn_run([1.0, 1.0, 1.0, 0.99], 0.84, 0.60, [0.0, 0.0, 0.05, 0.0], train_acc=0.75)]
+    found = mlp_report.batchnorm_findings(plain, normed, [-10.4, 40.2, 34.8, 71.2])
+    assert cases(mlp_report.BATCHNORM_TEXT, found) == ["scales", "trains_further", "keeps_units_alive",
+                                                       "eval_mode_explains"]
+    scales, trained, alive, _ = found
+    assert scales["first"] == 25.0 and scales["low"] == 0.3 and scales["high"] == 2.0
+    assert scales["spread"] == pytest.approx(25 / 0.3) and (scales["normed_low"], scales["normed_high"]) == (0.99, 1.0)
+    assert (trained["acc_normed"], trained["acc_plain"]) == (0.84, 0.51) and alive["dead_plain"] == pytest.approx(0.3)
+    assert mlp_report.rounded_range(0.99, 1.0) == "0.99 to 1.00" and mlp_report.rounded_range(0.999, 1.0) == "1.00"
+    worse = mlp_report.batchnorm_findings(plain, [bn_run([1.0] * 4, 0.40, 1.5, [0.3] * 4)], [0, 1, 0, 1])
+    assert cases(mlp_report.BATCHNORM_TEXT, worse)[1:] == ["does_not_help", "dead_units_do_not_explain", "no_gap"]
+    same = mlp_report.batchnorm_findings(plain, [bn_run([1.0] * 4, 0.515, 1.4, [0.3] * 4)], [0, 1, 0, 1])
+    assert cases(mlp_report.BATCHNORM_TEXT, same)[1] == "no_difference"
+    assert cases(mlp_report.BATCHNORM_TEXT, mlp_report.batchnorm_findings(plain, [], [0, 1, 0, 1])) == ["all_diverged"]
+
+
+def test_batch_size_findings_cases():
+    rows = [(1, 50503, 33.0, 50503, 0.498, 1.2), (16, 3157, 2.2, 31570, 0.513, 0.35),
+            (128, 395, 0.32, 19750, 0.521, 0.12), (1024, 50, 0.09, 2500, 0.194, 0.03)]
+    found = mlp_report.batch_size_findings(rows)
+    assert cases(mlp_report.BATCH_SIZE_TEXT, found) == ["highest", "more_steps_not_better", "faster", "steadier"]
+    assert (found[0]["batch"], found[0]["acc"]) == (128, 0.521)
+    slow = [(b, it, 1.0 if b == 1024 else sec, st, acc, noise * (10 if b == 128 else 1))
+            for b, it, sec, st, acc, noise in rows]
+    assert cases(mlp_report.BATCH_SIZE_TEXT, mlp_report.batch_size_findings(slow))[2:] == ["not_faster",
+                                                                                            "not_steadier"]
+
+
+def test_generalisation_and_fit_findings():
+    label = "best model"
+    yes = mlp_report.generalisation_finding(label, 0.93, 0.928, 0.929)
+    over = mlp_report.generalisation_finding(label, 0.99, 0.89, 0.89)
+    apart = mlp_report.generalisation_finding(label, 0.90, 0.90, 0.80)
+    assert cases(mlp_report.DEPTH_WIDTH_TEXT, [yes, over, apart]) == ["yes", "overfits", "val_test_disagree"]
+    assert yes["within"] == pytest.approx(0.002) and over["gap"] == pytest.approx(0.10)
+    fits = [mlp_report.fit_finding("worst", *accs, 743) for accs in ((0.69, 0.694, 0.93), (0.95, 0.70, 0.96),
+                                                                     (0.92, 0.91, 0.93))]
+    assert cases(mlp_report.DEPTH_WIDTH_TEXT, fits) == ["under", "over", "neither"] and fits[0]["params"] == 743
+
+
+def test_shape_findings_cases():
+    rising = mlp_report.shape_findings("depth", [(1, 0.694, 0.003, 743, 40), (2, 0.784, 0.007, 1047, 50),
+                                                 (6, 0.815, 0.02, 2263, 90), (10, 0.844, 0.009, 3479, 130)])
+    assert cases(mlp_report.DEPTH_WIDTH_TEXT, rising) == ["table", "more_fits_better", "cost_with_time"]
+    assert (rising[1]["acc_small"], rising[1]["best_size"], rising[1]["best_acc"]) == (0.694, 10, 0.844)
+    assert rising[2]["params_ratio"] == pytest.approx(3479 / 743) and rising[2]["time_ratio"] == pytest.approx(3.25)
+    saturating = mlp_report.shape_findings("width", [(8, 0.716, 0.04, 831, 60), (32, 0.90, 0.004, 7047, 80),
+                                                     (64, 0.905, 0.004, 24295, 120)])
+    assert cases(mlp_report.DEPTH_WIDTH_TEXT, saturating) == ["table", "more_fits_better", "gain_shrinks",
+                                                              "cost_with_time"]
+    assert saturating[2]["gain"] == pytest.approx(0.005) and saturating[2]["previous"] == 32
+    padded = mlp_report.shape_findings("width", [(8, 0.716, 0.04, 831, None), (64, 0.905, 0.004, 24295, None)])
+    assert cases(mlp_report.DEPTH_WIDTH_TEXT, padded) == ["table", "shared_time", "more_fits_better", "cost"]
+    assert padded[-1]["params_ratio"] == pytest.approx(29.24, abs=0.01) and padded[-1]["time_ratio"] is None
+    flat = mlp_report.shape_findings("depth", [(1, 0.80, 0.01, 743, 40), (10, 0.80, 0.01, 3479, 130)])
+    assert cases(mlp_report.DEPTH_WIDTH_TEXT, flat) == ["table", "no_gain", "cost_with_time"]
+
+
+def test_depth_width_gives_no_time_to_models_that_shared_a_padded_group():
+    runs = []
+    for (depth, width), seconds, acc in (((1, 16), 10.0, 0.69), ((6, 16), 50.0, 0.81), ((6, 64), 50.0, 0.93)):
+        history = {key: [acc] for key in ("val_acc", "train_eval_acc", "test_acc")}
+        runs.append(run_with(history, depth=depth, width=width, group_wall_s=seconds, n_params=depth * width))
+    groups = {(r["depth"], r["width"]): [i] for i, r in enumerate(runs)}
+    val = {arch: runs[i[0]]["history"]["val_acc"][0] for arch, i in groups.items()}
+    answers = mlp_report.depth_width_findings(runs, groups, val, (6, 64), (1, 16))
+    assert [item for item, _, _ in answers] == ["6.2.1-1", "6.2.1-2", "6.2.1-3", "6.2.1-4"]
+    depth, width = (findings[0]["rows"] for _, _, findings in answers[2:])
+    assert depth == [(1, 0.69, 0.0, 16, 10.0), (6, 0.81, 0.0, 96, None)]  # 6x16 shared its group with 6x64
+    assert width == [(16, 0.81, 0.0, 96, None), (64, 0.93, 0.0, 384, None)]
+
+
+def gradient_epochs(values_per_epoch, seed=42, status="ok", init_norms=None):
+    depth = len(values_per_epoch[0])
+    return run_with({"grad_sq_norm": values_per_epoch, "val_acc": [0.2]}, seed=seed, status=status,
+                    init_activation_norm=init_norms or [1.0] * depth, first_step_grad_sq_norm=[1.0] * depth)
+
+
+def test_vanishing_findings_cases():
+    dead = gradient_epochs([[0.0, 0.0, 1e-12, 1e-3]] * 3, init_norms=[1.0, 0.0, 1.0, 1.0])
+    found = mlp_report.vanishing_findings([dead])
+    assert cases(mlp_report.GRADIENTS_TEXT, found) == ["exact_zeros", "dead_layer", "what_fixes_it"]
+    assert found[0]["output"] == 1e-3 and found[0]["zeros"] == [(42, [0, 1])]
+    [(seed, layer, value, decades)] = found[0]["lowest"]
+    assert (seed, layer, value) == (42, 2, 1e-12) and decades == pytest.approx(9)
+    others = [mlp_report.vanishing_findings([gradient_epochs(g)])[0] for g in ([[1e-9, 1e-6, 1e-3]],
+                                                                                [[1e3, 1e0, 1e-3]],
+                                                                                [[1e-3, 2e-3, 1e-3]])]
+    assert cases(mlp_report.GRADIENTS_TEXT, others) == ["vanishing", "exploding", "neither"]
+    assert others[0]["ratio"] == pytest.approx(1e6) and others[1]["ratio"] == pytest.approx(1e6)
+    diverged = mlp_report.vanishing_findings([gradient_epochs([[1.0]], status="diverged")])
+    assert cases(mlp_report.GRADIENTS_TEXT, diverged) == ["all_diverged"]
+
+
+def test_fixes_findings_give_each_change_its_verdict():
+    plain = gradient_epochs([[0.0, 1e-3]] * 2, init_norms=[1.0, 0.0])
+    plain["history"]["val_acc"] = [0.16]
+    good = gradient_epochs([[1e-2, 1e-3]] * 2)
+    good["history"]["val_acc"] = [0.57]
+    flat = gradient_epochs([[1e-2, 1e-3]] * 2)
+    flat["history"]["val_acc"] = [0.16]
+    blown = gradient_epochs([[1.0, 1.0]], status="diverged", init_norms=[1.0, 3e10])
+    zeros = gradient_epochs([[0.0, 1e-3]] * 2)
+    zeros["history"]["val_acc"] = [0.3]
+    verdicts = [mlp_report.fix_verdict(runs, 0.16) for runs in ([good], [flat], [blown, good], [zeros],
+                                                                [{**zeros, "activation": "leaky_relu"}], [plain])]
+    assert cases(mlp_report.FIXES_TEXT, [dict(v, label="x") for v in verdicts]) == [
+        "solved", "no_gain", "diverged", "zeros_no_dead_layer", "zeros_underflow", "zeros_dead_layer"]
+    assert verdicts[0]["val"] == 0.57 and verdicts[1]["val"] == 0.16
+    assert (verdicts[2]["diverged"], verdicts[2]["seeds"], verdicts[2]["output_norm"]) == (1, 2, 3e10)
+    assert verdicts[3]["zeros"] == [(42, [0])]
+    found = mlp_report.fixes_findings([plain], [("skips", [good]), ("LeakyReLU", [zeros]), ("He", [flat])])
+    assert cases(mlp_report.FIXES_TEXT, found) == ["solved_by", "solved", "zeros_no_dead_layer", "no_gain"]
+    assert found[0]["solved"] == ["skips"] and found[0]["plain_acc"] == 0.16 and found[2]["label"] == "LeakyReLU"
+    assert mlp_report.fixes_findings([plain], [("He", [flat])])[0]["case"] == "none_solved"
+
+
+def acc_runs(values):
+    return [run_with({"val_acc": [v], "val_loss": [1.0]}, seed=42 + i) for i, v in enumerate(values)]
+
+
+def test_implicit_findings_judge_against_seed_noise():
+    raw = acc_runs([0.815, 0.80, 0.83])
+    tie = mlp_report.implicit_findings(raw, acc_runs([0.84, 0.78, 0.86]), 0.03, 0.09)  # +0.012 ± 0.025
+    assert cases(mlp_report.IMPLICIT_TEXT, tie) == ["tie", "more_border"]
+    assert tie[0]["difference"] == pytest.approx(0.0117, abs=1e-4) and tie[0]["n"] == 3
+    assert tie[0]["noise"] == pytest.approx(4.30 * tie[0]["std"] / math.sqrt(3)) and tie[1]["ratio"] == pytest.approx(3)
+    better = mlp_report.implicit_findings(raw, acc_runs([0.90, 0.89, 0.91]), 0.03, 0.03)
+    assert cases(mlp_report.IMPLICIT_TEXT, better) == ["sin_better", "no_more_border"]
+    worse = mlp_report.implicit_findings(raw, acc_runs([0.70, 0.69, 0.71]), 0.03, 0.03)
+    assert cases(mlp_report.IMPLICIT_TEXT, worse)[0] == "raw_better"
+    assert cases(mlp_report.IMPLICIT_TEXT, mlp_report.implicit_findings(raw[:1], acc_runs([0.9]), 0.03, 0.03))[0] \
+        == "one_seed"
+
+
+def test_borders_and_seed_helpers():
+    grid = np.zeros((4, 4), int)
+    grid[:, 2:] = 1  # one vertical border: the 4 cells left of it
+    assert common.borders(grid).mean() == 4 / 16 and common.borders(grid)[:, 1].all()
+    assert mlp_report.seeds_disagree([1.3, 1.4, 2.754]) and not mlp_report.seeds_disagree([1.3, 1.4, 1.5])
+    assert mlp_report.seeds_disagree([1.3, None]) and not mlp_report.seeds_disagree([None, None])
+    assert mlp_report.layer_value_text([0.0, 0.0]) == "0" and mlp_report.layer_value_text([1e-3, 3e-3]) == "2.00e-03"
+    assert mlp_report.layer_value_text([0.0, 3e-5]) == "(0, 3.0e-05)"
 
 
 def cnn_model(test_acc, recomputed=None, lr=1e-3, train_loss=(0.1,) * 5, n=400, real=0.5, fake=0.5, status="ok"):
@@ -1171,46 +1466,77 @@ def cnn_model(test_acc, recomputed=None, lr=1e-3, train_loss=(0.1,) * 5, n=400, 
 
 
 def test_bn_statistics_finding_says_which_way_the_numbers_go():
-    higher = cnn.bn_statistics_finding("scratch", [cnn_model(0.512, 0.960), cnn_model(0.500, 0.797, lr=1e-5)])
-    same = cnn.bn_statistics_finding("scratch", [cnn_model(0.700, 0.720)])
-    lower = cnn.bn_statistics_finding("scratch", [cnn_model(0.800, 0.600)])
-    assert "learned the task" in higher and "0.960 (lr 0.001)" in higher
-    assert "within 0.050" in same and "learned" not in same
-    assert "score lower" in lower and "learned" not in lower
-    # on a small test set the same gap is within the noise
-    assert "within 0.250" in cnn.bn_statistics_finding("scratch", [cnn_model(0.50, 0.62, n=16)])
+    higher = cnn_report.bn_statistics_finding("scratch", [cnn_model(0.512, 0.960), cnn_model(0.500, 0.797, lr=1e-5)])
+    same = cnn_report.bn_statistics_finding("scratch", [cnn_model(0.700, 0.720)])
+    lower = cnn_report.bn_statistics_finding("scratch", [cnn_model(0.800, 0.600)])
+    small = cnn_report.bn_statistics_finding("scratch", [cnn_model(0.50, 0.62, n=16)])  # the same gap, 16 images
+    assert cases(cnn_report.TEXT, [higher, same, lower, small]) == ["recomputed_higher", "same", "recomputed_lower",
+                                                                    "same"]
+    assert (higher["recomputed"], higher["lr"], higher["eval_best"]) == (0.960, "0.001", 0.512)
+    assert same["margin"] == 0.05 and small["margin"] == 0.25
 
 
 def test_running_stats_and_one_class_findings():
-    recovered = cnn.running_stats_finding(cnn_model(0.512, 0.960))
-    not_recovered = cnn.running_stats_finding(cnn_model(0.512, 0.520))
-    assert "what fails in eval mode is stale running statistics" in recovered
-    assert "do not explain the low accuracy" in not_recovered
-    assert cnn.running_stats_finding(cnn_model(0.512, 0.960, train_loss=(0.7,) * 5)) is None  # did not fit
-    assert cnn.running_stats_finding(cnn_model(0.9, 0.95)) is None  # accurate anyway
-    one_sided = cnn.one_class_finding([cnn_model(0.5, real=0.0, fake=1.0), cnn_model(0.8, lr=1e-4, real=0.8, fake=0.8)])
-    assert one_sided == "scratch lr 0.001 put (almost) every test image in one class."
-    assert cnn.one_class_finding([cnn_model(0.8, real=0.8, fake=0.8)]) is None
+    found = [cnn_report.running_stats_finding(m) for m in (
+        cnn_model(0.512, 0.960), cnn_model(0.512, 0.520), cnn_model(0.512, 0.960, train_loss=(0.7,) * 5),
+        cnn_model(0.9, 0.95), cnn_model(0.512))]
+    assert cases(cnn_report.TEXT, found) == ["stale_statistics", "not_the_statistics", "not_applicable",
+                                             "not_applicable", "fits_but_fails"]
+    assert found[0]["last_loss"] == pytest.approx(0.1) and found[0]["recomputed"] == 0.960
+    one_sided = cnn_report.one_class_finding([cnn_model(0.5, real=0.0, fake=1.0),
+                                              cnn_model(0.8, lr=1e-4, real=0.8, fake=0.8)])
+    assert one_sided == {"case": "one_class", "models": ["scratch lr 0.001"]}
+    assert cnn_report.one_class_finding([cnn_model(0.8, real=0.8, fake=0.8)])["case"] == "none"
 
 
-def test_baseline_answer_tells_which_lrs_learned():
+def test_baseline_findings_tell_which_lrs_learned():
     models = [cnn_model(0.507, 0.517, lr=0.1), cnn_model(0.52, 0.52, lr=0.01), cnn_model(0.50, 0.973, lr=1e-3),
               cnn_model(0.50, 0.968, lr=1e-4), cnn_model(0.85, 0.86, lr=1e-5)]
-    text = " ".join(cnn.baseline_answer("scratch", models, 0.5))
-    assert text.startswith("Best: scratch lr 1e-05, test accuracy 0.850")
-    assert ("Learned: lr 0.001, 0.0001, 1e-05; of them, 2 only show it once BatchNorm's statistics are "
-            "recomputed") in text
-    assert "Did not learn: lr 0.1, 0.01, all larger than every lr that learned" in text
-    mixed = " ".join(cnn.baseline_answer("scratch", [cnn_model(0.9, lr=0.1), cnn_model(0.5, lr=1e-4)], 0.5))
-    assert "Did not learn: lr 0.0001." in mixed  # a small lr that failed: no claim that big steps wreck it
+    found = cnn_report.baseline_findings(models, 0.5)
+    assert cases(cnn_report.TEXT, found) == ["best", "learned", "did_not_learn_larger"]
+    assert (found[0]["name"], found[0]["acc"]) == ("scratch lr 1e-05", 0.85)
+    assert found[1]["lrs"] == ["0.001", "0.0001", "1e-05"]
+    assert found[1]["stale"] == [("0.001", 0.973, 0.50), ("0.0001", 0.968, 0.50)] and found[2]["lrs"] == ["0.1", "0.01"]
+    mixed = cnn_report.baseline_findings([cnn_model(0.9, lr=0.1), cnn_model(0.5, lr=1e-4)], 0.5)
+    assert cases(cnn_report.TEXT, mixed) == ["best", "learned", "did_not_learn"]  # a small lr failed: no claim of size
     xgb = {**cnn_model(0.81), "baseline": "xgb", "lr": None}
-    assert "finds a real-vs-fake signal" in " ".join(cnn.baseline_answer("xgb", [xgb], 0.5))
-    assert "That is chance" in " ".join(cnn.baseline_answer("xgb", [{**xgb, "test_acc": 0.52}], 0.5))
+    assert cases(cnn_report.TEXT, cnn_report.baseline_findings([xgb], 0.5)) == ["best", "signal"]
+    assert cases(cnn_report.TEXT, cnn_report.baseline_findings([{**xgb, "test_acc": 0.52}], 0.5)) == ["best", "chance"]
     not_run = {**cnn_model(None), "status": "not run", "reason": "--weights none", "fix": None}
-    assert cnn.baseline_answer("finetune", [not_run], 0.5) == ["Not run: --weights none."]
-    assert cnn.baseline_answer("scratch", [{**cnn_model(None, lr=0.1), "status": "diverged"}], 0.5) == \
-        ["Every lr diverged (0.1)."]
+    assert cnn_report.baseline_findings([not_run], 0.5) == [{"case": "not_run", "reason": "--weights none",
+                                                              "fix": None}]
+    diverged = cnn_report.baseline_findings([{**cnn_model(None, lr=0.1), "status": "diverged"}], 0.5)
+    assert diverged == [{"case": "every_lr_diverged", "lrs": ["0.1"]}]
 
+
+def test_summary_findings_rank_within_each_baseline():
+    xgb = {**cnn_model(0.81), "baseline": "xgb", "lr": None}
+    models = [xgb, cnn_model(0.6, lr=0.1), cnn_model(0.7, lr=1e-3), cnn_model(0.5, lr=1e-5)]
+    found = cnn_report.summary_findings(models, [0, 2, 1, 3], 0.5)
+    assert cases(cnn_report.TEXT, found) == ["overall", "baseline_best_two", "signal", "baseline_best_two",
+                                             "learned", "did_not_learn"]
+    assert (found[0]["best"], found[0]["worst"], found[0]["worst_acc"]) == ("xgb", "scratch lr 1e-05", 0.5)
+    assert found[3]["best_two"] == [("scratch lr 0.001", 0.7), ("scratch lr 0.1", 0.6)]
+    assert cnn_report.summary_findings([{**xgb, "status": "diverged"}], [0], 0.5) == [{"case": "no_model"}]
+
+
+def test_report_names_the_data_and_how_the_run_ran():
+    lanes = [["mlp", "lr", "epochs"], ["mlp", "batchnorm"], ["cnn", "all"]]
+    assert "ran in 3 processes side by side (mlp.py: lr, epochs; mlp.py: batchnorm; cnn.py: all)" in \
+        study.lanes_sentence(lanes)
+    assert "one after another" in study.lanes_sentence([["mlp", "lr", "epochs", "batchnorm"]])
+    assert "one after another" in study.lanes_sentence([])
+    assert study.stand_in_note([]) is None  # the course data: no warning
+    assert "Section 6 on cities and Section 7 on images" in study.stand_in_note(["Section 6 on cities",
+                                                                                  "Section 7 on images"])
+    rows = {"train": 1000, "val": 20}
+    assert study.data_cell({"source": "embedded", "dir": "data/europe", "rows": rows}) == \
+        "embedded: data/europe (train 1,000, val 20)"
+    assert study.data_cell({"source": "course/", "dir": "course/", "rows": rows}) == "course/ (train 1,000, val 20)"
+    assert study.data_cell({"source": None, "dir": None, "rows": None}) == "no result in this folder"
+
+
+# ============================================================================= numbers behind the findings, recomputed
 
 def test_recomputed_bn_statistics_equal_hand_computation():
     """Precise BN, by hand: running mean = the mean of the BatchNorm's inputs over all training rows (equal batches),
@@ -1230,33 +1556,6 @@ def test_recomputed_bn_statistics_equal_hand_computation():
     with torch.no_grad():
         expected = ((model(test)[:, 0] > 0).float() == labels).float().mean().item()
     assert accuracy == pytest.approx(expected)
-
-
-def test_report_names_the_data_and_how_the_run_ran():
-    lanes = [["mlp", "lr", "epochs"], ["mlp", "batchnorm"], ["cnn", "all"]]
-    assert "ran in 3 processes side by side (mlp.py: lr, epochs; mlp.py: batchnorm; cnn.py: all)" in \
-        common.lanes_sentence(lanes)
-    assert "one after another" in common.lanes_sentence([["mlp", "lr", "epochs", "batchnorm"]])
-    assert "one after another" in common.lanes_sentence([])
-    embedded = {"mlp": {"source": "embedded", "dir": "data/europe", "classes": 12},
-                "cnn": {"source": "/data/faces", "dir": "faces/", "classes": None}}
-    note = common.stand_in_note(embedded, 96)
-    assert "of 12 European countries" in note and "Section 7" not in note
-    both = {"mlp": embedded["mlp"], "cnn": {"source": "embedded", "dir": "cache/demo", "classes": 2}}
-    assert "Section 7 on a generated" in common.stand_in_note(both, 96)
-    section_6_only = {"mlp": embedded["mlp"], "cnn": {"source": "embedded", "dir": None, "classes": None}}
-    assert "Section 7" not in common.stand_in_note(section_6_only, 96)  # run_all.sh --section 6
-    course = {"mlp": {"source": "/data/course", "dir": "course/", "classes": 33},
-              "cnn": {"source": "/data/faces", "dir": "faces/", "classes": None}}
-    assert common.stand_in_note(course, 224) is None
-    rows = {"train": 1000, "val": 20}
-    assert common.data_cell({"source": "embedded", "dir": "data/europe", "rows": rows}) == \
-        "embedded: data/europe (train 1,000, val 20)"
-    assert common.data_cell({"source": "course/", "dir": "course/", "rows": rows}) == "course/ (train 1,000, val 20)"
-    assert common.data_cell({"source": "embedded", "dir": None, "rows": None}) == "no result in this folder"
-
-
-# ============================================================================= numbers behind the findings, recomputed
 
 def test_auroc_equals_the_fraction_of_correctly_ordered_pairs():
     g = torch.Generator().manual_seed(0)
@@ -1302,9 +1601,9 @@ def test_cnn_fit_cuts_the_loss_curve_at_its_first_non_finite_step():
     x, labels = torch.randn(20, 3, 2, 2), (torch.arange(20) % 2).float()
     x[13] = float("nan")
     settings = {"epochs": 2, "batch_size": 6, "seed": 5, "amp": False}
-    data = {"device": torch.device("cpu"), "quiet": True}
+    env = runner.Env(torch.device("cpu"), True)
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 1))
-    losses, diverged_step = cnn.fit(model, x, labels, 1e-3, settings, data, lambda v: v, "test")
+    losses, diverged_step = cnn.fit(model, x, labels, 1e-3, settings, env, lambda v: v, "test")
     order = torch.randperm(20, generator=torch.Generator().manual_seed(5)).tolist()
     expected_step = order.index(13) // 6 + 1
     assert diverged_step == expected_step == len(losses)
@@ -1312,190 +1611,6 @@ def test_cnn_fit_cuts_the_loss_curve_at_its_first_non_finite_step():
     clean = x.clone()
     clean[13] = 0.0
     losses, diverged_step = cnn.fit(nn.Sequential(nn.Flatten(), nn.Linear(12, 1)), clean, labels, 1e-3, settings,
-                                    data, lambda v: v, "test")
+                                    env, lambda v: v, "test")
     assert diverged_step is None and len(losses) == 2 * 4 and all(math.isfinite(v) for v in losses)
 
-
-# ============================================================================= answers: every case of every reply
-
-PRIOR, UNIFORM = 2.751, math.log(39)
-
-
-def lr_stats(finals, first, dead=None, trend="flat"):
-    return {"finals": finals, "first": first, "dead": dead, "trend": trend}
-
-
-def test_lr_answer_names_each_case():
-    assert mlp.lr_case([2.754, 2.753, 2.755], 2.76, PRIOR, UNIFORM) == "collapsed"
-    assert mlp.lr_case([3.641, 3.640, 3.642], 3.653, PRIOR, UNIFORM) == "stuck"
-    assert mlp.lr_case([1.30, 1.40, 2.754], 2.2, PRIOR, UNIFORM) == "unstable"
-    assert mlp.lr_case([1.30, None, 1.35], 2.2, PRIOR, UNIFORM) == "unstable"  # one seed diverged
-    assert mlp.lr_case([1.95, 1.60, 1.62], 3.6, PRIOR, UNIFORM) == "learning"  # far apart, but none wrecked
-    assert mlp.lr_case([None, None], None, PRIOR, UNIFORM) == "diverged"
-    assert mlp.lr_case([1.37, 1.36], 2.8, PRIOR, UNIFORM) == "learning"
-    assert mlp.lr_case([2.40, 2.41], 3.64, PRIOR, UNIFORM) == "learning"  # moved from its start, not at a reference
-    stats = {1: lr_stats([2.754, 2.754], 2.77, dead=0.79), 0.2: lr_stats([1.30, 2.754], 2.2),
-             0.01: lr_stats([1.37, 1.36], 2.8), 0.001: lr_stats([1.71, 1.70], 3.6, trend="improving"),
-             1e-5: lr_stats([3.641, 3.641], 3.653)}
-    text = " ".join(mlp.lr_answer(stats, PRIOR, UNIFORM, 39, 50))
-    assert "Too high: lr 1 ends at validation loss 2.754" in text and "79% of its hidden ReLUs are dead" in text
-    assert "At lr 0.2 the net is on the edge: its seeds end at 1.300, 2.754, 1 of them at the class-frequency loss" \
-        in text
-    assert "Too low: lr 1e-05 ends at 3.641, near ln 39 = 3.664" in text
-    assert "lr 0.01 reaches the lowest validation loss, 1.365" in text and "Smaller ones (0.001)" in text
-    apart = " ".join(mlp.lr_answer({0.001: lr_stats([1.95, 1.60, 1.62], 3.6)}, PRIOR, UNIFORM, 39, 50))
-    assert "Seeds end far apart at lr 0.001 (1.950, 1.600, 1.620)" in apart and "wrecks" not in apart
-    alive = " ".join(mlp.lr_answer({1: lr_stats([2.754], 2.77, dead=0.2)}, PRIOR, UNIFORM, 39, 50))
-    assert "Too high" in alive and "dead" not in alive  # the cause is named only when the units are dead
-
-
-def epochs_run(val, train):
-    epochs = len(val)
-    return run_with({"val_loss": list(val), "train_eval_loss": [train] * epochs}, epochs=epochs)
-
-
-def test_epochs_answer_cases():
-    epochs = np.arange(1, 101)
-    improving = " ".join(mlp.epochs_answer([epochs_run(2.0 - 0.006 * epochs, 1.39)]))
-    assert "100 are still too few here" in improving and "not overfitting" in improving
-    overfit = " ".join(mlp.epochs_answer([epochs_run(1.0 + 0.0004 * (epochs - 40) ** 2, 0.2)]))
-    assert overfit.startswith("Too many epochs overfit") and "epoch 40" in overfit
-    flat = " ".join(mlp.epochs_answer([epochs_run(np.full(100, 1.5), 1.49)]))
-    assert flat.startswith("By epoch 100 the net has converged")
-
-
-def bn_run(rms_init, acc, loss, dead):
-    return run_with({"val_acc": [acc], "val_loss": [loss]}, relu_input_rms_init=rms_init, dead_relu_fraction=dead)
-
-
-def test_batchnorm_answer_measures_the_scales():
-    plain = [bn_run([25.0, 2.0, 0.5, 0.3], 0.51, 1.38, [0.0, 0.4, 0.5, 0.3])]
-    normed = [bn_run([1.0, 1.0, 1.0, 0.99], 0.84, 0.60, [0.0, 0.0, 0.05, 0.0])]
-    text = " ".join(mlp.batchnorm_answer(plain, normed, [-10.4, 40.2, 34.8, 71.2]))
-    assert "first layer's ReLUs get inputs of RMS 25" in text and "a spread of 83x" in text
-    assert "every layer's at 0.99 to 1.00." in text
-    assert "every layer's at 1.00." in " ".join(mlp.batchnorm_answer(plain, [bn_run([1.0] * 4, 0.8, 0.6, [0] * 4)],
-                                                                    [0, 1, 0, 1]))
-    assert "trains further in the same steps" in text and "keeps units alive: 30%" in text
-    worse = " ".join(mlp.batchnorm_answer(plain, [bn_run([1.0] * 4, 0.40, 1.5, [0.3] * 4)], [0, 1, 0, 1]))
-    assert "does not help" in worse and "Dead units do not explain it" in worse
-    same = " ".join(mlp.batchnorm_answer(plain, [bn_run([1.0] * 4, 0.515, 1.4, [0.3] * 4)], [0, 1, 0, 1]))
-    assert "makes no difference" in same
-
-
-def test_batch_size_answer_cases():
-    rows = [(1, 50503, 33.0, 50503, 0.498, 1.2), (16, 3157, 2.2, 31570, 0.513, 0.35),
-            (128, 395, 0.32, 19750, 0.521, 0.12), (1024, 50, 0.09, 2500, 0.194, 0.03)]
-    accuracy, speed, stability = mlp.batch_size_answer(rows)
-    assert accuracy.startswith("(i) Batch 128 reaches the highest") and "did not mean higher accuracy" in accuracy
-    assert "so an epoch is faster" in speed and "steadier as the batch grows" in stability
-    slow = [(b, it, 1.0 if b == 1024 else sec, st, acc, noise * (10 if b == 128 else 1))
-            for b, it, sec, st, acc, noise in rows]
-    _, speed, stability = mlp.batch_size_answer(slow)
-    assert "did not make an epoch faster" in speed and "does not fall steadily" in stability
-
-
-def test_generalisation_and_fit_answers():
-    assert mlp.generalisation_answer("best model", 0.93, 0.928, 0.929)[0].startswith("Yes:")
-    assert "over-fits by 0.100" in mlp.generalisation_answer("best model", 0.99, 0.89, 0.89)[0]
-    assert "disagree" in mlp.generalisation_answer("best model", 0.90, 0.90, 0.80)[0]
-    assert mlp.fit_answer("worst", 0.69, 0.694, 0.93, 743)[0].startswith("It under-fits")
-    assert mlp.fit_answer("worst", 0.95, 0.70, 0.96, 743)[0].startswith("It over-fits")
-    assert mlp.fit_answer("worst", 0.92, 0.91, 0.93, 743)[0].startswith("Neither")
-
-
-def test_shape_answer_cases():
-    rising = " ".join(mlp.shape_answer("depth", [(1, 0.694, 0.003, 743, 40), (2, 0.784, 0.007, 1047, 50),
-                                                 (6, 0.815, 0.02, 2263, 90), (10, 0.844, 0.009, 3479, 130)]))
-    assert "The advantage: more layers fit the borders better (0.694 at depth 1, 0.844 at 10)" in rising
-    assert "The gain shrinks" not in rising and "4.7x the parameters and 3.2x the training time" in rising
-    saturating = " ".join(mlp.shape_answer("width", [(8, 0.716, 0.04, 831, 60), (32, 0.90, 0.004, 7047, 80),
-                                                     (64, 0.905, 0.004, 24295, 120)]))
-    assert "The gain shrinks: from width 32 to 64 it is +0.005" in saturating
-    assert "(7,047 parameters, 80 s)" in saturating and "trained together" not in saturating
-    padded = " ".join(mlp.shape_answer("width", [(8, 0.716, 0.04, 831, None), (64, 0.905, 0.004, 24295, None)]))
-    assert "(831 parameters)" in padded and "trained together in one lockstep group" in padded
-    assert "The cost: 29.2x the parameters from width 8 to 64." in padded
-    flat = " ".join(mlp.shape_answer("depth", [(1, 0.80, 0.01, 743, 40), (10, 0.80, 0.01, 3479, 130)]))
-    assert "More depth did not raise the accuracy" in flat
-
-
-def test_depth_width_answers_give_no_time_to_models_that_shared_a_padded_group():
-    runs = []
-    for (depth, width), seconds, acc in (((1, 16), 10.0, 0.69), ((6, 16), 50.0, 0.81), ((6, 64), 50.0, 0.93)):
-        history = {key: [acc] for key in ("val_acc", "train_eval_acc", "test_acc")}
-        runs.append(run_with(history, depth=depth, width=width, group_wall_s=seconds, **{**mlp.PLAIN, "batch_norm": True}))
-    groups = {(r["depth"], r["width"]): [i] for i, r in enumerate(runs)}
-    val = {arch: runs[i[0]]["history"]["val_acc"][0] for arch, i in groups.items()}
-    answers = mlp.depth_width_answers(runs, groups, val, (6, 64), (1, 16), n_classes=39)
-    depth, width = (" ".join(a.sentences) for a in answers[2:])
-    assert "depth 1: 0.690 (743 parameters, 10 s)" in depth and "depth 6: 0.810 (2,263 parameters)" in depth
-    assert "training time" not in depth and "training time" not in width
-    assert "trained together in one lockstep group" in width
-
-
-def gradient_epochs(values_per_epoch, seed=42, status="ok", init_norms=None):
-    depth = len(values_per_epoch[0])
-    return run_with({"grad_sq_norm": values_per_epoch, "val_acc": [0.2]}, seed=seed, status=status,
-                    init_activation_norm=init_norms or [1.0] * depth, first_step_grad_sq_norm=[1.0] * depth)
-
-
-def test_vanishing_answer_cases():
-    dead = gradient_epochs([[0.0, 0.0, 1e-12, 1e-3]] * 3, init_norms=[1.0, 0.0, 1.0, 1.0])
-    text = " ".join(mlp.vanishing_answer([dead]))
-    assert text.startswith("Vanishing, down to exactly zero") and "below it seed 42: layers 0-1 get none" in text
-    assert "the lowest layer that still gets one is seed 42: layer 2, 1.0e-12, 9 decades below" in text
-    assert "6.2.1-6 tries each" in text
-    assert mlp.vanishing_answer([gradient_epochs([[1e-9, 1e-6, 1e-3]])])[0].startswith("Vanishing: the output")
-    assert mlp.vanishing_answer([gradient_epochs([[1e3, 1e0, 1e-3]])])[0].startswith("Exploding")
-    assert mlp.vanishing_answer([gradient_epochs([[1e-3, 2e-3, 1e-3]])])[0].startswith("Neither")
-    assert mlp.vanishing_answer([gradient_epochs([[1.0]], status="diverged")])[0].startswith("Every seed diverged")
-
-
-def test_fixes_answer_gives_each_change_its_verdict():
-    plain = [gradient_epochs([[0.0, 1e-3]] * 2, init_norms=[1.0, 0.0])]
-    plain[0]["history"]["val_acc"] = [0.16]
-    good = gradient_epochs([[1e-2, 1e-3]] * 2)
-    good["history"]["val_acc"] = [0.57]
-    flat = gradient_epochs([[1e-2, 1e-3]] * 2)
-    flat["history"]["val_acc"] = [0.16]
-    blown = gradient_epochs([[1.0, 1.0]], status="diverged", init_norms=[1.0, 3e10])
-    zeros = gradient_epochs([[0.0, 1e-3]] * 2)
-    zeros["history"]["val_acc"] = [0.3]
-    assert mlp.fix_verdict([good], 0.16)[0] == "yes"
-    assert mlp.fix_verdict([flat], 0.16)[0] == "no gain"
-    assert mlp.fix_verdict([blown, good], 0.16) == ("diverged", "1 of 2 seeds diverged (at initialisation the "
-                                                                 "activations reaching the output layer have norm "
-                                                                 "3.0e+10)")
-    assert mlp.fix_verdict([zeros], 0.16)[0] == "zeros"
-    assert "no layer is dead" in mlp.fix_verdict([zeros], 0.16)[1]
-    assert "float32" in mlp.fix_verdict([{**zeros, "activation": "leaky_relu"}], 0.16)[1]  # zeros are underflow
-    assert "float32" not in mlp.fix_verdict([plain[0]], 0.16)[1]  # a dead layer explains them
-    text = " ".join(mlp.fixes_answer(plain, [("skips", [good]), ("LeakyReLU", [zeros]), ("He", [flat])]))
-    assert text.startswith("Solved by: skips.") and "With LeakyReLU: no, layers still get exactly zero" in text
-    assert "With He: no, every layer gets a gradient, but validation accuracy 0.160" in text
-    assert mlp.fixes_answer(plain, [("He", [flat])])[0].startswith("No change solved it.")
-
-
-def acc_runs(values):
-    return [run_with({"val_acc": [v], "val_loss": [1.0]}, seed=42 + i) for i, v in enumerate(values)]
-
-
-def test_implicit_answer_judges_against_seed_noise():
-    raw = acc_runs([0.815, 0.80, 0.83])
-    tie = " ".join(mlp.implicit_answer(raw, acc_runs([0.84, 0.78, 0.86]), 0.03, 0.09))  # +0.012 ± 0.025: a tie
-    assert tie.startswith("Neither is better: sin features change validation accuracy by +0.012")
-    assert "3.0x the border" in tie
-    better = " ".join(mlp.implicit_answer(raw, acc_runs([0.90, 0.89, 0.91]), 0.03, 0.03))
-    assert better.startswith("The sin model is better") and "no more border" in better
-    assert mlp.implicit_answer(raw[:1], acc_runs([0.9]), 0.03, 0.03)[0].startswith("One seed cannot tell")
-
-
-def test_boundary_fraction_and_seed_helpers():
-    grid = np.zeros((4, 4), int)
-    grid[:, 2:] = 1  # one vertical border: the 4 cells left of it
-    assert mlp.boundary_fraction(grid) == 4 / 16
-    assert mlp.seeds_disagree([1.3, 1.4, 2.754]) and not mlp.seeds_disagree([1.3, 1.4, 1.5])
-    assert mlp.seeds_disagree([1.3, None]) and not mlp.seeds_disagree([None, None])
-    assert mlp.layer_value_text([0.0, 0.0]) == "0" and mlp.layer_value_text([1e-3, 3e-3]) == "2.00e-03"
-    assert mlp.layer_value_text([0.0, 3e-5]) == "(0, 3.0e-05)"
