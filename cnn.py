@@ -1,22 +1,14 @@
-"""Section 7: a real-vs-fake image classifier built five ways on top of ResNet18. What is trained and how: the
-images, the weights, one train_<question> function per baseline, and the question records at the end.
+"""Section 7: a real-vs-fake image classifier (output 1 = fake) built five ways: XGBoost on raw pixels,
+ResNet18 from scratch, a linear head and sklearn's LogisticRegression on a frozen ImageNet ResNet18, and that
+ResNet18 fine-tuned; then every model ranked, and test images the best model gets right and the worst wrong.
 
-    python cnn.py --question xgb           # one baseline; outputs in results/cnn/
-    python cnn.py --question all           # every baseline, then summary and mistakes
-    python cnn.py --list                   # the questions
-    python cnn.py --help                   # every flag, with each question's protocol value
+    python cnn.py --question xgb           # one question; outputs in results/cnn/
+    python cnn.py --question all           # every question, in order
+    python cnn.py --list                   # the questions (--help: every flag, with its protocol value)
 
-Baselines (binary, output 1 = "fake"): xgb (XGBoost on raw pixels), scratch (ResNet18 from random
-init), linear_probe (frozen ImageNet ResNet18 + a trained Linear(512, 1)), sklearn_probe (sklearn's
-LogisticRegression on the frozen features), finetune (ImageNet ResNet18, all weights trained).
-summary ranks every model; mistakes picks test images the best model gets right and the worst wrong.
-
-Data: --data-dir in ImageFolder layout (train/, val/ or validation/, test/, each with a class folder
-whose name says real (real, 0_real, ...) and one that says fake (fake, 1_fake, ...)). Without it,
-a generated stand-in (data/build_realfake.py) is built into --cache-dir on first use.
-
-Training writes every number into results/cnn/<question>.json (per-model metrics and test predictions);
-a rerun with the same settings, data and code reuses it. cnn_report.py draws and writes the reports.
+Data: --data-dir (ImageFolder, see --help), else a generated stand-in (data/build_realfake.py) in --cache-dir.
+Every number goes into results/cnn/<question>.json, reused by a rerun with the same settings, data and code;
+cnn_report.py writes the reports from it.
 """
 import hashlib
 import json
@@ -49,39 +41,41 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 BASELINES = ["xgb", "scratch", "linear_probe", "sklearn_probe", "finetune"]
 SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "validation"), "test": ("test",)}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-LAYOUT = ("expected ImageFolder layout: train/, val/ (or validation/) and test/, each with one class folder named "
-          "like real (real, 0_real, ...) and one named like fake (fake, 1_fake, ...)")
+CLASS_FOLDERS = ("two class folders, one named like real (real, 0_real, ...) and one like fake "
+                 "(fake, 1_fake, ...)")
+LAYOUT = f"expected ImageFolder layout: train/, val/ (or validation/) and test/, each with {CLASS_FOLDERS}"
 QUICK_IMAGES = {"train": 16, "val": 8, "test": 8}  # per class
 QUICK_IMAGE_SIZE = 32
 XGB_CROP = 64
 EVAL_BATCH = 256
 THUMBNAIL = 256  # pixels: the longest side of a test image as the mistakes figure shows it
+IMAGENET_URL = ResNet18_Weights.IMAGENET1K_V1.url
 
 
 # ----------------------------------------------------------------------------- data
 
 def class_word(folder_name):
-    """'real' or 'fake' from a class folder's name (real, 0_real, Real-faces, fake, 1_fake, ...), else None."""
+    """'real' or 'fake' from a class folder's name (real, 0_real, Real-faces, 1_fake, ...), else None."""
     found = set(re.split(r"[^a-z]+", folder_name.lower())) & {"real", "fake"}
     return found.pop() if len(found) == 1 else None
 
 
 def list_images(data_dir, quick=False):
-    """Per split: image paths and class words, checked against the layout."""
+    """{split: (image paths, class words)}, checked against the layout."""
     if not os.path.isdir(data_dir):
         raise UserError(f"{data_dir}: data folder not found ({LAYOUT})")
     splits = {}
     for split, names in SPLIT_FOLDERS.items():
-        folder = next((os.path.join(data_dir, n) for n in names if os.path.isdir(os.path.join(data_dir, n))), None)
-        if folder is None:
+        folders = [os.path.join(data_dir, n) for n in names if os.path.isdir(os.path.join(data_dir, n))]
+        if not folders:
             raise UserError(f"{data_dir}: no {' or '.join(n + '/' for n in names)} folder ({LAYOUT})")
-        classes = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+        classes = sorted(e.name for e in os.scandir(folders[0]) if e.is_dir() and not e.name.startswith("."))
         if sorted(map(class_word, classes)) != ["fake", "real"]:
-            raise UserError(f"{folder}: class folders {', '.join(classes) or '(none)'}; need exactly two, one named "
-                            "like real (real, 0_real, ...) and one like fake (fake, 1_fake, ...)")
+            found = ", ".join(classes) or "(none)"
+            raise UserError(f"{folders[0]}: class folders {found}; need exactly {CLASS_FOLDERS}")
         paths, words = [], []
         for name in classes:
-            class_dir = os.path.join(folder, name)
+            class_dir = os.path.join(folders[0], name)
             files = sorted(f for f in os.listdir(class_dir)
                            if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."))
             if not files:
@@ -94,11 +88,11 @@ def list_images(data_dir, quick=False):
 
 
 def ensure_demo(cache_dir):
-    """The generated demo set's folder, built on first use (into a temporary folder, then renamed)."""
-    folder = os.path.join(cache_dir, f"realfake-demo-{file_digest([build_realfake.__file__])[:8]}")  # per builder
+    """The generated demo set's folder (one per version of the builder), built on first use."""
+    folder = os.path.join(cache_dir, f"realfake-demo-{file_digest([build_realfake.__file__])[:8]}")
     if not os.path.isdir(folder):
         print(f"building the demo image set in {folder} (data/build_realfake.py, a few seconds)")
-        tmp = f"{folder}.{os.getpid()}.tmp"
+        tmp = f"{folder}.{os.getpid()}.tmp"  # renamed when complete: no process sees half a data set
         shutil.rmtree(tmp, ignore_errors=True)
         build_realfake.build(tmp)
         try:
@@ -109,42 +103,42 @@ def ensure_demo(cache_dir):
 
 
 def load_data(args, device):
-    """The images of each split (paths, classes, 1 = fake labels on the device) and their description; pixels are
-    decoded by images(), once, into --cache-dir."""
+    """Each split's image paths, class words and labels (1 = fake, on the device), and their description."""
     if args.amp and device.type != "cuda":
         raise UserError("--amp needs a CUDA device (bf16 autocast); drop it or use --device cuda")
+    demo = args.data_dir is None
     data_dir = os.path.abspath(args.data_dir or ensure_demo(args.cache_dir))
     splits = list_images(data_dir, args.quick)
-    all_paths = [p for paths, _ in splits.values() for p in paths]
-    names = "\n".join(os.path.relpath(p, data_dir) for p in all_paths)
-    digest = hashlib.sha256((file_digest(all_paths) + names).encode()).hexdigest()[:16]
-    images = {split: {w: words.count(w) for w in ("real", "fake")} for split, (_, words) in splits.items()}
-    kind = "generated demo stand-in, data/build_realfake.py" if args.data_dir is None else "--data-dir"
-    summary = (f"{shown_path(data_dir)} ({kind}): " + " / ".join(f"{c['real'] + c['fake']}" for c in images.values())
-               + f" train / val / test images, test {images['test']['real']} real + {images['test']['fake']} fake")
-    meta = {"dir": shown_path(data_dir), "demo": args.data_dir is None, "digest": digest, "positive_class": "fake",
-            "summary": summary, "images": images,
-            "rows": {split: sum(counts.values()) for split, counts in images.items()}}
-    if args.data_dir is None:  # what the study report says the numbers are
-        meta["stand_in"] = ("Section 7 on a generated real-vs-fake image set (photographs vs. the same photographs "
-                            "through a simulated generator's upsampling)")
-    return {"meta": meta, "dir": data_dir, "paths": {split: paths for split, (paths, _) in splits.items()},
-            "classes": {split: words for split, (_, words) in splits.items()},
-            "labels": {split: torch.tensor([w == "fake" for w in words], dtype=torch.float32, device=device)
-                       for split, (_, words) in splits.items()}}
+    paths = {split: split_paths for split, (split_paths, _) in splits.items()}
+    classes = {split: words for split, (_, words) in splits.items()}
+    every_path = [p for split_paths in paths.values() for p in split_paths]
+    names = "\n".join(os.path.relpath(p, data_dir) for p in every_path)
+    images = {split: {w: words.count(w) for w in ("real", "fake")} for split, words in classes.items()}
+    rows = {split: sum(counts.values()) for split, counts in images.items()}
+    kind = "generated demo stand-in, data/build_realfake.py" if demo else "--data-dir"
+    summary = (f"{shown_path(data_dir)} ({kind}): {' / '.join(map(str, rows.values()))} train / val / test "
+               f"images, test {images['test']['real']} real + {images['test']['fake']} fake")
+    meta = {"dir": shown_path(data_dir), "demo": demo,
+            "digest": hashlib.sha256((file_digest(every_path) + names).encode()).hexdigest()[:16],
+            "positive_class": "fake", "summary": summary, "images": images, "rows": rows}
+    if demo:  # what the study report says the numbers are
+        meta["stand_in"] = ("Section 7 on a generated real-vs-fake image set (photographs vs. the same "
+                            "photographs through a simulated generator's upsampling)")
+    labels = {split: torch.tensor([w == "fake" for w in words], dtype=torch.float32, device=device)
+              for split, words in classes.items()}
+    return {"meta": meta, "dir": data_dir, "paths": paths, "classes": classes, "labels": labels}
 
 
 def preprocessing(name, image_size):
-    """(PIL image -> uint8 tensor, mean, std). 'resize' is the protocol's Resize((S, S)) + ToTensor (scratch and
+    """(PIL image -> uint8 tensor, mean, std). 'resize' is the protocol's Resize((S, S)) + ToTensor (scratch,
     XGBoost); 'imagenet' is ResNet18_Weights.IMAGENET1K_V1.transforms() (resize 256, center crop 224, ImageNet
-    mean/std), exactly so at S = 224 and scaled by S / 224 otherwise. Scaling to 0..1 and normalizing happen per
-    batch."""
+    mean/std), exactly so at S = 224, scaled by S / 224 otherwise. Scaling and normalizing are per batch."""
     if name == "resize":
-        return T.Compose([T.Resize((image_size, image_size)), T.PILToTensor()]), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+        return T.Compose([T.Resize((image_size, image_size)), T.PILToTensor()]), (0.0,) * 3, (1.0,) * 3
     resize_size = round(image_size * 256 / 224)
     imagenet = ResNet18_Weights.IMAGENET1K_V1.transforms(crop_size=image_size, resize_size=resize_size)
-    return (T.Compose([T.Resize(imagenet.resize_size, imagenet.interpolation), T.CenterCrop(imagenet.crop_size),
-                       T.PILToTensor()]), imagenet.mean, imagenet.std)
+    resize = T.Resize(imagenet.resize_size, imagenet.interpolation)
+    return T.Compose([resize, T.CenterCrop(imagenet.crop_size), T.PILToTensor()]), imagenet.mean, imagenet.std
 
 
 def decode_one(path, transforms):
@@ -157,18 +151,17 @@ def decode_one(path, transforms):
 
 
 def decode(paths, transforms, desc, quiet):
-    """Every image read once, in parallel threads (PIL decodes and resizes without holding the GIL), then passed
-    through each transform: one uint8 [N, 3, S, S] tensor per transform."""
+    """One uint8 [N, 3, S, S] tensor per transform; images are read once, in threads (PIL frees the GIL)."""
     with ThreadPoolExecutor(max_workers=torch.get_num_threads()) as pool:
-        outputs = list(tqdm(pool.map(lambda path: decode_one(path, transforms), paths), total=len(paths), desc=desc,
-                            unit="img", disable=quiet, mininterval=1.0, dynamic_ncols=True))
+        outputs = list(tqdm(pool.map(lambda path: decode_one(path, transforms), paths), total=len(paths),
+                            desc=desc, unit="img", disable=quiet, mininterval=1.0, dynamic_ncols=True))
     return [torch.stack(per_transform) for per_transform in zip(*outputs)]
 
 
 def disk_cached(cache_dir, key, compute):
-    """compute(), kept under --cache-dir/tensors/ by a hash of key (which names the data by content) for later runs
-    and the other questions of this one."""
-    path = os.path.join(cache_dir, "tensors", hashlib.sha256(json.dumps(key).encode()).hexdigest()[:20] + ".pt")
+    """compute(), kept in --cache-dir/tensors/ by a hash of key (which names the data by content)."""
+    name = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:20]
+    path = os.path.join(cache_dir, "tensors", f"{name}.pt")
     if os.path.exists(path):
         try:
             return torch.load(path, weights_only=True)
@@ -183,18 +176,19 @@ PREPROCESSINGS = ("resize", "imagenet")
 
 
 def images(data, name, image_size, env):
-    """{split: uint8 [N, 3, S, S] on the device} in preprocessing `name`: every split decoded once into every
-    preprocessing, cached on disk together."""
+    """{split: uint8 [N, 3, S, S] on the device}; every split is decoded once into every preprocessing."""
     def decode_splits():
         transforms = [preprocessing(each, image_size)[0] for each in PREPROCESSINGS]
         return {split: dict(zip(PREPROCESSINGS, decode(paths, transforms, f"decode {split}", env.quiet)))
                 for split, paths in data["paths"].items()}
-    key = {"what": "images", "data": data["meta"]["digest"], "preprocessings": PREPROCESSINGS, "image_size": image_size}
-    return {split: x[name].to(env.device) for split, x in disk_cached(env.cache_dir, key, decode_splits).items()}
+    key = {"what": "images", "data": data["meta"]["digest"], "preprocessings": PREPROCESSINGS,
+           "image_size": image_size}
+    decoded = disk_cached(env.cache_dir, key, decode_splits)
+    return {split: x[name].to(env.device) for split, x in decoded.items()}
 
 
 def normalizer(name, image_size, device):
-    """uint8 batch -> float model input: scaled to 0..1, normalized with the preprocessing's mean/std, channels_last."""
+    """uint8 batch -> model input: 0..1, normalized by the preprocessing's mean/std, channels_last."""
     _, mean, std = preprocessing(name, image_size)
     mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in (mean, std))
     return lambda batch: ((batch.float() / 255 - mean) / std).contiguous(memory_format=torch.channels_last)
@@ -203,8 +197,7 @@ def normalizer(name, image_size, device):
 # ----------------------------------------------------------------------------- weights and model
 
 def build_resnet(backbone_state=None):
-    """torchvision ResNet18 with fc replaced by Linear(512, 1), the backbone loaded from backbone_state if given.
-    Raises ValueError if the state is not a ResNet18 backbone."""
+    """ResNet18, fc replaced by Linear(512, 1), backbone from backbone_state if given (else ValueError)."""
     model = torchvision.models.resnet18(weights=None)
     model.fc = nn.Linear(512, 1)
     if backbone_state is not None:
@@ -222,41 +215,39 @@ def build_resnet(backbone_state=None):
 def weights_file(weights):
     """The file --weights names: torchvision's cache file for imagenet, the path given, or None for none."""
     if weights == "imagenet":
-        return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(ResNet18_Weights.IMAGENET1K_V1.url))
+        return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(IMAGENET_URL))
     return None if weights == "none" else weights
 
 
 def load_weights(weights, quiet=False):
-    """{'state', 'id', 'reason', 'fix'}: the pretrained backbone (the old fc dropped), or state None, why the
+    """{'state', 'id', 'reason', 'fix'}: the pretrained backbone (old fc dropped), or state None with why the
     pretrained baselines are not run and how to fix it. weights: imagenet, none or a state-dict file."""
     if weights == "none":
         return {"state": None, "id": "none", "reason": "--weights none", "fix": None}
     path = weights_file(weights)
     if weights == "imagenet":
-        url = ResNet18_Weights.IMAGENET1K_V1.url
         try:
-            state = torch.hub.load_state_dict_from_url(url, progress=not quiet, check_hash=True)
+            state = torch.hub.load_state_dict_from_url(IMAGENET_URL, progress=not quiet, check_hash=True)
         except (OSError, RuntimeError) as e:  # no network, a proxy, a failed hash check
-            file = os.path.basename(url)
-            loaded = {"state": None, "id": "imagenet unavailable",
-                      "reason": f"ImageNet weights unavailable ({type(e).__name__}: {e})",
-                      "fix": f"put {file} (from {url}) in torch's hub cache, TORCH_HOME/hub/checkpoints/ (by default "
-                             f"~/.cache/torch/hub/checkpoints/), or pass --weights /path/to/{file}"}
+            file = os.path.basename(path)
+            reason = f"ImageNet weights unavailable ({type(e).__name__}: {e})"
+            fix = (f"put {file} (from {IMAGENET_URL}) in torch's hub cache, TORCH_HOME/hub/checkpoints/ (by "
+                   f"default ~/.cache/torch/hub/checkpoints/), or pass --weights /path/to/{file}")
             # the console names this machine's folder; the saved results do not
-            print(f"note: {loaded['reason']}. Fix: {loaded['fix']}. Here TORCH_HOME/hub/checkpoints/ is "
-                  f"{os.path.dirname(path)}/")
-            return loaded
+            print(f"note: {reason}. Fix: {fix}. Here TORCH_HOME/hub/checkpoints/ is {os.path.dirname(path)}/")
+            return {"state": None, "id": "imagenet unavailable", "reason": reason, "fix": fix}
+    elif not os.path.isfile(path):
+        raise UserError(f"{path}: weights file not found (--weights takes imagenet, none or a ResNet18 "
+                        "state-dict file)")
     else:
-        if not os.path.isfile(path):
-            raise UserError(f"{path}: weights file not found "
-                            "(--weights takes imagenet, none or a ResNet18 state-dict file)")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # torch.load raises many types for a file that is not a checkpoint
-            message = str(e).splitlines()[0]
-            raise UserError(f"{path}: not a PyTorch state-dict file ({type(e).__name__}: {message})") from None
+            message = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+            raise UserError(f"{path}: not a PyTorch state-dict file ({message})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f"{path}: not a state dict (a dict of tensors, as torch.save(model.state_dict()) writes)")
+        raise UserError(f"{path}: not a state dict (a dict of tensors, as torch.save(model.state_dict()) "
+                        "writes)")
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}  # the classifier is replaced anyway
     try:
         build_resnet(state)
@@ -272,40 +263,35 @@ def autocast(device, amp):
 
 
 def fit(model, inputs, labels, lr, settings, env, prepare, desc):
-    """The protocol's optimization: Adam on the trainable parameters, BCEWithLogitsLoss, settings['epochs'] epochs
-    of settings['batch_size'] in an order drawn from a generator seeded with settings['seed']. Returns the loss of
-    every step and the step (1-based) at which it stopped being finite, or None. Nothing waits for the device within
-    an epoch: the order moves to it once per epoch, losses stay on it, and finiteness is checked at the epoch's end
-    (the curve is cut at its first non-finite loss)."""
+    """The protocol's optimization: Adam on the trainable parameters, BCEWithLogitsLoss, batch order drawn
+    from a generator seeded with settings['seed']. Returns every step's loss, cut at the first non-finite one,
+    and that step (1-based) or None; checked once per epoch, so nothing waits for the device."""
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     generator = torch.Generator().manual_seed(settings["seed"])
     batch_size = settings["batch_size"]
     model.train()
     losses = []
-    bar = tqdm(total=settings["epochs"] * math.ceil(len(labels) / batch_size), desc=desc, unit="step",
-               disable=env.quiet, mininterval=1.0, dynamic_ncols=True)
-    for _ in range(settings["epochs"]):
-        batches = torch.randperm(len(labels), generator=generator).to(inputs.device).split(batch_size)
-        if len(batches) > 1 and len(batches[-1]) == 1:
-            batches = batches[:-1]  # BatchNorm cannot train on a batch of one image
-        epoch_losses = torch.empty(len(batches), device=inputs.device)
-        for i, idx in enumerate(batches):
-            with autocast(env.device, settings["amp"]):
-                logits = model(prepare(inputs[idx])).float().squeeze(1)
-            loss = F.binary_cross_entropy_with_logits(logits, labels[idx])
-            epoch_losses[i] = loss.detach()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            bar.update()
-        finite = torch.isfinite(epoch_losses)
-        if not finite.all():
-            first = int((~finite).nonzero()[0])
-            losses += epoch_losses[:first + 1].tolist()
-            bar.close()
-            return losses, len(losses)
-        losses += epoch_losses.tolist()
-    bar.close()
+    with tqdm(total=settings["epochs"] * math.ceil(len(labels) / batch_size), desc=desc, unit="step",
+              disable=env.quiet, mininterval=1.0, dynamic_ncols=True) as bar:
+        for _ in range(settings["epochs"]):
+            batches = torch.randperm(len(labels), generator=generator).to(inputs.device).split(batch_size)
+            if len(batches) > 1 and len(batches[-1]) == 1:
+                batches = batches[:-1]  # BatchNorm cannot train on a batch of one image
+            epoch_losses = torch.empty(len(batches), device=inputs.device)
+            for i, idx in enumerate(batches):
+                with autocast(env.device, settings["amp"]):
+                    logits = model(prepare(inputs[idx])).float().squeeze(1)
+                loss = F.binary_cross_entropy_with_logits(logits, labels[idx])
+                epoch_losses[i] = loss.detach()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                bar.update()
+            finite = torch.isfinite(epoch_losses)
+            if not finite.all():
+                losses += epoch_losses[:int((~finite).nonzero()[0]) + 1].tolist()
+                return losses, len(losses)
+            losses += epoch_losses.tolist()
     return losses, None
 
 
@@ -315,7 +301,7 @@ def forward_all(model, inputs, prepare, amp):
     with torch.inference_mode(), autocast(inputs.device, amp):
         outputs = torch.cat([model(prepare(inputs[i:i + EVAL_BATCH])).float()
                              for i in range(0, len(inputs), EVAL_BATCH)])
-    return outputs.clone()  # a normal tensor (inference tensors cannot enter autograd, e.g. as probe features)
+    return outputs.clone()  # a normal tensor: inference tensors cannot enter autograd (as probe features)
 
 
 def predict(model, inputs, prepare, amp):
@@ -324,23 +310,26 @@ def predict(model, inputs, prepare, amp):
 
 
 def model_record(baseline, lr, status, reason=None, **values):
-    return {"baseline": baseline, "lr": lr, "status": status, "reason": reason, "test_acc": None, "test_auroc": None,
-            "val_acc": None, "test_acc_real": None, "test_acc_fake": None, "test_acc_batch_stats": None,
-            "test_acc_recomputed_bn": None, "train_seconds": None, "test_prob": None, **values}
+    return {"baseline": baseline, "lr": lr, "status": status, "reason": reason, "test_acc": None,
+            "test_auroc": None, "val_acc": None, "test_acc_real": None, "test_acc_fake": None,
+            "test_acc_batch_stats": None, "test_acc_recomputed_bn": None, "train_seconds": None,
+            "test_prob": None, **values}
 
 
 def scored(baseline, lr, data, val_prob, test_prob, train_seconds, **values):
-    """The model's record from its P(fake) on val and test (kept for mistakes); non-finite outputs mean it diverged."""
+    """The record from P(fake) on val and test (kept for mistakes); non-finite outputs mean it diverged."""
     train_seconds = round(train_seconds, 2)
     if not (torch.isfinite(val_prob).all() and torch.isfinite(test_prob).all()):
-        return model_record(baseline, lr, "diverged", "non-finite predictions", train_seconds=train_seconds, **values)
+        return model_record(baseline, lr, "diverged", "non-finite predictions", train_seconds=train_seconds,
+                            **values)
     y_val, y_test = data["labels"]["val"].cpu(), data["labels"]["test"].cpu()
     correct = (test_prob > 0.5).float() == y_test
     return model_record(baseline, lr, "ok", val_acc=float(((val_prob > 0.5).float() == y_val).float().mean()),
-                        test_acc=float(correct.float().mean()), test_auroc=float(roc_auc_score(y_test, test_prob)),
+                        test_acc=float(correct.float().mean()),
+                        test_auroc=float(roc_auc_score(y_test, test_prob)),
                         test_acc_real=float(correct[y_test == 0].float().mean()),
-                        test_acc_fake=float(correct[y_test == 1].float().mean()),
-                        train_seconds=train_seconds, test_prob=[round(float(p), 6) for p in test_prob], **values)
+                        test_acc_fake=float(correct[y_test == 1].float().mean()), train_seconds=train_seconds,
+                        test_prob=[round(float(p), 6) for p in test_prob], **values)
 
 
 def fit_and_score(settings, data, env, baseline, lr, model, inputs, prepare, **values):
@@ -358,9 +347,9 @@ def fit_and_score(settings, data, env, baseline, lr, model, inputs, prepare, **v
 
 
 def batch_stats_accuracy(model, inputs, labels, prepare, seed, batch_size, amp=False):
-    """Test accuracy with BatchNorm normalizing by each batch's own statistics (train mode, shuffled batches of the
-    training batch size) instead of the running statistics eval mode uses. Beyond the protocol: it tells a network
-    that learned but whose running statistics do not match its weights from one that did not learn."""
+    """Test accuracy with BatchNorm normalizing by each shuffled test batch's own statistics (train mode),
+    not the running ones. Beyond the protocol: it tells a network that learned but whose running statistics
+    do not match its weights from one that did not learn."""
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed)).to(inputs.device)
     model.train()  # the model is discarded afterwards, so updating its running statistics does no harm
     correct = torch.zeros((), device=inputs.device)
@@ -372,9 +361,9 @@ def batch_stats_accuracy(model, inputs, labels, prepare, seed, batch_size, amp=F
 
 
 def recomputed_bn_accuracy(model, train_inputs, test_inputs, test_labels, prepare, amp=False):
-    """Test accuracy in eval mode after recomputing every BatchNorm's running statistics with the final weights: one
-    pass over the training inputs in train mode, a cumulative average over its batches, no gradient ("precise BN").
-    Beyond the protocol: the standard, non-transductive check of whether stale running statistics are what fails."""
+    """Test accuracy in eval mode once every BatchNorm's running statistics are recomputed with the final
+    weights over the training inputs ("precise BN": a cumulative average, no gradient). Beyond the protocol:
+    the standard, non-transductive check of whether stale running statistics are what fails."""
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.reset_running_stats()
@@ -387,28 +376,29 @@ def recomputed_bn_accuracy(model, train_inputs, test_inputs, test_labels, prepar
     return float(((prob > 0.5).float() == test_labels.cpu()).float().mean())
 
 
-def train_resnet(settings, data, env, baseline, lr, backbone_state, preprocessing_name):
-    """scratch or finetune at one lr: every weight trained on the images."""
-    seed_everything(settings["seed"])
-    model = build_resnet(backbone_state).to(env.device, memory_format=torch.channels_last)
-    inputs = images(data, preprocessing_name, settings["image_size"], env)
-    prepare = normalizer(preprocessing_name, settings["image_size"], env.device)
-    record = fit_and_score(settings, data, env, baseline, lr, model, inputs, prepare)
-    if record["status"] == "ok":
-        record["test_acc_batch_stats"] = batch_stats_accuracy(model, inputs["test"], data["labels"]["test"], prepare,
-                                                              settings["seed"], settings["batch_size"],
-                                                              settings["amp"])
-        record["test_acc_recomputed_bn"] = recomputed_bn_accuracy(model, inputs["train"], inputs["test"],
-                                                                  data["labels"]["test"], prepare, settings["amp"])
-    return record
+def train_resnets(settings, data, env, baseline, backbone_state, preprocessing_name):
+    """scratch or finetune, a model per lr: every weight trained on the images."""
+    records = []
+    for lr in settings["lrs"]:
+        seed_everything(settings["seed"])
+        model = build_resnet(backbone_state).to(env.device, memory_format=torch.channels_last)
+        x = images(data, preprocessing_name, settings["image_size"], env)
+        prepare = normalizer(preprocessing_name, settings["image_size"], env.device)
+        record = fit_and_score(settings, data, env, baseline, lr, model, x, prepare)
+        if record["status"] == "ok":
+            y, amp = data["labels"]["test"], settings["amp"]
+            seed, batch_size = settings["seed"], settings["batch_size"]
+            record["test_acc_batch_stats"] = batch_stats_accuracy(model, x["test"], y, prepare, seed,
+                                                                  batch_size, amp)
+            record["test_acc_recomputed_bn"] = recomputed_bn_accuracy(model, x["train"], x["test"], y,
+                                                                      prepare, amp)
+        records.append(record)
+    return records
 
 
 def features(settings, data, env, pretrained):
-    """({split: [N, 512] features of the frozen pretrained backbone (eval mode)} on the device, the seconds they
-    took), computed once into --cache-dir for both probes."""
+    """({split: frozen backbone's [N, 512] features on the device}, seconds), cached for both probes."""
     size = settings["image_size"]
-    key = {"what": "features", "data": data["meta"]["digest"], "image_size": size, "weights": pretrained["id"],
-           "device": env.device.type, "amp": settings["amp"]}
 
     def compute():
         x, prepare = images(data, "imagenet", size, env), normalizer("imagenet", size, env.device)
@@ -417,6 +407,8 @@ def features(settings, data, env, pretrained):
         start = time.perf_counter()
         values = {split: forward_all(model, x[split], prepare, settings["amp"]).cpu() for split in x}
         return {"features": values, "seconds": time.perf_counter() - start}
+    key = {"what": "features", "data": data["meta"]["digest"], "image_size": size,
+           "weights": pretrained["id"], "device": env.device.type, "amp": settings["amp"]}
     cached = disk_cached(env.cache_dir, key, compute)
     return {split: f.to(env.device) for split, f in cached["features"].items()}, cached["seconds"]
 
@@ -427,45 +419,47 @@ def baseline_result(data, models):
             "test_classes": data["classes"]["test"]}
 
 
-def not_run(baseline, lrs, pretrained):
-    return [model_record(baseline, lr, "not run", pretrained["reason"], fix=pretrained["fix"]) for lr in lrs]
+def not_run(settings, data, baseline, pretrained):
+    """The result of a pretrained baseline without weights: each model (one per lr, if any) not run."""
+    return baseline_result(data, [model_record(baseline, lr, "not run", pretrained["reason"],
+                                               fix=pretrained["fix"]) for lr in settings.get("lrs", [None])])
 
 
-# ----------------------------------------------------------------------------- baselines: train(settings, data, reads, env)
+# ----------------------------------------------------------------------------- the questions' training
 
 def train_xgb(settings, data, reads, env):
     from xgboost import XGBClassifier
     x = images(data, "resize", settings["image_size"], env)
     crop = settings["crop"]
-    pixels = {split: T.functional.center_crop(v, [crop, crop]).flatten(1).cpu().numpy() for split, v in x.items()}
+    pixels = {s: T.functional.center_crop(v, [crop, crop]).flatten(1).cpu().numpy() for s, v in x.items()}
+    y_train = data["labels"]["train"].cpu().numpy()
     start = time.perf_counter()
-    # the protocol's defaults; threads as torch's (--threads), so parallel runs share the cores as told (XGBoost's
-    # histogram method gives the same trees at any thread count)
-    model = XGBClassifier(n_jobs=torch.get_num_threads()).fit(pixels["train"], data["labels"]["train"].cpu().numpy())
+    # the protocol's defaults; threads as torch's (--threads), so parallel runs share the cores as told
+    # (XGBoost's histogram method gives the same trees at any thread count)
+    model = XGBClassifier(n_jobs=torch.get_num_threads()).fit(pixels["train"], y_train)
     seconds = time.perf_counter() - start
     val_prob, test_prob = (torch.from_numpy(model.predict_proba(pixels[s])[:, 1]) for s in ("val", "test"))
     return baseline_result(data, [scored("xgb", None, data, val_prob, test_prob, seconds)])
 
 
 def train_scratch(settings, data, reads, env):
-    return baseline_result(data, [train_resnet(settings, data, env, "scratch", lr, None, "resize")
-                                  for lr in settings["lrs"]])
+    return baseline_result(data, train_resnets(settings, data, env, "scratch", None, "resize"))
 
 
 def train_finetune(settings, data, reads, env):
     pretrained = load_weights(settings["weights"], env.quiet)
     if pretrained["state"] is None:
-        return baseline_result(data, not_run("finetune", settings["lrs"], pretrained))
-    return baseline_result(data, [train_resnet(settings, data, env, "finetune", lr, pretrained["state"], "imagenet")
-                                  for lr in settings["lrs"]])
+        return not_run(settings, data, "finetune", pretrained)
+    records = train_resnets(settings, data, env, "finetune", pretrained["state"], "imagenet")
+    return baseline_result(data, records)
 
 
 def train_linear_probe(settings, data, reads, env):
-    """A Linear(512, 1) head on cached features: the frozen backbone is in eval mode, so training the head on its
-    precomputed features is the same optimization as running it in the loop, in the same batch order."""
+    """A Linear(512, 1) head on cached features: the frozen backbone is in eval mode, so this is the same
+    optimization as running the backbone in the loop, in the same batch order."""
     pretrained = load_weights(settings["weights"], env.quiet)
     if pretrained["state"] is None:
-        return baseline_result(data, not_run("linear_probe", settings["lrs"], pretrained))
+        return not_run(settings, data, "linear_probe", pretrained)
     feats, feature_seconds = features(settings, data, env, pretrained)
     records = []
     for lr in settings["lrs"]:
@@ -481,7 +475,7 @@ def train_sklearn_probe(settings, data, reads, env):
     from sklearn.linear_model import LogisticRegression
     pretrained = load_weights(settings["weights"], env.quiet)
     if pretrained["state"] is None:
-        return baseline_result(data, not_run("sklearn_probe", [None], pretrained))
+        return not_run(settings, data, "sklearn_probe", pretrained)
     feats, feature_seconds = features(settings, data, env, pretrained)
     feats = {split: f.cpu().numpy() for split, f in feats.items()}
     with warnings.catch_warnings(record=True) as caught:
@@ -501,9 +495,10 @@ def train_sklearn_probe(settings, data, reads, env):
 
 def ranking(models):
     """Indices of models: status ok by test accuracy (best first), then the diverged, then the not run."""
-    order = {"ok": 0, "diverged": 1, "not run": 2}
-    return sorted(range(len(models)), key=lambda i: (order[models[i]["status"]], -(models[i]["test_acc"] or 0),
-                                                     BASELINES.index(models[i]["baseline"]), models[i]["lr"] or 0))
+    rank = {"ok": 0, "diverged": 1, "not run": 2}
+    return sorted(range(len(models)), key=lambda i: (rank[models[i]["status"]], -(models[i]["test_acc"] or 0),
+                                                     BASELINES.index(models[i]["baseline"]),
+                                                     models[i]["lr"] or 0))
 
 
 def train_summary(settings, data, reads, env):
@@ -519,8 +514,7 @@ MISTAKES_RULE = ("test images the best model gets right and the worst gets wrong
 
 
 def pick_mistakes(models, ranked, test_classes, n=5):
-    """Best and worst model with status ok (indices), and up to n test images by MISTAKES_RULE, from the
-    predictions saved when each was evaluated."""
+    """Best and worst ok model (indices), and up to n test images by MISTAKES_RULE from saved predictions."""
     ok = [i for i in ranked if models[i]["status"] == "ok"]
     if len(ok) < 2:
         return None, None, []
@@ -550,43 +544,47 @@ def train_mistakes(settings, data, reads, env):
     result["best"], result["worst"], result["chosen"] = pick_mistakes(result["models"], result["ranking"],
                                                                       result["test_classes"])
     result["rule"] = MISTAKES_RULE
-    result["arrays"] = {f"image_{k}": decode_one(os.path.join(data["dir"], result["test_paths"][i]), [thumbnail])[0]
-                        for k, i in enumerate(result["chosen"])}
+    result["arrays"] = {f"image_{k}": decode_one(os.path.join(data["dir"], result["test_paths"][i]),
+                                                 [thumbnail])[0] for k, i in enumerate(result["chosen"])}
     return result
 
 
 # ----------------------------------------------------------------------------- questions
 
 TORCH = dict(seed=42, image_size=224, lrs=[1e-1, 1e-2, 1e-3, 1e-4, 1e-5], batch_size=32, epochs=1, amp=False)
+PRETRAINED = dict(TORCH, weights="imagenet")
 QUESTIONS = [
     Question("xgb", "7.4-1", "XGBoost on raw pixels", dict(image_size=224, crop=XGB_CROP), train_xgb,
              cnn_report.report_baseline),
     Question("scratch", "7.4-2", "ResNet18 from scratch", TORCH, train_scratch, cnn_report.report_baseline),
-    Question("linear_probe", "7.4-3", "Linear probe on a frozen pretrained ResNet18", dict(TORCH, weights="imagenet"),
+    Question("linear_probe", "7.4-3", "Linear probe on a frozen pretrained ResNet18", PRETRAINED,
              train_linear_probe, cnn_report.report_baseline),
     Question("sklearn_probe", "7.4-4", "sklearn LogisticRegression on frozen pretrained features",
-             dict(image_size=224, amp=False, weights="imagenet"), train_sklearn_probe, cnn_report.report_baseline),
-    Question("finetune", "7.4-5", "Fine-tuning a pretrained ResNet18", dict(TORCH, weights="imagenet"), train_finetune,
+             dict(image_size=224, amp=False, weights="imagenet"), train_sklearn_probe,
+             cnn_report.report_baseline),
+    Question("finetune", "7.4-5", "Fine-tuning a pretrained ResNet18", PRETRAINED, train_finetune,
              cnn_report.report_baseline),
     Question("summary", "7.6-1", "Summary: the best and worst models, every model ranked", {}, train_summary,
              cnn_report.report_summary, reads=tuple(BASELINES)),
-    Question("mistakes", "7.6-2", "Mistakes: right for the best model, wrong for the worst", {}, train_mistakes,
-             cnn_report.report_mistakes, reads=tuple(BASELINES)),
+    Question("mistakes", "7.6-2", "Mistakes: right for the best model, wrong for the worst", {},
+             train_mistakes, cnn_report.report_mistakes, reads=tuple(BASELINES)),
 ]
 
 SETTINGS = [
     Setting("lrs", "Adam learning rates of the torch baselines", dict(type=float, nargs="+")),
     Setting("batch_size", "training batch size", dict(type=int)),
     Setting("epochs", "training epochs", dict(type=int)),
-    Setting("image_size", "side S (at least 32) of the network input: scratch and XGBoost resize to S x S; the "
-                          "pretrained baselines resize to S*256/224 and center-crop S; XGBoost then center-crops "
-                          f"{XGB_CROP} x {XGB_CROP}", dict(type=int),
-            check=lambda size: None if size >= 32 else f"must be at least 32 (ResNet18 downsamples 32x), got {size}"),
-    Setting("weights", "pretrained backbone: imagenet (torchvision's ResNet18_Weights.IMAGENET1K_V1 through its cache "
-                       "and download; when they cannot be had, the pretrained baselines are reported as not run, with "
-                       "the fix), none (not run), or PATH to a ResNet18 state-dict file", dict(metavar="W"),
+    Setting("image_size", "side S (at least 32) of the network input: scratch and XGBoost resize to S x S, "
+                          "the pretrained baselines resize to S*256/224 and center-crop S; XGBoost then "
+                          f"center-crops {XGB_CROP} x {XGB_CROP}", dict(type=int),
+            check=lambda size: None if size >= 32 else f"must be at least 32 (ResNet18 downsamples 32x), got "
+                                                       f"{size}"),
+    Setting("weights", "pretrained backbone: imagenet (torchvision's ResNet18_Weights.IMAGENET1K_V1, through "
+                       "its cache and download; if they cannot be had, the pretrained baselines are reported "
+                       "as not run, with the fix), none (not run), or PATH to a ResNet18 state-dict file",
+            dict(metavar="W"), check=None),
+    Setting("amp", "CUDA only: bf16 autocast for forward passes", dict(action="store_true", default=None),
             check=None),
-    Setting("amp", "CUDA only: bf16 autocast for forward passes", dict(action="store_true", default=None), check=None),
 ]
 
 
@@ -602,8 +600,8 @@ def resolve(settings, quick):
 
 
 def inputs(settings, data):
-    """A question's inputs in its cache key: the images, and the pretrained weights file where it uses one (its
-    digest, or that there is none), so that other weights retrain it. Nothing is loaded here."""
+    """A question's inputs in its cache key: the images and any weights file's digest (so other weights
+    retrain it); nothing is loaded here."""
     if "weights" not in settings:
         return data["meta"]["digest"]
     path = weights_file(settings["weights"])
@@ -619,10 +617,9 @@ def add_flags(parser):
 
 SCRIPT = runner.Script(
     name="cnn", doc=__doc__, questions=QUESTIONS, settings=SETTINGS, load_data=load_data, resolve=resolve,
-    inputs=inputs,
-    data_help="ImageFolder root: train/, val/ (or validation/), test/, each with a real and a fake class folder (named "
-              "real, 0_real, ... / fake, 1_fake, ...). Default: the generated demo set in CACHE_DIR/realfake-demo-*",
-    add_flags=add_flags)
+    inputs=inputs, add_flags=add_flags,
+    data_help=f"ImageFolder root: train/, val/ (or validation/), test/, each with {CLASS_FOLDERS}. Default: "
+              "the generated demo set in CACHE_DIR/realfake-demo-*")
 
 if __name__ == "__main__":
     runner.main(SCRIPT)

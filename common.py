@@ -1,5 +1,5 @@
-"""Shared by mlp.py and cnn.py and their reports: seeding, devices, atomic result files, the lockstep training loop
-with its gradient record, and the table helpers. Importing it sets matplotlib's Agg backend and nothing else."""
+"""Shared by mlp.py and cnn.py and their reports: seeding, devices, atomic result files, the lockstep training
+loop with its gradient record, the table helpers. Importing it sets matplotlib's Agg backend, nothing else."""
 import copy
 import hashlib
 import json
@@ -43,13 +43,14 @@ def pick_device(name):
     if name not in ("auto", "cpu", "cuda"):
         raise UserError(f"--device {name}: expected auto, cpu or cuda")
     if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available here (torch.cuda.is_available() is False); "
-                        "use --device cpu")
-    device = torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
-    if device.type == "cuda":
-        # PyTorch's reproducibility notes: deterministic cuBLAS workspace and cuDNN algorithms, a warning for any op
-        # without a deterministic kernel; and convolutions in full float32 like the CPU (cuDNN's TF32 is on by default
-        # on Ampere and later GPUs; --amp is the fast path).
+        raise UserError("--device cuda: no CUDA device is available here (torch.cuda.is_available() is "
+                        "False); use --device cpu")
+    cuda = name == "cuda" or (name == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda" if cuda else "cpu")
+    if cuda:
+        # PyTorch's reproducibility notes: deterministic cuBLAS workspace and cuDNN algorithms, a warning for
+        # any op without a deterministic kernel; and convolutions in full float32 like the CPU (cuDNN's TF32
+        # is on by default on Ampere and later GPUs; --amp is the fast path).
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
@@ -86,8 +87,8 @@ def file_digest(paths):
 # ----------------------------------------------------------------------------- atomic result files
 
 def write_atomic(path, write):
-    """Call write(tmp_path), then rename onto path: a crash or Ctrl-C never leaves half a file. The temporary file is
-    named .NAME.PID.RANDOM.tmp, so that remove_stale_temporaries can tell one whose writer is gone."""
+    """Call write(tmp_path), then rename onto path: a crash or Ctrl-C never leaves half a file. The temporary
+    file is named .NAME.PID.RANDOM.tmp, so that remove_stale_temporaries can tell one whose writer is gone."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.{os.getpid()}.", suffix=".tmp")
@@ -112,8 +113,9 @@ def writer_alive(pid):
 
 
 def remove_stale_temporaries(folder):
-    """Remove the temporary files of write_atomic that a killed run left in folder (kill -9 skips its cleanup); the
-    files of writers still running (a parallel lane) are left alone. Returns the names removed."""
+    """Remove the temporary files of write_atomic that a killed run left in folder (kill -9 skips its
+    cleanup); the files of writers still running (a parallel lane) are left alone. Returns the names removed.
+    """
     removed = []
     for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
         match = re.fullmatch(r"\..+?(?:\.(\d+))?\.\w+\.tmp", name)
@@ -174,8 +176,8 @@ def linear_weight_names(model):
 
 
 def same_shape_groups(tensors, indices):
-    """indices into tensors grouped by their tensor's shape: [(columns, group's indices)], columns being the group's
-    positions in indices."""
+    """indices into tensors grouped by their tensor's shape: [(columns, group's indices)], columns being the
+    group's positions in indices."""
     groups = {}
     for column, i in enumerate(indices):
         columns, members = groups.setdefault(tensors[i].shape, ([], []))
@@ -185,9 +187,9 @@ def same_shape_groups(tensors, indices):
 
 
 def grad_sq_norms(grads, linear_groups):
-    """The gradient hook: ||grad of weight||_2^2 for each Linear layer, per stacked model -> [K, L]. linear_groups:
-    same_shape_groups(grads, the Linear weights' indices), so that layers of one shape are squared and summed together
-    (3 groups of calls for a depth-100 net, not 100)."""
+    """The gradient hook: ||grad of weight||_2^2 for each Linear layer, per stacked model -> [K, L].
+    linear_groups: same_shape_groups(grads, the Linear weights' indices), so that layers of one shape are
+    squared and summed together (3 groups of calls for a depth-100 net, not 100)."""
     first = grads[linear_groups[0][1][0]]
     norms = first.new_empty(len(first), sum(len(columns) for columns, _ in linear_groups))
     for columns, indices in linear_groups:
@@ -216,15 +218,15 @@ class StackedLinear(nn.Module):
 
 
 class StackedBatchNorm1d(nn.Module):
-    """K nn.BatchNorm1d layers of `width` features called at once, as one batch norm over K * width features (each
-    feature's statistics are its own, so each model's are too): x [K, B, width]; weight, bias, running_mean and
-    running_var [K, width], num_batches_tracked [K] (bound by stacked_module). Under vmap a batch norm costs about 3x
-    this on a CPU."""
+    """K nn.BatchNorm1d layers of `width` features called at once, as one batch norm over K * width features
+    (each feature's statistics are its own, so each model's are too): x [K, B, width]; weight, bias,
+    running_mean and running_var [K, width], num_batches_tracked [K] (bound by stacked_module). Under vmap a
+    batch norm costs about 3x this on a CPU."""
 
     def __init__(self, norm):
         super().__init__()
         if not (norm.affine and norm.track_running_stats and norm.momentum is not None):
-            raise ValueError(f"{norm}: only affine batch norm with running statistics and a momentum can be stacked")
+            raise ValueError(f"{norm}: only affine batch norm with running statistics and a momentum stacks")
         self.momentum, self.eps = norm.momentum, norm.eps
 
     def forward(self, x):
@@ -232,8 +234,8 @@ class StackedBatchNorm1d(nn.Module):
         if self.training:
             self.num_batches_tracked.add_(1)
         flat = F.batch_norm(x.transpose(0, 1).reshape(B, K * width), self.running_mean.view(-1),
-                            self.running_var.view(-1), self.weight.view(-1), self.bias.view(-1), self.training,
-                            self.momentum, self.eps)
+                            self.running_var.view(-1), self.weight.view(-1), self.bias.view(-1),
+                            self.training, self.momentum, self.eps)
         return flat.view(B, K, width).transpose(0, 1)
 
 
@@ -242,10 +244,10 @@ CONTAINERS = (nn.Sequential, nn.ModuleList)
 
 
 def stacked_module(model, tensors):
-    """K copies of model called at once on a stacked input [K, B, features]: a copy of model whose every nn.Linear
-    and nn.BatchNorm1d is its stacked form, holding tensors ({name: the K models' tensors stacked} for every entry
-    of model's state_dict; used in place, so that training them trains this module). model's own forward must
-    combine its submodules' outputs elementwise (as MLP's skips do). The same function as
+    """K copies of model called at once on a stacked input [K, B, features]: a copy of model whose every
+    nn.Linear and nn.BatchNorm1d is its stacked form, holding tensors ({name: the K models' tensors stacked}
+    for every entry of model's state_dict; used in place, so that training them trains this module). model's
+    own forward must combine its submodules' outputs elementwise (as MLP's skips do). The same function as
     vmap(functional_call(model)) with the tensors, with fewer and cheaper calls per step."""
     stacked = copy.deepcopy(model).to("meta")
     for parent in list(stacked.modules()):
@@ -255,36 +257,36 @@ def stacked_module(model, tensors):
             elif isinstance(child, nn.BatchNorm1d):
                 setattr(parent, name, StackedBatchNorm1d(child))
             elif not isinstance(child, ELEMENTWISE + CONTAINERS):
-                raise ValueError(f"{type(child).__name__} ({name}): train_lockstep stacks only Linear, BatchNorm1d, "
-                                 "ReLU and LeakyReLU layers")
+                raise ValueError(f"{type(child).__name__} ({name}): train_lockstep stacks only Linear, "
+                                 "BatchNorm1d, ReLU and LeakyReLU layers")
     for name, tensor in tensors.items():
         module_name, _, attribute = name.rpartition(".")
         setattr(stacked.get_submodule(module_name), attribute, tensor)
     return stacked
 
 
-def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_steps=False, record_grads=False,
-                   eval_train=False, quiet=False, desc="train"):
-    """Train one model per entry of runs (each a dict with 'seed' and 'lr') in lockstep, with plain SGD
-    and cross-entropy, on data = {'train'|'val'|'test': (X, y)} tensors on device.
+def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_steps=False,
+                   record_grads=False, eval_train=False, quiet=False, desc="train"):
+    """Train one model per entry of runs (each a dict with 'seed' and 'lr') in lockstep, with plain SGD and
+    cross-entropy, on data = {'train'|'val'|'test': (X, y)} tensors on device.
 
-    Model k is build_model(run_k), built right after seed_everything(seed_k); it has its own learning rate and its
-    own shuffling order (a generator seeded with seed_k), so its numbers do not depend on the other models it trains
-    beside. The K models' tensors are stacked and called at once through stacked_module; the summed loss gives every
-    model exactly its own gradient.
+    Model k is build_model(run_k), built right after seed_everything(seed_k); it has its own learning rate and
+    its own shuffling order (a generator seeded with seed_k), so its numbers do not depend on the other models
+    it trains beside. The K models' tensors are stacked and called at once through stacked_module; the summed
+    loss gives every model exactly its own gradient.
 
-    Models may differ in width: each tensor of a narrower model sits in the leading corner of the widest model's
-    tensor, the rest zero and never updated (its learning rate is zero there). That leaves a narrow model's function,
-    gradients and batch-norm statistics its own for nets whose units with zero incoming weights, bias and batch-norm
-    affine output zero (Linear, BatchNorm1d, ReLU and LeakyReLU nets); the returned state is cropped back to its shape.
+    Models may differ in width: each tensor of a narrower model sits in the leading corner of the widest
+    model's tensor, the rest zero and never updated (its learning rate is zero there). That leaves a narrow
+    model's function, gradients and batch-norm statistics its own for nets whose units with zero incoming
+    weights, bias and batch-norm affine output zero (Linear, BatchNorm1d, ReLU and LeakyReLU nets); the
+    returned state is cropped back to its shape.
 
-    Returns (results, states): per run its history (per epoch: train_loss/train_acc averaged over
-    the epoch's batches in train mode, a tie for the top logit counted as correct; val_*, test_* and, with
-    eval_train, train_eval_* over the whole split in eval mode; with record_steps, step_loss per optimizer step;
-    with record_grads, grad_sq_norm: per epoch, the per-Linear-layer mean over the epoch's steps of ||grad W||_2^2),
-    status 'ok' or 'diverged' with diverged_epoch (1-based; later values are None), and its final state_dict on the
-    CPU.
-    """
+    Returns (results, states): per run its history (per epoch: train_loss/train_acc averaged over the epoch's
+    batches in train mode, a tie for the top logit counted as correct; val_*, test_* and, with eval_train,
+    train_eval_* over the whole split in eval mode; with record_steps, step_loss per optimizer step; with
+    record_grads, grad_sq_norm: per epoch, the per-Linear-layer mean over the epoch's steps of
+    ||grad W||_2^2), status 'ok' or 'diverged' with diverged_epoch (1-based; later values are None), and its
+    final state_dict on the CPU."""
     K = len(runs)
     models = []
     for run in runs:
@@ -296,20 +298,22 @@ def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_s
     for run, state in zip(runs, states):
         if state.keys() != shapes.keys() or any(len(t.shape) != len(shapes[name]) or any(
                 a > b for a, b in zip(t.shape, shapes[name])) for name, t in state.items()):
-            raise ValueError(f"run {run}: its tensors do not fit in the largest model's; cannot pad it to train beside")
+            raise ValueError(f"run {run}: its tensors do not fit in the largest model's; cannot pad it to "
+                             "train beside")
     param_names = [name for name, _ in models[widest].named_parameters()]
-    params = {name: torch.stack([padded(state[name].detach(), shapes[name]) for state in states]).requires_grad_()
-              for name in param_names}
+    params = {name: torch.stack([padded(state[name].detach(), shapes[name]) for state in states])
+              .requires_grad_() for name in param_names}
     buffers = {name: torch.stack([padded(state[name], shapes[name]) for state in states])
                for name in shapes if name not in params}
     plist = list(params.values())
     linear_index = [param_names.index(name) for name in linear_weight_names(models[widest])]
     linear_groups = same_shape_groups(plist, linear_index)  # once per group, not per step
     # minus each model's learning rate, in full shape (a fused update on CUDA), zero where a model is padding
-    neg_lrs = [torch.stack([padded(torch.full(state[name].shape, -float(run["lr"]), device=device), shapes[name])
-                            for state, run in zip(states, runs)]) for name in param_names]
+    neg_lrs = [torch.stack([padded(torch.full(state[name].shape, -float(run["lr"]), device=device),
+                                   shapes[name]) for state, run in zip(states, runs)])
+               for name in param_names]
     own_shapes = [{name: t.shape for name, t in state.items()} for state in states]
-    stacked = stacked_module(models[widest], {**params, **buffers})  # x [K, B, features]: each model its own batch
+    stacked = stacked_module(models[widest], {**params, **buffers})  # x [K, B, features]: a batch per model
     del models, states
 
     @torch.no_grad()
@@ -319,7 +323,8 @@ def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_s
         for start in range(0, len(y), chunk):
             xb, yb = X[start:start + chunk], y[start:start + chunk]
             logits = stacked(xb.expand(K, *xb.shape))  # every model the same inputs
-            loss_sum += F.cross_entropy(logits.flatten(0, 1), yb.repeat(K), reduction="none").view(K, -1).sum(1)
+            losses = F.cross_entropy(logits.flatten(0, 1), yb.repeat(K), reduction="none")
+            loss_sum += losses.view(K, -1).sum(1)
             correct += (logits.argmax(-1) == yb).sum(1)
         return loss_sum / len(y), correct / len(y)
 
@@ -332,7 +337,8 @@ def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_s
                       "batch norm cannot use it, so it is skipped every epoch", stacklevel=2)
     generators = [torch.Generator().manual_seed(run["seed"]) for run in runs]
     eval_splits = [("train", "train_eval")] * eval_train + [("val", "val"), ("test", "test")]
-    keys = ["train_loss", "train_acc"] + [f"{prefix}_{m}" for _, prefix in eval_splits for m in ("loss", "acc")]
+    keys = ["train_loss", "train_acc"] + [f"{prefix}_{metric}" for _, prefix in eval_splits
+                                          for metric in ("loss", "acc")]
     histories = [{key: [] for key in keys} for _ in runs]
     if record_steps:
         for h in histories:
@@ -343,7 +349,8 @@ def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_s
     diverged_epoch = [None] * K
 
     start_time = time.perf_counter()
-    bar = tqdm(total=epochs * steps, desc=desc, unit="step", disable=quiet, mininterval=1.0, dynamic_ncols=True)
+    bar = tqdm(total=epochs * steps, desc=desc, unit="step", disable=quiet, mininterval=1.0,
+               dynamic_ncols=True)
     for epoch in range(1, epochs + 1):
         order = torch.stack([torch.randperm(n_train, generator=g) for g in generators]).to(device)
         X_shuffled, y_shuffled = X_train[order], y_train[order]  # [K, N, d], [K, N]
@@ -355,8 +362,9 @@ def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_s
         for i in range(steps):
             batch = slice(i * batch_size, (i + 1) * batch_size)
             logits = stacked(X_shuffled[:, batch])
-            log_probs = logits.log_softmax(-1)  # F.cross_entropy in its two steps: log_probs serves accuracy too
-            sample_loss = F.nll_loss(log_probs.flatten(0, 1), y_shuffled[:, batch].flatten(), reduction="none")
+            log_probs = logits.log_softmax(-1)  # F.cross_entropy in two steps: log_probs serves accuracy too
+            sample_loss = F.nll_loss(log_probs.flatten(0, 1), y_shuffled[:, batch].flatten(),
+                                     reduction="none")
             sample_loss = sample_loss.view(K, -1)
             loss = sample_loss.mean(1)
             grads = torch.autograd.grad(loss.sum(), plist)
@@ -375,7 +383,8 @@ def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_s
         step_loss = step_loss.T.tolist()
         grad_means = grad_record.mean(0).tolist() if record_grads else None
         for k, h in enumerate(histories):
-            finite = all(math.isfinite(v) for v in step_loss[k]) and math.isfinite(epoch_values["val_loss"][k])
+            finite = (all(math.isfinite(v) for v in step_loss[k])
+                      and math.isfinite(epoch_values["val_loss"][k]))
             if diverged_epoch[k] is None and not finite:
                 diverged_epoch[k] = epoch
             alive = diverged_epoch[k] is None
@@ -408,8 +417,8 @@ def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_s
 # ----------------------------------------------------------------------------- what a report is made of
 
 class Answer(NamedTuple):
-    """The reply to one question of the exercise: its number there (6.1.2-1), what it asks, and the reply, every
-    sentence of which a renderer wrote from a finding's case and numbers."""
+    """The reply to one question of the exercise: its number there (6.1.2-1), what it asks, and the reply,
+    every sentence of which a renderer wrote from a finding's case and numbers."""
     item: str
     asked: str
     sentences: list
@@ -459,9 +468,9 @@ def borders(grid):
 
 
 def render(templates, finding):
-    """A finding as words: the template of its case, a format string filled with the finding's numbers, a function
-    of the finding, or None for a case that says nothing. Findings decide cases from the numbers; only templates hold
-    wording."""
+    """A finding as words: the template of its case, a format string filled with the finding's numbers, a
+    function of the finding, or None for a case that says nothing. Findings decide cases from the numbers;
+    only templates hold wording."""
     template = templates[finding["case"]]
     if template is None:
         return None

@@ -1,13 +1,13 @@
-"""Section 6: MLPs on 2-D coordinates (European cities -> country). What is trained and how: the data, the MLP, one
-train_<question> function per question of the exercise, and the question records at the end.
+"""Section 6: MLPs on 2-D coordinates (European cities -> country). What is trained and how: the data, the
+MLP, one train_<question> function per question of the exercise, and the question records at the end.
 
     python mlp.py --question lr            # one question; outputs in results/mlp/
     python mlp.py --question all           # every question, in order
     python mlp.py --list                   # the questions
     python mlp.py --help                   # every flag, with each question's protocol value
 
-Training writes every number into results/mlp/<question>.json (the arrays its figures draw into a .npz); a rerun
-with the same settings, data and code reuses them. mlp_report.py turns them into figures, tables and answers.
+Training writes every number into results/mlp/<question>.json (the arrays its figures draw into a .npz);
+a rerun with the same settings, data and code reuses them. mlp_report.py draws and writes the reports.
 """
 import csv
 import math
@@ -21,7 +21,8 @@ from torch import nn
 
 import mlp_report
 import runner
-from common import UserError, borders, file_digest, finite_or_none, seed_everything, shown_path, train_lockstep
+from common import (UserError, borders, file_digest, finite_or_none, seed_everything, shown_path,
+                    train_lockstep)
 from runner import Question, Setting
 
 DEFAULT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "europe")
@@ -33,9 +34,9 @@ QUICK_ROWS = {"train": 2000, "val": 500, "test": 500}
 # ----------------------------------------------------------------------------- data
 
 def read_split(path):
-    """(coordinates [N, 2] float32, labels as strings) from a CSV with columns long, lat, country (by name)."""
+    """(coordinates [N, 2] float32, labels as strings) from a CSV with columns long, lat, country, by name."""
     if not os.path.isfile(path):
-        raise UserError(f"{path}: file not found (a data folder holds train.csv, validation.csv and test.csv)")
+        raise UserError(f"{path}: file not found (a data folder holds train.csv, validation.csv, test.csv)")
     with open(path, newline="") as f:
         reader = csv.reader(f)
         header = [h.strip() for h in next(reader, [])]
@@ -73,7 +74,7 @@ def read_country_names(data_dir):
 
 
 def read_data(data_dir, device, quick=False):
-    """{'train'|'val'|'test': (X, y) tensors on device, 'meta': the data's description (rows, classes, names)}."""
+    """{'train'|'val'|'test': (X, y) tensors on device, 'meta': the data's description (rows, classes)}."""
     if not os.path.isdir(data_dir):
         raise UserError(f"{data_dir}: data folder not found")
     splits = {name: read_split(os.path.join(data_dir, file)) for name, file in SPLIT_FILES.items()}
@@ -91,7 +92,6 @@ def read_data(data_dir, device, quick=False):
         label_note = f"labels {shown} mapped onto 0..{len(classes) - 1}"
         print(f"note: {label_note}")
     country_names = read_country_names(data_dir) if numeric else {}
-    class_names = [country_names.get(c, c) for c in classes]
     class_id = {c: i for i, c in enumerate(classes)}
     data, rows = {}, {}
     for name, (coords, labels) in splits.items():
@@ -101,13 +101,14 @@ def read_data(data_dir, device, quick=False):
         data[name] = (torch.from_numpy(coords).to(device), torch.from_numpy(y).to(device))
         rows[name] = len(y)
     all_coords = np.concatenate([c for c, _ in splits.values()])
+    low, high = all_coords.min(0), all_coords.max(0)
     data["meta"] = {"dir": shown_path(data_dir),
                     "digest": file_digest([os.path.join(data_dir, f) for f in SPLIT_FILES.values()]),
-                    "summary": f"{shown_path(data_dir)} ({rows['train']} / {rows['val']} / {rows['test']} rows, "
-                               f"{len(classes)} classes)",
-                    "rows": rows, "n_classes": len(classes), "class_names": class_names, "label_note": label_note,
-                    "extent": [float(all_coords[:, 0].min()), float(all_coords[:, 0].max()),
-                               float(all_coords[:, 1].min()), float(all_coords[:, 1].max())]}
+                    "summary": f"{shown_path(data_dir)} ({rows['train']} / {rows['val']} / {rows['test']} "
+                               f"rows, {len(classes)} classes)",
+                    "rows": rows, "n_classes": len(classes), "label_note": label_note,
+                    "class_names": [country_names.get(c, c) for c in classes],
+                    "extent": [float(low[0]), float(high[0]), float(low[1]), float(high[1])]}
     return data
 
 
@@ -115,8 +116,8 @@ def load_data(args, device):
     """The runner's data: the splits on the device and their description."""
     data = read_data(args.data_dir or DEFAULT_DATA, device, args.quick)
     if args.data_dir is None:  # what the study report says the numbers are (data/europe/README.md)
-        data["meta"]["stand_in"] = (f"Section 6 on GeoNames cities of {data['meta']['n_classes']} European countries "
-                                    "(`data/europe/`)")
+        data["meta"]["stand_in"] = (f"Section 6 on GeoNames cities of {data['meta']['n_classes']} European "
+                                    "countries (`data/europe/`)")
     return data
 
 
@@ -138,17 +139,17 @@ ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU}  # LeakyReLU: negati
 
 
 class MLP(nn.Module):
-    """`depth` hidden layers of `width` units, the first taking the input, then an output Linear: depth 6 has 7
-    nn.Linear. A hidden layer is Linear -> ReLU, or Linear -> BatchNorm1d -> ReLU.
+    """`depth` hidden layers of `width` units, the first taking the input, then an output Linear: depth 6 has
+    7 nn.Linear. A hidden layer is Linear -> ReLU, or Linear -> BatchNorm1d -> ReLU.
     residual adds an identity skip around every hidden layer but the first (whose input is not `width` wide):
       'post': x <- x + ReLU([BatchNorm1d](Linear(x))), the hidden layer as it is;
-      'pre':  x <- x + Linear(ReLU([BatchNorm1d](x))), the pre-activation form of He et al. (2016, "Identity Mappings
-              in Deep Residual Networks"), whose output layer takes ReLU([BatchNorm1d](x)).
-    activation 'leaky_relu' puts LeakyReLU in place of every ReLU; init 'he' draws every weight from Kaiming-normal
-    (ReLU gain, fan in) with zero biases instead of PyTorch's default."""
+      'pre':  x <- x + Linear(ReLU([BatchNorm1d](x))), the pre-activation form of He et al. (2016, "Identity
+              Mappings in Deep Residual Networks"), whose output layer takes ReLU([BatchNorm1d](x)).
+    activation 'leaky_relu' puts LeakyReLU in place of every ReLU; init 'he' draws every weight from
+    Kaiming-normal (ReLU gain, fan in) with zero biases instead of PyTorch's default."""
 
-    def __init__(self, n_in=2, n_classes=33, depth=6, width=16, batch_norm=False, residual="none", activation="relu",
-                 init="default"):
+    def __init__(self, n_in=2, n_classes=33, depth=6, width=16, batch_norm=False, residual="none",
+                 activation="relu", init="default"):
         super().__init__()
         self.residual = residual
         norm = (lambda: [nn.BatchNorm1d(width)]) if batch_norm else (lambda: [])
@@ -183,8 +184,8 @@ PLAIN = {"batch_norm": False, "residual": "none", "activation": "relu", "init": 
 
 def build_model(arch, n_classes):
     n_in = 2 if arch["features"] == "raw" else 2 * len(SIN_FREQUENCIES)
-    return MLP(n_in, n_classes, arch["depth"], arch["width"], arch["batch_norm"], arch["residual"], arch["activation"],
-               arch["init"])
+    return MLP(n_in, n_classes, arch["depth"], arch["width"], arch["batch_norm"], arch["residual"],
+               arch["activation"], arch["init"])
 
 
 def load_model(run, n_classes, state):
@@ -193,16 +194,14 @@ def load_model(run, n_classes, state):
     return model.eval()
 
 
-def n_parameters(arch, n_classes):
-    return sum(p.numel() for p in build_model(arch, n_classes).parameters())
-
+# ----------------------------------------------------------------------------- measurements
 
 MAP_RESOLUTION = 400  # cells per side of a prediction map
 MAP_MARGIN = 0.03  # a map shows the data's extent and this fraction of it on every side
 
 
 def grid_points(extent, resolution):
-    """The (x, y) points of a resolution x resolution grid over extent = (x0, x1, y0, y1), row 0 the lowest y."""
+    """The (x, y) points of a resolution^2 grid over extent (x0, x1, y0, y1), row 0 the lowest y."""
     x0, x1, y0, y1 = extent
     grid_y, grid_x = torch.meshgrid(torch.linspace(y0, y1, resolution), torch.linspace(x0, x1, resolution),
                                     indexing="ij")
@@ -215,39 +214,28 @@ def map_extent(extent):
     return [x0 - dx, x1 + dx, y0 - dy, y1 + dy]
 
 
-def class_dtype(n_classes):
-    return np.uint8 if n_classes <= 256 else np.int32
-
-
-@torch.no_grad()
-def prediction_map(run, state, data):
-    """What the run's prediction map draws: the predicted class of every cell of a MAP_RESOLUTION grid over
-    map_extent, and of every test point."""
-    meta = data["meta"]
-    model = load_model(run, meta["n_classes"], state)
-    predict = lambda points: model(featurize(points, run["features"])).argmax(1)  # noqa: E731
-    points = grid_points(map_extent(meta["extent"]), MAP_RESOLUTION)
-    grid = torch.cat([predict(chunk) for chunk in points.split(65536)]).view(MAP_RESOLUTION, MAP_RESOLUTION)
-    dtype = class_dtype(meta["n_classes"])
-    return grid.numpy().astype(dtype), predict(data["test"][0].cpu()).numpy().astype(dtype)
-
-
 def test_points(data):
     """The test points and their classes, which the maps draw on top."""
     X, y = (t.cpu().numpy() for t in data["test"])
-    return {"test_points": X.astype(np.float32), "test_labels": y.astype(class_dtype(data["meta"]["n_classes"]))}
+    return {"test_points": X.astype(np.float32), "test_labels": y.astype(np.int16)}
 
 
+@torch.no_grad()
 def map_arrays(tag, run, state, data):
-    """The arrays of one prediction map, named by tag, and the fraction of its cells on a border between classes."""
-    grid, test_pred = prediction_map(run, state, data)
-    return {f"grid_{tag}": grid, f"test_pred_{tag}": test_pred}, float(borders(grid).mean())
+    """The arrays a map of the run's predictions draws, named by tag: the predicted class of every cell of a
+    MAP_RESOLUTION grid over map_extent, and of every test point; and the fraction of cells on a border."""
+    model = load_model(run, data["meta"]["n_classes"], state)
+    predict = lambda points: model(featurize(points, run["features"])).argmax(1).to(torch.int16)  # noqa: E731
+    points = grid_points(map_extent(data["meta"]["extent"]), MAP_RESOLUTION)
+    grid = torch.cat([predict(chunk) for chunk in points.split(65536)]).view(MAP_RESOLUTION, -1).numpy()
+    arrays = {f"grid_{tag}": grid, f"test_pred_{tag}": predict(data["test"][0].cpu()).numpy()}
+    return arrays, float(borders(grid).mean())
 
 
 @torch.no_grad()
 def relu_inputs(model, X, train_mode=False):
-    """The input of every ReLU for the rows of X, in eval mode (or train mode: batch norm normalizing by X's own
-    statistics, as in a training step): one [N, width] tensor per hidden layer."""
+    """The input of every ReLU for the rows of X, in eval mode (or train mode: batch norm normalizing by X's
+    own statistics, as in a training step): one [N, width] tensor per hidden layer."""
     inputs = []
     hooks = [m.register_forward_hook(lambda m, i, o: inputs.append(i[0])) for m in model.modules()
              if isinstance(m, tuple(ACTIVATIONS.values()))]
@@ -259,14 +247,15 @@ def relu_inputs(model, X, train_mode=False):
 
 
 def init_diagnostics(arch, n_classes, seed, X, y, batch_size):
-    """At initialisation, on the run's first training batch (same init and shuffle as train_lockstep): the mean
-    norm of the activation entering every Linear layer, and every Linear layer's ||grad W||_2^2."""
+    """At initialisation, on the run's first training batch (same init and shuffle as train_lockstep): the
+    mean norm of the activation entering every Linear layer, and every Linear layer's ||grad W||_2^2."""
     seed_everything(seed)
     model = build_model(arch, n_classes)
     first_batch = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:batch_size]
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     norms = []
-    hooks = [m.register_forward_hook(lambda m, i, o: norms.append(i[0].detach().norm(dim=1).mean())) for m in linears]
+    hooks = [m.register_forward_hook(lambda m, i, o: norms.append(i[0].detach().norm(dim=1).mean()))
+             for m in linears]
     F.cross_entropy(model(X[first_batch]), y[first_batch]).backward()
     for hook in hooks:
         hook.remove()
@@ -280,13 +269,13 @@ def dead_relu_fraction(model, X):
 
 
 def relu_input_rms(model, X, train_mode=False):
-    """Per hidden layer, the root mean square of the ReLUs' inputs over the rows of X: the scale a layer works at."""
+    """Per hidden layer, the root mean square of its ReLUs' inputs over X: the scale the layer works at."""
     return [float(pre.pow(2).mean().sqrt()) for pre in relu_inputs(model, X, train_mode)]
 
 
 def class_prior_entropy(y, n_classes):
-    """The cross-entropy (nats) of always predicting the class frequencies of labels y: what a net that ignores its
-    input can reach at best."""
+    """The cross-entropy (nats) of always predicting the class frequencies of labels y: what a net that
+    ignores its input can reach at best."""
     p = torch.bincount(y.cpu(), minlength=n_classes).double() / len(y)
     return float(-(p[p > 0] * p[p > 0].log()).sum())
 
@@ -300,9 +289,9 @@ def activation_regions(model, extent, resolution):
 
 
 def pattern_ids(patterns):
-    """Id of each row of a bool matrix [N, units] among its distinct rows, numbered in the rows' sorted order (as
-    torch.unique(dim=0) numbers them). Up to 63 units a row is packed into one int64, its first column the highest
-    bit, so that numbers and rows sort alike: about 20x faster than unique over rows."""
+    """Id of each row of a bool matrix [N, units] among its distinct rows, numbered in the rows' sorted order
+    (as torch.unique(dim=0) numbers them). Up to 63 units a row is packed into one int64, its first column
+    the highest bit, so that numbers and rows sort alike: about 20x faster than unique over rows."""
     if patterns.shape[1] > 63:
         return torch.unique(patterns, dim=0, return_inverse=True)[1]
     bits = 2 ** torch.arange(patterns.shape[1] - 1, -1, -1, dtype=torch.int64)
@@ -319,78 +308,67 @@ def region_bound(widths, n_in=2):
         if layer == len(widths):
             return 1
         top = min([n_in, widths[layer]] + caps)
-        return sum(comb(widths[layer], j) * count(layer + 1, caps + [widths[layer] - j]) for j in range(top + 1))
+        return sum(comb(widths[layer], j) * count(layer + 1, caps + [widths[layer] - j])
+                   for j in range(top + 1))
     return count(0, [])
 
 
 # ----------------------------------------------------------------------------- training
 # train_<question>(settings, data, reads, env) -> result
 
-def seeds_of(settings):
-    return [settings["seed"] + i for i in range(settings["seeds"])]
-
-
 def seed_runs(settings, lr, **extra):
     """One run per seed at learning rate lr."""
-    return [{"seed": s, "lr": lr, **extra} for s in seeds_of(settings)]
+    return [{"seed": settings["seed"] + i, "lr": lr, **extra} for i in range(settings["seeds"])]
 
 
 def arch_of(settings, **changes):
-    """The architecture keys of a model: changes, else the settings, else plain (no batch norm, no skips, ReLU,
-    PyTorch's init, raw coordinates)."""
+    """The architecture keys of a model: changes, else the settings, else plain (no batch norm, no skips,
+    ReLU, PyTorch's init, raw coordinates)."""
     return {key: changes.get(key, settings.get(key, PLAIN.get(key))) for key in ARCH_KEYS}
 
 
-def train_group(data, runs, arch, epochs, batch_size, env, desc, diagnose_init=False, **record):
-    """Train the runs (each with a seed and an lr, and its own width if it names one) of one architecture in
-    lockstep: (results, states). Narrower models train padded to the widest (see train_lockstep)."""
+def train_group(data, runs, arch, settings, env, desc, epochs=None, batch_size=None, diagnose_init=False,
+                **record):
+    """Train the runs (each with a seed, an lr, and its own width if it names one) of one architecture in
+    lockstep, for the settings' epochs and batch size unless given: (results, states). Narrower models train
+    padded to the widest (see train_lockstep)."""
+    epochs, batch_size = epochs or settings["epochs"], batch_size or settings["batch_size"]
     n_classes = data["meta"]["n_classes"]
-    inputs = {split: (featurize(X, arch["features"]), y) for split, (X, y) in
-              ((split, data[split]) for split in SPLIT_FILES)}
+    inputs = {split: (featurize(data[split][0], arch["features"]), data[split][1]) for split in SPLIT_FILES}
 
     def arch_of_run(run):
         return {**arch, "width": run.get("width", arch["width"])}
-    results, states = train_lockstep(lambda run: build_model(arch_of_run(run), n_classes), runs, inputs, epochs,
-                                     batch_size, env.device, quiet=env.quiet, desc=desc, **record)
+    results, states = train_lockstep(lambda run: build_model(arch_of_run(run), n_classes), runs, inputs,
+                                     epochs, batch_size, env.device, quiet=env.quiet, desc=desc, **record)
     for result in results:
         run_arch = arch_of_run(result)
-        result.update(epochs=epochs, batch_size=batch_size, **run_arch, n_params=n_parameters(run_arch, n_classes))
+        n_params = sum(p.numel() for p in build_model(run_arch, n_classes).parameters())
+        result.update(epochs=epochs, batch_size=batch_size, **run_arch, n_params=n_params)
         if diagnose_init:
-            result.update(init_diagnostics(run_arch, n_classes, result["seed"], *(t.cpu() for t in inputs["train"]),
-                                           batch_size))
-    return results, states
-
-
-def train_groups(data, groups, env, **record):
-    """Train groups one after the other, each a (runs, arch, epochs, batch_size, desc), and concatenate."""
-    results, states = [], []
-    for runs, arch, epochs, batch_size, desc in groups:
-        group, group_states = train_group(data, runs, arch, epochs, batch_size, env, desc, **record)
-        results += group
-        states += group_states
+            X, y = (t.cpu() for t in inputs["train"])
+            result.update(init_diagnostics(run_arch, n_classes, result["seed"], X, y, batch_size))
     return results, states
 
 
 def train_lr(settings, data, reads, env):
-    runs = [{"seed": s, "lr": lr} for s in seeds_of(settings) for lr in settings["lrs"]]
-    results, states = train_group(data, runs, arch_of(settings), settings["epochs"], settings["batch_size"], env,
-                                  desc="lr sweep")
+    runs = [{"seed": run["seed"], "lr": lr} for run in seed_runs(settings, None) for lr in settings["lrs"]]
+    results, states = train_group(data, runs, arch_of(settings), settings, env, "lr sweep")
     n_classes = data["meta"]["n_classes"]
     for result, state in zip(results, states):
         model = load_model(result, n_classes, state)
         ok = result["status"] == "ok"
         result["dead_relu_fraction"] = dead_relu_fraction(model, data["val"][0].cpu()) if ok else None
-    return {"runs": results, "reference_losses": {"class_prior": class_prior_entropy(data["train"][1], n_classes),
-                                                  "uniform": math.log(n_classes)}}
+    prior = class_prior_entropy(data["train"][1], n_classes)
+    return {"runs": results, "reference_losses": {"class_prior": prior, "uniform": math.log(n_classes)}}
 
 
 def train_epochs(settings, data, reads, env, batch_norm=None):
-    """100 epochs; beyond the protocol, each run's ReLU-input scale per layer at initialisation (as the first step
-    sees it) and at the end, and its dead units at the end, on the validation set."""
+    """100 epochs; beyond the protocol, each run's ReLU-input scale per layer at initialisation (as the first
+    step sees it) and at the end, and its dead units at the end, on the validation set."""
     arch = arch_of(settings) if batch_norm is None else arch_of(settings, batch_norm=batch_norm)
-    results, states = train_group(data, seed_runs(settings, settings["lr"]), arch, settings["epochs"],
-                                  settings["batch_size"], env, desc=f"{settings['epochs']} epochs" + ", batch norm" *
-                                  arch["batch_norm"], eval_train=True)
+    desc = f"{settings['epochs']} epochs" + ", batch norm" * arch["batch_norm"]
+    results, states = train_group(data, seed_runs(settings, settings["lr"]), arch, settings, env, desc,
+                                  eval_train=True)
     X, n_classes = data["val"][0].cpu(), data["meta"]["n_classes"]
     for result, state in zip(results, states):
         seed_everything(result["seed"])
@@ -403,39 +381,41 @@ def train_epochs(settings, data, reads, env, batch_norm=None):
 
 def train_batchnorm(settings, data, reads, env):
     """The epochs question with batch norm, beside the epochs question's runs."""
-    return {**train_epochs(settings, data, reads, env, batch_norm=True), "baseline_runs": reads["epochs"]["runs"]}
+    result = train_epochs(settings, data, reads, env, batch_norm=True)
+    return {**result, "baseline_runs": reads["epochs"]["runs"]}
 
 
 def train_batch_size(settings, data, reads, env):
-    results, _ = train_groups(data, [
-        (seed_runs(settings, settings["lr"]), arch_of(settings), epochs, batch_size, f"batch {batch_size}")
-        for batch_size, epochs in zip(settings["batch_sizes"], settings["batch_size_epochs"])], env, record_steps=True)
+    results = []
+    for batch_size, epochs in zip(settings["batch_sizes"], settings["batch_size_epochs"]):
+        results += train_group(data, seed_runs(settings, settings["lr"]), arch_of(settings), settings, env,
+                               f"batch {batch_size}", epochs, batch_size, record_steps=True)[0]
     return {"runs": results}
 
 
 def train_depth_width(settings, data, reads, env):
-    """One lockstep group per depth, its widths padded to the widest; results in the order of the architectures.
-    Each architecture's first seed is drawn as a prediction map."""
-    runs_by_depth = {}
-    for depth, width in settings["architectures"]:
-        runs_by_depth.setdefault(depth, []).extend(seed_runs(settings, settings["lr"], width=width))
-    results, states = train_groups(data, [
-        (runs, arch_of(settings, depth=depth, width=None), settings["epochs"], settings["batch_size"], f"depth {depth}")
-        for depth, runs in runs_by_depth.items()], env, eval_train=True)
+    """One lockstep group per depth, its widths padded to the widest; results in the order of the
+    architectures. Each architecture's first seed is drawn as a prediction map."""
+    results, states = [], []
+    for depth in dict.fromkeys(depth for depth, _ in settings["architectures"]):
+        runs = [run for d, width in settings["architectures"] if d == depth
+                for run in seed_runs(settings, settings["lr"], width=width)]
+        arch = arch_of(settings, depth=depth, width=None)
+        group, group_states = train_group(data, runs, arch, settings, env, f"depth {depth}", eval_train=True)
+        results, states = results + group, states + group_states
     order = sorted(range(len(results)), key=lambda i: settings["architectures"].index(
         [results[i]["depth"], results[i]["width"]]))
     arrays = test_points(data)
     for depth, width in settings["architectures"]:
         first = next(i for i in order if (results[i]["depth"], results[i]["width"]) == (depth, width))
         arrays.update(map_arrays(f"{depth}x{width}", results[first], states[first], data)[0])
-    return {"runs": [results[i] for i in order], "map_extent": map_extent(data["meta"]["extent"]), "arrays": arrays,
-            "weights": {"states": [states[i] for i in order]}}
+    return {"runs": [results[i] for i in order], "map_extent": map_extent(data["meta"]["extent"]),
+            "arrays": arrays, "weights": {"states": [states[i] for i in order]}}
 
 
 def train_gradients(settings, data, reads, env):
-    results, _ = train_group(data, seed_runs(settings, settings["lr"]), arch_of(settings), settings["epochs"],
-                             settings["batch_size"], env, desc=f"depth {settings['depth']} gradients",
-                             record_grads=True, diagnose_init=True)
+    results, _ = train_group(data, seed_runs(settings, settings["lr"]), arch_of(settings), settings, env,
+                             f"depth {settings['depth']} gradients", record_grads=True, diagnose_init=True)
     return {"runs": results}
 
 
@@ -451,43 +431,39 @@ RESIDUAL_FIXES = {  # fix: (how the report names it, what it changes in the plai
 
 
 def train_residual(settings, data, reads, env):
-    results, _ = train_groups(data, [
-        (seed_runs(settings, settings["lr"], fix=fix), arch_of(settings, **changes), settings["epochs"],
-         settings["batch_size"], f"depth {settings['depth']} {fix}")
-        for fix, (_, changes) in RESIDUAL_FIXES.items()], env, record_grads=True, diagnose_init=True)
+    results = []
+    for fix, (_, changes) in RESIDUAL_FIXES.items():
+        runs = seed_runs(settings, settings["lr"], fix=fix)
+        results += train_group(data, runs, arch_of(settings, **changes), settings, env,
+                               f"depth {settings['depth']} {fix}", record_grads=True, diagnose_init=True)[0]
     return {"runs": results, "baseline_runs": reads["gradients"]["runs"],
             "fixes": {fix: label for fix, (label, _) in RESIDUAL_FIXES.items()}}
 
 
-def same_training(run, settings, arch):
-    """Whether a saved run was trained as this question's settings and architecture would train it."""
-    return (all(run[key] == value for key, value in arch.items()) and run["seed"] in seeds_of(settings)
-            and all(run[key] == settings[key] for key in ("lr", "epochs", "batch_size")))
-
-
 def train_implicit(settings, data, reads, env):
-    """The sin-feature model, beside the same model on raw coordinates: depth_width's runs when it trained that
-    model with these settings, else trained here. The first seed of each is drawn as a prediction map."""
-    raw = arch_of(settings, features="raw")
+    """The sin-feature model, beside the same model on raw coordinates: depth_width's runs when it trained
+    that model with these settings, else trained here. The first seed of each is drawn as a map."""
+    raw, seeds = arch_of(settings, features="raw"), seed_runs(settings, settings["lr"])
+    same = {**raw, **{key: settings[key] for key in ("lr", "epochs", "batch_size")}}
     source = reads["depth_width"]
     baseline = [(run, state) for run, state in zip(source["runs"], source["weights"]["states"])
-                if same_training(run, settings, raw)]
-    if sorted(run["seed"] for run, _ in baseline) != seeds_of(settings):
-        baseline = list(zip(*train_group(data, seed_runs(settings, settings["lr"]), raw, settings["epochs"],
-                                         settings["batch_size"], env, desc="raw coordinates")))
-    results, states = train_group(data, seed_runs(settings, settings["lr"]), arch_of(settings), settings["epochs"],
-                                  settings["batch_size"], env, desc="sin features")
+                if all(run[key] == value for key, value in same.items())
+                and run["seed"] in [seed_run["seed"] for seed_run in seeds]]
+    if sorted(run["seed"] for run, _ in baseline) != [run["seed"] for run in seeds]:
+        baseline = list(zip(*train_group(data, seeds, raw, settings, env, "raw coordinates")))
+    results, states = train_group(data, seeds, arch_of(settings), settings, env, "sin features")
     arrays, border_fraction = test_points(data), {}
     for tag, (run, state) in (("raw", baseline[0]), ("sin", (results[0], states[0]))):
         maps, border_fraction[tag] = map_arrays(tag, run, state, data)
         arrays.update(maps)
-    return {"runs": results, "baseline_runs": [run for run, _ in baseline], "sin_frequencies": SIN_FREQUENCIES,
-            "map_extent": map_extent(data["meta"]["extent"]), "border_fraction": border_fraction, "arrays": arrays}
+    return {"runs": results, "baseline_runs": [run for run, _ in baseline], "arrays": arrays,
+            "sin_frequencies": SIN_FREQUENCIES, "map_extent": map_extent(data["meta"]["extent"]),
+            "border_fraction": border_fraction}
 
 
 def train_regions(settings, data, reads, env):
-    """No training: count the regions of the depth_width question's trained models; the first seed of each is
-    drawn."""
+    """No training: count the regions of the depth_width question's trained models; the first seed of each
+    is drawn."""
     source = reads["depth_width"]
     results, arrays = [], {}
     for run, state in zip(source["runs"], source["weights"]["states"]):
@@ -505,32 +481,35 @@ def train_regions(settings, data, reads, env):
 
 # ----------------------------------------------------------------------------- questions
 
-SECTION_61 = dict(seed=42, seeds=3, lr=1e-3, batch_size=256, depth=6, width=16, batch_norm=False)  # the skeleton's
-SECTION_62 = dict(seed=42, seeds=3, lr=1e-3, epochs=50, batch_size=128, depth=6, width=16, batch_norm=True)  # report's
-GRADIENTS = dict(SECTION_61, epochs=10, depth=100, width=4)
-ARCHITECTURES = [[1, 16], [2, 16], [6, 16], [10, 16], [6, 8], [6, 32], [6, 64]]
+SKELETON = dict(seed=42, seeds=3, lr=1e-3, depth=6, width=16)  # the exercise skeleton's (and batch 256)
+REPORT_62 = dict(seed=42, seeds=3, lr=1e-3, epochs=50, batch_size=128, batch_norm=True)  # the report's choice
+GRADIENTS = dict(SKELETON, batch_size=256, batch_norm=False, epochs=10, depth=100, width=4)
 QUESTIONS = [
-    Question("lr", "6.1.2-1", "Learning rate", dict(SECTION_61, lrs=[1, 0.2, 0.01, 0.001, 0.0005, 0.00001], epochs=50),
-             train_lr, mlp_report.report_lr),
-    Question("epochs", "6.1.2-2", "Training for longer (no batch norm)", dict(SECTION_61, epochs=100), train_epochs,
+    Question("lr", "6.1.2-1", "Learning rate",
+             dict(SKELETON, batch_size=256, batch_norm=False, lrs=[1, 0.2, 0.01, 0.001, 0.0005, 0.00001],
+                  epochs=50), train_lr, mlp_report.report_lr),
+    Question("epochs", "6.1.2-2", "Training for longer (no batch norm)",
+             dict(SKELETON, batch_size=256, batch_norm=False, epochs=100), train_epochs,
              mlp_report.report_epochs),
-    Question("batchnorm", "6.1.2-3", "Batch norm (compared with 6.1.2-2)",
-             {k: v for k, v in dict(SECTION_61, epochs=100).items() if k != "batch_norm"}, train_batchnorm,
-             mlp_report.report_batchnorm, reads=("epochs",)),
+    Question("batchnorm", "6.1.2-3", "Batch norm (compared with 6.1.2-2)", dict(SKELETON, batch_size=256,
+             epochs=100), train_batchnorm, mlp_report.report_batchnorm, reads=("epochs",)),
     Question("batch_size", "6.1.2-4", "Batch size",
-             {k: v for k, v in dict(SECTION_61, batch_sizes=[1, 16, 128, 1024], batch_size_epochs=[1, 10, 50, 50])
-              .items() if k != "batch_size"}, train_batch_size, mlp_report.report_batch_size),
+             dict(SKELETON, batch_norm=False, batch_sizes=[1, 16, 128, 1024],
+                  batch_size_epochs=[1, 10, 50, 50]),
+             train_batch_size, mlp_report.report_batch_size),
     Question("depth_width", "6.2.1-1 to 6.2.1-4", "Depth and width",
-             {k: v for k, v in dict(SECTION_62, architectures=ARCHITECTURES).items() if k not in ("depth", "width")},
+             dict(REPORT_62, architectures=[[1, 16], [2, 16], [6, 16], [10, 16], [6, 8], [6, 32], [6, 64]]),
              train_depth_width, mlp_report.report_depth_width),
-    Question("gradients", "6.2.1-5", "Vanishing gradients", GRADIENTS, train_gradients, mlp_report.report_gradients),
+    Question("gradients", "6.2.1-5", "Vanishing gradients", GRADIENTS, train_gradients,
+             mlp_report.report_gradients),
     Question("residual", "6.2.1-6", "Fixing the vanishing gradients (bonus)", GRADIENTS, train_residual,
              mlp_report.report_residual, reads=("gradients",)),
-    Question("implicit", "6.2.1-7", "Implicit representation: sin features (bonus)", dict(SECTION_62, features="sin"),
-             train_implicit, mlp_report.report_implicit, reads=("depth_width",)),
-    Question("regions", "", "Linear regions of the trained ReLU nets (beyond the report)",
-             dict(architectures=[[1, 16], [2, 16]], resolution=2000), train_regions, mlp_report.report_regions,
+    Question("implicit", "6.2.1-7", "Implicit representation: sin features (bonus)",
+             dict(REPORT_62, depth=6, width=16, features="sin"), train_implicit, mlp_report.report_implicit,
              reads=("depth_width",)),
+    Question("regions", "", "Linear regions of the trained ReLU nets (beyond the report)",
+             dict(architectures=[[1, 16], [2, 16]], resolution=2000), train_regions,
+             mlp_report.report_regions, reads=("depth_width",)),
 ]
 
 
@@ -550,7 +529,8 @@ def on_off(text):
 
 
 SETTINGS = [
-    Setting("seeds", "runs per setting, seeds SEED, SEED+1, ... (1 = the exercise's single run)", dict(type=int)),
+    Setting("seeds", "runs per setting, seeds SEED, SEED+1, ... (1 = the exercise's single run)",
+            dict(type=int)),
     Setting("lr", "SGD learning rate", dict(type=float)),
     Setting("lrs", "learning rates of the lr sweep", dict(type=float, nargs="+")),
     Setting("epochs", "epochs", dict(type=int)),
@@ -568,7 +548,8 @@ SETTINGS = [
 
 
 def resolve(settings, quick):
-    """The --quick budget (at most 2 epochs, 1 per batch size, a 200-cell grid), then the checks across settings."""
+    """The --quick budget (at most 2 epochs, 1 per batch size, a 200-cell grid), then the checks across
+    settings."""
     if quick:
         caps = {"epochs": 2, "resolution": 200}
         settings = {key: min(value, caps[key]) if key in caps else value for key, value in settings.items()}
@@ -577,14 +558,15 @@ def resolve(settings, quick):
     if len(settings.get("batch_sizes", [])) != len(settings.get("batch_size_epochs", [])):
         raise UserError("--batch-sizes and --batch-size-epochs need the same number of values")
     if settings.get("batch_norm") and min(settings.get("batch_sizes", [settings.get("batch_size", 2)])) < 2:
-        raise UserError("batch norm needs a batch size of at least 2 (BatchNorm1d cannot train on one sample)")
+        raise UserError("batch norm needs a batch size of at least 2 (BatchNorm1d cannot train on one "
+                        "sample)")
     return settings
 
 
 SCRIPT = runner.Script(
     name="mlp", doc=__doc__, questions=QUESTIONS, settings=SETTINGS, load_data=load_data, resolve=resolve,
-    data_help="folder with train.csv, validation.csv, test.csv (columns long, lat, country; optional countries.csv "
-              "with id,iso,name for legends). Default: the embedded data/europe")
+    data_help="folder with train.csv, validation.csv, test.csv (columns long, lat, country; optional "
+              "countries.csv with id,iso,name for legends). Default: the embedded data/europe")
 
 if __name__ == "__main__":
     runner.main(SCRIPT)

@@ -1,8 +1,9 @@
 """The command line of mlp.py and cnn.py: flags from the question records, the result cache, --list, --lanes,
 --replot, and each question's .md.
 
-A question trains (mlp.py, cnn.py) into OUT/<script>/<question>.json, with the arrays its figures draw in a .npz and
-the model states other questions read in a .pt; its report (mlp_report.py, cnn_report.py) reads only those files.
+A question trains (mlp.py, cnn.py) into OUT/<script>/<question>.json, the arrays its figures draw into a
+.npz and the model states other questions read into a .pt; its report (mlp_report.py, cnn_report.py) reads
+only those files.
 """
 import argparse
 import json
@@ -17,16 +18,16 @@ import numpy as np
 import torch
 
 from common import (UserError, device_name, file_digest, library_versions, markdown_table, pick_device,
-                    remove_stale_temporaries, save_arrays, save_figure, save_json, save_text, save_torch, show_value)
+                    remove_stale_temporaries, save_arrays, save_figure, save_json, save_text, save_torch,
+                    show_value)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 class Question(NamedTuple):
-    """One question of the study. protocol: its settings as the protocol gives them (a flag of the same name
-    overrides one); reads: the questions whose results train takes (they run first, through the cache).
-    train(settings, data, reads, env) -> result dict: an 'arrays' entry goes to a .npz beside the .json (what the
-    figures draw), a 'weights' entry to a .pt (model states that other questions read). report(result) -> Report."""
+    """One question. protocol: its settings (a flag of the same name overrides one); reads: the questions
+    whose results train takes. train(settings, data, reads, env) -> result, whose 'arrays' go to a .npz (what
+    the figures draw) and 'weights' to a .pt (states other questions read); report(result) -> Report."""
     name: str
     section: str
     title: str
@@ -37,7 +38,7 @@ class Question(NamedTuple):
 
 
 class Env(NamedTuple):
-    """How to run, not what: the device, progress bars or not, and the folder of cached decoded inputs."""
+    """How to run, not what: the device, progress bars or not, the folder of cached decoded inputs."""
     device: torch.device
     quiet: bool
     cache_dir: str = None
@@ -47,12 +48,12 @@ def positive(value):
     """The check of a numeric flag: None when every number given is positive, else what is wrong."""
     if (np.asarray(value) > 0).all():
         return None
-    return f"values must be positive, got {value}" if isinstance(value, list) else f"must be positive, got {value}"
+    return f"{'values ' if isinstance(value, list) else ''}must be positive, got {value}"
 
 
 class Setting(NamedTuple):
-    """A flag that overrides the question setting `key` in every question whose protocol has it: --batch-size sets
-    batch_size. check(value) -> None, or what is wrong with the value given."""
+    """A flag that overrides the setting `key` of every question that has it (--batch-size sets batch_size).
+    check(value) -> None, or what is wrong with the value."""
     key: str
     help: str
     argparse: dict
@@ -60,8 +61,8 @@ class Setting(NamedTuple):
     check: Callable = positive
 
 
-SHARED_SETTINGS = [Setting("seed", "seed of the first run (numpy and torch seeded before each model is built; "
-                                   "also seeds its batch order)", dict(type=int), check=None)]
+SHARED_SETTINGS = [Setting("seed", "seed of the first run (numpy and torch seeded before each model is "
+                                   "built; also seeds its batch order)", dict(type=int), check=None)]
 
 
 def data_digest(settings, data):
@@ -69,11 +70,10 @@ def data_digest(settings, data):
 
 
 class Script(NamedTuple):
-    """What mlp.py or cnn.py hands the runner. load_data(args, device) -> data, a dict whose 'meta' describes the
-    data (meta['digest'] names it by content, meta['summary'] is one line for the reports); resolve(settings, quick)
-    -> settings: the --quick budget and the checks across settings; inputs(settings, data) -> what identifies a
-    question's inputs in its cache key (the data, and any other file its settings name)."""
-    name: str  # the results subfolder, and the script file's name without .py
+    """What mlp.py or cnn.py hands the runner. load_data(args, device) -> data, whose 'meta' describes it
+    ('digest' by content, 'summary' in one line); resolve(settings, quick) -> settings under the --quick
+    budget, checked across settings; inputs(settings, data) -> what names its inputs in a cache key."""
+    name: str  # the results subfolder, and the script's file name without .py
     doc: str
     questions: list
     settings: list
@@ -98,49 +98,52 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def protocol_text(questions, key, show):
-    """The protocol's value of a setting in every question that has it, for --help: 'protocol: 0.001', or
+    """A setting's protocol value in every question that has it, for --help: 'protocol: 0.001', or
     'protocol: q1, q2 50; q3 100' where questions differ."""
     values = {}
     for question in questions:
         if key in question.protocol:
             values.setdefault(show(question.protocol[key]), []).append(question.name)
-    if len(values) == 1:
-        return f"protocol: {next(iter(values))}"
-    return "protocol: " + "; ".join(f"{', '.join(names)} {value}" for value, names in values.items())
+    return "protocol: " + "; ".join(value if len(values) == 1 else f"{', '.join(names)} {value}"
+                                    for value, names in values.items())
 
 
 def build_parser(script):
     parser = ArgumentParser(description=script.doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    names = [q.name for q in script.questions]
-    parser.add_argument("--question", choices=names + ["all"], metavar="QUESTION", nargs="+",
-                        help="which question(s): " + "; ".join(f"{q.name} ({heading(q)})" for q in script.questions)
-                             + "; or all, in that order. With several, one that fails does not stop the others "
-                               "(exit code 1)")
-    parser.add_argument("--list", action="store_true", help="print the questions, one per line in order, and exit")
+    questions = "; ".join(f"{q.name} ({heading(q)})" for q in script.questions)
+    parser.add_argument("--question", choices=[q.name for q in script.questions] + ["all"], nargs="+",
+                        metavar="QUESTION", help=f"which question(s): {questions}; or all, in that order. "
+                                                 "With several, one that fails does not stop the others "
+                                                 "(exit code 1)")
+    parser.add_argument("--list", action="store_true", help="print the questions, one per line, and exit")
     parser.add_argument("--lanes", type=int, metavar="N",
-                        help="print the questions split into N lanes to run side by side, one lane per line, and "
-                             "exit: a question shares the lane of the questions it reads, and lanes are balanced by "
-                             "each question's wall time saved in OUT")
+                        help="print the questions in N lanes to run side by side, one per line, and exit: "
+                             "a question shares the lane of those it reads; lanes are balanced by the wall "
+                             "times saved in OUT")
     parser.add_argument("--data-dir", help=script.data_help)
     parser.add_argument("--out", default="results",
                         help=f"results folder; outputs go to OUT/{script.name}/ (default: results)")
     for setting in SHARED_SETTINGS + script.settings:
+        protocol = protocol_text(script.questions, setting.key, setting.show)
         parser.add_argument("--" + setting.key.replace("_", "-"), dest=setting.key, **setting.argparse,
-                            help=f"{setting.help} ({protocol_text(script.questions, setting.key, setting.show)})")
-    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda (default auto)")
+                            help=f"{setting.help} ({protocol})")
+    parser.add_argument("--device", default="auto",
+                        help="auto (cuda when available), cpu or cuda (default auto)")
     parser.add_argument("--threads", type=int,
-                        help="CPU threads of torch, XGBoost and image decoding (default: torch's, every core; "
-                             "run_all.sh gives each of its parallel processes its share; see the README)")
+                        help="CPU threads of torch, XGBoost and image decoding (default: torch's, every "
+                             "core; run_all.sh gives each of its parallel processes its share)")
     if script.add_flags:
         script.add_flags(parser)
     parser.add_argument("--times", metavar="FILE",
-                        help="append a line per question (script/question, wall seconds, ok or failed) to FILE")
+                        help="append a line per question (script/question, wall seconds, ok or failed) to "
+                             "FILE")
     parser.add_argument("--quick", action="store_true",
                         help="a tiny budget (small data, few epochs) for tests; never for results/")
-    parser.add_argument("--force", action="store_true", help="retrain even if a saved result has the same settings")
+    parser.add_argument("--force", action="store_true",
+                        help="retrain even if a saved result has the same settings")
     parser.add_argument("--replot", action="store_true",
-                        help="only redraw the figures and rewrite the .md from the saved .json and .npz: no data, no "
-                             "training (the other flags do not matter then)")
+                        help="only redraw the figures and rewrite the .md from the saved .json and .npz: no "
+                             "data, no training (the other flags do not matter then)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     return parser
@@ -148,47 +151,37 @@ def build_parser(script):
 
 def parse_args(script, argv):
     args = build_parser(script).parse_args(argv)
-    for setting in SHARED_SETTINGS + script.settings:
-        value = getattr(args, setting.key)
-        problem = setting.check(value) if setting.check and value is not None else None
-        if problem:
-            raise UserError(f"--{setting.key.replace('_', '-')} {problem}")
-    for flag, value in (("--threads", args.threads), ("--lanes", args.lanes)):
-        if value is not None and value < 1:
-            raise UserError(f"{flag} must be positive, got {value}")
+    checks = [(setting.key, setting.check) for setting in SHARED_SETTINGS + script.settings if setting.check]
+    for key, check in checks + [("threads", positive), ("lanes", positive)]:
+        value = getattr(args, key)
+        if value is not None and check(value):
+            raise UserError(f"--{key.replace('_', '-')} {check(value)}")
     if args.question is None and not (args.list or args.lanes):
         raise UserError("--question is required (or --list, --lanes N)")
     return args
 
 
 def resolve_settings(script, question, args):
-    """A question's settings, resolved once: its protocol, the flags the user set on top, then the script's
-    resolve (the --quick budget, checks across settings)."""
+    """A question's settings, resolved once: its protocol, the flags set on top, then the script's resolve."""
     settings = dict(question.protocol)
     for setting in SHARED_SETTINGS + script.settings:
-        value = getattr(args, setting.key)
-        if value is not None and setting.key in settings:
-            settings[setting.key] = value
+        if getattr(args, setting.key) is not None and setting.key in settings:
+            settings[setting.key] = getattr(args, setting.key)
     return script.resolve(settings, args.quick)
 
 
 # ----------------------------------------------------------------------------- saved results
 
 def code_digest(script_name):
-    """sha256 of the training code (the script and common.py): part of every cache key, so that a result is never
-    reused once the code that made it has changed. The report modules are not in it: a report is redrawn on every
-    run, and --replot redraws it alone."""
+    """sha256 of the training code, the script and common.py: in every cache key, so that no result outlives
+    the code that made it. The report modules are not in it: a report is redrawn on every run."""
     return file_digest([os.path.join(HERE, f"{script_name}.py"), os.path.join(HERE, "common.py")])
 
 
-def first_line(error):
-    return (str(error).strip().splitlines() or [""])[0].split(". ")[0]
-
-
 def read_result(path, weights=False):
-    """The saved result at path, with its arrays (.npz) and, if asked, its model states (.pt, which must come from the
-    same config). Both files are read as plain numbers and tensors, so a file from elsewhere cannot run code. A
-    missing or unreadable file is a UserError that says what to do."""
+    """The saved result at path with its arrays (.npz) and, if asked, its model states (.pt); both must come
+    from the .json's config, and are read as plain numbers, so a foreign file cannot run code. A missing or
+    unreadable file is a UserError that says what to do."""
     try:
         with open(path) as f:
             result = json.load(f)
@@ -197,30 +190,31 @@ def read_result(path, weights=False):
     except ValueError as e:
         raise UserError(f"{path}: not valid JSON ({e}); rerun the question with --force") from None
     folder = os.path.dirname(path)
-    try:
-        if "arrays_file" in result:
-            file = os.path.join(folder, result["arrays_file"])
-            with np.load(file, allow_pickle=False) as arrays:
-                result["arrays"] = dict(arrays)
-            if str(result["arrays"].pop("config")) != json.dumps(result["config"]):
-                raise ValueError("its config is not the .json's")
-        if weights and "weights_file" in result:
-            file = os.path.join(folder, result["weights_file"])
-            saved = torch.load(file, map_location="cpu", weights_only=True)
+    files = [("arrays", result.get("arrays_file"))] + [("weights", result.get("weights_file"))] * weights
+    for key, name in (pair for pair in files if pair[1]):
+        file = os.path.join(folder, name)
+        try:
+            if key == "arrays":
+                with np.load(file, allow_pickle=False) as arrays:
+                    saved = {"config": json.loads(str(arrays["config"])), "arrays": dict(arrays)}
+            else:
+                saved = torch.load(file, map_location="cpu", weights_only=True)
             if saved["config"] != result["config"]:
                 raise ValueError("its config is not the .json's")
-            result["weights"] = saved["weights"]
-    except FileNotFoundError:
-        raise UserError(f"{file}: missing beside {os.path.basename(path)}; rerun the question with --force") from None
-    except Exception as e:  # a truncated or foreign file: numpy and torch raise several types
-        raise UserError(f"{file}: unreadable ({type(e).__name__}: {first_line(e)}); rerun the question with "
-                        "--force") from None
+        except FileNotFoundError:
+            raise UserError(f"{file}: missing; rerun the question with --force") from None
+        except Exception as e:  # a truncated or foreign file: numpy and torch raise several types
+            reason = (str(e).strip().splitlines() or [""])[0].split(". ")[0]
+            raise UserError(f"{file}: unreadable ({type(e).__name__}: {reason}); rerun the question with "
+                            "--force") from None
+        result[key] = saved[key]
+    result.get("arrays", {}).pop("config", None)
     return result
 
 
 def load_cached(path, config):
-    """The saved result (with arrays and weights) if it was made with exactly this config, else None. A file that
-    does not read is reported and ignored: the question is trained again."""
+    """The saved result (with arrays and weights) if made with exactly this config, else None. An unreadable
+    file is reported and ignored: the question trains again."""
     if not os.path.exists(path):
         return None
     try:
@@ -232,8 +226,8 @@ def load_cached(path, config):
 
 
 def get_result(script, question, args, data, env, reads, force):
-    """The question's saved result if its config (settings, data, code, device, what it reads) matches, else train
-    it and save it: .json, .npz for its arrays, .pt for its model states."""
+    """The saved result if its config (settings, data, code, device, what it reads) matches, else train the
+    question and save it: .json, .npz for its arrays, .pt for its model states."""
     settings = resolve_settings(script, question, args)
     config = {"question": question.name, "settings": settings, "data": script.inputs(settings, data),
               "code": code_digest(script.name), "device": env.device.type, "quick": args.quick,
@@ -246,45 +240,43 @@ def get_result(script, question, args, data, env, reads, force):
     start = time.perf_counter()
     trained = question.train(settings, data, reads, env)
     arrays, weights = trained.pop("arrays", None), trained.pop("weights", None)
-    result = {"question": question.name, "section": question.section, "title": question.title, "config": config,
-              "settings": settings, "data": data["meta"], "versions": library_versions(),
+    result = {"question": question.name, "section": question.section, "title": question.title,
+              "config": config, "settings": settings, "data": data["meta"], "versions": library_versions(),
               "device": device_name(env.device), "wall_s": round(time.perf_counter() - start, 2), **trained}
-    folder = os.path.dirname(path)
     if arrays is not None:
         result["arrays_file"] = f"{question.name}.npz"
-        save_arrays(os.path.join(folder, result["arrays_file"]), {**arrays, "config": np.array(json.dumps(config))})
+        save_arrays(os.path.join(os.path.dirname(path), result["arrays_file"]),
+                    {**arrays, "config": np.array(json.dumps(config))})
     if weights is not None:
         result["weights_file"] = f"{question.name}.pt"
-        save_torch(os.path.join(folder, result["weights_file"]), {"config": config, "weights": weights})
+        save_torch(os.path.join(os.path.dirname(path), result["weights_file"]),
+                   {"config": config, "weights": weights})
     save_json(path, result)
     return {**result, "arrays": arrays, "weights": weights}
 
 
-# ----------------------------------------------------------------------------- a question's .md
-
-def answer_text(answer):
-    return " ".join(s for s in answer.sentences if s)
-
-
 def write_report(script, question, result, out_dir):
-    """Draw the question's figures and write its .md from the saved result alone; returns what the console prints."""
+    """Draw the question's figures and write its .md from the saved result alone; returns the answers and
+    findings, for the console."""
     report = question.report(result)
     for file, fig in report.figures.items():
         save_figure(fig, os.path.join(out_dir, file))
     show = {setting.key: setting.show for setting in SHARED_SETTINGS + script.settings}
     settings = [(key, show.get(key, show_value)(value)) for key, value in result["settings"].items()] + [
-        ("data", result["data"]["summary"]), ("device", result["device"]), ("wall time", f"{result['wall_s']:.1f} s"),
+        ("data", result["data"]["summary"]), ("device", result["device"]),
+        ("wall time", f"{result['wall_s']:.1f} s"),
         ("versions", ", ".join(f"{k} {v}" for k, v in result["versions"].items()))]
+    answers = [" ".join(s for s in answer.sentences if s) for answer in report.answers]
     lines = [f"# {heading(question)}\n"]
-    for answer in report.answers:
-        lines += [f"## {answer.item}: {answer.asked}\n", f"**Answer.** {answer_text(answer)}\n"]
+    for answer, text in zip(report.answers, answers):
+        lines += [f"## {answer.item}: {answer.asked}\n", f"**Answer.** {text}\n"]
     lines += [f"![{os.path.splitext(figure)[0]}]({figure})\n" for figure in report.figures]
     lines += ["## Results\n", *[block + "\n" for block in report.body]]
     if report.findings:
         lines += ["\n## Findings\n", *[f"- {finding}" for finding in report.findings]]
     lines += ["\n## Settings\n", markdown_table(["setting", "value"], settings)]
     save_text(os.path.join(out_dir, f"{question.name}.md"), "\n".join(lines) + "\n")
-    return [answer_text(answer) for answer in report.answers] + report.findings
+    return answers + report.findings
 
 
 # ----------------------------------------------------------------------------- lanes and the run
@@ -299,14 +291,15 @@ def saved_seconds(path):
 
 
 def plan_lanes(questions, n_lanes, seconds):
-    """Split questions into at most n_lanes lanes to run side by side. A question joins the lane of the questions it
-    reads, which run before it; the groups so formed go, longest first, to the lane with the least work so far.
-    seconds: name -> expected wall time (None: unknown, counted as the mean of the known, or 1)."""
+    """Split questions into at most n_lanes lanes to run side by side. A question joins the lane of the
+    questions it reads, which run before it; the groups so formed go, longest first, to the lane with the
+    least work so far. seconds: name -> expected wall time (None: unknown, the mean of the known, or 1)."""
     order = {q.name: i for i, q in enumerate(questions)}
     groups = []
     for question in questions:
         touching = [g for g in groups if set(g) & set(question.reads)]
-        groups = [g for g in groups if g not in touching] + [[n for g in touching for n in g] + [question.name]]
+        merged = [n for g in touching for n in g] + [question.name]
+        groups = [g for g in groups if g not in touching] + [merged]
     known = [s for s in seconds.values() if s is not None]
     default = float(np.mean(known)) if known else 1.0
     cost = {name: default if seconds.get(name) is None else seconds[name] for name in order}
@@ -331,36 +324,34 @@ def with_reads(questions, names):
 
 
 def prepare_output(folder):
-    """Refuse, before anything trains, a results folder that cannot be created or written (creating nothing), and
-    remove the temporary files that an earlier run left there when it was killed."""
+    """Refuse, before anything trains, a results folder that cannot be created or written (creating nothing),
+    and remove the temporary files an earlier run left there when it was killed."""
     existing = os.path.abspath(folder)
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
-        problem = "is not a folder" if not os.path.isdir(existing) else "is not writable"
+        problem = "is not writable" if os.path.isdir(existing) else "is not a folder"
         raise UserError(f"{folder}: cannot write results there ({existing} {problem})")
     for name in remove_stale_temporaries(folder):
         print(f"removed {os.path.join(folder, name)}, left by an interrupted run")
 
 
 def run(script, args):
-    """--list, --lanes, or the questions asked (with what they read) through the cache, then their reports; with
-    --replot, only the reports. Returns the questions that failed."""
+    """--list, --lanes, or the questions asked (and what they read) through the cache, then their reports;
+    with --replot, the reports alone. Returns the questions that failed."""
     out_dir = os.path.join(args.out, script.name)
     by_name = {q.name: q for q in script.questions}
-    if args.list:
-        print("\n".join(by_name))
-        return []
-    if args.lanes:
+    if args.list or args.lanes:
         seconds = {name: saved_seconds(os.path.join(out_dir, f"{name}.json")) for name in by_name}
-        print("\n".join(" ".join(lane) for lane in plan_lanes(script.questions, args.lanes, seconds)))
+        print("\n".join(" ".join(lane) for lane in plan_lanes(script.questions, args.lanes, seconds))
+              if args.lanes else "\n".join(by_name))
         return []
     names = list(by_name) if "all" in args.question else list(dict.fromkeys(args.question))
     if not args.replot:
         for name in with_reads(script.questions, names):  # bad flags fail here, before any data is read
             resolve_settings(script, by_name[name], args)
         device = pick_device(args.device)
-        if args.threads:  # on a GPU too: the CPU ops around it and parallel lanes share the machine's cores
+        if args.threads:  # on a GPU too: the CPU ops around it and parallel lanes share the cores
             torch.set_num_threads(args.threads)
         data = script.load_data(args, device)
         env = Env(device, args.quiet, getattr(args, "cache_dir", None))
@@ -369,21 +360,18 @@ def run(script, args):
 
     def result_of(name, force=False):  # each question once per process; what it reads first
         if name not in results:
-            question = by_name[name]
-            reads = {read: result_of(read) for read in question.reads}
-            results[name] = get_result(script, question, args, data, env, reads, force)
+            reads = {read: result_of(read) for read in by_name[name].reads}
+            results[name] = get_result(script, by_name[name], args, data, env, reads, force)
         return results[name]
 
     for name in names:
         start = time.perf_counter()
         try:
-            if args.replot:
-                result = read_result(os.path.join(out_dir, f"{name}.json"))
-            else:
-                result = result_of(name, force=args.force)
-            findings = write_report(script, by_name[name], result, out_dir)
+            path = os.path.join(out_dir, f"{name}.json")
+            result = read_result(path) if args.replot else result_of(name, force=args.force)
+            lines = write_report(script, by_name[name], result, out_dir)
             print("\n".join([f"{name}: wrote {os.path.join(out_dir, name)}.{{md,json}} and its figures"]
-                            + [f"  {finding}" for finding in findings]), flush=True)
+                            + [f"  {line}" for line in lines]), flush=True)
         except Exception as e:
             if len(names) == 1 or isinstance(e, UserError):
                 raise
@@ -398,8 +386,8 @@ def run(script, args):
 
 
 def main(script, argv=None):
-    """The command line of mlp.py and cnn.py. An error in the user's input (a UserError) is one line on stderr and
-    exit code 2; --debug shows the traceback."""
+    """The command line of mlp.py and cnn.py. A UserError is one line on stderr and exit code 2 (--debug
+    shows the traceback); a failed question, exit code 1."""
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     try:
         failed = run(script, parse_args(script, argv))

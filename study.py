@@ -1,7 +1,5 @@
-"""The study report: OUT/README.md (every question's .md in the order of the exercise, under a manifest) and
-OUT/manifest.json, from the saved results and run_all.sh's timings. run_all.sh calls it last; it reads only files.
-
-    python study.py --out results --times results/logs/times.tsv --lanes results/logs/lanes.txt --total 900 ...
+"""The study report: OUT/README.md (every question's .md in the exercise's order, under a manifest) and
+OUT/manifest.json, from the saved results and run_all.sh's timings. run_all.sh calls it last; it reads files.
 """
 import argparse
 import json
@@ -15,8 +13,8 @@ import cnn
 import mlp
 from common import HERE, library_versions, markdown_table, mean_std, save_json, save_text
 
-COURSE_ROWS = {"train": 106_897, "val": 13_363, "test": 13_363}  # the course's CSVs: only they meet the report
-COURSE_REPORT = {  # the numbers of the course report this suite reproduces, as it gives them
+COURSE_ROWS = {"train": 106_897, "val": 13_363, "test": 13_363}  # the course's CSVs, which the report used
+COURSE_REPORT = {  # the course report's numbers, as it gives them
     "lr": "0.01: ~1.5-1.6; 0.001: ~2.1; 0.0005: ~2.7; 1e-5: ~3.48; 1 and 0.2: flat ~3.26",
     "epochs": "~1.5-1.6; ~0.40",
     "batchnorm": "~0.3; ~0.92; validation above train",
@@ -27,18 +25,18 @@ COURSE_REPORT = {  # the numbers of the course report this suite reproduces, as 
 
 
 def git_commit(out):
-    """The commit the code ran from, and whether tracked files other than results (the project's results/ folder and
-    out, the one being written) differ from it."""
+    """The commit the code ran from, and whether tracked files other than results (the project's results/
+    and out, the folder being written) differ from it."""
+    def git(*args):
+        done = subprocess.run(["git", *args], capture_output=True, text=True, check=True, cwd=HERE)
+        return done.stdout.strip()
+    out = os.path.relpath(os.path.abspath(out), HERE)
+    excluded = [":(exclude)results"] + ([f":(exclude){out}"] if not out.startswith("..") else [])
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                                cwd=HERE).stdout.strip()
-        out = os.path.relpath(os.path.abspath(out), HERE)
-        results = ["--", ".", ":(exclude)results"] + ([f":(exclude){out}"] if not out.startswith("..") else [])
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", *results],
-                               capture_output=True, text=True, check=True, cwd=HERE).stdout.strip()
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", *excluded)
+        return git("rev-parse", "HEAD") + (" (with uncommitted changes)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return None
-    return commit + (" (with uncommitted changes)" if dirty else "")
 
 
 def section_text(out, key, seconds):
@@ -47,20 +45,15 @@ def section_text(out, key, seconds):
     path = os.path.join(out, folder, f"{question}.md")
     if not os.path.exists(path):
         return f"## {key}\n\nNo result: the question failed or was not run (see run_all.sh's output).\n"
-    lines = []
-    for line in open(path).read().splitlines():
-        if line.startswith("#"):
-            line = "#" + line
-        if line.startswith("!["):
-            line = line.replace("](", f"]({folder}/", 1)
-        lines.append(line)
+    lines = ["#" + line if line.startswith("#") else line.replace("](", f"]({folder}/", 1)
+             if line.startswith("![") else line for line in open(path).read().splitlines()]
     lines.insert(1, f"\n*`python {folder}.py --question {question}`; wall time in this run: "
-                    f"{seconds if seconds is not None else '?'} s.*")
+                    f"{'?' if seconds is None else seconds} s.*")
     return "\n".join(lines) + "\n"
 
 
 def lanes_sentence(lanes):
-    """How run_all.sh ran the questions: lanes, one per process, each the script then the questions it ran in turn."""
+    """How run_all.sh ran the questions: lanes, one a process, each the script then its questions in turn."""
     if len(lanes) < 2:
         return "The questions ran one after another, so their times add up to the total."
     return (f"The questions ran in {len(lanes)} processes side by side ("
@@ -69,133 +62,130 @@ def lanes_sentence(lanes):
 
 
 def data_cell(info):
-    """The manifest's line for a section's data: 'embedded: data/europe (train N, ...)', or the folder alone."""
+    """The manifest's line for a section's data: 'embedded: data/europe (train N, ...)', or the folder."""
     if not info["dir"]:
         return "no result in this folder"
-    rows_text = ", ".join(f"{split} {n:,}" for split, n in (info["rows"] or {}).items())
-    return (f"embedded: {info['dir']}" if info["source"] == "embedded" else info["dir"]) + f" ({rows_text})"
+    rows = ", ".join(f"{split} {n:,}" for split, n in info["rows"].items())
+    return ("embedded: " if info["source"] == "embedded" else "") + f"{info['dir']} ({rows})"
 
 
 def stand_in_note(stand_ins):
-    """The warning at the top of the report when a section ran on the data embedded in the project."""
+    """The warning at the top of the report for the sections that ran on the data embedded in the project."""
     if not stand_ins:
         return None
-    return (f"> **Stand-in data.** {' and '.join(stand_ins)}: the data embedded in the project, not the course's. The "
-            "numbers answer the same questions but are not the report's. To run the course data: `bash run_all.sh "
-            "--mlp-data PATH/TO/COURSE_CSVS --cnn-data DIR` (the course's train.csv, validation.csv and test.csv; DIR: "
-            "an ImageFolder with train/, val/, test/).\n")
-
-
-def final_values(runs, key):
-    return [r["history"][key][-1] for r in runs]
+    return (f"> **Stand-in data.** {' and '.join(stand_ins)}: the data embedded in the project, not the "
+            "course's. The numbers answer the same questions but are not the report's. To run the course "
+            "data: `bash run_all.sh --mlp-data PATH/TO/COURSE_CSVS --cnn-data DIR` (the course's train.csv, "
+            "validation.csv and test.csv; DIR: an ImageFolder with train/, val/, test/).\n")
 
 
 def reproduction_rows(results):
-    """Section 6 on the course's CSVs against the course report's numbers, one row per question that ran."""
+    """Section 6 on the course's CSVs beside the course report's numbers, a row per question that ran."""
+    def per(question, key, value):  # {key(run): [value(run) for each of its runs]}
+        groups = {}
+        for run in results[question]["runs"]:
+            groups.setdefault(key(run), []).append(value(run))
+        return groups
+
+    def last(key):
+        return lambda run: run["history"][key][-1]
     rows = []
     if "lr" in results:
-        by_lr = {}
-        for r in results["lr"]["runs"]:
-            by_lr.setdefault(r["lr"], []).append(r["history"]["val_loss"][-1])
         rows.append(("6.1.2-1 final validation loss by lr", "; ".join(
-            f"{lr:g}: {np.mean([v for v in values if v is not None]):.2f} (seeds "
-            + ", ".join("diverged" if v is None else f"{v:.2f}" for v in values) + ")"
-            for lr, values in by_lr.items()), COURSE_REPORT["lr"]))
-    for name, label in (("epochs", "6.1.2-2 100 epochs, no batch norm"), ("batchnorm", "6.1.2-3 with batch norm")):
+            f"{lr:g}: {np.mean([v for v in losses if v is not None]):.2f} (seeds "
+            + ", ".join("diverged" if v is None else f"{v:.2f}" for v in losses) + ")"
+            for lr, losses in per("lr", lambda r: r["lr"], last("val_loss")).items()), COURSE_REPORT["lr"]))
+    for name, label in (("epochs", "6.1.2-2 100 epochs, no batch norm"), ("batchnorm", "6.1.2-3 batch norm")):
         if name in results:
-            runs = results[name]["runs"]
-            cell = (f"{mean_std(final_values(runs, 'val_loss'))}; {mean_std(final_values(runs, 'val_acc'))}; train "
-                    f"{mean_std(final_values(runs, 'train_acc'))} in train mode, "
-                    f"{mean_std(final_values(runs, 'train_eval_acc'))} in eval mode")
+            cells = [mean_std([last(key)(run) for run in results[name]["runs"]])
+                     for key in ("val_loss", "val_acc", "train_acc", "train_eval_acc")]
+            cell = f"{cells[0]}; {cells[1]}; train {cells[2]} in train mode, {cells[3]} in eval mode"
             rows.append((f"{label}: validation loss; accuracy", cell, COURSE_REPORT[name]))
     if "batch_size" in results:
-        best = {}
-        for r in results["batch_size"]["runs"]:
-            best.setdefault(r["batch_size"], []).append(max(v for v in r["history"]["val_acc"] if v is not None))
-        rows.append(("6.1.2-4 best validation accuracy by batch size", ", ".join(
-            f"{bs}: {np.mean(values):.3f}" for bs, values in best.items()), COURSE_REPORT["batch_size"]))
+        best = per("batch_size", lambda r: r["batch_size"],
+                   lambda r: max(v for v in r["history"]["val_acc"] if v is not None))
+        rows.append(("6.1.2-4 best validation accuracy by batch size",
+                     ", ".join(f"{bs}: {np.mean(values):.3f}" for bs, values in best.items()),
+                     COURSE_REPORT["batch_size"]))
     if "depth_width" in results:
-        accs = {}
-        for r in results["depth_width"]["runs"]:
-            accs.setdefault((r["depth"], r["width"]), []).append(r["history"]["val_acc"][-1])
-        top = max(accs, key=lambda arch: np.mean(accs[arch]))
-        rows.append(("6.2.1 validation accuracy by depth (width 16)", ", ".join(
-            f"{d}: {np.mean(values):.3f}" for (d, w), values in accs.items() if w == 16)
-            + f"; best depth {top[0]} width {top[1]} ({mean_std(accs[top])})", COURSE_REPORT["depth_width"]))
+        by_arch = per("depth_width", lambda r: (r["depth"], r["width"]), last("val_acc"))
+        top = max(by_arch, key=lambda arch: np.mean(by_arch[arch]))
+        cell = ", ".join(f"{d}: {np.mean(values):.3f}" for (d, w), values in by_arch.items() if w == 16)
+        cell += f"; best depth {top[0]} width {top[1]} ({mean_std(by_arch[top])})"
+        rows.append(("6.2.1 validation accuracy by depth (width 16)", cell, COURSE_REPORT["depth_width"]))
     if "gradients" in results:
         runs = [r for r in results["gradients"]["runs"] if r["status"] == "ok"]
-        last = {layer: [r["history"]["grad_sq_norm"][-1][layer] for r in runs] for layer in (0, 30, 60, 90, 95, 99)}
-        rows.append(("6.2.1-5 ||grad W||² in the last epoch, by layer", "; ".join(
-            f"{layer}: (" + ", ".join("0" if v == 0 else f"{v:.0e}" for v in values) + ")"
-            for layer, values in last.items()) + " for seeds " + ", ".join(str(r["seed"]) for r in runs),
+        rows.append(("6.2.1-5 \\|\\|grad W\\|\\|² in the last epoch, by layer", "; ".join(
+            f"{layer}: (" + ", ".join("0" if r["history"]["grad_sq_norm"][-1][layer] == 0 else
+                                      f"{r['history']['grad_sq_norm'][-1][layer]:.0e}" for r in runs) + ")"
+            for layer in (0, 30, 60, 90, 95, 99)) + " for seeds " + ", ".join(str(r["seed"]) for r in runs),
             COURSE_REPORT["gradients"]))
     return rows
 
 
 def write_study_report(out, times, lanes, total, seeds, image_size):
-    """OUT/README.md and OUT/manifest.json from the saved per-question files and run_all's timings. times: (key,
-    seconds, status) rows; lanes: the processes run side by side, each a list: the script, then its questions."""
-    questions = [f"{script.SCRIPT.name}/{q.name}" for script in (mlp, cnn) for q in script.QUESTIONS
-                 if os.path.isdir(os.path.join(out, script.SCRIPT.name))]  # a section never run into out is left out
+    """OUT/README.md and OUT/manifest.json from the saved per-question files and run_all's timings. times:
+    (key, seconds, status) rows; lanes: the processes run side by side, each the script then its questions."""
+    keys = [f"{script.SCRIPT.name}/{q.name}" for script in (mlp, cnn) for q in script.QUESTIONS
+            if os.path.isdir(os.path.join(out, script.SCRIPT.name))]  # a section not run into out: left out
     wall = {key: float(seconds) for key, seconds, _ in times}
     status = {key: state for key, _, state in times}
     results = {}
-    for key in questions:
+    for key in keys:
         try:
             with open(os.path.join(out, f"{key}.json")) as f:
                 results[key] = json.load(f)
         except (OSError, ValueError):
             pass
     for key, result in results.items():  # a question that ran but whose models could not run is not "ok"
-        if status.get(key) == "ok" and result.get("models") and all(m["status"] == "not run" for m in result["models"]):
+        if status.get(key) == "ok" and result.get("models") and all(m["status"] == "not run"
+                                                                    for m in result["models"]):
             status[key] = "not run"
-    devices = sorted({r["device"] for r in results.values() if "device" in r})
     data = {}
     for section in ("mlp", "cnn"):
-        meta = next((r["data"] for k, r in results.items() if k.startswith(section) and "data" in r), None)
-        data[section] = {"source": "embedded" if meta and "stand_in" in meta else meta and meta["dir"],
-                         "dir": meta and meta["dir"], "rows": meta and meta["rows"],
-                         "stand_in": meta and meta.get("stand_in")}
+        meta = next((r["data"] for k, r in results.items() if k.startswith(section)), {})
+        data[section] = {"source": "embedded" if "stand_in" in meta else meta.get("dir"),
+                         "dir": meta.get("dir"), "rows": meta.get("rows"), "stand_in": meta.get("stand_in")}
     manifest = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "git_commit": git_commit(out), "seeds": seeds,
-                "devices": devices, "versions": library_versions(), "data": data, "cnn_image_size": image_size,
-                "total_wall_s": total, "questions": wall, "status": status, "lanes": lanes}
+                "devices": sorted({r["device"] for r in results.values()}), "versions": library_versions(),
+                "data": data, "cnn_image_size": image_size, "total_wall_s": total, "questions": wall,
+                "status": status, "lanes": lanes}
     save_json(os.path.join(out, "manifest.json"), manifest)
 
     lines = ["# The study, answered\n",
              "Generated by `bash run_all.sh` from the files in this folder; do not edit by hand.\n"]
     note = stand_in_note([info["stand_in"] for info in data.values() if info["stand_in"]])
-    if note:
-        lines.append(note)
     failed = [k for k, v in status.items() if v == "failed"]
-    if failed:
-        lines.append(f"> **Failed in this run:** {', '.join(failed)}. Their sections below are missing or stale.\n")
+    lines += [note] if note else []
+    lines += [f"> **Failed in this run:** {', '.join(failed)}. Their sections below are missing or stale.\n"
+              ] if failed else []
     rows = [("date", manifest["date"]), ("git commit", manifest["git_commit"]), ("seeds", seeds),
-            ("device", ", ".join(devices)), ("total wall time", f"{total:.0f} s")]
+            ("device", ", ".join(manifest["devices"])), ("total wall time", f"{total:.0f} s")]
     rows += [(f"{section} data", data_cell(info)) for section, info in data.items()]
-    rows += [(package, version) for package, version in manifest["versions"].items()]
+    rows += list(manifest["versions"].items())
     lines += ["## Manifest\n", markdown_table(["", ""], rows), lanes_sentence(lanes) + "\n",
               markdown_table(["question", "wall time in this run (s)", "status"],
-                             [(k, f"{wall[k]:.1f}", status[k]) for k in questions if k in wall])]
+                             [(k, f"{wall[k]:.1f}", status[k]) for k in keys if k in wall])]
     if data["mlp"]["rows"] == COURSE_ROWS:
         section_6 = {key.split("/")[1]: r for key, r in results.items() if key.startswith("mlp/")}
         lines += ["## Section 6 against the course report\n",
-                  "Mean over seeds (± their standard deviation); the report trained one model per setting, seed 42, "
-                  "the first of the suite's seeds.\n",
+                  "Mean over seeds (± their standard deviation); the report trained one model per setting, "
+                  "seed 42, the first of the suite's seeds.\n",
                   markdown_table(["question", "this suite, course data", "the course report"],
                                  reproduction_rows(section_6))]
-    lines += [section_text(out, key, wall.get(key)) for key in questions]
+    lines += [section_text(out, key, wall.get(key)) for key in keys]
     save_text(os.path.join(out, "README.md"), "\n".join(lines))
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", required=True, help="results folder")
-    parser.add_argument("--times", required=True, help="the tab-separated file of --times: question, seconds, status")
+    parser.add_argument("--times", required=True, help="--times' file: question, seconds, status a line")
     parser.add_argument("--lanes", required=True,
-                        help="the processes run side by side, one line each: the script, then its questions")
+                        help="the processes run side by side, a line each: the script, then its questions")
     parser.add_argument("--total", type=float, required=True, help="total wall seconds")
     parser.add_argument("--seeds", type=int, required=True, help="seeds per setting, as run_all.sh ran them")
-    parser.add_argument("--image-size", type=int, required=True, help="Section 7's image size, as run_all.sh ran it")
+    parser.add_argument("--image-size", type=int, required=True, help="Section 7's image size, as run")
     cli = parser.parse_args()
     with open(cli.times) as f:
         timings = [line.rstrip("\n").split("\t") for line in f if line.strip()]
