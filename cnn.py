@@ -10,6 +10,7 @@ Data: --data-dir (ImageFolder, see --help), else a generated stand-in (data/buil
 Every number goes into results/cnn/<question>.json, reused by a rerun with the same settings, data and code;
 cnn_report.py writes the reports from it.
 """
+import csv
 import hashlib
 import json
 import math
@@ -122,11 +123,28 @@ def load_data(args, device):
             "digest": hashlib.sha256((file_digest(every_path) + names).encode()).hexdigest()[:16],
             "positive_class": "fake", "summary": summary, "images": images, "rows": rows}
     if demo:  # what the study report says the numbers are
-        meta["stand_in"] = ("Section 7 on a generated real-vs-fake image set (photographs vs. the same "
-                            "photographs through a simulated generator's upsampling)")
+        meta["stand_in"] = ("Section 7 on a generated real-vs-fake image set (photographs against the same "
+                            "photographs through a simulated generator's upsampling), which makes Section 7 "
+                            "a pipeline check: the builder set the fakes' trace so that XGBoost scores "
+                            "between 0.6 and 0.9, and real and fake images are crops of the same three "
+                            "photographs")
     labels = {split: torch.tensor([w == "fake" for w in words], dtype=torch.float32, device=device)
               for split, words in classes.items()}
-    return {"meta": meta, "dir": data_dir, "paths": paths, "classes": classes, "labels": labels}
+    return {"meta": meta, "dir": data_dir, "paths": paths, "classes": classes, "labels": labels,
+            "sources": read_sources(data_dir)}
+
+
+def read_sources(data_dir):
+    """{image path relative to data_dir: its source photograph}, from an optional sources.csv (the demo set
+    has one: its images are crops of three photographs); {} without one."""
+    path = os.path.join(data_dir, "sources.csv")
+    if not os.path.isfile(path):
+        return {}
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if not {"image", "source"} <= set(reader.fieldnames or []):
+            raise UserError(f"{path}: expected columns image, source; the header is {reader.fieldnames}")
+        return {row["image"]: row["source"] for row in reader}
 
 
 def preprocessing(name, image_size):
@@ -373,25 +391,50 @@ def recomputed_bn_accuracy(model, train_inputs, test_inputs, test_labels, prepar
         for start in range(0, len(train_inputs), EVAL_BATCH):
             model(prepare(train_inputs[start:start + EVAL_BATCH]))
     prob = predict(model, test_inputs, prepare, amp)
-    return float(((prob > 0.5).float() == test_labels.cpu()).float().mean())
+    return float(((prob > 0.5).float() == test_labels.cpu()).float().mean()), prob
+
+
+def running_statistics(model):
+    """Every BatchNorm's running mean and variance, copied."""
+    return [(m.running_mean.clone(), m.running_var.clone()) for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def statistics_distance(running, recomputed):
+    """Per BatchNorm layer, how far the running statistics training left are from those recomputed with the
+    final weights, averaged over the layer's channels: the means' gap in recomputed standard deviations, and
+    |ln| of the variances' ratio."""
+    distance = {"mean_shift": [], "log_var_ratio": []}
+    for (mean, var), (mean_new, var_new) in zip(running, recomputed):
+        distance["mean_shift"].append(float(((mean - mean_new).abs() / (var_new + 1e-5).sqrt()).mean()))
+        distance["log_var_ratio"].append(float(((var + 1e-5) / (var_new + 1e-5)).log().abs().mean()))
+    return distance
 
 
 def train_resnets(settings, data, env, baseline, backbone_state, preprocessing_name):
-    """scratch or finetune, a model per lr: every weight trained on the images."""
+    """scratch or finetune, a model per lr: every weight trained on the images. Beyond the protocol: how far
+    the weights moved, and the test predictions and BatchNorm statistics once recomputed."""
     records = []
     for lr in settings["lrs"]:
         seed_everything(settings["seed"])
         model = build_resnet(backbone_state).to(env.device, memory_format=torch.channels_last)
+        start = torch.cat([p.detach().flatten() for p in model.parameters()])
         x = images(data, preprocessing_name, settings["image_size"], env)
         prepare = normalizer(preprocessing_name, settings["image_size"], env.device)
         record = fit_and_score(settings, data, env, baseline, lr, model, x, prepare)
         if record["status"] == "ok":
             y, amp = data["labels"]["test"], settings["amp"]
             seed, batch_size = settings["seed"], settings["batch_size"]
+            moved = torch.cat([p.detach().flatten() for p in model.parameters()]) - start
+            record["weight_change"] = float(moved.norm() / start.norm())
+            running = running_statistics(model)
             record["test_acc_batch_stats"] = batch_stats_accuracy(model, x["test"], y, prepare, seed,
                                                                   batch_size, amp)
-            record["test_acc_recomputed_bn"] = recomputed_bn_accuracy(model, x["train"], x["test"], y,
-                                                                      prepare, amp)
+            record["test_acc_recomputed_bn"], prob = recomputed_bn_accuracy(model, x["train"], x["test"], y,
+                                                                            prepare, amp)
+            record["test_prob_recomputed_bn"] = [round(float(p), 6) for p in prob]
+            record["test_auroc_recomputed_bn"] = float(roc_auc_score(y.cpu(), prob))
+            record["bn_statistics_distance"] = statistics_distance(running, running_statistics(model))
         records.append(record)
     return records
 
@@ -509,12 +552,14 @@ def train_summary(settings, data, reads, env):
                           for name in BASELINES}}
 
 
-MISTAKES_RULE = ("test images the best model gets right and the worst gets wrong, the worst's most confident "
-                 "mistakes first, taking the two true classes in turn while both have some")
+MISTAKES_RULE = ("the worst's most confident mistakes first, the two true classes in turn, each from a "
+                 "source photograph not yet shown while there is one")
 
 
-def pick_mistakes(models, ranked, test_classes, n=5):
-    """Best and worst ok model (indices), and up to n test images by MISTAKES_RULE from saved predictions."""
+def pick_mistakes(models, ranked, test_classes, test_sources, n=5):
+    """Best and worst ok model (indices; among models tied for the worst, the last in the ranking), and up to
+    n test images the best gets right and the worst wrong, by MISTAKES_RULE, from the saved predictions.
+    test_sources: each test image's source photograph, or its own path where the data names none."""
     ok = [i for i in ranked if models[i]["status"] == "ok"]
     if len(ok) < 2:
         return None, None, []
@@ -524,11 +569,14 @@ def pick_mistakes(models, ranked, test_classes, n=5):
     candidates = np.flatnonzero(((p_best > 0.5) == y) & ((p_worst > 0.5) != y))
     candidates = candidates[np.argsort(-np.abs(p_worst[candidates] - 0.5), kind="stable")]
     by_class = [list(candidates[y[candidates] == truth]) for truth in (True, False)]
-    chosen = []
+    chosen, shown = [], set()
     while len(chosen) < n and any(by_class):
         for queue in by_class:
             if queue and len(chosen) < n:
-                chosen.append(int(queue.pop(0)))
+                pick = next((i for i in queue if test_sources[i] not in shown), queue[0])
+                queue.remove(pick)
+                chosen.append(int(pick))
+                shown.add(test_sources[pick])
     return ok[0], ok[-1], chosen
 
 
@@ -541,9 +589,10 @@ def thumbnail(rgb):
 def train_mistakes(settings, data, reads, env):
     """The summary, the best and worst model, the test images chosen by MISTAKES_RULE and their thumbnails."""
     result = train_summary(settings, data, reads, env)
+    sources = [data["sources"].get(path, path) for path in result["test_paths"]]
     result["best"], result["worst"], result["chosen"] = pick_mistakes(result["models"], result["ranking"],
-                                                                      result["test_classes"])
-    result["rule"] = MISTAKES_RULE
+                                                                      result["test_classes"], sources)
+    result["rule"], result["sources"] = MISTAKES_RULE, [sources[i] for i in result["chosen"]]
     result["arrays"] = {f"image_{k}": decode_one(os.path.join(data["dir"], result["test_paths"][i]),
                                                  [thumbnail])[0] for k, i in enumerate(result["chosen"])}
     return result
@@ -577,8 +626,8 @@ SETTINGS = [
     Setting("image_size", "side S (at least 32) of the network input: scratch and XGBoost resize to S x S, "
                           "the pretrained baselines resize to S*256/224 and center-crop S; XGBoost then "
                           f"center-crops {XGB_CROP} x {XGB_CROP}", dict(type=int),
-            check=lambda size: None if size >= 32 else f"must be at least 32 (ResNet18 downsamples 32x), got "
-                                                       f"{size}"),
+            check=lambda size: None if size >= 32 else
+            f"must be at least 32 (ResNet18 downsamples 32x), got {size}"),
     Setting("weights", "pretrained backbone: imagenet (torchvision's ResNet18_Weights.IMAGENET1K_V1, through "
                        "its cache and download; if they cannot be had, the pretrained baselines are reported "
                        "as not run, with the fix), none (not run), or PATH to a ResNet18 state-dict file",

@@ -3,12 +3,11 @@ nothing here trains, measures or reads the images. A finding function decides wh
 and returns it with its numbers ({'case': ..., ...}); only the templates in TEXT hold wording.
 """
 import math
-import textwrap
 
 import numpy as np
 from sklearn.metrics import roc_curve
 
-from common import Answer, Report, markdown_table, plt, render, show_value
+from common import PALETTE, Answer, Report, markdown_table, plt, render, show_value
 
 # Every number that decides a case, and why it has its value.
 MIN_MARGIN = 0.05  # accuracies closer than this are the same on any test set: less is a handful of images
@@ -16,8 +15,11 @@ ONE_CLASS = 0.05  # under 5% of one true class right: (almost) every image is pu
 LOW_TRAIN_LOSS = 0.3  # nats: a mean training loss below this fitted the training batches (chance: ln 2)
 LOW_TEST_ACC = 0.6  # below this test accuracy, after such a low training loss, a model fails in eval mode
 LAST_STEPS = 5  # the training steps whose mean loss says where training ended
+STALE_SHIFT = 0.5  # running means this many recomputed standard deviations off shift a channel's activations
+#   across most of their range: stale; a healthy EMA of 38 batches sits within a few tenths
+STALE_LOG_RATIO = math.log(2)  # running variances off by a factor of 2 or more in a layer: stale
 THRESHOLD = "\nAccuracy is at threshold P(fake) > 0.5; "
-COLUMNS = {"test acc": "test_acc", "test AUROC": "test_auroc", "val acc": "val_acc",
+COLUMNS = {"test AUROC": "test_auroc", "val acc": "val_acc",
            "test acc on real": "test_acc_real", "test acc on fake": "test_acc_fake",
            "test acc, BN recomputed statistics": "test_acc_recomputed_bn",
            "test acc, BN test-batch statistics": "test_acc_batch_stats"}
@@ -60,8 +62,18 @@ def notes(m):
     return "; ".join(parts)
 
 
-def majority_rate(meta):
-    return max(meta["images"]["test"].values()) / sum(meta["images"]["test"].values())
+def test_shares(meta):
+    """Each class's share of the test images."""
+    counts = meta["images"]["test"]
+    return [count / sum(counts.values()) for count in counts.values()]
+
+
+def accuracy_text(m):
+    """A test accuracy with its binomial standard error on the test images."""
+    if m["test_acc"] is None:
+        return "-"
+    error = math.sqrt(m["test_acc"] * (1 - m["test_acc"]) / len(m["test_prob"]))
+    return f"{m['test_acc']:.3f} ± {error:.3f}"
 
 
 def not_run_reasons(models):
@@ -83,9 +95,9 @@ def results_table(models, numbered=False):
                 continue
             not_run.add(m["baseline"])
             m = {**m, "lr": None if m["lr"] is None else "every lr"}
-        rows.append([m["baseline"], lr_text(m), *(fmt(m.get(key)) for key in COLUMNS.values()),
+        rows.append([m["baseline"], lr_text(m), accuracy_text(m), *(fmt(m.get(k)) for k in COLUMNS.values()),
                      fmt(m["train_seconds"], 1), status_text(m), notes(m)])
-    header = ["model", "lr", *COLUMNS, "train time (s)", "status", "notes"]
+    header = ["model", "lr", "test acc", *COLUMNS, "train time (s)", "status", "notes"]
     if numbered:
         header, rows = ["rank"] + header, [[i + 1] + row for i, row in enumerate(rows)]
     return markdown_table(header, rows) + "".join(f"\n**{line}.**\n" for line in not_run_reasons(models))
@@ -100,16 +112,32 @@ def one_class_finding(models):
 
 
 def running_stats_finding(m):
-    """Low training loss but low eval-mode test accuracy: do recomputed BatchNorm statistics recover it?"""
+    """Low training loss but low eval-mode test accuracy: do recomputed BatchNorm statistics recover it, and
+    are the running statistics training left measurably far from the recomputed ones (stale)?"""
     last_loss = np.mean([v for v in m.get("train_loss", [])[-LAST_STEPS:] if v is not None] or [np.nan])
     numbers = dict(name=model_name(m), last_loss=last_loss, test_acc=m["test_acc"], steps=LAST_STEPS,
-                   recomputed=m.get("test_acc_recomputed_bn"), batch_stats=m.get("test_acc_batch_stats"))
+                   recomputed=m.get("test_acc_recomputed_bn"), batch_stats=m.get("test_acc_batch_stats"),
+                   moved=m.get("weight_change"))
     if not (last_loss < LOW_TRAIN_LOSS and m["test_acc"] < LOW_TEST_ACC):
         return dict(numbers, case="not_applicable")
     if numbers["recomputed"] is None:
         return dict(numbers, case="fits_but_fails")
-    recovered = numbers["recomputed"] > m["test_acc"] + same_accuracy_margin(len(m["test_prob"]))
-    return dict(numbers, case="stale_statistics" if recovered else "not_the_statistics")
+    if numbers["recomputed"] <= m["test_acc"] + same_accuracy_margin(len(m["test_prob"])):
+        return dict(numbers, case="not_the_statistics")
+    return dict(numbers, **stale_finding(m))
+
+
+def stale_finding(m):
+    """How far a model's running BatchNorm statistics were from those recomputed with its final weights: the
+    layer whose means are furthest off (in recomputed standard deviations), the one whose variances are."""
+    distance = m["bn_statistics_distance"]
+    shift_layer = int(np.argmax(distance["mean_shift"]))
+    ratio_layer = int(np.argmax(distance["log_var_ratio"]))
+    shift, log_ratio = distance["mean_shift"][shift_layer], distance["log_var_ratio"][ratio_layer]
+    stale = shift > STALE_SHIFT or log_ratio > STALE_LOG_RATIO
+    return dict(case="stale_statistics" if stale else "statistics_close", shift=shift,
+                shift_layer=shift_layer, factor=math.exp(log_ratio), ratio_layer=ratio_layer,
+                layers=len(distance["mean_shift"]))
 
 
 def bn_statistics_finding(baseline, runs):
@@ -152,22 +180,39 @@ def baseline_findings(models, majority):
     return findings
 
 
-def summary_findings(models, ranked, majority):
-    """7.6-1: the best and worst overall, then each baseline's best two and its trend over its lrs."""
+def beats_chance(accuracy, n, shares):
+    """Is an accuracy on n test images above every guess's by more than two binomial standard errors: a coin
+    (0.5) and one class for every image (each class's share)?"""
+    return all(accuracy > p + 2 * math.sqrt(p * (1 - p) / n) for p in (0.5, *shares))
+
+
+def summary_findings(models, ranked, shares, demo=False):
+    """7.6-1: the best and the worst overall (a tie for worst named as one), then per baseline its two best
+    models among those that beat chance, and its trend over its lrs. shares: each class's share of the test
+    images; demo: the generated stand-in, where this is a pipeline check."""
     ok = [models[i] for i in ranked if models[i]["status"] == "ok"]
+    findings = [dict(case="pipeline_check")] if demo else []
     if not ok:
-        return [dict(case="no_model")]
-    findings = [dict(case="overall", best=model_name(ok[0]), best_acc=ok[0]["test_acc"],
-                     worst=model_name(ok[-1]), worst_acc=ok[-1]["test_acc"], majority=majority)]
+        return findings + [dict(case="no_model")]
+    n, worst = len(ok[0]["test_prob"]), ok[-1]
+    tied = [model_name(m) for m in ok if m["test_acc"] == worst["test_acc"]]
+    findings += [dict(case="overall", best=model_name(ok[0]), best_acc=ok[0]["test_acc"], n=n,
+                      se=math.sqrt(0.25 / n)),
+                 dict(case="worst_tie" if len(tied) > 1 else "worst", names=tied, acc=worst["test_acc"],
+                      last=model_name(worst), majority=max(shares))]
     for baseline in dict.fromkeys(m["baseline"] for m in models):
         runs = [m for m in models if m["baseline"] == baseline]
-        best_two = [(model_name(m), m["test_acc"]) for m in ok if m["baseline"] == baseline][:2]
+        ran = [m for m in ok if m["baseline"] == baseline]
+        best_two = [(model_name(m), m["test_acc"]) for m in ran if beats_chance(m["test_acc"], n, shares)][:2]
         if best_two:
             findings.append(dict(case="baseline_best_two", baseline=baseline, best_two=best_two))
-            findings += baseline_findings(runs, majority)[1:]
+        elif ran:
+            findings.append(dict(case="baseline_at_chance", baseline=baseline, name=model_name(ran[0]),
+                                 acc=ran[0]["test_acc"]))
         else:
             findings.append(dict(case="baseline_did_not_run", baseline=baseline, status=runs[0]["status"],
                                  reason=runs[0]["reason"]))
+        findings += baseline_findings(runs, max(shares))[1:] if ran else []
     return findings
 
 
@@ -207,13 +252,23 @@ TEXT = {
     "one_class": lambda f: f"{', '.join(f['models'])} put (almost) every test image in one class.",
     "not_applicable": None,
     "fits_but_fails": RUNNING_STATS + ".",
-    "stale_statistics": RUNNING_STATS + RECOMPUTED + (": the weights learned the task, and what fails in "
-                                                      "eval mode is stale running statistics."),
+    "stale_statistics": RUNNING_STATS + RECOMPUTED + (": the weights learned the task, and the running "
+                                                      "statistics are stale: the means of BatchNorm layer "
+                                                      "{shift_layer} (of {layers}) sit {shift:.2f} "
+                                                      "recomputed standard deviations off on average, and "
+                                                      "the variances of layer {ratio_layer} a factor "
+                                                      "{factor:.1f} off, while training moved the weights by "
+                                                      "{moved:.1%} of their norm."),
+    "statistics_close": RUNNING_STATS + RECOMPUTED + (", though the running statistics are close to the "
+                                                      "recomputed ones (at most {shift:.2f} standard "
+                                                      "deviations in the means, a factor {factor:.1f} in the "
+                                                      "variances): what recomputing changes is not measured "
+                                                      "here."),
     "not_the_statistics": RUNNING_STATS + RECOMPUTED + (": the running statistics do not explain the low "
                                                         "accuracy."),
     "recomputed_higher": BN_STATISTICS + (": the network learned the task, and what fails in eval mode is "
-                                          "BatchNorm's running statistics, which one short epoch leaves "
-                                          "behind the weights."),
+                                          "BatchNorm's running statistics (measured per model in the "
+                                          "findings of its baseline)."),
     "recomputed_lower": BN_STATISTICS + (": recomputed statistics score lower, so the running statistics are "
                                          "not what holds it back."),
     "same": BN_STATISTICS + ": within {margin:.3f}, so the running statistics are not what holds it back.",
@@ -231,7 +286,21 @@ TEXT = {
                                        "that learned: steps that big wreck the weights in one epoch."),
     "diverged": lambda f: f"Diverged: lr {', '.join(f['lrs'])}.",
     "no_model": "No model ran.",
-    "overall": "Best overall: {best} ({best_acc:.3f}); worst: {worst} ({worst_acc:.3f}), " + ONE_CLASS_RATE,
+    "stand_in": "(On the generated stand-in: a pipeline check, not a finding about real and fake images.)",
+    "pipeline_check": ("On the generated stand-in this is a pipeline check, not a finding about real and "
+                       "fake images: its builder set the fakes' upsampling trace so that XGBoost scores "
+                       "between 0.6 and 0.9, and real and fake images are crops of the same three "
+                       "photographs, so only that trace separates them; which baseline wins is a property of "
+                       "the stand-in."),
+    "overall": ("Best overall: {best} ({best_acc:.3f}; an accuracy on {n} test images carries a standard "
+                "error of about ±{se:.3f})."),
+    "worst": "Worst: {last} ({acc:.3f}), " + ONE_CLASS_RATE,
+    "worst_tie": lambda f: (f"Worst: a tie at {f['acc']:.3f} between {', '.join(f['names'])}, against "
+                            f"{f['majority']:.3f} for calling every image one class; the ranking puts "
+                            f"{f['last']} last (ties go by baseline, then by lr), and the mistakes take it "
+                            "as the worst."),
+    "baseline_at_chance": ("Baseline {baseline}: no model beats chance in eval mode by two standard errors "
+                           "(its best, {name}, {acc:.3f}), so it has no best two."),
     "baseline_did_not_run": lambda f: f"Baseline {f['baseline']}: {f['status']}" + (
         f" ({f['reason']})." if f["reason"] else "."),
     "baseline_best_two": lambda f: f"Baseline {f['baseline']}: best " + ", ".join(
@@ -258,20 +327,25 @@ def finish(ax, **labels):
 
 
 def baseline_figure(result):
-    """Training loss per step (torch baselines) and the test ROC curve of every model that ran."""
+    """Training loss per step (torch baselines) and the test ROC of every model that ran: in eval mode, and
+    (dashed) with BatchNorm's statistics recomputed where they were."""
     name, settings = result["question"], result["settings"]
     torch_based = "lrs" in settings
-    fig, axes = plt.subplots(1, 1 + torch_based, figsize=(7 + 6 * torch_based, 5), layout="constrained",
+    fig, axes = plt.subplots(1, 1 + torch_based, figsize=(7 + 6.5 * torch_based, 5.5), layout="constrained",
                              squeeze=False)
     loss_ax, roc_ax = axes[0, 0], axes[0, -1]
     y_test = [c == "fake" for c in result["test_classes"]]
-    for i, m in enumerate(result["models"]):
+    for color, m in zip(PALETTE, result["models"]):
         if torch_based and m.get("train_loss"):
-            loss_ax.plot(range(1, len(m["train_loss"]) + 1), m["train_loss"], color=f"C{i}", marker=".",
+            loss_ax.plot(range(1, len(m["train_loss"]) + 1), m["train_loss"], color=color, marker=".",
                          label=f"lr {m['lr']:g} ({m['status']})")
         if m["status"] == "ok":
             fpr, tpr, _ = roc_curve(y_test, m["test_prob"])
-            roc_ax.plot(fpr, tpr, color=f"C{i}", label=f"{model_name(m)}: AUROC {m['test_auroc']:.3f}")
+            roc_ax.plot(fpr, tpr, color=color, label=f"{model_name(m)}: AUROC {m['test_auroc']:.3f}")
+        if m.get("test_prob_recomputed_bn"):
+            fpr, tpr, _ = roc_curve(y_test, m["test_prob_recomputed_bn"])
+            roc_ax.plot(fpr, tpr, color=color, linestyle="--",
+                        label=f"{model_name(m)}, BN recomputed: AUROC {m['test_auroc_recomputed_bn']:.3f}")
     roc_ax.plot([0, 1], [0, 1], color="gray", linewidth=0.8, linestyle=":", label="chance")
     if torch_based:
         finish(loss_ax, xlabel=f"optimizer step (batch of {settings['batch_size']} images)", yscale="log",
@@ -282,104 +356,106 @@ def baseline_figure(result):
 
 
 def report_baseline(result):
-    models = result["models"]
+    models, shares = result["models"], test_shares(result["data"])
     ok = [m for m in models if m["status"] == "ok"]
     findings = [f"{model_name(m)} {status_text(m)}." for m in models if m["status"] == "diverged"]
-    findings += [line + "." for line in not_run_reasons(models)]
     if ok:
-        top = max(ok, key=lambda m: m["test_acc"])
-        findings.append(f"best: {model_name(top)}, test accuracy {top['test_acc']:.3f} (AUROC "
-                        f"{top['test_auroc']:.3f}; {top['test_acc_real']:.3f} of real and "
-                        f"{top['test_acc_fake']:.3f} of fake test images classified correctly).")
         findings += sentences([one_class_finding(ok)] + [running_stats_finding(m) for m in ok])
     findings += [f"sklearn raised a ConvergenceWarning ({m['convergence_warning']}); the protocol keeps "
                  "LogisticRegression's defaults, so this is the model it fitted." for m in models
                  if m.get("convergence_warning")]
+    check = [dict(case="stand_in")] if result["data"].get("demo") else []
     answer = Answer(result["section"], f"{result['title']}: how well does it tell real from fake?",
-                    sentences(baseline_findings(models, majority_rate(result["data"]))))
-    ran = any(m["status"] != "not run" for m in models)
-    note = ("the positive class is fake. Beyond the protocol (ResNets only): 'BN recomputed statistics' "
-            "scores the trained network in eval mode after one pass over the training images recomputes "
-            "every BatchNorm's running statistics with the final weights; 'BN test-batch statistics' "
-            "normalizes each shuffled test batch of the training batch size by its own statistics.")
-    return Report([results_table(models) + THRESHOLD + note],
-                  {f"{result['question']}.png": baseline_figure(result)} if ran else {}, findings, [answer])
+                    sentences(baseline_findings(models, max(shares)) + check))
+    note = ("the positive class is fake; ± is the binomial standard error of an accuracy on the test images. "
+            "Beyond the protocol (ResNets only): 'BN recomputed statistics' scores the trained network in "
+            "eval mode after one pass over the training images recomputes every BatchNorm's running "
+            "statistics with the final weights; 'BN test-batch statistics' normalizes each shuffled test "
+            "batch of the training batch size by its own statistics.")
+    caption = ("Left: each lr's training loss per step; right: each model's test ROC, solid in eval mode, "
+               "dashed with BatchNorm's statistics recomputed: how far above the chance diagonal each lies.")
+    figures = {f"{result['question']}.png": (baseline_figure(result), caption)} if any(
+        m["status"] != "not run" for m in models) else {}
+    return Report([results_table(models) + THRESHOLD + note], figures, findings, [answer])
 
 
 def summary_figure(result, majority):
     """Test accuracy by lr of each torch baseline; the others and the one-class rate as horizontal lines."""
     models = result["models"]
-    fig, ax = plt.subplots(figsize=(9, 5.5), layout="constrained")
-    for i, baseline in enumerate(b for b, info in result["baselines"].items() if "lrs" in info["settings"]):
+    fig, ax = plt.subplots(figsize=(11, 5.5), layout="constrained")
+    torch_baselines = [b for b, info in result["baselines"].items() if "lrs" in info["settings"]]
+    for color, baseline in zip(PALETTE, torch_baselines):
         runs = [m for m in models if m["baseline"] == baseline]
         ok = [m for m in runs if m["status"] == "ok"]
         diverged = [m["lr"] for m in runs if m["status"] == "diverged"]
         if not ok and not diverged:
-            ax.plot([], [], " ", label=f"{baseline}: not run")
+            ax.plot([], [], "x", color="gray", label=f"{baseline}: not run (why: below the figure)")
             continue
-        ax.plot([m["lr"] for m in ok], [m["test_acc"] for m in ok], marker="o", color=f"C{i}", label=baseline)
+        ax.plot([m["lr"] for m in ok], [m["test_acc"] for m in ok], marker="o", color=color, label=baseline)
         recomputed = [m for m in ok if m.get("test_acc_recomputed_bn") is not None]
         if recomputed:
             ax.plot([m["lr"] for m in recomputed], [m["test_acc_recomputed_bn"] for m in recomputed],
-                    marker="o", markerfacecolor="white", linestyle="--", color=f"C{i}",
+                    marker="o", markerfacecolor="white", linestyle="--", color=color,
                     label=f"{baseline}, BatchNorm statistics recomputed (beyond the protocol)")
         if diverged:
-            ax.scatter(diverged, [0.03] * len(diverged), marker="x", color=f"C{i}",
+            ax.scatter(diverged, [0.03] * len(diverged), marker="x", color=color,
                        transform=ax.get_xaxis_transform(), label=f"{baseline}: diverged (no accuracy)")
-    for baseline, style, color in (("xgb", "--", "C3"), ("sklearn_probe", "-.", "C4")):
+    for (baseline, style), color in zip((("xgb", "--"), ("sklearn_probe", "-.")), PALETTE[3:]):
         m = next(m for m in models if m["baseline"] == baseline)
         if m["status"] == "ok":
-            label = f"{baseline} (no lr): {m['test_acc']:.3f}"
-            ax.axhline(m["test_acc"], linestyle=style, color=color, label=label)
+            ax.axhline(m["test_acc"], linestyle=style, color=color, label=f"{baseline} (no lr): "
+                                                                          f"{m['test_acc']:.3f}")
         else:
-            ax.plot([], [], " ", label=f"{baseline}: {m['status']}")
-    label = f"one class for every image: {majority:.3f}"
-    ax.axhline(majority, color="gray", linewidth=0.8, linestyle=":", label=label)
+            ax.plot([], [], "x", color="gray", label=f"{baseline}: {m['status']}")
+    ax.axhline(majority, color="gray", linewidth=0.8, linestyle=":",
+               label=f"one class for every image: {majority:.3f}")
     image_size = next(iter(result["baselines"].values()))["settings"]["image_size"]
     finish(ax, xscale="log", xlabel="learning rate (Adam, log scale)",
            ylabel="test accuracy (fraction of real and fake test images correct)",
            title=f"Real vs fake: test accuracy by learning rate (image size {image_size})")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     lrs = [m["lr"] for m in models if m["lr"] is not None]
     if lrs:
         ax.set_xlim(min(lrs) / 2, max(lrs) * 2)
-    if not_run_reasons(models):  # a caption under the figure
-        fig.text(0, -0.02, "\n".join(textwrap.fill(line, 150) for line in not_run_reasons(models)), va="top",
-                 fontsize=8)
     return fig
 
 
 def report_summary(result):
-    models, majority = result["models"], majority_rate(result["data"])
+    models, shares = result["models"], test_shares(result["data"])
     ranked = [models[i] for i in result["ranking"]]
     ok = [m for m in ranked if m["status"] == "ok"]
+    n = len(ok[0]["test_prob"]) if ok else 1
     settings_rows, best_rows, findings = [], [], []
     for baseline, info in result["baselines"].items():
         settings = ", ".join(f"{k} {show_value(v)}" for k, v in info["settings"].items())
         settings_rows.append((baseline, settings, f"{info['wall_s']:.1f}"))
         runs = [m for m in ranked if m["baseline"] == baseline]
-        top_two = [m for m in runs if m["status"] == "ok"][:2]
-        best_rows += [[baseline, i + 1, lr_text(m), fmt(m["test_acc"]), status_text(m)]
+        top_two = [m for m in runs if m["status"] == "ok" and beats_chance(m["test_acc"], n, shares)][:2]
+        best_rows += [[baseline, i + 1, lr_text(m), accuracy_text(m), status_text(m)]
                       for i, m in enumerate(top_two)]
         if not top_two:
-            best_rows.append([baseline, "-", "-", "-", status_text(runs[0])])
-    worst = f"{model_name(ok[-1])}, test accuracy {ok[-1]['test_acc']:.3f}" if ok else "no model ran"
+            best_rows.append([baseline, "-", "-", "-", "no model beats chance" if any(
+                m["status"] == "ok" for m in runs) else status_text(runs[0])])
     body = ["### The baselines, as each ran\n",
             markdown_table(["baseline", "settings", "wall time (s)"], settings_rows),
-            "### Two best models of each baseline (by test accuracy)\n",
+            "### Two best models of each baseline (by test accuracy, among those that beat chance)\n",
             markdown_table(["baseline", "place", "lr", "test acc", "status"], best_rows),
-            f"\n**Worst overall:** {worst}.\n", "\n### Full ranking\n", results_table(ranked, numbered=True),
-            THRESHOLD + "AUROC is sklearn's roc_auc_score of P(fake) on the test set.\n"]
-    if ok:
-        findings.append(f"best overall: {model_name(ok[0])}, test accuracy {ok[0]['test_acc']:.3f}; worst: "
-                        f"{model_name(ok[-1])}, {ok[-1]['test_acc']:.3f}; a model that calls every image one "
-                        f"class scores {majority:.3f}.")
+            "\n### Full ranking\n", results_table(ranked, numbered=True),
+            THRESHOLD + "AUROC is sklearn's roc_auc_score of P(fake) on the test set; ± is the binomial "
+                        "standard error of an accuracy on the test images.\n"]
     for baseline in result["baselines"]:
         runs = [m for m in ok if m["baseline"] == baseline and m.get("test_acc_recomputed_bn") is not None]
         if runs:
             findings += sentences([bn_statistics_finding(baseline, runs)])
+    found = summary_findings(models, result["ranking"], shares, demo=result["data"].get("demo", False))
     answer = Answer(result["section"], "The two best models of each baseline and the worst overall: why "
-                    "these trends?", sentences(summary_findings(models, result["ranking"], majority)))
-    return Report(body, {"summary.png": summary_figure(result, majority)}, findings, [answer])
+                    "these trends?", sentences(found))
+    caption = ("Each torch baseline's test accuracy against its lr (open circles: BatchNorm statistics "
+               "recomputed), the baselines without an lr as lines, calling every image one class dotted.")
+    reasons = not_run_reasons(models)
+    if reasons:
+        caption += " " + " ".join(line + "." for line in reasons)
+    return Report(body, {"summary.png": (summary_figure(result, max(shares)), caption)}, findings, [answer])
 
 
 def report_mistakes(result, n=5):
@@ -390,27 +466,28 @@ def report_mistakes(result, n=5):
     def said(m, i):
         p = m["test_prob"][i]
         return f"{'fake' if p > 0.5 else 'real'} (p={max(p, 1 - p):.2f})"
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 4.6), layout="constrained")
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 4.4), layout="constrained")
     for ax in axes:
         ax.axis("off")
     for k, (ax, i) in enumerate(zip(axes, chosen)):
         ax.imshow(result["arrays"][f"image_{k}"])
-        ax.set_title(f"true: {classes[i]}\nbest says {said(best, i)}\nworst says {said(worst, i)}",
-                     fontsize=9)
-    if best is None:
-        headline = "fewer than two models with status ok: nothing to compare"
-    else:
-        headline = (f"Best model {model_name(best)} (test accuracy {best['test_acc']:.3f}), worst "
-                    f"{model_name(worst)} ({worst['test_acc']:.3f}). Shown: {result['rule']}; p = "
-                    "probability of the class said")
-        if len(chosen) < n:
-            headline += f"\nonly {len(chosen)} such test images exist, not {n}"
-    fig.suptitle(textwrap.fill(headline, 130), fontsize=10)
-    rows = [[result["test_paths"][i], classes[i], said(best, i), said(worst, i)] for i in chosen]
-    table = markdown_table(["test image", "true class", "best model says", "worst model says"], rows)
+        ax.set_title(f"true: {classes[i]} ({result['sources'][k]})\nbest says {said(best, i)}\nworst says "
+                     f"{said(worst, i)}", fontsize=9)
+    if best is not None:
+        fig.suptitle(f"Right for the best model, {model_name(best)} ({best['test_acc']:.3f}); wrong for the "
+                     f"worst, {model_name(worst)} ({worst['test_acc']:.3f}); p: the probability of the class "
+                     f"said",
+                     fontsize=10)
+    rows = [[result["test_paths"][i], classes[i], source, said(best, i), said(worst, i)]
+            for i, source in zip(chosen, result["sources"])]
+    header = ["test image", "true class", "source", "best model says", "worst model says"]
+    table = markdown_table(header, rows)
     note = ("Images are shown as saved when the question ran (at most 256 pixels a side); predictions are "
-            "the ones saved when each model was evaluated.")
-    findings = [headline.replace("\n", "; ") + "."] + [line + "." for line in not_run_reasons(models)]
+            "the ones saved when each model was evaluated. Source: the photograph the image comes from, "
+            "where the data names one (the generated stand-in does), else the image itself.")
+    check = [dict(case="stand_in")] if result["data"].get("demo") else []
     answer = Answer(result["section"], "Five test images the best model classifies correctly and the worst "
-                    "does not", sentences(mistakes_findings(result)))
-    return Report([table, note], {"mistakes.png": fig}, findings, [answer])
+                    "does not", sentences(mistakes_findings(result) + check))
+    caption = f"Picked by one rule: {result['rule']}."
+    return Report([table, note], {"mistakes.png": (fig, caption)}, [line + "." for line in
+                                                                   not_run_reasons(models)], [answer])

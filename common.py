@@ -2,6 +2,7 @@
 loop with its gradient record, the table helpers. Importing it sets matplotlib's Agg backend, nothing else."""
 import copy
 import hashlib
+import io
 import json
 import math
 import os
@@ -16,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
@@ -137,9 +139,27 @@ def save_json(path, obj):
     save_text(path, json.dumps(obj, separators=(",", ":"), allow_nan=False) + "\n")
 
 
+def rounded(obj, digits=9):
+    """obj with every float rounded to `digits` significant digits: 9 keep every float32 number (all that
+    training measures) exactly as a float32, in a JSON text 40% shorter than float64's 17 digits."""
+    if isinstance(obj, float):
+        return float(f"{obj:.{digits}g}")
+    if isinstance(obj, dict):
+        return {key: rounded(value, digits) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [rounded(value, digits) for value in obj]
+    return obj
+
+
 def save_figure(fig, path):
-    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png"))
+    """A figure as an 8-bit palette PNG: about a third of the full-colour file, the same to the eye."""
+    rendered = io.BytesIO()
+    fig.savefig(rendered, dpi=120, bbox_inches="tight", format="png")
     plt.close(fig)
+    with Image.open(rendered) as image:
+        palette = image.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT,
+                                                dither=Image.Dither.NONE)
+    write_atomic(path, lambda tmp: palette.save(tmp, format="PNG", optimize=True))
 
 
 def save_torch(path, obj):
@@ -426,9 +446,13 @@ class Answer(NamedTuple):
 
 class Report(NamedTuple):
     body: list  # markdown blocks (tables, notes), in order
-    figures: dict  # file name -> matplotlib figure
+    figures: dict  # file name -> (matplotlib figure, a one-line caption: what to look at)
     findings: list  # sentences; every one that says more than a number is rendered from a tested finding
     answers: list = []  # Answers, shown first
+
+
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000"]  # Okabe and Ito's
+#   colours for categories: told apart by most eyes, colour-blind ones included
 
 
 def markdown_table(header, rows):

@@ -385,12 +385,22 @@ def train_batchnorm(settings, data, reads, env):
     return {**result, "baseline_runs": reads["epochs"]["runs"]}
 
 
+NOISE_STEPS = 100  # the last step losses, whose spread measures how noisy a batch size's steps are
+
+
 def train_batch_size(settings, data, reads, env):
-    results = []
+    """One lockstep group per batch size. A run's loss noise is the standard deviation of its last NOISE_STEPS
+    step losses; the first seed's step losses are kept to be drawn, as float16 (the figure's resolution)."""
+    results, arrays = [], {}
     for batch_size, epochs in zip(settings["batch_sizes"], settings["batch_size_epochs"]):
-        results += train_group(data, seed_runs(settings, settings["lr"]), arch_of(settings), settings, env,
-                               f"batch {batch_size}", epochs, batch_size, record_steps=True)[0]
-    return {"runs": results}
+        group, _ = train_group(data, seed_runs(settings, settings["lr"]), arch_of(settings), settings, env,
+                               f"batch {batch_size}", epochs, batch_size, record_steps=True)
+        for run in group:
+            losses = np.array([np.nan if v is None else v for v in run["history"].pop("step_loss")])
+            run["loss_noise"] = finite_or_none(np.nanstd(losses[-NOISE_STEPS:]))
+            arrays.setdefault(f"step_loss_{batch_size}", losses.astype(np.float16))
+        results += group
+    return {"runs": results, "arrays": arrays}
 
 
 def train_depth_width(settings, data, reads, env):

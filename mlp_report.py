@@ -8,10 +8,11 @@ templates beside it, and only they, hold the wording, so rewording touches no te
 import math
 
 import numpy as np
-from matplotlib.patches import Patch
+from matplotlib.lines import Line2D
+from matplotlib.patheffects import withStroke
 from matplotlib.ticker import MaxNLocator, NullLocator
 
-from common import Answer, Report, borders, markdown_table, mean_std, plt, render
+from common import PALETTE, Answer, Report, borders, markdown_table, mean_std, plt, render
 
 # ----------------------------------------------------------------------------- thresholds
 # Every number that decides a case, and why it has its value.
@@ -92,18 +93,34 @@ def listed(values, form="{}"):
 
 # ----------------------------------------------------------------------------- plots
 
-def plot_mean_band(ax, x, runs_values, label, color=None, each_seed=False, **kwargs):
+SEED_STYLES = ["-", "--", ":", "-."]  # the seeds' lines where each seed is drawn
+
+
+def plot_mean_band(ax, x, runs_values, label, color=None, each_seed=False, band=True, **kwargs):
     """Mean over seeds as a line, min..max over seeds as a band; with each_seed (seeds that disagree, where a
-    mean would hide a collapsed seed), every seed's own line instead. None (diverged) breaks a line."""
+    mean would hide a collapsed seed), every seed's own line, styled by SEED_STYLES. None breaks a line."""
     values = np.array([as_array(vs) for vs in runs_values])
     if each_seed:
-        lines = [ax.plot(x, seed_values, color=color, linewidth=1, linestyle=style, **kwargs)[0]
-                 for seed_values, style in zip(values, ["-", "--", ":", "-."] * len(values))]
+        lines = [ax.plot(x, seed_values, color=color, linestyle=style, **kwargs)[0]
+                 for seed_values, style in zip(values, SEED_STYLES * len(values))]
         lines[0].set_label(f"{label} (each seed: they disagree)")
         return
     line, = ax.plot(x, values.mean(0), label=label, color=color, **kwargs)
-    if len(values) > 1:
+    if band and len(values) > 1:
         ax.fill_between(x, values.min(0), values.max(0), color=line.get_color(), alpha=0.2, linewidth=0)
+
+
+def seed_key(runs):
+    """Legend entries for the line styles of each seed's own lines."""
+    return [Line2D([], [], color="0.3", linestyle=style, label=f"seed {run['seed']}")
+            for style, run in zip(SEED_STYLES, runs)]
+
+
+def reference_line(ax, y, name):
+    """A reference value: a thin grey line behind the data, named beside the axes' right edge."""
+    ax.axhline(y, color="0.55", linewidth=0.8, zorder=0)
+    ax.annotate(name, (1, y), xycoords=("axes fraction", "data"), xytext=(4, 0), textcoords="offset points",
+                va="center", fontsize=8, color="0.3", annotation_clip=False)
 
 
 def finish(ax, xlabel, ylabel, title, legend=True, **legend_kwargs):
@@ -143,17 +160,16 @@ def map_aspect(extent):
     return 1 / np.cos(np.radians(np.clip(np.mean(extent[2:]), -80, 80)))
 
 
-def map_figure(result, map_width, other_width=0, maps=1):
-    """A figure sized for `maps` maps of the result's extent, map_width inches wide each, beside other_width
-    inches of other panels and the room of a class legend on the right."""
-    extent = result["map_extent"]
-    height = map_width * (extent[3] - extent[2]) / (extent[1] - extent[0]) * map_aspect(extent) + 1
-    return plt.figure(figsize=(maps * map_width + other_width + 3.5, height), layout="constrained")
+def map_figure(extent, map_width, other_width=0, maps=1):
+    """A figure sized for `maps` maps of extent, map_width inches wide each, beside other_width inches."""
+    height = map_width * (extent[3] - extent[2]) / (extent[1] - extent[0]) * map_aspect(extent) + 0.8
+    return plt.figure(figsize=(maps * map_width + other_width, height), layout="constrained")
 
 
-def draw_map(ax, result, tag, run, title, legend=True):
+def draw_map(ax, result, tag, run, title):
     """A saved prediction map (arrays grid_TAG, test_pred_TAG): the plane colored by predicted class, the test
-    points on top in their true class's color, a black ring around each one the map gets wrong."""
+    points on top in their true class's color, a black ring around each one the map gets wrong, and each
+    class's name at the middle of its test points."""
     arrays, extent, class_names = result["arrays"], result["map_extent"], result["data"]["class_names"]
     grid, points, labels = arrays[f"grid_{tag}"], arrays["test_points"], arrays["test_labels"]
     wrong = arrays[f"test_pred_{tag}"] != labels
@@ -162,23 +178,16 @@ def draw_map(ax, result, tag, run, title, legend=True):
     ax.scatter(points[~wrong, 0], points[~wrong, 1], c=colors[labels[~wrong]], s=5, edgecolors="white",
                linewidths=0.2)
     ax.scatter(points[wrong, 0], points[wrong, 1], c=colors[labels[wrong]], s=14, edgecolors="black",
-               linewidths=0.9, label=f"misclassified test point ({wrong.mean():.1%}), its true class's color")
+               linewidths=0.9, label=f"misclassified test point ({wrong.mean():.1%}): its true class's color")
+    for label in np.unique(labels):
+        ax.annotate(class_names[label], np.median(points[labels == label], axis=0), ha="center", va="center",
+                    fontsize=7, path_effects=[withStroke(linewidth=2.5, foreground="white")])
     ax.set_aspect(map_aspect(extent))
     ax.set(xlim=extent[:2], ylim=extent[2:], xlabel="longitude (degrees)", ylabel="latitude (degrees)",
            title=f"{title}{arch_label(run)}, seed {run['seed']}: test accuracy {final(run, 'test_acc'):.3f}")
-    if legend:
-        class_legend(ax, class_names, ax.get_legend_handles_labels()[0])
+    if wrong.any():
+        ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
     return grid
-
-
-def class_legend(target, class_names, extra_handles=()):
-    """The class colors of the maps, beside an axes or outside a figure on the right."""
-    colors = class_colors(len(class_names))
-    handles = [Patch(color=colors[i], label=name) for i, name in enumerate(class_names)] + list(extra_handles)
-    place = (dict(loc="outside right upper") if isinstance(target, plt.Figure) else
-             dict(loc="upper left", bbox_to_anchor=(1.01, 1)))
-    target.legend(handles=handles, fontsize=7, ncol=1 + len(class_names) // 25, title_fontsize=7,
-                  title="class: area predicted, dot true", **place)
 
 
 # ----------------------------------------------------------------------------- 6.1.2-1 learning rate
@@ -278,17 +287,17 @@ LR_TEXT = {
 def report_lr(result):
     by_lr = group_by(result["runs"], "lr")
     reference, n_classes = result["reference_losses"], result["data"]["n_classes"]
-    fig, ax = plt.subplots(figsize=(9, 5.5), layout="constrained")
-    for i, (lr, runs) in enumerate(by_lr.items()):
+    fig, ax = plt.subplots(figsize=(10, 5.5), layout="constrained")
+    apart = [seeds_disagree([final(r, "val_loss") for r in runs]) for runs in by_lr.values()]
+    for color, each_seed, (lr, runs) in zip(PALETTE, apart, by_lr.items()):
         plot_mean_band(ax, epochs_axis(runs), [r["history"]["val_loss"] for r in runs], label=f"lr {lr:g}",
-                       color=f"C{i}", each_seed=seeds_disagree([final(r, "val_loss") for r in runs]))
-    ax.axhline(reference["uniform"], color="black", linestyle=":", linewidth=1,
-               label=f"uniform guess: ln {n_classes} = {reference['uniform']:.3f}")
-    ax.axhline(reference["class_prior"], color="black", linestyle="--", linewidth=1,
-               label=f"predicting the class frequencies: {reference['class_prior']:.3f}")
+                       color=color, each_seed=each_seed, linewidth=1.2 if each_seed else 2)
+    reference_line(ax, reference["uniform"], f"uniform guess\nln {n_classes} = {reference['uniform']:.3f}")
+    reference_line(ax, reference["class_prior"], f"class frequencies\n{reference['class_prior']:.3f}")
+    handles = ax.get_legend_handles_labels()[0] + (seed_key(next(iter(by_lr.values()))) if any(apart) else [])
     finish(ax, "epoch", "validation loss (cross-entropy, nats)", "Validation loss per epoch by learning "
-           "rate\n(mean over seeds, band = min..max; where seeds disagree, each seed)", loc="upper left",
-           bbox_to_anchor=(1.01, 1), fontsize=9)
+           "rate (mean over seeds, band = min..max)", handles=handles, loc="upper left",
+           bbox_to_anchor=(1.16, 1), fontsize=9)
     rows, stats = [], {}
     for lr, runs in by_lr.items():
         losses, ok = [final(r, "val_loss") for r in runs], [r for r in runs if r["status"] == "ok"]
@@ -307,7 +316,9 @@ def report_lr(result):
     answer = lr_findings(stats, reference["class_prior"], reference["uniform"], n_classes,
                          len(epochs_axis(result["runs"])))
     asked = "What do a too-high and a too-low learning rate do?"
-    return Report([table], {"lr.png": fig}, [],
+    caption = ("Where each lr's line ends against the grey references: on the class frequencies the net "
+               "ignores its input; near the uniform guess it has not moved.")
+    return Report([table], {"lr.png": (fig, caption)}, [],
                   [Answer("6.1.2-1", asked, [render(LR_TEXT, f) for f in answer])])
 
 
@@ -341,18 +352,23 @@ EPOCHS_TEXT = {
              "{tolerance:.1%} over the last {span} epochs, and " + GAP + "; more epochs add nothing, fewer "
              "would stop it before its lowest loss (epoch {lowest_epoch})."),
 }
-SPLITS = (("train", "train (train mode, over the epoch)", "C0", "-"), ("val", "validation", "C1", "-"),
-          ("test", "test (dashed)", "C2", "--"), ("train_eval", "train, eval mode", "C4", ":"))
+SPLITS = (("val", "validation", PALETTE[3], "-", 3),  # split, label, color, line style, line width
+          ("train", "train (train mode, over the epoch)", PALETTE[0], "-", 1.2),
+          ("test", "test", PALETTE[2], "--", 1.3),
+          ("train_eval", "train (eval mode)", PALETTE[4], ":", 1.6))
 
 
 def plot_split_curves(ax_loss, ax_acc, runs, title, eval_mode_train=False):
-    """Train, validation and test loss and accuracy per epoch (no accuracy panel if ax_acc is None)."""
-    for split, label, color, style in SPLITS[:3 + eval_mode_train]:
+    """Train, validation and test loss and accuracy per epoch (no accuracy panel if ax_acc is None): the
+    validation line wide, with its band, under the thin lines of the others, which often lie on it."""
+    for split, label, color, style, width in SPLITS[:3 + eval_mode_train]:
+        if split == "val" and len(runs) > 1:
+            label += f" (band: min..max over {len(runs)} seeds)"
         for ax, metric in ((ax_loss, "loss"), (ax_acc, "acc")):
             if ax is not None:
                 plot_mean_band(ax, epochs_axis(runs), [r["history"][f"{split}_{metric}"] for r in runs],
-                               label=label, color=color, linestyle=style,
-                               linewidth=2 if split == "val" else 1.2)
+                               label=label, color=color, linestyle=style, linewidth=width,
+                               band=split == "val", alpha=0.6 if split == "val" else 1)
     finish(ax_loss, "epoch", "loss (cross-entropy, nats)", f"{title}: loss")
     if ax_acc is not None:
         finish(ax_acc, "epoch", "accuracy (fraction correct)", f"{title}: accuracy")
@@ -374,7 +390,10 @@ def report_epochs(result):
     answer = Answer("6.1.2-2", "How does the number of epochs affect training: too many, too few?",
                     [render(EPOCHS_TEXT, epochs_finding(runs))])
     lowest = f"Lowest validation loss over the epochs: {mean_std([best(r, 'val_loss') for r in runs])}."
-    return Report([split_table([("no batch norm", runs)]), lowest], {"epochs.png": fig}, [], [answer])
+    caption = ("Whether the wide validation line still falls at the last epoch, and how far the thin train "
+               "and test lines lie from it.")
+    return Report([split_table([("no batch norm", runs)]), lowest], {"epochs.png": (fig, caption)}, [],
+                  [answer])
 
 
 def eval_gap_finding(train_batch, train_eval, val):
@@ -475,15 +494,12 @@ def report_batchnorm(result):
                             [[label, layers(runs, "relu_input_rms_init"), layers(runs, "relu_input_rms")]
                              for label, runs in (("no batch norm", plain), ("batch norm", ok))])
     return Report([split_table([("no batch norm", plain), ("batch norm", normed)]), paired, scales],
-                  {"batchnorm.png": fig}, [], [answer])
+                  {"batchnorm.png": (fig, "The same net without (left) and with (right) batch norm, on "
+                                          "shared axes: how far each gets in the same epochs.")}, [],
+                  [answer])
 
 
 # ----------------------------------------------------------------------------- 6.1.2-4 batch size
-
-def loss_noise(step_loss, window=100):
-    """The spread of the training loss from step to step: the standard deviation of the last `window`."""
-    return float(np.nanstd(as_array(step_loss)[-window:]))
-
 
 def falls_with(xs, ys):
     """Whether ys never rises as xs grows."""
@@ -553,41 +569,46 @@ BATCH_SIZE_TEXT = {
 
 def report_batch_size(result):
     by_bs = group_by(result["runs"], "batch_size")
-    fig = plt.figure(figsize=(16, 9), layout="constrained")
-    top, bottom = fig.subfigures(2, 1, height_ratios=[1.1, 1])
-    ax_epoch, ax_steps = top.subplots(1, 2)
-    ax_losses = bottom.subplots(1, len(by_bs), sharey=True, squeeze=False)[0]
-    seed = result["runs"][0]["seed"]
+    fig = plt.figure(figsize=(15, 10), layout="constrained")
+    grid = fig.add_gridspec(2, 2, height_ratios=[1, 1.1])
+    ax_epoch, ax_steps = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
+    ax_loss = fig.add_subplot(grid[1, :])
     rows, answer_rows = [], []
-    for i, (batch_size, runs) in enumerate(by_bs.items()):
-        color, label = f"C{i}", f"batch {batch_size}"
+    for color, (batch_size, runs) in zip(PALETTE, by_bs.items()):
         steps, epochs = runs[0]["steps_per_epoch"], runs[0]["epochs"]
+        label = f"batch {batch_size}" + (" (1 epoch: one point)" if epochs == 1 else "")
         for ax, x in ((ax_epoch, epochs_axis(runs)), (ax_steps, epochs_axis(runs) * steps)):
             plot_mean_band(ax, x, [r["history"]["val_acc"] for r in runs], label=label, color=color,
-                           marker="o", markersize=3)
-        noise = float(np.mean([loss_noise(r["history"]["step_loss"]) for r in runs if r["status"] == "ok"]))
-        step_loss = next(r for r in runs if r["seed"] == seed)["history"]["step_loss"]
-        ax_losses[i].plot(np.arange(1, len(step_loss) + 1), step_loss, color=color, linewidth=0.4)
-        finish(ax_losses[i], "optimizer step", "training loss of the batch (nats)" if i == 0 else "",
-               f"{label}: std of the last 100 steps {loss_noise(step_loss):.3f}", legend=False)
+                           marker="o", markersize=4)
+        noise = float(np.mean([r["loss_noise"] for r in runs if r["status"] == "ok"]))
+        losses = result["arrays"][f"step_loss_{batch_size}"].astype(float)
+        window = max(1, len(losses) // 100)
+        ax_loss.plot(np.arange(1, len(losses) + 1), losses, color=color, linewidth=0.3, alpha=0.25)
+        average = np.convolve(losses, np.ones(window) / window, "valid")
+        ax_loss.plot(np.arange(window, len(losses) + 1), average, color=color, linewidth=2,
+                     label=f"batch {batch_size}: moving average of {window} steps; noise {noise:.3f}")
         best_acc = [best(r, "val_acc", max) for r in runs]
         rows.append((batch_size, epochs, steps, steps * epochs, f"{runs[0]['group_wall_s']:.1f}",
                      f"{noise:.3f}", finals(runs, "val_acc"), mean_std(best_acc), status_text(runs)))
         answer_rows.append((batch_size, steps, runs[0]["group_wall_s"] / epochs, steps * epochs,
                             float(np.mean(as_array([best(r, "val_acc", max) for r in runs]))), noise))
-    bottom.suptitle(f"(iii) training loss at every optimizer step, seed {seed} (linear axes, one panel per "
-                    "batch size)")
     finish(ax_epoch, "epoch", "validation accuracy (fraction correct)",
-           "(i) validation accuracy per epoch (mean over seeds, band = min..max)")
-    finish(ax_steps, "optimizer steps (log scale)", "validation accuracy (fraction correct)",
-           "validation accuracy vs optimizer steps taken")
-    ax_steps.set_xscale("log")
+           "(i) validation accuracy per epoch (mean over seeds, band = min..max)", legend=False)
+    finish(ax_steps, "optimizer steps taken (log scale)", "validation accuracy (fraction correct)",
+           "the same against the optimizer steps taken", loc="upper left", bbox_to_anchor=(1.01, 1))
+    finish(ax_loss, "optimizer step (log scale)", "training loss of the step's batch (nats)",
+           f"(iii) training loss at every step, seed {result['runs'][0]['seed']}, raw (faint); noise: the "
+           "std of the last 100 steps, mean over seeds", loc="upper left", bbox_to_anchor=(1.01, 1))
+    for ax in (ax_steps, ax_loss):
+        ax.set_xscale("log")
     table = markdown_table(["batch size", "epochs", "iterations per epoch", "total steps",
                             "wall time of the group (s)", "std of the training loss over the last 100 steps "
                             "(mean over seeds)", "final val acc", "best val acc", "status"], rows)
     answer = Answer("6.1.2-4", "How does the batch size affect (i) accuracy, (ii) speed, (iii) stability?",
                     [render(BATCH_SIZE_TEXT, f) for f in batch_size_findings(answer_rows)])
-    return Report([table], {"batch_size.png": fig}, [], [answer])
+    caption = ("Top: accuracy per epoch and per optimizer step (where the batch sizes meet at equal steps); "
+               "bottom: how far each batch size's step losses (faint) scatter around their moving average.")
+    return Report([table], {"batch_size.png": (fig, caption)}, [], [answer])
 
 
 # ----------------------------------------------------------------------------- 6.2.1-1 to 4 depth and width
@@ -713,13 +734,14 @@ def report_depth_width(result):
         arch_runs = [runs[i] for i in idx]
         mark = " **best**" if arch == top else " **worst**" if arch == worst else ""
         rows.append([f"{arch_label(arch_runs[0])}{mark}", f"{arch_runs[0]['n_params']:,}"] +
-                    [finals(arch_runs, key) for key in ("train_acc", "val_acc", "test_acc", "train_loss",
-                                                        "val_loss", "test_loss")] + [status_text(arch_runs)])
-    table = markdown_table(["model", "parameters", "train acc", "val acc", "test acc", "train loss", "val "
-                                                                                                     "loss",
-                            "test loss", "status"], rows)
+                    [finals(arch_runs, key) for key in ("train_acc", "train_eval_acc", "val_acc", "test_acc",
+                                                        "train_loss", "val_loss", "test_loss")]
+                    + [status_text(arch_runs)])
+    header = ["model", "parameters", "train acc (train mode)", "train acc (eval mode)", "val acc", "test acc",
+              "train loss (train mode)", "val loss", "test loss", "status"]
+    table = markdown_table(header, rows)
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True, layout="constrained")
     width, depth = (most_common([arch[i] for arch in groups]) for i in (1, 0))
     for ax, vary, fixed_index, fixed in ((axes[0], "depth", 1, width), (axes[1], "width", 0, depth)):
         archs = sorted(a for a in groups if a[fixed_index] == fixed)
@@ -735,11 +757,14 @@ def report_depth_width(result):
         xlabel = "hidden layers (depth)" if vary == "depth" else "units per hidden layer (width, log scale)"
         finish(ax, xlabel, "final accuracy (mean ± std over seeds)",
                f"accuracy vs {vary} ({['depth', 'width'][fixed_index]} {fixed})")
-    figures = {"depth_width.png": fig}
+    figures = {"depth_width.png": (fig, "Final accuracy against depth (left) and width (right), on one y "
+                                         "axis: where adding layers or units stops paying.")}
     for tag, arch in (("best", top), ("worst", worst)) if ranked else ():
         arch_runs = [runs[i] for i in groups[arch]]
-        figures[f"depth_width_{tag}.png"] = pair = map_figure(result, map_width=7.5, other_width=7)
-        ax_loss, ax_map = pair.subplots(1, 2, gridspec_kw={"width_ratios": [7, 11]})
+        pair = map_figure(result["map_extent"], 8.5, other_width=6)
+        caption = f"The {tag} model's losses (left) and its borders (right): ringed points are its mistakes."
+        figures[f"depth_width_{tag}.png"] = (pair, caption)
+        ax_loss, ax_map = pair.subplots(1, 2, gridspec_kw={"width_ratios": [6, 8.5]})
         plot_split_curves(ax_loss, None, arch_runs, f"{tag} model")
         draw_map(ax_map, result, f"{arch[0]}x{arch[1]}", arch_runs[0], f"{tag} model: ")
     found = depth_width_findings(runs, groups, val, top, worst) if ranked else []
@@ -905,18 +930,20 @@ FIXES_TEXT = {
 }
 
 
-def lines_with_zero_row(spec, x, series, title, xlabel, ylabel):
-    """A log-scale panel of series (label, values, color) over x and, under it, a strip that marks exact
-    zeros, which a log axis cannot show. Returns the panel."""
+def lines_with_zero_row(spec, x, series, title, xlabel, ylabel, note=None):
+    """A log-scale panel of series (label, values, color) over x, the earlier ones wider and under the later,
+    so that equal lines stay visible; under it, a strip that marks exact zeros (▼), which a log axis cannot
+    show. A panel whose every value is 0 shows `note` instead. Returns the panel."""
     ax, strip = spec.subgridspec(2, 1, height_ratios=[5, 1.4], hspace=0.04).subplots(sharex=True)
     for row, (label, values, color) in enumerate(series):
         values = np.asarray(values, dtype=float)
-        ax.plot(x, np.where(values == 0, np.nan, values), marker="o", markersize=3, color=color, label=label)
+        ax.plot(x, np.where(values == 0, np.nan, values), marker="o", markersize=3, color=color, label=label,
+                linewidth=1.2 + 2.4 * (len(series) - 1 - row) / max(len(series) - 1, 1), alpha=0.85)
         strip.plot(x[values == 0], np.full((values == 0).sum(), row), "v", color=color, markersize=4,
                    linestyle="none")
     ax.set(yscale="log", ylabel=ylabel, title=title)
     if not any((np.asarray(values, dtype=float) > 0).any() for _, values, _ in series):
-        ax.text(0.5, 0.5, "every line is exactly 0 here (see the row below)", ha="center", va="center",
+        ax.text(0.5, 0.5, note or "every line is exactly 0 here", ha="center", va="center",
                 transform=ax.transAxes)
         ax.set(yticks=[], ylabel="")  # a log axis with nothing on it would show a meaningless 1..10 scale
         ax.yaxis.set_minor_locator(NullLocator())
@@ -924,7 +951,7 @@ def lines_with_zero_row(spec, x, series, title, xlabel, ylabel):
     ax.grid(alpha=0.3)
     strip.xaxis.set_major_locator(MaxNLocator(integer=True))
     strip.set(ylim=(-0.8, len(series) - 0.2), yticks=[], xlabel=xlabel)
-    strip.set_ylabel("exactly 0", rotation=0, ha="right", va="center", fontsize=9)
+    strip.set_ylabel("▼ exactly 0", rotation=0, ha="right", va="center", fontsize=9)
     strip.grid(alpha=0.3, axis="x")
     return ax
 
@@ -963,16 +990,27 @@ def gradient_table(variants, layers):
                                for layer in layers + [len(runs[0]["init_activation_norm"]) - 1]]
                     + ["; ".join(f"seed {r['seed']}: {layer_ranges(zero_layers(r))}" for r in runs
                                  if r["status"] == "ok") or "-", finals(runs, "val_acc"), status_text(runs)])
-    return markdown_table(["model"] + [f"layer {layer}: epoch 1 / last" for layer in layers]
-                          + ["output layer: epoch 1 / last", "layers exactly 0 in every epoch", "final val "
-                                                                                                "acc",
-                             "status"], rows) + (
+    header = (["model"] + [f"layer {layer}: epoch 1 / last" for layer in layers]
+              + ["output layer: epoch 1 / last", "layers exactly 0 in every epoch", "final val acc",
+                 "status"])
+    return markdown_table(header, rows) + (
         "\nMean ||grad W||² over the seeds that trained; in parentheses each seed's, where some are exactly "
         "0 and others not (a mean would hide the zeros).")
 
 
 def layer_series(grads, layers):
     return [(f"layer {layer}", grads[:, layer], f"C{i}") for i, layer in enumerate(layers)]
+
+
+ZERO_PANEL = {  # the note of a gradient panel whose every layer drawn is exactly 0, from dead_layer_finding
+    "dead_layer": lambda f: (f"every layer drawn is exactly 0 in every epoch:\nlayer "
+                             f"{f['explained'][0][1]}'s input is exactly 0 at initialisation,\nso nothing "
+                             "below it gets a gradient"),
+    "no_dead_layer": ("every layer drawn is exactly 0 in every epoch,\nthough no layer is dead at "
+                      "initialisation"),
+    "mixed": None,
+    "no_zeros": None,
+}
 
 
 def report_gradients(result):
@@ -985,16 +1023,21 @@ def report_gradients(result):
         grads = seed_grads(run)
         ax = lines_with_zero_row(grid[0, column], np.arange(1, len(grads) + 1), layer_series(grads, layers),
                                  f"seed {run['seed']}: per-layer gradient", "epoch",
-                                 "mean over the epoch's steps of ||grad W||²")
+                                 "mean over the epoch's steps of ||grad W||²",
+                                 render(ZERO_PANEL, dead_layer_finding([run])))
     if ok:
         ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1))
-    init_panels(grid[1, :], lambda key: [(f"seed {r['seed']}", r[key], f"C{i}") for i, r in enumerate(runs)])
+    init_panels(grid[1, :], lambda key: [(f"seed {r['seed']}", r[key], color)
+                                         for r, color in zip(runs, PALETTE)])
     fig.suptitle(f"{arch_label(runs[0])}, {runs[0]['epochs']} epochs: ||grad W||² per Linear layer",
                  fontsize=14)
     answer = Answer("6.2.1-5", "Is there a vanishing or exploding gradient problem, and what change would "
                                "solve it?", [render(GRADIENTS_TEXT, f) for f in vanishing_findings(runs)])
     table = gradient_table([(arch_label(runs[0]), runs)], layers)
-    return Report([table], {"gradients.png": fig}, [], [answer])
+    caption = ("Top, the exercise's plot: each seed's gradient per epoch in layers 0 to 99 (▼: exactly 0, "
+               "which a log axis cannot show); bottom: the activations and gradients at initialisation "
+               "behind the zeros.")
+    return Report([table], {"gradients.png": (fig, caption)}, [], [answer])
 
 
 def report_residual(result):
@@ -1008,19 +1051,24 @@ def report_residual(result):
     rows = math.ceil(len(drawn) / columns)
     fig = plt.figure(figsize=(5 * columns + 2, 4.6 * rows + 0.6), layout="constrained")
     grid = fig.add_gridspec(rows, columns)
+    panels = []
     for i, (label, run) in enumerate(drawn):
         grads = seed_grads(run)
-        ax = lines_with_zero_row(grid[i // columns, i % columns], np.arange(1, len(grads) + 1),
-                                 layer_series(grads, layers), f"{label}\n(seed {run['seed']})", "epoch",
-                                 "||grad W||², mean over the epoch")
-    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1))
+        panels.append(lines_with_zero_row(grid[i // columns, i % columns], np.arange(1, len(grads) + 1),
+                                          layer_series(grads, layers), f"{label}\n(seed {run['seed']})",
+                                          "epoch", "||grad W||², mean over the epoch",
+                                          render(ZERO_PANEL, dead_layer_finding([run]))))
+    positive = np.concatenate([seed_grads(run)[:, layers].ravel() for _, run in drawn])
+    positive = positive[positive > 0]
+    for ax in panels:  # one y range for every change, so that they compare by eye
+        if ax.get_lines() and positive.size and ax.get_yticks().size:
+            ax.set_ylim(positive.min() / 3, positive.max() * 3)
+    panels[-1].legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.suptitle("Per-layer gradient of the 100-layer net with each change, one seed each (the table has "
-                 "every seed)" + (f"\nnot drawn, no finite gradient (diverged in the first epoch): "
-                            f"{', '.join(not_drawn)}"
-                            if not_drawn else ""), fontsize=13)
+                 "every seed); one y axis for all", fontsize=13)
     init = plt.figure(figsize=(16, 5.5), layout="constrained")
-    init_panels(init.add_gridspec(1, 1)[0, 0],
-                lambda key: [(label, runs[0][key], f"C{i}") for i, (label, runs) in enumerate(variants)])
+    init_panels(init.add_gridspec(1, 1)[0, 0], lambda key: [(label, runs[0][key], (["0.65"] + PALETTE)[i])
+                                                            for i, (label, runs) in enumerate(variants)])
     init.suptitle(f"At initialisation, seed {variants[0][1][0]['seed']}, first batch: why each change trains "
                   "or not")
     rows = [[label, f"{runs[0]['init_activation_norm'][1]:.2g} / {runs[0]['init_activation_norm'][-1]:.2g}",
@@ -1036,7 +1084,14 @@ def report_residual(result):
               "every hidden layer but the first.")
     body = [gradient_table(variants, layers), f"At initialisation, seed {variants[0][1][0]['seed']}:\n",
             init_table, blocks]
-    return Report(body, {"residual.png": fig, "residual_init.png": init}, [], [answer])
+    caption = ("A change works where every layer's line stays well above 0, with no ▼ (an exactly-zero "
+               "gradient) in the strip under it.")
+    if not_drawn:
+        caption += f" Not drawn, no finite gradient (diverged in the first epoch): {', '.join(not_drawn)}."
+    init_caption = ("At initialisation, per layer: the activation reaching it (left) and its first gradient "
+                    "(right); the widest, grey line, drawn first, is the plain net.")
+    return Report(body, {"residual.png": (fig, caption), "residual_init.png": (init, init_caption)}, [],
+                  [answer])
 
 
 # ----------------------------------------------------------------------------- 6.2.1-7 sin features, regions
@@ -1077,29 +1132,22 @@ BORDER = "({sin:.1%} of the grid's cells against {raw:.1%})"
 IMPLICIT_TEXT = {
     "no_seed": "No seed trained both models without diverging.",
     "one_seed": ("One seed cannot tell: " + CHANGE + " (validation loss {loss_sin:.3f} against "
-                                                     "{loss_raw:.3f}), with no spread over seeds to judge it "
-                                                     "against."),
+                 "{loss_raw:.3f}), with no spread over seeds to judge it against."),
     "tie": "Neither is better: " + CHANGE + T_TEST.replace("{}", "within"),
     "sin_better": "The sin model is better: " + CHANGE + T_TEST.replace("{}", "beyond"),
     "raw_better": "The raw model is better: " + CHANGE + T_TEST.replace("{}", "beyond"),
-    "more_border": ("Its map has more border than the raw model's " + BORDER + ": sin(a x) features bend and "
-                                                                               "repeat across the plane, so "
-                                                                               "it can draw curved, "
-                                                                               "many-sided borders that a "
-                                                                               "raw-coordinate ReLU net "
-                                                                               "builds from few straight "
-                                                                               "pieces."),
+    "more_border": ("Its map has more border than the raw model's " + BORDER + ": sin(a x) features bend "
+                    "and repeat across the plane, so it can draw curved, many-sided borders that a "
+                    "raw-coordinate ReLU net builds from few straight pieces."),
     "no_more_border": "Its map has no more border than the raw model's " + BORDER + ".",
 }
 
 
 def report_implicit(result):
     variants = [("raw coordinates", result["baseline_runs"], "raw"), ("sin features", result["runs"], "sin")]
-    fig = map_figure(result, map_width=8, maps=2)
-    axes = fig.subplots(1, 2)
-    for ax, (label, runs, tag) in zip(axes, variants):
-        draw_map(ax, result, tag, runs[0], f"{label}: ", legend=False)
-    class_legend(fig, result["data"]["class_names"], axes[1].get_legend_handles_labels()[0][:1])
+    fig = map_figure(result["map_extent"], 8.5, maps=2)
+    for ax, (label, runs, tag) in zip(fig.subplots(1, 2), variants):
+        draw_map(ax, result, tag, runs[0], f"{label}: ")
     rows = [[label, runs[0]["features"]] + [finals(runs, key) for key in ("train_acc", "val_acc", "test_acc",
                                                                           "val_loss")] + [status_text(runs)]
             for label, runs, _ in variants]
@@ -1114,7 +1162,8 @@ def report_implicit(result):
                                    variants[0][1], variants[1][1], border["raw"], border["sin"])])
     header = ["input", "features", "train acc", "val acc", "test acc", "val loss", "status"]
     table = markdown_table(header, rows)
-    return Report([table, note], {"implicit.png": fig}, [], [answer])
+    caption = "The same net on raw coordinates (left) and on sin features (right): the shapes of the borders."
+    return Report([table, note], {"implicit.png": (fig, caption)}, [], [answer])
 
 
 def report_regions(result):
@@ -1124,12 +1173,10 @@ def report_regions(result):
                                                                      f"{r['seed']})"
                                                                      for r in runs),
              mean_std([r["test_acc"] for r in runs])] for runs in by_depth]
-    table = markdown_table(["model", "upper bound on regions (whole plane)", f"regions seen on a "
-                                                                             f"{resolution}x{resolution} "
-                                                                             f"grid over the data (a lower "
-                                                                             f"bound)", "test acc"], rows)
-    fig, axes = plt.subplots(1, len(by_depth), figsize=(8 * len(by_depth), 6.5), layout="constrained",
-                             squeeze=False)
+    counted = f"regions seen on a {resolution}x{resolution} grid over the data (a lower bound)"
+    table = markdown_table(["model", "upper bound on regions (whole plane)", counted, "test acc"], rows)
+    fig = map_figure(extent, 7, maps=len(by_depth))
+    axes = fig.subplots(1, len(by_depth), squeeze=False)
     rng = np.random.default_rng(0)
     for ax, run in zip(axes[0], [runs[0] for runs in by_depth]):
         regions = result["arrays"][f"regions_{run['depth']}x{run['width']}"]
@@ -1143,4 +1190,6 @@ def report_regions(result):
             "pattern form one convex polygon on which the network is a single affine map (batch norm in eval "
             "mode is affine and adds none). Counting patterns on a grid gives a lower bound: regions thinner "
             "than a cell, or outside the data's extent, are missed.")
-    return Report([table, note], {"regions.png": fig}, [])
+    caption = ("Each colour is one linear region of a trained net (one seed), black lines their borders: "
+               "how many of the bound's regions fall where the data is.")
+    return Report([table, note], {"regions.png": (fig, caption)}, [])

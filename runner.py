@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from common import (UserError, device_name, file_digest, library_versions, markdown_table, pick_device,
-                    remove_stale_temporaries, save_arrays, save_figure, save_json, save_text, save_torch,
-                    show_value)
+                    remove_stale_temporaries, rounded, save_arrays, save_figure, save_json, save_text,
+                    save_torch, show_value)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -229,9 +229,9 @@ def get_result(script, question, args, data, env, reads, force):
     """The saved result if its config (settings, data, code, device, what it reads) matches, else train the
     question and save it: .json, .npz for its arrays, .pt for its model states."""
     settings = resolve_settings(script, question, args)
-    config = {"question": question.name, "settings": settings, "data": script.inputs(settings, data),
-              "code": code_digest(script.name), "device": env.device.type, "quick": args.quick,
-              "reads": {name: result["config"] for name, result in reads.items()}}
+    config = rounded({"question": question.name, "settings": settings, "data": script.inputs(settings, data),
+                      "code": code_digest(script.name), "device": env.device.type, "quick": args.quick,
+                      "reads": {name: result["config"] for name, result in reads.items()}})
     path = os.path.join(args.out, script.name, f"{question.name}.json")
     cached = None if force else load_cached(path, config)
     if cached is not None:
@@ -240,9 +240,10 @@ def get_result(script, question, args, data, env, reads, force):
     start = time.perf_counter()
     trained = question.train(settings, data, reads, env)
     arrays, weights = trained.pop("arrays", None), trained.pop("weights", None)
-    result = {"question": question.name, "section": question.section, "title": question.title,
-              "config": config, "settings": settings, "data": data["meta"], "versions": library_versions(),
-              "device": device_name(env.device), "wall_s": round(time.perf_counter() - start, 2), **trained}
+    result = rounded({"question": question.name, "section": question.section, "title": question.title,
+                      "config": config, "settings": settings, "data": data["meta"],
+                      "versions": library_versions(), "device": device_name(env.device),
+                      "wall_s": round(time.perf_counter() - start, 2), **trained})  # as the .json holds it
     if arrays is not None:
         result["arrays_file"] = f"{question.name}.npz"
         save_arrays(os.path.join(os.path.dirname(path), result["arrays_file"]),
@@ -259,7 +260,7 @@ def write_report(script, question, result, out_dir):
     """Draw the question's figures and write its .md from the saved result alone; returns the answers and
     findings, for the console."""
     report = question.report(result)
-    for file, fig in report.figures.items():
+    for file, (fig, _) in report.figures.items():
         save_figure(fig, os.path.join(out_dir, file))
     show = {setting.key: setting.show for setting in SHARED_SETTINGS + script.settings}
     settings = [(key, show.get(key, show_value)(value)) for key, value in result["settings"].items()] + [
@@ -270,7 +271,8 @@ def write_report(script, question, result, out_dir):
     lines = [f"# {heading(question)}\n"]
     for answer, text in zip(report.answers, answers):
         lines += [f"## {answer.item}: {answer.asked}\n", f"**Answer.** {text}\n"]
-    lines += [f"![{os.path.splitext(figure)[0]}]({figure})\n" for figure in report.figures]
+    for file, (_, caption) in report.figures.items():
+        lines += [f"![{os.path.splitext(file)[0]}]({file})\n", f"*{caption}*\n"]
     lines += ["## Results\n", *[block + "\n" for block in report.body]]
     if report.findings:
         lines += ["\n## Findings\n", *[f"- {finding}" for finding in report.findings]]

@@ -621,6 +621,16 @@ def test_mlp_question_end_to_end(tmp_path, capsys, question):
     markdown = (out / f"{question}.md").read_text()
     figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
     assert figures and all((out / figure).stat().st_size > 10_000 for figure in figures)
+    lines = markdown.splitlines()  # every figure's link is followed by its one-line caption, in italics
+    assert all(re.fullmatch(r"\*[^*]+\*", lines[i + 2]) for i, line in enumerate(lines) if line.startswith("!["))
+    if question == "batch_size":  # the saved loss noise is the spread of the steps the figure draws
+        with np.load(out / "batch_size.npz") as arrays:
+            for run in json.loads((out / "batch_size.json").read_text())["runs"]:
+                losses = arrays[f"step_loss_{run['batch_size']}"]
+                assert len(losses) == run["steps_per_epoch"] * run["epochs"]
+                if run["seed"] == 42:
+                    # float16 keeps about 3 digits: losses near 3.7 lie 0.002 apart
+                    assert run["loss_noise"] == pytest.approx(np.std(losses[-100:].astype(float)), abs=2e-3)
     assert "## Results" in markdown and ("**Answer.**" in markdown) == (question != "regions")
     result = json.loads((out / f"{question}.json").read_text())
     assert {r["seed"] for r in result["runs"]} == {42, 43}
@@ -706,6 +716,17 @@ def test_demo_generator_is_deterministic_balanced_and_leaves_a_checkerboard(tmp_
         spectrum = np.abs(np.fft.fft2(x - x.mean((1, 2), keepdims=True))) ** 2
         return spectrum[:, 16, 16].mean() / spectrum.mean()
     assert nyquist_power("fake") > 5 * nyquist_power("real")
+
+
+def test_demo_generator_names_each_image_s_source_photograph(tmp_path):
+    folder = build_realfake.build(str(tmp_path / "demo"), counts={"train": 4, "test": 2}, size=32)
+    rows = open(os.path.join(folder, "sources.csv")).read().split()
+    assert rows[0] == "image,source" and len(rows) == 1 + 2 * (4 + 2)
+    images = {row.split(",")[0] for row in rows[1:]}
+    assert images == {f"{split}/{name}/{i:04d}.png" for split, n in (("train", 4), ("test", 2))
+                      for name in ("real", "fake") for i in range(n)}
+    assert {row.split(",")[1] for row in rows[1:]} <= set(build_realfake.PHOTOS)
+    assert cnn.read_sources(folder)["test/fake/0001.png"] in build_realfake.PHOTOS
 
 
 # ----------------------------------------------------------------------------- data loading
@@ -1478,10 +1499,13 @@ def test_borders_and_seed_helpers():
     assert mlp_report.layer_value_text([0.0, 3e-5]) == "(0, 3.0e-05)"
 
 
-def cnn_model(test_acc, recomputed=None, lr=1e-3, train_loss=(0.1,) * 5, n=400, real=0.5, fake=0.5, status="ok"):
+def cnn_model(test_acc, recomputed=None, lr=1e-3, train_loss=(0.1,) * 5, n=400, real=0.5, fake=0.5, status="ok",
+              shift=(0.1, 2.0, 0.3), log_ratio=(0.1, 0.2, 1.5)):
     return {"baseline": "scratch", "lr": lr, "status": status, "reason": None, "test_acc": test_acc,
             "test_auroc": 0.5, "test_acc_recomputed_bn": recomputed, "test_acc_batch_stats": recomputed,
-            "train_loss": list(train_loss), "test_prob": [0.5] * n, "test_acc_real": real, "test_acc_fake": fake}
+            "train_loss": list(train_loss), "test_prob": [0.5] * n, "test_acc_real": real, "test_acc_fake": fake,
+            "weight_change": 0.01, "bn_statistics_distance": {"mean_shift": list(shift),
+                                                              "log_var_ratio": list(log_ratio)}}
 
 
 def test_bn_statistics_finding_says_which_way_the_numbers_go():
@@ -1502,6 +1526,13 @@ def test_running_stats_and_one_class_findings():
     assert cases(cnn_report.TEXT, found) == ["stale_statistics", "not_the_statistics", "not_applicable",
                                              "not_applicable", "fits_but_fails"]
     assert found[0]["last_loss"] == pytest.approx(0.1) and found[0]["recomputed"] == 0.960
+    # stale: the running means of layer 1 sit 2 standard deviations off, the variances of layer 2 e^1.5 off
+    assert (found[0]["shift"], found[0]["shift_layer"], found[0]["ratio_layer"]) == (2.0, 1, 2)
+    assert found[0]["factor"] == pytest.approx(math.exp(1.5)) and found[0]["layers"] == 3
+    close = cnn_report.running_stats_finding(cnn_model(0.512, 0.960, shift=(0.1, 0.2), log_ratio=(0.1, 0.3)))
+    assert cases(cnn_report.TEXT, [close]) == ["statistics_close"]  # recovered, yet the statistics barely differ
+    only_variances = cnn_report.running_stats_finding(cnn_model(0.512, 0.960, shift=(0.1,), log_ratio=(0.8,)))
+    assert only_variances["case"] == "stale_statistics"  # a factor e^0.8 = 2.2 in the variances alone
     one_sided = cnn_report.one_class_finding([cnn_model(0.5, real=0.0, fake=1.0),
                                               cnn_model(0.8, lr=1e-4, real=0.8, fake=0.8)])
     assert one_sided == {"case": "one_class", "models": ["scratch lr 0.001"]}
@@ -1531,12 +1562,27 @@ def test_baseline_findings_tell_which_lrs_learned():
 def test_summary_findings_rank_within_each_baseline():
     xgb = {**cnn_model(0.81), "baseline": "xgb", "lr": None}
     models = [xgb, cnn_model(0.6, lr=0.1), cnn_model(0.7, lr=1e-3), cnn_model(0.5, lr=1e-5)]
-    found = cnn_report.summary_findings(models, [0, 2, 1, 3], 0.5)
-    assert cases(cnn_report.TEXT, found) == ["overall", "baseline_best_two", "signal", "baseline_best_two",
-                                             "learned", "did_not_learn"]
-    assert (found[0]["best"], found[0]["worst"], found[0]["worst_acc"]) == ("xgb", "scratch lr 1e-05", 0.5)
-    assert found[3]["best_two"] == [("scratch lr 0.001", 0.7), ("scratch lr 0.1", 0.6)]
-    assert cnn_report.summary_findings([{**xgb, "status": "diverged"}], [0], 0.5) == [{"case": "no_model"}]
+    found = cnn_report.summary_findings(models, [0, 2, 1, 3], [0.5, 0.5])
+    assert cases(cnn_report.TEXT, found) == ["overall", "worst", "baseline_best_two", "signal",
+                                             "baseline_best_two", "learned", "did_not_learn"]
+    assert (found[0]["best"], found[0]["se"], found[1]["last"], found[1]["acc"]) == ("xgb", 0.025,
+                                                                                     "scratch lr 1e-05", 0.5)
+    assert found[4]["best_two"] == [("scratch lr 0.001", 0.7), ("scratch lr 0.1", 0.6)]
+    assert cnn_report.summary_findings([{**xgb, "status": "diverged"}], [0], [0.5, 0.5]) == [{"case": "no_model"}]
+    # a model at chance is never among the best two; a tie for worst is named as one; the stand-in says so
+    at_chance = [xgb, cnn_model(0.53, lr=0.1), cnn_model(0.5, lr=1e-3), {**cnn_model(0.5), "baseline": "finetune"}]
+    found = cnn_report.summary_findings(at_chance, [0, 1, 2, 3], [0.5, 0.5], demo=True)
+    assert cases(cnn_report.TEXT, found)[:5] == ["pipeline_check", "overall", "worst_tie", "baseline_best_two",
+                                                 "signal"]
+    assert found[2]["names"] == ["scratch lr 0.001", "finetune lr 0.001"] and found[2]["last"] == "finetune lr 0.001"
+    assert [f for f in found if f["case"] == "baseline_at_chance"][0]["name"] == "scratch lr 0.1"
+
+
+def test_beats_chance_by_two_standard_errors():
+    assert cnn_report.beats_chance(0.551, 400, [0.5, 0.5]) and not cnn_report.beats_chance(0.549, 400, [0.5, 0.5])
+    # with 70% of the test images fake, calling every image fake scores 0.7: 0.72 is not above it on 400 images
+    assert not cnn_report.beats_chance(0.72, 400, [0.3, 0.7]) and cnn_report.beats_chance(0.75, 400, [0.3, 0.7])
+    assert cnn_report.accuracy_text(cnn_model(0.5)) == "0.500 ± 0.025"
 
 
 def test_report_names_the_data_and_how_the_run_ran():
@@ -1566,7 +1612,7 @@ def test_recomputed_bn_statistics_equal_hand_computation():
         model[1].running_mean.fill_(50.0)  # stale statistics, as training can leave them
     train, test = torch.randn(512, 4) + 1.0, torch.randn(40, 4) + 1.0
     labels = (test[:, 1] > 1.0).float()
-    accuracy = cnn.recomputed_bn_accuracy(model, train, test, labels, lambda v: v)
+    accuracy, prob = cnn.recomputed_bn_accuracy(model, train, test, labels, lambda v: v)
     z = model[0](train).detach().double().numpy()
     batches = np.split(z, 512 // cnn.EVAL_BATCH)
     assert model[1].running_mean.numpy() == pytest.approx(z.mean(0), rel=1e-5)
@@ -1574,7 +1620,7 @@ def test_recomputed_bn_statistics_equal_hand_computation():
     model.eval()
     with torch.no_grad():
         expected = ((model(test)[:, 0] > 0).float() == labels).float().mean().item()
-    assert accuracy == pytest.approx(expected)
+    assert accuracy == pytest.approx(expected) and len(prob) == len(labels)
 
 def test_auroc_equals_the_fraction_of_correctly_ordered_pairs():
     g = torch.Generator().manual_seed(0)
@@ -1611,6 +1657,29 @@ def test_batch_stats_accuracy_equals_hand_computation():
         logits = (h @ W2.T + b2)[:, 0]
         correct += int(((logits > 0) == labels.numpy()[idx].astype(bool)).sum())
     assert accuracy == pytest.approx(correct / 30)
+
+
+def test_statistics_distance_equals_hand_computation():
+    """How far running BatchNorm statistics are from recomputed ones, per layer, by hand."""
+    running = [(torch.tensor([0.0, 1.0]), torch.tensor([1.0, 4.0]))]
+    recomputed = [(torch.tensor([1.0, 1.0]), torch.tensor([4.0, 1.0]))]
+    distance = cnn.statistics_distance(running, recomputed)
+    eps = 1e-5
+    assert distance["mean_shift"] == [pytest.approx((1 / math.sqrt(4 + eps) + 0) / 2)]
+    assert distance["log_var_ratio"] == [pytest.approx((abs(math.log((1 + eps) / (4 + eps)))
+                                                        + abs(math.log((4 + eps) / (1 + eps)))) / 2)]
+
+
+def test_mistakes_take_a_new_source_photograph_while_there_is_one():
+    best = {"status": "ok", "test_acc": 1.0, "test_prob": [0.9, 0.9, 0.9, 0.1, 0.1, 0.1]}
+    worst = {"status": "ok", "test_acc": 0.0, "test_prob": [0.4, 0.2, 0.1, 0.6, 0.8, 0.9]}
+    classes = ["fake"] * 3 + ["real"] * 3
+    sources = ["a", "a", "b", "d", "b", "c"]
+    _, _, chosen = cnn.pick_mistakes([best, worst], [0, 1], classes, sources, n=4)
+    # fakes by the worst's confidence: 2 (b), 1 (a), 0 (a); reals: 5 (c), 4 (b), 3 (d)
+    assert chosen == [2, 5, 1, 3]  # 2 (b), 5 (c), 1 (a); then 4's photograph b is shown already: 3 (d)
+    _, _, plain = cnn.pick_mistakes([best, worst], [0, 1], classes, list(range(6)), n=4)
+    assert plain == [2, 5, 1, 4]  # every image its own source: by confidence alone
 
 
 def test_cnn_fit_cuts_the_loss_curve_at_its_first_non_finite_step():

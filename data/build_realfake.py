@@ -38,8 +38,9 @@ is a stand-in to exercise the pipeline, not a benchmark. Point cnn.py --data-dir
 in the same layout for the study's numbers.
 
 Layout (torchvision ImageFolder): OUT/{train,val,test}/{real,fake}/NNNN.png, 600 / 200 / 200
-images per class (1,200 / 400 / 400 per split), SIZE x SIZE RGB PNG. Deterministic: the same
-seed and library versions give the same pixels. Takes a few seconds.
+images per class (1,200 / 400 / 400 per split), SIZE x SIZE RGB PNG, and OUT/sources.csv, which names
+each image's source photograph (columns image, source). Deterministic: the same seed and library
+versions give the same pixels. Takes a few seconds.
 
     python data/build_realfake.py cache/realfake-demo      # cnn.py does this on first use
 """
@@ -56,14 +57,15 @@ COUNTS = {"train": 600, "val": 200, "test": 200}  # per class
 ARTIFACT = 0.01
 MIN_TEXTURE = 0.04  # at 48 px; plain sky measures about 0.01 to 0.03
 SEED = 0
+PHOTOS = ("china.jpg", "flower.jpg", "grace_hopper.jpg")
 
 
 def source_photos():
     """The three photographs as RGB PIL images (all ship inside installed packages)."""
     import matplotlib.cbook
     from sklearn.datasets import load_sample_image
-    photos = [Image.fromarray(load_sample_image(name)) for name in ("china.jpg", "flower.jpg")]
-    with Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) as photo:
+    photos = [Image.fromarray(load_sample_image(name)) for name in PHOTOS[:2]]
+    with Image.open(matplotlib.cbook.get_sample_data(PHOTOS[2], asfileobj=False)) as photo:
         photos.append(photo.convert("RGB"))
     return photos
 
@@ -77,9 +79,10 @@ def texture(photo, box):
 
 def random_crop(photos, rng, out_size):
     """A random square crop of a random photo that has some texture (a crop of almost plain sky is drawn again),
-    flipped at random, colour-jittered, as float [3, out, out] in 0..1."""
+    flipped at random, colour-jittered: (float [3, out, out] in 0..1, the photo's index)."""
     while True:
-        photo = photos[rng.integers(len(photos))]
+        index = rng.integers(len(photos))
+        photo = photos[index]
         width, height = photo.size
         side = rng.uniform(0.35, 1.0) * min(width, height)
         left, top = rng.uniform(0, width - side), rng.uniform(0, height - side)
@@ -95,7 +98,7 @@ def random_crop(photos, rng, out_size):
     x = (x - x.mean()) * contrast + x.mean()
     gray = x @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     x = (x - gray[..., None]) * saturation + gray[..., None]
-    return torch.from_numpy(np.clip(x, 0, 1).transpose(2, 0, 1).astype(np.float32))
+    return torch.from_numpy(np.clip(x, 0, 1).transpose(2, 0, 1).astype(np.float32)), int(index)
 
 
 def generator_kernel(rng, artifact):
@@ -113,21 +116,27 @@ def upsample(x, kernel):
 
 
 def build(out_dir, counts=COUNTS, size=SIZE, artifact=ARTIFACT, seed=SEED, class_names=("real", "fake")):
-    """Write the ImageFolder tree under out_dir (counts: images per class per split) and return out_dir."""
+    """Write the ImageFolder tree under out_dir (counts: images per class per split) and sources.csv, which
+    names each image's source photograph, and return out_dir."""
     if size % 2:
         raise ValueError(f"size must be even, got {size}")
     rng = np.random.default_rng(seed)
     photos = source_photos()
     kernel = generator_kernel(rng, artifact)
+    sources = ["image,source"]
     for split, n in counts.items():
-        real = torch.stack([random_crop(photos, rng, size) for _ in range(n)])
-        fake = upsample(torch.stack([random_crop(photos, rng, size // 2) for _ in range(n)]), kernel)
-        for name, images in zip(class_names, (real, fake)):
+        real, real_sources = zip(*[random_crop(photos, rng, size) for _ in range(n)])
+        fake, fake_sources = zip(*[random_crop(photos, rng, size // 2) for _ in range(n)])
+        for name, images, indices in zip(class_names, (torch.stack(real), upsample(torch.stack(fake), kernel)),
+                                         (real_sources, fake_sources)):
             folder = os.path.join(out_dir, split, name)
             os.makedirs(folder, exist_ok=True)
             pixels = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-            for i, image in enumerate(pixels):
+            for i, (image, index) in enumerate(zip(pixels, indices)):
                 Image.fromarray(image).save(os.path.join(folder, f"{i:04d}.png"), compress_level=1)
+                sources.append(f"{split}/{name}/{i:04d}.png,{PHOTOS[index]}")
+    with open(os.path.join(out_dir, "sources.csv"), "w") as f:
+        f.write("\n".join(sources) + "\n")
     return out_dir
 
 
