@@ -112,19 +112,19 @@ def one_class_finding(models):
 
 
 def running_stats_finding(m):
-    """Low training loss but low eval-mode test accuracy: do recomputed BatchNorm statistics recover it, and
-    are the running statistics training left measurably far from the recomputed ones (stale)?"""
+    """A model that fails in eval mode: does recomputing BatchNorm's statistics with its final weights recover
+    it, and are the running statistics training left measurably far from the recomputed ones (stale)? A model
+    without recomputed statistics, or not recovered, is reported only if it fitted its training batches."""
     last_loss = np.mean([v for v in m.get("train_loss", [])[-LAST_STEPS:] if v is not None] or [np.nan])
     numbers = dict(name=model_name(m), last_loss=last_loss, test_acc=m["test_acc"], steps=LAST_STEPS,
                    recomputed=m.get("test_acc_recomputed_bn"), batch_stats=m.get("test_acc_batch_stats"),
                    moved=m.get("weight_change"))
-    if not (last_loss < LOW_TRAIN_LOSS and m["test_acc"] < LOW_TEST_ACC):
-        return dict(numbers, case="not_applicable")
+    fitted = last_loss < LOW_TRAIN_LOSS and m["test_acc"] < LOW_TEST_ACC
     if numbers["recomputed"] is None:
-        return dict(numbers, case="fits_but_fails")
-    if numbers["recomputed"] <= m["test_acc"] + same_accuracy_margin(len(m["test_prob"])):
-        return dict(numbers, case="not_the_statistics")
-    return dict(numbers, **stale_finding(m))
+        return dict(numbers, case="fits_but_fails" if fitted else "not_applicable")
+    if numbers["recomputed"] > m["test_acc"] + same_accuracy_margin(len(m["test_prob"])):
+        return dict(numbers, **stale_finding(m))
+    return dict(numbers, case="not_the_statistics" if fitted else "not_applicable")
 
 
 def stale_finding(m):
@@ -241,6 +241,9 @@ RUNNING_STATS = ("{name}: mean training loss of the last {steps} steps {last_los
                  "test accuracy {test_acc:.3f} in eval mode")
 RECOMPUTED = ("; {recomputed:.3f} once BatchNorm's running statistics are recomputed over the training "
               "images ({batch_stats:.3f} on each test batch's own statistics)")
+RECOVERED = ("{name}: test accuracy {test_acc:.3f} in eval mode, {recomputed:.3f} once BatchNorm's running "
+             "statistics are recomputed over the training images ({batch_stats:.3f} on each test batch's own "
+             "statistics; mean training loss of the last {steps} steps {last_loss:.3f})")
 BN_STATISTICS = ("{baseline}: best test accuracy {eval_best:.3f} in eval mode with the running statistics "
                  "training left, {recomputed:.3f} (lr {lr}) with the statistics recomputed over the training "
                  "images")
@@ -252,18 +255,16 @@ TEXT = {
     "one_class": lambda f: f"{', '.join(f['models'])} put (almost) every test image in one class.",
     "not_applicable": None,
     "fits_but_fails": RUNNING_STATS + ".",
-    "stale_statistics": RUNNING_STATS + RECOMPUTED + (": the weights learned the task, and the running "
-                                                      "statistics are stale: the means of BatchNorm layer "
-                                                      "{shift_layer} (of {layers}) sit {shift:.2f} "
-                                                      "recomputed standard deviations off on average, and "
-                                                      "the variances of layer {ratio_layer} a factor "
-                                                      "{factor:.1f} off, while training moved the weights by "
-                                                      "{moved:.1%} of their norm."),
-    "statistics_close": RUNNING_STATS + RECOMPUTED + (", though the running statistics are close to the "
-                                                      "recomputed ones (at most {shift:.2f} standard "
-                                                      "deviations in the means, a factor {factor:.1f} in the "
-                                                      "variances): what recomputing changes is not measured "
-                                                      "here."),
+    "stale_statistics": RECOVERED + (": the weights learned the task, and the running statistics training "
+                                     "left are stale: the variances of BatchNorm layer {ratio_layer} (of "
+                                     "{layers}) sit a factor {factor:.2f} off the recomputed ones on "
+                                     "average, the means of layer {shift_layer} {shift:.2f} standard "
+                                     "deviations off, while training moved the weights by {moved:.2%} of "
+                                     "their norm."),
+    "statistics_close": RECOVERED + (", though the running statistics are close to the recomputed ones (at "
+                                     "most a factor {factor:.2f} in one layer's variances, {shift:.2f} "
+                                     "standard deviations in its means): this measure does not show what "
+                                     "recomputing changes."),
     "not_the_statistics": RUNNING_STATS + RECOMPUTED + (": the running statistics do not explain the low "
                                                         "accuracy."),
     "recomputed_higher": BN_STATISTICS + (": the network learned the task, and what fails in eval mode is "

@@ -1521,10 +1521,12 @@ def test_bn_statistics_finding_says_which_way_the_numbers_go():
 
 def test_running_stats_and_one_class_findings():
     found = [cnn_report.running_stats_finding(m) for m in (
-        cnn_model(0.512, 0.960), cnn_model(0.512, 0.520), cnn_model(0.512, 0.960, train_loss=(0.7,) * 5),
-        cnn_model(0.9, 0.95), cnn_model(0.512))]
+        cnn_model(0.512, 0.960), cnn_model(0.512, 0.520), cnn_model(0.512, 0.520, train_loss=(0.7,) * 5),
+        cnn_model(0.9, 0.95), cnn_model(0.512), cnn_model(0.512, train_loss=(0.7,) * 5))]
     assert cases(cnn_report.TEXT, found) == ["stale_statistics", "not_the_statistics", "not_applicable",
-                                             "not_applicable", "fits_but_fails"]
+                                             "not_applicable", "fits_but_fails", "not_applicable"]
+    unfitted = cnn_report.running_stats_finding(cnn_model(0.50, 0.79, train_loss=(0.45,) * 5))
+    assert unfitted["case"] == "stale_statistics"  # recovered by recomputing: reported whatever its loss
     assert found[0]["last_loss"] == pytest.approx(0.1) and found[0]["recomputed"] == 0.960
     # stale: the running means of layer 1 sit 2 standard deviations off, the variances of layer 2 e^1.5 off
     assert (found[0]["shift"], found[0]["shift_layer"], found[0]["ratio_layer"]) == (2.0, 1, 2)
