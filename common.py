@@ -2,7 +2,6 @@
 loop with its gradient record, the table helpers. Importing it sets matplotlib's Agg backend, nothing else."""
 import copy
 import hashlib
-import io
 import json
 import math
 import os
@@ -17,7 +16,6 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
@@ -149,17 +147,6 @@ def rounded(obj, digits=9):
     if isinstance(obj, (list, tuple)):
         return [rounded(value, digits) for value in obj]
     return obj
-
-
-def save_figure(fig, path):
-    """A figure as an 8-bit palette PNG: about a third of the full-colour file, the same to the eye."""
-    rendered = io.BytesIO()
-    fig.savefig(rendered, dpi=120, bbox_inches="tight", format="png")
-    plt.close(fig)
-    with Image.open(rendered) as image:
-        palette = image.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT,
-                                                dither=Image.Dither.NONE)
-    write_atomic(path, lambda tmp: palette.save(tmp, format="PNG", optimize=True))
 
 
 def save_torch(path, obj):
