@@ -135,8 +135,7 @@ def load_data(args, device):
 
 
 def read_sources(data_dir):
-    """{image path relative to data_dir: its source photograph}, from an optional sources.csv (the demo set
-    has one: its images are crops of three photographs); {} without one."""
+    """{image path relative to data_dir: its source photograph} from an optional sources.csv (the demo's)."""
     path = os.path.join(data_dir, "sources.csv")
     if not os.path.isfile(path):
         return {}
@@ -365,9 +364,8 @@ def fit_and_score(settings, data, env, baseline, lr, model, inputs, prepare, **v
 
 
 def batch_stats_accuracy(model, inputs, labels, prepare, seed, batch_size, amp=False):
-    """Test accuracy with BatchNorm normalizing by each shuffled test batch's own statistics (train mode),
-    not the running ones. Beyond the protocol: it tells a network that learned but whose running statistics
-    do not match its weights from one that did not learn."""
+    """Test accuracy with BatchNorm normalizing each shuffled test batch by its own statistics (train mode):
+    beyond the protocol, it tells a net whose running statistics are off from one that did not learn."""
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed)).to(inputs.device)
     model.train()  # the model is discarded afterwards, so updating its running statistics does no harm
     correct = torch.zeros((), device=inputs.device)
@@ -401,9 +399,8 @@ def running_statistics(model):
 
 
 def statistics_distance(running, recomputed):
-    """Per BatchNorm layer, how far the running statistics training left are from those recomputed with the
-    final weights, averaged over the layer's channels: the means' gap in recomputed standard deviations, and
-    |ln| of the variances' ratio."""
+    """Per BatchNorm layer, averaged over its channels: the running means' gap to the recomputed ones in
+    recomputed standard deviations, and |ln| of the variances' ratio."""
     distance = {"mean_shift": [], "log_var_ratio": []}
     for (mean, var), (mean_new, var_new) in zip(running, recomputed):
         distance["mean_shift"].append(float(((mean - mean_new).abs() / (var_new + 1e-5).sqrt()).mean()))
@@ -412,8 +409,8 @@ def statistics_distance(running, recomputed):
 
 
 def train_resnets(settings, data, env, baseline, backbone_state, preprocessing_name):
-    """scratch or finetune, a model per lr: every weight trained on the images. Beyond the protocol: how far
-    the weights moved, and the test predictions and BatchNorm statistics once recomputed."""
+    """scratch or finetune, a model per lr, every weight trained; beyond the protocol, how far the weights
+    moved, and the test predictions and BatchNorm statistics once recomputed."""
     records = []
     for lr in settings["lrs"]:
         seed_everything(settings["seed"])
@@ -580,12 +577,6 @@ def pick_mistakes(models, ranked, test_classes, test_sources, n=5):
     return ok[0], ok[-1], chosen
 
 
-def thumbnail(rgb):
-    """An RGB image as uint8 pixels, its longest side at most THUMBNAIL."""
-    rgb.thumbnail((THUMBNAIL, THUMBNAIL))
-    return np.asarray(rgb)
-
-
 def train_mistakes(settings, data, reads, env):
     """The summary, the best and worst model, the test images chosen by MISTAKES_RULE and their thumbnails."""
     result = train_summary(settings, data, reads, env)
@@ -593,8 +584,11 @@ def train_mistakes(settings, data, reads, env):
     result["best"], result["worst"], result["chosen"] = pick_mistakes(result["models"], result["ranking"],
                                                                       result["test_classes"], sources)
     result["rule"], result["sources"] = MISTAKES_RULE, [sources[i] for i in result["chosen"]]
-    result["arrays"] = {f"image_{k}": decode_one(os.path.join(data["dir"], result["test_paths"][i]),
-                                                 [thumbnail])[0] for k, i in enumerate(result["chosen"])}
+    result["arrays"] = {}
+    for k, i in enumerate(result["chosen"]):  # as uint8 pixels, the longest side at most THUMBNAIL
+        image = decode_one(os.path.join(data["dir"], result["test_paths"][i]), [lambda rgb: rgb])[0]
+        image.thumbnail((THUMBNAIL, THUMBNAIL))
+        result["arrays"][f"image_{k}"] = np.asarray(image)
     return result
 
 
