@@ -53,6 +53,11 @@ def positive(value):
     return f"{'values ' if isinstance(value, list) else ''}must be positive, got {value}"
 
 
+def non_negative(value):
+    """The check of a count whose 0 turns something off."""
+    return None if value >= 0 else f"must be 0 or more, got {value}"
+
+
 class Setting(NamedTuple):
     """A flag that overrides the setting `key` of every question that has it (--batch-size sets batch_size).
     check(value) -> None, or what is wrong with the value."""
@@ -283,7 +288,7 @@ def write_report(script, question, result, out_dir):
     answers = [" ".join(s for s in answer.sentences if s) for answer in report.answers]
     lines = [f"# {heading(question)}\n"]
     for answer, text in zip(report.answers, answers):
-        lines += [f"## {answer.item}: {answer.asked}\n", f"**Answer.** {text}\n"]
+        lines += [f"## {answer.item + ': ' if answer.item else ''}{answer.asked}\n", f"**Answer.** {text}\n"]
     for file, (_, caption) in report.figures.items():
         lines += [f"![{os.path.splitext(file)[0]}]({file})\n", f"*{caption}*\n"]
     lines += ["## Results\n", *[block + "\n" for block in report.body]]
