@@ -23,7 +23,7 @@ import mlp_report
 import runner
 from common import (UserError, borders, file_digest, finite_or_none, seed_everything, shown_path,
                     train_lockstep)
-from runner import Question, Setting
+from runner import Question, Setting, non_negative
 
 DEFAULT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "europe")
 SPLIT_FILES = {"train": "train.csv", "val": "validation.csv", "test": "test.csv"}
@@ -126,11 +126,14 @@ def load_data(args, device):
 SIN_FREQUENCIES = [round(0.1 * i, 1) for i in range(1, 11)]  # 6.2.1-7: a in {0.1, ..., 1.0}
 
 
-def featurize(X, features):
-    """raw: the (long, lat) coordinates; sin: sin(a * x) for every a in SIN_FREQUENCIES and each coordinate
-    (20 features, those of the longitude first)."""
+def featurize(X, features, train_X):
+    """raw: the (long, lat) coordinates; standardized: each coordinate less its mean over the training split's
+    rows train_X, over its standard deviation there; sin: sin(a * x) for every a in SIN_FREQUENCIES and each
+    coordinate (20 features, those of the longitude first)."""
     if features == "raw":
         return X
+    if features == "standardized":
+        return (X - train_X.mean(0)) / train_X.std(0)
     a = torch.tensor(SIN_FREQUENCIES, device=X.device)
     return torch.sin(X[:, :, None] * a).flatten(1)
 
@@ -143,6 +146,8 @@ class MLP(nn.Module):
     7 nn.Linear. A hidden layer is Linear -> ReLU, or Linear -> BatchNorm1d -> ReLU.
     residual adds an identity skip around every hidden layer but the first (whose input is not `width` wide):
       'post': x <- x + ReLU([BatchNorm1d](Linear(x))), the hidden layer as it is;
+      'skipinit': x <- x + g * ReLU([BatchNorm1d](Linear(x))), g a learnable scalar per layer, initialised
+              to 0 (SkipInit, De & Smith 2020; ReZero, Bachlechner et al. 2020): a block starts as identity;
       'pre':  x <- x + Linear(ReLU([BatchNorm1d](x))), the pre-activation form of He et al. (2016, "Identity
               Mappings in Deep Residual Networks"), whose output layer takes ReLU([BatchNorm1d](x)).
     activation 'leaky_relu' puts LeakyReLU in place of every ReLU; init 'he' draws every weight from
@@ -163,6 +168,8 @@ class MLP(nn.Module):
             self.hidden.append(nn.Sequential(*layers))
         if residual == "pre":
             self.final = nn.Sequential(*norm(), act())
+        if residual == "skipinit":  # [1, 1]: broadcasts over a batch, and over a stack of models' batches
+            self.gains = nn.ParameterList(nn.Parameter(torch.zeros(1, 1)) for _ in range(depth - 1))
         self.out = nn.Linear(width, n_classes)
         if init == "he":
             for module in self.modules():
@@ -172,7 +179,10 @@ class MLP(nn.Module):
 
     def forward(self, x):
         for i, layer in enumerate(self.hidden):
-            x = x + layer(x) if self.residual != "none" and i > 0 else layer(x)
+            if i == 0 or self.residual == "none":
+                x = layer(x)
+            else:
+                x = x + (self.gains[i - 1] * layer(x) if self.residual == "skipinit" else layer(x))
         if self.residual == "pre":
             x = self.final(x)
         return self.out(x)
@@ -183,7 +193,7 @@ PLAIN = {"batch_norm": False, "residual": "none", "activation": "relu", "init": 
 
 
 def build_model(arch, n_classes):
-    n_in = 2 if arch["features"] == "raw" else 2 * len(SIN_FREQUENCIES)
+    n_in = 2 * len(SIN_FREQUENCIES) if arch["features"] == "sin" else 2
     return MLP(n_in, n_classes, arch["depth"], arch["width"], arch["batch_norm"], arch["residual"],
                arch["activation"], arch["init"])
 
@@ -224,12 +234,38 @@ def test_points(data):
 def map_arrays(tag, run, state, data):
     """The arrays a map of the run's predictions draws, named by tag: the predicted class of every cell of a
     MAP_RESOLUTION grid over map_extent, and of every test point; and the fraction of cells on a border."""
-    model = load_model(run, data["meta"]["n_classes"], state)
-    predict = lambda points: model(featurize(points, run["features"])).argmax(1).to(torch.int16)  # noqa: E731
+    model, train_X = load_model(run, data["meta"]["n_classes"], state), data["train"][0].cpu()
+
+    def predict(points):
+        return model(featurize(points, run["features"], train_X)).argmax(1).to(torch.int16)
     points = grid_points(map_extent(data["meta"]["extent"]), MAP_RESOLUTION)
     grid = torch.cat([predict(chunk) for chunk in points.split(65536)]).view(MAP_RESOLUTION, -1).numpy()
-    arrays = {f"grid_{tag}": grid, f"test_pred_{tag}": predict(data["test"][0].cpu()).numpy()}
-    return arrays, float(borders(grid).mean())
+    return {f"grid_{tag}": grid, f"test_pred_{tag}": predict(data["test"][0].cpu()).numpy()}
+
+
+NEAR_DATA_CELLS = 5  # a map cell is near the data within this many cells (Chebyshev) of a training point's
+#   cell: about 0.9 degrees (60-100 km) on the embedded data's map, so that land with cities counts and open
+#   sea and empty land do not
+
+
+def near_data_mask(points, extent, resolution, radius=NEAR_DATA_CELLS):
+    """The cells of a resolution^2 grid over extent (as grid_points) within radius cells of a point."""
+    x0, x1, y0, y1 = extent
+    cols = ((points[:, 0] - x0) / (x1 - x0) * (resolution - 1)).round().long().clamp(0, resolution - 1)
+    rows = ((points[:, 1] - y0) / (y1 - y0) * (resolution - 1)).round().long().clamp(0, resolution - 1)
+    occupied = torch.zeros(1, 1, resolution, resolution)
+    occupied[0, 0, rows, cols] = 1
+    return F.max_pool2d(occupied, 2 * radius + 1, stride=1, padding=radius)[0, 0].bool().numpy()
+
+
+@torch.no_grad()
+def val_acc_per_class(run, state, data):
+    """The run's validation accuracy on each class (None for a class with no validation point)."""
+    model, n_classes = load_model(run, data["meta"]["n_classes"], state), data["meta"]["n_classes"]
+    X, y = (t.cpu() for t in data["val"])
+    hits = (model(featurize(X, run["features"], data["train"][0].cpu())).argmax(1) == y).double()
+    counts = torch.bincount(y, minlength=n_classes)
+    return [float(h / c) if c else None for h, c in zip(torch.bincount(y, hits, n_classes), counts)]
 
 
 @torch.no_grad()
@@ -246,11 +282,14 @@ def relu_inputs(model, X, train_mode=False):
     return inputs
 
 
-def init_diagnostics(arch, n_classes, seed, X, y, batch_size):
-    """At initialisation, on the run's first training batch (same init and shuffle as train_lockstep): the
-    mean norm of the activation entering every Linear layer, and every Linear layer's ||grad W||_2^2."""
+def batch_diagnostics(arch, n_classes, seed, X, y, batch_size, state=None):
+    """On the run's first training batch (same shuffle as train_lockstep), in train mode, at initialisation
+    (the same init) or with a trained state: the mean norm of the activation entering every Linear layer, and
+    every Linear layer's ||grad W||_2^2: (activation norms, squared gradient norms)."""
     seed_everything(seed)
     model = build_model(arch, n_classes)
+    if state is not None:
+        model.load_state_dict(state)
     first_batch = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:batch_size]
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     norms = []
@@ -259,13 +298,22 @@ def init_diagnostics(arch, n_classes, seed, X, y, batch_size):
     F.cross_entropy(model(X[first_batch]), y[first_batch]).backward()
     for hook in hooks:
         hook.remove()
-    return {"init_activation_norm": [finite_or_none(v) for v in norms],
-            "first_step_grad_sq_norm": [finite_or_none(m.weight.grad.pow(2).sum()) for m in linears]}
+    return [finite_or_none(v) for v in norms], [finite_or_none(m.weight.grad.pow(2).sum()) for m in linears]
 
 
 def dead_relu_fraction(model, X):
-    """Per hidden layer, the fraction of ReLU units that output 0 for every row of X (eval mode)."""
-    return [float((pre <= 0).all(0).float().mean()) for pre in relu_inputs(model, X)]
+    """Per hidden layer, the fraction of ReLU units that output 0 for every row of X (eval mode): [layers], or
+    [K, layers] for a stacked module and X [K, N, features]."""
+    return torch.stack([(pre <= 0).all(-2).float().mean(-1) for pre in relu_inputs(model, X)], -1)
+
+
+def output_summary(model, X):
+    """What the nets say on the rows of X (eval mode): the mean entropy of their predicted distributions
+    (nats), and the share of rows given the class each predicts most; [] or [K] for a stacked module."""
+    log_probs = model(X).log_softmax(-1)
+    entropy = -(log_probs.exp() * log_probs).sum(-1).mean(-1)
+    predicted = F.one_hot(log_probs.argmax(-1), log_probs.shape[-1])
+    return {"val_entropy": entropy, "val_mode_share": predicted.sum(-2).amax(-1) / predicted.shape[-2]}
 
 
 def relu_input_rms(model, X, train_mode=False):
@@ -321,68 +369,129 @@ def seed_runs(settings, lr, **extra):
     return [{"seed": settings["seed"] + i, "lr": lr, **extra} for i in range(settings["seeds"])]
 
 
+def lr_runs(settings):
+    """One run per seed and lr of settings['lrs']."""
+    return [{**run, "lr": lr} for run in seed_runs(settings, None) for lr in settings["lrs"]]
+
+
 def arch_of(settings, **changes):
     """The architecture keys of a model: changes, else the settings, else plain (no batch norm, no skips,
     ReLU, PyTorch's init, raw coordinates)."""
     return {key: changes.get(key, settings.get(key, PLAIN.get(key))) for key in ARCH_KEYS}
 
 
-def train_group(data, runs, arch, settings, env, desc, epochs=None, batch_size=None, diagnose_init=False,
-                **record):
-    """Train the runs (each with a seed, an lr, and its own width if it names one) of one architecture in
-    lockstep, for the settings' epochs and batch size unless given: (results, states). Narrower models train
-    padded to the widest (see train_lockstep)."""
+def train_group(data, runs, arch, settings, env, desc, epochs=None, batch_size=None, diagnose=(),
+                epoch_measure=None, **record):
+    """Train the runs (each with a seed, an lr, and its own width or features if it names them) of one
+    architecture in lockstep, for the settings' epochs and batch size unless given: (results, states).
+    Narrower models train padded to the widest (see train_lockstep). diagnose: 'init' and/or 'final', the
+    batch_diagnostics to record; epoch_measure(model, X): values on the validation rows after every epoch."""
     epochs, batch_size = epochs or settings["epochs"], batch_size or settings["batch_size"]
-    n_classes = data["meta"]["n_classes"]
-    inputs = {split: (featurize(data[split][0], arch["features"]), data[split][1]) for split in SPLIT_FILES}
+    n_classes, train_X = data["meta"]["n_classes"], data["train"][0]
 
     def arch_of_run(run):
-        return {**arch, "width": run.get("width", arch["width"])}
+        return {**arch, **{key: run[key] for key in ("width", "features") if key in run}}
+    features = [arch_of_run(run)["features"] for run in runs]
+    inputs = {}
+    for split in SPLIT_FILES:
+        X = {f: featurize(data[split][0], f, train_X) for f in set(features)}
+        inputs[split] = (X[features[0]] if len(X) == 1 else torch.stack([X[f] for f in features]),
+                         data[split][1])
+    if epoch_measure:
+        X_val = inputs["val"][0]
+        X_val = X_val.expand(len(runs), *X_val.shape[-2:])
+        record["epoch_measure"] = lambda stacked: epoch_measure(stacked, X_val)
     results, states = train_lockstep(lambda run: build_model(arch_of_run(run), n_classes), runs, inputs,
                                      epochs, batch_size, env.device, quiet=env.quiet, desc=desc, **record)
-    for result in results:
+    X, y = (t.cpu() for t in inputs["train"])
+    for k, (result, state) in enumerate(zip(results, states)):
         run_arch = arch_of_run(result)
         n_params = sum(p.numel() for p in build_model(run_arch, n_classes).parameters())
         result.update(epochs=epochs, batch_size=batch_size, **run_arch, n_params=n_params)
-        if diagnose_init:
-            X, y = (t.cpu() for t in inputs["train"])
-            result.update(init_diagnostics(run_arch, n_classes, result["seed"], X, y, batch_size))
+        for when in diagnose:
+            norms, grads = batch_diagnostics(run_arch, n_classes, result["seed"], X[k] if X.dim() == 3 else X,
+                                             y, batch_size, state if when == "final" else None)
+            result.update({f"{when}_activation_norm": norms, f"{when}_grad_sq_norm": grads})
     return results, states
 
 
 def train_lr(settings, data, reads, env):
-    runs = [{"seed": run["seed"], "lr": lr} for run in seed_runs(settings, None) for lr in settings["lrs"]]
-    results, states = train_group(data, runs, arch_of(settings), settings, env, "lr sweep")
+    """The lr sweep; beyond the protocol, each layer's dead ReLUs on the validation set after every epoch."""
+    def dead_units(model, X):
+        return {"dead_relu_fraction": dead_relu_fraction(model, X)}
+    results, _ = train_group(data, lr_runs(settings), arch_of(settings), settings, env, "lr sweep",
+                             epoch_measure=dead_units)
     n_classes = data["meta"]["n_classes"]
-    for result, state in zip(results, states):
-        model = load_model(result, n_classes, state)
-        ok = result["status"] == "ok"
-        result["dead_relu_fraction"] = dead_relu_fraction(model, data["val"][0].cpu()) if ok else None
     prior = class_prior_entropy(data["train"][1], n_classes)
     return {"runs": results, "reference_losses": {"class_prior": prior, "uniform": math.log(n_classes)}}
 
 
 def train_epochs(settings, data, reads, env, batch_norm=None):
-    """100 epochs; beyond the protocol, each run's ReLU-input scale per layer at initialisation (as the first
-    step sees it) and at the end, and its dead units at the end, on the validation set."""
+    """100 epochs; beyond the protocol, what the nets predict on the validation set after every epoch (the
+    entropy of their outputs, the share given to one class), each run's ReLU-input scale per layer at
+    initialisation (as the first step sees it) and at the end, and its dead units at the end, on the
+    validation set; and, for the plain net, the over-fitting control."""
     arch = arch_of(settings) if batch_norm is None else arch_of(settings, batch_norm=batch_norm)
     desc = f"{settings['epochs']} epochs" + ", batch norm" * arch["batch_norm"]
     results, states = train_group(data, seed_runs(settings, settings["lr"]), arch, settings, env, desc,
-                                  eval_train=True)
+                                  eval_train=True, epoch_measure=output_summary)
     X, n_classes = data["val"][0].cpu(), data["meta"]["n_classes"]
     for result, state in zip(results, states):
         seed_everything(result["seed"])
         result["relu_input_rms_init"] = relu_input_rms(build_model(arch, n_classes), X, train_mode=True)
         model = load_model(result, n_classes, state) if result["status"] == "ok" else None
         result["relu_input_rms"] = relu_input_rms(model, X) if model else None
-        result["dead_relu_fraction"] = dead_relu_fraction(model, X) if model else None
-    return {"runs": results}
+        result["dead_relu_fraction"] = dead_relu_fraction(model, X).tolist() if model else None
+    y = data["train"][1].cpu()
+    top_share = float(torch.bincount(y, minlength=n_classes).max() / len(y))
+    result = {"runs": results,
+              "class_prior": {"entropy": class_prior_entropy(y, n_classes), "top_share": top_share}}
+    if batch_norm is None and settings["overfit_per_class"]:
+        result["overfit_runs"] = overfit_control(settings, data, env)
+    return result
+
+
+def overfit_control(settings, data, env):
+    """Beyond the protocol: the plain net, overfit_width wide, on overfit_per_class training rows of every
+    class (the first of each class in a permutation drawn with the first seed; all of a class that has
+    fewer), its inputs overfit_features (standardized: with the subset's statistics), trained at the
+    overfit_* settings until it over-fits. Every class is in the subset, so a rise of the validation loss is
+    not the cost of classes it never saw. Validation and test stay whole; train_eval_* is on the subset."""
+    y = data["train"][1].cpu()
+    counts, rows = {}, []
+    for i in torch.randperm(len(y), generator=torch.Generator().manual_seed(settings["seed"])).tolist():
+        label = int(y[i])
+        if counts.get(label, 0) < settings["overfit_per_class"]:
+            counts[label] = counts.get(label, 0) + 1
+            rows.append(i)
+    rows = torch.tensor(sorted(rows), device=data["train"][1].device)
+    subset = {**data, "train": tuple(t[rows] for t in data["train"])}
+    arch = arch_of(settings, width=settings["overfit_width"], batch_norm=False,
+                   features=settings["overfit_features"])
+    results, _ = train_group(subset, seed_runs(settings, settings["overfit_lr"]), arch, settings, env,
+                             f"over-fitting control, {len(rows)} rows", settings["overfit_epochs"],
+                             settings["overfit_batch_size"], eval_train=True)
+    for result in results:
+        result.update(train_rows=len(rows), rows_per_class=settings["overfit_per_class"])
+    return results
+
+
+BATCHNORM_CONTROLS = {  # control: (its inputs, the setting that is its lr); no batch norm, same net and seeds
+    "larger_lr": ("raw", "larger_lr"),
+    "standardized": ("standardized", "lr"),
+    "standardized_larger_lr": ("standardized", "larger_lr"),
+}
 
 
 def train_batchnorm(settings, data, reads, env):
-    """The epochs question with batch norm, beside the epochs question's runs."""
+    """The epochs question with batch norm, beside the epochs question's runs; beyond the protocol, the
+    controls without batch norm that tell its parts apart (BATCHNORM_CONTROLS), in one lockstep group."""
     result = train_epochs(settings, data, reads, env, batch_norm=True)
-    return {**result, "baseline_runs": reads["epochs"]["runs"]}
+    runs = [run for control, (features, lr) in BATCHNORM_CONTROLS.items()
+            for run in seed_runs(settings, settings[lr], control=control, features=features)]
+    controls, _ = train_group(data, runs, arch_of(settings, batch_norm=False), settings, env,
+                              "controls without batch norm", eval_train="final")
+    return {**result, "baseline_runs": reads["epochs"]["runs"], "control_runs": controls}
 
 
 NOISE_STEPS = 100  # the last step losses, whose spread measures how noisy a batch size's steps are
@@ -397,35 +506,93 @@ def train_batch_size(settings, data, reads, env):
                                f"batch {batch_size}", epochs, batch_size, record_steps=True)
         for run in group:
             losses = np.array([np.nan if v is None else v for v in run["history"].pop("step_loss")])
-            run["loss_noise"] = finite_or_none(np.nanstd(losses[-NOISE_STEPS:]))
+            run["loss_noise"] = finite_or_none(np.nanstd(losses[-NOISE_STEPS:], ddof=1))
             arrays.setdefault(f"step_loss_{batch_size}", losses.astype(np.float16))
         results += group
     return {"runs": results, "arrays": arrays}
 
 
+def train_sweep(settings, data, reads, env):
+    """Beyond the protocol: every lr at every batch size, for the same epochs; one lockstep group per batch
+    size."""
+    results = []
+    for batch_size in settings["batch_sizes"]:
+        results += train_group(data, lr_runs(settings), arch_of(settings), settings, env,
+                               f"sweep, batch {batch_size}", batch_size=batch_size)[0]
+    return {"runs": results}
+
+
+PAD_RATIO = 4  # widths up to 4x apart train in one padded lockstep group, wider ones apart. Measured on a
+#   2-core CPU at depth 6, 3 seeds a width: widths 8-64 in one group 173 s; 8-32 and 64 apart 118 s; each
+#   width alone 149 s
+
+
+def width_groups(widths):
+    """The widths, narrowest first, in groups whose widest is at most PAD_RATIO times their narrowest."""
+    groups = []
+    for width in sorted(set(widths)):
+        if groups and width <= PAD_RATIO * groups[-1][0]:
+            groups[-1].append(width)
+        else:
+            groups.append([width])
+    return groups
+
+
+def seconds_per_epoch(arch, data, settings, env, repeats=3):
+    """The fastest of `repeats` single epochs of one model of arch trained alone, evaluation included: depth's
+    cost in time, which a lockstep group hides."""
+    one_seed = {**settings, "seeds": 1}
+    times = []
+    for _ in range(repeats):
+        results, _ = train_group(data, seed_runs(one_seed, settings["lr"]), arch, settings, env,
+                                 f"{arch['depth']}x{arch['width']} alone", epochs=1)
+        times.append(results[0]["group_wall_s"])
+    return min(times)
+
+
 def train_depth_width(settings, data, reads, env):
-    """One lockstep group per depth, its widths padded to the widest; results in the order of the
-    architectures. Each architecture's first seed is drawn as a prediction map."""
+    """The architectures, and beyond the protocol the matched_architectures (of about the same parameter
+    counts), grouped by depth and width_groups; results in the order of the architectures. Every run records
+    its first batch's gradients at initialisation and at the end; every architecture, the time of an epoch
+    alone; the worst architecture trains again for longer_epochs. Each architecture's first seed is drawn."""
+    architectures = settings["architectures"] + [arch for arch in settings["matched_architectures"]
+                                                 if arch not in settings["architectures"]]
     results, states = [], []
-    for depth in dict.fromkeys(depth for depth, _ in settings["architectures"]):
-        runs = [run for d, width in settings["architectures"] if d == depth
-                for run in seed_runs(settings, settings["lr"], width=width)]
-        arch = arch_of(settings, depth=depth, width=None)
-        group, group_states = train_group(data, runs, arch, settings, env, f"depth {depth}", eval_train=True)
-        results, states = results + group, states + group_states
-    order = sorted(range(len(results)), key=lambda i: settings["architectures"].index(
-        [results[i]["depth"], results[i]["width"]]))
+    for depth in dict.fromkeys(depth for depth, _ in architectures):
+        for widths in width_groups([width for d, width in architectures if d == depth]):
+            runs = [run for width in widths for run in seed_runs(settings, settings["lr"], width=width)]
+            arch = arch_of(settings, depth=depth, width=None)
+            group, group_states = train_group(data, runs, arch, settings, env, f"depth {depth}, width "
+                                              f"{'-'.join(map(str, widths))}", eval_train="final",
+                                              diagnose=("init", "final"))
+            results, states = results + group, states + group_states
+    order = sorted(range(len(results)), key=lambda i: architectures.index([results[i]["depth"],
+                                                                           results[i]["width"]]))
     arrays = test_points(data)
-    for depth, width in settings["architectures"]:
+    seconds = {}
+    for depth, width in architectures:
         first = next(i for i in order if (results[i]["depth"], results[i]["width"]) == (depth, width))
-        arrays.update(map_arrays(f"{depth}x{width}", results[first], states[first], data)[0])
-    return {"runs": [results[i] for i in order], "map_extent": map_extent(data["meta"]["extent"]),
-            "arrays": arrays, "weights": {"states": [states[i] for i in order]}}
+        arrays.update(map_arrays(f"{depth}x{width}", results[first], states[first], data))
+        seconds[f"{depth}x{width}"] = seconds_per_epoch(arch_of(settings, depth=depth, width=width), data,
+                                                        settings, env)
+    result = {"runs": [results[i] for i in order], "map_extent": map_extent(data["meta"]["extent"]),
+              "seconds_per_epoch_alone": seconds, "arrays": arrays,
+              "weights": {"states": [states[i] for i in order]}}
+    if settings["longer_epochs"]:
+        def mean_val_acc(arch):
+            accs = [r["history"]["val_acc"][-1] for r in results if [r["depth"], r["width"]] == arch]
+            return np.mean([-1 if acc is None else acc for acc in accs])
+        depth, width = min(settings["architectures"], key=mean_val_acc)
+        result["longer_runs"] = train_group(data, seed_runs(settings, settings["lr"]),
+                                            arch_of(settings, depth=depth, width=width), settings, env,
+                                            f"{depth}x{width}, {settings['longer_epochs']} epochs",
+                                            settings["longer_epochs"], eval_train="final")[0]
+    return result
 
 
 def train_gradients(settings, data, reads, env):
     results, _ = train_group(data, seed_runs(settings, settings["lr"]), arch_of(settings), settings, env,
-                             f"depth {settings['depth']} gradients", record_grads=True, diagnose_init=True)
+                             f"depth {settings['depth']} gradients", record_grads=True, diagnose=("init",))
     return {"runs": results}
 
 
@@ -435,6 +602,7 @@ RESIDUAL_FIXES = {  # fix: (how the report names it, what it changes in the plai
     "skip_post_bn": ("skips x + ReLU(BN(Linear(x)))", dict(residual="post", batch_norm=True)),
     "skip_pre": ("pre-activation skips x + Linear(ReLU(x))", dict(residual="pre")),
     "skip_pre_bn": ("pre-activation skips x + Linear(ReLU(BN(x)))", dict(residual="pre", batch_norm=True)),
+    "skipinit": ("SkipInit x + g * ReLU(Linear(x)), g from 0", dict(residual="skipinit")),
     "he_init": ("He (Kaiming-normal) initialisation", dict(init="he")),
     "leaky_relu": ("LeakyReLU in place of ReLU", dict(activation="leaky_relu")),
 }
@@ -445,14 +613,16 @@ def train_residual(settings, data, reads, env):
     for fix, (_, changes) in RESIDUAL_FIXES.items():
         runs = seed_runs(settings, settings["lr"], fix=fix)
         results += train_group(data, runs, arch_of(settings, **changes), settings, env,
-                               f"depth {settings['depth']} {fix}", record_grads=True, diagnose_init=True)[0]
+                               f"depth {settings['depth']} {fix}", record_grads=True, diagnose=("init",))[0]
     return {"runs": results, "baseline_runs": reads["gradients"]["runs"],
             "fixes": {fix: label for fix, (label, _) in RESIDUAL_FIXES.items()}}
 
 
 def train_implicit(settings, data, reads, env):
     """The sin-feature model, beside the same model on raw coordinates: depth_width's runs when it trained
-    that model with these settings, else trained here. The first seed of each is drawn as a map."""
+    that model with these settings, else trained here. The first seed of each is drawn as a map; beyond the
+    protocol, each map's share of border cells over the whole grid and near the data (near_data_mask), and
+    every run's validation accuracy per class."""
     raw, seeds = arch_of(settings, features="raw"), seed_runs(settings, settings["lr"])
     same = {**raw, **{key: settings[key] for key in ("lr", "epochs", "batch_size")}}
     source = reads["depth_width"]
@@ -462,13 +632,21 @@ def train_implicit(settings, data, reads, env):
     if sorted(run["seed"] for run, _ in baseline) != [run["seed"] for run in seeds]:
         baseline = list(zip(*train_group(data, seeds, raw, settings, env, "raw coordinates")))
     results, states = train_group(data, seeds, arch_of(settings), settings, env, "sin features")
+    near = near_data_mask(data["train"][0].cpu(), map_extent(data["meta"]["extent"]), MAP_RESOLUTION)
     arrays, border_fraction = test_points(data), {}
     for tag, (run, state) in (("raw", baseline[0]), ("sin", (results[0], states[0]))):
-        maps, border_fraction[tag] = map_arrays(tag, run, state, data)
-        arrays.update(maps)
-    return {"runs": results, "baseline_runs": [run for run, _ in baseline], "arrays": arrays,
+        arrays.update(map_arrays(tag, run, state, data))
+        border = borders(arrays[f"grid_{tag}"])
+        border_fraction[tag] = {"grid": float(border.mean()), "near_data": float(border[near].mean())}
+    baseline_runs = [{**run, "val_acc_per_class": val_acc_per_class(run, state, data)}
+                     for run, state in baseline]
+    for run, state in zip(results, states):
+        run["val_acc_per_class"] = val_acc_per_class(run, state, data)
+    counts = torch.bincount(data["val"][1].cpu(), minlength=data["meta"]["n_classes"]).tolist()
+    return {"runs": results, "baseline_runs": baseline_runs, "arrays": arrays,
             "sin_frequencies": SIN_FREQUENCIES, "map_extent": map_extent(data["meta"]["extent"]),
-            "border_fraction": border_fraction}
+            "border_fraction": border_fraction, "near_data_share": float(near.mean()),
+            "val_class_counts": counts}
 
 
 def train_regions(settings, data, reads, env):
@@ -494,21 +672,27 @@ def train_regions(settings, data, reads, env):
 SKELETON = dict(seed=42, seeds=3, lr=1e-3, depth=6, width=16)  # the exercise skeleton's (and batch 256)
 REPORT_62 = dict(seed=42, seeds=3, lr=1e-3, epochs=50, batch_size=128, batch_norm=True)  # the report's choice
 GRADIENTS = dict(SKELETON, batch_size=256, batch_norm=False, epochs=10, depth=100, width=4)
+OVERFIT = dict(overfit_per_class=3, overfit_features="standardized", overfit_width=32, overfit_lr=0.03,
+               overfit_batch_size=8, overfit_epochs=800)  # found by a search: README, "Protocol choices"
 QUESTIONS = [
     Question("lr", "6.1.2-1", "Learning rate",
              dict(SKELETON, batch_size=256, batch_norm=False, lrs=[1, 0.2, 0.01, 0.001, 0.0005, 0.00001],
                   epochs=50), train_lr, mlp_report.report_lr),
     Question("epochs", "6.1.2-2", "Training for longer (no batch norm)",
-             dict(SKELETON, batch_size=256, batch_norm=False, epochs=100), train_epochs,
+             dict(SKELETON, batch_size=256, batch_norm=False, epochs=100, **OVERFIT), train_epochs,
              mlp_report.report_epochs),
     Question("batchnorm", "6.1.2-3", "Batch norm (compared with 6.1.2-2)", dict(SKELETON, batch_size=256,
-             epochs=100), train_batchnorm, mlp_report.report_batchnorm, reads=("epochs",)),
+             epochs=100, larger_lr=0.01), train_batchnorm, mlp_report.report_batchnorm, reads=("epochs",)),
     Question("batch_size", "6.1.2-4", "Batch size",
              dict(SKELETON, batch_norm=False, batch_sizes=[1, 16, 128, 1024],
                   batch_size_epochs=[1, 10, 50, 50]),
              train_batch_size, mlp_report.report_batch_size),
+    Question("sweep", "", "Learning rate by batch size (beyond the report)",
+             dict(SKELETON, batch_norm=False, lrs=[1, 0.3, 0.1, 0.03, 0.01, 0.003],
+                  batch_sizes=[32, 128, 512, 2048], epochs=10), train_sweep, mlp_report.report_sweep),
     Question("depth_width", "6.2.1-1 to 6.2.1-4", "Depth and width",
-             dict(REPORT_62, architectures=[[1, 16], [2, 16], [6, 16], [10, 16], [6, 8], [6, 32], [6, 64]]),
+             dict(REPORT_62, architectures=[[1, 16], [2, 16], [6, 16], [10, 16], [6, 8], [6, 32], [6, 64]],
+                  matched_architectures=[[1, 52], [2, 28], [2, 64]], longer_epochs=200),
              train_depth_width, mlp_report.report_depth_width),
     Question("gradients", "6.2.1-5", "Vanishing gradients", GRADIENTS, train_gradients,
              mlp_report.report_gradients),
@@ -532,6 +716,10 @@ def architecture(text):
     return [depth, width]
 
 
+def show_architectures(architectures):
+    return " ".join(f"{depth}x{width}" for depth, width in architectures) or "none"
+
+
 def on_off(text):
     if text not in ("on", "off"):
         raise UserError(f"--batch-norm {text}: expected on or off")
@@ -547,10 +735,25 @@ SETTINGS = [
     Setting("batch_size", "batch size", dict(type=int)),
     Setting("batch_sizes", "batch sizes compared", dict(type=int, nargs="+")),
     Setting("batch_size_epochs", "epochs for each of --batch-sizes", dict(type=int, nargs="+")),
+    Setting("overfit_per_class", "training rows of every class in the over-fitting control's subset (0: no "
+            "control)", dict(type=int), check=non_negative),
+    Setting("overfit_features", "inputs of the over-fitting control", dict(choices=["raw", "standardized"]),
+            check=None),
+    Setting("overfit_width", "units per hidden layer of the over-fitting control", dict(type=int)),
+    Setting("overfit_lr", "learning rate of the over-fitting control", dict(type=float)),
+    Setting("overfit_batch_size", "batch size of the over-fitting control", dict(type=int)),
+    Setting("overfit_epochs", "epochs of the over-fitting control", dict(type=int)),
+    Setting("larger_lr", "the larger learning rate of batch norm's controls without batch norm",
+            dict(type=float)),
     Setting("depth", "hidden layers, the input layer included", dict(type=int)),
     Setting("width", "units per hidden layer", dict(type=int)),
     Setting("architectures", "models, each DEPTHxWIDTH", dict(type=architecture, nargs="+", metavar="DxW"),
-            show=lambda archs: " ".join(f"{d}x{w}" for d, w in archs)),
+            show=show_architectures),
+    Setting("matched_architectures", "more models, each DEPTHxWIDTH, to compare depth and width at about "
+            "the same parameter count", dict(type=architecture, nargs="*", metavar="DxW"),
+            show=show_architectures),
+    Setting("longer_epochs", "epochs of the worst architecture trained again for longer (0: not)",
+            dict(type=int), check=non_negative),
     Setting("batch_norm", "BatchNorm1d between each hidden Linear and its ReLU",
             dict(type=on_off, metavar="on|off"), check=None),
     Setting("resolution", "grid cells per side for counting regions", dict(type=int)),
@@ -561,11 +764,11 @@ def resolve(settings, quick):
     """The --quick budget (at most 2 epochs, 1 per batch size, a 200-cell grid), then the checks across
     settings."""
     if quick:
-        caps = {"epochs": 2, "resolution": 200}
+        caps = {"epochs": 2, "resolution": 200, "overfit_epochs": 2, "longer_epochs": 2}
         settings = {key: min(value, caps[key]) if key in caps else value for key, value in settings.items()}
         if "batch_size_epochs" in settings:
             settings["batch_size_epochs"] = [1] * len(settings["batch_size_epochs"])
-    if len(settings.get("batch_sizes", [])) != len(settings.get("batch_size_epochs", [])):
+    if "batch_size_epochs" in settings and len(settings["batch_size_epochs"]) != len(settings["batch_sizes"]):
         raise UserError("--batch-sizes and --batch-size-epochs need the same number of values")
     if settings.get("batch_norm") and min(settings.get("batch_sizes", [settings.get("batch_size", 2)])) < 2:
         raise UserError("batch norm needs a batch size of at least 2 (BatchNorm1d cannot train on one "

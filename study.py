@@ -108,7 +108,9 @@ def reproduction_rows(results):
                      ", ".join(f"{bs}: {np.mean(values):.3f}" for bs, values in best.items()),
                      COURSE_REPORT["batch_size"]))
     if "depth_width" in results:
-        by_arch = per("depth_width", lambda r: (r["depth"], r["width"]), last("val_acc"))
+        protocol = results["depth_width"]["settings"]["architectures"]  # not the matched-size extras
+        by_arch = {arch: values for arch, values in per("depth_width", lambda r: (r["depth"], r["width"]),
+                                                        last("val_acc")).items() if list(arch) in protocol}
         top = max(by_arch, key=lambda arch: np.mean(by_arch[arch]))
         cell = ", ".join(f"{d}: {np.mean(values):.3f}" for (d, w), values in by_arch.items() if w == 16)
         cell += f"; best depth {top[0]} width {top[1]} ({mean_std(by_arch[top])})"
