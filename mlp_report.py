@@ -12,7 +12,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patheffects import withStroke
 from matplotlib.ticker import MaxNLocator, NullLocator
 
-from common import PALETTE, Answer, Report, borders, markdown_table, mean_std, plt, render
+from common import PALETTE, Answer, Report, borders, markdown_table, mean_std, plt, render, seed_std
 
 # ----------------------------------------------------------------------------- thresholds
 # Every number that decides a case, and why it has its value.
@@ -31,6 +31,14 @@ OVERFIT_GAP = 0.03  # accuracy: train (eval mode) above validation, or validatio
 DECADES = 100  # ||grad W||^2: a first layer two decades above the output layer explodes; below, vanishes
 BORDER_RATIO = 1.2  # the sin map draws more border than the raw map with 20% more border cells; two seeds'
 #   maps of one model differ by less
+ONE_CLASS = 0.9  # a net that gives 90% of the validation points one class predicts one class: the embedded
+#   data's most frequent class holds 17% of them
+SMOOTHING = 0.05  # the over-fitting control is read on moving medians over 5% of its epochs: on 3 rows a
+#   class its raw losses spike by 10x from one epoch to the next, and a median ignores the spikes
+RISE = 0.1  # nats: the smallest rise of a smoothed validation loss, from its lowest to the end, called a
+#   turn; a moving median of spiky curves still wanders by a few hundredths
+RECOVERS_MOST = 0.8  # a control that closes 80% of batch norm's accuracy gain accounts for most of it
+SOLVED_SDS = 2  # a fix solves the problem when it beats the plain net by more than two seed std deviations
 TIE_FLOOR = 0.005  # accuracy: a paired difference under this is a tie even when the seeds agree closely
 T_95 = {2: 12.71, 3: 4.30, 4: 3.18, 5: 2.78, 6: 2.57, 7: 2.45, 8: 2.36, 9: 2.31, 10: 2.26}  # t, n - 1 df
 GRADIENT_LAYERS = (0, 30, 60, 90, 95, 99)  # the layers the exercise asks to plot
@@ -85,6 +93,20 @@ def seeds_disagree(values):
     """Do the seeds of one setting end far apart (or some diverge and others not)? values: one per seed."""
     finite = [v for v in values if v is not None]
     return 0 < len(finite) < len(values) or (len(finite) > 1 and max(finite) - min(finite) > SEED_SPREAD)
+
+
+def paired(base, other):
+    """other's values minus base's, paired by seed (lists in seed order; None, a diverged seed, left out): the
+    mean difference, its sample std, n, and the noise, the half-width a paired t-test at 95% needs (None with
+    one seed). case: 'tie' within the noise or TIE_FLOOR, else 'above' or 'below'; 'one_seed', 'none'."""
+    diffs = [o - b for b, o in zip(base, other) if b is not None and o is not None]
+    if not diffs:
+        return dict(case="none", n=0)
+    mean, std, n = float(np.mean(diffs)), seed_std(diffs), len(diffs)
+    noise = T_95.get(n, 2.0) * std / math.sqrt(n) if n > 1 else None
+    case = ("one_seed" if noise is None else "tie" if abs(mean) <= max(noise, TIE_FLOOR) else
+            "above" if mean > 0 else "below")
+    return dict(case=case, difference=mean, std=std, n=n, noise=noise)
 
 
 def listed(values, form="{}"):
@@ -247,8 +269,14 @@ def lr_findings(stats, prior, uniform, n_classes, epochs):
                                  dead=st["dead"], finals=st["finals"], collapsed=at_prior))
     learning = {lr: mean[lr] for lr, case in cases.items() if case == "learning"}
     if learning:
-        best_lr = min(learning, key=learning.get)
-        findings.append(dict(case="best", lr=best_lr, final=learning[best_lr]))
+        ranked = sorted(learning, key=learning.get)
+        best_lr = ranked[0]
+        versus = paired(stats[best_lr]["finals"], stats[ranked[1]]["finals"]) if len(ranked) > 1 else {}
+        if versus.get("case") == "tie":
+            findings.append(dict(versus, case="best_tied", lr=best_lr, final=learning[best_lr],
+                                 other=ranked[1], other_final=learning[ranked[1]]))
+        else:
+            findings.append(dict(case="best", lr=best_lr, final=learning[best_lr]))
         slow = [lr for lr in learning if stats[lr]["trend"] == "improving" and lr < best_lr]
         if slow:
             findings.append(dict(case="slow", lrs=slow, epochs=epochs))
@@ -262,9 +290,8 @@ COLLAPSED = ("Too high: lr {lr:g} ends at validation loss {final:.3f}, the entro
              "class frequencies ({prior:.3f}), so the net outputs those frequencies whatever its input.")
 LR_TEXT = {
     "collapsed": COLLAPSED,
-    "collapsed_dead": COLLAPSED + (" {dead:.0%} of its hidden ReLUs are dead (0 on every validation "
-                                   "point): steps this large push pre-activations below 0 for every input, a "
-                                   "dead ReLU passes no gradient, and the units never come back."),
+    "collapsed_dead": COLLAPSED + (" {dead:.0%} of its hidden ReLUs are dead at the end (0 on every "
+                                   "validation point)."),
     "diverged": "Too high: lr {lr:g} diverged (its loss became infinite or NaN).",
     "unstable": lambda f: (f"At lr {f['lr']:g} the net is on the edge: its seeds end at "
                            f"{listed(f['finals'], '{:.3f}')}"
@@ -276,6 +303,9 @@ LR_TEXT = {
               "and where it started ({first:.3f} after epoch 1): steps of lr times the gradient are too "
               "small to move the weights in {epochs} epochs."),
     "best": "Of the rest, lr {lr:g} reaches the lowest validation loss, {final:.3f}.",
+    "best_tied": ("Of the rest, lr {lr:g} and lr {other:g} tie for the lowest validation loss ({final:.3f} "
+                  "and {other_final:.3f}: within the seeds' noise, which a paired t-test at 95% puts at "
+                  "{noise:.3f})."),
     "slow": lambda f: (f"Smaller ones ({listed(f['lrs'], '{:g}')}) are still falling at epoch {f['epochs']}: "
                        "too slow for this budget rather than wrong."),
     "seeds_apart": lambda f: ("Seeds end far apart at lr " + "; ".join(
@@ -284,10 +314,55 @@ LR_TEXT = {
 }
 
 
+def dead_curve(runs):
+    """The mean over seeds and hidden layers of the dead-ReLU fraction after each epoch (NaN: diverged)."""
+    return np.nanmean([[np.nan if e is None else np.mean(e) for e in r["history"]["dead_relu_fraction"]]
+                       for r in runs], axis=0)
+
+
+def dead_units_finding(curves, cases):
+    """Do the lrs that collapse leave more dead units than the others, and do their dead units stay dead?
+    curves: lr -> dead_curve; cases: lr -> lr_case. 'listed' when no lr collapsed."""
+    finite = {lr: c[~np.isnan(c)] for lr, c in curves.items() if (~np.isnan(c)).any()}
+    rows = [(lr, float(c[0]), float(c.max()), float(c[-1])) for lr, c in finite.items()]
+    collapsed = [row for row in rows if cases[row[0]] == "collapsed"]
+    others = [row for row in rows if cases[row[0]] != "collapsed"]
+    if not collapsed or not others:
+        return dict(case="listed", rows=rows)
+    more = min(row[3] for row in collapsed) > max(row[3] for row in others) + DEAD_MARGIN
+    stay = all(row[3] >= row[2] - DEAD_MARGIN for row in collapsed)
+    case = ("collapse_kills_units" if more and stay else "collapse_units_recover" if more
+            else "dead_units_do_not_separate")
+    return dict(case=case, rows=rows, collapsed=collapsed, others=others)
+
+
+def dead_rows_text(rows):
+    return "; ".join(f"lr {lr:g}: {first:.0%} after epoch 1, at most {most:.0%}, {end:.0%} at the end"
+                     for lr, first, most, end in rows)
+
+
+DEAD_TEXT = {
+    "listed": lambda f: ("Dead hidden ReLUs (validation set, mean over seeds and layers): "
+                         f"{dead_rows_text(f['rows'])}."),
+    "collapse_kills_units": lambda f: (
+        f"Dead units, measured after every epoch: {dead_rows_text(f['rows'])}. The lrs that collapse end "
+        "with more dead units than every other lr, and theirs never fall back from their peak by more than "
+        f"{DEAD_MARGIN:.0%}: a ReLU that is 0 on every input passes no gradient to its weights, so once dead "
+        "it stays dead."),
+    "collapse_units_recover": lambda f: (
+        f"Dead units, measured after every epoch: {dead_rows_text(f['rows'])}. The lrs that collapse end "
+        "with more dead units than the others, but some of theirs come back after their peak, so dying is "
+        "not final here."),
+    "dead_units_do_not_separate": lambda f: (
+        f"Dead units, measured after every epoch: {dead_rows_text(f['rows'])}. The lrs that collapse do not "
+        "end with clearly more dead units than the others, so dead units do not explain the collapse."),
+}
+
+
 def report_lr(result):
     by_lr = group_by(result["runs"], "lr")
     reference, n_classes = result["reference_losses"], result["data"]["n_classes"]
-    fig, ax = plt.subplots(figsize=(10, 5.5), layout="constrained")
+    fig, (ax, ax_dead) = plt.subplots(1, 2, figsize=(15, 5.5), width_ratios=[1.6, 1], layout="constrained")
     apart = [seeds_disagree([final(r, "val_loss") for r in runs]) for runs in by_lr.values()]
     for color, each_seed, (lr, runs) in zip(PALETTE, apart, by_lr.items()):
         plot_mean_band(ax, epochs_axis(runs), [r["history"]["val_loss"] for r in runs], label=f"lr {lr:g}",
@@ -298,10 +373,16 @@ def report_lr(result):
     finish(ax, "epoch", "validation loss (cross-entropy, nats)", "Validation loss per epoch by learning "
            "rate (mean over seeds, band = min..max)", handles=handles, loc="upper left",
            bbox_to_anchor=(1.16, 1), fontsize=9)
+    curves = {lr: dead_curve(runs) for lr, runs in by_lr.items()}
+    for color, (lr, curve) in zip(PALETTE, curves.items()):
+        ax_dead.plot(np.arange(1, len(curve) + 1), curve, color=color, linewidth=2, label=f"lr {lr:g}")
+    ax_dead.set_ylim(-0.02, 1.02)
+    finish(ax_dead, "epoch", "dead hidden ReLUs (fraction: 0 on every validation point)",
+           "Dead units after each epoch (mean over seeds and layers)", legend=False)
     rows, stats = [], {}
     for lr, runs in by_lr.items():
         losses, ok = [final(r, "val_loss") for r in runs], [r for r in runs if r["status"] == "ok"]
-        dead = [r["dead_relu_fraction"] for r in ok]
+        dead = [final(r, "dead_relu_fraction") for r in ok]
         rows.append((f"{lr:g}", f"{listed(losses, '{:.3f}')} (each seed)" if seeds_disagree(losses) else
                      mean_std(losses), mean_std([best(r, "val_loss") for r in runs]), finals(runs, "val_acc"),
                      mean_std([best(r, "val_acc", max) for r in runs]),
@@ -315,11 +396,15 @@ def report_lr(result):
                             "dead ReLU fraction per hidden layer (val set, mean over seeds)", "status"], rows)
     answer = lr_findings(stats, reference["class_prior"], reference["uniform"], n_classes,
                          len(epochs_axis(result["runs"])))
+    cases = {lr: lr_case(st["finals"], st["first"], reference["class_prior"], reference["uniform"])
+             for lr, st in stats.items()}
     asked = "What do a too-high and a too-low learning rate do?"
-    caption = ("Where each lr's line ends against the grey references: on the class frequencies the net "
-               "ignores its input; near the uniform guess it has not moved.")
+    caption = ("Left: where each lr's line ends against the grey references (on the class frequencies the "
+               "net ignores its input; near the uniform guess it has not moved). Right: whether dead units "
+               "pile up, and whether they come back.")
     return Report([table], {"lr.png": (fig, caption)}, [],
-                  [Answer("6.1.2-1", asked, [render(LR_TEXT, f) for f in answer])])
+                  [Answer("6.1.2-1", asked, [render(LR_TEXT, f) for f in answer]
+                          + [render(DEAD_TEXT, dead_units_finding(curves, cases))])])
 
 
 # ------------------------------------------------------------------------ 6.1.2-2 epochs, 6.1.2-3 batch norm
@@ -336,14 +421,84 @@ def epochs_finding(runs):
                 gap=abs(val - train), tolerance=TREND_TOLERANCE)
 
 
+def plateau_finding(runs, top_share, prior_entropy):
+    """'Too few' in numbers: the epochs where the mean validation accuracy sits at the most frequent class's
+    share of the training labels, and what the net outputs there (means over those epochs and the seeds): the
+    entropy of its predictions against that of the class frequencies, and the share of points it gives the
+    class it predicts most."""
+    ok = [r for r in runs if r["status"] == "ok"]
+    curves = {key: np.nanmean([as_array(r["history"][key]) for r in ok], axis=0)
+              for key in ("val_acc", "val_entropy", "val_mode_share")} if ok else {}
+    at = [e for e, acc in enumerate(curves.get("val_acc", [])) if abs(acc - top_share) <= GAP_TOLERANCE]
+    if not at:
+        return dict(case="no_plateau", top_share=top_share)
+    entropy, share = (float(np.mean(curves[key][at])) for key in ("val_entropy", "val_mode_share"))
+    return dict(case="one_class" if share >= ONE_CLASS else "several_classes", first=at[0] + 1,
+                last=at[-1] + 1, n=len(at), top_share=top_share, entropy=entropy, prior_entropy=prior_entropy,
+                share=share)
+
+
+def moving_median(values, window):
+    """The median of each value's centred window of `window` values (fewer at the ends); None left out."""
+    values, half = as_array(values), window // 2
+    return np.array([np.nanmedian(values[max(0, i - half):i + half + 1]) for i in range(len(values))])
+
+
+def overfit_finding(runs):
+    """The over-fitting control: does its validation loss turn up while its training loss (eval mode, on its
+    subset) keeps falling? Read per seed on moving medians over SMOOTHING of the epochs, since steps on so few
+    rows make the raw curves spike: each seed's lowest smoothed validation loss (after the first window), its
+    smoothed validation and training losses there and at the end."""
+    ok = [r for r in runs if r["status"] == "ok"]
+    epochs = len(epochs_axis(ok)) if ok else 0
+    window = max(1, round(SMOOTHING * epochs))
+    if epochs < 3 * window or epochs < 3:
+        return dict(case="control_too_short")
+    seeds = []
+    for r in ok:
+        val, train = (moving_median(r["history"][key], window) for key in ("val_loss", "train_eval_loss"))
+        low = window + int(np.nanargmin(val[window:]))
+        seeds.append(dict(seed=r["seed"], epoch=low + 1, val_low=float(val[low]), val_end=float(val[-1]),
+                          train_low=float(train[low]), train_end=float(train[-1])))
+    turns = all(s["val_end"] - s["val_low"] > RISE and s["train_end"] < s["train_low"] for s in seeds)
+    return dict(case="control_overfits" if turns else "control_does_not", seeds=seeds, window=window,
+                epochs=epochs, rise=RISE, rows=ok[0]["train_rows"], per_class=ok[0]["rows_per_class"],
+                features=ok[0]["features"], width=ok[0]["width"], lr=ok[0]["lr"], batch=ok[0]["batch_size"])
+
+
+def control_seeds_text(f):
+    return "; ".join(f"seed {s['seed']}: lowest {s['val_low']:.2f} at epoch {s['epoch']}, {s['val_end']:.2f} "
+                     f"at the end, while its training loss goes {s['train_low']:.2f} to {s['train_end']:.2f}"
+                     for s in f["seeds"])
+
+
 GAP = "the training loss (eval mode, {train:.3f}) and the validation loss ({val:.3f}) are {gap:.3f} apart"
+CONTROL = ("the same net {width} units wide on {rows:,} training rows, {per_class} of every class, "
+           "{features} inputs (lr {lr:g}, batch {batch}, {epochs} epochs; validation whole): ")
 EPOCHS_TEXT = {
     "too_short": "No run trained long enough without diverging to tell.",
-    "improving": ("Too few epochs leave the net undertrained, and {epochs} are still too few here: the "
-                  "validation loss is still falling at the end ({previous:.3f} to {last:.3f} over the last "
-                  "{span} epochs), and " + GAP + ", so it is not overfitting. Too many epochs would show as "
-                  "a validation loss that turns up while the training loss keeps falling; that does not "
-                  "happen within these {epochs}."),
+    "one_class": ("Too few epochs leave the net at the class frequencies: at epochs {first}-{last} ({n} of "
+                  "them) validation accuracy sits at the most frequent class's share ({top_share:.3f}), and "
+                  "the net gives {share:.0%} of the validation points one class, with predictions of entropy "
+                  "{entropy:.3f} nats (the class frequencies': {prior_entropy:.3f}): it has not yet used its "
+                  "input."),
+    "several_classes": ("At epochs {first}-{last} ({n} of them) validation accuracy sits at the most "
+                        "frequent class's share ({top_share:.3f}), though the net spreads its predictions: "
+                        "its most predicted class gets {share:.0%} of the points, and its predictions' "
+                        "entropy is {entropy:.3f} nats (the class frequencies': {prior_entropy:.3f})."),
+    "no_plateau": "Validation accuracy never sits at the most frequent class's share ({top_share:.3f}).",
+    "control_too_short": "The over-fitting control did not train long enough without diverging to tell.",
+    "control_overfits": lambda f: (
+        "Too many epochs over-fit, as the control shows: " + CONTROL.format(**f) + "its validation loss "
+        f"(moving median over {f['window']} epochs) turns up while its training loss (eval mode) keeps "
+        f"falling: {control_seeds_text(f)}. Stopping near the lowest validation loss keeps the best model."),
+    "control_does_not": lambda f: (
+        "The over-fitting control did not turn up clearly in every seed (a rise of more than "
+        f"{f['rise']} nats on moving medians over {f['window']} epochs): " + CONTROL.format(**f)
+        + f"{control_seeds_text(f)}."),
+    "improving": ("With the protocol's data, {epochs} epochs are still too few: the validation loss is still "
+                  "falling at the end ({previous:.3f} to {last:.3f} over the last {span} epochs), and " + GAP
+                  + ", so it is not over-fitting."),
     "overfitting": ("Too many epochs overfit: the validation loss was lowest ({lowest:.3f}) at epoch "
                     "{lowest_epoch} and rose after it ({last:.3f} over the last {window}), while " + GAP
                     + ". Stopping near epoch {lowest_epoch} keeps the best model; much earlier, it is "
@@ -384,16 +539,39 @@ def split_table(named_runs):
 
 
 def report_epochs(result):
-    runs = result["runs"]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(13, 4.5), layout="constrained")
-    plot_split_curves(ax_loss, ax_acc, runs, f"{len(epochs_axis(runs))} epochs, no batch norm")
+    runs, control, prior = result["runs"], result.get("overfit_runs"), result["class_prior"]
+    fig, axes = plt.subplots(1, 2 + bool(control), figsize=(19 if control else 13, 4.5), layout="constrained")
+    plot_split_curves(axes[0], axes[1], runs, f"{len(epochs_axis(runs))} epochs, no batch norm")
+    findings = [plateau_finding(runs, prior["top_share"], prior["entropy"]), epochs_finding(runs)]
+    named_runs = [("no batch norm", runs)]
+    if control:
+        found = overfit_finding(control)
+        window = found.get("window", 1)
+        for key, label, color, width in (("val_loss", "validation", SPLITS[0][2], 3),
+                                         ("train_eval_loss", "train (eval mode, on the subset)", SPLITS[3][2],
+                                          1.6)):
+            smoothed = [moving_median(r["history"][key], window) for r in control]
+            plot_mean_band(axes[2], epochs_axis(control), smoothed, color=color, linewidth=width,
+                           label=f"{label}, moving median of {window} epochs")
+        for s in found.get("seeds", []):
+            axes[2].plot(s["epoch"], s["val_low"], "v", color="black", markersize=6)
+        axes[2].plot([], [], "v", color="black", label="each seed's lowest validation loss")
+        finish(axes[2], "epoch", "loss (cross-entropy, nats)",
+               f"over-fitting control, {control[0]['train_rows']:,} rows: loss (band: min..max over seeds)",
+               fontsize=8)
+        findings.append(found)
+        named_runs.append((f"over-fitting control ({control[0]['train_rows']:,} training rows, "
+                           f"{control[0]['features']} inputs, width {control[0]['width']}, lr "
+                           f"{control[0]['lr']:g}, batch {control[0]['batch_size']})", control))
     answer = Answer("6.1.2-2", "How does the number of epochs affect training: too many, too few?",
-                    [render(EPOCHS_TEXT, epochs_finding(runs))])
-    lowest = f"Lowest validation loss over the epochs: {mean_std([best(r, 'val_loss') for r in runs])}."
+                    [render(EPOCHS_TEXT, f) for f in findings])
+    lowest = "Lowest validation loss over the epochs: " + "; ".join(
+        f"{label}: {mean_std([best(r, 'val_loss') for r in named])}" for label, named in named_runs) + "."
     caption = ("Whether the wide validation line still falls at the last epoch, and how far the thin train "
-               "and test lines lie from it.")
-    return Report([split_table([("no batch norm", runs)]), lowest], {"epochs.png": (fig, caption)}, [],
-                  [answer])
+               "and test lines lie from it"
+               + ("; right, the control on a small subset: where its validation loss bottoms out, against "
+                  "its training loss." if control else "."))
+    return Report([split_table(named_runs), lowest], {"epochs.png": (fig, caption)}, [], [answer])
 
 
 def eval_gap_finding(train_batch, train_eval, val):
@@ -474,15 +652,86 @@ BATCHNORM_TEXT = {
 }
 
 
+def controls_findings(plain, normed, controls):
+    """What batch norm's gain is made of: each control without batch norm (name -> runs; its inputs scaled,
+    its lr larger, or both) against the plain net and batch norm, as the share of batch norm's gain in final
+    validation accuracy it recovers; then which part the best control leaves to the normalisation between
+    layers."""
+    acc_plain, acc_normed = mean_final(plain, "val_acc"), mean_final(normed, "val_acc")
+    gain = acc_normed - acc_plain
+    if gain <= GAP_TOLERANCE:
+        return [dict(case="no_gain_to_explain", acc_plain=acc_plain, acc_normed=acc_normed)]
+    findings = []
+    for name, runs in controls.items():
+        ok = [r for r in runs if r["status"] == "ok"]
+        if not ok:
+            findings.append(dict(case="control_diverged", control=name, lr=runs[0]["lr"]))
+            continue
+        acc = mean_final(ok, "val_acc")
+        recovered = (acc - acc_plain) / gain
+        case = ("recovers_most" if recovered >= RECOVERS_MOST else
+                "recovers_none" if acc <= acc_plain + GAP_TOLERANCE else "recovers_part")
+        findings.append(dict(case=case, control=name, lr=ok[0]["lr"], features=ok[0]["features"], acc=acc,
+                             recovered=recovered, acc_plain=acc_plain, acc_normed=acc_normed))
+    recovered = [f for f in findings if "recovered" in f]
+    if recovered:
+        top = max(recovered, key=lambda f: f["recovered"])
+        findings.append(dict(case="between_layers" if top["recovered"] < RECOVERS_MOST else "inputs_and_step",
+                             control=top["control"], left=1 - top["recovered"], acc=top["acc"],
+                             acc_normed=acc_normed))
+    return findings
+
+
+CONTROL_NAMES = {"larger_lr": "raw inputs at lr {lr:g}", "standardized": "standardised inputs at lr {lr:g}",
+                 "standardized_larger_lr": "standardised inputs at lr {lr:g}"}
+RECOVERED = ("Without batch norm, {name} reach validation accuracy {acc:.3f} (plain {acc_plain:.3f}, batch "
+             "norm {acc_normed:.3f}): {recovered:.0%} of batch norm's gain")
+CONTROLS_TEXT = {
+    "no_gain_to_explain": ("Batch norm gains nothing here (validation accuracy {acc_normed:.3f} against "
+                           "{acc_plain:.3f}), so the controls have no gain to split."),
+    "control_diverged": lambda f: f"Without batch norm, {control_name(f)} diverged.",
+    "recovers_most": lambda f: RECOVERED.format(name=control_name(f), **f) + ", most of it.",
+    "recovers_part": lambda f: RECOVERED.format(name=control_name(f), **f) + ", part of it.",
+    "recovers_none": lambda f: RECOVERED.format(name=control_name(f), **f) + ", none of it.",
+    "between_layers": lambda f: (
+        f"Even the best control ({CONTROL_NAMES[f['control']].split(' at ')[0]}) leaves {f['left']:.0%} of "
+        "the gain to what only batch norm does: normalising every layer's inputs, at every step."),
+    "inputs_and_step": lambda f: (
+        f"So the input's scale and the step size account for most of it: "
+        f"{CONTROL_NAMES[f['control']].split(' at ')[0]} reach {f['acc']:.3f} against batch norm's "
+        f"{f['acc_normed']:.3f}, leaving {f['left']:.0%} to normalising between layers."),
+}
+
+
+def control_name(f):
+    return CONTROL_NAMES[f["control"]].format(lr=f["lr"])
+
+
 def report_batchnorm(result):
-    plain, normed = result["baseline_runs"], result["runs"]
-    fig, axes = plt.subplots(2, 2, figsize=(13, 9), sharey="row", layout="constrained")
+    plain, normed, controls = result["baseline_runs"], result["runs"], result.get("control_runs", [])
+    by_control = group_by(controls, "control")
+    fig, axes = plt.subplots(2, 2 + bool(controls), figsize=(19 if controls else 13, 9), sharey="row",
+                             layout="constrained")
     plot_split_curves(axes[0, 0], axes[1, 0], plain, "no batch norm", eval_mode_train=True)
     plot_split_curves(axes[0, 1], axes[1, 1], normed, "batch norm", eval_mode_train=True)
+    if controls:
+        named = [(f"no batch norm (lr {plain[0]['lr']:g})", plain), ("batch norm", normed)]
+        for color, (label, runs) in zip(PALETTE, named + [(control_name(runs[0]), runs)
+                                                          for runs in by_control.values()]):
+            for ax, metric in ((axes[0, 2], "loss"), (axes[1, 2], "acc")):
+                plot_mean_band(ax, epochs_axis(runs), [r["history"][f"val_{metric}"] for r in runs], label,
+                               color=color, linewidth=2)
+        finish(axes[0, 2], "epoch", "loss (cross-entropy, nats)",
+               "controls without batch norm: validation loss", fontsize=8)
+        finish(axes[1, 2], "epoch", "accuracy (fraction correct)", "controls: validation accuracy",
+               legend=False)
     ok = [r for r in normed if r["status"] == "ok"]
-    found = batchnorm_findings([r for r in plain if r["status"] == "ok"], ok, result["data"]["extent"])
+    plain_ok = [r for r in plain if r["status"] == "ok"]
+    found = batchnorm_findings(plain_ok, ok, result["data"]["extent"])
+    if controls and ok and plain_ok:
+        found = found[:2] + controls_findings(plain_ok, ok, by_control) + found[2:]
     answer = Answer("6.1.2-3", "How does batch norm contribute to training?",
-                    [render(BATCHNORM_TEXT, f) for f in found])
+                    [render({**BATCHNORM_TEXT, **CONTROLS_TEXT}, f) for f in found])
     gap = [final(n, "val_acc") - final(p, "val_acc") for p, n in zip(plain, normed)
            if final(n, "val_acc") is not None and final(p, "val_acc") is not None]
     paired = f"Batch norm changes the final validation accuracy by {mean_std(gap)}, paired by seed."
@@ -493,10 +742,12 @@ def report_batchnorm(result):
                              "val set)", "at the end (eval mode, val set)"],
                             [[label, layers(runs, "relu_input_rms_init"), layers(runs, "relu_input_rms")]
                              for label, runs in (("no batch norm", plain), ("batch norm", ok))])
-    return Report([split_table([("no batch norm", plain), ("batch norm", normed)]), paired, scales],
-                  {"batchnorm.png": (fig, "The same net without (left) and with (right) batch norm, on "
-                                          "shared axes: how far each gets in the same epochs.")}, [],
-                  [answer])
+    named_runs = [("no batch norm", plain), ("batch norm", normed)] + [
+        (f"control: {control_name(runs[0])}, no batch norm", runs) for runs in by_control.values()]
+    caption = ("The same net without (left) and with (middle) batch norm, on shared axes: how far each gets "
+               "in the same epochs" + ("; right, the controls without batch norm: how close each gets to "
+                                       "batch norm's validation curve." if controls else "."))
+    return Report([split_table(named_runs), paired, scales], {"batchnorm.png": (fig, caption)}, [], [answer])
 
 
 # ----------------------------------------------------------------------------- 6.1.2-4 batch size
@@ -507,31 +758,38 @@ def falls_with(xs, ys):
     return all(b <= a for a, b in zip(ordered, ordered[1:]))
 
 
-def steps_finding(rows):
-    """Does more optimizer steps mean higher validation accuracy across batch sizes? rows: (batch size, total
-    steps, best validation accuracy)."""
-    by_steps = sorted(rows, key=lambda row: -row[1])
-    for i, more in enumerate(by_steps):
-        for fewer in by_steps[i + 1:]:
-            if fewer[2] > more[2] + GAP_TOLERANCE:
-                return dict(case="more_steps_not_better", more=more, fewer=fewer)
-    same = max(row[2] for row in rows) - min(row[2] for row in rows) <= GAP_TOLERANCE
-    return dict(case="same_accuracy" if same else "never_falls", rows=by_steps, tolerance=GAP_TOLERANCE)
+def equal_steps_finding(curves):
+    """Are the batch sizes alike at equal optimizer steps? curves: batch size -> (steps after each epoch, mean
+    validation accuracy there). Compared at the fewest steps any batch size took in all, each batch size's
+    accuracy read off its curve there (linear in steps between its evaluations; None when its first evaluation
+    comes later, with that step count)."""
+    steps = min(x[-1] for x, _ in curves.values())
+    fewest = min(curves, key=lambda b: curves[b][0][-1])
+    rows = [(b, float(np.interp(steps, x, acc)) if x[0] <= steps else None, int(x[0]))
+            for b, (x, acc) in curves.items()]
+    compared = [acc for _, acc, _ in rows if acc is not None]
+    if len(compared) < 2:
+        return dict(case="no_equal_steps", steps=steps, rows=rows)
+    case = "steps_explain" if max(compared) - min(compared) <= OVERFIT_GAP else "steps_do_not_explain"
+    return dict(case=case, steps=steps, fewest=fewest, rows=rows, spread=max(compared) - min(compared))
 
 
-def batch_size_findings(rows):
+def batch_size_findings(rows, curves):
     """6.1.2-4 from rows (batch size, iterations per epoch, seconds per epoch, total steps, best validation
-    accuracy, loss noise): (i) accuracy, (ii) speed, (iii) stability."""
+    accuracy, loss noise, final validation accuracy, best validation accuracy per seed) and
+    equal_steps_finding's curves: (i) accuracy, ties with the runner-up within the seeds' noise, and at equal
+    steps, (ii) speed, (iii) stability."""
     sizes = [row[0] for row in rows]
-    top = max(rows, key=lambda row: row[4])
-    return [dict(case="highest", batch=top[0], acc=top[4]), steps_finding([(r[0], r[3], r[4]) for r in rows]),
+    ranked = sorted(rows, key=lambda row: -row[4])
+    top = ranked[0]
+    versus = paired(ranked[1][7], top[7]) if len(ranked) > 1 else {}
+    highest = (dict(versus, case="highest_tied", batch=top[0], acc=top[4], final=top[6], other=ranked[1][0],
+                    other_acc=ranked[1][4]) if versus.get("case") == "tie" else
+               dict(case="highest", batch=top[0], acc=top[4], final=top[6]))
+    return [highest, equal_steps_finding(curves),
             dict(case="faster" if falls_with(sizes, [row[2] for row in rows]) else "not_faster", rows=rows),
             dict(case="steadier" if falls_with(sizes, [row[5] for row in rows]) else "not_steadier",
                  rows=rows)]
-
-
-def steps_listed(rows):
-    return ", ".join(f"batch {batch}: {steps:,} steps, {acc:.3f}" for batch, steps, acc in rows)
 
 
 def epoch_listed(rows):
@@ -542,16 +800,28 @@ def noise_listed(rows):
     return ", ".join(f"batch {row[0]}: {row[5]:.3f}" for row in rows)
 
 
+def at_steps_listed(rows):
+    return ", ".join(f"batch {b}: {acc:.3f}" if acc is not None else
+                     f"batch {b}: none yet (first evaluated after {first:,} steps)" for b, acc, first in rows)
+
+
 BATCH_SIZE_TEXT = {
-    "highest": "(i) Batch {batch} reaches the highest validation accuracy, {acc:.3f}.",
-    "more_steps_not_better": lambda f: (
-        f"More optimizer steps did not mean higher accuracy: batch {f['more'][0]} took {f['more'][1]:,} "
-        f"steps and reached {f['more'][2]:.3f}, batch {f['fewer'][0]} took {f['fewer'][1]:,} and reached "
-        f"{f['fewer'][2]:.3f}."),
-    "same_accuracy": lambda f: (f"Accuracy is the same within {f['tolerance']} whatever the number of "
-                                f"optimizer steps: {steps_listed(f['rows'])}."),
-    "never_falls": lambda f: ("Accuracy never falls as the number of optimizer steps grows: "
-                              f"{steps_listed(f['rows'])}."),
+    "highest": ("(i) Batch {batch} reaches the highest validation accuracy, {acc:.3f} at its best epoch and "
+                "{final:.3f} at its last."),
+    "highest_tied": ("(i) Batch {batch} and batch {other} tie for the highest validation accuracy ({acc:.3f} "
+                     "and {other_acc:.3f} at their best epochs, within the seeds' noise, which a paired "
+                     "t-test at 95% puts at {noise:.3f}); batch {batch} ends at {final:.3f}."),
+    "steps_explain": lambda f: (
+        f"At equal steps the batch sizes are alike: after {f['steps']:,} optimizer steps (all that batch "
+        f"{f['fewest']} takes) validation accuracy is {at_steps_listed(f['rows'])}, within "
+        f"{f['spread']:.3f}. So batch {f['fewest']} ends low because it takes few steps at this lr, not "
+        "because its steps are worse."),
+    "steps_do_not_explain": lambda f: (
+        f"At equal steps the batch sizes still differ: after {f['steps']:,} optimizer steps (all that batch "
+        f"{f['fewest']} takes) validation accuracy is {at_steps_listed(f['rows'])}, {f['spread']:.3f} apart, "
+        "so the step count alone does not explain the gap."),
+    "no_equal_steps": lambda f: (f"No two batch sizes were evaluated at a common step count ({f['steps']:,} "
+                                 f"steps: {at_steps_listed(f['rows'])})."),
     "faster": lambda f: (f"(ii) An epoch takes ceil(N / B) iterations ({epoch_listed(f['rows'])}): a larger "
                          "batch does more of the work in one vectorised step, so an epoch is faster, but it "
                          "makes fewer updates."),
@@ -573,7 +843,7 @@ def report_batch_size(result):
     grid = fig.add_gridspec(2, 2, height_ratios=[1, 1.1])
     ax_epoch, ax_steps = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
     ax_loss = fig.add_subplot(grid[1, :])
-    rows, answer_rows = [], []
+    rows, answer_rows, curves = [], [], {}
     for color, (batch_size, runs) in zip(PALETTE, by_bs.items()):
         steps, epochs = runs[0]["steps_per_epoch"], runs[0]["epochs"]
         label = f"batch {batch_size}" + (" (1 epoch: one point)" if epochs == 1 else "")
@@ -591,7 +861,9 @@ def report_batch_size(result):
         rows.append((batch_size, epochs, steps, steps * epochs, f"{runs[0]['group_wall_s']:.1f}",
                      f"{noise:.3f}", finals(runs, "val_acc"), mean_std(best_acc), status_text(runs)))
         answer_rows.append((batch_size, steps, runs[0]["group_wall_s"] / epochs, steps * epochs,
-                            float(np.mean(as_array([best(r, "val_acc", max) for r in runs]))), noise))
+                            float(np.mean(as_array(best_acc))), noise, mean_final(runs, "val_acc"), best_acc))
+        curves[batch_size] = (epochs_axis(runs) * steps,
+                              np.nanmean([as_array(r["history"]["val_acc"]) for r in runs], axis=0))
     finish(ax_epoch, "epoch", "validation accuracy (fraction correct)",
            "(i) validation accuracy per epoch (mean over seeds, band = min..max)", legend=False)
     finish(ax_steps, "optimizer steps taken (log scale)", "validation accuracy (fraction correct)",
@@ -605,10 +877,107 @@ def report_batch_size(result):
                             "wall time of the group (s)", "std of the training loss over the last 100 steps "
                             "(mean over seeds)", "final val acc", "best val acc", "status"], rows)
     answer = Answer("6.1.2-4", "How does the batch size affect (i) accuracy, (ii) speed, (iii) stability?",
-                    [render(BATCH_SIZE_TEXT, f) for f in batch_size_findings(answer_rows)])
+                    [render(BATCH_SIZE_TEXT, f) for f in batch_size_findings(answer_rows, curves)])
     caption = ("Top: accuracy per epoch and per optimizer step (where the batch sizes meet at equal steps); "
                "bottom: how far each batch size's step losses (faint) scatter around their moving average.")
     return Report([table], {"batch_size.png": (fig, caption)}, [], [answer])
+
+
+# ----------------------------------------------------------------------------- lr by batch size (beyond)
+
+def sweep_findings(finals_of, lrs, sizes):
+    """Does the best lr grow with the batch size, as the linear scaling rule (lr in proportion to the batch,
+    Goyal et al. 2017) says? finals_of: (batch size, lr) -> final validation accuracy per seed (None:
+    diverged, counted as 0). Per batch size: the lr of the highest mean, the lrs tied with it (paired over
+    seeds), and the centre of those (their geometric mean), which a flat top leaves steadier than the argmax;
+    then the trend of the centres, and their growth against the batch's."""
+    def mean(key):
+        return float(np.mean([0.0 if v is None else v for v in finals_of[key]]))
+    rows = []
+    for size in sizes:
+        ranked = sorted(lrs, key=lambda lr: -mean((size, lr)))
+        top = ranked[0]
+        tied = [lr for lr in ranked[1:]
+                if paired(finals_of[(size, lr)], finals_of[(size, top)])["case"] == "tie"]
+        rows.append((size, top, mean((size, top)), tied, float(np.exp(np.mean(np.log([top] + tied))))))
+    if len(sizes) < 2:
+        return [dict(case="one_batch_size", rows=rows)]
+    centres = [row[4] for row in rows]
+    rises = all(b >= a for a, b in zip(centres, centres[1:]))
+    falls = all(b <= a for a, b in zip(centres, centres[1:]))
+    case = ("same_lr" if rises and falls else "grows" if rises else "shrinks" if falls else "mixed")
+    lr_ratio, batch_ratio = centres[-1] / centres[0], sizes[-1] / sizes[0]
+    step = float(np.median(np.diff(np.log(sorted(lrs))))) if len(lrs) > 1 else 0.0
+    rule = ("linear" if abs(math.log(lr_ratio) - math.log(batch_ratio)) <= step else
+            "slower" if lr_ratio < batch_ratio else "faster")
+    return [dict(case=case, rows=rows, lr_ratio=lr_ratio, batch_ratio=batch_ratio, rule=rule,
+                 step=math.exp(step), small=sizes[0], large=sizes[-1])]
+
+
+def best_lrs_listed(rows):
+    return "; ".join(f"batch {size}: lr {lr:g} ({acc:.3f}"
+                     + (f"; tied: {listed(tied, '{:g}')}" if tied else "") + f"; centre {centre:.2g})"
+                     for size, lr, acc, tied, centre in rows)
+
+
+RULE = {"linear": "as the linear scaling rule says (within one step of the lr grid, {step:.1f}x)",
+        "slower": "slower than the linear scaling rule, which would multiply it by {batch_ratio:g}",
+        "faster": "faster than the linear scaling rule, which would multiply it by {batch_ratio:g}"}
+BEST = ("the best lr (highest mean final validation accuracy; lrs within the seeds' noise of it tied, and "
+        "their centre)")
+SWEEP_TEXT = {
+    "one_batch_size": lambda f: f"Best lr: {best_lrs_listed(f['rows'])}; one batch size shows no trend.",
+    "grows": lambda f: (f"The best lr grows with the batch size: {BEST}: {best_lrs_listed(f['rows'])}. From "
+                        f"batch {f['small']} to {f['large']} the centre is {f['lr_ratio']:.2g}x larger, "
+                        + RULE[f["rule"]].format(**f) + "."),
+    "same_lr": lambda f: (f"The best lr stays put: {BEST}: {best_lrs_listed(f['rows'])}; so on this grid it "
+                          f"does not follow the linear scaling rule ({f['batch_ratio']:g}x)."),
+    "shrinks": lambda f: (f"The best lr shrinks as the batch grows, against the linear scaling rule: {BEST}: "
+                          f"{best_lrs_listed(f['rows'])}."),
+    "mixed": lambda f: (f"The best lr moves with no steady trend: {BEST}: {best_lrs_listed(f['rows'])}; so "
+                        "the grid does not show the linear scaling rule."),
+}
+
+
+def report_sweep(result):
+    runs = result["runs"]
+    lrs = sorted({r["lr"] for r in runs}, reverse=True)
+    sizes = sorted({r["batch_size"] for r in runs})
+    finals_of = {(size, lr): [final(r, "val_acc") for r in runs if (r["batch_size"], r["lr"]) == (size, lr)]
+                 for size in sizes for lr in lrs}
+    accs = np.array([[np.mean(as_array(finals_of[(size, lr)])) for lr in lrs] for size in sizes])
+    found = sweep_findings(finals_of, lrs, sizes)
+    fig, ax = plt.subplots(figsize=(1.3 * len(lrs) + 3, 0.8 * len(sizes) + 2), layout="constrained")
+    cmap = plt.get_cmap("viridis").with_extremes(bad="0.85")  # a cell where every seed diverged: light grey
+    image = ax.imshow(np.ma.masked_invalid(accs), cmap=cmap, aspect="auto", vmin=0, vmax=1)
+    for i, row in enumerate(accs):
+        for j, acc in enumerate(row):
+            ax.text(j, i, "diverged" if np.isnan(acc) else f"{acc:.3f}", ha="center", va="center", fontsize=9,
+                    color="black" if np.isnan(acc) or acc > 0.6 else "white")
+    labels = {True: "best lr of the batch size", False: "tied with it within the seeds' noise"}
+    for i, (_, top, _, tied, _) in enumerate(found[0]["rows"]):
+        for lr in [top] + tied:
+            best = lr == top
+            ax.add_patch(plt.Rectangle((lrs.index(lr) - 0.45, i - 0.45), 0.9, 0.9, fill=False,
+                                       edgecolor="red", linewidth=2.5 if best else 1.2,
+                                       linestyle="-" if best else "--", label=labels.pop(best, None)))
+    ax.set_xticks(range(len(lrs)), [f"{lr:g}" for lr in lrs])
+    ax.set_yticks(range(len(sizes)), [str(size) for size in sizes])
+    fig.colorbar(image, ax=ax, label="final validation accuracy (mean over seeds)")
+    epochs = runs[0]["epochs"]
+    finish(ax, "learning rate (log spaced)", "batch size", f"Final validation accuracy after {epochs} epochs",
+           loc="upper left", bbox_to_anchor=(0, -0.15), fontsize=8)
+    ax.grid(False)
+    table = markdown_table(["batch size"] + [f"lr {lr:g}" for lr in lrs],
+                           [[size] + [mean_std(finals_of[(size, lr)]) for lr in lrs] for size in sizes])
+    note = (f"Every cell: depth {runs[0]['depth']}, width {runs[0]['width']}, batch norm "
+            f"{'on' if runs[0]['batch_norm'] else 'off'}, {epochs} epochs, plain SGD; final validation "
+            "accuracy, mean ± std over seeds.")
+    caption = ("Where the red boxes (each batch size's best lr, solid, and those tied with it, dashed) move "
+               "as the batch grows.")
+    return Report([note, table], {"sweep.png": (fig, caption)}, [],
+                  [Answer("", "Does the best learning rate grow with the batch size?",
+                          [render(SWEEP_TEXT, f) for f in found])])
 
 
 # ----------------------------------------------------------------------------- 6.2.1-1 to 4 depth and width
@@ -621,6 +990,14 @@ def generalisation_finding(label, train, val, test):
                 within=max(abs(train - val), abs(val - test)))
 
 
+def ranking_finding(label, top, runner_up):
+    """Is the best model ahead of the runner-up beyond the seeds' noise? top, runner_up: (label, final
+    validation accuracy per seed)."""
+    comparison = paired(runner_up[1], top[1])
+    case = {"above": "clear_best", "tie": "tied_best"}.get(comparison["case"], "unranked_best")
+    return dict(comparison, case=case, label=label, top=top[0], runner_up=runner_up[0])
+
+
 def fit_finding(label, train, val, best_train, params):
     """6.2.1-2: did the worst model over- or under-fit? Its train (eval mode) and validation accuracy,
     against the best model's train accuracy."""
@@ -628,16 +1005,52 @@ def fit_finding(label, train, val, best_train, params):
     return dict(case=case, label=label, train=train, val=val, best_train=best_train, params=params)
 
 
+def longer_finding(runs, longer, next_acc):
+    """Was the worst model short of training or of capacity? Its validation accuracy after the protocol's
+    epochs and after training again for longer (the same seeds), where the longer run's validation loss
+    ends (loss_trend), against the next-worst model's accuracy next_acc."""
+    ok, ok_longer = ([r for r in rs if r["status"] == "ok"] for rs in (runs, longer))
+    if not ok or not ok_longer:
+        return dict(case="longer_diverged")
+    acc, acc_longer = mean_final(ok, "val_acc"), mean_final(ok_longer, "val_acc")
+    trend = loss_trend(np.nanmean([as_array(r["history"]["val_loss"]) for r in ok_longer], axis=0))
+    gain = acc_longer - acc
+    case = ("capacity" if gain <= GAP_TOLERANCE else "training" if acc_longer >= next_acc - GAP_TOLERANCE
+            else "both")
+    return dict(case=case, epochs=len(epochs_axis(ok)), longer_epochs=len(epochs_axis(ok_longer)), acc=acc,
+                acc_longer=acc_longer, gain=gain, next_acc=next_acc, trend=trend["case"],
+                previous=trend["previous"], last=trend["last"], window=trend["window"])
+
+
+MATCH_TOLERANCE = 0.10  # two models are of about the same size when their parameter counts differ by <= 10%
+
+
+def matched_finding(rows):
+    """6.2.1-3 at matched size: every pair of models of different depth whose parameter counts are within
+    MATCH_TOLERANCE, the deeper one's final validation accuracy against the shallower's, paired by seed.
+    rows: (depth, width, parameters, final validation accuracy per seed)."""
+    pairs = []
+    for i, a in enumerate(rows):
+        for b in rows[i + 1:]:
+            if a[0] != b[0] and abs(a[2] - b[2]) <= MATCH_TOLERANCE * min(a[2], b[2]):
+                deep, shallow = (a, b) if a[0] > b[0] else (b, a)
+                comparison = paired(shallow[3], deep[3])
+                pairs.append((deep[:3], shallow[:3], float(np.mean(as_array(deep[3]))),
+                              float(np.mean(as_array(shallow[3]))), comparison["case"]))
+    verdicts = {pair[4] for pair in pairs}
+    case = ("no_pairs" if not pairs else "deeper_wins" if verdicts == {"above"} else
+            "shallower_wins" if verdicts == {"below"} else "all_tie" if verdicts <= {"tie", "one_seed"}
+            else "mixed")
+    return dict(case=case, pairs=pairs, tolerance=MATCH_TOLERANCE)
+
+
 def shape_findings(kind, rows):
     """6.2.1-3 (kind 'depth') and 6.2.1-4 ('width') from rows (size, validation accuracy, its std over seeds,
-    parameters, training seconds or None for a model that trained in one group with others): the table,
-    shared times, whether more of `kind` raised the accuracy and whether the gain shrinks, and the cost."""
+    parameters, seconds per epoch of the model alone, first over last layer's gradient norm at initialisation
+    and at the end): whether more of `kind` raised the accuracy, whether the gain shrinks, and the cost."""
     rows = sorted(rows)
-    (small, acc_small, _, params_small, sec_small), (large, acc_large, std_large, params_large, sec_large) = \
-        rows[0], rows[-1]
-    findings = [dict(case="table", kind=kind, rows=rows)]
-    if any(sec is None for *_, sec in rows):
-        findings.append(dict(case="shared_time"))
+    (small, acc_small, *_), (large, acc_large, std_large, *_) = rows[0], rows[-1]
+    findings = [dict(case="table_" + kind, rows=rows)]
     best_size, best_acc = max(((size, acc) for size, acc, *_ in rows), key=lambda pair: pair[1])
     numbers = dict(kind=kind, small=small, acc_small=acc_small, large=large, acc_large=acc_large)
     if acc_large > acc_small + GAP_TOLERANCE:
@@ -648,12 +1061,14 @@ def shape_findings(kind, rows):
                                  gain=acc_large - previous[1]))
     else:
         findings.append(dict(numbers, case="no_gain"))
-    time_ratio = sec_large / sec_small if sec_small and sec_large else None
-    return findings + [dict(numbers, case="cost_with_time" if time_ratio else "cost", time_ratio=time_ratio,
-                            params_ratio=params_large / params_small)]
+    first, last = rows[0], rows[-1]
+    return findings + [dict(numbers, case="cost_" + kind, params_ratio=last[3] / first[3],
+                            time_ratio=last[4] / first[4], seconds_small=first[4], seconds_large=last[4],
+                            grad_init=(first[5], last[5]), grad_final=(first[6], last[6]))]
 
 
 NUMBERS = "train {train:.3f} (eval mode), validation {val:.3f}, test {test:.3f}"
+GRADIENT_RATIO = "||grad W|| of the first layer over the last"
 DEPTH_WIDTH_TEXT = {
     "overfits": ("Not fully: the {label} fits the training set better than new data (" + NUMBERS + "): it "
                  "over-fits by {gap:.3f}."),
@@ -661,30 +1076,78 @@ DEPTH_WIDTH_TEXT = {
                           "score does not carry over to new data."),
     "yes": ("Yes: the {label} scores the same on data it never saw as on its training set (" + NUMBERS + "), "
             "within {within:.3f}."),
+    "clear_best": ("It is the best beyond the seeds' noise: {difference:+.3f} over the runner-up, the "
+                   "{runner_up} (a paired t-test at 95% needs {noise:.3f})."),
+    "tied_best": ("It ties with the runner-up, the {runner_up}: {difference:+.3f}, within the seeds' noise "
+                  "(a paired t-test at 95% needs {noise:.3f})."),
+    "unranked_best": "With one seed, nothing tells it from the runner-up, the {runner_up}.",
     "over": ("It over-fits: the {label} reaches {train:.3f} on the training set (eval mode) and {val:.3f} on "
              "validation."),
     "under": ("It under-fits: the {label} scores about as low on its own training set ({train:.3f}, eval "
-              "mode) as on validation ({val:.3f}), far below what the best model fits ({best_train:.3f}); "
-              "with {params:,} parameters it cannot draw the borders, whatever the data."),
+              "mode) as on validation ({val:.3f}), far below what the best model fits ({best_train:.3f})."),
     "neither": "Neither clearly: the {label} reaches {train:.3f} on train and {val:.3f} on validation.",
-    "table": lambda f: f"Validation accuracy by {f['kind']}: " + ", ".join(
-        f"{f['kind']} {size}: {acc:.3f} ({params:,} parameters" + (f", {sec:.0f} s)" if sec else ")")
-        for size, acc, _, params, sec in f["rows"]) + ".",
-    "shared_time": ("The models without a time trained together in one lockstep group (narrower ones padded "
-                    "to the widest), so each has no time of its own."),
+    "longer_diverged": "Its longer run diverged, so it cannot tell training from capacity.",
+    "capacity": ("Trained again for {longer_epochs} epochs instead of {epochs}, it ends at {acc_longer:.3f} "
+                 "({gain:+.3f}), its validation loss {trend} at the end: it lacks capacity, not training."),
+    "training": ("Trained again for {longer_epochs} epochs instead of {epochs}, it reaches {acc_longer:.3f} "
+                 "({gain:+.3f}), as high as the next model ({next_acc:.3f}): it lacked training, not "
+                 "capacity."),
+    "both": ("Trained again for {longer_epochs} epochs instead of {epochs}, it gains {gain:+.3f} (to "
+             "{acc_longer:.3f}; its validation loss {trend} at the end, {previous:.3f} to {last:.3f} over "
+             "the last {window} epochs) but stays below the next model ({next_acc:.3f}): it lacked training, "
+             "and capacity too."),
+    "table_depth": lambda f: "By depth: " + "; ".join(
+        f"{size} layers: validation {acc:.3f}, {params:,} parameters, {sec:.2f} s an epoch alone, "
+        f"{GRADIENT_RATIO} {init:.2g} at initialisation and {end:.2g} at the end"
+        for size, acc, _, params, sec, init, end in f["rows"]) + ".",
+    "table_width": lambda f: "By width: " + "; ".join(
+        f"{size} units: validation {acc:.3f}, {params:,} parameters, {sec:.2f} s an epoch alone"
+        for size, acc, _, params, sec, *_ in f["rows"]) + ".",
     "more_fits_better": lambda f: (
-        f"The advantage: more {'layers' if f['kind'] == 'depth' else 'units'} fit the borders better "
-        f"({f['acc_small']:.3f} at {f['kind']} {f['small']}, {f['best_acc']:.3f} at {f['best_size']}), since "
-        f"every added {'layer' if f['kind'] == 'depth' else 'unit per layer'} adds pieces to the "
-        "piecewise-linear function the net draws."),
+        f"The advantage: more {'layers' if f['kind'] == 'depth' else 'units'} fit the data better "
+        f"({f['acc_small']:.3f} at {f['kind']} {f['small']}, {f['best_acc']:.3f} at {f['best_size']})."),
     "gain_shrinks": ("The gain shrinks: from {kind} {previous} to {large} it is {gain:+.3f}, within the "
                      "spread over seeds."),
     "no_gain": ("More {kind} did not raise the accuracy here ({acc_small:.3f} at {small}, {acc_large:.3f} at "
                 "{large})."),
-    "cost": "The cost: {params_ratio:.1f}x the parameters from {kind} {small} to {large}.",
-    "cost_with_time": ("The cost: {params_ratio:.1f}x the parameters and {time_ratio:.1f}x the training time "
-                       "from {kind} {small} to {large}."),
+    "cost_depth": lambda f: (
+        f"The cost, from {f['small']} to {f['large']} layers: {f['params_ratio']:.1f}x the parameters, "
+        f"{f['time_ratio']:.1f}x the time of an epoch ({f['seconds_small']:.2f} s to "
+        f"{f['seconds_large']:.2f} s, each model alone: the layers run one after another), and a gradient "
+        f"that changes with depth: the {GRADIENT_RATIO} goes from {f['grad_init'][0]:.2g} to "
+        f"{f['grad_init'][1]:.2g} at initialisation, and from {f['grad_final'][0]:.2g} to "
+        f"{f['grad_final'][1]:.2g} at the end."),
+    "cost_width": lambda f: (
+        f"The cost, from {f['small']} to {f['large']} units: {f['params_ratio']:.1f}x the parameters and "
+        f"{f['time_ratio']:.1f}x the time of an epoch ({f['seconds_small']:.2f} s to "
+        f"{f['seconds_large']:.2f} s, each model alone)."),
 }
+
+
+def matched_text(f):
+    pairs = "; ".join(f"{deep[0]}x{deep[1]} ({deep[2]:,} parameters) {acc_deep:.3f} against {shallow[0]}x"
+                      f"{shallow[1]} ({shallow[2]:,}) {acc_shallow:.3f}, {VERDICT[verdict]}"
+                      for deep, shallow, acc_deep, acc_shallow, verdict in f["pairs"])
+    return {"no_pairs": f"No two models of different depth are within {f['tolerance']:.0%} of each other's "
+                        "parameters, so depth and width are not compared at the same size.",
+            "deeper_wins": f"At the same size (parameters within {f['tolerance']:.0%}), deeper wins: "
+                           f"{pairs}.",
+            "shallower_wins": f"At the same size (parameters within {f['tolerance']:.0%}), wider and "
+                              f"shallower wins: {pairs}.",
+            "all_tie": f"At the same size (parameters within {f['tolerance']:.0%}), depth and width tie: "
+                       f"{pairs}.",
+            "mixed": f"At the same size (parameters within {f['tolerance']:.0%}), neither wins throughout: "
+                     f"{pairs}."}[f["case"]]
+
+
+VERDICT = {"above": "the deeper ahead beyond the noise", "below": "the shallower ahead beyond the noise",
+           "tie": "a tie within the noise", "one_seed": "one seed, no noise to judge", "none": "diverged"}
+
+
+def gradient_ratio(run, when):
+    """||grad W|| of the first Linear layer over the last's, on the run's first batch ('init' or 'final')."""
+    grads = run[f"{when}_grad_sq_norm"]
+    return math.sqrt(grads[0] / grads[-1]) if grads[-1] else math.inf
 
 
 def most_common(values):
@@ -692,32 +1155,51 @@ def most_common(values):
     return max(dict.fromkeys(values), key=values.count)
 
 
-def depth_width_findings(runs, groups, val, top, worst):
-    """6.2.1-1 to 6.2.1-4 from the seven models' runs (groups: (depth, width) -> indices into runs): per
-    question, its number, what it asks and its findings."""
+def depth_width_findings(result, groups, protocol):
+    """6.2.1-1 to 6.2.1-4 from the runs (groups: (depth, width) -> indices into runs) of the protocol's
+    architectures (ranked by final validation accuracy) and the matched ones: per question, its number, what
+    it asks and its findings."""
+    runs, seconds = result["runs"], result["seconds_per_epoch_alone"]
+
+    def accs(arch):
+        return [final(runs[i], "val_acc") for i in groups[arch]]
+
     def mean_of(arch, key):
         return mean_final([runs[i] for i in groups[arch] if runs[i]["status"] == "ok"], key)
-    seconds = {arch: runs[groups[arch][0]]["group_wall_s"] for arch in groups}
+    val = {arch: float(np.mean(as_array(accs(arch)))) for arch in protocol}
+    ranked = sorted((a for a in protocol if not np.isnan(val[a])), key=val.get)  # diverged ones left out
+    worst, top = ranked[0], ranked[-1]
+
+    def label(tag, arch):
+        return f"{tag} model ({arch_label(dict(depth=arch[0], width=arch[1]))})"
 
     def shape_rows(fixed_index, fixed):
         rows = []
-        for arch in sorted(a for a in groups if a[fixed_index] == fixed):
-            accs = [final(runs[i], "val_acc") for i in groups[arch] if final(runs[i], "val_acc") is not None]
-            # one group's time shared by several architectures (width padding) is no model's own time
-            shared = list(seconds.values()).count(seconds[arch]) > 1
-            rows.append((arch[1 - fixed_index], val[arch], float(np.std(accs)),
-                         runs[groups[arch][0]]["n_params"], None if shared else seconds[arch]))
+        for arch in sorted(a for a in protocol if a[fixed_index] == fixed):
+            ok = [runs[i] for i in groups[arch] if runs[i]["status"] == "ok"]
+            rows.append((arch[1 - fixed_index], val[arch], seed_std(as_array(accs(arch))),
+                         runs[groups[arch][0]]["n_params"], seconds[f"{arch[0]}x{arch[1]}"],
+                         float(np.mean([gradient_ratio(r, "init") for r in ok])),
+                         float(np.mean([gradient_ratio(r, "final") for r in ok]))))
         return rows
-    width, depth = (most_common([arch[i] for arch in groups]) for i in (1, 0))
-    best, poor = (f"{tag} model ({arch_label(dict(depth=arch[0], width=arch[1]))})"
-                  for tag, arch in (("best", top), ("worst", worst)))
-    return [("6.2.1-1", "Did the best model generalise?", [generalisation_finding(
-                best, mean_of(top, "train_eval_acc"), mean_of(top, "val_acc"), mean_of(top, "test_acc"))]),
-            ("6.2.1-2", "Did the worst model over-fit or under-fit?", [fit_finding(
-                poor, mean_of(worst, "train_eval_acc"), mean_of(worst, "val_acc"),
-                mean_of(top, "train_eval_acc"), runs[groups[worst][0]]["n_params"])]),
-            ("6.2.1-3", f"How does depth affect the MLP (width {width})?", shape_findings("depth",
-                                                                                     shape_rows(1, width))),
+    width, depth = (most_common([arch[i] for arch in protocol]) for i in (1, 0))
+    best_found = [generalisation_finding(label("best", top), mean_of(top, "train_eval_acc"),
+                                         mean_of(top, "val_acc"), mean_of(top, "test_acc"))]
+    if len(ranked) > 1:
+        best_found.append(ranking_finding(label("best", top), (label("best", top), accs(top)),
+                                          (arch_label(dict(depth=ranked[-2][0], width=ranked[-2][1])),
+                                           accs(ranked[-2]))))
+    worst_found = [fit_finding(label("worst", worst), mean_of(worst, "train_eval_acc"),
+                               mean_of(worst, "val_acc"), mean_of(top, "train_eval_acc"),
+                               runs[groups[worst][0]]["n_params"])]
+    if result.get("longer_runs") and len(ranked) > 1:
+        worst_found.append(longer_finding([runs[i] for i in groups[worst]], result["longer_runs"],
+                                          val[ranked[1]]))
+    matched = matched_finding([(d, w, runs[groups[(d, w)][0]]["n_params"], accs((d, w))) for d, w in groups])
+    return [("6.2.1-1", "Did the best model generalise?", best_found),
+            ("6.2.1-2", "Did the worst model over-fit or under-fit?", worst_found),
+            ("6.2.1-3", f"How does depth affect the MLP (width {width})?",
+             shape_findings("depth", shape_rows(1, width)) + [matched]),
             ("6.2.1-4", f"How does width affect the MLP (depth {depth})?", shape_findings("width",
                                                                                      shape_rows(0, depth)))]
 
@@ -726,13 +1208,18 @@ def report_depth_width(result):
     runs, groups = result["runs"], {}
     for i, run in enumerate(runs):
         groups.setdefault((run["depth"], run["width"]), []).append(i)
-    val = {arch: np.mean(as_array([final(runs[i], "val_acc") for i in idx])) for arch, idx in groups.items()}
-    ranked = sorted((a for a in val if not np.isnan(val[a])), key=val.get)  # diverged architectures left out
+    protocol = [tuple(arch) for arch in result["settings"]["architectures"] if tuple(arch) in groups]
+    val = {arch: np.mean(as_array([final(runs[i], "val_acc") for i in groups[arch]])) for arch in protocol}
+    ranked = sorted((a for a in protocol if not np.isnan(val[a])), key=val.get)  # diverged ones left out
     worst, top = (ranked[0], ranked[-1]) if ranked else (None, None)
     rows = []
-    for arch, idx in groups.items():
-        arch_runs = [runs[i] for i in idx]
-        mark = " **best**" if arch == top else " **worst**" if arch == worst else ""
+    named = [(arch, [runs[i] for i in idx]) for arch, idx in groups.items()]
+    if result.get("longer_runs"):
+        named.append(("longer", result["longer_runs"]))
+    for arch, arch_runs in named:
+        mark = (" **best**" if arch == top else " **worst**" if arch == worst else
+                f", {arch_runs[0]['epochs']} epochs" if arch == "longer" else
+                " (matched size)" if arch not in protocol else "")
         rows.append([f"{arch_label(arch_runs[0])}{mark}", f"{arch_runs[0]['n_params']:,}"] +
                     [finals(arch_runs, key) for key in ("train_acc", "train_eval_acc", "val_acc", "test_acc",
                                                         "train_loss", "val_loss", "test_loss")]
@@ -742,14 +1229,14 @@ def report_depth_width(result):
     table = markdown_table(header, rows)
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True, layout="constrained")
-    width, depth = (most_common([arch[i] for arch in groups]) for i in (1, 0))
+    width, depth = (most_common([arch[i] for arch in protocol]) for i in (1, 0))
     for ax, vary, fixed_index, fixed in ((axes[0], "depth", 1, width), (axes[1], "width", 0, depth)):
-        archs = sorted(a for a in groups if a[fixed_index] == fixed)
+        archs = sorted(a for a in protocol if a[fixed_index] == fixed)
         xs = [a[1 - fixed_index] for a in archs]
         for key, label, color, style in (("train_eval", "train (eval mode)", "C0", "-"), ("val", "validation",
                                          "C1", "-"), ("test", "test (dashed)", "C2", "--")):
             values = [as_array([final(runs[i], f"{key}_acc") for i in groups[a]]) for a in archs]
-            ax.errorbar(xs, [np.mean(v) for v in values], yerr=[np.std(v) for v in values], marker="o",
+            ax.errorbar(xs, [np.mean(v) for v in values], yerr=[seed_std(v) for v in values], marker="o",
                         capsize=3, color=color, linestyle=style, label=label)
         if vary == "width":
             ax.set_xscale("log", base=2)
@@ -767,9 +1254,10 @@ def report_depth_width(result):
         ax_loss, ax_map = pair.subplots(1, 2, gridspec_kw={"width_ratios": [6, 8.5]})
         plot_split_curves(ax_loss, None, arch_runs, f"{tag} model")
         draw_map(ax_map, result, f"{arch[0]}x{arch[1]}", arch_runs[0], f"{tag} model: ")
-    found = depth_width_findings(runs, groups, val, top, worst) if ranked else []
-    answers = [Answer(item, asked, [render(DEPTH_WIDTH_TEXT, f) for f in findings])
-               for item, asked, findings in found]
+    found = depth_width_findings(result, groups, protocol) if ranked else []
+    matched_cases = ("no_pairs", "deeper_wins", "shallower_wins", "all_tie", "mixed")
+    text = {**DEPTH_WIDTH_TEXT, **{case: matched_text for case in matched_cases}}
+    answers = [Answer(item, asked, [render(text, f) for f in findings]) for item, asked, findings in found]
     return Report([table], figures, [] if ranked else ["Every architecture diverged in at least one seed: no "
                                                        "best or worst model."], answers)
 
@@ -881,31 +1369,57 @@ GRADIENTS_TEXT = {
 }
 
 
-def fix_verdict(runs, plain_val_acc):
-    """6.2.1-6 for one change: 'solved' if every seed trained, every layer got a gradient in every epoch and
-    validation accuracy rose above the plain net's; else 'diverged', exact zeros (below a dead layer, without
-    one, or, with LeakyReLU, which passes no exact 0 back, underflow) or 'no_gain'."""
+def first_dead_layer(run):
+    """The first layer whose input is exactly 0 on the first batch at initialisation, with the norm of the
+    input of the layer before it; None when there is none."""
+    norms = run["init_activation_norm"]
+    layer = next((i for i, norm in enumerate(norms) if norm == 0), None)
+    return None if layer is None else (layer, norms[layer - 1] if layer else None)
+
+
+def lowest_gradient(run):
+    """(the lowest layer with a nonzero gradient in the last epoch, its ||grad W||^2, the decades from it to
+    the output layer's)."""
+    grads = seed_grads(run)[-1]
+    layer = next((i for i, g in enumerate(grads) if g > 0), None)
+    return None if layer is None else (layer, grads[layer], float(np.log10(grads[-1] / grads[layer])))
+
+
+def fix_verdict(runs, plain_accs):
+    """6.2.1-6 for one change, with its measured cause when it fails: 'diverged' (the first step's layer-0
+    gradient), exact zeros below a dead layer (where and how small the activations above it are), without one
+    or, with LeakyReLU, which passes no exact 0 back, by underflow (over how many decades); 'no_gain' when
+    every layer gets a gradient but validation accuracy is not above the plain net's by SOLVED_SDS seed
+    standard deviations (pooled over the two); else 'solved'. plain_accs: the plain net's final validation
+    accuracy per seed."""
     diverged = [r for r in runs if r["status"] != "ok"]
     if diverged:
-        return dict(case="diverged", diverged=len(diverged), seeds=len(runs),
-                    output_norm=max(r["init_activation_norm"][-1] for r in runs))
+        first_grad = max(r["init_grad_sq_norm"][0] for r in runs)
+        return dict(case="diverged", diverged=len(diverged), seeds=len(runs), first_grad=first_grad,
+                    output_grad=max(r["init_grad_sq_norm"][-1] for r in runs), lr=runs[0]["lr"],
+                    step=runs[0]["lr"] * math.sqrt(first_grad))
     zeros = [(r["seed"], zero_layers(r)) for r in runs if zero_layers(r)]
     if zeros:
-        dead = any(norm == 0 for r in runs for norm in r["init_activation_norm"])
+        dead = [(r["seed"], first_dead_layer(r)) for r in runs if first_dead_layer(r)]
+        lowest = [(r["seed"], lowest_gradient(r)) for r in runs if lowest_gradient(r)]
         case = ("zeros_dead_layer" if dead else "zeros_underflow" if runs[0].get("activation") == "leaky_relu"
                 else "zeros_no_dead_layer")
-        return dict(case=case, zeros=zeros)
-    val = mean_final(runs, "val_acc")
-    return dict(case="no_gain" if val <= plain_val_acc + GAP_TOLERANCE else "solved", val=val)
+        return dict(case=case, zeros=zeros, dead=dead, lowest=lowest)
+    accs = [final(r, "val_acc") for r in runs]
+    val, plain = float(np.mean(accs)), float(np.mean(as_array(plain_accs)))
+    spread = math.sqrt((seed_std(accs) ** 2 + seed_std(as_array(plain_accs)) ** 2) / 2)
+    margin = max(SOLVED_SDS * spread, GAP_TOLERANCE)
+    return dict(case="solved" if val > plain + margin else "no_gain", val=val, plain=plain, margin=margin,
+                std=seed_std(accs))
 
 
 def fixes_findings(plain, fixes):
     """6.2.1-6: fixes: (label, runs) per change tried."""
-    plain_acc = mean_final([r for r in plain if r["status"] == "ok"] or plain, "val_acc")
-    verdicts = [dict(fix_verdict(runs, plain_acc), label=label) for label, runs in fixes]
+    plain_accs = [final(r, "val_acc") for r in plain]
+    verdicts = [dict(fix_verdict(runs, plain_accs), label=label) for label, runs in fixes]
     solved = [f["label"] for f in verdicts if f["case"] == "solved"]
-    return [dict(case="solved_by" if solved else "none_solved", solved=solved, plain_acc=plain_acc),
-            *verdicts]
+    return [dict(case="solved_by" if solved else "none_solved", solved=solved,
+                 plain_acc=float(np.mean(as_array(plain_accs))), sds=SOLVED_SDS), *verdicts]
 
 
 def zeros_text(f):
@@ -913,20 +1427,37 @@ def zeros_text(f):
         f"seed {seed}: {layer_ranges(z)}" for seed, z in f["zeros"]) + ")"
 
 
+def dead_text(f):
+    return "; ".join(f"seed {seed}: layer {layer}'s input is exactly 0 at initialisation"
+                     + ("" if before is None else f", the layer before it gets inputs of norm {before:.1e}")
+                     for seed, (layer, before) in f["dead"])
+
+
+def underflow_text(f):
+    return "; ".join(f"seed {seed}: the lowest layer with a gradient is layer {layer}, ||grad W||^2 "
+                     f"{value:.1e}, {decades:.0f} decades below the output layer's"
+                     for seed, (layer, value, decades) in f["lowest"])
+
+
 NO_DEAD_LAYER = ", though no layer is dead at initialisation"
 FIXES_TEXT = {
-    "solved_by": lambda f: (f"Solved by: {', '.join(f['solved'])}. The plain net reaches validation accuracy "
-                            f"{f['plain_acc']:.3f}."),
-    "none_solved": "No change solved it. The plain net reaches validation accuracy {plain_acc:.3f}.",
-    "solved": "With {label}: yes, every layer gets a gradient and validation accuracy rises to {val:.3f}.",
-    "diverged": ("With {label}: no, {diverged} of {seeds} seeds diverged (at initialisation the activations "
-                 "reaching the output layer have norm {output_norm:.1e})."),
-    "zeros_dead_layer": lambda f: f"With {f['label']}: no, {zeros_text(f)}.",
+    "solved_by": lambda f: (f"Solved by: {', '.join(f['solved'])} (every layer gets a gradient, and "
+                            f"validation accuracy rises above the plain net's {f['plain_acc']:.3f} by more "
+                            f"than {f['sds']:g} seed standard deviations)."),
+    "none_solved": ("No change solved it: none gives every layer a gradient and validation accuracy above "
+                    "the plain net's {plain_acc:.3f} by more than {sds:g} seed standard deviations."),
+    "solved": ("With {label}: yes, every layer gets a gradient and validation accuracy rises to {val:.3f} ± "
+               "{std:.3f}, beyond the plain net's {plain:.3f} + {margin:.3f}."),
+    "diverged": ("With {label}: no, {diverged} of {seeds} seeds diverged: the first step's ||grad W||^2 is "
+                 "{first_grad:.1e} at layer 0 (against {output_grad:.1e} at the output layer), so at lr "
+                 "{lr:g} the first update moves layer 0's weights by {step:.2g} (the norm of the step)."),
+    "zeros_dead_layer": lambda f: f"With {f['label']}: no, {zeros_text(f)}: {dead_text(f)}.",
     "zeros_no_dead_layer": lambda f: f"With {f['label']}: no, {zeros_text(f)}{NO_DEAD_LAYER}.",
-    "zeros_underflow": lambda f: (f"With {f['label']}: no, {zeros_text(f)}{NO_DEAD_LAYER}: through layer "
-                                  "after layer of slope 0.01 the gradient shrinks below what float32 holds."),
-    "no_gain": ("With {label}: no, every layer gets a gradient, but validation accuracy {val:.3f} is not "
-                "above the plain net's."),
+    "zeros_underflow": lambda f: (f"With {f['label']}: no, {zeros_text(f)}{NO_DEAD_LAYER}; "
+                                  f"{underflow_text(f)}: through layer after layer of slope 0.01 the "
+                                  "gradient shrinks below what float32 holds."),
+    "no_gain": ("With {label}: no, every layer gets a gradient, but validation accuracy {val:.3f} ± "
+                "{std:.3f} is not above the plain net's {plain:.3f} by more than {margin:.3f}."),
 }
 
 
@@ -960,7 +1491,7 @@ def init_panels(spec, series_of):
     """At initialisation, per Linear layer: the mean norm of the activation entering it, and its ||grad W||^2
     at the first step; series_of(key) gives the (label, values, color) lines."""
     panels = (("init_activation_norm", "mean ||activation||₂ entering the layer", "activations at init"),
-              ("first_step_grad_sq_norm", "||grad W||² at the first step", "gradients of the first step"))
+              ("init_grad_sq_norm", "||grad W||² at the first step", "gradients of the first step"))
     for cell, (key, ylabel, title) in zip(spec.subgridspec(1, 2), panels):
         series = series_of(key)
         ax = lines_with_zero_row(cell, np.arange(len(series[0][1])), series, title,
@@ -1047,7 +1578,7 @@ def report_residual(result):
     drawn = [(label, next(r for r in runs if r["status"] == "ok")) for label, runs in variants
              if any(r["status"] == "ok" for r in runs)]
     not_drawn = [label for label, runs in variants if not any(r["status"] == "ok" for r in runs)]
-    columns = min(4, len(drawn))
+    columns = math.ceil(len(drawn) / 2) if len(drawn) > 4 else len(drawn)
     rows = math.ceil(len(drawn) / columns)
     fig = plt.figure(figsize=(5 * columns + 2, 4.6 * rows + 0.6), layout="constrained")
     grid = fig.add_gridspec(rows, columns)
@@ -1072,7 +1603,7 @@ def report_residual(result):
     init.suptitle(f"At initialisation, seed {variants[0][1][0]['seed']}, first batch: why each change trains "
                   "or not")
     rows = [[label, f"{runs[0]['init_activation_norm'][1]:.2g} / {runs[0]['init_activation_norm'][-1]:.2g}",
-             f"{runs[0]['first_step_grad_sq_norm'][0]:.2g} / {runs[0]['first_step_grad_sq_norm'][-1]:.2g}"]
+             f"{runs[0]['init_grad_sq_norm'][0]:.2g} / {runs[0]['init_grad_sq_norm'][-1]:.2g}"]
             for label, runs in variants]
     init_table = markdown_table(["model", "activation norm at initialisation: layer 1 / output layer",
                                  "first step's ||grad W||²: layer 0 / output layer"], rows)
@@ -1080,8 +1611,10 @@ def report_residual(result):
                     [render(FIXES_TEXT, f) for f in fixes_findings(variants[0][1], variants[1:])])
     blocks = ("Blocks: 'skips x + ReLU(Linear(x))' adds the hidden layer's output to its input (a "
               "post-activation skip, whose increments are never negative); 'pre-activation skips x + "
-              "Linear(ReLU(x))' is He et al. (2016)'s form, whose increments can take either sign; both skip "
-              "every hidden layer but the first.")
+              "Linear(ReLU(x))' is He et al. (2016)'s form, whose increments can take either sign; "
+              "'SkipInit' scales each block's increment by a learnable scalar that starts at 0 (De & Smith "
+              "2020), so that the net starts as its first layer and the output layer; all skip every hidden "
+              "layer but the first.")
     body = [gradient_table(variants, layers), f"At initialisation, seed {variants[0][1][0]['seed']}:\n",
             init_table, blocks]
     caption = ("A change works where every layer's line stays well above 0, with no ▼ (an exactly-zero "
@@ -1096,30 +1629,15 @@ def report_residual(result):
 
 # ----------------------------------------------------------------------------- 6.2.1-7 sin features, regions
 
-def paired_difference(base, other):
-    """(mean, sample std, n) over seeds of other's final validation accuracy minus base's, paired by seed."""
-    diffs = [final(o, "val_acc") - final(b, "val_acc") for b, o in zip(base, other)
-             if final(o, "val_acc") is not None and final(b, "val_acc") is not None]
-    if not diffs:
-        return None, None, 0
-    return float(np.mean(diffs)), float(np.std(diffs, ddof=1)) if len(diffs) > 1 else 0.0, len(diffs)
-
-
 def implicit_findings(raw, sin, border_raw, border_sin):
     """6.2.1-7: is the sin-feature model better, against the spread over seeds (a paired t-test at 95%), and
-    does its map draw more border between classes? border_*: the fraction of the map's cells on a border."""
-    mean, std, n = paired_difference(raw, sin)
-    if n == 0:
-        return [dict(case="no_seed")]
-    noise = T_95.get(n, 2.0) * std / math.sqrt(n) if n > 1 else None
-    if noise is None:
-        case = "one_seed"
-    elif abs(mean) <= max(noise, TIE_FLOOR):
-        case = "tie"
-    else:
-        case = "sin_better" if mean > 0 else "raw_better"
+    does its map draw more border between classes where the data is? border_*: the fraction of the map's
+    cells near the data (within a fixed distance of a training point) on a border."""
+    comparison = paired([final(r, "val_acc") for r in raw], [final(r, "val_acc") for r in sin])
+    case = {"none": "no_seed", "above": "sin_better", "below": "raw_better"}.get(comparison["case"],
+                                                                               comparison["case"])
     ratio = border_sin / border_raw if border_raw else None
-    return [dict(case=case, difference=mean, std=std, n=n, noise=noise, loss_sin=mean_final(sin, "val_loss"),
+    return [dict(comparison, case=case, loss_sin=mean_final(sin, "val_loss"),
                  loss_raw=mean_final(raw, "val_loss")),
             dict(case="more_border" if border_sin > BORDER_RATIO * border_raw else "no_more_border",
                  ratio=ratio, sin=border_sin, raw=border_raw)]
@@ -1128,7 +1646,7 @@ def implicit_findings(raw, sin, border_raw, border_sin):
 CHANGE = "sin features change validation accuracy by {difference:+.3f}"
 T_TEST = (" ± {std:.3f} over {n} seeds, {} the noise (a paired t-test at 95% needs {noise:.3f}; validation "
           "loss {loss_sin:.3f} against {loss_raw:.3f}).")
-BORDER = "({sin:.1%} of the grid's cells against {raw:.1%})"
+BORDER = "({sin:.1%} of the cells near the data against {raw:.1%})"
 IMPLICIT_TEXT = {
     "no_seed": "No seed trained both models without diverging.",
     "one_seed": ("One seed cannot tell: " + CHANGE + " (validation loss {loss_sin:.3f} against "
@@ -1140,7 +1658,29 @@ IMPLICIT_TEXT = {
                     "and repeat across the plane, so it can draw curved, many-sided borders that a "
                     "raw-coordinate ReLU net builds from few straight pieces."),
     "no_more_border": "Its map has no more border than the raw model's " + BORDER + ".",
+    "per_country": lambda f: (
+        "Per country (validation accuracy, mean over seeds, countries with at least "
+        f"{f['min_points']} validation points), sin features gain most on " + country_changes(f["gains"])
+        + " and lose most on " + country_changes(f["losses"]) + "."),
 }
+MIN_POINTS = 30  # a country's accuracy on fewer validation points moves by more than 3 points per point
+COUNTRIES_SHOWN = 3  # the countries named for the largest gains and the largest losses
+
+
+def country_changes(rows):
+    return ", ".join(f"{name} ({raw:.2f} to {sin:.2f})" for name, raw, sin in rows) or "none"
+
+
+def per_country_finding(raw, sin, counts, names):
+    """The countries whose mean validation accuracy the sin features change most, up and down, among those
+    with at least MIN_POINTS validation points."""
+    def mean_of(runs, c):
+        return float(np.mean([r["val_acc_per_class"][c] for r in runs if r["status"] == "ok"]))
+    rows = sorted(((mean_of(sin, c) - mean_of(raw, c), names[c], mean_of(raw, c), mean_of(sin, c))
+                   for c in range(len(counts)) if counts[c] >= MIN_POINTS), key=lambda row: row[0])
+    gains = [row[1:] for row in reversed(rows[-COUNTRIES_SHOWN:]) if row[0] > 0]
+    losses = [row[1:] for row in rows[:COUNTRIES_SHOWN] if row[0] < 0]
+    return dict(case="per_country", gains=gains, losses=losses, min_points=MIN_POINTS)
 
 
 def report_implicit(result):
@@ -1157,10 +1697,18 @@ def report_implicit(result):
             f"a in {', '.join(f'{a:g}' for a in frequencies)} on longitude and latitude in degrees "
             f"({2 * len(frequencies)} inputs).")
     border = result["border_fraction"]
+    found = implicit_findings(variants[0][1], variants[1][1], border["raw"]["near_data"],
+                              border["sin"]["near_data"])
+    found.append(per_country_finding(variants[0][1], variants[1][1], result["val_class_counts"],
+                                     result["data"]["class_names"]))
     answer = Answer("6.2.1-7", "Which model is better, and what can the sin model learn that the other had "
-                               "trouble with?", [render(IMPLICIT_TEXT, f) for f in implicit_findings(
-                                   variants[0][1], variants[1][1], border["raw"], border["sin"])])
-    header = ["input", "features", "train acc", "val acc", "test acc", "val loss", "status"]
+                               "trouble with?", [render(IMPLICIT_TEXT, f) for f in found])
+    header = ["input", "features", "train acc", "val acc", "test acc", "val loss",
+              "border cells near the data (first seed's map)", "border cells, whole grid", "status"]
+    rows = [row[:-1] + [f"{border[tag]['near_data']:.1%}", f"{border[tag]['grid']:.1%}", row[-1]]
+            for row, (_, _, tag) in zip(rows, variants)]
+    note += (f" Near the data: the {result['near_data_share']:.0%} of the map's cells within a fixed "
+             "distance of a training point, where borders separate real cities, not empty land or sea.")
     table = markdown_table(header, rows)
     caption = "The same net on raw coordinates (left) and on sin features (right): the shapes of the borders."
     return Report([table, note], {"implicit.png": (fig, caption)}, [], [answer])
