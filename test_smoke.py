@@ -134,7 +134,8 @@ def test_lockstep_equals_torch_sgd(batch_norm):
 
 
 @pytest.mark.parametrize("arch", [dict(batch_norm=False), dict(batch_norm=True),
-                                  dict(batch_norm=True, residual="pre"), dict(residual="post", activation="leaky_relu")])
+                                  dict(batch_norm=True, residual="pre"), dict(residual="post", activation="leaky_relu"),
+                                  dict(residual="skipinit")])
 def test_padded_widths_train_as_each_model_alone(arch):
     """Width padding: models of widths 3, 5 and 8 trained as one lockstep group end with the weights and history
     each has trained alone (its padding never moves from zero)."""
@@ -156,7 +157,7 @@ def test_padded_widths_train_as_each_model_alone(arch):
 
 
 @pytest.mark.parametrize("arch", [dict(batch_norm=True), dict(batch_norm=True, residual="pre"),
-                                  dict(residual="post", activation="leaky_relu")])
+                                  dict(residual="post", activation="leaky_relu"), dict(residual="skipinit")])
 def test_stacked_module_calls_each_model_as_it_is(arch):
     """stacked_module: K models called at once give each model's own logits, in train and eval mode, and leave
     each model's batch-norm running statistics as its own call does."""
@@ -164,6 +165,9 @@ def test_stacked_module_calls_each_model_as_it_is(arch):
     for seed in range(3):
         torch.manual_seed(seed)
         models.append(mlp.MLP(2, 4, depth=3, width=6, **arch))
+        with torch.no_grad():
+            for i, gain in enumerate(getattr(models[-1], "gains", [])):  # SkipInit's gains apart from 0, each its own
+                gain.fill_(0.5 + seed + i)
     states = [model.state_dict() for model in models]
     tensors = {name: torch.stack([state[name] for state in states]) for name in states[0]}
     stacked = common.stacked_module(models[0], tensors)
@@ -176,6 +180,63 @@ def test_stacked_module_calls_each_model_as_it_is(arch):
             assert torch.allclose(logits[k], model(X[k]), atol=1e-5)
             for name, value in model.state_dict().items():
                 assert torch.allclose(tensors[name][k].float(), value.float(), atol=1e-6), name
+
+
+def test_each_model_trains_on_its_own_inputs_as_it_would_alone():
+    """Inputs [K, N, features]: every model gets its own featurization of the same rows, and trains as it would
+    alone on those inputs."""
+    data = tiny_data()
+    scales = (1.0, 10.0, 0.1)
+    own = {split: (torch.stack([X * s for s in scales]), y) for split, (X, y) in data.items()}
+    runs = [{"seed": 1, "lr": 0.05}, {"seed": 1, "lr": 0.05}, {"seed": 2, "lr": 0.1}]
+    build = lambda run: mlp.MLP(2, 4, depth=2, width=5)  # noqa: E731
+    cpu = torch.device("cpu")
+    together, states = common.train_lockstep(build, runs, own, 2, 32, cpu, eval_train=True, quiet=True)
+    for k, (run, scale) in enumerate(zip(runs, scales)):
+        alone_data = {split: (X * scale, y) for split, (X, y) in data.items()}
+        [alone], [alone_state] = common.train_lockstep(build, [run], alone_data, 2, 32, cpu, eval_train=True,
+                                                       quiet=True)
+        for name, value in alone_state.items():
+            assert torch.allclose(states[k][name], value, atol=1e-5), (scale, name)
+        assert together[k]["history"]["val_loss"] == pytest.approx(alone["history"]["val_loss"], rel=1e-5)
+    assert not torch.allclose(states[0]["out.weight"], states[1]["out.weight"])  # same seed, other inputs
+
+
+def test_eval_train_final_measures_the_training_set_after_the_last_epoch_only():
+    data, build, cpu = tiny_data(), (lambda run: mlp.MLP(2, 4, depth=2, width=5)), torch.device("cpu")
+    [every], _ = common.train_lockstep(build, [{"seed": 1, "lr": 0.1}], data, 3, 32, cpu, eval_train=True, quiet=True)
+    [last], _ = common.train_lockstep(build, [{"seed": 1, "lr": 0.1}], data, 3, 32, cpu, eval_train="final",
+                                      quiet=True)
+    assert last["history"]["train_eval_acc"][:2] == [None, None] and last["status"] == "ok"
+    for key in ("train_eval_loss", "train_eval_acc"):
+        assert last["history"][key][-1] == every["history"][key][-1]
+    assert last["history"]["val_loss"] == every["history"]["val_loss"]
+
+
+def test_epoch_measures_are_each_models_own_after_every_epoch():
+    """epoch_measure sees the stacked models in eval mode; its last values equal the measure of each final model
+    alone, computed directly (dead units per layer, and what the net predicts)."""
+    data = tiny_data()
+    runs = [{"seed": 1, "lr": 0.5}, {"seed": 2, "lr": 0.05}]
+    build = lambda run: mlp.MLP(2, 4, depth=3, width=6)  # noqa: E731
+    X_val = data["val"][0].expand(2, *data["val"][0].shape)
+
+    def measure(stacked):
+        return {"dead": mlp.dead_relu_fraction(stacked, X_val), **mlp.output_summary(stacked, X_val)}
+    results, states = common.train_lockstep(build, runs, data, 3, 32, torch.device("cpu"), epoch_measure=measure,
+                                            quiet=True)
+    for result, state in zip(results, states):
+        model = build(None)
+        model.load_state_dict(state)
+        model.eval()
+        history = result["history"]
+        assert len(history["dead"]) == 3 and history["dead"][-1] == pytest.approx(
+            mlp.dead_relu_fraction(model, data["val"][0]).tolist())
+        probs = model(data["val"][0]).softmax(1).detach()
+        entropy = float(-(probs * probs.log()).sum(1).mean())
+        share = np.bincount(probs.argmax(1).numpy(), minlength=4).max() / len(probs)
+        assert history["val_entropy"][-1] == pytest.approx(entropy, rel=1e-4)
+        assert history["val_mode_share"][-1] == pytest.approx(share)
 
 
 def test_stacked_module_refuses_a_layer_it_cannot_stack():
@@ -296,22 +357,30 @@ def test_gradient_record_equals_hand_computation():
     assert np.allclose(result[0]["history"]["grad_sq_norm"][0], expected, rtol=1e-5)
 
 
-def test_init_diagnostics_equal_hand_computation():
-    """The dead-layer diagnosis stands on init_diagnostics: the activation norm entering each layer and the first
-    step's ||grad W||^2, on the first batch of the run. A narrow deep net (width 2) has layers that are dead at
-    initialisation, so exact zeros are compared too."""
+@pytest.mark.parametrize("trained", [False, True])
+def test_batch_diagnostics_equal_hand_computation(trained):
+    """The dead-layer diagnosis and depth's gradient ratio stand on batch_diagnostics: the activation norm
+    entering each layer and ||grad W||^2, on the first batch of the run, at initialisation or with a given state.
+    A narrow deep net (width 2) has layers that are dead at initialisation, so exact zeros are compared too."""
     arch = dict(mlp.PLAIN, depth=12, width=2)
     X, y = torch.randn(200, 2, generator=torch.Generator().manual_seed(0)) * 20, torch.arange(200) % 3
-    diagnostics = mlp.init_diagnostics(arch, 3, seed=0, X=X, y=y, batch_size=64)
     common.seed_everything(0)
-    layers = linear_layers(mlp.build_model(arch, 3))
+    model = mlp.build_model(arch, 3)
+    state = None
+    if trained:  # any other weights: a state the run's own init could not give
+        state = {name: t + 0.3 * torch.randn(t.shape, generator=torch.Generator().manual_seed(1))
+                 for name, t in model.state_dict().items()}
+        model.load_state_dict(state)
+    norms, grad_sq_norms = mlp.batch_diagnostics(arch, 3, seed=0, X=X, y=y, batch_size=64, state=state)
     first_batch = torch.randperm(200, generator=torch.Generator().manual_seed(0))[:64]
-    inputs, _, grad_sq = numpy_backprop(layers, X[first_batch].double().numpy(), y[first_batch].numpy())
-    norms = [np.linalg.norm(h, axis=1).mean() for h in inputs]
-    assert diagnostics["init_activation_norm"] == pytest.approx(norms, rel=1e-4, abs=1e-6)
-    assert diagnostics["first_step_grad_sq_norm"] == pytest.approx(grad_sq, rel=1e-3, abs=1e-12)
-    assert [n == 0 for n in diagnostics["init_activation_norm"]] == [n == 0 for n in norms]
-    assert any(n == 0 for n in norms)  # this seed does have a dead layer, so the zeros were compared
+    inputs, _, grad_sq = numpy_backprop(linear_layers(model), X[first_batch].double().numpy(),
+                                        y[first_batch].numpy())
+    expected = [np.linalg.norm(h, axis=1).mean() for h in inputs]
+    assert norms == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    assert grad_sq_norms == pytest.approx(grad_sq, rel=1e-3, abs=1e-12)
+    assert [n == 0 for n in norms] == [n == 0 for n in expected]
+    if not trained:
+        assert any(n == 0 for n in expected)  # this seed does have a dead layer, so the zeros were compared
 
 
 def test_dead_relu_fraction_equals_hand_computation():
@@ -322,7 +391,7 @@ def test_dead_relu_fraction_equals_hand_computation():
     X = torch.randn(300, 2)
     _, pre, _ = numpy_backprop(linear_layers(model), X.double().numpy(), np.zeros(300, dtype=int))
     expected = [float((z <= 0).all(0).mean()) for z in pre]
-    assert mlp.dead_relu_fraction(model, X) == pytest.approx(expected)
+    assert mlp.dead_relu_fraction(model, X).tolist() == pytest.approx(expected)
     assert expected[1] >= 2 / 6
 
 
@@ -364,8 +433,10 @@ def test_prediction_map_colors_grid_by_argmax(tmp_path):
         model.out.weight.copy_(torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 0.0]]))
         model.out.bias.copy_(torch.tensor([0.0, 0.0, 0.5]))
     X = torch.tensor([[-1.0, 0.0], [0.0, 0.0], [1.0, 0.0]])
-    data = {"meta": {"n_classes": 3, "extent": [-2.0, 2.0, -1.0, 1.0]}, "test": (X, torch.tensor([0, 1, 1]))}
-    arrays, border = mlp.map_arrays("t", run, model.state_dict(), data)
+    data = {"meta": {"n_classes": 3, "extent": [-2.0, 2.0, -1.0, 1.0]}, "test": (X, torch.tensor([0, 1, 1])),
+            "train": (X, torch.tensor([0, 1, 1]))}
+    arrays = mlp.map_arrays("t", run, model.state_dict(), data)
+    border = common.borders(arrays["grid_t"]).mean()
     extent = mlp.map_extent(data["meta"]["extent"])
     xs = np.linspace(extent[0], extent[1], mlp.MAP_RESOLUTION)
     expected_row = np.where(xs > 0.5, 1, np.where(xs < -0.5, 0, 2))
@@ -402,10 +473,18 @@ def test_region_count_of_known_lines():
 
 def test_sin_features():
     X = torch.tensor([[10.0, 50.0]])
-    features = mlp.featurize(X, "sin")
+    features = mlp.featurize(X, "sin", X)
     assert features.shape == (1, 20)
     assert features[0, 0].item() == pytest.approx(np.sin(0.1 * 10.0), abs=1e-6)
     assert features[0, 19].item() == pytest.approx(np.sin(1.0 * 50.0), abs=1e-6)
+
+
+def test_standardized_features_use_the_training_rows_statistics():
+    train = torch.tensor([[0.0, 40.0], [10.0, 50.0], [20.0, 75.0]])
+    X = torch.tensor([[5.0, 60.0]])
+    expected = (X.numpy() - train.numpy().mean(0)) / train.numpy().std(0, ddof=1)
+    assert mlp.featurize(X, "standardized", train).numpy() == pytest.approx(expected)
+    assert mlp.featurize(X, "raw", train) is X
 
 
 # ----------------------------------------------------------------------------- data loading
@@ -630,7 +709,7 @@ def test_mlp_question_end_to_end(tmp_path, capsys, question):
                 assert len(losses) == run["steps_per_epoch"] * run["epochs"]
                 if run["seed"] == 42:
                     # float16 keeps about 3 digits: losses near 3.7 lie 0.002 apart
-                    assert run["loss_noise"] == pytest.approx(np.std(losses[-100:].astype(float)), abs=2e-3)
+                    assert run["loss_noise"] == pytest.approx(np.std(losses[-100:].astype(float), ddof=1), abs=2e-3)
     assert "## Results" in markdown and ("**Answer.**" in markdown) == (question != "regions")
     result = json.loads((out / f"{question}.json").read_text())
     assert {r["seed"] for r in result["runs"]} == {42, 43}
@@ -1038,11 +1117,12 @@ def question_records(script):
 def test_help_shows_the_protocol_of_the_question_records():
     """--help's protocol values are generated from the records: change a record and the help changes with it."""
     text = " ".join(runner.build_parser(mlp.SCRIPT).format_help().split())
-    assert "epochs (protocol: lr, depth_width, implicit 50; epochs, batchnorm 100; gradients, residual 10)" in text
+    assert ("epochs (protocol: lr, depth_width, implicit 50; epochs, batchnorm 100; sweep, gradients, residual 10)"
+            in text)
     changed = [q._replace(protocol={**q.protocol, "epochs": 7}) if q.name == "gradients" else q
                for q in mlp.QUESTIONS]
     text = " ".join(runner.build_parser(mlp.SCRIPT._replace(questions=changed)).format_help().split())
-    assert "gradients 7; residual 10" in text
+    assert "sweep, residual 10; gradients 7" in text
     for q in mlp.QUESTIONS + cnn.QUESTIONS:  # compared without white space: argparse wraps lines, even at hyphens
         help_text = runner.build_parser(mlp.SCRIPT if q in mlp.QUESTIONS else cnn.SCRIPT).format_help()
         assert "".join(f"{q.name} ({runner.heading(q)})".split()) in "".join(help_text.split())
@@ -1098,8 +1178,8 @@ class Payload:
 
 def test_saved_files_are_read_without_unpickling_code(tmp_path, capsys):
     folder = write_csv_dir(tmp_path / "data")
-    argv = ["--question", "depth_width", "--quick", "--quiet", "--seeds", "1", "--architectures", "1x4", "--data-dir",
-            folder, "--out", tmp_path]
+    argv = ["--question", "depth_width", "--quick", "--quiet", "--seeds", "1", "--architectures", "1x4",
+            "--matched-architectures", "--data-dir", folder, "--out", tmp_path]
     runner.main(mlp.SCRIPT, argv)
     path, states = tmp_path / "mlp" / "depth_width.json", tmp_path / "mlp" / "depth_width.pt"
     saved = torch.load(states, weights_only=True)
@@ -1197,7 +1277,7 @@ def test_settings_are_resolved_once_into_the_json_and_args_stay_as_parsed(tmp_pa
     assert vars(args) == parsed
     result = json.loads((tmp_path / "mlp" / "epochs.json").read_text())
     assert result["settings"] == {**question_records(mlp.SCRIPT)["epochs"].protocol, "lr": 0.05, "seeds": 1,
-                                  "epochs": 2}  # --quick caps the epochs at 2
+                                  "epochs": 2, "overfit_epochs": 2}  # --quick caps the epochs at 2
     assert result["config"]["settings"] == result["settings"]
     assert {r["lr"] for r in result["runs"]} == {0.05} and len(result["runs"][0]["history"]["val_loss"]) == 2
 
@@ -1277,16 +1357,20 @@ def test_eval_gap_finding_says_whether_eval_mode_explains_the_gap():
     assert not_explained["difference"] == pytest.approx(0.070)
 
 
-def test_steps_finding_follows_the_numbers():
-    committed = [(1, 50503, 0.495), (16, 31570, 0.515), (128, 19750, 0.522), (1024, 2500, 0.194)]  # batch_size.md
-    found = mlp_report.steps_finding(committed)
-    assert found["case"] == "more_steps_not_better"
-    assert found["more"] == (1, 50503, 0.495) and found["fewer"] == (16, 31570, 0.515)
-    monotone = mlp_report.steps_finding([(1, 50503, 0.53), (16, 31570, 0.52), (128, 19750, 0.50), (1024, 2500, 0.19)])
-    same = mlp_report.steps_finding([(1, 2000, 0.062), (16, 125, 0.065), (128, 16, 0.062)])
-    assert cases(mlp_report.BATCH_SIZE_TEXT, [found, monotone, same]) == [
-        "more_steps_not_better", "never_falls", "same_accuracy"]
-    assert [row[0] for row in monotone["rows"]] == [1, 16, 128, 1024]  # most steps first
+def test_equal_steps_finding_reads_each_curve_at_the_fewest_steps():
+    steps_128 = np.arange(1, 51) * 395
+    curves = {1: (np.array([50503]), np.array([0.50])), 16: (np.arange(1, 11) * 3157, np.linspace(0.3, 0.51, 10)),
+              128: (steps_128, np.linspace(0.1, 0.52, 50)), 1024: (np.arange(1, 51) * 50, np.linspace(0.1, 0.15, 50))}
+    alike = mlp_report.equal_steps_finding(curves)
+    assert alike["steps"] == 2500 and alike["fewest"] == 1024
+    at_128 = np.interp(2500, steps_128, np.linspace(0.1, 0.52, 50))  # between epochs 6 and 7
+    assert dict((b, acc) for b, acc, _ in alike["rows"]) == pytest.approx({1: None, 16: None, 128: at_128, 1024: 0.15})
+    assert dict((b, first) for b, _, first in alike["rows"])[16] == 3157  # its first evaluation comes later
+    apart = mlp_report.equal_steps_finding({**curves, 1024: (curves[1024][0], np.full(50, 0.05))})
+    alone = mlp_report.equal_steps_finding({1: curves[1], 1024: curves[1024]})
+    assert cases(mlp_report.BATCH_SIZE_TEXT, [alike, apart, alone]) == ["steps_explain", "steps_do_not_explain",
+                                                                         "no_equal_steps"]
+    assert apart["spread"] == pytest.approx(at_128 - 0.05)
 
 
 def gradient_run(seed, zero_through, dead_at, depth=10):
@@ -1371,15 +1455,23 @@ def test_batchnorm_findings_measure_the_scales():
 
 
 def test_batch_size_findings_cases():
-    rows = [(1, 50503, 33.0, 50503, 0.498, 1.2), (16, 3157, 2.2, 31570, 0.513, 0.35),
-            (128, 395, 0.32, 19750, 0.521, 0.12), (1024, 50, 0.09, 2500, 0.194, 0.03)]
-    found = mlp_report.batch_size_findings(rows)
-    assert cases(mlp_report.BATCH_SIZE_TEXT, found) == ["highest", "more_steps_not_better", "faster", "steadier"]
-    assert (found[0]["batch"], found[0]["acc"]) == (128, 0.521)
-    slow = [(b, it, 1.0 if b == 1024 else sec, st, acc, noise * (10 if b == 128 else 1))
-            for b, it, sec, st, acc, noise in rows]
-    assert cases(mlp_report.BATCH_SIZE_TEXT, mlp_report.batch_size_findings(slow))[2:] == ["not_faster",
-                                                                                            "not_steadier"]
+    seeds = {1: [0.49, 0.50, 0.504], 16: [0.51, 0.515, 0.514], 128: [0.52, 0.522, 0.521], 1024: [0.19, 0.2, 0.192]}
+    rows = [(b, it, sec, st, float(np.mean(seeds[b])), noise, float(np.mean(seeds[b])) - 0.01, seeds[b])
+            for b, it, sec, st, noise in ((1, 50503, 33.0, 50503, 1.2), (16, 3157, 2.2, 31570, 0.35),
+                                          (128, 395, 0.32, 19750, 0.12), (1024, 50, 0.09, 2500, 0.03))]
+    curves = {b: (np.array([st]), np.array([acc])) for b, _, _, st, acc, *_ in rows}
+    found = mlp_report.batch_size_findings(rows, curves)
+    assert cases(mlp_report.BATCH_SIZE_TEXT, found) == ["highest", "no_equal_steps", "faster", "steadier"]
+    assert (found[0]["batch"], found[0]["acc"], found[0]["final"]) == (128, rows[2][4], rows[2][6])
+    tied = [row[:7] + ([0.52, 0.51, 0.53] if row[0] == 16 else row[7],) for row in rows]
+    tied = [row[:4] + (float(np.mean(row[7])),) + row[5:] for row in tied]
+    highest = mlp_report.batch_size_findings(tied, curves)[0]
+    assert cases(mlp_report.BATCH_SIZE_TEXT, [highest]) == ["highest_tied"]
+    assert {highest["batch"], highest["other"]} == {16, 128}
+    slow = [(b, it, 1.0 if b == 1024 else sec, st, acc, noise * (10 if b == 128 else 1), *rest)
+            for b, it, sec, st, acc, noise, *rest in rows]
+    assert cases(mlp_report.BATCH_SIZE_TEXT, mlp_report.batch_size_findings(slow, curves))[2:] == [
+        "not_faster", "not_steadier"]
 
 
 def test_generalisation_and_fit_findings():
@@ -1395,41 +1487,91 @@ def test_generalisation_and_fit_findings():
 
 
 def test_shape_findings_cases():
-    rising = mlp_report.shape_findings("depth", [(1, 0.694, 0.003, 743, 40), (2, 0.784, 0.007, 1047, 50),
-                                                 (6, 0.815, 0.02, 2263, 90), (10, 0.844, 0.009, 3479, 130)])
-    assert cases(mlp_report.DEPTH_WIDTH_TEXT, rising) == ["table", "more_fits_better", "cost_with_time"]
+    rising = mlp_report.shape_findings("depth", [(1, 0.694, 0.003, 743, 0.4, 0.8, 0.6),
+                                                 (2, 0.784, 0.007, 1047, 0.5, 1, 1), (6, 0.815, 0.02, 2263, 0.9, 2, 1),
+                                                 (10, 0.844, 0.009, 3479, 1.3, 4.2, 1.2)])
+    assert cases(mlp_report.DEPTH_WIDTH_TEXT, rising) == ["table_depth", "more_fits_better", "cost_depth"]
     assert (rising[1]["acc_small"], rising[1]["best_size"], rising[1]["best_acc"]) == (0.694, 10, 0.844)
     assert rising[2]["params_ratio"] == pytest.approx(3479 / 743) and rising[2]["time_ratio"] == pytest.approx(3.25)
-    saturating = mlp_report.shape_findings("width", [(8, 0.716, 0.04, 831, 60), (32, 0.90, 0.004, 7047, 80),
-                                                     (64, 0.905, 0.004, 24295, 120)])
-    assert cases(mlp_report.DEPTH_WIDTH_TEXT, saturating) == ["table", "more_fits_better", "gain_shrinks",
-                                                              "cost_with_time"]
+    assert rising[2]["grad_init"] == (0.8, 4.2) and rising[2]["grad_final"] == (0.6, 1.2)
+    saturating = mlp_report.shape_findings("width", [(8, 0.716, 0.04, 831, 0.6, 1, 1),
+                                                     (32, 0.90, 0.004, 7047, 0.8, 1, 1),
+                                                     (64, 0.905, 0.004, 24295, 1.2, 1, 1)])
+    assert cases(mlp_report.DEPTH_WIDTH_TEXT, saturating) == ["table_width", "more_fits_better", "gain_shrinks",
+                                                              "cost_width"]
     assert saturating[2]["gain"] == pytest.approx(0.005) and saturating[2]["previous"] == 32
-    padded = mlp_report.shape_findings("width", [(8, 0.716, 0.04, 831, None), (64, 0.905, 0.004, 24295, None)])
-    assert cases(mlp_report.DEPTH_WIDTH_TEXT, padded) == ["table", "shared_time", "more_fits_better", "cost"]
-    assert padded[-1]["params_ratio"] == pytest.approx(29.24, abs=0.01) and padded[-1]["time_ratio"] is None
-    flat = mlp_report.shape_findings("depth", [(1, 0.80, 0.01, 743, 40), (10, 0.80, 0.01, 3479, 130)])
-    assert cases(mlp_report.DEPTH_WIDTH_TEXT, flat) == ["table", "no_gain", "cost_with_time"]
+    flat = mlp_report.shape_findings("depth", [(1, 0.80, 0.01, 743, 0.4, 1, 1), (10, 0.80, 0.01, 3479, 1.3, 1, 1)])
+    assert cases(mlp_report.DEPTH_WIDTH_TEXT, flat) == ["table_depth", "no_gain", "cost_depth"]
 
 
-def test_depth_width_gives_no_time_to_models_that_shared_a_padded_group():
-    runs = []
-    for (depth, width), seconds, acc in (((1, 16), 10.0, 0.69), ((6, 16), 50.0, 0.81), ((6, 64), 50.0, 0.93)):
-        history = {key: [acc] for key in ("val_acc", "train_eval_acc", "test_acc")}
-        runs.append(run_with(history, depth=depth, width=width, group_wall_s=seconds, n_params=depth * width))
-    groups = {(r["depth"], r["width"]): [i] for i, r in enumerate(runs)}
-    val = {arch: runs[i[0]]["history"]["val_acc"][0] for arch, i in groups.items()}
-    answers = mlp_report.depth_width_findings(runs, groups, val, (6, 64), (1, 16))
+def test_matched_finding_pairs_models_of_about_the_same_size():
+    rows = [(6, 16, 2263, [0.81, 0.82, 0.80]), (1, 52, 2327, [0.70, 0.72, 0.71]), (2, 28, 2139, [0.80, 0.83, 0.79]),
+            (6, 64, 24295, [0.93, 0.92, 0.93])]
+    found = mlp_report.matched_finding(rows)
+    pairs = {(deep[:2], shallow[:2]): verdict for deep, shallow, _, _, verdict in found["pairs"]}
+    # 6x64 matches nothing; 2x28 and 1x52 are 8.8% apart, within 10%
+    assert pairs == {((6, 16), (1, 52)): "above", ((6, 16), (2, 28)): "tie", ((2, 28), (1, 52)): "above"}
+    assert found["case"] == "mixed"
+    deeper = mlp_report.matched_finding(rows[:2])
+    wider = mlp_report.matched_finding([rows[0], (1, 52, 2327, [0.9, 0.91, 0.92])])
+    tie = mlp_report.matched_finding([rows[0], rows[2]])
+    none = mlp_report.matched_finding([rows[0], rows[3]])
+    assert [f["case"] for f in (deeper, wider, tie, none)] == ["deeper_wins", "shallower_wins", "all_tie", "no_pairs"]
+    for f in (found, deeper, wider, tie, none):
+        assert mlp_report.matched_text(f).strip()
+
+
+def test_longer_finding_tells_training_from_capacity():
+    def runs(acc, epochs, slope=0.0):
+        return [run_with({"val_acc": [acc] * epochs, "val_loss": list(1.0 - slope * np.arange(epochs))}, seed=s)
+                for s in (42, 43, 44)]
+    worst = runs(0.69, 50, 0.002)
+    capacity = mlp_report.longer_finding(worst, runs(0.695, 200), next_acc=0.78)
+    training = mlp_report.longer_finding(worst, runs(0.79, 200, 0.001), next_acc=0.78)
+    both = mlp_report.longer_finding(worst, runs(0.73, 200), next_acc=0.78)
+    diverged = mlp_report.longer_finding(worst, [dict(r, status="diverged") for r in runs(0.7, 200)], 0.78)
+    assert cases(mlp_report.DEPTH_WIDTH_TEXT, [capacity, training, both, diverged]) == [
+        "capacity", "training", "both", "longer_diverged"]
+    assert (both["epochs"], both["longer_epochs"], both["gain"]) == (50, 200, pytest.approx(0.04))
+    assert training["trend"] == "improving" and capacity["trend"] == "flat"
+
+
+def test_ranking_finding_calls_a_difference_within_the_noise_a_tie():
+    clear = mlp_report.ranking_finding("best", ("a", [0.93, 0.92, 0.93]), ("b", [0.90, 0.90, 0.91]))
+    tied = mlp_report.ranking_finding("best", ("a", [0.93, 0.90, 0.94]), ("b", [0.92, 0.91, 0.92]))
+    single = mlp_report.ranking_finding("best", ("a", [0.93]), ("b", [0.90]))
+    assert cases(mlp_report.DEPTH_WIDTH_TEXT, [clear, tied, single]) == ["clear_best", "tied_best", "unranked_best"]
+    assert clear["difference"] == pytest.approx(0.0233, abs=1e-4)
+
+
+def test_depth_width_findings_rank_only_the_protocol_and_time_each_model_alone():
+    runs, seconds = [], {}
+    for (depth, width), sec, accs in (((1, 16), 0.3, [0.69, 0.70, 0.68]), ((6, 16), 0.9, [0.81, 0.80, 0.82]),
+                                      ((6, 64), 1.2, [0.93, 0.92, 0.93]), ((1, 52), 0.4, [0.99, 0.99, 0.99])):
+        seconds[f"{depth}x{width}"] = sec
+        for seed, acc in zip((42, 43, 44), accs):
+            history = {key: [acc] for key in ("val_acc", "train_eval_acc", "test_acc")}
+            runs.append(run_with(history, seed=seed, depth=depth, width=width, n_params=depth * width,
+                                 init_grad_sq_norm=[4.0, 1.0], final_grad_sq_norm=[1.0, 1.0]))
+    groups = {}
+    for i, r in enumerate(runs):
+        groups.setdefault((r["depth"], r["width"]), []).append(i)
+    result = {"runs": runs, "seconds_per_epoch_alone": seconds}
+    answers = mlp_report.depth_width_findings(result, groups, [(1, 16), (6, 16), (6, 64)])
     assert [item for item, _, _ in answers] == ["6.2.1-1", "6.2.1-2", "6.2.1-3", "6.2.1-4"]
+    assert answers[0][2][0]["label"] == "best model (depth 6, width 64)"  # 1x52 is matched, not ranked
+    assert answers[1][2][0]["label"] == "worst model (depth 1, width 16)"
     depth, width = (findings[0]["rows"] for _, _, findings in answers[2:])
-    assert depth == [(1, 0.69, 0.0, 16, 10.0), (6, 0.81, 0.0, 96, None)]  # 6x16 shared its group with 6x64
-    assert width == [(16, 0.81, 0.0, 96, None), (64, 0.93, 0.0, 384, None)]
+    assert depth == [(1, pytest.approx(0.69), pytest.approx(0.01), 16, 0.3, 2.0, 1.0),
+                     (6, pytest.approx(0.81), pytest.approx(0.01), 96, 0.9, 2.0, 1.0)]
+    assert [row[0] for row in width] == [16, 64] and width[1][4] == 1.2
+    assert answers[2][2][-1]["case"] == "no_pairs"  # parameters depth * width: 96 and 52 are not within 10%
 
 
 def gradient_epochs(values_per_epoch, seed=42, status="ok", init_norms=None):
     depth = len(values_per_epoch[0])
     return run_with({"grad_sq_norm": values_per_epoch, "val_acc": [0.2]}, seed=seed, status=status,
-                    init_activation_norm=init_norms or [1.0] * depth, first_step_grad_sq_norm=[1.0] * depth)
+                    init_activation_norm=init_norms or [1.0] * depth, init_grad_sq_norm=[1.0] * depth)
 
 
 def test_vanishing_findings_cases():
@@ -1455,16 +1597,28 @@ def test_fixes_findings_give_each_change_its_verdict():
     good["history"]["val_acc"] = [0.57]
     flat = gradient_epochs([[1e-2, 1e-3]] * 2)
     flat["history"]["val_acc"] = [0.16]
-    blown = gradient_epochs([[1.0, 1.0]], status="diverged", init_norms=[1.0, 3e10])
+    blown = gradient_epochs([[1.0, 1.0]], status="diverged")
+    blown.update(init_grad_sq_norm=[5.2e10, 2.0], lr=1e-3)
     zeros = gradient_epochs([[0.0, 1e-3]] * 2)
     zeros["history"]["val_acc"] = [0.3]
-    verdicts = [mlp_report.fix_verdict(runs, 0.16) for runs in ([good], [flat], [blown, good], [zeros],
-                                                                [{**zeros, "activation": "leaky_relu"}], [plain])]
+    dead = gradient_epochs([[0.0, 0.0, 1e-3]] * 2, init_norms=[1.0, 3e-5, 0.0])
+    underflow = dict(gradient_epochs([[0.0, 1e-40, 1e-3]] * 2), activation="leaky_relu")
+    verdicts = [mlp_report.fix_verdict(runs, [0.16]) for runs in ([good], [flat], [blown, good], [zeros], [underflow],
+                                                                  [dead])]
     assert cases(mlp_report.FIXES_TEXT, [dict(v, label="x") for v in verdicts]) == [
         "solved", "no_gain", "diverged", "zeros_no_dead_layer", "zeros_underflow", "zeros_dead_layer"]
     assert verdicts[0]["val"] == 0.57 and verdicts[1]["val"] == 0.16
-    assert (verdicts[2]["diverged"], verdicts[2]["seeds"], verdicts[2]["output_norm"]) == (1, 2, 3e10)
+    assert (verdicts[2]["diverged"], verdicts[2]["seeds"], verdicts[2]["first_grad"]) == (1, 2, 5.2e10)
+    assert verdicts[2]["step"] == pytest.approx(1e-3 * math.sqrt(5.2e10))
     assert verdicts[3]["zeros"] == [(42, [0])]
+    assert verdicts[4]["lowest"] == [(42, (1, 1e-40, pytest.approx(37)))]
+    assert verdicts[5]["dead"] == [(42, (2, 3e-5))]
+    # solved needs more than two seed standard deviations (pooled): 0.30 +- 0.12 over plain 0.16 +- 0 is not
+    noisy = [dict(good, seed=s, history={**good["history"], "val_acc": [v]})
+             for s, v in ((42, 0.2), (43, 0.3), (44, 0.44))]
+    margin = mlp_report.fix_verdict(noisy, [0.16, 0.16, 0.16])
+    assert margin["case"] == "no_gain"
+    assert margin["margin"] == pytest.approx(2 * math.sqrt(np.var([0.2, 0.3, 0.44], ddof=1) / 2))
     found = mlp_report.fixes_findings([plain], [("skips", [good]), ("LeakyReLU", [zeros]), ("He", [flat])])
     assert cases(mlp_report.FIXES_TEXT, found) == ["solved_by", "solved", "zeros_no_dead_layer", "no_gain"]
     assert found[0]["solved"] == ["skips"] and found[0]["plain_acc"] == 0.16 and found[2]["label"] == "LeakyReLU"
@@ -1487,6 +1641,132 @@ def test_implicit_findings_judge_against_seed_noise():
     assert cases(mlp_report.IMPLICIT_TEXT, worse)[0] == "raw_better"
     assert cases(mlp_report.IMPLICIT_TEXT, mlp_report.implicit_findings(raw[:1], acc_runs([0.9]), 0.03, 0.03))[0] \
         == "one_seed"
+
+
+def test_lr_best_within_the_noise_is_a_tie():
+    stats = {0.01: lr_stats([1.50, 1.62, 1.55], 2.8), 0.2: lr_stats([1.56, 1.58, 1.60], 2.8)}
+    found = mlp_report.lr_findings(stats, PRIOR, UNIFORM, 39, 50)
+    assert cases(mlp_report.LR_TEXT, found) == ["best_tied"]
+    assert (found[0]["lr"], found[0]["other"]) == (0.01, 0.2)
+    assert found[0]["difference"] == pytest.approx(0.0233, abs=1e-4)
+
+
+def test_dead_units_finding_reads_the_curves():
+    collapsed = np.array([0.3, 0.6, 0.8, 0.8])
+    kills = mlp_report.dead_units_finding({1: collapsed, 0.01: np.array([0.3, 0.25, 0.2, 0.21])},
+                                          {1: "collapsed", 0.01: "learning"})
+    recover = mlp_report.dead_units_finding({1: np.array([0.3, 0.9, 0.6, 0.5]), 0.01: np.array([0.3, 0.2, 0.2, 0.2])},
+                                            {1: "collapsed", 0.01: "learning"})
+    mixed = mlp_report.dead_units_finding({1: collapsed, 1e-5: np.array([0.29, 0.29, 0.8, 0.79])},
+                                          {1: "collapsed", 1e-5: "stuck"})
+    listed = mlp_report.dead_units_finding({0.01: np.array([0.3, 0.2])}, {0.01: "learning"})
+    assert cases(mlp_report.DEAD_TEXT, [kills, recover, mixed, listed]) == [
+        "collapse_kills_units", "collapse_units_recover", "dead_units_do_not_separate", "listed"]
+    assert kills["rows"][0] == (1, 0.3, 0.8, 0.8)
+
+
+def test_plateau_and_overfit_findings():
+    plateau = {"val_acc": [0.05, 0.166, 0.167, 0.30], "val_entropy": [3.6, 3.25, 3.2, 2.5],
+               "val_mode_share": [0.5, 0.98, 0.96, 0.4]}
+    one = mlp_report.plateau_finding([run_with(plateau)], top_share=0.166, prior_entropy=3.26)
+    assert (one["case"], one["first"], one["last"], one["n"]) == ("one_class", 2, 3, 2)
+    assert one["entropy"] == pytest.approx(3.225) and one["share"] == pytest.approx(0.97)
+    spread = mlp_report.plateau_finding([run_with({**plateau, "val_mode_share": [0.5, 0.4, 0.4, 0.3]})], 0.166, 3.26)
+    never = mlp_report.plateau_finding([run_with({**plateau, "val_acc": [0.3] * 4})], 0.166, 3.26)
+    assert cases(mlp_report.EPOCHS_TEXT, [one, spread, never]) == ["one_class", "several_classes", "no_plateau"]
+    epochs = np.arange(1, 101)
+    def control(val, seed=42):
+        return run_with({"val_loss": list(val), "train_eval_loss": list(3.0 - 0.02 * epochs)}, seed=seed,
+                        train_rows=300, rows_per_class=3, features="standardized", width=64, lr=0.01,
+                        batch_size=16)
+    turning = [control(1.0 + 0.0004 * (epochs - 40) ** 2), control(1.0 + 0.0004 * (epochs - 45) ** 2, seed=43)]
+    overfits = mlp_report.overfit_finding(turning)
+    falling = mlp_report.overfit_finding([control(2.0 - 0.005 * epochs)])
+    assert cases(mlp_report.EPOCHS_TEXT, [overfits, falling]) == ["control_overfits", "control_does_not"]
+    assert [seed["epoch"] for seed in overfits["seeds"]] == pytest.approx([40, 45], abs=1)  # a median window of 5
+    assert overfits["window"] == 5
+    first = overfits["seeds"][0]
+    assert first["val_low"] == pytest.approx(1.0, abs=1e-3)
+    assert first["val_end"] == pytest.approx(1.0 + 0.0004 * 59 ** 2)
+    assert first["train_end"] == pytest.approx(3.0 - 0.02 * 99)  # the median of the last (half) window
+    spiky = control(np.where(epochs % 7 == 0, 9.0, 2.0 - 0.005 * epochs))  # falling, with spikes
+    assert mlp_report.overfit_finding([spiky])["case"] == "control_does_not"
+    short = mlp_report.overfit_finding([run_with({"val_loss": [1.0, 0.9], "train_eval_loss": [1.0, 0.8]})])
+    assert cases(mlp_report.EPOCHS_TEXT, [short]) == ["control_too_short"]
+
+
+def test_controls_findings_split_batch_norms_gain():
+    def runs(acc, lr=1e-3, features="raw", control=None):
+        return [run_with({"val_acc": [acc]}, lr=lr, features=features, control=control) for _ in range(3)]
+    plain, normed = runs(0.40), runs(0.90)
+    controls = {"larger_lr": runs(0.50, 0.01), "standardized": runs(0.41, features="standardized"),
+                "standardized_larger_lr": runs(0.88, 0.01, "standardized")}
+    found = mlp_report.controls_findings(plain, normed, controls)
+    assert cases({**mlp_report.BATCHNORM_TEXT, **mlp_report.CONTROLS_TEXT}, found) == [
+        "recovers_part", "recovers_none", "recovers_most", "inputs_and_step"]
+    assert found[0]["recovered"] == pytest.approx(0.2) and found[3]["left"] == pytest.approx(0.04)
+    partly = mlp_report.controls_findings(plain, normed, {"larger_lr": runs(0.60, 0.01)})
+    assert [f["case"] for f in partly] == ["recovers_part", "between_layers"]
+    assert partly[1]["left"] == pytest.approx(0.6)
+    none = mlp_report.controls_findings(plain, runs(0.405), controls)
+    diverged = mlp_report.controls_findings(plain, normed, {"larger_lr": [dict(r, status="diverged") for r in runs(0)]})
+    assert cases(mlp_report.CONTROLS_TEXT, none + diverged) == ["no_gain_to_explain", "control_diverged"]
+
+
+def test_sweep_findings_read_the_best_lr_per_batch_size():
+    lrs, sizes = [0.3, 0.1, 0.03, 0.01], [16, 64, 256, 1024]
+    def grid(best):
+        return {(size, lr): [0.8 if lr == best[size] else 0.5] * 3 for size in sizes for lr in lrs}
+    linear = mlp_report.sweep_findings(grid({16: 0.01, 64: 0.03, 256: 0.1, 1024: 0.3}), lrs, sizes)[0]
+    assert (linear["case"], linear["rule"]) == ("grows", "linear")  # 30x for a 64x larger batch: within one step
+    slower = mlp_report.sweep_findings(grid({16: 0.01, 64: 0.01, 256: 0.03, 1024: 0.03}), lrs, sizes)[0]
+    assert (slower["case"], slower["rule"]) == ("grows", "slower")
+    assert [row[1] for row in linear["rows"]] == [0.01, 0.03, 0.1, 0.3] and linear["lr_ratio"] == pytest.approx(30)
+    faster = mlp_report.sweep_findings(grid({16: 0.01, 64: 0.3, 256: 0.3, 1024: 0.3}), lrs, [16, 64])[0]
+    assert (faster["case"], faster["rule"]) == ("grows", "faster")  # 30x for 4x
+    same = mlp_report.sweep_findings(grid(dict.fromkeys(sizes, 0.1)), lrs, sizes)[0]
+    shrinks = mlp_report.sweep_findings(grid({16: 0.3, 64: 0.1, 256: 0.1, 1024: 0.01}), lrs, sizes)[0]
+    mixed = mlp_report.sweep_findings(grid({16: 0.1, 64: 0.3, 256: 0.01, 1024: 0.1}), lrs, sizes)[0]
+    one = mlp_report.sweep_findings(grid(dict.fromkeys(sizes, 0.1)), lrs, [16])[0]
+    assert cases(mlp_report.SWEEP_TEXT, [linear, same, shrinks, mixed, one]) == [
+        "grows", "same_lr", "shrinks", "mixed", "one_batch_size"]
+    noisy = grid(dict.fromkeys(sizes, 0.1))
+    noisy[(16, 0.03)] = [0.78, 0.82, 0.79]
+    noisy[(16, 0.1)] = [0.80, 0.81, 0.80]
+    tied = mlp_report.sweep_findings(noisy, lrs, sizes)[0]
+    assert tied["rows"][0][3] == [0.03] and tied["rows"][1][3] == []
+    assert tied["rows"][0][4] == pytest.approx(math.sqrt(0.1 * 0.03))  # the centre of the tied lrs
+
+
+def test_per_country_finding_names_the_largest_changes():
+    raw = [run_with({}, val_acc_per_class=[0.9, 0.5, 0.2, 0.8]) for _ in range(2)]
+    sin = [run_with({}, val_acc_per_class=[0.95, 0.3, 0.6, 0.1]) for _ in range(2)]
+    found = mlp_report.per_country_finding(raw, sin, counts=[100, 50, 40, 5], names=["A", "B", "C", "D"])
+    assert found["gains"] == [("C", 0.2, 0.6), ("A", 0.9, 0.95)] and found["losses"] == [("B", 0.5, 0.3)]  # D: 5 points
+    assert cases(mlp_report.IMPLICIT_TEXT, [found]) == ["per_country"]
+
+
+def test_near_data_mask_and_per_class_accuracy_equal_hand_computation():
+    points = torch.tensor([[0.0, 0.0], [10.0, 10.0]])
+    mask = mlp.near_data_mask(points, [0.0, 10.0, 0.0, 10.0], resolution=11, radius=2)
+    expected = np.zeros((11, 11), bool)
+    expected[:3, :3] = expected[-3:, -3:] = True  # rows are y, columns x; each point's cell and 2 around it
+    assert (mask == expected).all()
+    run = {**mlp.PLAIN, "depth": 1, "width": 2}
+    torch.manual_seed(0)
+    model = mlp.build_model(run, 3)
+    X, y = torch.randn(50, 2), torch.arange(50) % 3
+    y[:5] = 2
+    data = {"meta": {"n_classes": 4}, "val": (X, y), "train": (X, y)}
+    per_class = mlp.val_acc_per_class(run, model.state_dict(), {**data, "meta": {"n_classes": 3}})
+    predicted = model(X).argmax(1)
+    assert per_class == pytest.approx([float((predicted[y == c] == c).float().mean()) for c in range(3)])
+
+
+def test_width_groups_pad_only_within_the_ratio():
+    assert mlp.width_groups([64, 8, 16, 32, 16]) == [[8, 16, 32], [64]]
+    assert mlp.width_groups([28, 16, 64]) == [[16, 28, 64]]
+    assert mlp.width_groups([4, 100]) == [[4], [100]]
 
 
 def test_borders_and_seed_helpers():
