@@ -430,19 +430,11 @@ def train_epochs(settings, data, reads, env, batch_norm=None):
     """100 epochs; beyond the protocol, what the nets predict on the validation set after every epoch (the
     entropy of their outputs, the share given to one class), each run's ReLU-input scale per layer at
     initialisation (as the first step sees it) and at the end, and its dead units at the end, on the
-    validation set; and, for the plain net, the over-fitting control, and batch norm's controls
-    (BATCHNORM_CONTROLS) in the plain net's lockstep group."""
+    validation set; and, for the plain net, the over-fitting control."""
     arch = arch_of(settings) if batch_norm is None else arch_of(settings, batch_norm=batch_norm)
     desc = f"{settings['epochs']} epochs" + ", batch norm" * arch["batch_norm"]
-    runs = seed_runs(settings, settings["lr"])
-    if batch_norm is None and settings["larger_lr"]:
-        runs += [run for control, (features, lr) in BATCHNORM_CONTROLS.items()
-                 for run in seed_runs(settings, settings[lr], control=control, features=features)]
-    results, states = train_group(data, runs, arch, settings, env, desc, eval_train=True,
-                                  epoch_measure=output_summary)
-    controls = [result for result in results if "control" in result]
-    protocol = [i for i, result in enumerate(results) if "control" not in result]
-    results, states = [results[i] for i in protocol], [states[i] for i in protocol]
+    results, states = train_group(data, seed_runs(settings, settings["lr"]), arch, settings, env, desc,
+                                  eval_train=True, epoch_measure=output_summary)
     X, n_classes = data["val"][0].cpu(), data["meta"]["n_classes"]
     for result, state in zip(results, states):
         seed_everything(result["seed"])
@@ -456,8 +448,6 @@ def train_epochs(settings, data, reads, env, batch_norm=None):
               "class_prior": {"entropy": class_prior_entropy(y, n_classes), "top_share": top_share}}
     if batch_norm is None and settings["overfit_per_class"]:
         result["overfit_runs"] = overfit_control(settings, data, env)
-    if controls:
-        result["control_runs"] = controls
     return result
 
 
@@ -494,11 +484,14 @@ BATCHNORM_CONTROLS = {  # control: (its inputs, the setting that is its lr); no 
 
 
 def train_batchnorm(settings, data, reads, env):
-    """The epochs question with batch norm, beside the epochs question's runs and, beyond the protocol, its
-    controls without batch norm that tell batch norm's parts apart (BATCHNORM_CONTROLS)."""
+    """The epochs question with batch norm, beside the epochs question's runs; beyond the protocol, the
+    controls without batch norm that tell its parts apart (BATCHNORM_CONTROLS), in one lockstep group."""
     result = train_epochs(settings, data, reads, env, batch_norm=True)
-    return {**result, "baseline_runs": reads["epochs"]["runs"],
-            "control_runs": reads["epochs"].get("control_runs", [])}
+    runs = [run for control, (features, lr) in BATCHNORM_CONTROLS.items()
+            for run in seed_runs(settings, settings[lr], control=control, features=features)]
+    controls, _ = train_group(data, runs, arch_of(settings, batch_norm=False), settings, env,
+                              "controls without batch norm", eval_train="final")
+    return {**result, "baseline_runs": reads["epochs"]["runs"], "control_runs": controls}
 
 
 NOISE_STEPS = 100  # the last step losses, whose spread measures how noisy a batch size's steps are
@@ -686,10 +679,10 @@ QUESTIONS = [
              dict(SKELETON, batch_size=256, batch_norm=False, lrs=[1, 0.2, 0.01, 0.001, 0.0005, 0.00001],
                   epochs=50), train_lr, mlp_report.report_lr),
     Question("epochs", "6.1.2-2", "Training for longer (no batch norm)",
-             dict(SKELETON, batch_size=256, batch_norm=False, epochs=100, larger_lr=0.01, **OVERFIT),
-             train_epochs, mlp_report.report_epochs),
+             dict(SKELETON, batch_size=256, batch_norm=False, epochs=100, **OVERFIT), train_epochs,
+             mlp_report.report_epochs),
     Question("batchnorm", "6.1.2-3", "Batch norm (compared with 6.1.2-2)", dict(SKELETON, batch_size=256,
-             epochs=100), train_batchnorm, mlp_report.report_batchnorm, reads=("epochs",)),
+             epochs=100, larger_lr=0.01), train_batchnorm, mlp_report.report_batchnorm, reads=("epochs",)),
     Question("batch_size", "6.1.2-4", "Batch size",
              dict(SKELETON, batch_norm=False, batch_sizes=[1, 16, 128, 1024],
                   batch_size_epochs=[1, 10, 50, 50]),
@@ -750,8 +743,8 @@ SETTINGS = [
     Setting("overfit_lr", "learning rate of the over-fitting control", dict(type=float)),
     Setting("overfit_batch_size", "batch size of the over-fitting control", dict(type=int)),
     Setting("overfit_epochs", "epochs of the over-fitting control", dict(type=int)),
-    Setting("larger_lr", "the larger learning rate of batch norm's controls without batch norm, trained "
-            "beside the epochs question's runs (0: no controls)", dict(type=float), check=non_negative),
+    Setting("larger_lr", "the larger learning rate of batch norm's controls without batch norm",
+            dict(type=float)),
     Setting("depth", "hidden layers, the input layer included", dict(type=int)),
     Setting("width", "units per hidden layer", dict(type=int)),
     Setting("architectures", "models, each DEPTHxWIDTH", dict(type=architecture, nargs="+", metavar="DxW"),

@@ -689,21 +689,6 @@ def test_same_flags_same_numbers_across_processes(tmp_path):
     assert [r["history"] for r in first["runs"]] == [r["history"] for r in second["runs"]]
 
 
-
-def test_batchnorm_controls_ride_in_the_epochs_group_and_leave_its_runs_alone(tmp_path):
-    """Batch norm's controls train beside the epochs question's runs (one lockstep group, the same net): the
-    protocol's runs are bitwise those of a group without them, and batchnorm reads the controls from epochs."""
-    folder = write_csv_dir(tmp_path / "data")
-    base = ["--quick", "--quiet", "--seeds", 2, "--overfit-per-class", 0, "--data-dir", folder]
-    assert run_script("mlp.py", "--question", "batchnorm", *base, "--out", tmp_path / "a").returncode == 0
-    assert run_script("mlp.py", "--question", "epochs", *base, "--larger-lr", 0, "--out", tmp_path / "b").returncode == 0
-    with_controls, batchnorm, alone = (json.loads((tmp_path / d / "mlp" / f"{q}.json").read_text())
-                                       for d, q in (("a", "epochs"), ("a", "batchnorm"), ("b", "epochs")))
-    assert [r["history"] for r in with_controls["runs"]] == [r["history"] for r in alone["runs"]]
-    assert "control_runs" not in alone and len(with_controls["control_runs"]) == 2 * len(mlp.BATCHNORM_CONTROLS)
-    assert batchnorm["control_runs"] == with_controls["control_runs"]
-    assert {r["control"] for r in batchnorm["control_runs"]} == set(mlp.BATCHNORM_CONTROLS)
-
 # ----------------------------------------------------------------------------- questions end to end
 
 @pytest.mark.parametrize("question", [q.name for q in mlp.QUESTIONS])
