@@ -333,7 +333,8 @@ def dead_units_finding(curves, cases):
     stay = all(row[3] >= row[2] - DEAD_MARGIN for row in collapsed)
     case = ("collapse_kills_units" if more and stay else "collapse_units_recover" if more
             else "dead_units_do_not_separate")
-    return dict(case=case, rows=rows, collapsed=collapsed, others=others)
+    revived = [row for row in others if row[3] < row[2] - DEAD_MARGIN]
+    return dict(case=case, rows=rows, collapsed=collapsed, others=others, revived=revived)
 
 
 def dead_rows_text(rows):
@@ -347,8 +348,12 @@ DEAD_TEXT = {
     "collapse_kills_units": lambda f: (
         f"Dead units, measured after every epoch: {dead_rows_text(f['rows'])}. The lrs that collapse end "
         "with more dead units than every other lr, and theirs never fall back from their peak by more than "
-        f"{DEAD_MARGIN:.0%}: a ReLU that is 0 on every input passes no gradient to its weights, so once dead "
-        "it stays dead."),
+        f"{DEAD_MARGIN:.0%}: a ReLU that is 0 on every input passes no gradient to its own weights."
+        + (" Dead units do come back at "
+           + ", ".join(f"lr {lr:g} ({most:.0%} at most, {end:.0%} at the end)"
+                       for lr, _, most, end in f["revived"])
+           + ": there dying is not final, in the nets that collapse it is." if f["revived"]
+           else " At no lr do dead units come back.")),
     "collapse_units_recover": lambda f: (
         f"Dead units, measured after every epoch: {dead_rows_text(f['rows'])}. The lrs that collapse end "
         "with more dead units than the others, but some of theirs come back after their peak, so dying is "
@@ -669,15 +674,17 @@ def controls_findings(plain, normed, controls):
             continue
         acc = mean_final(ok, "val_acc")
         recovered = (acc - acc_plain) / gain
-        case = ("recovers_most" if recovered >= RECOVERS_MOST else
-                "recovers_none" if acc <= acc_plain + GAP_TOLERANCE else "recovers_part")
+        case = ("recovers_most" if recovered >= RECOVERS_MOST
+                else "below_plain" if acc < acc_plain - GAP_TOLERANCE
+                else "recovers_none" if acc <= acc_plain + GAP_TOLERANCE else "recovers_part")
         findings.append(dict(case=case, control=name, lr=ok[0]["lr"], features=ok[0]["features"], acc=acc,
                              recovered=recovered, acc_plain=acc_plain, acc_normed=acc_normed))
     recovered = [f for f in findings if "recovered" in f]
     if recovered:
         top = max(recovered, key=lambda f: f["recovered"])
-        findings.append(dict(case="between_layers" if top["recovered"] < RECOVERS_MOST else "inputs_and_step",
-                             control=top["control"], left=1 - top["recovered"], acc=top["acc"],
+        case = ("between_layers" if top["recovered"] < RECOVERS_MOST
+                else "inputs_and_step" if top["recovered"] < 1 else "inputs_and_step_all")
+        findings.append(dict(case=case, control=top["control"], left=1 - top["recovered"], acc=top["acc"],
                              acc_normed=acc_normed))
     return findings
 
@@ -693,6 +700,9 @@ CONTROLS_TEXT = {
     "recovers_most": lambda f: RECOVERED.format(name=control_name(f), **f) + ", most of it.",
     "recovers_part": lambda f: RECOVERED.format(name=control_name(f), **f) + ", part of it.",
     "recovers_none": lambda f: RECOVERED.format(name=control_name(f), **f) + ", none of it.",
+    "below_plain": lambda f: (
+        f"Without batch norm, {control_name(f)} reach validation accuracy {f['acc']:.3f}, below the plain "
+        f"net's {f['acc_plain']:.3f} (batch norm {f['acc_normed']:.3f}): none of batch norm's gain."),
     "between_layers": lambda f: (
         f"Even the best control ({CONTROL_NAMES[f['control']].split(' at ')[0]}) leaves {f['left']:.0%} of "
         "the gain to what only batch norm does: normalising every layer's inputs, at every step."),
@@ -700,6 +710,10 @@ CONTROLS_TEXT = {
         f"So the input's scale and the step size account for most of it: "
         f"{CONTROL_NAMES[f['control']].split(' at ')[0]} reach {f['acc']:.3f} against batch norm's "
         f"{f['acc_normed']:.3f}, leaving {f['left']:.0%} to normalising between layers."),
+    "inputs_and_step_all": lambda f: (
+        f"So the input's scale and the step size account for all of it: "
+        f"{CONTROL_NAMES[f['control']].split(' at ')[0]} reach {f['acc']:.3f}, at least batch norm's "
+        f"{f['acc_normed']:.3f}, so on this net normalising between layers adds nothing beyond them."),
 }
 
 
@@ -1090,12 +1104,12 @@ DEPTH_WIDTH_TEXT = {
     "capacity": ("Trained again for {longer_epochs} epochs instead of {epochs}, it ends at {acc_longer:.3f} "
                  "({gain:+.3f}), its validation loss {trend} at the end: it lacks capacity, not training."),
     "training": ("Trained again for {longer_epochs} epochs instead of {epochs}, it reaches {acc_longer:.3f} "
-                 "({gain:+.3f}), as high as the next model ({next_acc:.3f}): it lacked training, not "
-                 "capacity."),
+                 "({gain:+.3f}), at least the next-worst model's {next_acc:.3f} after {epochs}: it lacked "
+                 "training, not capacity."),
     "both": ("Trained again for {longer_epochs} epochs instead of {epochs}, it gains {gain:+.3f} (to "
              "{acc_longer:.3f}; its validation loss {trend} at the end, {previous:.3f} to {last:.3f} over "
-             "the last {window} epochs) but stays below the next model ({next_acc:.3f}): it lacked training, "
-             "and capacity too."),
+             "the last {window} epochs) but stays below the next-worst model ({next_acc:.3f}): it lacked "
+             "training, and capacity too."),
     "table_depth": lambda f: "By depth: " + "; ".join(
         f"{size} layers: validation {acc:.3f}, {params:,} parameters, {sec:.2f} s an epoch alone, "
         f"{GRADIENT_RATIO} {init:.2g} at initialisation and {end:.2g} at the end"
@@ -1204,6 +1218,33 @@ def depth_width_findings(result, groups, protocol):
                                                                                      shape_rows(0, depth)))]
 
 
+def plot_size(ax, runs, groups, protocol):
+    """Every model's final validation accuracy (mean, ± seed std) against its parameter count, coloured by
+    depth; models of matched size (matched_finding's pairs) joined by a dotted line."""
+    depths = sorted({depth for depth, _ in groups})
+    colors = dict(zip(depths, plt.cm.viridis(np.linspace(0, 0.85, len(depths)))))  # ordered, as depth is
+    points = {}
+    for arch, indices in groups.items():
+        accs = as_array([final(runs[i], "val_acc") for i in indices])
+        points[arch] = (runs[indices[0]]["n_params"], float(np.mean(accs)))
+        ax.errorbar(*points[arch], yerr=seed_std(accs), capsize=3, linestyle="none",
+                    marker="o" if arch in protocol else "s", color=colors[arch[0]])
+        ax.annotate(f"{arch[0]}x{arch[1]}", points[arch], textcoords="offset points", fontsize=8,
+                    xytext=(6, 4) if arch in protocol else (6, -11))  # matched sizes sit beside others
+    pairs = matched_finding([(d, w, points[(d, w)][0], [final(runs[i], "val_acc") for i in indices])
+                             for (d, w), indices in groups.items()])["pairs"]
+    for deep, shallow, *_ in pairs:
+        ends = [points[(deep[0], deep[1])], points[(shallow[0], shallow[1])]]
+        ax.plot(*zip(*ends), color="grey", linestyle=":", linewidth=1.2)
+    for depth in depths:
+        ax.plot([], [], marker="o", linestyle="none", color=colors[depth], label=f"depth {depth}")
+    ax.plot([], [], marker="s", linestyle="none", color="grey", label="matched size (beyond the protocol)")
+    ax.plot([], [], color="grey", linestyle=":", label=f"parameters within {MATCH_TOLERANCE:.0%}")
+    ax.set_xscale("log")
+    finish(ax, "parameters (log scale)", "final validation accuracy (mean ± std over seeds)",
+           "accuracy vs size (DEPTHxWIDTH)", fontsize=8)
+
+
 def report_depth_width(result):
     runs, groups = result["runs"], {}
     for i, run in enumerate(runs):
@@ -1228,7 +1269,7 @@ def report_depth_width(result):
               "train loss (train mode)", "val loss", "test loss", "status"]
     table = markdown_table(header, rows)
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True, layout="constrained")
+    fig, axes = plt.subplots(1, 3, figsize=(19.5, 4.8), sharey=True, layout="constrained")
     width, depth = (most_common([arch[i] for arch in protocol]) for i in (1, 0))
     for ax, vary, fixed_index, fixed in ((axes[0], "depth", 1, width), (axes[1], "width", 0, depth)):
         archs = sorted(a for a in protocol if a[fixed_index] == fixed)
@@ -1244,15 +1285,25 @@ def report_depth_width(result):
         xlabel = "hidden layers (depth)" if vary == "depth" else "units per hidden layer (width, log scale)"
         finish(ax, xlabel, "final accuracy (mean ± std over seeds)",
                f"accuracy vs {vary} ({['depth', 'width'][fixed_index]} {fixed})")
-    figures = {"depth_width.png": (fig, "Final accuracy against depth (left) and width (right), on one y "
-                                         "axis: where adding layers or units stops paying.")}
+    plot_size(axes[2], runs, groups, protocol)
+    caption = ("Final accuracy against depth (left) and width (middle), on one y axis: where adding layers "
+               "or units stops paying; right, every model against its parameter count: at one size, which "
+               "depth scores higher.")
+    figures = {"depth_width.png": (fig, caption)}
     for tag, arch in (("best", top), ("worst", worst)) if ranked else ():
         arch_runs = [runs[i] for i in groups[arch]]
         pair = map_figure(result["map_extent"], 8.5, other_width=6)
-        caption = f"The {tag} model's losses (left) and its borders (right): ringed points are its mistakes."
+        longer = [r for r in result.get("longer_runs", []) if (r["depth"], r["width"]) == arch]
+        caption = (f"The {tag} model's losses (left" + ", and its validation loss trained again for "
+                   "longer" * bool(longer) + ") and its borders (right): ringed points are its mistakes.")
         figures[f"depth_width_{tag}.png"] = (pair, caption)
         ax_loss, ax_map = pair.subplots(1, 2, gridspec_kw={"width_ratios": [6, 8.5]})
         plot_split_curves(ax_loss, None, arch_runs, f"{tag} model")
+        if longer:
+            plot_mean_band(ax_loss, epochs_axis(longer), [r["history"]["val_loss"] for r in longer],
+                           f"validation, trained again for {len(epochs_axis(longer))} epochs",
+                           color=PALETTE[5], linewidth=2)
+            ax_loss.legend()
         draw_map(ax_map, result, f"{arch[0]}x{arch[1]}", arch_runs[0], f"{tag} model: ")
     found = depth_width_findings(result, groups, protocol) if ranked else []
     matched_cases = ("no_pairs", "deeper_wins", "shallower_wins", "all_tie", "mixed")

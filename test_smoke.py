@@ -1662,7 +1662,9 @@ def test_dead_units_finding_reads_the_curves():
     listed = mlp_report.dead_units_finding({0.01: np.array([0.3, 0.2])}, {0.01: "learning"})
     assert cases(mlp_report.DEAD_TEXT, [kills, recover, mixed, listed]) == [
         "collapse_kills_units", "collapse_units_recover", "dead_units_do_not_separate", "listed"]
-    assert kills["rows"][0] == (1, 0.3, 0.8, 0.8)
+    assert kills["rows"][0] == (1, 0.3, 0.8, 0.8) and kills["revived"] == [(0.01, 0.3, 0.3, 0.21)]
+    flat = mlp_report.dead_units_finding({1: collapsed, 0.01: np.array([0.3, 0.28, 0.28])}, {1: "collapsed", 0.01: "learning"})
+    assert flat["case"] == "collapse_kills_units" and flat["revived"] == []
 
 
 def test_plateau_and_overfit_findings():
@@ -1708,6 +1710,9 @@ def test_controls_findings_split_batch_norms_gain():
     partly = mlp_report.controls_findings(plain, normed, {"larger_lr": runs(0.60, 0.01)})
     assert [f["case"] for f in partly] == ["recovers_part", "between_layers"]
     assert partly[1]["left"] == pytest.approx(0.6)
+    beyond = mlp_report.controls_findings(plain, normed, {"larger_lr": runs(0.20, 0.01), "standardized": runs(0.95)})
+    assert cases(mlp_report.CONTROLS_TEXT, beyond) == ["below_plain", "recovers_most", "inputs_and_step_all"]
+    assert beyond[2]["left"] == pytest.approx(-0.1)
     none = mlp_report.controls_findings(plain, runs(0.405), controls)
     diverged = mlp_report.controls_findings(plain, normed, {"larger_lr": [dict(r, status="diverged") for r in runs(0)]})
     assert cases(mlp_report.CONTROLS_TEXT, none + diverged) == ["no_gain_to_explain", "control_diverged"]
