@@ -1719,7 +1719,9 @@ COUNTRIES_SHOWN = 3  # the countries named for the largest gains and the largest
 
 
 def country_changes(rows):
-    return ", ".join(f"{name} ({raw:.2f} to {sin:.2f})" for name, raw, sin in rows) or "none"
+    """'Austria (0.60 to 0.89), ...'; a bare code (data without country names) as 'class 28'."""
+    return ", ".join(f"{'class ' * str(name).isdigit()}{name} ({raw:.2f} to {sin:.2f})"
+                     for name, raw, sin in rows) or "none"
 
 
 def per_country_finding(raw, sin, counts, names):

@@ -1749,6 +1749,8 @@ def test_per_country_finding_names_the_largest_changes():
     found = mlp_report.per_country_finding(raw, sin, counts=[100, 50, 40, 5], names=["A", "B", "C", "D"])
     assert found["gains"] == [("C", 0.2, 0.6), ("A", 0.9, 0.95)] and found["losses"] == [("B", 0.5, 0.3)]  # D: 5 points
     assert cases(mlp_report.IMPLICIT_TEXT, [found]) == ["per_country"]
+    assert mlp_report.country_changes([("28", 0.27, 0.75), ("Austria", 0.6, 0.89)]) == (
+        "class 28 (0.27 to 0.75), Austria (0.60 to 0.89)")  # a bare label code is named as a class
 
 
 def test_near_data_mask_and_per_class_accuracy_equal_hand_computation():
