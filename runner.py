@@ -104,14 +104,14 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UserError(f"{message} (see --help)")
 
 
-def protocol_text(questions, key, show):
-    """A setting's protocol value in every question that has it, for --help: 'protocol: 0.001', or
-    'protocol: q1, q2 50; q3 100' where questions differ."""
+def defaults_text(questions, key, show):
+    """A setting's default in every question that has it, for --help: 'default: 0.001', or 'default: q1, q2
+    50; q3 100' where questions differ. The protocol's value wherever the protocol sets one."""
     values = {}
     for question in questions:
         if key in question.protocol:
             values.setdefault(show(question.protocol[key]), []).append(question.name)
-    return "protocol: " + "; ".join(value if len(values) == 1 else f"{', '.join(names)} {value}"
+    return "default: " + "; ".join(value if len(values) == 1 else f"{', '.join(names)} {value}"
                                     for value, names in values.items())
 
 
@@ -131,9 +131,9 @@ def build_parser(script):
     parser.add_argument("--out", default="results",
                         help=f"results folder; outputs go to OUT/{script.name}/ (default: results)")
     for setting in SHARED_SETTINGS + script.settings:
-        protocol = protocol_text(script.questions, setting.key, setting.show)
+        defaults = defaults_text(script.questions, setting.key, setting.show)
         parser.add_argument("--" + setting.key.replace("_", "-"), dest=setting.key, **setting.argparse,
-                            help=f"{setting.help} ({protocol})")
+                            help=f"{setting.help} ({defaults})")
     parser.add_argument("--device", default="auto",
                         help="auto (cuda when available), cpu or cuda (default auto)")
     parser.add_argument("--threads", type=int,

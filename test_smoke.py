@@ -1114,10 +1114,10 @@ def question_records(script):
     return {q.name: q for q in script.questions}
 
 
-def test_help_shows_the_protocol_of_the_question_records():
-    """--help's protocol values are generated from the records: change a record and the help changes with it."""
+def test_help_shows_the_defaults_of_the_question_records():
+    """--help's defaults are generated from the records: change a record and the help changes with it."""
     text = " ".join(runner.build_parser(mlp.SCRIPT).format_help().split())
-    assert ("epochs (protocol: lr, depth_width, implicit 50; epochs, batchnorm 100; sweep, gradients, residual 10)"
+    assert ("epochs (default: lr, depth_width, implicit 50; epochs, batchnorm 100; sweep, gradients, residual 10)"
             in text)
     changed = [q._replace(protocol={**q.protocol, "epochs": 7}) if q.name == "gradients" else q
                for q in mlp.QUESTIONS]
