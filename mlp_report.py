@@ -917,8 +917,7 @@ def sweep_findings(finals_of, lrs, sizes):
     if len(sizes) < 2:
         return [dict(case="one_batch_size", rows=rows)]
     centres = [row[4] for row in rows]
-    rises = all(b >= a for a, b in zip(centres, centres[1:]))
-    falls = all(b <= a for a, b in zip(centres, centres[1:]))
+    rises, falls = falls_with(sizes, [-c for c in centres]), falls_with(sizes, centres)
     case = ("same_lr" if rises and falls else "grows" if rises else "shrinks" if falls else "mixed")
     lr_ratio, batch_ratio = centres[-1] / centres[0], sizes[-1] / sizes[0]
     step = float(np.median(np.diff(np.log(sorted(lrs))))) if len(lrs) > 1 else 0.0
@@ -1206,8 +1205,9 @@ def depth_width_findings(result, groups, protocol):
     worst_found = [fit_finding(label("worst", worst), mean_of(worst, "train_eval_acc"),
                                mean_of(worst, "val_acc"), mean_of(top, "train_eval_acc"),
                                runs[groups[worst][0]]["n_params"])]
-    if result.get("longer_runs") and len(ranked) > 1:
-        worst_found.append(longer_finding([runs[i] for i in groups[worst]], result["longer_runs"],
+    longer = result.get("longer_runs", [])
+    if longer and (longer[0]["depth"], longer[0]["width"]) == worst and len(ranked) > 1:
+        worst_found.append(longer_finding([runs[i] for i in groups[worst]], longer,
                                           val[ranked[1]]))
     matched = matched_finding([(d, w, runs[groups[(d, w)][0]]["n_params"], accs((d, w))) for d, w in groups])
     return [("6.2.1-1", "Did the best model generalise?", best_found),
