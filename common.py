@@ -218,17 +218,18 @@ def padded(tensor, shape):
 
 class StackedLinear(nn.Module):
     """K nn.Linear layers called at once: weight [K, out, in] and bias [K, out] (bound by stacked_module),
-    x [K, B, in] -> [K, B, out]."""
+    feature-major x [K, in, B] -> [K, out, B]."""
 
     def forward(self, x):
-        return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.mT)
+        return torch.baddbmm(self.bias.unsqueeze(-1), self.weight, x)
 
 
 class StackedBatchNorm1d(nn.Module):
     """K nn.BatchNorm1d layers of `width` features called at once, as one batch norm over K * width features
-    (each feature's statistics are its own, so each model's are too): x [K, B, width]; weight, bias,
-    running_mean and running_var [K, width], num_batches_tracked [K] (bound by stacked_module). Under vmap a
-    batch norm costs about 3x this on a CPU."""
+    (each feature's statistics are its own, so each model's are too): feature-major x [K, width, B], whose
+    every row is one feature's batch, as F.batch_norm reads a [1, K * width, B] tensor without a copy; weight,
+    bias, running_mean and running_var [K, width], num_batches_tracked [K] (bound by stacked_module). Under
+    vmap a batch norm costs about 3x this on a CPU."""
 
     def __init__(self, norm):
         super().__init__()
@@ -239,25 +240,27 @@ class StackedBatchNorm1d(nn.Module):
     def forward(self, x):
         if not self.training:  # an affine map: ~9x faster on a CPU than F.batch_norm's eval path
             scale = self.weight * torch.rsqrt(self.running_var + self.eps)
-            return torch.addcmul((self.bias - self.running_mean * scale).unsqueeze(1), x, scale.unsqueeze(1))
-        K, B, width = x.shape
+            shift = self.bias - self.running_mean * scale
+            return torch.addcmul(shift.unsqueeze(-1), x, scale.unsqueeze(-1))
         self.num_batches_tracked.add_(1)
-        flat = F.batch_norm(x.transpose(0, 1).reshape(B, K * width), self.running_mean.view(-1),
+        return F.batch_norm(x.reshape(1, -1, x.shape[-1]), self.running_mean.view(-1),
                             self.running_var.view(-1), self.weight.view(-1), self.bias.view(-1),
-                            self.training, self.momentum, self.eps)
-        return flat.view(B, K, width).transpose(0, 1)
+                            self.training, self.momentum, self.eps).view(x.shape)
 
 
-ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Identity)  # act on [K, B, width] as they do on [B, width]
+ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Identity)  # act on [K, width, B] as they do on [B, width]
 CONTAINERS = (nn.Sequential, nn.ModuleList)
 
 
 def stacked_module(model, tensors):
-    """K copies of model called at once on a stacked input [K, B, features]: a copy of model whose every
-    nn.Linear and nn.BatchNorm1d is its stacked form, holding tensors ({name: the K models' tensors stacked}
-    for every entry of model's state_dict; used in place, so that training them trains this module). model's
-    own forward must combine its submodules' outputs elementwise (as MLP's skips do). The same function as
-    vmap(functional_call(model)) with the tensors, with fewer and cheaper calls per step."""
+    """K copies of model called at once, feature-major: x [K, features, B] (model k's batch as the columns of
+    x[k]) -> [K, classes, B]. A copy of model whose every nn.Linear and nn.BatchNorm1d is its stacked form,
+    holding tensors ({name: the K models' tensors stacked} for every entry of model's state_dict; used in
+    place, so that training them trains this module). model's own forward must combine its submodules'
+    outputs elementwise (as MLP's skips do). The same function as vmap(functional_call(model)) with the
+    tensors, with fewer and cheaper calls per step. Feature-major, because then neither a Linear's weight nor
+    a batch norm's input needs a transpose or a copy: a step took 0.6-0.7x the time of a batch-major one
+    ([K, B, features]) on a CPU (BENCHMARKS.md)."""
     stacked = copy.deepcopy(model).to("meta")
     for parent in list(stacked.modules()):
         for name, child in parent.named_children():
@@ -294,12 +297,12 @@ def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_s
     returned state is cropped back to its shape.
 
     Returns (results, states): per run its history (per epoch: train_loss/train_acc averaged over the epoch's
-    batches in train mode, a tie for the top logit counted as correct; val_*, test_* and, with eval_train,
-    train_eval_* over the whole split in eval mode (eval_train='final': after the last epoch only, None
-    before, which spares a pass over the training set every epoch); with record_steps, step_loss per
-    optimizer step; with record_grads, grad_sq_norm: per epoch, the per-Linear-layer mean over the epoch's
-    steps of ||grad W||_2^2; with epoch_measure, a function of the stacked module in eval mode returning
-    {name: one row per model}, each name's value after every epoch), status 'ok' or 'diverged' with
+    batches in train mode; val_*, test_* and, with eval_train, train_eval_* over the whole split in eval
+    mode, a tie for the top logit counted as correct in every accuracy (eval_train='final': after the last
+    epoch only, None before, which spares a pass over the training set every epoch); with record_steps,
+    step_loss per optimizer step; with record_grads, grad_sq_norm: per epoch, the per-Linear-layer mean over
+    the epoch's steps of ||grad W||_2^2; with epoch_measure, a function of the stacked module in eval mode
+    returning {name: one row per model}, each name's value after every epoch), status 'ok' or 'diverged' with
     diverged_epoch (1-based; later values are None), and its final state_dict on the CPU."""
     K = len(runs)
     models = []
@@ -327,8 +330,15 @@ def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_s
                                    shapes[name]) for state, run in zip(states, runs)])
                for name in param_names]
     own_shapes = [{name: t.shape for name, t in state.items()} for state in states]
-    stacked = stacked_module(models[widest], {**params, **buffers})  # x [K, B, features]: a batch per model
+    stacked = stacked_module(models[widest], {**params, **buffers})  # x [K, features, B]: a batch per model
     del models, states
+
+    def loss_and_hits(X, y):
+        """Each model's loss on each row of X [K, features, B] (labels y [K, B]), and whether it got the row
+        right (a tie for the top logit counts as right: amax is ~50x cheaper than argmax on a CPU)."""
+        log_probs = stacked(X).log_softmax(1)  # F.cross_entropy in two steps: log_probs serves accuracy too
+        sample_loss = F.nll_loss(log_probs, y, reduction="none")
+        return sample_loss, -sample_loss >= log_probs.amax(1)
 
     @torch.no_grad()
     def evaluate(X, y, chunk=4096):
@@ -336,10 +346,9 @@ def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_s
         correct = torch.zeros(K, device=device)
         for start in range(0, len(y), chunk):
             xb, yb = X[..., start:start + chunk, :], y[start:start + chunk]
-            logits = stacked(xb.expand(K, *xb.shape[-2:]))  # every model the same rows
-            losses = F.cross_entropy(logits.flatten(0, 1), yb.repeat(K), reduction="none")
-            loss_sum += losses.view(K, -1).sum(1)
-            correct += (logits.argmax(-1) == yb).sum(1)
+            sample_loss, hit = loss_and_hits(xb.expand(K, *xb.shape[-2:]).mT, yb.expand(K, -1))  # same rows
+            loss_sum += sample_loss.sum(1)
+            correct += hit.sum(1)
         return loss_sum / len(y), correct / len(y)
 
     X_train, y_train = data["train"]
@@ -368,17 +377,13 @@ def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_s
         grad_record = torch.empty(steps, K, len(linear_index), device=device) if record_grads else None
         for i in range(steps):
             batch = slice(i * batch_size, (i + 1) * batch_size)
-            logits = stacked(X_shuffled[:, batch])
-            log_probs = logits.log_softmax(-1)  # F.cross_entropy in two steps: log_probs serves accuracy too
-            sample_loss = F.nll_loss(log_probs.flatten(0, 1), y_shuffled[:, batch].flatten(),
-                                     reduction="none")
-            sample_loss = sample_loss.view(K, -1)
+            sample_loss, hit = loss_and_hits(X_shuffled[:, batch].mT, y_shuffled[:, batch])
             loss = sample_loss.mean(1)
             grads = torch.autograd.grad(loss.sum(), plist)
             with torch.no_grad():
                 torch._foreach_addcmul_(plist, grads, neg_lrs)
                 step_loss[i] = loss
-                hits[:, batch] = -sample_loss >= log_probs.amax(-1)  # amax: ~20x cheaper than argmax on a CPU
+                hits[:, batch] = hit
                 if record_grads:
                     grad_record[i] = grad_sq_norms(grads, linear_groups)
             bar.update()

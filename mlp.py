@@ -268,15 +268,22 @@ def val_acc_per_class(run, state, data):
     return [float(h / c) if c else None for h, c in zip(torch.bincount(y, hits, n_classes), counts)]
 
 
+def batch_major(model, X):
+    """model's logits for the rows of X [N, features]: [N, classes]; for a stacked module and X [K, N,
+    features], [K, N, classes] (a stacked module works feature-major: common.stacked_module)."""
+    return model(X.mT).mT if X.dim() == 3 else model(X)
+
+
 @torch.no_grad()
 def relu_inputs(model, X, train_mode=False):
     """The input of every ReLU for the rows of X, in eval mode (or train mode: batch norm normalizing by X's
-    own statistics, as in a training step): one [N, width] tensor per hidden layer."""
+    own statistics, as in a training step): one [N, width] tensor per hidden layer ([K, N, width] for a
+    stacked module and X [K, N, features], as batch_major)."""
     inputs = []
-    hooks = [m.register_forward_hook(lambda m, i, o: inputs.append(i[0])) for m in model.modules()
-             if isinstance(m, tuple(ACTIVATIONS.values()))]
+    hooks = [m.register_forward_hook(lambda m, i, o: inputs.append(i[0].mT if X.dim() == 3 else i[0]))
+             for m in model.modules() if isinstance(m, tuple(ACTIVATIONS.values()))]
     model.train(train_mode)
-    model(X)
+    batch_major(model, X)
     for hook in hooks:
         hook.remove()
     return inputs
@@ -310,7 +317,7 @@ def dead_relu_fraction(model, X):
 def output_summary(model, X):
     """What the nets say on the rows of X (eval mode): the mean entropy of their predicted distributions
     (nats), and the share of rows given the class each predicts most; [] or [K] for a stacked module."""
-    log_probs = model(X).log_softmax(-1)
+    log_probs = batch_major(model, X).log_softmax(-1)
     entropy = -(log_probs.exp() * log_probs).sum(-1).mean(-1)
     predicted = F.one_hot(log_probs.argmax(-1), log_probs.shape[-1])
     return {"val_entropy": entropy, "val_mode_share": predicted.sum(-2).amax(-1) / predicted.shape[-2]}
