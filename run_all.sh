@@ -6,8 +6,9 @@
 #   bash run_all.sh --force                           # retrain even what is cached
 #   PYTHON=/path/to/venv/bin/python bash run_all.sh   # a Python other than the `python` on PATH
 #
-# The questions come from the scripts: Section 6 in the lanes `mlp.py --lanes N` prints (one process
-# a lane) and, beside them, `cnn.py --question all`. A question that fails does not stop the others;
+# The questions come from the scripts, in the lanes `mlp.py --lanes N` and `cnn.py --lanes N` print: one
+# process a lane, all side by side, then the questions that read several lanes (Section 7's summary and
+# mistakes). A question that fails does not stop the others;
 # the failures are listed at the end and the exit code is 1. Cached questions (same settings, data and code) are
 # reused, so a run that was interrupted picks up where it stopped.
 set -euo pipefail
@@ -25,8 +26,8 @@ usage: bash run_all.sh [--mlp-data DIR] [--cnn-data DIR] [--cnn-weights W] [--ou
   --device D        auto, cpu or cuda (default auto)
   --image-size N    Section 7 image size (default: 224 on real data, 96 on the demo set; see README)
   --cache-dir DIR   Section 7's demo images and decoded-tensor cache (default: cache/ next to this script)
-  --jobs N          Section 6 runs in N parallel lanes, balanced by each question's last wall time, and Section 7
-                    beside them; each process gets its share of the cores (default 2 lanes; 1 on a GPU)
+  --jobs N          Sections 6 and 7 each run in N parallel lanes, balanced by each question's last wall time,
+                    all side by side; each process gets its share of the cores (default 2 lanes; 1 on a GPU)
   --section S       run only Section 6 (mlp.py) or 7 (cnn.py); the report covers what exists (default all)
   --force           retrain every question even if a saved result matches
   --quick           the scripts' tiny test budget (for tests; never for results/)
@@ -101,38 +102,41 @@ run() {
 }
 
 echo "logs in $logs"
-if [ "$section" != 7 ] && [ "$device" != cpu ] && [ "$jobs" -gt 1 ] &&
+if [ "$device" != cpu ] && [ "$jobs" -gt 1 ] &&
    "$python" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then
   jobs=1  # one GPU: lanes would queue on it, each holding a copy of the data and its own CUDA context
-  echo "Section 6 on the GPU: one lane"
+  echo "on the GPU: one lane a section"
 fi
-# Section 6's lanes and Section 7 run side by side, one process each, and each process gets its share of the
-# cores: a thread more than a core per process makes the processes wait on each other.
-processes=0
-[ "$section" != 7 ] && processes=$jobs
-[ "$section" != 6 ] && processes=$((processes + 1))
+# lanes.txt: one line per process, the script then its questions, from the scripts' --lanes: a question shares
+# the lane of the one it reads, and the lanes are balanced by each question's last wall time; a line "SCRIPT
+# after QUESTION..." runs once every lane is done.
+: > "$logs/lanes.txt"
+[ "$section" != 7 ] && "$python" mlp.py --lanes "$jobs" --out "$out" | sed 's/^/mlp /' >> "$logs/lanes.txt"
+[ "$section" != 6 ] && "$python" cnn.py --lanes "$jobs" --out "$out" | sed 's/^/cnn /' >> "$logs/lanes.txt"
+# The lanes run side by side, one process each, and each process gets its share of the cores: a thread more
+# than a core per process makes the processes wait on each other.
+processes=$(grep -vc '^[a-z]* after ' "$logs/lanes.txt" || true)
 threads=$(( $("$python" -c 'import os; print(os.cpu_count() or 1)') / processes ))
 [ "$threads" -ge 1 ] || threads=1
 mlp_args+=(--threads "$threads")
 cnn_args+=(--threads "$threads")
-# lanes.txt: one line per process, the script then its questions. Section 6's lanes come from mlp.py: a question
-# shares the lane of the questions it reads, and the lanes are balanced by each question's last wall time.
-: > "$logs/lanes.txt"
-[ "$section" != 7 ] && "$python" mlp.py --lanes "$jobs" --out "$out" | sed 's/^/mlp /' >> "$logs/lanes.txt"
-[ "$section" != 6 ] && echo "cnn all" >> "$logs/lanes.txt"
-echo "$(wc -l < "$logs/lanes.txt") process(es) side by side, $threads thread(s) each"
-pids=() logs_of=()
+echo "$processes process(es) side by side, $threads thread(s) each"
+pids=() logs_of=() after=()
 lane=0
 while read -r script questions; do
+  case "$questions" in after\ *) after+=("$script ${questions#after }"); continue ;; esac
   lane=$((lane + 1))
   # shellcheck disable=SC2086  # one word per question
-  log=$script
-  [ "$script" = mlp ] && log=mlp_lane$lane
-  run "$script.py" "$log" $questions &
+  run "$script.py" "${script}_lane$lane" $questions &
   pids+=($!)
-  logs_of+=("logs/$log.log")
+  logs_of+=("logs/${script}_lane$lane.log")
 done < "$logs/lanes.txt"
 for i in "${!pids[@]}"; do wait "${pids[$i]}" || failures+=("see ${logs_of[$i]}"); done
+for line in ${after[@]+"${after[@]}"}; do
+  read -r script questions <<< "$line"
+  # shellcheck disable=SC2086
+  run "$script.py" "${script}_after" $questions || failures+=("see logs/${script}_after.log")
+done
 
 total=$(elapsed "$start_all" "$(date +%s.%N)")
 "$python" study.py --out "$out" --times "$times" --lanes "$logs/lanes.txt" --total "$total" --seeds "$seeds" \

@@ -125,8 +125,9 @@ def build_parser(script):
     parser.add_argument("--list", action="store_true", help="print the questions, one per line, and exit")
     parser.add_argument("--lanes", type=int, metavar="N",
                         help="print the questions in N lanes to run side by side, one per line, and exit: "
-                             "a question shares the lane of those it reads; lanes are balanced by the wall "
-                             "times saved in OUT")
+                             "a question shares the lane of the one it reads; those that read several come "
+                             "last, on a line 'after QUESTION...', to run once every lane is done; lanes "
+                             "are balanced by the wall times saved in OUT")
     parser.add_argument("--data-dir", help=script.data_help)
     parser.add_argument("--out", default="results",
                         help=f"results folder; outputs go to OUT/{script.name}/ (default: results)")
@@ -311,12 +312,17 @@ def saved_seconds(path):
 
 
 def plan_lanes(questions, n_lanes, seconds):
-    """Split questions into at most n_lanes lanes to run side by side. A question joins the lane of the
-    questions it reads, which run before it; the groups so formed go, longest first, to the lane with the
-    least work so far. seconds: name -> expected wall time (None: unknown, the mean of the known, or 1)."""
+    """Split questions into at most n_lanes lanes to run side by side, and those to run after every lane:
+    (lanes, after). A question joins the lane of the question it reads, which runs before it; one that reads
+    several (a summary of them), or one that reads such a question, runs after the lanes, where it would
+    otherwise tie them into one. The groups so formed go, longest first, to the lane with the least work so
+    far. seconds: name -> expected wall time (None: unknown, the mean of the known, or 1)."""
     order = {q.name: i for i, q in enumerate(questions)}
-    groups = []
+    groups, after = [], []
     for question in questions:
+        if len(question.reads) > 1 or set(question.reads) & set(after):
+            after.append(question.name)
+            continue
         touching = [g for g in groups if set(g) & set(question.reads)]
         merged = [n for g in touching for n in g] + [question.name]
         groups = [g for g in groups if g not in touching] + [merged]
@@ -328,7 +334,7 @@ def plan_lanes(questions, n_lanes, seconds):
         lane = load.index(min(load))
         lanes[lane] += group
         load[lane] += sum(cost[n] for n in group)
-    return [sorted(lane, key=order.get) for lane in lanes if lane]
+    return [sorted(lane, key=order.get) for lane in lanes if lane], after
 
 
 def with_reads(questions, names):
@@ -363,8 +369,11 @@ def run(script, args):
     by_name = {q.name: q for q in script.questions}
     if args.list or args.lanes:
         seconds = {name: saved_seconds(os.path.join(out_dir, f"{name}.json")) for name in by_name}
-        print("\n".join(" ".join(lane) for lane in plan_lanes(script.questions, args.lanes, seconds))
-              if args.lanes else "\n".join(by_name))
+        if args.lanes:
+            lanes, after = plan_lanes(script.questions, args.lanes, seconds)
+            print("\n".join([" ".join(lane) for lane in lanes] + [" ".join(["after"] + after)] * bool(after)))
+        else:
+            print("\n".join(by_name))
         return []
     names = list(by_name) if "all" in args.question else list(dict.fromkeys(args.question))
     if not args.replot:

@@ -53,12 +53,15 @@ def section_text(out, key, seconds):
 
 
 def lanes_sentence(lanes):
-    """How run_all.sh ran the questions: lanes, one a process, each the script then its questions in turn."""
-    if len(lanes) < 2:
+    """How run_all.sh ran the questions: lanes, one a process, each the script then its questions in turn;
+    a lane whose questions begin with 'after' ran once the others were done."""
+    side = [lane for lane in lanes if lane[1:2] != ["after"]]
+    then = "".join(f", then {lane[0]}.py: {', '.join(lane[2:])}" for lane in lanes if lane not in side)
+    if len(side) < 2:
         return "The questions ran one after another, so their times add up to the total."
-    return (f"The questions ran in {len(lanes)} processes side by side ("
-            + "; ".join(f"{script}.py: {', '.join(questions)}" for script, *questions in lanes)
-            + "), so their times add up to more than the total.")
+    return (f"The questions ran in {len(side)} processes side by side ("
+            + "; ".join(f"{script}.py: {', '.join(questions)}" for script, *questions in side)
+            + f"){then}, so their times add up to more than the total.")
 
 
 def data_cell(info):

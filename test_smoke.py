@@ -174,7 +174,7 @@ def test_stacked_module_calls_each_model_as_it_is(arch):
     X = torch.randn(3, 20, 2)
     for train in (True, False):
         stacked.train(train)
-        logits = stacked(X)
+        logits = stacked(X.mT).mT  # feature-major
         for k, model in enumerate(models):
             model.train(train)
             assert torch.allclose(logits[k], model(X[k]), atol=1e-5)
@@ -1088,13 +1088,16 @@ def test_run_all_writes_the_report_and_resumes(tiny, tmp_path):
     assert {k for k, v in manifest["status"].items() if v == "not run"} == pretrained
     assert {v for k, v in manifest["status"].items() if k not in pretrained} == {"ok"}
     assert manifest["total_wall_s"] > 0 and manifest["seeds"] == 1
-    # two Section 6 lanes by default and Section 7 beside them, each run by one process
-    assert [lane[0] for lane in manifest["lanes"]] == ["mlp", "mlp", "cnn"] and manifest["lanes"][2] == ["cnn", "all"]
+    # two lanes a section by default, each run by one process, all side by side; then Section 7's summaries
+    assert [lane[0] for lane in manifest["lanes"]] == ["mlp", "mlp", "cnn", "cnn", "cnn"]
+    assert manifest["lanes"][4] == ["cnn", "after", "summary", "mistakes"]
     assert sorted(q for lane in manifest["lanes"][:2] for q in lane[1:]) == sorted(q.name for q in mlp.QUESTIONS)
+    assert sorted(q for lane in manifest["lanes"][2:] for q in lane[1:]) == sorted(["after"] + [q.name for q in
+                                                                                             cnn.QUESTIONS])
     report = (out / "README.md").read_text()
     headings = [line for line in report.splitlines() if line.startswith("## ")]
     assert headings[1:] == [f"## {runner.heading(q)}" for q in mlp.QUESTIONS + cnn.QUESTIONS]  # in the scripts' order
-    assert "ran in 3 processes side by side (mlp.py: " in report
+    assert "ran in 4 processes side by side (mlp.py: " in report and "), then cnn.py: summary, mistakes, " in report
     figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
     assert len(figures) >= 16 and all((out / f).is_file() for f in figures)
 
@@ -1143,13 +1146,16 @@ def test_lanes_keep_readers_with_what_they_read_and_balance_the_time():
     questions = [Q("a", "", "", {}, None, None), Q("b", "", "", {}, None, None), Q("c", "", "", {}, None, None, ("a",)),
                  Q("d", "", "", {}, None, None), Q("e", "", "", {}, None, None, ("b", "d"))]
     seconds = {"a": 10, "b": 1, "c": 10, "d": 1, "e": 1}
-    lanes = runner.plan_lanes(questions, 2, seconds)
-    assert sorted(map(tuple, lanes)) == [("a", "c"), ("b", "d", "e")]
-    assert runner.plan_lanes(questions, 1, seconds) == [["a", "b", "c", "d", "e"]]
-    assert sorted(runner.plan_lanes(questions, 9, {})) == [["a", "c"], ["b", "d", "e"]]  # one group a lane
-    # the time decides: with b, d, e slow, a and c (now short) share nothing with them and go to the other lane
-    slow = runner.plan_lanes(questions + [Q("f", "", "", {}, None, None)], 2, {**seconds, "b": 30, "f": 15})
-    assert ["b", "d", "e"] in slow and ["a", "c", "f"] in slow
+    lanes, after = runner.plan_lanes(questions, 2, seconds)
+    assert sorted(map(tuple, lanes)) == [("a", "c"), ("b", "d")] and after == ["e"]  # e reads two: it runs last
+    assert runner.plan_lanes(questions, 1, seconds) == ([["a", "b", "c", "d"]], ["e"])
+    assert sorted(runner.plan_lanes(questions, 9, {})[0]) == [["a", "c"], ["b"], ["d"]]  # one group a lane
+    # the time decides: with b slow, f goes beside a and c (now the shorter lane)
+    slow, _ = runner.plan_lanes(questions + [Q("f", "", "", {}, None, None)], 2, {**seconds, "b": 30, "f": 15})
+    assert ["b", "d"] in slow and ["a", "c", "f"] in slow
+    # a question that reads one run after the lanes runs after them too
+    reader = Q("g", "", "", {}, None, None, ("e",))
+    assert runner.plan_lanes(questions + [reader], 2, seconds)[1] == ["e", "g"]
 
 
 def test_a_rerun_reuses_the_result_until_the_training_code_changes(tmp_path):
@@ -1878,6 +1884,8 @@ def test_report_names_the_data_and_how_the_run_ran():
     lanes = [["mlp", "lr", "epochs"], ["mlp", "batchnorm"], ["cnn", "all"]]
     assert "ran in 3 processes side by side (mlp.py: lr, epochs; mlp.py: batchnorm; cnn.py: all)" in \
         study.lanes_sentence(lanes)
+    assert "cnn.py: xgb; cnn.py: scratch), then cnn.py: summary, mistakes, so" in study.lanes_sentence(
+        [["cnn", "xgb"], ["cnn", "scratch"], ["cnn", "after", "summary", "mistakes"]])
     assert "one after another" in study.lanes_sentence([["mlp", "lr", "epochs", "batchnorm"]])
     assert "one after another" in study.lanes_sentence([])
     assert study.stand_in_note([]) is None  # the course data: no warning
