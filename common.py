@@ -280,7 +280,8 @@ def stacked_module(model, tensors):
 
 
 def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_steps=False,
-                   record_grads=False, eval_train=False, epoch_measure=None, quiet=False, desc="train"):
+                   record_grads=False, eval_train=False, epoch_measure=None, quiet=False, desc="train",
+                   start=None):
     """Train one model per entry of runs (each a dict with 'seed' and 'lr') in lockstep, with plain SGD and
     cross-entropy, on data = {'train'|'val'|'test': (X, y)} tensors on device; X is [N, features], the same
     inputs for every model, or [K, N, features], each model its own (the same rows, featurized its way).
@@ -303,12 +304,19 @@ def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_s
     step_loss per optimizer step; with record_grads, grad_sq_norm: per epoch, the per-Linear-layer mean over
     the epoch's steps of ||grad W||_2^2; with epoch_measure, a function of the stacked module in eval mode
     returning {name: one row per model}, each name's value after every epoch), status 'ok' or 'diverged' with
-    diverged_epoch (1-based; later values are None), and its final state_dict on the CPU."""
+    diverged_epoch (1-based; later values are None), and its final state_dict on the CPU.
+
+    start=(states, done): train on, from each run's state_dict after `done` epochs of this same training (its
+    shuffling generator drawn past those epochs), through epoch `epochs`: the run goes on as if it had never
+    stopped (plain SGD keeps no other state); the histories hold the epochs after `done`."""
     K = len(runs)
     models = []
-    for run in runs:
+    for k, run in enumerate(runs):
         seed_everything(run["seed"])
-        models.append(build_model(run).to(device))
+        models.append(build_model(run))
+        if start:
+            models[-1].load_state_dict(start[0][k])
+        models[-1].to(device)
     states = [dict(model.state_dict(keep_vars=False)) for model in models]
     widest = max(range(K), key=lambda k: sum(t.numel() for t in states[k].values()))
     shapes = {name: t.shape for name, t in states[widest].items()}
@@ -359,14 +367,18 @@ def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_s
         warnings.warn(f"{n_train} training rows leave a last batch of 1 at batch size {batch_size}; "
                       "batch norm cannot use it, so it is skipped every epoch", stacklevel=2)
     generators = [torch.Generator().manual_seed(run["seed"]) for run in runs]
+    first_epoch = start[1] + 1 if start else 1
+    for generator in generators:  # the orders of the epochs done
+        for _ in range(first_epoch - 1):
+            torch.randperm(n_train, generator=generator)
     eval_splits = [("train", "train_eval")] * bool(eval_train) + [("val", "val"), ("test", "test")]
     histories = [{} for _ in runs]
     diverged_epoch = [None] * K
 
     start_time = time.perf_counter()
-    bar = tqdm(total=epochs * steps, desc=desc, unit="step", disable=quiet, mininterval=1.0,
-               dynamic_ncols=True)
-    for epoch in range(1, epochs + 1):
+    bar = tqdm(total=(epochs - first_epoch + 1) * steps, desc=desc, unit="step", disable=quiet,
+               mininterval=1.0, dynamic_ncols=True)
+    for epoch in range(first_epoch, epochs + 1):
         order = torch.stack([torch.randperm(n_train, generator=g) for g in generators]).to(device)
         rows = (torch.arange(K, device=device)[:, None], order) if X_train.dim() == 3 else (order,)
         X_shuffled, y_shuffled = X_train[rows], y_train[order]  # [K, N, d], [K, N]

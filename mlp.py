@@ -563,7 +563,8 @@ def train_depth_width(settings, data, reads, env):
     """The architectures, and beyond the protocol the matched_architectures (of about the same parameter
     counts), grouped by depth and width_groups; results in the order of the architectures. Every run records
     its first batch's gradients at initialisation and at the end; every architecture, the time of an epoch
-    alone; the worst architecture trains again for longer_epochs. Each architecture's first seed is drawn."""
+    alone; the worst architecture trains on, from its state after the settings' epochs, to longer_epochs.
+    Each architecture's first seed is drawn."""
     architectures = settings["architectures"] + [arch for arch in settings["matched_architectures"]
                                                  if arch not in settings["architectures"]]
     results, states = [], []
@@ -592,10 +593,17 @@ def train_depth_width(settings, data, reads, env):
             accs = [r["history"]["val_acc"][-1] for r in results if [r["depth"], r["width"]] == arch]
             return np.mean([-1 if acc is None else acc for acc in accs])
         depth, width = min(settings["architectures"], key=mean_val_acc)
-        result["longer_runs"] = train_group(data, seed_runs(settings, settings["lr"]),
-                                            arch_of(settings, depth=depth, width=width), settings, env,
-                                            f"{depth}x{width}, {settings['longer_epochs']} epochs",
-                                            settings["longer_epochs"], eval_train="final")[0]
+        runs = seed_runs(settings, settings["lr"])
+        done = {results[i]["seed"]: i for i in order
+                if (results[i]["depth"], results[i]["width"]) == (depth, width)}
+        longer, _ = train_group(data, runs, arch_of(settings, depth=depth, width=width), settings, env,
+                                f"{depth}x{width}, on to {settings['longer_epochs']} epochs",
+                                settings["longer_epochs"], eval_train="final",
+                                start=([states[done[run["seed"]]] for run in runs], settings["epochs"]))
+        for run in longer:  # the whole run: its first epochs, then the epochs trained on
+            first = results[done[run["seed"]]]["history"]
+            run["history"] = {key: first[key] + values for key, values in run["history"].items()}
+        result["longer_runs"] = longer
     return result
 
 
@@ -761,7 +769,7 @@ SETTINGS = [
     Setting("matched_architectures", "more models, each DEPTHxWIDTH, to compare depth and width at about "
             "the same parameter count", dict(type=architecture, nargs="*", metavar="DxW"),
             show=show_architectures),
-    Setting("longer_epochs", "epochs of the worst architecture trained again for longer (0: not)",
+    Setting("longer_epochs", "the worst architecture trains on to this many epochs (0: not)",
             dict(type=int), check=non_negative),
     Setting("batch_norm", "BatchNorm1d between each hidden Linear and its ReLU",
             dict(type=on_off, metavar="on|off"), check=None),
@@ -770,13 +778,16 @@ SETTINGS = [
 
 
 def resolve(settings, quick):
-    """The --quick budget (at most 2 epochs, 1 per batch size, a 200-cell grid), then the checks across
-    settings."""
+    """The --quick budget (at most 2 epochs, 3 for the longer run, 1 per batch size, a 200-cell grid), then
+    the checks across settings."""
     if quick:
-        caps = {"epochs": 2, "resolution": 200, "overfit_epochs": 2, "longer_epochs": 2}
+        caps = {"epochs": 2, "resolution": 200, "overfit_epochs": 2, "longer_epochs": 3}
         settings = {key: min(value, caps[key]) if key in caps else value for key, value in settings.items()}
         if "batch_size_epochs" in settings:
             settings["batch_size_epochs"] = [1] * len(settings["batch_size_epochs"])
+    if 0 < settings.get("longer_epochs", 0) <= settings["epochs"]:
+        raise UserError(f"--longer-epochs {settings['longer_epochs']}: the worst model trains on from epoch "
+                        f"{settings['epochs']}, so it must be more than --epochs (or 0: not)")
     if "batch_size_epochs" in settings and len(settings["batch_size_epochs"]) != len(settings["batch_sizes"]):
         raise UserError("--batch-sizes and --batch-size-epochs need the same number of values")
     if settings.get("batch_norm") and min(settings.get("batch_sizes", [settings.get("batch_size", 2)])) < 2:

@@ -1020,7 +1020,7 @@ def fit_finding(label, train, val, best_train, params):
 
 def longer_finding(runs, longer, next_acc):
     """Was the worst model short of training or of capacity? Its validation accuracy after the protocol's
-    epochs and after training again for longer (the same seeds), where the longer run's validation loss
+    epochs and after training on for longer (the same runs), where the longer run's validation loss
     ends (loss_trend), against the next-worst model's accuracy next_acc."""
     ok, ok_longer = ([r for r in rs if r["status"] == "ok"] for rs in (runs, longer))
     if not ok or not ok_longer:
@@ -1100,12 +1100,12 @@ DEPTH_WIDTH_TEXT = {
               "mode) as on validation ({val:.3f}), far below what the best model fits ({best_train:.3f})."),
     "neither": "Neither clearly: the {label} reaches {train:.3f} on train and {val:.3f} on validation.",
     "longer_diverged": "Its longer run diverged, so it cannot tell training from capacity.",
-    "capacity": ("Trained again for {longer_epochs} epochs instead of {epochs}, it ends at {acc_longer:.3f} "
+    "capacity": ("Trained on to {longer_epochs} epochs instead of {epochs}, it ends at {acc_longer:.3f} "
                  "({gain:+.3f}), its validation loss {trend} at the end: it lacks capacity, not training."),
-    "training": ("Trained again for {longer_epochs} epochs instead of {epochs}, it reaches {acc_longer:.3f} "
+    "training": ("Trained on to {longer_epochs} epochs instead of {epochs}, it reaches {acc_longer:.3f} "
                  "({gain:+.3f}), at least the next-worst model's {next_acc:.3f} after {epochs}: it lacked "
                  "training, not capacity."),
-    "both": ("Trained again for {longer_epochs} epochs instead of {epochs}, it gains {gain:+.3f} (to "
+    "both": ("Trained on to {longer_epochs} epochs instead of {epochs}, it gains {gain:+.3f} (to "
              "{acc_longer:.3f}; its validation loss {trend} at the end, {previous:.3f} to {last:.3f} over "
              "the last {window} epochs) but stays below the next-worst model ({next_acc:.3f}): it lacked "
              "training, and capacity too."),
@@ -1294,14 +1294,14 @@ def report_depth_width(result):
         arch_runs = [runs[i] for i in groups[arch]]
         pair = map_figure(result["map_extent"], 8.5, other_width=6)
         longer = [r for r in result.get("longer_runs", []) if (r["depth"], r["width"]) == arch]
-        caption = (f"The {tag} model's losses (left" + ", and its validation loss trained again for "
+        caption = (f"The {tag} model's losses (left" + ", and its validation loss trained on for "
                    "longer" * bool(longer) + ") and its borders (right): ringed points are its mistakes.")
         figures[f"depth_width_{tag}.png"] = (pair, caption)
         ax_loss, ax_map = pair.subplots(1, 2, gridspec_kw={"width_ratios": [6, 8.5]})
         plot_split_curves(ax_loss, None, arch_runs, f"{tag} model")
         if longer:
             plot_mean_band(ax_loss, epochs_axis(longer), [r["history"]["val_loss"] for r in longer],
-                           f"validation, trained again for {len(epochs_axis(longer))} epochs",
+                           f"validation, trained on to {len(epochs_axis(longer))} epochs",
                            color=PALETTE[5], linewidth=2)
             ax_loss.legend()
         draw_map(ax_map, result, f"{arch[0]}x{arch[1]}", arch_runs[0], f"{tag} model: ")

@@ -202,6 +202,24 @@ def test_each_model_trains_on_its_own_inputs_as_it_would_alone():
     assert not torch.allclose(states[0]["out.weight"], states[1]["out.weight"])  # same seed, other inputs
 
 
+def test_training_on_from_a_state_goes_on_as_if_it_never_stopped():
+    """start=(states, 2): two epochs more from the state after two give the states and history of four at once,
+    bit for bit (the shuffling generator is drawn past the epochs done), batch norm's running statistics
+    included."""
+    data, cpu = tiny_data(), torch.device("cpu")
+    build = lambda run: mlp.MLP(2, 4, depth=3, width=5, batch_norm=True)  # noqa: E731
+    runs = [{"seed": 1, "lr": 0.1}, {"seed": 2, "lr": 0.05}]
+    whole, whole_states = common.train_lockstep(build, runs, data, 4, 16, cpu, quiet=True)
+    first, first_states = common.train_lockstep(build, runs, data, 2, 16, cpu, quiet=True)
+    on, on_states = common.train_lockstep(build, runs, data, 4, 16, cpu, quiet=True, start=(first_states, 2))
+    for k in range(2):
+        for key, values in whole[k]["history"].items():
+            assert first[k]["history"][key] + on[k]["history"][key] == values, key
+        for name, value in whole_states[k].items():
+            assert torch.equal(on_states[k][name], value), name
+    assert not torch.equal(first_states[0]["out.weight"], whole_states[0]["out.weight"])
+
+
 def test_eval_train_final_measures_the_training_set_after_the_last_epoch_only():
     data, build, cpu = tiny_data(), (lambda run: mlp.MLP(2, 4, depth=2, width=5)), torch.device("cpu")
     [every], _ = common.train_lockstep(build, [{"seed": 1, "lr": 0.1}], data, 3, 32, cpu, eval_train=True, quiet=True)
