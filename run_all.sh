@@ -26,7 +26,7 @@ usage: bash run_all.sh [--mlp-data DIR] [--cnn-data DIR] [--cnn-weights W] [--ou
   --device D        auto, cpu or cuda (default auto)
   --image-size N    Section 7 image size (default: 224 on real data, 96 on the demo set; see README)
   --cache-dir DIR   Section 7's demo images and decoded-tensor cache (default: cache/ next to this script)
-  --jobs N          Sections 6 and 7 each run in N parallel lanes, balanced by each question's last wall time,
+  --jobs N          Sections 6 and 7 each run in N parallel lanes, balanced by each question's last CPU time,
                     all side by side; each process gets its share of the cores (default 2 lanes; 1 on a GPU)
   --section S       run only Section 6 (mlp.py) or 7 (cnn.py); the report covers what exists (default all)
   --force           retrain every question even if a saved result matches
@@ -87,7 +87,6 @@ mkdir -p "$logs"
 times="$logs/times.tsv"
 : > "$times"
 start_all=$(date +%s.%N)
-failures=()
 
 # run SCRIPT LOG QUESTION...: run the questions in one process (each appends its wall time and status to
 # $times), log to LOG, and say how it went.
@@ -113,8 +112,8 @@ if [ "$device" != cpu ] && [ "$jobs" -gt 1 ] &&
   echo "on the GPU: one lane a section"
 fi
 # lanes.txt: one line per process, the script then its questions, from the scripts' --lanes: a question shares
-# the lane of the one it reads, and the lanes are balanced by each question's last wall time; a line "SCRIPT
-# after QUESTION..." runs once every lane is done.
+# the lane of the one it reads, and the lanes are balanced by each question's last CPU time; a line "SCRIPT
+# after QUESTION..." runs once every lane of that script is done.
 : > "$logs/lanes.txt"
 [ "$section" != 7 ] && "$python" mlp.py --lanes "$jobs" --out "$out" | sed 's/^/mlp /' >> "$logs/lanes.txt"
 [ "$section" != 6 ] && "$python" cnn.py --lanes "$jobs" --out "$out" | sed 's/^/cnn /' >> "$logs/lanes.txt"
@@ -126,22 +125,33 @@ threads=$(( $("$python" -c 'import os; print(os.cpu_count() or 1)') / processes 
 mlp_args+=(--threads "$threads")
 cnn_args+=(--threads "$threads")
 echo "$processes process(es) side by side, $threads thread(s) each"
-pids=() logs_of=() after=()
-lane=0
-while read -r script questions; do
-  case "$questions" in after\ *) after+=("$script ${questions#after }"); continue ;; esac
-  lane=$((lane + 1))
-  # shellcheck disable=SC2086  # one word per question
-  run "$script.py" "${script}_lane$lane" $questions &
-  pids+=($!)
-  logs_of+=("logs/${script}_lane$lane.log")
-done < "$logs/lanes.txt"
-for i in "${!pids[@]}"; do wait "${pids[$i]}" || failures+=("see ${logs_of[$i]}"); done
-for line in ${after[@]+"${after[@]}"}; do
-  read -r script questions <<< "$line"
+# Each section runs in the background: its lanes side by side, then its questions that read several lanes, as
+# soon as its own lanes are done (Section 7's summary runs while Section 6 still trains). A failure is a line
+# in failures.txt.
+: > "$logs/failures.txt"
+run_section() {
+  local script="$1" pids=() logs_of=() i n=0 name questions
+  while read -r name questions; do
+    n=$((n + 1))
+    [ "$name" = "$script" ] || continue
+    case "$questions" in after\ *) continue ;; esac
+    # shellcheck disable=SC2086  # one word per question
+    run "$script.py" "${script}_lane$n" $questions &
+    pids+=($!)
+    logs_of+=("logs/${script}_lane$n.log")
+  done < "$logs/lanes.txt"
+  for i in "${!pids[@]}"; do wait "${pids[$i]}" || echo "see ${logs_of[$i]}" >> "$logs/failures.txt"; done
+  questions=$(sed -n "s/^$script after //p" "$logs/lanes.txt")
   # shellcheck disable=SC2086
-  run "$script.py" "${script}_after" $questions || failures+=("see logs/${script}_after.log")
+  [ -z "$questions" ] || run "$script.py" "${script}_after" $questions ||
+    echo "see logs/${script}_after.log" >> "$logs/failures.txt"
+}
+sections=()
+for script in mlp cnn; do
+  if grep -q "^$script " "$logs/lanes.txt"; then run_section "$script" & sections+=($!); fi
 done
+for pid in ${sections[@]+"${sections[@]}"}; do wait "$pid"; done
+mapfile -t failures < "$logs/failures.txt"
 
 total=$(elapsed "$start_all" "$(date +%s.%N)")
 "$python" study.py --out "$out" --times "$times" --lanes "$logs/lanes.txt" --total "$total" --seeds "$seeds" \

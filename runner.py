@@ -126,8 +126,8 @@ def build_parser(script):
     parser.add_argument("--lanes", type=int, metavar="N",
                         help="print the questions in N lanes to run side by side, one per line, and exit: "
                              "a question shares the lane of the one it reads; those that read several come "
-                             "last, on a line 'after QUESTION...', to run once every lane is done; lanes "
-                             "are balanced by the wall times saved in OUT")
+                             "last, on a line 'after QUESTION...', to run once the script's lanes are done; "
+                             "lanes are balanced by the CPU times saved in OUT (else wall times)")
     parser.add_argument("--data-dir", help=script.data_help)
     parser.add_argument("--out", default="results",
                         help=f"results folder; outputs go to OUT/{script.name}/ (default: results)")
@@ -245,13 +245,14 @@ def get_result(script, question, args, data, env, reads, force):
     if cached is not None:
         print(f"{question.name}: reusing {path} (same settings, data and code; --force retrains)")
         return cached
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     trained = question.train(settings, data, reads, env)
     arrays, weights = trained.pop("arrays", None), trained.pop("weights", None)
     result = rounded({"question": question.name, "section": question.section, "title": question.title,
                       "config": config, "settings": settings, "data": data["meta"],
                       "versions": library_versions(), "device": device_name(env.device),
-                      "wall_s": round(time.perf_counter() - start, 2), **trained})  # as the .json holds it
+                      "wall_s": round(time.perf_counter() - start, 2),
+                      "cpu_s": round(time.process_time() - cpu_start, 2), **trained})  # as the .json holds it
     if arrays is not None:
         result["arrays_file"] = f"{question.name}.npz"
         save_arrays(os.path.join(os.path.dirname(path), result["arrays_file"]),
@@ -302,13 +303,23 @@ def write_report(script, question, result, out_dir):
 
 # ----------------------------------------------------------------------------- lanes and the run
 
-def saved_seconds(path):
-    """The wall time saved in a result file, or None."""
+def saved_seconds(path, key):
+    """The seconds saved in a result file under key ('cpu_s' or 'wall_s'), or None."""
     try:
         with open(path) as f:
-            return json.load(f)["wall_s"]
+            return json.load(f)[key]
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def lane_costs(paths):
+    """name -> the CPU seconds its question last took, if every saved result has them (lanes run side by side
+    share the cores, so a lane's CPU time, not the wall time its questions took beside other lanes, is what
+    makes it end early or late); else the saved wall times, each one or None."""
+    cpu = {name: saved_seconds(path, "cpu_s") for name, path in paths.items()}
+    if all(s is not None for s in cpu.values()):
+        return cpu
+    return {name: saved_seconds(path, "wall_s") for name, path in paths.items()}
 
 
 def plan_lanes(questions, n_lanes, seconds):
@@ -316,7 +327,7 @@ def plan_lanes(questions, n_lanes, seconds):
     (lanes, after). A question joins the lane of the question it reads, which runs before it; one that reads
     several (a summary of them), or one that reads such a question, runs after the lanes, where it would
     otherwise tie them into one. The groups so formed go, longest first, to the lane with the least work so
-    far. seconds: name -> expected wall time (None: unknown, the mean of the known, or 1)."""
+    far. seconds: name -> expected cost in seconds (None: unknown, the mean of the known, or 1)."""
     order = {q.name: i for i, q in enumerate(questions)}
     groups, after = [], []
     for question in questions:
@@ -368,8 +379,8 @@ def run(script, args):
     out_dir = os.path.join(args.out, script.name)
     by_name = {q.name: q for q in script.questions}
     if args.list or args.lanes:
-        seconds = {name: saved_seconds(os.path.join(out_dir, f"{name}.json")) for name in by_name}
         if args.lanes:
+            seconds = lane_costs({name: os.path.join(out_dir, f"{name}.json") for name in by_name})
             lanes, after = plan_lanes(script.questions, args.lanes, seconds)
             print("\n".join([" ".join(lane) for lane in lanes] + [" ".join(["after"] + after)] * bool(after)))
         else:

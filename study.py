@@ -54,9 +54,10 @@ def section_text(out, key, seconds):
 
 def lanes_sentence(lanes):
     """How run_all.sh ran the questions: lanes, one a process, each the script then its questions in turn;
-    a lane whose questions begin with 'after' ran once the others were done."""
+    a lane whose questions begin with 'after' ran once its script's other lanes were done."""
     side = [lane for lane in lanes if lane[1:2] != ["after"]]
-    then = "".join(f", then {lane[0]}.py: {', '.join(lane[2:])}" for lane in lanes if lane not in side)
+    then = "".join(f", then, once the {lane[0]}.py lanes were done, {lane[0]}.py: {', '.join(lane[2:])}"
+                   for lane in lanes if lane not in side)
     if len(side) < 2:
         return "The questions ran one after another, so their times add up to the total."
     return (f"The questions ran in {len(side)} processes side by side ("

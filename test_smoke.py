@@ -696,6 +696,7 @@ def test_divergence_is_reported_not_a_crash(tmp_path):
     assert all(r["status"] == "diverged" and r["diverged_epoch"] == 1 for r in bad)
     assert all(r["status"] == "ok" for r in result["runs"] if r["lr"] == 0.01)
     assert "seed 42 diverged at epoch 1" in (tmp_path / "mlp" / "lr.md").read_text()
+    assert result["cpu_s"] > 0  # what lane_costs balances lanes by
     assert (tmp_path / "mlp" / "lr.png").stat().st_size > 10_000
 
 
@@ -1115,7 +1116,8 @@ def test_run_all_writes_the_report_and_resumes(tiny, tmp_path):
     report = (out / "README.md").read_text()
     headings = [line for line in report.splitlines() if line.startswith("## ")]
     assert headings[1:] == [f"## {runner.heading(q)}" for q in mlp.QUESTIONS + cnn.QUESTIONS]  # in the scripts' order
-    assert "ran in 4 processes side by side (mlp.py: " in report and "), then cnn.py: summary, mistakes, " in report
+    assert "ran in 4 processes side by side (mlp.py: " in report
+    assert "), then, once the cnn.py lanes were done, cnn.py: summary, mistakes, " in report
     figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
     assert len(figures) >= 16 and all((out / f).is_file() for f in figures)
 
@@ -1175,6 +1177,19 @@ def test_lanes_keep_readers_with_what_they_read_and_balance_the_time():
     reader = Q("g", "", "", {}, None, None, ("e",))
     assert runner.plan_lanes(questions + [reader], 2, seconds)[1] == ["e", "g"]
 
+
+
+def test_lanes_are_costed_by_cpu_time_when_every_result_has_it(tmp_path):
+    paths = {}
+    for name, values in {"a": {"wall_s": 100, "cpu_s": 50}, "b": {"wall_s": 60, "cpu_s": 55}}.items():
+        paths[name] = tmp_path / f"{name}.json"
+        paths[name].write_text(json.dumps(values))
+    assert runner.lane_costs(paths) == {"a": 50, "b": 55}
+    paths["c"] = tmp_path / "c.json"
+    paths["c"].write_text(json.dumps({"wall_s": 7}))  # an older result: every cost falls back to the wall time
+    assert runner.lane_costs(paths) == {"a": 100, "b": 60, "c": 7}
+    paths["d"] = tmp_path / "missing.json"
+    assert runner.lane_costs(paths)["d"] is None
 
 def test_a_rerun_reuses_the_result_until_the_training_code_changes(tmp_path):
     """The cache key holds a digest of the training code, mlp.py and common.py: an edit to either retrains; an edit
