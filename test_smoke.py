@@ -1295,7 +1295,8 @@ def test_committed_reports_are_a_pure_function_of_their_saved_files(tmp_path, fo
         assert runner.run(script, args) == []
         for name in sorted(os.listdir(saved)):
             if name.endswith(".md"):
-                assert (tmp_path / script.name / name).read_bytes() == open(os.path.join(saved, name), "rb").read(), name
+                with open(os.path.join(saved, name), "rb") as f:
+                    assert (tmp_path / script.name / name).read_bytes() == f.read(), name
                 written += 1
     assert written >= 9
 
@@ -1919,8 +1920,8 @@ def test_report_names_the_data_and_how_the_run_ran():
     lanes = [["mlp", "lr", "epochs"], ["mlp", "batchnorm"], ["cnn", "all"]]
     assert "ran in 3 processes side by side (mlp.py: lr, epochs; mlp.py: batchnorm; cnn.py: all)" in \
         study.lanes_sentence(lanes)
-    assert "cnn.py: xgb; cnn.py: scratch), then cnn.py: summary, mistakes, so" in study.lanes_sentence(
-        [["cnn", "xgb"], ["cnn", "scratch"], ["cnn", "after", "summary", "mistakes"]])
+    assert "cnn.py: xgb; cnn.py: scratch), then, once the cnn.py lanes were done, cnn.py: summary, mistakes, so" in \
+        study.lanes_sentence([["cnn", "xgb"], ["cnn", "scratch"], ["cnn", "after", "summary", "mistakes"]])
     assert "one after another" in study.lanes_sentence([["mlp", "lr", "epochs", "batchnorm"]])
     assert "one after another" in study.lanes_sentence([])
     assert study.stand_in_note([]) is None  # the course data: no warning
