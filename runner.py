@@ -303,23 +303,23 @@ def write_report(script, question, result, out_dir):
 
 # ----------------------------------------------------------------------------- lanes and the run
 
-def saved_seconds(path, key):
-    """The seconds saved in a result file under key ('cpu_s' or 'wall_s'), or None."""
+def saved_times(path):
+    """(cpu_s, wall_s) saved in a result file, None for each it lacks."""
     try:
         with open(path) as f:
-            return json.load(f)[key]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+            result = json.load(f)
+        return result.get("cpu_s"), result.get("wall_s")
+    except (OSError, ValueError, AttributeError):
+        return None, None
 
 
 def lane_costs(paths):
     """name -> the CPU seconds its question last took, if every saved result has them (lanes run side by side
     share the cores, so a lane's CPU time, not the wall time its questions took beside other lanes, is what
-    makes it end early or late); else the saved wall times, each one or None."""
-    cpu = {name: saved_seconds(path, "cpu_s") for name, path in paths.items()}
-    if all(s is not None for s in cpu.values()):
-        return cpu
-    return {name: saved_seconds(path, "wall_s") for name, path in paths.items()}
+    makes it end early or late); else the saved wall times, each one or None. Each file is read once."""
+    times = {name: saved_times(path) for name, path in paths.items()}
+    key = 0 if all(cpu is not None for cpu, _ in times.values()) else 1
+    return {name: saved[key] for name, saved in times.items()}
 
 
 def plan_lanes(questions, n_lanes, seconds):
