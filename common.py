@@ -217,18 +217,23 @@ def padded(tensor, shape):
 
 
 class StackedLinear(nn.Module):
-    """K nn.Linear layers called at once: weight [K, out, in] and bias [K, out] (bound by stacked_module),
+    """K nn.Linear layers called at once: weight [K, out, in] and bias [K, out, 1] (bound by stacked_module),
     feature-major x [K, in, B] -> [K, out, B]."""
 
+    @staticmethod
+    def held(name, tensor):
+        """The form this layer holds a stacked tensor in (a view of it)."""
+        return tensor.unsqueeze(-1) if name == "bias" else tensor
+
     def forward(self, x):
-        return torch.baddbmm(self.bias.unsqueeze(-1), self.weight, x)
+        return torch.baddbmm(self.bias, self.weight, x)
 
 
 class StackedBatchNorm1d(nn.Module):
     """K nn.BatchNorm1d layers of `width` features called at once, as one batch norm over K * width features
     (each feature's statistics are its own, so each model's are too): feature-major x [K, width, B], whose
     every row is one feature's batch, as F.batch_norm reads a [1, K * width, B] tensor without a copy; weight,
-    bias, running_mean and running_var [K, width], num_batches_tracked [K] (bound by stacked_module). Under
+    bias, running_mean and running_var [K * width], num_batches_tracked [K] (bound by stacked_module). Under
     vmap a batch norm costs about 3x this on a CPU."""
 
     def __init__(self, norm):
@@ -237,15 +242,19 @@ class StackedBatchNorm1d(nn.Module):
             raise ValueError(f"{norm}: only affine batch norm with running statistics and a momentum stacks")
         self.momentum, self.eps = norm.momentum, norm.eps
 
+    @staticmethod
+    def held(name, tensor):
+        """The form this layer holds a stacked tensor in (a view of it): F.batch_norm's, flat."""
+        return tensor if name == "num_batches_tracked" else tensor.view(-1)
+
     def forward(self, x):
         if not self.training:  # an affine map: ~9x faster on a CPU than F.batch_norm's eval path
             scale = self.weight * torch.rsqrt(self.running_var + self.eps)
             shift = self.bias - self.running_mean * scale
-            return torch.addcmul(shift.unsqueeze(-1), x, scale.unsqueeze(-1))
+            return torch.addcmul(shift.view(len(x), -1, 1), x, scale.view(len(x), -1, 1))
         self.num_batches_tracked.add_(1)
-        return F.batch_norm(x.reshape(1, -1, x.shape[-1]), self.running_mean.view(-1),
-                            self.running_var.view(-1), self.weight.view(-1), self.bias.view(-1),
-                            self.training, self.momentum, self.eps).view(x.shape)
+        return F.batch_norm(x.reshape(1, -1, x.shape[-1]), self.running_mean, self.running_var, self.weight,
+                            self.bias, self.training, self.momentum, self.eps).view(x.shape)
 
 
 ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Identity)  # act on [K, width, B] as they do on [B, width]
@@ -255,12 +264,12 @@ CONTAINERS = (nn.Sequential, nn.ModuleList)
 def stacked_module(model, tensors):
     """K copies of model called at once, feature-major: x [K, features, B] (model k's batch as the columns of
     x[k]) -> [K, classes, B]. A copy of model whose every nn.Linear and nn.BatchNorm1d is its stacked form,
-    holding tensors ({name: the K models' tensors stacked} for every entry of model's state_dict; used in
-    place, so that training them trains this module). model's own forward must combine its submodules'
-    outputs elementwise (as MLP's skips do). The same function as vmap(functional_call(model)) with the
-    tensors, with fewer and cheaper calls per step. Feature-major, because then neither a Linear's weight nor
-    a batch norm's input needs a transpose or a copy: a step took 0.6-0.7x the time of a batch-major one
-    ([K, B, features]) on a CPU (BENCHMARKS.md)."""
+    holding tensors ({name: the K models' tensors stacked} for every entry of model's state_dict; each held
+    as a view in the shape its layer calls it in, so that training held_tensor(module, name) trains
+    tensors[name]). model's own forward must combine its submodules' outputs elementwise (as MLP's skips do).
+    The same function as vmap(functional_call(model)) with the tensors, with fewer and cheaper calls per step.
+    Feature-major, because then neither a Linear's weight nor a batch norm's input needs a transpose or a
+    copy: a step took 0.6-0.7x the time of a batch-major one ([K, B, features]) on a CPU (BENCHMARKS.md)."""
     stacked = copy.deepcopy(model).to("meta")
     for parent in list(stacked.modules()):
         for name, child in parent.named_children():
@@ -275,8 +284,14 @@ def stacked_module(model, tensors):
         module_name, _, attribute = name.rpartition(".")
         module = stacked.get_submodule(module_name)
         module._parameters.pop(attribute, None)  # a parameter held directly (a ParameterList's gain) becomes
-        setattr(module, attribute, tensor)  # a plain attribute, the stacked tensor
+        setattr(module, attribute, module.held(attribute, tensor) if hasattr(module, "held") else tensor)
     return stacked
+
+
+def held_tensor(stacked, name):
+    """The tensor a stacked module holds for the state_dict entry name."""
+    module_name, _, attribute = name.rpartition(".")
+    return getattr(stacked.get_submodule(module_name), attribute)
 
 
 def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_steps=False,
@@ -327,18 +342,19 @@ def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_s
                              "train beside")
     param_names = [name for name, _ in models[widest].named_parameters()]
     params = {name: torch.stack([padded(state[name].detach(), shapes[name]) for state in states])
-              .requires_grad_() for name in param_names}
+              for name in param_names}
     buffers = {name: torch.stack([padded(state[name], shapes[name]) for state in states])
                for name in shapes if name not in params}
-    plist = list(params.values())
+    stacked = stacked_module(models[widest], {**params, **buffers})  # x [K, features, B]: a batch per model
+    # the leaves are the views the layers hold: a view taken in every call would cost a graph node a step
+    plist = [held_tensor(stacked, name).requires_grad_() for name in param_names]
     linear_index = [param_names.index(name) for name in linear_weight_names(models[widest])]
     linear_groups = same_shape_groups(plist, linear_index)  # once per group, not per step
     # minus each model's learning rate, in full shape (a fused update on CUDA), zero where a model is padding
     neg_lrs = [torch.stack([padded(torch.full(state[name].shape, -float(run["lr"]), device=device),
-                                   shapes[name]) for state, run in zip(states, runs)])
-               for name in param_names]
+                                   shapes[name]) for state, run in zip(states, runs)]).view_as(leaf)
+               for name, leaf in zip(param_names, plist)]
     own_shapes = [{name: t.shape for name, t in state.items()} for state in states]
-    stacked = stacked_module(models[widest], {**params, **buffers})  # x [K, features, B]: a batch per model
     del models, states
 
     def loss_and_hits(X, y):
