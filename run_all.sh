@@ -113,10 +113,18 @@ if [ "$device" != cpu ] && [ "$jobs" -gt 1 ] &&
 fi
 # lanes.txt: one line per process, the script then its questions, from the scripts' --lanes: a question shares
 # the lane of the one it reads, and the lanes are balanced by each question's last CPU time; a line "SCRIPT
-# after QUESTION..." runs once every lane of that script is done.
-: > "$logs/lanes.txt"
-[ "$section" != 7 ] && "$python" mlp.py --lanes "$jobs" --out "$out" | sed 's/^/mlp /' >> "$logs/lanes.txt"
-[ "$section" != 6 ] && "$python" cnn.py --lanes "$jobs" --out "$out" | sed 's/^/cnn /' >> "$logs/lanes.txt"
+# after QUESTION..." runs once every lane of that script is done. The two scripts plan side by side: each
+# start-up takes seconds (torch's import).
+plan() {
+  "$python" "$1.py" --lanes "$jobs" --out "$out" | sed "s/^/$1 /"
+}
+plans=()
+: > "$logs/lanes_mlp.txt"
+: > "$logs/lanes_cnn.txt"
+if [ "$section" != 7 ]; then plan mlp > "$logs/lanes_mlp.txt" & plans+=($!); fi
+if [ "$section" != 6 ]; then plan cnn > "$logs/lanes_cnn.txt" & plans+=($!); fi
+for pid in ${plans[@]+"${plans[@]}"}; do wait "$pid"; done
+cat "$logs/lanes_mlp.txt" "$logs/lanes_cnn.txt" > "$logs/lanes.txt"
 # The lanes run side by side, one process each, and each process gets its share of the cores: a thread more
 # than a core per process makes the processes wait on each other.
 processes=$(grep -vc '^[a-z]* after ' "$logs/lanes.txt" || true)
