@@ -116,7 +116,8 @@ fi
 # after QUESTION..." runs once every lane of that script is done. The two scripts plan side by side: each
 # start-up takes seconds (torch's import).
 plan() {
-  "$python" "$1.py" --lanes "$jobs" --out "$out" | sed "s/^/$1 /"
+  "$python" "$1.py" --lanes "$jobs" --out "$out" | sed "s/^/$1 /" ||
+    { echo "run_all.sh: $1.py --lanes $jobs failed, so no question ran" >&2; return 1; }
 }
 plans=()
 : > "$logs/lanes_mlp.txt"
