@@ -21,7 +21,8 @@ usage: bash run_all.sh [--mlp-data DIR] [--cnn-data DIR] [--cnn-weights W] [--ou
   --mlp-data DIR    Section 6 CSV folder: train.csv, validation.csv, test.csv (default: the embedded data/europe)
   --cnn-data DIR    Section 7 ImageFolder (default: the generated real-vs-fake demo set)
   --cnn-weights W   pretrained ResNet18 for Section 7: imagenet, none or a state-dict file (default imagenet)
-  --out DIR         results folder (default: results next to this script)
+  --out DIR         results folder (default: results next to this script; with --quick, results-quick, and a
+                    folder holding full results is refused)
   --seeds N         seeds per setting (default 3)
   --device D        auto, cpu or cuda (default auto)
   --image-size N    Section 7 image size (default: 224 on real data, 96 on the demo set; see README)
@@ -30,7 +31,7 @@ usage: bash run_all.sh [--mlp-data DIR] [--cnn-data DIR] [--cnn-weights W] [--ou
                     all side by side; each process gets its share of the cores (default 2 lanes; 1 on a GPU)
   --section S       run only Section 6 (mlp.py) or 7 (cnn.py); the report covers what exists (default all)
   --force           retrain every question even if a saved result matches
-  --quick           the scripts' tiny test budget (for tests; never for results/)
+  --quick           the scripts' tiny test budget: a check that everything runs, its numbers mean nothing
 Environment: PYTHON, the interpreter that runs the scripts (default: python).
 EOF
 }
@@ -42,7 +43,7 @@ python="${PYTHON:-python}"
 # stay in the process instead: speed only, the numbers do not change. A value already in the environment wins.
 export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_:-33554432}"
 export MALLOC_TRIM_THRESHOLD_="${MALLOC_TRIM_THRESHOLD_:-1073741824}"
-out="$here/results"
+out=""
 mlp_data="" cnn_data="" cnn_weights=imagenet cache_dir="$here/cache" image_size="" seeds=3 device=auto jobs=2
 section=all force=() quick=()
 while [ $# -gt 0 ]; do
@@ -65,6 +66,16 @@ while [ $# -gt 0 ]; do
 done
 case "$jobs" in ''|*[!0-9]*|0) echo "run_all.sh: --jobs must be a positive whole number" >&2; exit 2 ;; esac
 case "$section" in 6|7|all) ;; *) echo "run_all.sh: --section must be 6, 7 or all" >&2; exit 2 ;; esac
+if [ ${#quick[@]} -eq 0 ]; then
+  [ -n "$out" ] || out="$here/results"
+else  # a quick run never writes over the study's results (the scripts refuse it too, but later)
+  [ -n "$out" ] || out="$here/results-quick"
+  (cd "$here" && "$python" -c 'import sys, runner
+try:
+    runner.refuse_quick_over_full(sys.argv[1])
+except runner.UserError as e:
+    sys.exit(f"run_all.sh: {e}")' "$out") || exit 2
+fi
 
 [ -f "$cnn_weights" ] && cnn_weights="$(cd "$(dirname "$cnn_weights")" && pwd)/$(basename "$cnn_weights")"
 # ${a[@]+"${a[@]}"}: an empty array under set -u, in every bash

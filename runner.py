@@ -6,6 +6,7 @@ A question trains (mlp.py, cnn.py) into OUT/<script>/<question>.json, the arrays
 only those files.
 """
 import argparse
+import glob
 import io
 import json
 import os
@@ -24,6 +25,10 @@ from common import (UserError, device_name, file_digest, library_versions, markd
                     show_value, write_atomic)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+QUICK_OUT = "results-quick"  # --quick's default folder: a quick run never writes where the study's results are
+QUICK_BANNER = ("> **Quick run (`--quick`).** A tiny budget (a small subset of the data, one to three epochs, "
+                "small images) that only checks that the pipeline runs: its numbers and answers mean nothing. "
+                "Run without `--quick` for the study.\n")
 
 
 class Question(NamedTuple):
@@ -129,8 +134,8 @@ def build_parser(script):
                              "last, on a line 'after QUESTION...', to run once the script's lanes are done; "
                              "lanes are balanced by the CPU times saved in OUT (else wall times)")
     parser.add_argument("--data-dir", help=script.data_help)
-    parser.add_argument("--out", default="results",
-                        help=f"results folder; outputs go to OUT/{script.name}/ (default: results)")
+    parser.add_argument("--out", help=f"results folder; outputs go to OUT/{script.name}/ (default: results; "
+                                      f"with --quick, {QUICK_OUT}, and a folder holding full results is refused)")
     for setting in SHARED_SETTINGS + script.settings:
         defaults = defaults_text(script.questions, setting.key, setting.show)
         parser.add_argument("--" + setting.key.replace("_", "-"), dest=setting.key, **setting.argparse,
@@ -146,7 +151,8 @@ def build_parser(script):
                         help="append a line per question (script/question, wall seconds, ok or failed) to "
                              "FILE")
     parser.add_argument("--quick", action="store_true",
-                        help="a tiny budget (small data, few epochs) for tests; never for results/")
+                        help=f"a tiny budget (small data, few epochs) for tests: its numbers mean nothing; it "
+                             f"writes to {QUICK_OUT}/ unless --out names a folder without full results")
     parser.add_argument("--force", action="store_true",
                         help="retrain even if a saved result has the same settings")
     parser.add_argument("--replot", action="store_true",
@@ -166,6 +172,8 @@ def parse_args(script, argv):
             raise UserError(f"--{key.replace('_', '-')} {check(value)}")
     if args.question is None and not (args.list or args.lanes):
         raise UserError("--question is required (or --list, --lanes N)")
+    if args.out is None:
+        args.out = QUICK_OUT if args.quick else "results"
     return args
 
 
@@ -288,7 +296,7 @@ def write_report(script, question, result, out_dir):
         ("wall time", f"{result['wall_s']:.1f} s"),
         ("versions", ", ".join(f"{k} {v}" for k, v in result["versions"].items()))]
     answers = [" ".join(s for s in answer.sentences if s) for answer in report.answers]
-    lines = [f"# {heading(question)}\n"]
+    lines = [f"# {heading(question)}\n"] + [QUICK_BANNER] * bool(result["config"].get("quick"))
     for answer, text in zip(report.answers, answers):
         lines += [f"## {answer.item + ': ' if answer.item else ''}{answer.asked}\n", f"**Answer.** {text}\n"]
     for file, (_, caption) in report.figures.items():
@@ -360,6 +368,29 @@ def with_reads(questions, names):
     return [q.name for q in questions if q.name in needed]
 
 
+def full_results(folder):
+    """The saved results under folder (OUT/<script>/<question>.json) that a full run made, not a --quick one."""
+    found = []
+    for path in sorted(glob.glob(os.path.join(folder, "*", "*.json"))):
+        try:
+            with open(path) as f:
+                config = json.load(f).get("config")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(config, dict) and config.get("quick") is False:
+            found.append(path)
+    return found
+
+
+def refuse_quick_over_full(folder):
+    """A --quick run never writes where full results are: it would replace them with numbers that mean
+    nothing."""
+    full = full_results(folder)
+    if full:
+        raise UserError(f"{folder}: holds full results ({len(full)} files, such as {full[0]}); a --quick run never "
+                        f"writes there: leave out --out (quick runs write to {QUICK_OUT}/) or name another folder")
+
+
 def prepare_output(folder):
     """Refuse, before anything trains, a results folder that cannot be created or written (creating nothing),
     and remove the temporary files an earlier run left there when it was killed."""
@@ -387,6 +418,8 @@ def run(script, args):
             print("\n".join(by_name))
         return []
     names = list(by_name) if "all" in args.question else list(dict.fromkeys(args.question))
+    if args.quick and not args.replot:
+        refuse_quick_over_full(args.out)
     if not args.replot:
         for name in with_reads(script.questions, names):  # bad flags fail here, before any data is read
             resolve_settings(script, by_name[name], args)
@@ -410,8 +443,9 @@ def run(script, args):
             path = os.path.join(out_dir, f"{name}.json")
             result = read_result(path) if args.replot else result_of(name, force=args.force)
             lines = write_report(script, by_name[name], result, out_dir)
+            quick = ["  --quick: a tiny budget; these numbers mean nothing"] * bool(result["config"].get("quick"))
             print("\n".join([f"{name}: wrote {os.path.join(out_dir, name)}.{{md,json}} and its figures"]
-                            + [f"  {line}" for line in lines]), flush=True)
+                            + quick + [f"  {line}" for line in lines]), flush=True)
         except Exception as e:
             if len(names) == 1 or isinstance(e, UserError):
                 raise

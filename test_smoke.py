@@ -1114,6 +1114,7 @@ def test_run_all_writes_the_report_and_resumes(tiny, tmp_path):
     assert sorted(q for lane in manifest["lanes"][2:] for q in lane[1:]) == sorted(["after"] + [q.name for q in
                                                                                              cnn.QUESTIONS])
     report = (out / "README.md").read_text()
+    assert runner.QUICK_BANNER in report  # a quick study says so before anything else
     headings = [line for line in report.splitlines() if line.startswith("## ")]
     assert headings[1:] == [f"## {runner.heading(q)}" for q in mlp.QUESTIONS + cnn.QUESTIONS]  # in the scripts' order
     assert "ran in 4 processes side by side (mlp.py: " in report
@@ -1129,6 +1130,47 @@ def test_run_all_writes_the_report_and_resumes(tiny, tmp_path):
     log = (out / "logs" / "mlp_lane1.log").read_text()
     assert "gradients: reusing" not in log and (out / "mlp" / "gradients.json").is_file()
     assert "residual: reusing" in log and "lr: reusing" in log  # their inputs did not change
+
+
+def full_result_folder(folder):
+    """A results folder that holds one full (not --quick) result: the committed lr question's files."""
+    os.makedirs(folder / "mlp")
+    for suffix in ("json", "md", "png"):
+        shutil.copy(os.path.join(HERE, "results", "mlp", f"lr.{suffix}"), folder / "mlp")
+    assert json.loads((folder / "mlp" / "lr.json").read_text())["config"]["quick"] is False
+    return {path: path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_quick_never_writes_over_full_results(tmp_path, capsys, monkeypatch):
+    """--quick writes to a folder of its own, refuses one that holds full results, and says in every report that
+    its numbers mean nothing."""
+    full = tmp_path / "full"
+    before = full_result_folder(full)
+    code, _, err = in_process(mlp.SCRIPT, ["--question", "lr", "--quick", "--quiet", "--out", full], capsys)
+    assert one_line_error(code, err, "holds full results"), err
+    assert {path: path.read_bytes() for path in sorted(full.rglob("*")) if path.is_file()} == before
+    monkeypatch.chdir(tmp_path)  # no --out: the quick folder, not results/
+    code, stdout, err = in_process(mlp.SCRIPT, ["--question", "gradients", "--quick", "--quiet", "--seeds", 1], capsys)
+    assert code == 0, err
+    assert os.listdir(tmp_path / runner.QUICK_OUT) == ["mlp"] and not os.path.exists(tmp_path / "results")
+    assert "these numbers mean nothing" in stdout
+    markdown = (tmp_path / runner.QUICK_OUT / "mlp" / "gradients.md").read_text()
+    assert markdown.splitlines()[2] == runner.QUICK_BANNER.strip()
+    full_markdown = (full / "mlp" / "lr.md").read_text()
+    assert "Quick run" not in full_markdown  # a full result's report has no banner
+    code, _, err = in_process(mlp.SCRIPT, ["--question", "lr", "--replot", "--out", full], capsys)
+    assert code == 0 and (full / "mlp" / "lr.md").read_text() == full_markdown
+
+
+def test_run_all_quick_refuses_a_folder_of_full_results(tmp_path):
+    full = tmp_path / "full"
+    before = full_result_folder(full)
+    proc = subprocess.run(["bash", os.path.join(HERE, "run_all.sh"), "--quick", "--out", str(full)],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHON": sys.executable})
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "holds full results" in lines[0], proc.stderr
+    assert {path: path.read_bytes() for path in sorted(full.rglob("*")) if path.is_file()} == before
+    assert sorted(os.listdir(full)) == ["mlp"]  # no logs/, no README.md
 
 
 # ============================================================================= the runner (runner.py)
