@@ -2,18 +2,20 @@
 --replot, and each question's .md.
 
 A question trains (mlp.py, cnn.py) into OUT/<script>/<question>.json, the arrays its figures draw into a
-.npz and the model states other questions read into a .pt; its report (mlp_report.py, cnn_report.py) reads
+.npz and the model states other questions read into a .pt; its report (in the same questions/ module) reads
 only those files.
 """
 import argparse
+import ast
 import glob
+import hashlib
+import inspect
 import io
 import json
 import os
 import sys
 import time
 import traceback
-import warnings
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -25,10 +27,10 @@ from common import (UserError, device_name, file_digest, library_versions, markd
                     show_value, write_atomic)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-QUICK_OUT = "results-quick"  # --quick's default folder: a quick run never writes where the study's results are
-QUICK_BANNER = ("> **Quick run (`--quick`).** A tiny budget (a small subset of the data, one to three epochs, "
-                "small images) that only checks that the pipeline runs: its numbers and answers mean nothing. "
-                "Run without `--quick` for the study.\n")
+QUICK_OUT = "results-quick"  # --quick's default folder: a quick run never writes where the study's are
+QUICK_BANNER = ("> **Quick run (`--quick`).** A tiny budget (a small subset of the data, one to three "
+                "epochs, small images) that only checks that the pipeline runs: its numbers and answers mean "
+                "nothing. Run without `--quick` for the study.\n")
 
 
 class Question(NamedTuple):
@@ -94,6 +96,7 @@ class Script(NamedTuple):
     data_help: str
     add_flags: Callable = None
     inputs: Callable = data_digest
+    shared_code: tuple = ("common.py",)  # files whose every edit retrains each question (training_digest)
 
 
 def heading(question):
@@ -135,7 +138,7 @@ def build_parser(script):
                              "lanes are balanced by the CPU times saved in OUT (else wall times)")
     parser.add_argument("--data-dir", help=script.data_help)
     parser.add_argument("--out", help=f"results folder; outputs go to OUT/{script.name}/ (default: results; "
-                                      f"with --quick, {QUICK_OUT}, and a folder holding full results is refused)")
+                                      f"with --quick, {QUICK_OUT}, and a folder of full results is refused)")
     for setting in SHARED_SETTINGS + script.settings:
         defaults = defaults_text(script.questions, setting.key, setting.show)
         parser.add_argument("--" + setting.key.replace("_", "-"), dest=setting.key, **setting.argparse,
@@ -151,8 +154,8 @@ def build_parser(script):
                         help="append a line per question (script/question, wall seconds, ok or failed) to "
                              "FILE")
     parser.add_argument("--quick", action="store_true",
-                        help=f"a tiny budget (small data, few epochs) for tests: its numbers mean nothing; it "
-                             f"writes to {QUICK_OUT}/ unless --out names a folder without full results")
+                        help=f"a tiny budget (small data, few epochs) for tests: its numbers mean nothing; "
+                             f"it writes to {QUICK_OUT}/ unless --out names a folder without full results")
     parser.add_argument("--force", action="store_true",
                         help="retrain even if a saved result has the same settings")
     parser.add_argument("--replot", action="store_true",
@@ -188,71 +191,117 @@ def resolve_settings(script, question, args):
 
 # ----------------------------------------------------------------------------- saved results
 
-def code_digest(script_name):
-    """sha256 of the training code, the script and common.py: in every cache key, so that no result outlives
-    the code that made it. The report modules are not in it: a report is redrawn on every run."""
-    return file_digest([os.path.join(HERE, f"{script_name}.py"), os.path.join(HERE, "common.py")])
+def definitions(module):
+    """name -> (source, the names it uses) of each top-level definition of module, and name -> module of
+    its `from M import name` imports of the project's own modules."""
+    source = inspect.getsource(module)
+    tree = ast.parse(source)
+    defined, imported = {}, {}
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module and os.path.exists(
+                os.path.join(HERE, *node.module.split(".")) + ".py"):
+            imported.update({alias.asname or alias.name: (node.module, alias.name) for alias in node.names})
+        names = ([node.name] if isinstance(node, (ast.FunctionDef, ast.ClassDef)) else
+                 [t.id for t in node.targets if isinstance(t, ast.Name)] if isinstance(node, ast.Assign)
+                 else [])
+        used = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+        defined.update({name: (ast.get_source_segment(source, node), used) for name in names})
+    return defined, imported
 
 
-def read_result(path, weights=False):
-    """The saved result at path with its arrays (.npz) and, if asked, its model states (.pt); both must come
-    from the .json's config, and are read as plain numbers, so a foreign file cannot run code. A missing or
-    unreadable file is a UserError that says what to do."""
+def training_code(script, question):
+    """(module, name) -> source of the question's train function and of every definition it reaches,
+    transitively, in its own module and through `from ... import` in the project's others, but for the
+    script's shared training modules (script.shared_code), which count whole."""
+    shared = {os.path.splitext(file)[0] for file in script.shared_code}
+    sources, todo = {}, [(question.train.__module__, question.train.__name__)]
+    while todo:
+        module_name, name = todo.pop()
+        if (module_name, name) in sources or module_name in shared:
+            continue
+        defined, imported = definitions(sys.modules[module_name])
+        source, used = defined.get(name, ("", set()))
+        sources[module_name, name] = source
+        todo += [(module_name, n) for n in used if n in defined]
+        todo += [imported[n] for n in used if n in imported]
+    return sources
+
+
+def training_digest(script, question):
+    """sha256 of the code a question trains with: its training_code and the script's shared modules. In every
+    cache key, so that no result outlives the code that made it; a report function is not in it, so a report
+    edit redraws without retraining, and an edit of one question retrains it and what reads it, no other."""
+    code = file_digest([os.path.join(HERE, file) for file in script.shared_code])
+    for (module, name), source in sorted(training_code(script, question).items()):
+        code += f"\n{module}.{name}\n{source}"
+    return hashlib.sha256(code.encode()).hexdigest()[:16]
+
+
+def read_saved(file, result, key, advice):
+    """The arrays (.npz) or model states (.pt) saved beside result, read as plain numbers, so that a foreign
+    file cannot run code; they must come from the .json's config. A missing or unreadable file is a
+    UserError that ends with advice."""
+    try:
+        if key == "arrays":
+            with np.load(file, allow_pickle=False) as arrays:
+                saved = {"config": json.loads(str(arrays["config"])), "arrays": dict(arrays)}
+        else:
+            saved = torch.load(file, map_location="cpu", weights_only=True)
+        if saved["config"] != result["config"]:
+            raise ValueError("its config is not the .json's")
+    except FileNotFoundError:
+        raise UserError(f"{file}: missing; {advice}") from None
+    except Exception as e:  # a truncated or foreign file: numpy and torch raise several types
+        reason = (str(e).strip().splitlines() or [""])[0].split(". ")[0]
+        raise UserError(f"{file}: unreadable ({type(e).__name__}: {reason}); {advice}") from None
+    return saved[key]
+
+
+def read_result(path, advice="rerun the question with --force"):
+    """The saved result at path with its arrays (.npz); its model states (.pt) are read only when a question
+    that reads it trains (read_states)."""
     try:
         with open(path) as f:
             result = json.load(f)
     except FileNotFoundError:
         raise UserError(f"{path}: no saved result; run the question without --replot first") from None
     except ValueError as e:
-        raise UserError(f"{path}: not valid JSON ({e}); rerun the question with --force") from None
-    folder = os.path.dirname(path)
-    files = [("arrays", result.get("arrays_file"))] + [("weights", result.get("weights_file"))] * weights
-    for key, name in (pair for pair in files if pair[1]):
-        file = os.path.join(folder, name)
-        try:
-            if key == "arrays":
-                with np.load(file, allow_pickle=False) as arrays:
-                    saved = {"config": json.loads(str(arrays["config"])), "arrays": dict(arrays)}
-            else:
-                saved = torch.load(file, map_location="cpu", weights_only=True)
-            if saved["config"] != result["config"]:
-                raise ValueError("its config is not the .json's")
-        except FileNotFoundError:
-            raise UserError(f"{file}: missing; rerun the question with --force") from None
-        except Exception as e:  # a truncated or foreign file: numpy and torch raise several types
-            reason = (str(e).strip().splitlines() or [""])[0].split(". ")[0]
-            raise UserError(f"{file}: unreadable ({type(e).__name__}: {reason}); rerun the question with "
-                            "--force") from None
-        result[key] = saved[key]
-    result.get("arrays", {}).pop("config", None)
+        raise UserError(f"{path}: not valid JSON ({e}); {advice}") from None
+    if result.get("arrays_file"):
+        file = os.path.join(os.path.dirname(path), result["arrays_file"])
+        arrays = read_saved(file, result, "arrays", advice)
+        result["arrays"] = {key: value for key, value in arrays.items() if key != "config"}
     return result
 
 
 def load_cached(path, config):
-    """The saved result (with arrays and weights) if made with exactly this config, else None. An unreadable
-    file is reported and ignored: the question trains again."""
+    """The saved result (with its arrays) if made with exactly this config, else None. An unreadable file is
+    said and ignored: the question trains again."""
     if not os.path.exists(path):
         return None
     try:
-        result = read_result(path, weights=True)
+        result = read_result(path, advice="retraining it")
     except UserError as e:
-        warnings.warn(f"unreadable cache: {e}; recomputing", stacklevel=2)
+        print(e)
         return None
     return result if result.get("config") == config else None
 
 
-def get_result(script, question, args, data, env, reads, force):
+def get_result(script, question, args, data, env, reads, force, with_states):
     """The saved result if its config (settings, data, code, device, what it reads) matches, else train the
-    question and save it: .json, .npz for its arrays, .pt for its model states."""
+    question and save it: .json, .npz for its arrays, .pt for its model states. with_states(name): the result
+    of a question it reads, with the model states that question saved."""
     settings = resolve_settings(script, question, args)
     config = rounded({"question": question.name, "settings": settings, "data": script.inputs(settings, data),
-                      "code": code_digest(script.name), "device": env.device.type, "quick": args.quick,
+                      "code": training_digest(script, question), "device": env.device.type,
+                      "quick": args.quick,
                       "reads": {name: result["config"] for name, result in reads.items()}})
     path = os.path.join(args.out, script.name, f"{question.name}.json")
     cached = None if force else load_cached(path, config)
     if cached is not None:
-        print(f"{question.name}: reusing {path} (same settings, data and code; --force retrains)")
+        print(f"{question.name}: reusing {path} (same settings, data and training code; --force retrains)")
         return cached
+    reads = {name: with_states(name) for name in reads}
     start, cpu_start = time.perf_counter(), time.process_time()
     trained = question.train(settings, data, reads, env)
     arrays, weights = trained.pop("arrays", None), trained.pop("weights", None)
@@ -369,7 +418,7 @@ def with_reads(questions, names):
 
 
 def full_results(folder):
-    """The saved results under folder (OUT/<script>/<question>.json) that a full run made, not a --quick one."""
+    """The saved results in folder (OUT/<script>/<question>.json) that a full run made, not a --quick one."""
     found = []
     for path in sorted(glob.glob(os.path.join(folder, "*", "*.json"))):
         try:
@@ -387,8 +436,9 @@ def refuse_quick_over_full(folder):
     nothing."""
     full = full_results(folder)
     if full:
-        raise UserError(f"{folder}: holds full results ({len(full)} files, such as {full[0]}); a --quick run never "
-                        f"writes there: leave out --out (quick runs write to {QUICK_OUT}/) or name another folder")
+        raise UserError(f"{folder}: holds full results ({len(full)} files, such as {full[0]}); a --quick "
+                        f"run never writes there: leave out --out (quick runs write to {QUICK_OUT}/) or name "
+                        "another folder")
 
 
 def prepare_output(folder):
@@ -434,7 +484,19 @@ def run(script, args):
     def result_of(name, force=False):  # each question once per process; what it reads first
         if name not in results:
             reads = {read: result_of(read) for read in by_name[name].reads}
-            results[name] = get_result(script, by_name[name], args, data, env, reads, force)
+            results[name] = get_result(script, by_name[name], args, data, env, reads, force, with_states)
+        return results[name]
+
+    def with_states(name):  # the model states are read only for a question that trains on them
+        result = results[name]
+        if result.get("weights_file") and result.get("weights") is None:
+            file = os.path.join(out_dir, result["weights_file"])
+            try:
+                result["weights"] = read_saved(file, result, "weights", f"retraining {name} for them")
+            except UserError as e:
+                print(f"{e} (it took {result['wall_s']:.0f} s last time)", flush=True)
+                del results[name]
+                result_of(name, force=True)
         return results[name]
 
     for name in names:
@@ -443,7 +505,7 @@ def run(script, args):
             path = os.path.join(out_dir, f"{name}.json")
             result = read_result(path) if args.replot else result_of(name, force=args.force)
             lines = write_report(script, by_name[name], result, out_dir)
-            quick = ["  --quick: a tiny budget; these numbers mean nothing"] * bool(result["config"].get("quick"))
+            quick = ["  --quick: a tiny budget; these numbers mean nothing"] * bool(result["config"]["quick"])
             print("\n".join([f"{name}: wrote {os.path.join(out_dir, name)}.{{md,json}} and its figures"]
                             + quick + [f"  {line}" for line in lines]), flush=True)
         except Exception as e:

@@ -17,11 +17,27 @@ from PIL import Image
 from torch import nn
 
 import cnn
-import cnn_report
 import common
 import mlp
-import mlp_report
+import plots
+import questions.baselines
+import questions.batch_size
+import questions.batchnorm
+import questions.depth_width
+import questions.epochs
+import questions.gradients
+import questions.implicit
+import questions.lr
+import questions.mistakes
+import questions.pretrained
+import questions.regions
+import questions.residual
+import questions.summary
+import questions.sweep
 import runner
+import section6
+import section7
+import stats
 import study
 from common import UserError, render
 from data import build_realfake
@@ -64,10 +80,10 @@ def tiny_data(n=240, classes=4, dim=2, seed=0):
 
 @pytest.mark.parametrize("batch_norm", [False, True])
 def test_mlp_layers_match_protocol(batch_norm):
-    model = mlp.MLP(n_in=2, n_classes=33, depth=6, width=16, batch_norm=batch_norm)
+    model = section6.MLP(n_in=2, n_classes=33, depth=6, width=16, batch_norm=batch_norm)
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(2, 16)] + [(16, 16)] * 5 + [(16, 33)]
-    kinds = [type(m).__name__ for m in model.modules() if not isinstance(m, (nn.Sequential, nn.ModuleList, mlp.MLP))]
+    kinds = [type(m).__name__ for m in model.modules() if not isinstance(m, (nn.Sequential, nn.ModuleList, section6.MLP))]
     hidden = ["Linear", "BatchNorm1d", "ReLU"] if batch_norm else ["Linear", "ReLU"]
     assert kinds == hidden * 6 + ["Linear"]
 
@@ -114,7 +130,7 @@ def reference_sgd(build, seed, lr, data, epochs, batch_size):
 @pytest.mark.parametrize("batch_norm", [False, True])
 def test_lockstep_equals_torch_sgd(batch_norm):
     data = tiny_data()
-    build = lambda run: mlp.MLP(2, 4, depth=3, width=8, batch_norm=batch_norm)  # noqa: E731
+    build = lambda run: section6.MLP(2, 4, depth=3, width=8, batch_norm=batch_norm)  # noqa: E731
     runs = [{"seed": 1, "lr": 0.1}, {"seed": 2, "lr": 0.03}, {"seed": 1, "lr": 0.01}]
     results, states = common.train_lockstep(build, runs, data, epochs=2, batch_size=32, device=torch.device("cpu"),
                                             record_grads=True, record_steps=True, quiet=True)
@@ -141,7 +157,7 @@ def test_padded_widths_train_as_each_model_alone(arch):
     each has trained alone (its padding never moves from zero)."""
     data = tiny_data()
     runs = [{"seed": 1, "lr": 0.1, "width": 3}, {"seed": 2, "lr": 0.05, "width": 8}, {"seed": 3, "lr": 0.1, "width": 5}]
-    build = lambda run: mlp.MLP(2, 4, depth=3, width=run["width"], **arch)  # noqa: E731
+    build = lambda run: section6.MLP(2, 4, depth=3, width=run["width"], **arch)  # noqa: E731
     cpu = torch.device("cpu")
     together, together_states = common.train_lockstep(build, runs, data, 3, 32, cpu, record_grads=True,
                                                       record_steps=True, eval_train=True, quiet=True)
@@ -164,7 +180,7 @@ def test_stacked_module_calls_each_model_as_it_is(arch):
     models = []
     for seed in range(3):
         torch.manual_seed(seed)
-        models.append(mlp.MLP(2, 4, depth=3, width=6, **arch))
+        models.append(section6.MLP(2, 4, depth=3, width=6, **arch))
         with torch.no_grad():
             for i, gain in enumerate(getattr(models[-1], "gains", [])):  # SkipInit's gains apart from 0, each its own
                 gain.fill_(0.5 + seed + i)
@@ -189,7 +205,7 @@ def test_each_model_trains_on_its_own_inputs_as_it_would_alone():
     scales = (1.0, 10.0, 0.1)
     own = {split: (torch.stack([X * s for s in scales]), y) for split, (X, y) in data.items()}
     runs = [{"seed": 1, "lr": 0.05}, {"seed": 1, "lr": 0.05}, {"seed": 2, "lr": 0.1}]
-    build = lambda run: mlp.MLP(2, 4, depth=2, width=5)  # noqa: E731
+    build = lambda run: section6.MLP(2, 4, depth=2, width=5)  # noqa: E731
     cpu = torch.device("cpu")
     together, states = common.train_lockstep(build, runs, own, 2, 32, cpu, eval_train=True, quiet=True)
     for k, (run, scale) in enumerate(zip(runs, scales)):
@@ -207,7 +223,7 @@ def test_training_on_from_a_state_goes_on_as_if_it_never_stopped():
     bit for bit (the shuffling generator is drawn past the epochs done), batch norm's running statistics
     included."""
     data, cpu = tiny_data(), torch.device("cpu")
-    build = lambda run: mlp.MLP(2, 4, depth=3, width=5, batch_norm=True)  # noqa: E731
+    build = lambda run: section6.MLP(2, 4, depth=3, width=5, batch_norm=True)  # noqa: E731
     runs = [{"seed": 1, "lr": 0.1}, {"seed": 2, "lr": 0.05}]
     whole, whole_states = common.train_lockstep(build, runs, data, 4, 16, cpu, quiet=True)
     first, first_states = common.train_lockstep(build, runs, data, 2, 16, cpu, quiet=True)
@@ -221,7 +237,7 @@ def test_training_on_from_a_state_goes_on_as_if_it_never_stopped():
 
 
 def test_eval_train_final_measures_the_training_set_after_the_last_epoch_only():
-    data, build, cpu = tiny_data(), (lambda run: mlp.MLP(2, 4, depth=2, width=5)), torch.device("cpu")
+    data, build, cpu = tiny_data(), (lambda run: section6.MLP(2, 4, depth=2, width=5)), torch.device("cpu")
     [every], _ = common.train_lockstep(build, [{"seed": 1, "lr": 0.1}], data, 3, 32, cpu, eval_train=True, quiet=True)
     [last], _ = common.train_lockstep(build, [{"seed": 1, "lr": 0.1}], data, 3, 32, cpu, eval_train="final",
                                       quiet=True)
@@ -236,11 +252,11 @@ def test_epoch_measures_are_each_models_own_after_every_epoch():
     alone, computed directly (dead units per layer, and what the net predicts)."""
     data = tiny_data()
     runs = [{"seed": 1, "lr": 0.5}, {"seed": 2, "lr": 0.05}]
-    build = lambda run: mlp.MLP(2, 4, depth=3, width=6)  # noqa: E731
+    build = lambda run: section6.MLP(2, 4, depth=3, width=6)  # noqa: E731
     X_val = data["val"][0].expand(2, *data["val"][0].shape)
 
     def measure(stacked):
-        return {"dead": mlp.dead_relu_fraction(stacked, X_val), **mlp.output_summary(stacked, X_val)}
+        return {"dead": section6.dead_relu_fraction(stacked, X_val), **questions.epochs.output_summary(stacked, X_val)}
     results, states = common.train_lockstep(build, runs, data, 3, 32, torch.device("cpu"), epoch_measure=measure,
                                             quiet=True)
     for result, state in zip(results, states):
@@ -249,7 +265,7 @@ def test_epoch_measures_are_each_models_own_after_every_epoch():
         model.eval()
         history = result["history"]
         assert len(history["dead"]) == 3 and history["dead"][-1] == pytest.approx(
-            mlp.dead_relu_fraction(model, data["val"][0]).tolist())
+            section6.dead_relu_fraction(model, data["val"][0]).tolist())
         probs = model(data["val"][0]).softmax(1).detach()
         entropy = float(-(probs * probs.log()).sum(1).mean())
         share = np.bincount(probs.argmax(1).numpy(), minlength=4).max() / len(probs)
@@ -263,7 +279,7 @@ def test_stacked_module_refuses_a_layer_it_cannot_stack():
 
 
 def test_a_model_wider_than_the_widest_in_some_tensor_is_refused():
-    build = lambda run: mlp.MLP(2, 4, depth=run["depth"], width=run["width"])  # noqa: E731
+    build = lambda run: section6.MLP(2, 4, depth=run["depth"], width=run["width"])  # noqa: E731
     runs = [{"seed": 1, "lr": 0.1, "depth": 2, "width": 8}, {"seed": 1, "lr": 0.1, "depth": 3, "width": 4}]
     with pytest.raises(ValueError, match="cannot pad"):
         common.train_lockstep(build, runs, tiny_data(), 1, 32, torch.device("cpu"), quiet=True)
@@ -271,7 +287,7 @@ def test_a_model_wider_than_the_widest_in_some_tensor_is_refused():
 
 def test_divergence_is_isolated():
     data = tiny_data()
-    build = lambda run: mlp.MLP(2, 4, depth=3, width=8)  # noqa: E731
+    build = lambda run: section6.MLP(2, 4, depth=3, width=8)  # noqa: E731
     cpu = torch.device("cpu")
     with_bad, _ = common.train_lockstep(build, [{"seed": 1, "lr": 0.05}, {"seed": 2, "lr": 1e30}], data, 3, 32, cpu,
                                         quiet=True)
@@ -285,7 +301,7 @@ def test_divergence_is_isolated():
 
 def test_same_seed_same_history():
     data = tiny_data()
-    build = lambda run: mlp.MLP(2, 4, depth=2, width=8, batch_norm=True)  # noqa: E731
+    build = lambda run: section6.MLP(2, 4, depth=2, width=8, batch_norm=True)  # noqa: E731
     runs = [{"seed": 42, "lr": 0.05}]
     first, _ = common.train_lockstep(build, runs, data, 2, 16, torch.device("cpu"), record_steps=True, quiet=True)
     second, _ = common.train_lockstep(build, runs, data, 2, 16, torch.device("cpu"), record_steps=True, quiet=True)
@@ -297,13 +313,13 @@ def test_same_seed_same_history():
 def test_residual_skips_sit_around_each_hidden_layer_but_the_first(batch_norm):
     torch.manual_seed(0)
     x = torch.randn(5, 2)
-    post = mlp.MLP(2, 3, depth=3, width=4, batch_norm=batch_norm, residual="post").eval()
+    post = section6.MLP(2, 3, depth=3, width=4, batch_norm=batch_norm, residual="post").eval()
     linear, norm = post.hidden[1][0], (post.hidden[1][1] if batch_norm else nn.Identity())
     h = post.hidden[0](x)  # 2 -> 4: no identity skip possible
     h = h + torch.relu(norm(linear(h)))  # x + ReLU([BN](Linear(x)))
     h = h + post.hidden[2](h)
     assert torch.allclose(post(x), post.out(h))
-    pre = mlp.MLP(2, 3, depth=3, width=4, batch_norm=batch_norm, residual="pre").eval()
+    pre = section6.MLP(2, 3, depth=3, width=4, batch_norm=batch_norm, residual="pre").eval()
     linear, norm = pre.hidden[1][-1], (pre.hidden[1][0] if batch_norm else nn.Identity())
     h = pre.hidden[0](x)
     h = h + linear(torch.relu(norm(h)))  # x + Linear(ReLU([BN](x)))
@@ -315,13 +331,13 @@ def test_residual_skips_sit_around_each_hidden_layer_but_the_first(batch_norm):
 
 def test_he_init_and_leaky_relu():
     torch.manual_seed(0)
-    he = mlp.MLP(2, 3, depth=4, width=256, init="he")
+    he = section6.MLP(2, 3, depth=4, width=256, init="he")
     for m in [m for m in he.modules() if isinstance(m, nn.Linear)][1:-1]:  # 256 x 256: a precise std
         assert m.weight.std().item() == pytest.approx((2 / m.in_features) ** 0.5, rel=0.05)
         assert (m.bias == 0).all()
-    leaky = mlp.MLP(2, 3, depth=2, width=4, activation="leaky_relu")
+    leaky = section6.MLP(2, 3, depth=2, width=4, activation="leaky_relu")
     assert [type(m) for m in leaky.modules() if isinstance(m, (nn.ReLU, nn.LeakyReLU))] == [nn.LeakyReLU] * 2
-    assert len(mlp.relu_inputs(leaky, torch.randn(7, 2))) == 2
+    assert len(section6.relu_inputs(leaky, torch.randn(7, 2))) == 2
 
 
 def linear_layers(model):
@@ -361,7 +377,7 @@ def test_gradient_record_equals_hand_computation():
     y = np.array([0, 1, 1, 0])
 
     def build(run):
-        model = mlp.MLP(2, 2, depth=2, width=2)
+        model = section6.MLP(2, 2, depth=2, width=2)
         with torch.no_grad():
             for layer, w, bias in zip([m for m in model.modules() if isinstance(m, nn.Linear)], W, b):
                 layer.weight.copy_(torch.tensor(w))
@@ -380,16 +396,16 @@ def test_batch_diagnostics_equal_hand_computation(trained):
     """The dead-layer diagnosis and depth's gradient ratio stand on batch_diagnostics: the activation norm
     entering each layer and ||grad W||^2, on the first batch of the run, at initialisation or with a given state.
     A narrow deep net (width 2) has layers that are dead at initialisation, so exact zeros are compared too."""
-    arch = dict(mlp.PLAIN, depth=12, width=2)
+    arch = dict(section6.PLAIN, depth=12, width=2)
     X, y = torch.randn(200, 2, generator=torch.Generator().manual_seed(0)) * 20, torch.arange(200) % 3
     common.seed_everything(0)
-    model = mlp.build_model(arch, 3)
+    model = section6.build_model(arch, 3)
     state = None
     if trained:  # any other weights: a state the run's own init could not give
         state = {name: t + 0.3 * torch.randn(t.shape, generator=torch.Generator().manual_seed(1))
                  for name, t in model.state_dict().items()}
         model.load_state_dict(state)
-    norms, grad_sq_norms = mlp.batch_diagnostics(arch, 3, seed=0, X=X, y=y, batch_size=64, state=state)
+    norms, grad_sq_norms = section6.batch_diagnostics(arch, 3, seed=0, X=X, y=y, batch_size=64, state=state)
     first_batch = torch.randperm(200, generator=torch.Generator().manual_seed(0))[:64]
     inputs, _, grad_sq = numpy_backprop(linear_layers(model), X[first_batch].double().numpy(),
                                         y[first_batch].numpy())
@@ -403,22 +419,22 @@ def test_batch_diagnostics_equal_hand_computation(trained):
 
 def test_dead_relu_fraction_equals_hand_computation():
     torch.manual_seed(3)
-    model = mlp.MLP(2, 3, depth=3, width=6)
+    model = section6.MLP(2, 3, depth=3, width=6)
     with torch.no_grad():
         model.hidden[1][0].bias[:2] = -100.0  # two units of layer 1 off for every input
     X = torch.randn(300, 2)
     _, pre, _ = numpy_backprop(linear_layers(model), X.double().numpy(), np.zeros(300, dtype=int))
     expected = [float((z <= 0).all(0).mean()) for z in pre]
-    assert mlp.dead_relu_fraction(model, X).tolist() == pytest.approx(expected)
+    assert section6.dead_relu_fraction(model, X).tolist() == pytest.approx(expected)
     assert expected[1] >= 2 / 6
 
 
 def test_region_count_at_depth_2_equals_hand_computation():
     """Regions of a depth-2 net on a grid: the distinct on/off patterns of both hidden layers, by numpy."""
     torch.manual_seed(7)
-    model = mlp.MLP(2, 3, depth=2, width=5)
+    model = section6.MLP(2, 3, depth=2, width=5)
     extent, resolution = (-3.0, 3.0, -2.0, 2.0), 150
-    regions = mlp.activation_regions(model, extent, resolution)
+    regions = questions.regions.activation_regions(model, extent, resolution)
     xs, ys = np.linspace(extent[0], extent[1], resolution), np.linspace(extent[2], extent[3], resolution)
     grid_x, grid_y = np.meshgrid(xs, ys)
     points = np.stack([grid_x.ravel(), grid_y.ravel()], axis=1)
@@ -437,14 +453,14 @@ def test_packed_pattern_ids_equal_unique_over_rows(units):
     patterns = torch.rand(5000, units, generator=generator) < 0.02
     patterns[:2000] = patterns[2000:4000]  # repeats, so ids are shared
     _, expected = np.unique(patterns.numpy(), axis=0, return_inverse=True)
-    assert mlp.pattern_ids(patterns).tolist() == expected.ravel().tolist()
+    assert questions.regions.pattern_ids(patterns).tolist() == expected.ravel().tolist()
 
 
 def test_prediction_map_colors_grid_by_argmax(tmp_path):
     """A depth-1 net whose logits are (ReLU(-x), ReLU(x), 0.5): class 0 left of -0.5, class 1 right of 0.5, class 2
     between. Training saves its map; the report draws exactly that grid in the class colors."""
-    run = {**mlp.PLAIN, "depth": 1, "width": 2, "seed": 42, "history": {"test_acc": [1.0]}}
-    model = mlp.build_model(run, 3)
+    run = {**section6.PLAIN, "depth": 1, "width": 2, "seed": 42, "history": {"test_acc": [1.0]}}
+    model = section6.build_model(run, 3)
     with torch.no_grad():
         model.hidden[0][0].weight.copy_(torch.tensor([[1.0, 0.0], [-1.0, 0.0]]))
         model.hidden[0][0].bias.zero_()
@@ -453,23 +469,23 @@ def test_prediction_map_colors_grid_by_argmax(tmp_path):
     X = torch.tensor([[-1.0, 0.0], [0.0, 0.0], [1.0, 0.0]])
     data = {"meta": {"n_classes": 3, "extent": [-2.0, 2.0, -1.0, 1.0]}, "test": (X, torch.tensor([0, 1, 1])),
             "train": (X, torch.tensor([0, 1, 1]))}
-    arrays = mlp.map_arrays("t", run, model.state_dict(), data)
+    arrays = section6.map_arrays("t", run, model.state_dict(), data)
     border = common.borders(arrays["grid_t"]).mean()
-    extent = mlp.map_extent(data["meta"]["extent"])
-    xs = np.linspace(extent[0], extent[1], mlp.MAP_RESOLUTION)
+    extent = section6.map_extent(data["meta"]["extent"])
+    xs = np.linspace(extent[0], extent[1], section6.MAP_RESOLUTION)
     expected_row = np.where(xs > 0.5, 1, np.where(xs < -0.5, 0, 2))
-    assert arrays["grid_t"].shape == (mlp.MAP_RESOLUTION,) * 2 and (arrays["grid_t"] == expected_row[None, :]).all()
+    assert arrays["grid_t"].shape == (section6.MAP_RESOLUTION,) * 2 and (arrays["grid_t"] == expected_row[None, :]).all()
     assert arrays["test_pred_t"].tolist() == [0, 2, 1]
-    assert border == pytest.approx(2 / mlp.MAP_RESOLUTION)  # two columns of cells sit left of a border
-    result = {"arrays": {**arrays, **mlp.test_points(data)}, "map_extent": extent,
+    assert border == pytest.approx(2 / section6.MAP_RESOLUTION)  # two columns of cells sit left of a border
+    result = {"arrays": {**arrays, **section6.test_points(data)}, "map_extent": extent,
               "data": {"class_names": ["a", "b", "c"]}}
     fig, ax = common.plt.subplots()
-    drawn = mlp_report.draw_map(ax, result, "t", run, "t")
-    colors = mlp_report.class_colors(3)
+    drawn = plots.draw_map(ax, result, "t", run, "t")
+    colors = plots.class_colors(3)
     assert np.allclose(ax.images[0].get_array(), colors[drawn]) and set(np.unique(drawn)) == {0, 1, 2}
     ringed = ax.collections[1].get_offsets()  # the misclassified test points: the middle one only
     assert np.asarray(ringed).tolist() == [[0.0, 0.0]]
-    lab = mlp_report.cielab(mlp_report.class_colors(40))
+    lab = plots.cielab(plots.class_colors(40))
     gaps = np.linalg.norm(lab[:, None] - lab[None], axis=-1)[np.triu_indices(40, 1)]
     assert gaps.min() > 20  # no two classes' colors near each other (a just noticeable difference is about 2.3)
     common.plt.close(fig)
@@ -478,20 +494,20 @@ def test_prediction_map_colors_grid_by_argmax(tmp_path):
 def test_region_count_of_known_lines():
     """Three ReLU units whose lines x = 0, y = 0 and x + y = 1 are in general position: 1 + 3 + 3 = 7 regions
     of the plane, all of which meet the box [-3, 3]^2."""
-    model = mlp.MLP(2, 2, depth=1, width=3)
+    model = section6.MLP(2, 2, depth=1, width=3)
     with torch.no_grad():
         model.hidden[0][0].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
         model.hidden[0][0].bias.copy_(torch.tensor([0.0, 0.0, -1.0]))
-    regions = mlp.activation_regions(model, (-3, 3, -3, 3), resolution=300)
+    regions = questions.regions.activation_regions(model, (-3, 3, -3, 3), resolution=300)
     assert regions.max() + 1 == 7
-    assert mlp.region_bound([3]) == 7  # C(3,0) + C(3,1) + C(3,2)
-    assert mlp.region_bound([16]) == 137  # the report's bound
-    assert mlp.region_bound([16, 16]) == 137 * 137  # caps min(2, 16 - j1) never bind at width 16
+    assert questions.regions.region_bound([3]) == 7  # C(3,0) + C(3,1) + C(3,2)
+    assert questions.regions.region_bound([16]) == 137  # the report's bound
+    assert questions.regions.region_bound([16, 16]) == 137 * 137  # caps min(2, 16 - j1) never bind at width 16
 
 
 def test_sin_features():
     X = torch.tensor([[10.0, 50.0]])
-    features = mlp.featurize(X, "sin", X)
+    features = section6.featurize(X, "sin", X)
     assert features.shape == (1, 20)
     assert features[0, 0].item() == pytest.approx(np.sin(0.1 * 10.0), abs=1e-6)
     assert features[0, 19].item() == pytest.approx(np.sin(1.0 * 50.0), abs=1e-6)
@@ -501,15 +517,15 @@ def test_standardized_features_use_the_training_rows_statistics():
     train = torch.tensor([[0.0, 40.0], [10.0, 50.0], [20.0, 75.0]])
     X = torch.tensor([[5.0, 60.0]])
     expected = (X.numpy() - train.numpy().mean(0)) / train.numpy().std(0, ddof=1)
-    assert mlp.featurize(X, "standardized", train).numpy() == pytest.approx(expected)
-    assert mlp.featurize(X, "raw", train) is X
+    assert section6.featurize(X, "standardized", train).numpy() == pytest.approx(expected)
+    assert section6.featurize(X, "raw", train) is X
 
 
 # ----------------------------------------------------------------------------- data loading
 
 def test_loader_reads_course_format_and_maps_labels(tmp_path, capsys):
     folder = write_csv_dir(tmp_path / "course", header=("", "long", "lat", "country"), labels=(5, 10, 20, 7))
-    data = mlp.read_data(folder, torch.device("cpu"))
+    data = section6.read_data(folder, torch.device("cpu"))
     meta = data["meta"]
     assert meta["n_classes"] == 4 and meta["rows"] == {"train": 300, "val": 80, "test": 80}
     assert sorted(data["train"][1].unique().tolist()) == [0, 1, 2, 3]
@@ -525,7 +541,7 @@ def test_loader_uses_country_names(tmp_path):
     folder = write_csv_dir(tmp_path / "named")
     with open(os.path.join(folder, "countries.csv"), "w") as f:
         f.write("id,iso,name\n0,AA,Aland\n1,BB,Bland\n2,CC,Cland\n3,DD,Dland\n")
-    meta = mlp.read_data(folder, torch.device("cpu"))["meta"]
+    meta = section6.read_data(folder, torch.device("cpu"))["meta"]
     assert meta["class_names"] == ["Aland", "Bland", "Cland", "Dland"] and meta["label_note"] is None
 
 
@@ -606,15 +622,15 @@ def test_bad_csv_gives_one_line_error(tmp_path, capsys, breaker):
 def test_csv_columns_found_by_name(tmp_path, header):
     folder = write_csv_dir(tmp_path / "cols", header=header)
     reference = write_csv_dir(tmp_path / "plain")
-    data = mlp.read_data(folder, torch.device("cpu"))
-    expected = mlp.read_data(reference, torch.device("cpu"))
+    data = section6.read_data(folder, torch.device("cpu"))
+    expected = section6.read_data(reference, torch.device("cpu"))
     for split in ("train", "val", "test"):
         assert torch.equal(data[split][0], expected[split][0]) and torch.equal(data[split][1], expected[split][1])
 
 
 def test_string_labels_become_class_names(tmp_path):
     folder = write_csv_dir(tmp_path / "names", labels=("PT", "ES", "FR", "DE"))
-    meta = mlp.read_data(folder, torch.device("cpu"))["meta"]
+    meta = section6.read_data(folder, torch.device("cpu"))["meta"]
     assert meta["class_names"] == ["DE", "ES", "FR", "PT"] and meta["n_classes"] == 4
     assert "mapped onto 0..3" in meta["label_note"]
 
@@ -679,7 +695,7 @@ def test_cache_is_keyed_by_data_and_survives_corruption(tmp_path):
     saved = tmp_path / "mlp" / "epochs.json"
     saved.write_text(saved.read_text()[:100])  # a truncated result, as a crash of an older version could leave
     proc = run_script("mlp.py", *args)
-    assert proc.returncode == 0 and "unreadable cache" in proc.stderr and "reusing" not in proc.stdout
+    assert proc.returncode == 0 and "epochs.json: not valid JSON" in proc.stdout and "reusing" not in proc.stdout
     first = json.loads(saved.read_text())
     rewrite(os.path.join(folder, "train.csv"), lambda lines: lines[:-1])  # the data changed: retrain
     proc = run_script("mlp.py", *args)
@@ -785,7 +801,7 @@ def read_json(out, name):
 
 def cpu_data(*argv):
     """cnn.py's data for these flags, on the CPU."""
-    return cnn.load_data(runner.parse_args(cnn.SCRIPT, [str(a) for a in argv]), torch.device("cpu"))
+    return section7.load_data(runner.parse_args(cnn.SCRIPT, [str(a) for a in argv]), torch.device("cpu"))
 
 
 def cpu_env(tmp_path):
@@ -824,7 +840,7 @@ def test_demo_generator_names_each_image_s_source_photograph(tmp_path):
     assert images == {f"{split}/{name}/{i:04d}.png" for split, n in (("train", 4), ("test", 2))
                       for name in ("real", "fake") for i in range(n)}
     assert {row.split(",")[1] for row in rows[1:]} <= set(build_realfake.PHOTOS)
-    assert cnn.read_sources(folder)["test/fake/0001.png"] in build_realfake.PHOTOS
+    assert section7.read_sources(folder)["test/fake/0001.png"] in build_realfake.PHOTOS
 
 
 # ----------------------------------------------------------------------------- data loading
@@ -832,7 +848,7 @@ def test_demo_generator_names_each_image_s_source_photograph(tmp_path):
 def test_class_folder_names_decide_real_and_fake():
     for name, word in [("real", "real"), ("0_real", "real"), ("Real-faces", "real"), ("fake", "fake"),
                        ("1_fake", "fake"), ("FAKE", "fake"), ("cats", None), ("unreal", None), ("real_or_fake", None)]:
-        assert cnn.class_word(name) == word, name
+        assert section7.class_word(name) == word, name
 
 
 @pytest.mark.parametrize("class_names", [("0_real", "1_fake"), ("real", "fake")])
@@ -840,7 +856,7 @@ def test_labels_come_from_folder_names_not_alphabetical_order(tmp_path, class_na
     # with real/fake, alphabetical order would make fake class 0; the label must still be 1 = fake
     folder = build_realfake.build(str(tmp_path), counts={"train": 3, "val": 2, "test": 2}, size=32,
                                   class_names=class_names)
-    splits = cnn.list_images(folder)
+    splits = section7.list_images(folder)
     for paths, words in splits.values():
         for path, word in zip(paths, words):
             assert word == ("real" if os.path.basename(os.path.dirname(path)) == class_names[0] else "fake")
@@ -864,11 +880,11 @@ def test_grayscale_rgba_and_palette_images_load(tiny, tmp_path):
     rgb.resize((37, 53)).save(files[3])  # odd sizes, portrait and landscape
     rgb.resize((101, 29)).save(files[4])
     data = cpu_data("--question", "scratch", "--quiet", "--data-dir", folder, "--cache-dir", tmp_path / "cache")
-    x = cnn.images(data, "resize", 224, cpu_env(tmp_path))["train"]
+    x = section7.images(data, "resize", 224, cpu_env(tmp_path))["train"]
     assert x.shape == (2 * TINY["train"], 3, 224, 224) and x.dtype == torch.uint8
     gray = x[data["paths"]["train"].index(str(files[0]))]
     assert torch.equal(gray[0], gray[1]) and torch.equal(gray[1], gray[2])
-    assert cnn.images(data, "imagenet", 224, cpu_env(tmp_path))["train"].shape == (2 * TINY["train"], 3, 224, 224)
+    assert section7.images(data, "imagenet", 224, cpu_env(tmp_path))["train"].shape == (2 * TINY["train"], 3, 224, 224)
 
 
 def break_corrupt_image(folder):
@@ -995,19 +1011,19 @@ def test_cached_feature_probe_equals_in_loop_frozen_probe(tiny, tmp_path, monkey
                     "--cache-dir", tmp_path / "cache")
     torch.manual_seed(1)
     state = {k: v for k, v in torchvision.models.resnet18().state_dict().items() if not k.startswith("fc.")}
-    monkeypatch.setattr(cnn, "load_weights", lambda weights, quiet: {"state": state, "id": "test", "reason": None})
-    settings = dict(cnn.TORCH, lrs=[1e-2], batch_size=8, image_size=32, weights="test weights")
-    record = cnn.train_linear_probe(settings, data, {}, cpu_env(tmp_path))["models"][0]
+    monkeypatch.setattr(questions.pretrained, "load_weights", lambda weights, quiet: {"state": state, "id": "test", "reason": None})
+    settings = dict(section7.TORCH, lrs=[1e-2], batch_size=8, image_size=32, weights="test weights")
+    record = questions.pretrained.train_linear_probe(settings, data, {}, cpu_env(tmp_path))["models"][0]
     assert record["status"] == "ok"
 
     # the reference: the whole model in the loop, backbone frozen and in eval mode, only fc trained
     common.seed_everything(settings["seed"])
-    model = cnn.build_resnet(state)
+    model = section7.build_resnet(state)
     for name, p in model.named_parameters():
         p.requires_grad = name.startswith("fc.")
     model.eval()
-    x, y = cnn.images(data, "imagenet", 32, cpu_env(tmp_path)), data["labels"]["train"]
-    prepare = cnn.normalizer("imagenet", 32, torch.device("cpu"))
+    x, y = section7.images(data, "imagenet", 32, cpu_env(tmp_path)), data["labels"]["train"]
+    prepare = section7.normalizer("imagenet", 32, torch.device("cpu"))
     optimizer = torch.optim.Adam(model.fc.parameters(), lr=1e-2)
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(settings["seed"]))
     losses = []
@@ -1072,7 +1088,7 @@ def test_every_question_end_to_end_with_a_weights_file(tiny, random_weights, tmp
 
     # a rerun with the same settings reuses every saved baseline and mistakes itself; --replot redraws from the files
     again = run_script("cnn.py", "--question", "mistakes", *common_args)
-    assert again.returncode == 0 and again.stdout.count("reusing") == len(cnn.BASELINES) + 1, again.stdout
+    assert again.returncode == 0 and again.stdout.count("reusing") == len(section7.BASELINES) + 1, again.stdout
     assert read_json(out, "mistakes")["chosen"] == mistakes["chosen"]
     # the reports are a pure function of the saved files: --replot on a copy, without the images, rewrites each .md
     copy = tmp_path / "copy"
@@ -1233,21 +1249,38 @@ def test_lanes_are_costed_by_cpu_time_when_every_result_has_it(tmp_path):
     paths["d"] = tmp_path / "missing.json"
     assert runner.lane_costs(paths)["d"] is None
 
-def test_a_rerun_reuses_the_result_until_the_training_code_changes(tmp_path):
-    """The cache key holds a digest of the training code, mlp.py and common.py: an edit to either retrains; an edit
-    to the report alone reuses the result and redraws the report."""
-    for file in ("mlp.py", "common.py", "runner.py", "mlp_report.py"):
+def test_the_cache_retrains_a_question_only_when_its_training_code_changes(tmp_path):
+    """The cache key holds a digest of the code a question trains with (its train function and what that reaches,
+    and the shared section6.py and common.py): a report edit reuses every result, an edit of one question's training
+    retrains it and the questions that read it, no other."""
+    for file in ("mlp.py", "common.py", "runner.py", "section6.py", "stats.py", "plots.py"):
         shutil.copy(os.path.join(HERE, file), tmp_path / file)
+    shutil.copytree(os.path.join(HERE, "questions"), tmp_path / "questions",
+                    ignore=shutil.ignore_patterns("__pycache__"))
     folder = write_csv_dir(tmp_path / "data")
-    command = [sys.executable, str(tmp_path / "mlp.py"), "--question", "epochs", "--quick", "--quiet", "--seeds", "1",
-               "--data-dir", folder, "--out", str(tmp_path / "out")]
-    first = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert first.returncode == 0 and "reusing" not in first.stdout, first.stderr
-    for file, retrains in (("mlp_report.py", False), ("common.py", True)):
-        with open(tmp_path / file, "a") as f:
-            f.write("\n# an edit\n")
-        edited = subprocess.run(command, capture_output=True, text=True, timeout=600)
-        assert edited.returncode == 0 and ("epochs: reusing" not in edited.stdout) == retrains, (file, edited.stdout)
+    command = [sys.executable, str(tmp_path / "mlp.py"), "--question", "lr", "epochs", "batchnorm", "--quick", "--quiet",
+               "--seeds", "1", "--data-dir", folder, "--out", str(tmp_path / "out")]
+
+    def retrained():
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        return {name for name in ("lr", "epochs", "batchnorm") if f"{name}: reusing" not in proc.stdout}
+
+    def edit(file, after):  # a comment line in the body of the definition that starts with `after`
+        path = tmp_path / file
+        text = path.read_text()
+        assert after in text
+        path.write_text(text.replace(after, after + "\n    # an edit", 1))
+    assert retrained() == {"lr", "epochs", "batchnorm"}
+    edit("questions/epochs.py", "def report_epochs(result):")
+    assert retrained() == set()  # a report edit: every result reused, the reports redrawn
+    edit("questions/lr.py", "def train_lr(settings, data, reads, env):")
+    assert retrained() == {"lr"}
+    edit("questions/epochs.py", "def overfit_control(settings, data, env):")  # epochs' training, which batchnorm runs
+    assert retrained() == {"epochs", "batchnorm"}
+    with open(tmp_path / "section6.py", "a") as f:
+        f.write("\n# an edit\n")
+    assert retrained() == {"lr", "epochs", "batchnorm"}
 
 
 class Payload:
@@ -1266,19 +1299,21 @@ def test_saved_files_are_read_without_unpickling_code(tmp_path, capsys):
     saved = torch.load(states, weights_only=True)
     assert saved["config"]["question"] == "depth_width" and len(saved["weights"]["states"]) == 1
     torch.save({"config": saved["config"], "weights": Payload()}, states)
-    with pytest.raises(UserError, match="depth_width.pt: unreadable .UnpicklingError: Weights only load failed"):
-        runner.read_result(str(path), weights=True)
+    result = runner.read_result(str(path))
+    with pytest.raises(UserError, match="depth_width.pt: unreadable"):
+        runner.read_saved(str(states), result, "weights", "")
     runner.main(mlp.SCRIPT, argv + ["--replot"])  # a report reads no model states at all
-    capsys.readouterr()
-    with pytest.warns(UserWarning, match="unreadable cache"):
-        runner.main(mlp.SCRIPT, argv)  # training does not trust the foreign file: it retrains
-    assert "reusing" not in capsys.readouterr().out
+    runner.main(mlp.SCRIPT, argv)  # nor does a cached rerun
+    assert "depth_width: reusing" in capsys.readouterr().out
+    runner.main(mlp.SCRIPT, [a if a != "depth_width" else "regions" for a in argv])  # a reader trains: it needs them
+    stdout = capsys.readouterr().out  # training does not trust the foreign file: it retrains what made it
+    assert "depth_width.pt: unreadable" in stdout and "retraining depth_width for them" in stdout
     assert isinstance(torch.load(states, weights_only=True)["weights"]["states"][0], dict)
     arrays = tmp_path / "mlp" / "depth_width.npz"
     with np.load(arrays) as saved_arrays:
         kept = dict(saved_arrays)
     np.savez(arrays, **{**kept, "grid_1x4": np.array([Payload()], dtype=object)})
-    with pytest.raises(UserError, match="depth_width.npz: unreadable .ValueError: Object arrays cannot be loaded"):
+    with pytest.raises(UserError, match="depth_width.npz: unreadable"):
         runner.read_result(str(path))
     np.savez(arrays, **{**kept, "config": np.array("{}")})  # the arrays of another run: refused, not mixed in
     with pytest.raises(UserError, match="depth_width.npz: unreadable .ValueError: its config is not the .json's"):
@@ -1344,8 +1379,8 @@ def test_committed_reports_are_a_pure_function_of_their_saved_files(tmp_path, fo
 
 
 def test_importing_a_module_does_nothing_and_reports_import_no_training_code():
-    code = ("import sys; path = list(sys.path); import mlp_report, cnn_report; "
-            "assert not {'mlp', 'cnn', 'runner'} & set(sys.modules), sorted(sys.modules); "
+    code = ("import sys; path = list(sys.path); import stats, plots, questions.baselines; "
+            "assert not {'mlp', 'cnn', 'runner', 'section6', 'section7'} & set(sys.modules), sorted(sys.modules); "
             "import mlp, cnn, study; assert sys.path == path; "
             "import matplotlib; assert matplotlib.get_backend().lower() == 'agg'")
     proc = subprocess.run([sys.executable, "-c", code], cwd=HERE, capture_output=True, text=True, timeout=120)
@@ -1400,17 +1435,17 @@ def run_with(history, **fields):
 
 def test_loss_trend_tells_improving_overfitting_and_flat():
     epochs = np.arange(1, 101)
-    improving = mlp_report.loss_trend(2.0 - 0.005 * epochs)
+    improving = stats.loss_trend(2.0 - 0.005 * epochs)
     assert improving["case"] == "improving" and improving["lowest_epoch"] == 100 and improving["window"] == 10
     assert improving["last"] == pytest.approx(np.mean(2.0 - 0.005 * epochs[-10:]))
     assert improving["previous"] == pytest.approx(np.mean(2.0 - 0.005 * epochs[-20:-10]))
-    overfitting = mlp_report.loss_trend(1.0 + 0.0004 * (epochs - 40) ** 2)
+    overfitting = stats.loss_trend(1.0 + 0.0004 * (epochs - 40) ** 2)
     assert overfitting["case"] == "overfitting" and overfitting["lowest_epoch"] == 40
     assert overfitting["lowest"] == pytest.approx(1.0)
-    assert mlp_report.loss_trend(np.full(100, 1.5) + 0.001 * np.sin(epochs))["case"] == "flat"
+    assert stats.loss_trend(np.full(100, 1.5) + 0.001 * np.sin(epochs))["case"] == "flat"
     # a curve still falling at the end through epoch-to-epoch jitter
-    assert mlp_report.loss_trend(2.0 - 0.005 * epochs + 0.01 * (epochs % 2))["case"] == "improving"
-    assert mlp_report.loss_trend([3.0, None, 2.0, 1.0])["lowest_epoch"] == 4  # a diverged epoch is left out
+    assert stats.loss_trend(2.0 - 0.005 * epochs + 0.01 * (epochs % 2))["case"] == "improving"
+    assert stats.loss_trend([3.0, None, 2.0, 1.0])["lowest_epoch"] == 4  # a diverged epoch is left out
 
 
 def epochs_run(val, train):
@@ -1419,24 +1454,24 @@ def epochs_run(val, train):
 
 def test_epochs_finding_cases():
     epochs = np.arange(1, 101)
-    improving = mlp_report.epochs_finding([epochs_run(2.0 - 0.006 * epochs, 1.39)])
-    assert cases(mlp_report.EPOCHS_TEXT, [improving]) == ["improving"]
+    improving = questions.epochs.epochs_finding([epochs_run(2.0 - 0.006 * epochs, 1.39)])
+    assert cases(questions.epochs.EPOCHS_TEXT, [improving]) == ["improving"]
     assert improving["epochs"] == 100 and improving["span"] == 20
     assert improving["val"] == pytest.approx(1.4) and improving["gap"] == pytest.approx(0.01)
-    overfit = mlp_report.epochs_finding([epochs_run(1.0 + 0.0004 * (epochs - 40) ** 2, 0.2)])
-    assert cases(mlp_report.EPOCHS_TEXT, [overfit]) == ["overfitting"] and overfit["lowest_epoch"] == 40
+    overfit = questions.epochs.epochs_finding([epochs_run(1.0 + 0.0004 * (epochs - 40) ** 2, 0.2)])
+    assert cases(questions.epochs.EPOCHS_TEXT, [overfit]) == ["overfitting"] and overfit["lowest_epoch"] == 40
     assert overfit["train"] == pytest.approx(0.2)
-    flat = mlp_report.epochs_finding([epochs_run(np.full(100, 1.5), 1.49)])
-    assert cases(mlp_report.EPOCHS_TEXT, [flat]) == ["flat"]
-    one_epoch = mlp_report.epochs_finding([epochs_run([1.5], 1.4)])
-    assert cases(mlp_report.EPOCHS_TEXT, [one_epoch]) == ["too_short"]
+    flat = questions.epochs.epochs_finding([epochs_run(np.full(100, 1.5), 1.49)])
+    assert cases(questions.epochs.EPOCHS_TEXT, [flat]) == ["flat"]
+    one_epoch = questions.epochs.epochs_finding([epochs_run([1.5], 1.4)])
+    assert cases(questions.epochs.EPOCHS_TEXT, [one_epoch]) == ["too_short"]
 
 
 def test_eval_gap_finding_says_whether_eval_mode_explains_the_gap():
-    explained = mlp_report.eval_gap_finding(train_batch=0.846, train_eval=0.921, val=0.920)
-    not_explained = mlp_report.eval_gap_finding(train_batch=0.846, train_eval=0.990, val=0.920)
-    no_gap = mlp_report.eval_gap_finding(train_batch=0.930, train_eval=0.935, val=0.920)
-    assert cases(mlp_report.BATCHNORM_TEXT, [explained, not_explained, no_gap]) == [
+    explained = questions.batchnorm.eval_gap_finding(train_batch=0.846, train_eval=0.921, val=0.920)
+    not_explained = questions.batchnorm.eval_gap_finding(train_batch=0.846, train_eval=0.990, val=0.920)
+    no_gap = questions.batchnorm.eval_gap_finding(train_batch=0.930, train_eval=0.935, val=0.920)
+    assert cases(questions.batchnorm.BATCHNORM_TEXT, [explained, not_explained, no_gap]) == [
         "eval_mode_explains", "eval_mode_does_not_explain", "no_gap"]
     assert not_explained["difference"] == pytest.approx(0.070)
 
@@ -1445,14 +1480,14 @@ def test_equal_steps_finding_reads_each_curve_at_the_fewest_steps():
     steps_128 = np.arange(1, 51) * 395
     curves = {1: (np.array([50503]), np.array([0.50])), 16: (np.arange(1, 11) * 3157, np.linspace(0.3, 0.51, 10)),
               128: (steps_128, np.linspace(0.1, 0.52, 50)), 1024: (np.arange(1, 51) * 50, np.linspace(0.1, 0.15, 50))}
-    alike = mlp_report.equal_steps_finding(curves)
+    alike = questions.batch_size.equal_steps_finding(curves)
     assert alike["steps"] == 2500 and alike["fewest"] == 1024
     at_128 = np.interp(2500, steps_128, np.linspace(0.1, 0.52, 50))  # between epochs 6 and 7
     assert dict((b, acc) for b, acc, _ in alike["rows"]) == pytest.approx({1: None, 16: None, 128: at_128, 1024: 0.15})
     assert dict((b, first) for b, _, first in alike["rows"])[16] == 3157  # its first evaluation comes later
-    apart = mlp_report.equal_steps_finding({**curves, 1024: (curves[1024][0], np.full(50, 0.05))})
-    alone = mlp_report.equal_steps_finding({1: curves[1], 1024: curves[1024]})
-    assert cases(mlp_report.BATCH_SIZE_TEXT, [alike, apart, alone]) == ["steps_explain", "steps_do_not_explain",
+    apart = questions.batch_size.equal_steps_finding({**curves, 1024: (curves[1024][0], np.full(50, 0.05))})
+    alone = questions.batch_size.equal_steps_finding({1: curves[1], 1024: curves[1024]})
+    assert cases(questions.batch_size.BATCH_SIZE_TEXT, [alike, apart, alone]) == ["steps_explain", "steps_do_not_explain",
                                                                          "no_equal_steps"]
     assert apart["spread"] == pytest.approx(at_128 - 0.05)
 
@@ -1468,16 +1503,16 @@ def gradient_run(seed, zero_through, dead_at, depth=10):
 
 def test_dead_layer_finding_cases():
     # as in the embedded data's run: seed 42 exactly 0 in layers 0-83, and layer 83's input 0 at initialisation
-    committed = mlp_report.dead_layer_finding([gradient_run(42, 83, 83, depth=100)])
+    committed = questions.gradients.dead_layer_finding([gradient_run(42, 83, 83, depth=100)])
     assert committed["case"] == "dead_layer" and committed["explained"] == [(42, 83)]
-    explained = mlp_report.dead_layer_finding([gradient_run(42, 6, 6), gradient_run(43, 9, 9)])
+    explained = questions.gradients.dead_layer_finding([gradient_run(42, 6, 6), gradient_run(43, 9, 9)])
     assert explained["explained"] == [(42, 6), (43, 9)] and explained["unexplained"] == []
-    unexplained = mlp_report.dead_layer_finding([gradient_run(42, 5, None)])
+    unexplained = questions.gradients.dead_layer_finding([gradient_run(42, 5, None)])
     assert unexplained["unexplained"] == [(42, [0, 1, 2, 3, 4, 5])]
-    mixed = mlp_report.dead_layer_finding([gradient_run(42, 6, 6), gradient_run(43, 4, 7)])
+    mixed = questions.gradients.dead_layer_finding([gradient_run(42, 6, 6), gradient_run(43, 4, 7)])
     assert mixed["explained"] == [(42, 6)] and mixed["unexplained"] == [(43, [0, 1, 2, 3, 4])]
-    none = mlp_report.dead_layer_finding([gradient_run(42, None, None)])
-    assert cases(mlp_report.GRADIENTS_TEXT, [committed, explained, unexplained, mixed, none]) == [
+    none = questions.gradients.dead_layer_finding([gradient_run(42, None, None)])
+    assert cases(questions.gradients.GRADIENTS_TEXT, [committed, explained, unexplained, mixed, none]) == [
         "dead_layer", "dead_layer", "no_dead_layer", "mixed", "no_zeros"]
 
 
@@ -1489,29 +1524,29 @@ def lr_stats(finals, first, dead=None, trend="flat"):
 
 
 def test_lr_findings_name_each_case():
-    assert mlp_report.lr_case([2.754, 2.753, 2.755], 2.76, PRIOR, UNIFORM) == "collapsed"
-    assert mlp_report.lr_case([3.641, 3.640, 3.642], 3.653, PRIOR, UNIFORM) == "stuck"
-    assert mlp_report.lr_case([1.30, 1.40, 2.754], 2.2, PRIOR, UNIFORM) == "unstable"
-    assert mlp_report.lr_case([1.30, None, 1.35], 2.2, PRIOR, UNIFORM) == "unstable"  # one seed diverged
-    assert mlp_report.lr_case([1.95, 1.60, 1.62], 3.6, PRIOR, UNIFORM) == "learning"  # far apart, none wrecked
-    assert mlp_report.lr_case([None, None], None, PRIOR, UNIFORM) == "diverged"
-    assert mlp_report.lr_case([1.37, 1.36], 2.8, PRIOR, UNIFORM) == "learning"
-    assert mlp_report.lr_case([2.40, 2.41], 3.64, PRIOR, UNIFORM) == "learning"  # moved from its start
+    assert questions.lr.lr_case([2.754, 2.753, 2.755], 2.76, PRIOR, UNIFORM) == "collapsed"
+    assert questions.lr.lr_case([3.641, 3.640, 3.642], 3.653, PRIOR, UNIFORM) == "stuck"
+    assert questions.lr.lr_case([1.30, 1.40, 2.754], 2.2, PRIOR, UNIFORM) == "unstable"
+    assert questions.lr.lr_case([1.30, None, 1.35], 2.2, PRIOR, UNIFORM) == "unstable"  # one seed diverged
+    assert questions.lr.lr_case([1.95, 1.60, 1.62], 3.6, PRIOR, UNIFORM) == "learning"  # far apart, none wrecked
+    assert questions.lr.lr_case([None, None], None, PRIOR, UNIFORM) == "diverged"
+    assert questions.lr.lr_case([1.37, 1.36], 2.8, PRIOR, UNIFORM) == "learning"
+    assert questions.lr.lr_case([2.40, 2.41], 3.64, PRIOR, UNIFORM) == "learning"  # moved from its start
     stats = {1: lr_stats([2.754, 2.754], 2.77, dead=0.79), 0.2: lr_stats([1.30, 2.754], 2.2),
              0.01: lr_stats([1.37, 1.36], 2.8), 0.001: lr_stats([1.71, 1.70], 3.6, trend="improving"),
              1e-5: lr_stats([3.641, 3.641], 3.653), 1e30: lr_stats([None, None], None)}
-    found = mlp_report.lr_findings(stats, PRIOR, UNIFORM, 39, 50)
-    assert cases(mlp_report.LR_TEXT, found) == ["collapsed_dead", "diverged", "unstable", "stuck", "best", "slow"]
+    found = questions.lr.lr_findings(stats, PRIOR, UNIFORM, 39, 50)
+    assert cases(questions.lr.LR_TEXT, found) == ["collapsed_dead", "diverged", "unstable", "stuck", "best", "slow"]
     collapsed, _, unstable, stuck, best, slow = found
     assert collapsed["lr"] == 1 and collapsed["final"] == pytest.approx(2.754) and collapsed["dead"] == 0.79
     assert unstable["lr"] == 0.2 and unstable["collapsed"] == 1 and unstable["finals"] == [1.30, 2.754]
     assert stuck["lr"] == 1e-5 and stuck["final"] == pytest.approx(3.641) and stuck["first"] == 3.653
     assert best["lr"] == 0.01 and best["final"] == pytest.approx(1.365) and slow["lrs"] == [0.001]
-    apart = mlp_report.lr_findings({0.001: lr_stats([1.95, 1.60, 1.62], 3.6)}, PRIOR, UNIFORM, 39, 50)
-    assert cases(mlp_report.LR_TEXT, apart) == ["best", "seeds_apart"]
+    apart = questions.lr.lr_findings({0.001: lr_stats([1.95, 1.60, 1.62], 3.6)}, PRIOR, UNIFORM, 39, 50)
+    assert cases(questions.lr.LR_TEXT, apart) == ["best", "seeds_apart"]
     assert apart[1]["finals"] == {0.001: [1.95, 1.60, 1.62]}
-    alive = mlp_report.lr_findings({1: lr_stats([2.754], 2.77, dead=0.2)}, PRIOR, UNIFORM, 39, 50)
-    assert cases(mlp_report.LR_TEXT, alive) == ["collapsed"]  # dead units are named only when most are dead
+    alive = questions.lr.lr_findings({1: lr_stats([2.754], 2.77, dead=0.2)}, PRIOR, UNIFORM, 39, 50)
+    assert cases(questions.lr.LR_TEXT, alive) == ["collapsed"]  # dead units are named only when most are dead
 
 
 def bn_run(rms_init, acc, loss, dead, train_acc=0.85, train_eval_acc=None):
@@ -1523,19 +1558,19 @@ def bn_run(rms_init, acc, loss, dead, train_acc=0.85, train_eval_acc=None):
 def test_batchnorm_findings_measure_the_scales():
     plain = [bn_run([25.0, 2.0, 0.5, 0.3], 0.51, 1.38, [0.0, 0.4, 0.5, 0.3])]
     normed = [bn_run([1.0, 1.0, 1.0, 0.99], 0.84, 0.60, [0.0, 0.0, 0.05, 0.0], train_acc=0.75)]
-    found = mlp_report.batchnorm_findings(plain, normed, [-10.4, 40.2, 34.8, 71.2])
-    assert cases(mlp_report.BATCHNORM_TEXT, found) == ["scales", "trains_further", "keeps_units_alive",
+    found = questions.batchnorm.batchnorm_findings(plain, normed, [-10.4, 40.2, 34.8, 71.2])
+    assert cases(questions.batchnorm.BATCHNORM_TEXT, found) == ["scales", "trains_further", "keeps_units_alive",
                                                        "eval_mode_explains"]
     scales, trained, alive, _ = found
     assert scales["first"] == 25.0 and scales["low"] == 0.3 and scales["high"] == 2.0
     assert scales["spread"] == pytest.approx(25 / 0.3) and (scales["normed_low"], scales["normed_high"]) == (0.99, 1.0)
     assert (trained["acc_normed"], trained["acc_plain"]) == (0.84, 0.51) and alive["dead_plain"] == pytest.approx(0.3)
-    assert mlp_report.rounded_range(0.99, 1.0) == "0.99 to 1.00" and mlp_report.rounded_range(0.999, 1.0) == "1.00"
-    worse = mlp_report.batchnorm_findings(plain, [bn_run([1.0] * 4, 0.40, 1.5, [0.3] * 4)], [0, 1, 0, 1])
-    assert cases(mlp_report.BATCHNORM_TEXT, worse)[1:] == ["does_not_help", "dead_units_do_not_explain", "no_gap"]
-    same = mlp_report.batchnorm_findings(plain, [bn_run([1.0] * 4, 0.515, 1.4, [0.3] * 4)], [0, 1, 0, 1])
-    assert cases(mlp_report.BATCHNORM_TEXT, same)[1] == "no_difference"
-    assert cases(mlp_report.BATCHNORM_TEXT, mlp_report.batchnorm_findings(plain, [], [0, 1, 0, 1])) == ["all_diverged"]
+    assert questions.batchnorm.rounded_range(0.99, 1.0) == "0.99 to 1.00" and questions.batchnorm.rounded_range(0.999, 1.0) == "1.00"
+    worse = questions.batchnorm.batchnorm_findings(plain, [bn_run([1.0] * 4, 0.40, 1.5, [0.3] * 4)], [0, 1, 0, 1])
+    assert cases(questions.batchnorm.BATCHNORM_TEXT, worse)[1:] == ["does_not_help", "dead_units_do_not_explain", "no_gap"]
+    same = questions.batchnorm.batchnorm_findings(plain, [bn_run([1.0] * 4, 0.515, 1.4, [0.3] * 4)], [0, 1, 0, 1])
+    assert cases(questions.batchnorm.BATCHNORM_TEXT, same)[1] == "no_difference"
+    assert cases(questions.batchnorm.BATCHNORM_TEXT, questions.batchnorm.batchnorm_findings(plain, [], [0, 1, 0, 1])) == ["all_diverged"]
 
 
 def test_batch_size_findings_cases():
@@ -1544,65 +1579,65 @@ def test_batch_size_findings_cases():
             for b, it, sec, st, noise in ((1, 50503, 33.0, 50503, 1.2), (16, 3157, 2.2, 31570, 0.35),
                                           (128, 395, 0.32, 19750, 0.12), (1024, 50, 0.09, 2500, 0.03))]
     curves = {b: (np.array([st]), np.array([acc])) for b, _, _, st, acc, *_ in rows}
-    found = mlp_report.batch_size_findings(rows, curves)
-    assert cases(mlp_report.BATCH_SIZE_TEXT, found) == ["highest", "no_equal_steps", "faster", "steadier"]
+    found = questions.batch_size.batch_size_findings(rows, curves)
+    assert cases(questions.batch_size.BATCH_SIZE_TEXT, found) == ["highest", "no_equal_steps", "faster", "steadier"]
     assert (found[0]["batch"], found[0]["acc"], found[0]["final"]) == (128, rows[2][4], rows[2][6])
     tied = [row[:7] + ([0.52, 0.51, 0.53] if row[0] == 16 else row[7],) for row in rows]
     tied = [row[:4] + (float(np.mean(row[7])),) + row[5:] for row in tied]
-    highest = mlp_report.batch_size_findings(tied, curves)[0]
-    assert cases(mlp_report.BATCH_SIZE_TEXT, [highest]) == ["highest_tied"]
+    highest = questions.batch_size.batch_size_findings(tied, curves)[0]
+    assert cases(questions.batch_size.BATCH_SIZE_TEXT, [highest]) == ["highest_tied"]
     assert {highest["batch"], highest["other"]} == {16, 128}
     slow = [(b, it, 1.0 if b == 1024 else sec, st, acc, noise * (10 if b == 128 else 1), *rest)
             for b, it, sec, st, acc, noise, *rest in rows]
-    assert cases(mlp_report.BATCH_SIZE_TEXT, mlp_report.batch_size_findings(slow, curves))[2:] == [
+    assert cases(questions.batch_size.BATCH_SIZE_TEXT, questions.batch_size.batch_size_findings(slow, curves))[2:] == [
         "not_faster", "not_steadier"]
 
 
 def test_generalisation_and_fit_findings():
     label = "best model"
-    yes = mlp_report.generalisation_finding(label, 0.93, 0.928, 0.929)
-    over = mlp_report.generalisation_finding(label, 0.99, 0.89, 0.89)
-    apart = mlp_report.generalisation_finding(label, 0.90, 0.90, 0.80)
-    assert cases(mlp_report.DEPTH_WIDTH_TEXT, [yes, over, apart]) == ["yes", "overfits", "val_test_disagree"]
+    yes = questions.depth_width.generalisation_finding(label, 0.93, 0.928, 0.929)
+    over = questions.depth_width.generalisation_finding(label, 0.99, 0.89, 0.89)
+    apart = questions.depth_width.generalisation_finding(label, 0.90, 0.90, 0.80)
+    assert cases(questions.depth_width.DEPTH_WIDTH_TEXT, [yes, over, apart]) == ["yes", "overfits", "val_test_disagree"]
     assert yes["within"] == pytest.approx(0.002) and over["gap"] == pytest.approx(0.10)
-    fits = [mlp_report.fit_finding("worst", *accs, 743) for accs in ((0.69, 0.694, 0.93), (0.95, 0.70, 0.96),
+    fits = [questions.depth_width.fit_finding("worst", *accs, 743) for accs in ((0.69, 0.694, 0.93), (0.95, 0.70, 0.96),
                                                                      (0.92, 0.91, 0.93))]
-    assert cases(mlp_report.DEPTH_WIDTH_TEXT, fits) == ["under", "over", "neither"] and fits[0]["params"] == 743
+    assert cases(questions.depth_width.DEPTH_WIDTH_TEXT, fits) == ["under", "over", "neither"] and fits[0]["params"] == 743
 
 
 def test_shape_findings_cases():
-    rising = mlp_report.shape_findings("depth", [(1, 0.694, 0.003, 743, 0.4, 0.8, 0.6),
+    rising = questions.depth_width.shape_findings("depth", [(1, 0.694, 0.003, 743, 0.4, 0.8, 0.6),
                                                  (2, 0.784, 0.007, 1047, 0.5, 1, 1), (6, 0.815, 0.02, 2263, 0.9, 2, 1),
                                                  (10, 0.844, 0.009, 3479, 1.3, 4.2, 1.2)])
-    assert cases(mlp_report.DEPTH_WIDTH_TEXT, rising) == ["table_depth", "more_fits_better", "cost_depth"]
+    assert cases(questions.depth_width.DEPTH_WIDTH_TEXT, rising) == ["table_depth", "more_fits_better", "cost_depth"]
     assert (rising[1]["acc_small"], rising[1]["best_size"], rising[1]["best_acc"]) == (0.694, 10, 0.844)
     assert rising[2]["params_ratio"] == pytest.approx(3479 / 743) and rising[2]["time_ratio"] == pytest.approx(3.25)
     assert rising[2]["grad_init"] == (0.8, 4.2) and rising[2]["grad_final"] == (0.6, 1.2)
-    saturating = mlp_report.shape_findings("width", [(8, 0.716, 0.04, 831, 0.6, 1, 1),
+    saturating = questions.depth_width.shape_findings("width", [(8, 0.716, 0.04, 831, 0.6, 1, 1),
                                                      (32, 0.90, 0.004, 7047, 0.8, 1, 1),
                                                      (64, 0.905, 0.004, 24295, 1.2, 1, 1)])
-    assert cases(mlp_report.DEPTH_WIDTH_TEXT, saturating) == ["table_width", "more_fits_better", "gain_shrinks",
+    assert cases(questions.depth_width.DEPTH_WIDTH_TEXT, saturating) == ["table_width", "more_fits_better", "gain_shrinks",
                                                               "cost_width"]
     assert saturating[2]["gain"] == pytest.approx(0.005) and saturating[2]["previous"] == 32
-    flat = mlp_report.shape_findings("depth", [(1, 0.80, 0.01, 743, 0.4, 1, 1), (10, 0.80, 0.01, 3479, 1.3, 1, 1)])
-    assert cases(mlp_report.DEPTH_WIDTH_TEXT, flat) == ["table_depth", "no_gain", "cost_depth"]
+    flat = questions.depth_width.shape_findings("depth", [(1, 0.80, 0.01, 743, 0.4, 1, 1), (10, 0.80, 0.01, 3479, 1.3, 1, 1)])
+    assert cases(questions.depth_width.DEPTH_WIDTH_TEXT, flat) == ["table_depth", "no_gain", "cost_depth"]
 
 
 def test_matched_finding_pairs_models_of_about_the_same_size():
     rows = [(6, 16, 2263, [0.81, 0.82, 0.80]), (1, 52, 2327, [0.70, 0.72, 0.71]), (2, 28, 2139, [0.80, 0.83, 0.79]),
             (6, 64, 24295, [0.93, 0.92, 0.93])]
-    found = mlp_report.matched_finding(rows)
+    found = questions.depth_width.matched_finding(rows)
     pairs = {(deep[:2], shallow[:2]): verdict for deep, shallow, _, _, verdict in found["pairs"]}
     # 6x64 matches nothing; 2x28 and 1x52 are 8.8% apart, within 10%
     assert pairs == {((6, 16), (1, 52)): "above", ((6, 16), (2, 28)): "tie", ((2, 28), (1, 52)): "above"}
     assert found["case"] == "mixed"
-    deeper = mlp_report.matched_finding(rows[:2])
-    wider = mlp_report.matched_finding([rows[0], (1, 52, 2327, [0.9, 0.91, 0.92])])
-    tie = mlp_report.matched_finding([rows[0], rows[2]])
-    none = mlp_report.matched_finding([rows[0], rows[3]])
+    deeper = questions.depth_width.matched_finding(rows[:2])
+    wider = questions.depth_width.matched_finding([rows[0], (1, 52, 2327, [0.9, 0.91, 0.92])])
+    tie = questions.depth_width.matched_finding([rows[0], rows[2]])
+    none = questions.depth_width.matched_finding([rows[0], rows[3]])
     assert [f["case"] for f in (deeper, wider, tie, none)] == ["deeper_wins", "shallower_wins", "all_tie", "no_pairs"]
     for f in (found, deeper, wider, tie, none):
-        assert mlp_report.matched_text(f).strip()
+        assert questions.depth_width.matched_text(f).strip()
 
 
 def test_longer_finding_tells_training_from_capacity():
@@ -1610,21 +1645,21 @@ def test_longer_finding_tells_training_from_capacity():
         return [run_with({"val_acc": [acc] * epochs, "val_loss": list(1.0 - slope * np.arange(epochs))}, seed=s)
                 for s in (42, 43, 44)]
     worst = runs(0.69, 50, 0.002)
-    capacity = mlp_report.longer_finding(worst, runs(0.695, 200), next_acc=0.78)
-    training = mlp_report.longer_finding(worst, runs(0.79, 200, 0.001), next_acc=0.78)
-    both = mlp_report.longer_finding(worst, runs(0.73, 200), next_acc=0.78)
-    diverged = mlp_report.longer_finding(worst, [dict(r, status="diverged") for r in runs(0.7, 200)], 0.78)
-    assert cases(mlp_report.DEPTH_WIDTH_TEXT, [capacity, training, both, diverged]) == [
+    capacity = questions.depth_width.longer_finding(worst, runs(0.695, 200), next_acc=0.78)
+    training = questions.depth_width.longer_finding(worst, runs(0.79, 200, 0.001), next_acc=0.78)
+    both = questions.depth_width.longer_finding(worst, runs(0.73, 200), next_acc=0.78)
+    diverged = questions.depth_width.longer_finding(worst, [dict(r, status="diverged") for r in runs(0.7, 200)], 0.78)
+    assert cases(questions.depth_width.DEPTH_WIDTH_TEXT, [capacity, training, both, diverged]) == [
         "capacity", "training", "both", "longer_diverged"]
     assert (both["epochs"], both["longer_epochs"], both["gain"]) == (50, 200, pytest.approx(0.04))
     assert training["trend"] == "improving" and capacity["trend"] == "flat"
 
 
 def test_ranking_finding_calls_a_difference_within_the_noise_a_tie():
-    clear = mlp_report.ranking_finding("best", ("a", [0.93, 0.92, 0.93]), ("b", [0.90, 0.90, 0.91]))
-    tied = mlp_report.ranking_finding("best", ("a", [0.93, 0.90, 0.94]), ("b", [0.92, 0.91, 0.92]))
-    single = mlp_report.ranking_finding("best", ("a", [0.93]), ("b", [0.90]))
-    assert cases(mlp_report.DEPTH_WIDTH_TEXT, [clear, tied, single]) == ["clear_best", "tied_best", "unranked_best"]
+    clear = questions.depth_width.ranking_finding("best", ("a", [0.93, 0.92, 0.93]), ("b", [0.90, 0.90, 0.91]))
+    tied = questions.depth_width.ranking_finding("best", ("a", [0.93, 0.90, 0.94]), ("b", [0.92, 0.91, 0.92]))
+    single = questions.depth_width.ranking_finding("best", ("a", [0.93]), ("b", [0.90]))
+    assert cases(questions.depth_width.DEPTH_WIDTH_TEXT, [clear, tied, single]) == ["clear_best", "tied_best", "unranked_best"]
     assert clear["difference"] == pytest.approx(0.0233, abs=1e-4)
 
 
@@ -1641,7 +1676,7 @@ def test_depth_width_findings_rank_only_the_protocol_and_time_each_model_alone()
     for i, r in enumerate(runs):
         groups.setdefault((r["depth"], r["width"]), []).append(i)
     result = {"runs": runs, "seconds_per_epoch_alone": seconds}
-    answers = mlp_report.depth_width_findings(result, groups, [(1, 16), (6, 16), (6, 64)])
+    answers = questions.depth_width.depth_width_findings(result, groups, [(1, 16), (6, 16), (6, 64)])
     assert [item for item, _, _ in answers] == ["6.2.1-1", "6.2.1-2", "6.2.1-3", "6.2.1-4"]
     assert answers[0][2][0]["label"] == "best model (depth 6, width 64)"  # 1x52 is matched, not ranked
     assert answers[1][2][0]["label"] == "worst model (depth 1, width 16)"
@@ -1660,18 +1695,18 @@ def gradient_epochs(values_per_epoch, seed=42, status="ok", init_norms=None):
 
 def test_vanishing_findings_cases():
     dead = gradient_epochs([[0.0, 0.0, 1e-12, 1e-3]] * 3, init_norms=[1.0, 0.0, 1.0, 1.0])
-    found = mlp_report.vanishing_findings([dead])
-    assert cases(mlp_report.GRADIENTS_TEXT, found) == ["exact_zeros", "dead_layer", "what_fixes_it"]
+    found = questions.gradients.vanishing_findings([dead])
+    assert cases(questions.gradients.GRADIENTS_TEXT, found) == ["exact_zeros", "dead_layer", "what_fixes_it"]
     assert found[0]["output"] == 1e-3 and found[0]["zeros"] == [(42, [0, 1])]
     [(seed, layer, value, decades)] = found[0]["lowest"]
     assert (seed, layer, value) == (42, 2, 1e-12) and decades == pytest.approx(9)
-    others = [mlp_report.vanishing_findings([gradient_epochs(g)])[0] for g in ([[1e-9, 1e-6, 1e-3]],
+    others = [questions.gradients.vanishing_findings([gradient_epochs(g)])[0] for g in ([[1e-9, 1e-6, 1e-3]],
                                                                                 [[1e3, 1e0, 1e-3]],
                                                                                 [[1e-3, 2e-3, 1e-3]])]
-    assert cases(mlp_report.GRADIENTS_TEXT, others) == ["vanishing", "exploding", "neither"]
+    assert cases(questions.gradients.GRADIENTS_TEXT, others) == ["vanishing", "exploding", "neither"]
     assert others[0]["ratio"] == pytest.approx(1e6) and others[1]["ratio"] == pytest.approx(1e6)
-    diverged = mlp_report.vanishing_findings([gradient_epochs([[1.0]], status="diverged")])
-    assert cases(mlp_report.GRADIENTS_TEXT, diverged) == ["all_diverged"]
+    diverged = questions.gradients.vanishing_findings([gradient_epochs([[1.0]], status="diverged")])
+    assert cases(questions.gradients.GRADIENTS_TEXT, diverged) == ["all_diverged"]
 
 
 def test_fixes_findings_give_each_change_its_verdict():
@@ -1687,9 +1722,9 @@ def test_fixes_findings_give_each_change_its_verdict():
     zeros["history"]["val_acc"] = [0.3]
     dead = gradient_epochs([[0.0, 0.0, 1e-3]] * 2, init_norms=[1.0, 3e-5, 0.0])
     underflow = dict(gradient_epochs([[0.0, 1e-40, 1e-3]] * 2), activation="leaky_relu")
-    verdicts = [mlp_report.fix_verdict(runs, [0.16]) for runs in ([good], [flat], [blown, good], [zeros], [underflow],
+    verdicts = [questions.residual.fix_verdict(runs, [0.16]) for runs in ([good], [flat], [blown, good], [zeros], [underflow],
                                                                   [dead])]
-    assert cases(mlp_report.FIXES_TEXT, [dict(v, label="x") for v in verdicts]) == [
+    assert cases(questions.residual.FIXES_TEXT, [dict(v, label="x") for v in verdicts]) == [
         "solved", "no_gain", "diverged", "zeros_no_dead_layer", "zeros_underflow", "zeros_dead_layer"]
     assert verdicts[0]["val"] == 0.57 and verdicts[1]["val"] == 0.16
     assert (verdicts[2]["diverged"], verdicts[2]["seeds"], verdicts[2]["first_grad"]) == (1, 2, 5.2e10)
@@ -1700,13 +1735,13 @@ def test_fixes_findings_give_each_change_its_verdict():
     # solved needs more than two seed standard deviations (pooled): 0.30 +- 0.12 over plain 0.16 +- 0 is not
     noisy = [dict(good, seed=s, history={**good["history"], "val_acc": [v]})
              for s, v in ((42, 0.2), (43, 0.3), (44, 0.44))]
-    margin = mlp_report.fix_verdict(noisy, [0.16, 0.16, 0.16])
+    margin = questions.residual.fix_verdict(noisy, [0.16, 0.16, 0.16])
     assert margin["case"] == "no_gain"
     assert margin["margin"] == pytest.approx(2 * math.sqrt(np.var([0.2, 0.3, 0.44], ddof=1) / 2))
-    found = mlp_report.fixes_findings([plain], [("skips", [good]), ("LeakyReLU", [zeros]), ("He", [flat])])
-    assert cases(mlp_report.FIXES_TEXT, found) == ["solved_by", "solved", "zeros_no_dead_layer", "no_gain"]
+    found = questions.residual.fixes_findings([plain], [("skips", [good]), ("LeakyReLU", [zeros]), ("He", [flat])])
+    assert cases(questions.residual.FIXES_TEXT, found) == ["solved_by", "solved", "zeros_no_dead_layer", "no_gain"]
     assert found[0]["solved"] == ["skips"] and found[0]["plain_acc"] == 0.16 and found[2]["label"] == "LeakyReLU"
-    assert mlp_report.fixes_findings([plain], [("He", [flat])])[0]["case"] == "none_solved"
+    assert questions.residual.fixes_findings([plain], [("He", [flat])])[0]["case"] == "none_solved"
 
 
 def acc_runs(values):
@@ -1715,60 +1750,60 @@ def acc_runs(values):
 
 def test_implicit_findings_judge_against_seed_noise():
     raw = acc_runs([0.815, 0.80, 0.83])
-    tie = mlp_report.implicit_findings(raw, acc_runs([0.84, 0.78, 0.86]), 0.03, 0.09)  # +0.012 ± 0.025
-    assert cases(mlp_report.IMPLICIT_TEXT, tie) == ["tie", "more_border"]
+    tie = questions.implicit.implicit_findings(raw, acc_runs([0.84, 0.78, 0.86]), 0.03, 0.09)  # +0.012 ± 0.025
+    assert cases(questions.implicit.IMPLICIT_TEXT, tie) == ["tie", "more_border"]
     assert tie[0]["difference"] == pytest.approx(0.0117, abs=1e-4) and tie[0]["n"] == 3
     assert tie[0]["noise"] == pytest.approx(4.30 * tie[0]["std"] / math.sqrt(3)) and tie[1]["ratio"] == pytest.approx(3)
-    better = mlp_report.implicit_findings(raw, acc_runs([0.90, 0.89, 0.91]), 0.03, 0.03)
-    assert cases(mlp_report.IMPLICIT_TEXT, better) == ["sin_better", "no_more_border"]
-    worse = mlp_report.implicit_findings(raw, acc_runs([0.70, 0.69, 0.71]), 0.03, 0.03)
-    assert cases(mlp_report.IMPLICIT_TEXT, worse)[0] == "raw_better"
-    assert cases(mlp_report.IMPLICIT_TEXT, mlp_report.implicit_findings(raw[:1], acc_runs([0.9]), 0.03, 0.03))[0] \
+    better = questions.implicit.implicit_findings(raw, acc_runs([0.90, 0.89, 0.91]), 0.03, 0.03)
+    assert cases(questions.implicit.IMPLICIT_TEXT, better) == ["sin_better", "no_more_border"]
+    worse = questions.implicit.implicit_findings(raw, acc_runs([0.70, 0.69, 0.71]), 0.03, 0.03)
+    assert cases(questions.implicit.IMPLICIT_TEXT, worse)[0] == "raw_better"
+    assert cases(questions.implicit.IMPLICIT_TEXT, questions.implicit.implicit_findings(raw[:1], acc_runs([0.9]), 0.03, 0.03))[0] \
         == "one_seed"
 
 
 def test_lr_best_within_the_noise_is_a_tie():
     stats = {0.01: lr_stats([1.50, 1.62, 1.55], 2.8), 0.2: lr_stats([1.56, 1.58, 1.60], 2.8)}
-    found = mlp_report.lr_findings(stats, PRIOR, UNIFORM, 39, 50)
-    assert cases(mlp_report.LR_TEXT, found) == ["best_tied"]
+    found = questions.lr.lr_findings(stats, PRIOR, UNIFORM, 39, 50)
+    assert cases(questions.lr.LR_TEXT, found) == ["best_tied"]
     assert (found[0]["lr"], found[0]["other"]) == (0.01, 0.2)
     assert found[0]["difference"] == pytest.approx(0.0233, abs=1e-4)
 
 
 def test_dead_units_finding_reads_the_curves():
     collapsed = np.array([0.3, 0.6, 0.8, 0.8])
-    kills = mlp_report.dead_units_finding({1: collapsed, 0.01: np.array([0.3, 0.25, 0.2, 0.21])},
+    kills = questions.lr.dead_units_finding({1: collapsed, 0.01: np.array([0.3, 0.25, 0.2, 0.21])},
                                           {1: "collapsed", 0.01: "learning"})
-    recover = mlp_report.dead_units_finding({1: np.array([0.3, 0.9, 0.6, 0.5]), 0.01: np.array([0.3, 0.2, 0.2, 0.2])},
+    recover = questions.lr.dead_units_finding({1: np.array([0.3, 0.9, 0.6, 0.5]), 0.01: np.array([0.3, 0.2, 0.2, 0.2])},
                                             {1: "collapsed", 0.01: "learning"})
-    mixed = mlp_report.dead_units_finding({1: collapsed, 1e-5: np.array([0.29, 0.29, 0.8, 0.79])},
+    mixed = questions.lr.dead_units_finding({1: collapsed, 1e-5: np.array([0.29, 0.29, 0.8, 0.79])},
                                           {1: "collapsed", 1e-5: "stuck"})
-    listed = mlp_report.dead_units_finding({0.01: np.array([0.3, 0.2])}, {0.01: "learning"})
-    assert cases(mlp_report.DEAD_TEXT, [kills, recover, mixed, listed]) == [
+    listed = questions.lr.dead_units_finding({0.01: np.array([0.3, 0.2])}, {0.01: "learning"})
+    assert cases(questions.lr.DEAD_TEXT, [kills, recover, mixed, listed]) == [
         "collapse_kills_units", "collapse_units_recover", "dead_units_do_not_separate", "listed"]
     assert kills["rows"][0] == (1, 0.3, 0.8, 0.8) and kills["revived"] == [(0.01, 0.3, 0.3, 0.21)]
-    flat = mlp_report.dead_units_finding({1: collapsed, 0.01: np.array([0.3, 0.28, 0.28])}, {1: "collapsed", 0.01: "learning"})
+    flat = questions.lr.dead_units_finding({1: collapsed, 0.01: np.array([0.3, 0.28, 0.28])}, {1: "collapsed", 0.01: "learning"})
     assert flat["case"] == "collapse_kills_units" and flat["revived"] == []
 
 
 def test_plateau_and_overfit_findings():
     plateau = {"val_acc": [0.05, 0.166, 0.167, 0.30], "val_entropy": [3.6, 3.25, 3.2, 2.5],
                "val_mode_share": [0.5, 0.98, 0.96, 0.4]}
-    one = mlp_report.plateau_finding([run_with(plateau)], top_share=0.166, prior_entropy=3.26)
+    one = questions.epochs.plateau_finding([run_with(plateau)], top_share=0.166, prior_entropy=3.26)
     assert (one["case"], one["first"], one["last"], one["n"]) == ("one_class", 2, 3, 2)
     assert one["entropy"] == pytest.approx(3.225) and one["share"] == pytest.approx(0.97)
-    spread = mlp_report.plateau_finding([run_with({**plateau, "val_mode_share": [0.5, 0.4, 0.4, 0.3]})], 0.166, 3.26)
-    never = mlp_report.plateau_finding([run_with({**plateau, "val_acc": [0.3] * 4})], 0.166, 3.26)
-    assert cases(mlp_report.EPOCHS_TEXT, [one, spread, never]) == ["one_class", "several_classes", "no_plateau"]
+    spread = questions.epochs.plateau_finding([run_with({**plateau, "val_mode_share": [0.5, 0.4, 0.4, 0.3]})], 0.166, 3.26)
+    never = questions.epochs.plateau_finding([run_with({**plateau, "val_acc": [0.3] * 4})], 0.166, 3.26)
+    assert cases(questions.epochs.EPOCHS_TEXT, [one, spread, never]) == ["one_class", "several_classes", "no_plateau"]
     epochs = np.arange(1, 101)
     def control(val, seed=42):
         return run_with({"val_loss": list(val), "train_eval_loss": list(3.0 - 0.02 * epochs)}, seed=seed,
                         train_rows=300, rows_per_class=3, features="standardized", width=64, lr=0.01,
                         batch_size=16)
     turning = [control(1.0 + 0.0004 * (epochs - 40) ** 2), control(1.0 + 0.0004 * (epochs - 45) ** 2, seed=43)]
-    overfits = mlp_report.overfit_finding(turning)
-    falling = mlp_report.overfit_finding([control(2.0 - 0.005 * epochs)])
-    assert cases(mlp_report.EPOCHS_TEXT, [overfits, falling]) == ["control_overfits", "control_does_not"]
+    overfits = questions.epochs.overfit_finding(turning)
+    falling = questions.epochs.overfit_finding([control(2.0 - 0.005 * epochs)])
+    assert cases(questions.epochs.EPOCHS_TEXT, [overfits, falling]) == ["control_overfits", "control_does_not"]
     assert [seed["epoch"] for seed in overfits["seeds"]] == pytest.approx([40, 45], abs=1)  # a median window of 5
     assert overfits["window"] == 5
     first = overfits["seeds"][0]
@@ -1776,9 +1811,9 @@ def test_plateau_and_overfit_findings():
     assert first["val_end"] == pytest.approx(1.0 + 0.0004 * 59 ** 2)
     assert first["train_end"] == pytest.approx(3.0 - 0.02 * 99)  # the median of the last (half) window
     spiky = control(np.where(epochs % 7 == 0, 9.0, 2.0 - 0.005 * epochs))  # falling, with spikes
-    assert mlp_report.overfit_finding([spiky])["case"] == "control_does_not"
-    short = mlp_report.overfit_finding([run_with({"val_loss": [1.0, 0.9], "train_eval_loss": [1.0, 0.8]})])
-    assert cases(mlp_report.EPOCHS_TEXT, [short]) == ["control_too_short"]
+    assert questions.epochs.overfit_finding([spiky])["case"] == "control_does_not"
+    short = questions.epochs.overfit_finding([run_with({"val_loss": [1.0, 0.9], "train_eval_loss": [1.0, 0.8]})])
+    assert cases(questions.epochs.EPOCHS_TEXT, [short]) == ["control_too_short"]
 
 
 def test_controls_findings_split_batch_norms_gain():
@@ -1787,42 +1822,42 @@ def test_controls_findings_split_batch_norms_gain():
     plain, normed = runs(0.40), runs(0.90)
     controls = {"larger_lr": runs(0.50, 0.01), "standardized": runs(0.41, features="standardized"),
                 "standardized_larger_lr": runs(0.88, 0.01, "standardized")}
-    found = mlp_report.controls_findings(plain, normed, controls)
-    assert cases({**mlp_report.BATCHNORM_TEXT, **mlp_report.CONTROLS_TEXT}, found) == [
+    found = questions.batchnorm.controls_findings(plain, normed, controls)
+    assert cases({**questions.batchnorm.BATCHNORM_TEXT, **questions.batchnorm.CONTROLS_TEXT}, found) == [
         "recovers_part", "recovers_none", "recovers_most", "inputs_and_step"]
     assert found[0]["recovered"] == pytest.approx(0.2) and found[3]["left"] == pytest.approx(0.04)
-    partly = mlp_report.controls_findings(plain, normed, {"larger_lr": runs(0.60, 0.01)})
+    partly = questions.batchnorm.controls_findings(plain, normed, {"larger_lr": runs(0.60, 0.01)})
     assert [f["case"] for f in partly] == ["recovers_part", "between_layers"]
     assert partly[1]["left"] == pytest.approx(0.6)
-    beyond = mlp_report.controls_findings(plain, normed, {"larger_lr": runs(0.20, 0.01), "standardized": runs(0.95)})
-    assert cases(mlp_report.CONTROLS_TEXT, beyond) == ["below_plain", "recovers_most", "inputs_and_step_all"]
+    beyond = questions.batchnorm.controls_findings(plain, normed, {"larger_lr": runs(0.20, 0.01), "standardized": runs(0.95)})
+    assert cases(questions.batchnorm.CONTROLS_TEXT, beyond) == ["below_plain", "recovers_most", "inputs_and_step_all"]
     assert beyond[2]["left"] == pytest.approx(-0.1)
-    none = mlp_report.controls_findings(plain, runs(0.405), controls)
-    diverged = mlp_report.controls_findings(plain, normed, {"larger_lr": [dict(r, status="diverged") for r in runs(0)]})
-    assert cases(mlp_report.CONTROLS_TEXT, none + diverged) == ["no_gain_to_explain", "control_diverged"]
+    none = questions.batchnorm.controls_findings(plain, runs(0.405), controls)
+    diverged = questions.batchnorm.controls_findings(plain, normed, {"larger_lr": [dict(r, status="diverged") for r in runs(0)]})
+    assert cases(questions.batchnorm.CONTROLS_TEXT, none + diverged) == ["no_gain_to_explain", "control_diverged"]
 
 
 def test_sweep_findings_read_the_best_lr_per_batch_size():
     lrs, sizes = [0.3, 0.1, 0.03, 0.01], [16, 64, 256, 1024]
     def grid(best):
         return {(size, lr): [0.8 if lr == best[size] else 0.5] * 3 for size in sizes for lr in lrs}
-    linear = mlp_report.sweep_findings(grid({16: 0.01, 64: 0.03, 256: 0.1, 1024: 0.3}), lrs, sizes)[0]
+    linear = questions.sweep.sweep_findings(grid({16: 0.01, 64: 0.03, 256: 0.1, 1024: 0.3}), lrs, sizes)[0]
     assert (linear["case"], linear["rule"]) == ("grows", "linear")  # 30x for a 64x larger batch: within one step
-    slower = mlp_report.sweep_findings(grid({16: 0.01, 64: 0.01, 256: 0.03, 1024: 0.03}), lrs, sizes)[0]
+    slower = questions.sweep.sweep_findings(grid({16: 0.01, 64: 0.01, 256: 0.03, 1024: 0.03}), lrs, sizes)[0]
     assert (slower["case"], slower["rule"]) == ("grows", "slower")
     assert [row[1] for row in linear["rows"]] == [0.01, 0.03, 0.1, 0.3] and linear["lr_ratio"] == pytest.approx(30)
-    faster = mlp_report.sweep_findings(grid({16: 0.01, 64: 0.3, 256: 0.3, 1024: 0.3}), lrs, [16, 64])[0]
+    faster = questions.sweep.sweep_findings(grid({16: 0.01, 64: 0.3, 256: 0.3, 1024: 0.3}), lrs, [16, 64])[0]
     assert (faster["case"], faster["rule"]) == ("grows", "faster")  # 30x for 4x
-    same = mlp_report.sweep_findings(grid(dict.fromkeys(sizes, 0.1)), lrs, sizes)[0]
-    shrinks = mlp_report.sweep_findings(grid({16: 0.3, 64: 0.1, 256: 0.1, 1024: 0.01}), lrs, sizes)[0]
-    mixed = mlp_report.sweep_findings(grid({16: 0.1, 64: 0.3, 256: 0.01, 1024: 0.1}), lrs, sizes)[0]
-    one = mlp_report.sweep_findings(grid(dict.fromkeys(sizes, 0.1)), lrs, [16])[0]
-    assert cases(mlp_report.SWEEP_TEXT, [linear, same, shrinks, mixed, one]) == [
+    same = questions.sweep.sweep_findings(grid(dict.fromkeys(sizes, 0.1)), lrs, sizes)[0]
+    shrinks = questions.sweep.sweep_findings(grid({16: 0.3, 64: 0.1, 256: 0.1, 1024: 0.01}), lrs, sizes)[0]
+    mixed = questions.sweep.sweep_findings(grid({16: 0.1, 64: 0.3, 256: 0.01, 1024: 0.1}), lrs, sizes)[0]
+    one = questions.sweep.sweep_findings(grid(dict.fromkeys(sizes, 0.1)), lrs, [16])[0]
+    assert cases(questions.sweep.SWEEP_TEXT, [linear, same, shrinks, mixed, one]) == [
         "grows", "same_lr", "shrinks", "mixed", "one_batch_size"]
     noisy = grid(dict.fromkeys(sizes, 0.1))
     noisy[(16, 0.03)] = [0.78, 0.82, 0.79]
     noisy[(16, 0.1)] = [0.80, 0.81, 0.80]
-    tied = mlp_report.sweep_findings(noisy, lrs, sizes)[0]
+    tied = questions.sweep.sweep_findings(noisy, lrs, sizes)[0]
     assert tied["rows"][0][3] == [0.03] and tied["rows"][1][3] == []
     assert tied["rows"][0][4] == pytest.approx(math.sqrt(0.1 * 0.03))  # the centre of the tied lrs
 
@@ -1830,44 +1865,44 @@ def test_sweep_findings_read_the_best_lr_per_batch_size():
 def test_per_country_finding_names_the_largest_changes():
     raw = [run_with({}, val_acc_per_class=[0.9, 0.5, 0.2, 0.8]) for _ in range(2)]
     sin = [run_with({}, val_acc_per_class=[0.95, 0.3, 0.6, 0.1]) for _ in range(2)]
-    found = mlp_report.per_country_finding(raw, sin, counts=[100, 50, 40, 5], names=["A", "B", "C", "D"])
+    found = questions.implicit.per_country_finding(raw, sin, counts=[100, 50, 40, 5], names=["A", "B", "C", "D"])
     assert found["gains"] == [("C", 0.2, 0.6), ("A", 0.9, 0.95)] and found["losses"] == [("B", 0.5, 0.3)]  # D: 5 points
-    assert cases(mlp_report.IMPLICIT_TEXT, [found]) == ["per_country"]
-    assert mlp_report.country_changes([("28", 0.27, 0.75), ("Austria", 0.6, 0.89)]) == (
+    assert cases(questions.implicit.IMPLICIT_TEXT, [found]) == ["per_country"]
+    assert questions.implicit.country_changes([("28", 0.27, 0.75), ("Austria", 0.6, 0.89)]) == (
         "class 28 (0.27 to 0.75), Austria (0.60 to 0.89)")  # a bare label code is named as a class
 
 
 def test_near_data_mask_and_per_class_accuracy_equal_hand_computation():
     points = torch.tensor([[0.0, 0.0], [10.0, 10.0]])
-    mask = mlp.near_data_mask(points, [0.0, 10.0, 0.0, 10.0], resolution=11, radius=2)
+    mask = questions.implicit.near_data_mask(points, [0.0, 10.0, 0.0, 10.0], resolution=11, radius=2)
     expected = np.zeros((11, 11), bool)
     expected[:3, :3] = expected[-3:, -3:] = True  # rows are y, columns x; each point's cell and 2 around it
     assert (mask == expected).all()
-    run = {**mlp.PLAIN, "depth": 1, "width": 2}
+    run = {**section6.PLAIN, "depth": 1, "width": 2}
     torch.manual_seed(0)
-    model = mlp.build_model(run, 3)
+    model = section6.build_model(run, 3)
     X, y = torch.randn(50, 2), torch.arange(50) % 3
     y[:5] = 2
     data = {"meta": {"n_classes": 4}, "val": (X, y), "train": (X, y)}
-    per_class = mlp.val_acc_per_class(run, model.state_dict(), {**data, "meta": {"n_classes": 3}})
+    per_class = questions.implicit.val_acc_per_class(run, model.state_dict(), {**data, "meta": {"n_classes": 3}})
     predicted = model(X).argmax(1)
     assert per_class == pytest.approx([float((predicted[y == c] == c).float().mean()) for c in range(3)])
 
 
 def test_width_groups_pad_only_within_the_ratio():
-    assert mlp.width_groups([64, 8, 16, 32, 16]) == [[8, 16, 32], [64]]
-    assert mlp.width_groups([28, 16, 64]) == [[16, 28, 64]]
-    assert mlp.width_groups([4, 100]) == [[4], [100]]
+    assert questions.depth_width.width_groups([64, 8, 16, 32, 16]) == [[8, 16, 32], [64]]
+    assert questions.depth_width.width_groups([28, 16, 64]) == [[16, 28, 64]]
+    assert questions.depth_width.width_groups([4, 100]) == [[4], [100]]
 
 
 def test_borders_and_seed_helpers():
     grid = np.zeros((4, 4), int)
     grid[:, 2:] = 1  # one vertical border: the 4 cells left of it
     assert common.borders(grid).mean() == 4 / 16 and common.borders(grid)[:, 1].all()
-    assert mlp_report.seeds_disagree([1.3, 1.4, 2.754]) and not mlp_report.seeds_disagree([1.3, 1.4, 1.5])
-    assert mlp_report.seeds_disagree([1.3, None]) and not mlp_report.seeds_disagree([None, None])
-    assert mlp_report.layer_value_text([0.0, 0.0]) == "0" and mlp_report.layer_value_text([1e-3, 3e-3]) == "2.00e-03"
-    assert mlp_report.layer_value_text([0.0, 3e-5]) == "(0, 3.0e-05)"
+    assert questions.lr.seeds_disagree([1.3, 1.4, 2.754]) and not questions.lr.seeds_disagree([1.3, 1.4, 1.5])
+    assert questions.lr.seeds_disagree([1.3, None]) and not questions.lr.seeds_disagree([None, None])
+    assert questions.gradients.layer_value_text([0.0, 0.0]) == "0" and questions.gradients.layer_value_text([1e-3, 3e-3]) == "2.00e-03"
+    assert questions.gradients.layer_value_text([0.0, 3e-5]) == "(0, 3.0e-05)"
 
 
 def cnn_model(test_acc, recomputed=None, lr=1e-3, train_loss=(0.1,) * 5, n=400, real=0.5, fake=0.5, status="ok",
@@ -1880,82 +1915,82 @@ def cnn_model(test_acc, recomputed=None, lr=1e-3, train_loss=(0.1,) * 5, n=400, 
 
 
 def test_bn_statistics_finding_says_which_way_the_numbers_go():
-    higher = cnn_report.bn_statistics_finding("scratch", [cnn_model(0.512, 0.960), cnn_model(0.500, 0.797, lr=1e-5)])
-    same = cnn_report.bn_statistics_finding("scratch", [cnn_model(0.700, 0.720)])
-    lower = cnn_report.bn_statistics_finding("scratch", [cnn_model(0.800, 0.600)])
-    small = cnn_report.bn_statistics_finding("scratch", [cnn_model(0.50, 0.62, n=16)])  # the same gap, 16 images
-    assert cases(cnn_report.TEXT, [higher, same, lower, small]) == ["recomputed_higher", "same", "recomputed_lower",
+    higher = questions.summary.bn_statistics_finding("scratch", [cnn_model(0.512, 0.960), cnn_model(0.500, 0.797, lr=1e-5)])
+    same = questions.summary.bn_statistics_finding("scratch", [cnn_model(0.700, 0.720)])
+    lower = questions.summary.bn_statistics_finding("scratch", [cnn_model(0.800, 0.600)])
+    small = questions.summary.bn_statistics_finding("scratch", [cnn_model(0.50, 0.62, n=16)])  # the same gap, 16 images
+    assert cases(questions.baselines.TEXT, [higher, same, lower, small]) == ["recomputed_higher", "same", "recomputed_lower",
                                                                     "same"]
     assert (higher["recomputed"], higher["lr"], higher["eval_best"]) == (0.960, "0.001", 0.512)
     assert same["margin"] == 0.05 and small["margin"] == 0.25
 
 
 def test_running_stats_and_one_class_findings():
-    found = [cnn_report.running_stats_finding(m) for m in (
+    found = [questions.baselines.running_stats_finding(m) for m in (
         cnn_model(0.512, 0.960), cnn_model(0.512, 0.520), cnn_model(0.512, 0.520, train_loss=(0.7,) * 5),
         cnn_model(0.9, 0.95), cnn_model(0.512), cnn_model(0.512, train_loss=(0.7,) * 5))]
-    assert cases(cnn_report.TEXT, found) == ["stale_statistics", "not_the_statistics", "not_applicable",
+    assert cases(questions.baselines.TEXT, found) == ["stale_statistics", "not_the_statistics", "not_applicable",
                                              "not_applicable", "fits_but_fails", "not_applicable"]
-    unfitted = cnn_report.running_stats_finding(cnn_model(0.50, 0.79, train_loss=(0.45,) * 5))
+    unfitted = questions.baselines.running_stats_finding(cnn_model(0.50, 0.79, train_loss=(0.45,) * 5))
     assert unfitted["case"] == "stale_statistics"  # recovered by recomputing: reported whatever its loss
     assert found[0]["last_loss"] == pytest.approx(0.1) and found[0]["recomputed"] == 0.960
     # stale: the running means of layer 1 sit 2 standard deviations off, the variances of layer 2 e^1.5 off
     assert (found[0]["shift"], found[0]["shift_layer"], found[0]["ratio_layer"]) == (2.0, 1, 2)
     assert found[0]["factor"] == pytest.approx(math.exp(1.5)) and found[0]["layers"] == 3
-    close = cnn_report.running_stats_finding(cnn_model(0.512, 0.960, shift=(0.1, 0.2), log_ratio=(0.1, 0.3)))
-    assert cases(cnn_report.TEXT, [close]) == ["statistics_close"]  # recovered, yet the statistics barely differ
-    only_variances = cnn_report.running_stats_finding(cnn_model(0.512, 0.960, shift=(0.1,), log_ratio=(0.8,)))
+    close = questions.baselines.running_stats_finding(cnn_model(0.512, 0.960, shift=(0.1, 0.2), log_ratio=(0.1, 0.3)))
+    assert cases(questions.baselines.TEXT, [close]) == ["statistics_close"]  # recovered, yet the statistics barely differ
+    only_variances = questions.baselines.running_stats_finding(cnn_model(0.512, 0.960, shift=(0.1,), log_ratio=(0.8,)))
     assert only_variances["case"] == "stale_statistics"  # a factor e^0.8 = 2.2 in the variances alone
-    one_sided = cnn_report.one_class_finding([cnn_model(0.5, real=0.0, fake=1.0),
+    one_sided = questions.baselines.one_class_finding([cnn_model(0.5, real=0.0, fake=1.0),
                                               cnn_model(0.8, lr=1e-4, real=0.8, fake=0.8)])
     assert one_sided == {"case": "one_class", "models": ["scratch lr 0.001"]}
-    assert cnn_report.one_class_finding([cnn_model(0.8, real=0.8, fake=0.8)])["case"] == "none"
+    assert questions.baselines.one_class_finding([cnn_model(0.8, real=0.8, fake=0.8)])["case"] == "none"
 
 
 def test_baseline_findings_tell_which_lrs_learned():
     models = [cnn_model(0.507, 0.517, lr=0.1), cnn_model(0.52, 0.52, lr=0.01), cnn_model(0.50, 0.973, lr=1e-3),
               cnn_model(0.50, 0.968, lr=1e-4), cnn_model(0.85, 0.86, lr=1e-5)]
-    found = cnn_report.baseline_findings(models, 0.5)
-    assert cases(cnn_report.TEXT, found) == ["best", "learned", "did_not_learn_larger"]
+    found = questions.baselines.baseline_findings(models, 0.5)
+    assert cases(questions.baselines.TEXT, found) == ["best", "learned", "did_not_learn_larger"]
     assert (found[0]["name"], found[0]["acc"]) == ("scratch lr 1e-05", 0.85)
     assert found[1]["lrs"] == ["0.001", "0.0001", "1e-05"]
     assert found[1]["stale"] == [("0.001", 0.973, 0.50), ("0.0001", 0.968, 0.50)] and found[2]["lrs"] == ["0.1", "0.01"]
-    mixed = cnn_report.baseline_findings([cnn_model(0.9, lr=0.1), cnn_model(0.5, lr=1e-4)], 0.5)
-    assert cases(cnn_report.TEXT, mixed) == ["best", "learned", "did_not_learn"]  # a small lr failed: no claim of size
+    mixed = questions.baselines.baseline_findings([cnn_model(0.9, lr=0.1), cnn_model(0.5, lr=1e-4)], 0.5)
+    assert cases(questions.baselines.TEXT, mixed) == ["best", "learned", "did_not_learn"]  # a small lr failed: no claim of size
     xgb = {**cnn_model(0.81), "baseline": "xgb", "lr": None}
-    assert cases(cnn_report.TEXT, cnn_report.baseline_findings([xgb], 0.5)) == ["best", "signal"]
-    assert cases(cnn_report.TEXT, cnn_report.baseline_findings([{**xgb, "test_acc": 0.52}], 0.5)) == ["best", "chance"]
+    assert cases(questions.baselines.TEXT, questions.baselines.baseline_findings([xgb], 0.5)) == ["best", "signal"]
+    assert cases(questions.baselines.TEXT, questions.baselines.baseline_findings([{**xgb, "test_acc": 0.52}], 0.5)) == ["best", "chance"]
     not_run = {**cnn_model(None), "status": "not run", "reason": "--weights none", "fix": None}
-    assert cnn_report.baseline_findings([not_run], 0.5) == [{"case": "not_run", "reason": "--weights none",
+    assert questions.baselines.baseline_findings([not_run], 0.5) == [{"case": "not_run", "reason": "--weights none",
                                                               "fix": None}]
-    diverged = cnn_report.baseline_findings([{**cnn_model(None, lr=0.1), "status": "diverged"}], 0.5)
+    diverged = questions.baselines.baseline_findings([{**cnn_model(None, lr=0.1), "status": "diverged"}], 0.5)
     assert diverged == [{"case": "every_lr_diverged", "lrs": ["0.1"]}]
 
 
 def test_summary_findings_rank_within_each_baseline():
     xgb = {**cnn_model(0.81), "baseline": "xgb", "lr": None}
     models = [xgb, cnn_model(0.6, lr=0.1), cnn_model(0.7, lr=1e-3), cnn_model(0.5, lr=1e-5)]
-    found = cnn_report.summary_findings(models, [0, 2, 1, 3], [0.5, 0.5])
-    assert cases(cnn_report.TEXT, found) == ["overall", "worst", "baseline_best_two", "signal",
+    found = questions.summary.summary_findings(models, [0, 2, 1, 3], [0.5, 0.5])
+    assert cases(questions.baselines.TEXT, found) == ["overall", "worst", "baseline_best_two", "signal",
                                              "baseline_best_two", "learned", "did_not_learn"]
     assert (found[0]["best"], found[0]["se"], found[1]["last"], found[1]["acc"]) == ("xgb", 0.025,
                                                                                      "scratch lr 1e-05", 0.5)
     assert found[4]["best_two"] == [("scratch lr 0.001", 0.7), ("scratch lr 0.1", 0.6)]
-    assert cnn_report.summary_findings([{**xgb, "status": "diverged"}], [0], [0.5, 0.5]) == [{"case": "no_model"}]
+    assert questions.summary.summary_findings([{**xgb, "status": "diverged"}], [0], [0.5, 0.5]) == [{"case": "no_model"}]
     # a model at chance is never among the best two; a tie for worst is named as one; the stand-in says so
     at_chance = [xgb, cnn_model(0.53, lr=0.1), cnn_model(0.5, lr=1e-3), {**cnn_model(0.5), "baseline": "finetune"}]
-    found = cnn_report.summary_findings(at_chance, [0, 1, 2, 3], [0.5, 0.5], demo=True)
-    assert cases(cnn_report.TEXT, found)[:5] == ["pipeline_check", "overall", "worst_tie", "baseline_best_two",
+    found = questions.summary.summary_findings(at_chance, [0, 1, 2, 3], [0.5, 0.5], demo=True)
+    assert cases(questions.baselines.TEXT, found)[:5] == ["pipeline_check", "overall", "worst_tie", "baseline_best_two",
                                                  "signal"]
     assert found[2]["names"] == ["scratch lr 0.001", "finetune lr 0.001"] and found[2]["last"] == "finetune lr 0.001"
     assert [f for f in found if f["case"] == "baseline_at_chance"][0]["name"] == "scratch lr 0.1"
 
 
 def test_beats_chance_by_two_standard_errors():
-    assert cnn_report.beats_chance(0.551, 400, [0.5, 0.5]) and not cnn_report.beats_chance(0.549, 400, [0.5, 0.5])
+    assert questions.summary.beats_chance(0.551, 400, [0.5, 0.5]) and not questions.summary.beats_chance(0.549, 400, [0.5, 0.5])
     # with 70% of the test images fake, calling every image fake scores 0.7: 0.72 is not above it on 400 images
-    assert not cnn_report.beats_chance(0.72, 400, [0.3, 0.7]) and cnn_report.beats_chance(0.75, 400, [0.3, 0.7])
-    assert cnn_report.accuracy_text(cnn_model(0.5)) == "0.500 ± 0.025"
+    assert not questions.summary.beats_chance(0.72, 400, [0.3, 0.7]) and questions.summary.beats_chance(0.75, 400, [0.3, 0.7])
+    assert questions.baselines.accuracy_text(cnn_model(0.5)) == "0.500 ± 0.025"
 
 
 def test_report_names_the_data_and_how_the_run_ran():
@@ -1987,9 +2022,9 @@ def test_recomputed_bn_statistics_equal_hand_computation():
         model[1].running_mean.fill_(50.0)  # stale statistics, as training can leave them
     train, test = torch.randn(512, 4) + 1.0, torch.randn(40, 4) + 1.0
     labels = (test[:, 1] > 1.0).float()
-    accuracy, prob = cnn.recomputed_bn_accuracy(model, train, test, labels, lambda v: v)
+    accuracy, prob = section7.recomputed_bn_accuracy(model, train, test, labels, lambda v: v)
     z = model[0](train).detach().double().numpy()
-    batches = np.split(z, 512 // cnn.EVAL_BATCH)
+    batches = np.split(z, 512 // section7.EVAL_BATCH)
     assert model[1].running_mean.numpy() == pytest.approx(z.mean(0), rel=1e-5)
     assert model[1].running_var.numpy() == pytest.approx(np.mean([b.var(0, ddof=1) for b in batches], 0), rel=1e-4)
     model.eval()
@@ -2003,7 +2038,7 @@ def test_auroc_equals_the_fraction_of_correctly_ordered_pairs():
     prob = (0.3 * labels + 0.7 * torch.rand(60, generator=g)).double()
     prob[:6] = 0.5  # ties count one half
     data = {"labels": {"val": labels, "test": labels}}
-    record = cnn.scored("xgb", None, data, prob, prob, 1.0)
+    record = section7.scored("xgb", None, data, prob, prob, 1.0)
     p, y = prob.numpy(), labels.numpy().astype(bool)
     pairs = [(a > b) + 0.5 * (a == b) for a in p[y] for b in p[~y]]
     assert record["test_auroc"] == pytest.approx(np.mean(pairs))
@@ -2020,7 +2055,7 @@ def test_batch_stats_accuracy_equals_hand_computation():
         model[1].running_mean.fill_(50.0)  # eval mode would be far off; batch statistics ignore these
     x = torch.randn(30, 4)
     labels = (x[:, 0] > 0).float()
-    accuracy = cnn.batch_stats_accuracy(model, x, labels, lambda v: v, seed=3, batch_size=8)
+    accuracy = section7.batch_stats_accuracy(model, x, labels, lambda v: v, seed=3, batch_size=8)
     (W1, b1), (W2, b2) = [(m.weight.detach().double().numpy(), m.bias.detach().double().numpy())
                           for m in (model[0], model[3])]
     gamma, beta = model[1].weight.detach().double().numpy(), model[1].bias.detach().double().numpy()
@@ -2038,7 +2073,7 @@ def test_statistics_distance_equals_hand_computation():
     """How far running BatchNorm statistics are from recomputed ones, per layer, by hand."""
     running = [(torch.tensor([0.0, 1.0]), torch.tensor([1.0, 4.0]))]
     recomputed = [(torch.tensor([1.0, 1.0]), torch.tensor([4.0, 1.0]))]
-    distance = cnn.statistics_distance(running, recomputed)
+    distance = section7.statistics_distance(running, recomputed)
     eps = 1e-5
     assert distance["mean_shift"] == [pytest.approx((1 / math.sqrt(4 + eps) + 0) / 2)]
     assert distance["log_var_ratio"] == [pytest.approx((abs(math.log((1 + eps) / (4 + eps)))
@@ -2050,10 +2085,10 @@ def test_mistakes_take_a_new_source_photograph_while_there_is_one():
     worst = {"status": "ok", "test_acc": 0.0, "test_prob": [0.4, 0.2, 0.1, 0.6, 0.8, 0.9]}
     classes = ["fake"] * 3 + ["real"] * 3
     sources = ["a", "a", "b", "d", "b", "c"]
-    _, _, chosen = cnn.pick_mistakes([best, worst], [0, 1], classes, sources, n=4)
+    _, _, chosen = questions.mistakes.pick_mistakes([best, worst], [0, 1], classes, sources, n=4)
     # fakes by the worst's confidence: 2 (b), 1 (a), 0 (a); reals: 5 (c), 4 (b), 3 (d)
     assert chosen == [2, 5, 1, 3]  # 2 (b), 5 (c), 1 (a); then 4's photograph b is shown already: 3 (d)
-    _, _, plain = cnn.pick_mistakes([best, worst], [0, 1], classes, list(range(6)), n=4)
+    _, _, plain = questions.mistakes.pick_mistakes([best, worst], [0, 1], classes, list(range(6)), n=4)
     assert plain == [2, 5, 1, 4]  # every image its own source: by confidence alone
 
 
@@ -2066,14 +2101,14 @@ def test_cnn_fit_cuts_the_loss_curve_at_its_first_non_finite_step():
     settings = {"epochs": 2, "batch_size": 6, "seed": 5, "amp": False}
     env = runner.Env(torch.device("cpu"), True)
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 1))
-    losses, diverged_step = cnn.fit(model, x, labels, 1e-3, settings, env, lambda v: v, "test")
+    losses, diverged_step = section7.fit(model, x, labels, 1e-3, settings, env, lambda v: v, "test")
     order = torch.randperm(20, generator=torch.Generator().manual_seed(5)).tolist()
     expected_step = order.index(13) // 6 + 1
     assert diverged_step == expected_step == len(losses)
     assert all(math.isfinite(v) for v in losses[:-1]) and math.isnan(losses[-1])
     clean = x.clone()
     clean[13] = 0.0
-    losses, diverged_step = cnn.fit(nn.Sequential(nn.Flatten(), nn.Linear(12, 1)), clean, labels, 1e-3, settings,
+    losses, diverged_step = section7.fit(nn.Sequential(nn.Flatten(), nn.Linear(12, 1)), clean, labels, 1e-3, settings,
                                     env, lambda v: v, "test")
     assert diverged_step is None and len(losses) == 2 * 4 and all(math.isfinite(v) for v in losses)
 

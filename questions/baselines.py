@@ -1,13 +1,12 @@
-"""Section 7's reports, from a question's saved .json and .npz alone (`cnn.py --replot` runs only this):
-nothing here trains, measures or reads the images. A finding function decides which case the numbers show
-and returns it with its numbers ({'case': ..., ...}); only the templates in TEXT hold wording.
+"""The report the five Section 7 baselines share (one table, a ROC and loss figure, the findings and their
+words), and the reading of models that summary and mistakes use too.
 """
 import math
 
 import numpy as np
 from sklearn.metrics import roc_curve
 
-from common import PALETTE, Answer, Report, markdown_table, plt, render, show_value
+from common import PALETTE, Answer, Report, markdown_table, plt, render
 
 # Every number that decides a case, and why it has its value.
 MIN_MARGIN = 0.05  # accuracies closer than this are the same on any test set: less is a handful of images
@@ -36,8 +35,6 @@ def learned(m, majority):
     best_acc = max(m["test_acc"], m.get("test_acc_recomputed_bn") or 0)
     return best_acc > majority + same_accuracy_margin(len(m["test_prob"]))
 
-
-# ----------------------------------------------------------------------------- reading models
 
 def lr_text(m):
     return "-" if m["lr"] is None else m["lr"] if isinstance(m["lr"], str) else f"{m['lr']:g}"
@@ -103,8 +100,6 @@ def results_table(models, numbered=False):
     return markdown_table(header, rows) + "".join(f"\n**{line}.**\n" for line in not_run_reasons(models))
 
 
-# ----------------------------------------------------------------------------- findings
-
 def one_class_finding(models):
     """Which models put (almost) every test image in one class?"""
     one_sided = [model_name(m) for m in models if min(m["test_acc_real"], m["test_acc_fake"]) < ONE_CLASS]
@@ -140,18 +135,6 @@ def stale_finding(m):
                 layers=len(distance["mean_shift"]))
 
 
-def bn_statistics_finding(baseline, runs):
-    """Is a baseline's best accuracy with recomputed BatchNorm statistics above, level with or below its best
-    in eval mode with the running statistics training left?"""
-    top = max(runs, key=lambda m: m["test_acc_recomputed_bn"])
-    recomputed, eval_best = top["test_acc_recomputed_bn"], max(m["test_acc"] for m in runs)
-    margin = same_accuracy_margin(len(top["test_prob"]))
-    case = ("recomputed_higher" if recomputed > eval_best + margin else
-            "recomputed_lower" if recomputed < eval_best - margin else "same")
-    return dict(case=case, baseline=baseline, eval_best=eval_best, lr=lr_text(top), recomputed=recomputed,
-                margin=margin)
-
-
 def baseline_findings(models, majority):
     """7.4: what a baseline reached and, over its lrs, which learned and which did not."""
     if all(m["status"] == "not run" for m in models):
@@ -180,63 +163,6 @@ def baseline_findings(models, majority):
     return findings
 
 
-def beats_chance(accuracy, n, shares):
-    """Is an accuracy on n test images above every guess's by more than two binomial standard errors: a coin
-    (0.5) and one class for every image (each class's share)?"""
-    return all(accuracy > p + 2 * math.sqrt(p * (1 - p) / n) for p in (0.5, *shares))
-
-
-def summary_findings(models, ranked, shares, demo=False):
-    """7.6-1: the best and the worst overall (a tie for worst named as one), then per baseline its two best
-    models among those that beat chance, and its trend over its lrs. shares: each class's share of the test
-    images; demo: the generated stand-in, where this is a pipeline check."""
-    ok = [models[i] for i in ranked if models[i]["status"] == "ok"]
-    findings = [dict(case="pipeline_check")] if demo else []
-    if not ok:
-        return findings + [dict(case="no_model")]
-    n, worst = len(ok[0]["test_prob"]), ok[-1]
-    tied = [model_name(m) for m in ok if m["test_acc"] == worst["test_acc"]]
-    findings += [dict(case="overall", best=model_name(ok[0]), best_acc=ok[0]["test_acc"], n=n,
-                      se=math.sqrt(0.25 / n)),
-                 dict(case="worst_tie" if len(tied) > 1 else "worst", names=tied, acc=worst["test_acc"],
-                      last=model_name(worst), majority=max(shares))]
-    for baseline in dict.fromkeys(m["baseline"] for m in models):
-        runs = [m for m in models if m["baseline"] == baseline]
-        ran = [m for m in ok if m["baseline"] == baseline]
-        best_two = [(model_name(m), m["test_acc"]) for m in ran if beats_chance(m["test_acc"], n, shares)][:2]
-        if best_two:
-            findings.append(dict(case="baseline_best_two", baseline=baseline, best_two=best_two))
-        elif ran:
-            findings.append(dict(case="baseline_at_chance", baseline=baseline, name=model_name(ran[0]),
-                                 acc=ran[0]["test_acc"]))
-        else:
-            findings.append(dict(case="baseline_did_not_run", baseline=baseline, status=runs[0]["status"],
-                                 reason=runs[0]["reason"]))
-        findings += baseline_findings(runs, max(shares))[1:] if ran else []
-    return findings
-
-
-def mistakes_findings(result):
-    """7.6-2: which images, chosen how, and whether the worst model calls them all one class."""
-    models, chosen = result["models"], result["chosen"]
-    if result["best"] is None:
-        return [dict(case="nothing_to_compare")]
-    best, worst = models[result["best"]], models[result["worst"]]
-    truth = np.array([c == "fake" for c in result["test_classes"]])
-    worst_fake = np.array(worst["test_prob"]) > 0.5
-    candidates = int((((np.array(best["test_prob"]) > 0.5) == truth) & (worst_fake != truth)).sum())
-    classes = [result["test_classes"][i] for i in chosen]
-    findings = [dict(case="shown", best=model_name(best), worst=model_name(worst), candidates=candidates,
-                     shown=len(chosen), real=classes.count("real"), fake=classes.count("fake"),
-                     rule=result["rule"])]
-    said = {bool(worst_fake[i]) for i in chosen}
-    if len(said) == 1:
-        fake = said.pop()
-        findings.append(dict(case="worst_calls_all_one_class", said="fake" if fake else "real",
-                             share=float(np.mean(worst_fake == fake))))
-    return findings
-
-
 RUNNING_STATS = ("{name}: mean training loss of the last {steps} steps {last_loss:.3f} (train mode), yet "
                  "test accuracy {test_acc:.3f} in eval mode")
 RECOMPUTED = ("; {recomputed:.3f} once BatchNorm's running statistics are recomputed over the training "
@@ -248,8 +174,6 @@ BN_STATISTICS = ("{baseline}: best test accuracy {eval_best:.3f} in eval mode wi
                  "training left, {recomputed:.3f} (lr {lr}) with the statistics recomputed over the training "
                  "images")
 ONE_CLASS_RATE = "against {majority:.3f} for calling every image one class."
-
-
 TEXT = {
     "none": None,
     "one_class": lambda f: f"{', '.join(f['models'])} put (almost) every test image in one class.",
@@ -318,8 +242,6 @@ def sentences(findings):
     return [text for text in (render(TEXT, f) for f in findings) if text]
 
 
-# ----------------------------------------------------------------------------- reports
-
 def finish(ax, **labels):
     ax.set(**labels)
     if ax.get_legend_handles_labels()[0]:
@@ -368,127 +290,13 @@ def report_baseline(result):
     check = [dict(case="stand_in")] if result["data"].get("demo") else []
     answer = Answer(result["section"], f"{result['title']}: how well does it tell real from fake?",
                     sentences(baseline_findings(models, max(shares)) + check))
-    note = ("the positive class is fake; ± is the binomial standard error of an accuracy on the test images. "
-            "Beyond the protocol (ResNets only): 'BN recomputed statistics' scores the trained network in "
-            "eval mode after one pass over the training images recomputes every BatchNorm's running "
-            "statistics with the final weights; 'BN test-batch statistics' normalizes each shuffled test "
-            "batch of the training batch size by its own statistics.")
+    note = ("the positive class is fake; ± is the binomial standard error of an accuracy on the test "
+            "images. Beyond the protocol (ResNets only): 'BN recomputed statistics' scores the trained "
+            "network in eval mode after one pass over the training images recomputes every BatchNorm's "
+            "running statistics with the final weights; 'BN test-batch statistics' normalizes each "
+            "shuffled test batch of the training batch size by its own statistics.")
     caption = ("Left: each lr's training loss per step; right: each model's test ROC, solid in eval mode, "
                "dashed with BatchNorm's statistics recomputed: how far above the chance diagonal each lies.")
     figures = {f"{result['question']}.png": (baseline_figure(result), caption)} if any(
         m["status"] != "not run" for m in models) else {}
     return Report([results_table(models) + THRESHOLD + note], figures, findings, [answer])
-
-
-def summary_figure(result, majority):
-    """Test accuracy by lr of each torch baseline; the others and the one-class rate as horizontal lines."""
-    models = result["models"]
-    fig, ax = plt.subplots(figsize=(11, 5.5), layout="constrained")
-    torch_baselines = [b for b, info in result["baselines"].items() if "lrs" in info["settings"]]
-    for color, baseline in zip(PALETTE, torch_baselines):
-        runs = [m for m in models if m["baseline"] == baseline]
-        ok = [m for m in runs if m["status"] == "ok"]
-        diverged = [m["lr"] for m in runs if m["status"] == "diverged"]
-        if not ok and not diverged:
-            ax.plot([], [], "x", color="gray", label=f"{baseline}: not run (why: below the figure)")
-            continue
-        ax.plot([m["lr"] for m in ok], [m["test_acc"] for m in ok], marker="o", color=color, label=baseline)
-        recomputed = [m for m in ok if m.get("test_acc_recomputed_bn") is not None]
-        if recomputed:
-            ax.plot([m["lr"] for m in recomputed], [m["test_acc_recomputed_bn"] for m in recomputed],
-                    marker="o", markerfacecolor="white", linestyle="--", color=color,
-                    label=f"{baseline}, BatchNorm statistics recomputed (beyond the protocol)")
-        if diverged:
-            ax.scatter(diverged, [0.03] * len(diverged), marker="x", color=color,
-                       transform=ax.get_xaxis_transform(), label=f"{baseline}: diverged (no accuracy)")
-    for (baseline, style), color in zip((("xgb", "--"), ("sklearn_probe", "-.")), PALETTE[3:]):
-        m = next(m for m in models if m["baseline"] == baseline)
-        if m["status"] == "ok":
-            ax.axhline(m["test_acc"], linestyle=style, color=color, label=f"{baseline} (no lr): "
-                                                                          f"{m['test_acc']:.3f}")
-        else:
-            ax.plot([], [], "x", color="gray", label=f"{baseline}: {m['status']}")
-    ax.axhline(majority, color="gray", linewidth=0.8, linestyle=":",
-               label=f"one class for every image: {majority:.3f}")
-    image_size = next(iter(result["baselines"].values()))["settings"]["image_size"]
-    finish(ax, xscale="log", xlabel="learning rate (Adam, log scale)",
-           ylabel="test accuracy (fraction of real and fake test images correct)",
-           title=f"Real vs fake: test accuracy by learning rate (image size {image_size})")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    lrs = [m["lr"] for m in models if m["lr"] is not None]
-    if lrs:
-        ax.set_xlim(min(lrs) / 2, max(lrs) * 2)
-    return fig
-
-
-def report_summary(result):
-    models, shares = result["models"], test_shares(result["data"])
-    ranked = [models[i] for i in result["ranking"]]
-    ok = [m for m in ranked if m["status"] == "ok"]
-    n = len(ok[0]["test_prob"]) if ok else 1
-    settings_rows, best_rows, findings = [], [], []
-    for baseline, info in result["baselines"].items():
-        settings = ", ".join(f"{k} {show_value(v)}" for k, v in info["settings"].items())
-        settings_rows.append((baseline, settings, f"{info['wall_s']:.1f}"))
-        runs = [m for m in ranked if m["baseline"] == baseline]
-        top_two = [m for m in runs if m["status"] == "ok" and beats_chance(m["test_acc"], n, shares)][:2]
-        best_rows += [[baseline, i + 1, lr_text(m), accuracy_text(m), status_text(m)]
-                      for i, m in enumerate(top_two)]
-        if not top_two:
-            best_rows.append([baseline, "-", "-", "-", "no model beats chance" if any(
-                m["status"] == "ok" for m in runs) else status_text(runs[0])])
-    body = ["### The baselines, as each ran\n",
-            markdown_table(["baseline", "settings", "wall time (s)"], settings_rows),
-            "### Two best models of each baseline (by test accuracy, among those that beat chance)\n",
-            markdown_table(["baseline", "place", "lr", "test acc", "status"], best_rows),
-            "\n### Full ranking\n", results_table(ranked, numbered=True),
-            THRESHOLD + "AUROC is sklearn's roc_auc_score of P(fake) on the test set; ± is the binomial "
-                        "standard error of an accuracy on the test images.\n"]
-    for baseline in result["baselines"]:
-        runs = [m for m in ok if m["baseline"] == baseline and m.get("test_acc_recomputed_bn") is not None]
-        if runs:
-            findings += sentences([bn_statistics_finding(baseline, runs)])
-    found = summary_findings(models, result["ranking"], shares, demo=result["data"].get("demo", False))
-    answer = Answer(result["section"], "The two best models of each baseline and the worst overall: why "
-                    "these trends?", sentences(found))
-    caption = ("Each torch baseline's test accuracy against its lr (open circles: BatchNorm statistics "
-               "recomputed), the baselines without an lr as lines, calling every image one class dotted.")
-    reasons = not_run_reasons(models)
-    if reasons:
-        caption += " " + " ".join(line + "." for line in reasons)
-    return Report(body, {"summary.png": (summary_figure(result, max(shares)), caption)}, findings, [answer])
-
-
-def report_mistakes(result, n=5):
-    models, chosen, classes = result["models"], result["chosen"], result["test_classes"]
-    best = None if result["best"] is None else models[result["best"]]
-    worst = None if result["worst"] is None else models[result["worst"]]
-
-    def said(m, i):
-        p = m["test_prob"][i]
-        return f"{'fake' if p > 0.5 else 'real'} (p={max(p, 1 - p):.2f})"
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 4.4), layout="constrained")
-    for ax in axes:
-        ax.axis("off")
-    for k, (ax, i) in enumerate(zip(axes, chosen)):
-        ax.imshow(result["arrays"][f"image_{k}"])
-        ax.set_title(f"true: {classes[i]} ({result['sources'][k]})\nbest says {said(best, i)}\nworst says "
-                     f"{said(worst, i)}", fontsize=9)
-    if best is not None:
-        fig.suptitle(f"Right for the best model, {model_name(best)} ({best['test_acc']:.3f}); wrong for the "
-                     f"worst, {model_name(worst)} ({worst['test_acc']:.3f}); p: the probability of the class "
-                     f"said",
-                     fontsize=10)
-    rows = [[result["test_paths"][i], classes[i], source, said(best, i), said(worst, i)]
-            for i, source in zip(chosen, result["sources"])]
-    header = ["test image", "true class", "source", "best model says", "worst model says"]
-    table = markdown_table(header, rows)
-    note = ("Images are shown as saved when the question ran (at most 256 pixels a side); predictions are "
-            "the ones saved when each model was evaluated. Source: the photograph the image comes from, "
-            "where the data names one (the generated stand-in does), else the image itself.")
-    check = [dict(case="stand_in")] if result["data"].get("demo") else []
-    answer = Answer(result["section"], "Five test images the best model classifies correctly and the worst "
-                    "does not", sentences(mistakes_findings(result) + check))
-    caption = f"Picked by one rule: {result['rule']}."
-    return Report([table, note], {"mistakes.png": (fig, caption)}, [line + "." for line in
-                                                                   not_run_reasons(models)], [answer])

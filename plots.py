@@ -1,0 +1,111 @@
+"""Figure helpers that several Section 6 questions share: seed bands, axes, split curves, prediction maps."""
+import numpy as np
+from matplotlib.patheffects import withStroke
+
+from common import PALETTE, plt
+from stats import arch_label, as_array, epochs_axis, final
+
+SEED_STYLES = ["-", "--", ":", "-."]  # the seeds' lines where each seed is drawn
+
+
+def plot_mean_band(ax, x, runs_values, label, color=None, each_seed=False, band=True, **kwargs):
+    """Mean over seeds as a line, min..max over seeds as a band; with each_seed (seeds that disagree, where a
+    mean would hide a collapsed seed), every seed's own line, styled by SEED_STYLES. None breaks a line."""
+    values = np.array([as_array(vs) for vs in runs_values])
+    if each_seed:
+        lines = [ax.plot(x, seed_values, color=color, linestyle=style, **kwargs)[0]
+                 for seed_values, style in zip(values, SEED_STYLES * len(values))]
+        lines[0].set_label(f"{label} (each seed: they disagree)")
+        return
+    line, = ax.plot(x, values.mean(0), label=label, color=color, **kwargs)
+    if band and len(values) > 1:
+        ax.fill_between(x, values.min(0), values.max(0), color=line.get_color(), alpha=0.2, linewidth=0)
+
+
+def finish(ax, xlabel, ylabel, title, legend=True, **legend_kwargs):
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if legend:
+        ax.legend(**legend_kwargs)
+    ax.grid(alpha=0.3)
+
+
+def cielab(rgb):
+    """sRGB colors [N, 3] in 0..1 to CIELAB (D65 white), where a distance approximates a seen difference."""
+    linear = np.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+    xyz = linear @ np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]).T
+    f = xyz / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(f > 0.008856, np.cbrt(f), 7.787 * f + 16 / 116)
+    return np.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], axis=1)
+
+
+def class_colors(n):
+    """n RGB colors, one per class, as far apart to the eye as can be: greedy farthest points in CIELAB among
+    a 12-level RGB grid, the darkest and lightest left out so that black rings and lines stay visible."""
+    levels = np.linspace(0, 1, 12)
+    grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), axis=-1).reshape(-1, 3)
+    lab = cielab(grid)
+    keep = (lab[:, 0] > 35) & (lab[:, 0] < 90)
+    grid, lab = grid[keep], lab[keep]
+    chosen = [int(np.argmax(np.hypot(lab[:, 1], lab[:, 2])))]  # the most saturated first
+    distance = np.linalg.norm(lab - lab[chosen[0]], axis=1)
+    while len(chosen) < n:
+        chosen.append(int(np.argmax(distance)))
+        distance = np.minimum(distance, np.linalg.norm(lab - lab[chosen[-1]], axis=1))
+    return grid[chosen]
+
+
+def map_aspect(extent):
+    """Longitude/latitude aspect of a map of extent (degrees), so that it is not stretched."""
+    return 1 / np.cos(np.radians(np.clip(np.mean(extent[2:]), -80, 80)))
+
+
+def map_figure(extent, map_width, other_width=0, maps=1):
+    """A figure sized for `maps` maps of extent, map_width inches wide each, beside other_width inches."""
+    height = map_width * (extent[3] - extent[2]) / (extent[1] - extent[0]) * map_aspect(extent) + 0.8
+    return plt.figure(figsize=(maps * map_width + other_width, height), layout="constrained")
+
+
+def draw_map(ax, result, tag, run, title):
+    """A saved prediction map (arrays grid_TAG, test_pred_TAG): the plane colored by predicted class, the test
+    points on top in their true class's color, a black ring around each one the map gets wrong, and each
+    class's name at the middle of its test points."""
+    arrays, extent, class_names = result["arrays"], result["map_extent"], result["data"]["class_names"]
+    grid, points, labels = arrays[f"grid_{tag}"], arrays["test_points"], arrays["test_labels"]
+    wrong = arrays[f"test_pred_{tag}"] != labels
+    colors = class_colors(len(class_names))
+    ax.imshow(colors[grid], origin="lower", extent=extent, interpolation="nearest")
+    ax.scatter(points[~wrong, 0], points[~wrong, 1], c=colors[labels[~wrong]], s=5, edgecolors="white",
+               linewidths=0.2)
+    ax.scatter(points[wrong, 0], points[wrong, 1], c=colors[labels[wrong]], s=14, edgecolors="black",
+               linewidths=0.9, label=f"misclassified test point ({wrong.mean():.1%}): its true class's color")
+    for label in np.unique(labels):
+        ax.annotate(class_names[label], np.median(points[labels == label], axis=0), ha="center", va="center",
+                    fontsize=7, path_effects=[withStroke(linewidth=2.5, foreground="white")])
+    ax.set_aspect(map_aspect(extent))
+    ax.set(xlim=extent[:2], ylim=extent[2:], xlabel="longitude (degrees)", ylabel="latitude (degrees)",
+           title=f"{title}{arch_label(run)}, seed {run['seed']}: test accuracy {final(run, 'test_acc'):.3f}")
+    if wrong.any():
+        ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
+    return grid
+
+
+SPLITS = (("val", "validation", PALETTE[3], "-", 3),  # split, label, color, line style, line width
+          ("train", "train (train mode, over the epoch)", PALETTE[0], "-", 1.2),
+          ("test", "test", PALETTE[2], "--", 1.3),
+          ("train_eval", "train (eval mode)", PALETTE[4], ":", 1.6))
+
+
+def plot_split_curves(ax_loss, ax_acc, runs, title, eval_mode_train=False):
+    """Train, validation and test loss and accuracy per epoch (no accuracy panel if ax_acc is None): the
+    validation line wide, with its band, under the thin lines of the others, which often lie on it."""
+    for split, label, color, style, width in SPLITS[:3 + eval_mode_train]:
+        if split == "val" and len(runs) > 1:
+            label += f" (band: min..max over {len(runs)} seeds)"
+        for ax, metric in ((ax_loss, "loss"), (ax_acc, "acc")):
+            if ax is not None:
+                plot_mean_band(ax, epochs_axis(runs), [r["history"][f"{split}_{metric}"] for r in runs],
+                               label=label, color=color, linestyle=style, linewidth=width,
+                               band=split == "val", alpha=0.6 if split == "val" else 1)
+    finish(ax_loss, "epoch", "loss (cross-entropy, nats)", f"{title}: loss")
+    if ax_acc is not None:
+        finish(ax_acc, "epoch", "accuracy (fraction correct)", f"{title}: accuracy")

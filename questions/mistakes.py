@@ -1,0 +1,113 @@
+"""7.6-2 mistakes: 5 test images the best model gets right and the worst gets wrong."""
+import os
+
+import numpy as np
+
+from common import Answer, Report, markdown_table, plt
+from questions.baselines import model_name, not_run_reasons, sentences
+from questions.summary import train_summary
+from runner import Question
+from section7 import BASELINES, decode_one
+
+THUMBNAIL = 256  # pixels: the longest side of a test image as the mistakes figure shows it
+MISTAKES_RULE = ("the worst's most confident mistakes first, the two true classes in turn, each from a "
+                 "source photograph not yet shown while there is one")
+
+
+def pick_mistakes(models, ranked, test_classes, test_sources, n=5):
+    """Best and worst ok model (indices; among models tied for the worst, the last in the ranking), and up to
+    n test images the best gets right and the worst wrong, by MISTAKES_RULE, from the saved predictions.
+    test_sources: each test image's source photograph, or its own path where the data names none."""
+    ok = [i for i in ranked if models[i]["status"] == "ok"]
+    if len(ok) < 2:
+        return None, None, []
+    best, worst = models[ok[0]], models[ok[-1]]
+    y = np.array([c == "fake" for c in test_classes])
+    p_best, p_worst = np.array(best["test_prob"]), np.array(worst["test_prob"])
+    candidates = np.flatnonzero(((p_best > 0.5) == y) & ((p_worst > 0.5) != y))
+    candidates = candidates[np.argsort(-np.abs(p_worst[candidates] - 0.5), kind="stable")]
+    by_class = [list(candidates[y[candidates] == truth]) for truth in (True, False)]
+    chosen, shown = [], set()
+    while len(chosen) < n and any(by_class):
+        for queue in by_class:
+            if queue and len(chosen) < n:
+                pick = next((i for i in queue if test_sources[i] not in shown), queue[0])
+                queue.remove(pick)
+                chosen.append(int(pick))
+                shown.add(test_sources[pick])
+    return ok[0], ok[-1], chosen
+
+
+def train_mistakes(settings, data, reads, env):
+    """The summary, the best and worst model, the test images chosen by MISTAKES_RULE and their thumbnails."""
+    result = train_summary(settings, data, reads, env)
+    sources = [data["sources"].get(path, path) for path in result["test_paths"]]
+    result["best"], result["worst"], result["chosen"] = pick_mistakes(result["models"], result["ranking"],
+                                                                      result["test_classes"], sources)
+    result["rule"], result["sources"] = MISTAKES_RULE, [sources[i] for i in result["chosen"]]
+    result["arrays"] = {}
+    for k, i in enumerate(result["chosen"]):  # as uint8 pixels, the longest side at most THUMBNAIL
+        image = decode_one(os.path.join(data["dir"], result["test_paths"][i]), [lambda rgb: rgb])[0]
+        image.thumbnail((THUMBNAIL, THUMBNAIL))
+        result["arrays"][f"image_{k}"] = np.asarray(image)
+    return result
+
+
+def mistakes_findings(result):
+    """7.6-2: which images, chosen how, and whether the worst model calls them all one class."""
+    models, chosen = result["models"], result["chosen"]
+    if result["best"] is None:
+        return [dict(case="nothing_to_compare")]
+    best, worst = models[result["best"]], models[result["worst"]]
+    truth = np.array([c == "fake" for c in result["test_classes"]])
+    worst_fake = np.array(worst["test_prob"]) > 0.5
+    candidates = int((((np.array(best["test_prob"]) > 0.5) == truth) & (worst_fake != truth)).sum())
+    classes = [result["test_classes"][i] for i in chosen]
+    findings = [dict(case="shown", best=model_name(best), worst=model_name(worst), candidates=candidates,
+                     shown=len(chosen), real=classes.count("real"), fake=classes.count("fake"),
+                     rule=result["rule"])]
+    said = {bool(worst_fake[i]) for i in chosen}
+    if len(said) == 1:
+        fake = said.pop()
+        findings.append(dict(case="worst_calls_all_one_class", said="fake" if fake else "real",
+                             share=float(np.mean(worst_fake == fake))))
+    return findings
+
+
+def report_mistakes(result, n=5):
+    models, chosen, classes = result["models"], result["chosen"], result["test_classes"]
+    best = None if result["best"] is None else models[result["best"]]
+    worst = None if result["worst"] is None else models[result["worst"]]
+
+    def said(m, i):
+        p = m["test_prob"][i]
+        return f"{'fake' if p > 0.5 else 'real'} (p={max(p, 1 - p):.2f})"
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 4.4), layout="constrained")
+    for ax in axes:
+        ax.axis("off")
+    for k, (ax, i) in enumerate(zip(axes, chosen)):
+        ax.imshow(result["arrays"][f"image_{k}"])
+        ax.set_title(f"true: {classes[i]} ({result['sources'][k]})\nbest says {said(best, i)}\nworst says "
+                     f"{said(worst, i)}", fontsize=9)
+    if best is not None:
+        fig.suptitle(f"Right for the best model, {model_name(best)} ({best['test_acc']:.3f}); wrong for the "
+                     f"worst, {model_name(worst)} ({worst['test_acc']:.3f}); p: the probability of the class "
+                     f"said",
+                     fontsize=10)
+    rows = [[result["test_paths"][i], classes[i], source, said(best, i), said(worst, i)]
+            for i, source in zip(chosen, result["sources"])]
+    header = ["test image", "true class", "source", "best model says", "worst model says"]
+    table = markdown_table(header, rows)
+    note = ("Images are shown as saved when the question ran (at most 256 pixels a side); predictions are "
+            "the ones saved when each model was evaluated. Source: the photograph the image comes from, "
+            "where the data names one (the generated stand-in does), else the image itself.")
+    check = [dict(case="stand_in")] if result["data"].get("demo") else []
+    answer = Answer(result["section"], "Five test images the best model classifies correctly and the worst "
+                    "does not", sentences(mistakes_findings(result) + check))
+    caption = f"Picked by one rule: {result['rule']}."
+    return Report([table, note], {"mistakes.png": (fig, caption)}, [line + "." for line in
+                                                                   not_run_reasons(models)], [answer])
+
+
+QUESTION = Question("mistakes", "7.6-2", "Mistakes: right for the best model, wrong for the worst", {},
+                    train_mistakes, report_mistakes, reads=tuple(BASELINES))

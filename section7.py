@@ -1,0 +1,397 @@
+"""What several Section 7 questions train with: the ImageFolder and its decoded-tensor cache, the ResNet18,
+fitting one model with Adam, scoring a model's probabilities, and the protocol settings they share.
+"""
+import csv
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
+import torch
+import torch.nn.functional as F
+import torchvision
+import torchvision.transforms as T
+from PIL import Image
+from sklearn.metrics import roc_auc_score
+from torch import nn
+from torchvision.models import ResNet18_Weights
+from tqdm import tqdm
+
+from common import UserError, file_digest, finite_or_none, save_torch, seed_everything, shown_path
+from data import build_realfake
+
+BASELINES = ["xgb", "scratch", "linear_probe", "sklearn_probe", "finetune"]
+SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "validation"), "test": ("test",)}
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+CLASS_FOLDERS = ("two class folders, one named like real (real, 0_real, ...) and one like fake "
+                 "(fake, 1_fake, ...)")
+LAYOUT = f"expected ImageFolder layout: train/, val/ (or validation/) and test/, each with {CLASS_FOLDERS}"
+QUICK_IMAGES = {"train": 16, "val": 8, "test": 8}  # per class
+QUICK_IMAGE_SIZE = 32
+EVAL_BATCH = 256
+IMAGENET_URL = ResNet18_Weights.IMAGENET1K_V1.url
+
+
+def class_word(folder_name):
+    """'real' or 'fake' from a class folder's name (real, 0_real, Real-faces, 1_fake, ...), else None."""
+    found = set(re.split(r"[^a-z]+", folder_name.lower())) & {"real", "fake"}
+    return found.pop() if len(found) == 1 else None
+
+
+def list_images(data_dir, quick=False):
+    """{split: (image paths, class words)}, checked against the layout."""
+    if not os.path.isdir(data_dir):
+        raise UserError(f"{data_dir}: data folder not found ({LAYOUT})")
+    splits = {}
+    for split, names in SPLIT_FOLDERS.items():
+        folders = [os.path.join(data_dir, n) for n in names if os.path.isdir(os.path.join(data_dir, n))]
+        if not folders:
+            raise UserError(f"{data_dir}: no {' or '.join(n + '/' for n in names)} folder ({LAYOUT})")
+        classes = sorted(e.name for e in os.scandir(folders[0]) if e.is_dir() and not e.name.startswith("."))
+        if sorted(map(class_word, classes)) != ["fake", "real"]:
+            found = ", ".join(classes) or "(none)"
+            raise UserError(f"{folders[0]}: class folders {found}; need exactly {CLASS_FOLDERS}")
+        paths, words = [], []
+        for name in classes:
+            class_dir = os.path.join(folders[0], name)
+            files = sorted(f for f in os.listdir(class_dir)
+                           if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."))
+            if not files:
+                raise UserError(f"{class_dir}: no image files ({' '.join(IMAGE_EXTENSIONS)})")
+            files = files[:QUICK_IMAGES[split]] if quick else files
+            paths += [os.path.join(class_dir, f) for f in files]
+            words += [class_word(name)] * len(files)
+        splits[split] = (paths, words)
+    return splits
+
+
+def ensure_demo(cache_dir):
+    """The generated demo set's folder (one per version of the builder), built on first use."""
+    folder = os.path.join(cache_dir, f"realfake-demo-{file_digest([build_realfake.__file__])[:8]}")
+    if not os.path.isdir(folder):
+        print(f"building the demo image set in {folder} (data/build_realfake.py, a few seconds)")
+        tmp = f"{folder}.{os.getpid()}.tmp"  # renamed when complete: no process sees half a data set
+        shutil.rmtree(tmp, ignore_errors=True)
+        build_realfake.build(tmp)
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another process finished building it first
+            shutil.rmtree(tmp)
+    return folder
+
+
+def load_data(args, device):
+    """Each split's image paths, class words and labels (1 = fake, on the device), and their description."""
+    if args.amp and device.type != "cuda":
+        raise UserError("--amp needs a CUDA device (bf16 autocast); drop it or use --device cuda")
+    demo = args.data_dir is None
+    data_dir = os.path.abspath(args.data_dir or ensure_demo(args.cache_dir))
+    splits = list_images(data_dir, args.quick)
+    paths = {split: split_paths for split, (split_paths, _) in splits.items()}
+    classes = {split: words for split, (_, words) in splits.items()}
+    every_path = [p for split_paths in paths.values() for p in split_paths]
+    names = "\n".join(os.path.relpath(p, data_dir) for p in every_path)
+    images = {split: {w: words.count(w) for w in ("real", "fake")} for split, words in classes.items()}
+    rows = {split: sum(counts.values()) for split, counts in images.items()}
+    kind = "generated demo stand-in, data/build_realfake.py" if demo else "--data-dir"
+    summary = (f"{shown_path(data_dir)} ({kind}): {' / '.join(map(str, rows.values()))} train / val / test "
+               f"images, test {images['test']['real']} real + {images['test']['fake']} fake")
+    meta = {"dir": shown_path(data_dir), "demo": demo,
+            "digest": hashlib.sha256((file_digest(every_path) + names).encode()).hexdigest()[:16],
+            "positive_class": "fake", "summary": summary, "images": images, "rows": rows}
+    if demo:  # what the study report says the numbers are
+        meta["stand_in"] = ("Section 7 on a generated real-vs-fake image set (photographs against the same "
+                            "photographs through a simulated generator's upsampling), which makes Section 7 "
+                            "a pipeline check: the builder set the fakes' trace so that XGBoost scores "
+                            "between 0.6 and 0.9, and real and fake images are crops of the same three "
+                            "photographs")
+    labels = {split: torch.tensor([w == "fake" for w in words], dtype=torch.float32, device=device)
+              for split, words in classes.items()}
+    return {"meta": meta, "dir": data_dir, "paths": paths, "classes": classes, "labels": labels,
+            "sources": read_sources(data_dir)}
+
+
+def read_sources(data_dir):
+    """{image path relative to data_dir: its source photograph} from an optional sources.csv (the demo's)."""
+    path = os.path.join(data_dir, "sources.csv")
+    if not os.path.isfile(path):
+        return {}
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if not {"image", "source"} <= set(reader.fieldnames or []):
+            raise UserError(f"{path}: expected columns image, source; the header is {reader.fieldnames}")
+        return {row["image"]: row["source"] for row in reader}
+
+
+def preprocessing(name, image_size):
+    """(PIL image -> uint8 tensor, mean, std). 'resize' is the protocol's Resize((S, S)) + ToTensor (scratch,
+    XGBoost); 'imagenet' is ResNet18_Weights.IMAGENET1K_V1.transforms() (resize 256, center crop 224, ImageNet
+    mean/std), exactly so at S = 224, scaled by S / 224 otherwise. Scaling and normalizing are per batch."""
+    if name == "resize":
+        return T.Compose([T.Resize((image_size, image_size)), T.PILToTensor()]), (0.0,) * 3, (1.0,) * 3
+    resize_size = round(image_size * 256 / 224)
+    imagenet = ResNet18_Weights.IMAGENET1K_V1.transforms(crop_size=image_size, resize_size=resize_size)
+    resize = T.Resize(imagenet.resize_size, imagenet.interpolation)
+    return T.Compose([resize, T.CenterCrop(imagenet.crop_size), T.PILToTensor()]), imagenet.mean, imagenet.std
+
+
+def decode_one(path, transforms):
+    try:
+        with Image.open(path) as image:
+            rgb = image.convert("RGB")  # grayscale, RGBA and palette images become RGB
+            return [transform(rgb) for transform in transforms]
+    except (OSError, SyntaxError, ValueError) as e:  # PIL's errors for unknown, truncated or corrupt files
+        raise UserError(f"{path}: cannot read this image ({e})") from None
+
+
+def decode(paths, transforms, desc, quiet):
+    """One uint8 [N, 3, S, S] tensor per transform; images are read once, in threads (PIL frees the GIL)."""
+    with ThreadPoolExecutor(max_workers=torch.get_num_threads()) as pool:
+        outputs = list(tqdm(pool.map(lambda path: decode_one(path, transforms), paths), total=len(paths),
+                            desc=desc, unit="img", disable=quiet, mininterval=1.0, dynamic_ncols=True))
+    return [torch.stack(per_transform) for per_transform in zip(*outputs)]
+
+
+def disk_cached(cache_dir, key, compute):
+    """compute(), kept in --cache-dir/tensors/ by a hash of key (which names the data by content)."""
+    name = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:20]
+    path = os.path.join(cache_dir, "tensors", f"{name}.pt")
+    if os.path.exists(path):
+        try:
+            return torch.load(path, weights_only=True)
+        except Exception as e:  # any unreadable cache file is simply recomputed
+            warnings.warn(f"{path}: unreadable cache ({e}); recomputing", stacklevel=2)
+    value = compute()
+    save_torch(path, value)
+    return value
+
+
+PREPROCESSINGS = ("resize", "imagenet")
+
+
+def images(data, name, image_size, env):
+    """{split: uint8 [N, 3, S, S] on the device}; every split is decoded once into every preprocessing."""
+    def decode_splits():
+        transforms = [preprocessing(each, image_size)[0] for each in PREPROCESSINGS]
+        return {split: dict(zip(PREPROCESSINGS, decode(paths, transforms, f"decode {split}", env.quiet)))
+                for split, paths in data["paths"].items()}
+    key = {"what": "images", "data": data["meta"]["digest"], "preprocessings": PREPROCESSINGS,
+           "image_size": image_size}
+    decoded = disk_cached(env.cache_dir, key, decode_splits)
+    return {split: x[name].to(env.device) for split, x in decoded.items()}
+
+
+def normalizer(name, image_size, device):
+    """uint8 batch -> model input: 0..1, normalized by the preprocessing's mean/std, channels_last."""
+    _, mean, std = preprocessing(name, image_size)
+    mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in (mean, std))
+    return lambda batch: ((batch.float() / 255 - mean) / std).contiguous(memory_format=torch.channels_last)
+
+
+def build_resnet(backbone_state=None):
+    """ResNet18, fc replaced by Linear(512, 1), backbone from backbone_state if given (else ValueError)."""
+    model = torchvision.models.resnet18(weights=None)
+    model.fc = nn.Linear(512, 1)
+    if backbone_state is not None:
+        try:
+            missing, unexpected = model.load_state_dict(backbone_state, strict=False)
+        except RuntimeError as e:
+            raise ValueError(str(e).splitlines()[-1].strip()) from None
+        missing = [k for k in missing if not k.startswith("fc.")]
+        if missing or unexpected:
+            raise ValueError(f"{len(missing)} ResNet18 keys missing (e.g. {missing[:2]}), "
+                             f"{len(unexpected)} unexpected (e.g. {unexpected[:2]})")
+    return model
+
+
+def weights_file(weights):
+    """The file --weights names: torchvision's cache file for imagenet, the path given, or None for none."""
+    if weights == "imagenet":
+        return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(IMAGENET_URL))
+    return None if weights == "none" else weights
+
+
+def autocast(device, amp):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
+
+
+def fit(model, inputs, labels, lr, settings, env, prepare, desc):
+    """The protocol's optimization: Adam on the trainable parameters, BCEWithLogitsLoss, batch order drawn
+    from a generator seeded with settings['seed']. Returns every step's loss, cut at the first non-finite one,
+    and that step (1-based) or None; checked once per epoch, so nothing waits for the device."""
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    generator = torch.Generator().manual_seed(settings["seed"])
+    batch_size = settings["batch_size"]
+    model.train()
+    losses = []
+    with tqdm(total=settings["epochs"] * math.ceil(len(labels) / batch_size), desc=desc, unit="step",
+              disable=env.quiet, mininterval=1.0, dynamic_ncols=True) as bar:
+        for _ in range(settings["epochs"]):
+            batches = torch.randperm(len(labels), generator=generator).to(inputs.device).split(batch_size)
+            if len(batches) > 1 and len(batches[-1]) == 1:
+                batches = batches[:-1]  # BatchNorm cannot train on a batch of one image
+            epoch_losses = torch.empty(len(batches), device=inputs.device)
+            for i, idx in enumerate(batches):
+                with autocast(env.device, settings["amp"]):
+                    logits = model(prepare(inputs[idx])).float().squeeze(1)
+                loss = F.binary_cross_entropy_with_logits(logits, labels[idx])
+                epoch_losses[i] = loss.detach()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                bar.update()
+            finite = torch.isfinite(epoch_losses)
+            if not finite.all():
+                losses += epoch_losses[:int((~finite).nonzero()[0]) + 1].tolist()
+                return losses, len(losses)
+            losses += epoch_losses.tolist()
+    return losses, None
+
+
+def forward_all(model, inputs, prepare, amp):
+    """The model's outputs for every input, in eval mode under inference_mode, in large batches."""
+    model.eval()
+    with torch.inference_mode(), autocast(inputs.device, amp):
+        outputs = torch.cat([model(prepare(inputs[i:i + EVAL_BATCH])).float()
+                             for i in range(0, len(inputs), EVAL_BATCH)])
+    return outputs.clone()  # a normal tensor: inference tensors cannot enter autograd (as probe features)
+
+
+def predict(model, inputs, prepare, amp):
+    """P(fake) for every input."""
+    return forward_all(model, inputs, prepare, amp).squeeze(1).sigmoid().cpu()
+
+
+def model_record(baseline, lr, status, reason=None, **values):
+    return {"baseline": baseline, "lr": lr, "status": status, "reason": reason, "test_acc": None,
+            "test_auroc": None, "val_acc": None, "test_acc_real": None, "test_acc_fake": None,
+            "test_acc_batch_stats": None, "test_acc_recomputed_bn": None, "train_seconds": None,
+            "test_prob": None, **values}
+
+
+def scored(baseline, lr, data, val_prob, test_prob, train_seconds, **values):
+    """The record from P(fake) on val and test (kept for mistakes); non-finite outputs mean it diverged."""
+    train_seconds = round(train_seconds, 2)
+    if not (torch.isfinite(val_prob).all() and torch.isfinite(test_prob).all()):
+        return model_record(baseline, lr, "diverged", "non-finite predictions", train_seconds=train_seconds,
+                            **values)
+    y_val, y_test = data["labels"]["val"].cpu(), data["labels"]["test"].cpu()
+    correct = (test_prob > 0.5).float() == y_test
+    return model_record(baseline, lr, "ok", val_acc=float(((val_prob > 0.5).float() == y_val).float().mean()),
+                        test_acc=float(correct.float().mean()),
+                        test_auroc=float(roc_auc_score(y_test, test_prob)),
+                        test_acc_real=float(correct[y_test == 0].float().mean()),
+                        test_acc_fake=float(correct[y_test == 1].float().mean()), train_seconds=train_seconds,
+                        test_prob=[round(float(p), 6) for p in test_prob], **values)
+
+
+def fit_and_score(settings, data, env, baseline, lr, model, inputs, prepare, **values):
+    """Train model on inputs['train'] at lr, then score it on val and test, or record where it diverged."""
+    start = time.perf_counter()
+    losses, diverged_step = fit(model, inputs["train"], data["labels"]["train"], lr, settings, env, prepare,
+                                f"{baseline} lr {lr:g}")
+    seconds = time.perf_counter() - start
+    values["train_loss"] = [finite_or_none(v) for v in losses]
+    if diverged_step:
+        return model_record(baseline, lr, "diverged", f"training loss not finite at step {diverged_step}",
+                            train_seconds=round(seconds, 2), **values)
+    return scored(baseline, lr, data, predict(model, inputs["val"], prepare, settings["amp"]),
+                  predict(model, inputs["test"], prepare, settings["amp"]), seconds, **values)
+
+
+def batch_stats_accuracy(model, inputs, labels, prepare, seed, batch_size, amp=False):
+    """Test accuracy with BatchNorm normalizing each shuffled test batch by its own statistics (train mode):
+    beyond the protocol, it tells a net whose running statistics are off from one that did not learn."""
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed)).to(inputs.device)
+    model.train()  # the model is discarded afterwards, so updating its running statistics does no harm
+    correct = torch.zeros((), device=inputs.device)
+    with torch.no_grad(), autocast(inputs.device, amp):
+        for idx in order.tensor_split(math.ceil(len(labels) / batch_size)):  # no batch of one image
+            logits = model(prepare(inputs[idx])).float().squeeze(1)
+            correct += ((logits > 0).float() == labels[idx]).sum()
+    return float(correct) / len(labels)
+
+
+def recomputed_bn_accuracy(model, train_inputs, test_inputs, test_labels, prepare, amp=False):
+    """Test accuracy in eval mode once every BatchNorm's running statistics are recomputed with the final
+    weights over the training inputs ("precise BN": a cumulative average, no gradient). Beyond the protocol:
+    the standard, non-transductive check of whether stale running statistics are what fails."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # None: a cumulative average, every batch counted alike
+    model.train()
+    with torch.no_grad(), autocast(train_inputs.device, amp):
+        for start in range(0, len(train_inputs), EVAL_BATCH):
+            model(prepare(train_inputs[start:start + EVAL_BATCH]))
+    prob = predict(model, test_inputs, prepare, amp)
+    return float(((prob > 0.5).float() == test_labels.cpu()).float().mean()), prob
+
+
+def running_statistics(model):
+    """Every BatchNorm's running mean and variance, copied."""
+    return [(m.running_mean.clone(), m.running_var.clone()) for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def statistics_distance(running, recomputed):
+    """Per BatchNorm layer, averaged over its channels: the running means' gap to the recomputed ones in
+    recomputed standard deviations, and |ln| of the variances' ratio."""
+    distance = {"mean_shift": [], "log_var_ratio": []}
+    for (mean, var), (mean_new, var_new) in zip(running, recomputed):
+        distance["mean_shift"].append(float(((mean - mean_new).abs() / (var_new + 1e-5).sqrt()).mean()))
+        distance["log_var_ratio"].append(float(((var + 1e-5) / (var_new + 1e-5)).log().abs().mean()))
+    return distance
+
+
+def train_resnets(settings, data, env, baseline, backbone_state, preprocessing_name):
+    """scratch or finetune, a model per lr, every weight trained; beyond the protocol, how far the weights
+    moved, and the test predictions and BatchNorm statistics once recomputed."""
+    records = []
+    for lr in settings["lrs"]:
+        seed_everything(settings["seed"])
+        model = build_resnet(backbone_state).to(env.device, memory_format=torch.channels_last)
+        start = torch.cat([p.detach().flatten() for p in model.parameters()])
+        x = images(data, preprocessing_name, settings["image_size"], env)
+        prepare = normalizer(preprocessing_name, settings["image_size"], env.device)
+        record = fit_and_score(settings, data, env, baseline, lr, model, x, prepare)
+        if record["status"] == "ok":
+            y, amp = data["labels"]["test"], settings["amp"]
+            seed, batch_size = settings["seed"], settings["batch_size"]
+            moved = torch.cat([p.detach().flatten() for p in model.parameters()]) - start
+            record["weight_change"] = float(moved.norm() / start.norm())
+            running = running_statistics(model)
+            record["test_acc_batch_stats"] = batch_stats_accuracy(model, x["test"], y, prepare, seed,
+                                                                  batch_size, amp)
+            record["test_acc_recomputed_bn"], prob = recomputed_bn_accuracy(model, x["train"], x["test"], y,
+                                                                            prepare, amp)
+            record["test_prob_recomputed_bn"] = [round(float(p), 6) for p in prob]
+            record["test_auroc_recomputed_bn"] = float(roc_auc_score(y.cpu(), prob))
+            record["bn_statistics_distance"] = statistics_distance(running, running_statistics(model))
+        records.append(record)
+    return records
+
+
+def baseline_result(data, models):
+    """A question's result: its models, and the test images they were scored on (for mistakes)."""
+    return {"models": models, "test_paths": [os.path.relpath(p, data["dir"]) for p in data["paths"]["test"]],
+            "test_classes": data["classes"]["test"]}
+
+
+TORCH = dict(seed=42, image_size=224, lrs=[1e-1, 1e-2, 1e-3, 1e-4, 1e-5], batch_size=32, epochs=1, amp=False)
+PRETRAINED = dict(TORCH, weights="imagenet")
+
+
+def inputs(settings, data):
+    """A question's inputs in its cache key: the images and any weights file's digest (so other weights
+    retrain it); nothing is loaded here."""
+    if "weights" not in settings:
+        return data["meta"]["digest"]
+    path = weights_file(settings["weights"])
+    weights = "none" if path is None else file_digest([path]) if os.path.isfile(path) else "missing"
+    return f"{data['meta']['digest']} weights {weights}"

@@ -1,0 +1,104 @@
+"""Reading Section 6 runs, as several questions' findings do: final values, means over seeds, the paired
+t-test that tells a difference from the seeds' noise, the loss trend; and the thresholds they share.
+"""
+import math
+
+import numpy as np
+
+from common import mean_std, seed_std
+
+# Every number that decides a case, and why it has its value.
+TREND_TOLERANCE = 0.005  # relative change of the validation loss between the last two tenths of the epochs
+#   under which a curve is flat: a run still learning moves by several percent there
+GAP_TOLERANCE = 0.01  # accuracies this close are equal: the standard error of an accuracy on the embedded
+#   data's 6,315 validation points is at most 0.0063
+DEAD_MARGIN = 0.05  # batch norm keeps units alive when it leaves 5 points fewer dead than the plain net
+OVERFIT_GAP = 0.03  # accuracy: train (eval mode) above validation, or validation apart from test, by three
+#   times GAP_TOLERANCE is a real gap
+TIE_FLOOR = 0.005  # accuracy: a paired difference under this is a tie even when the seeds agree closely
+T_95 = {2: 12.71, 3: 4.30, 4: 3.18, 5: 2.78, 6: 2.57, 7: 2.45, 8: 2.36, 9: 2.31, 10: 2.26}  # t, n - 1 df
+
+
+def as_array(values):
+    """Floats with NaN where a run diverged (None)."""
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+
+def final(run, key):
+    return run["history"][key][-1]
+
+
+def best(run, key, pick=min):
+    values = [v for v in run["history"][key] if v is not None]
+    return pick(values) if values else None
+
+
+def mean_final(runs, key):
+    return float(np.mean([final(r, key) for r in runs if final(r, key) is not None]))
+
+
+def finals(runs, key):
+    return mean_std([final(r, key) for r in runs])
+
+
+def status_text(runs):
+    diverged = [f"seed {r['seed']} diverged at epoch {r['diverged_epoch']}" for r in runs
+                if r["status"] == "diverged"]
+    return "; ".join(diverged) or "ok"
+
+
+def group_by(runs, key):
+    groups = {}
+    for run in runs:
+        groups.setdefault(run[key], []).append(run)
+    return groups
+
+
+def epochs_axis(runs):
+    return np.arange(1, len(runs[0]["history"]["val_loss"]) + 1)
+
+
+def arch_label(run):
+    return f"depth {run['depth']}, width {run['width']}"
+
+
+def paired(base, other):
+    """other's values minus base's, paired by seed (lists in seed order; None, a diverged seed, left out): the
+    mean difference, its sample std, n, and the noise, the half-width a paired t-test at 95% needs (None with
+    one seed). case: 'tie' within the noise or TIE_FLOOR, else 'above' or 'below'; 'one_seed', 'none'."""
+    diffs = [o - b for b, o in zip(base, other) if b is not None and o is not None]
+    if not diffs:
+        return dict(case="none", n=0)
+    mean, std, n = float(np.mean(diffs)), seed_std(diffs), len(diffs)
+    noise = T_95.get(n, 2.0) * std / math.sqrt(n) if n > 1 else None
+    case = ("one_seed" if noise is None else "tie" if abs(mean) <= max(noise, TIE_FLOOR) else
+            "above" if mean > 0 else "below")
+    return dict(case=case, difference=mean, std=std, n=n, noise=noise)
+
+
+def listed(values, form="{}"):
+    return ", ".join("diverged" if v is None else form.format(v) for v in values)
+
+
+def loss_trend(curve):
+    """The trend of a validation-loss curve (a diverged epoch, None, left out): the mean of its last tenth
+    against the tenth before ('improving'), against its lowest value ('overfitting'), or neither ('flat')."""
+    values = as_array(curve)
+    window = max(1, len(values) // 10)
+    last, previous = np.nanmean(values[-window:]), np.nanmean(values[-2 * window:-window])
+    lowest_epoch = int(np.nanargmin(values)) + 1
+    lowest = float(values[lowest_epoch - 1])
+    if last < previous * (1 - TREND_TOLERANCE):
+        case = "improving"
+    elif last > lowest * (1 + TREND_TOLERANCE) and lowest_epoch <= len(values) - window:
+        case = "overfitting"
+    else:
+        case = "flat"
+    return dict(case=case, window=window, last=float(last), previous=float(previous), lowest=lowest,
+                lowest_epoch=lowest_epoch)
+
+
+def falls_with(xs, ys):
+    """Whether ys never rises as xs grows."""
+    ordered = [y for _, y in sorted(zip(xs, ys))]
+    return all(b <= a for a, b in zip(ordered, ordered[1:]))
