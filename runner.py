@@ -323,9 +323,9 @@ def get_result(script, question, args, data, env, reads, force, with_states):
 
 
 def save_figure(fig, path):
-    """A figure as a 128-colour palette PNG: a quarter of the full-colour file, the same to the eye."""
+    """A figure as a 128-colour palette PNG at 100 dpi: a fraction of a full-colour file, the same to the eye."""
     rendered = io.BytesIO()
-    fig.savefig(rendered, dpi=120, bbox_inches="tight", format="png")
+    fig.savefig(rendered, dpi=100, bbox_inches="tight", format="png")
     plt.close(fig)
     with Image.open(rendered) as image:
         palette = image.convert("RGB").quantize(128, method=Image.Quantize.MEDIANCUT,

@@ -40,14 +40,22 @@ def git_commit(out):
         return None
 
 
-def section_text(out, key, seconds):
-    """A question's own .md, headings one level down and figure links relative to out/."""
+ONCE_ROWS = ("| device |", "| versions |")  # settings rows the manifest gives once for every question
+
+
+def section_text(out, key, seconds, said_once):
+    """A question's own .md, headings one level down, figure links relative to out/, without the settings rows
+    and messages the manifest gives once (said_once: {long text: its short form})."""
     folder, question = key.split("/")
     path = os.path.join(out, folder, f"{question}.md")
     if not os.path.exists(path):
         return f"## {key}\n\nNo result: the question failed or was not run (see run_all.sh's output).\n"
+    text = open(path).read()
+    for long, short in said_once.items():
+        text = text.replace(long, short)
+    kept = [line for line in text.splitlines() if not line.startswith(ONCE_ROWS)]
     lines = ["#" + line if line.startswith("#") else line.replace("](", f"]({folder}/", 1)
-             if line.startswith("![") else line for line in open(path).read().splitlines()]
+             if line.startswith("![") else line for line in kept]
     lines.insert(1, f"\n*`python {folder}.py --question {question}`; wall time in this run: "
                     f"{'?' if seconds is None else seconds} s.*")
     return "\n".join(lines) + "\n"
@@ -171,6 +179,13 @@ def write_study_report(out, times, lanes, total, seeds, image_size):
             ("device", ", ".join(manifest["devices"])), ("total wall time", f"{total:.0f} s")]
     rows += [(f"{section} data", data_cell(info)) for section, info in data.items()]
     rows += list(manifest["versions"].items())
+    not_run = {(m["reason"], m.get("fix")) for r in results.values() for m in r.get("models", [])
+               if m["status"] == "not run"}
+    rows += [("not run", f"{reason}. Fix: {fix}" if fix else reason) for reason, fix in sorted(not_run)]
+    said_once = {}
+    for reason, fix in sorted(not_run):  # each question's .md says it whole; here the manifest says it once
+        short = f"{reason.split(' (')[0]} (see the manifest)"
+        said_once.update({f"{reason}. Fix: {fix}": short, reason: short} if fix else {reason: short})
     lines += ["## Manifest\n", markdown_table(["", ""], rows), lanes_sentence(lanes) + "\n",
               markdown_table(["question", "wall time in this run (s)", "status"],
                              [(k, f"{wall[k]:.1f}", status[k]) for k in keys if k in wall])]
@@ -181,7 +196,7 @@ def write_study_report(out, times, lanes, total, seeds, image_size):
                   "seed 42, the first of the suite's seeds.\n",
                   markdown_table(["question", "this suite, course data", "the course report"],
                                  reproduction_rows(section_6))]
-    lines += [section_text(out, key, wall.get(key)) for key in keys]
+    lines += [section_text(out, key, wall.get(key), said_once) for key in keys]
     save_text(os.path.join(out, "README.md"), "\n".join(lines))
 
 

@@ -1078,8 +1078,8 @@ def test_every_question_end_to_end_with_a_weights_file(tiny, random_weights, tmp
     classes = {mistakes["test_classes"][i] for i in mistakes["chosen"]}
     assert len(classes) == len({mistakes["test_classes"][i] for i in np.flatnonzero(right_then_wrong)}) or \
         len(mistakes["chosen"]) < 2  # both true classes shown where both have such images
-    only = f"only {len(mistakes['chosen'])} such test image" in (out / "cnn" / "mistakes.md").read_text()
-    assert only == (len(mistakes["chosen"]) < 5)
+    shown = questions.mistakes.mistakes_findings(mistakes)[0]  # the answer counts what the figure shows
+    assert (shown["candidates"], shown["shown"]) == (right_then_wrong.sum(), len(mistakes["chosen"]))
     with np.load(out / "cnn" / "mistakes.npz") as arrays:  # the thumbnails the figure shows, one per chosen image
         assert sorted(k for k in arrays if k.startswith("image_")) == [f"image_{k}" for k in range(len(mistakes["chosen"]))]
         for k, i in enumerate(mistakes["chosen"]):
@@ -1131,6 +1131,10 @@ def test_run_all_writes_the_report_and_resumes(tiny, tmp_path):
                                                                                              cnn.QUESTIONS])
     report = (out / "README.md").read_text()
     assert runner.QUICK_BANNER in report  # a quick study says so before anything else
+    # the device and the library versions once, in the manifest, though every question's .md lists them
+    assert report.count("| device |") == 1 and report.count("| versions |") == 0
+    assert "| versions |" in (out / "mlp" / "lr.md").read_text()
+    assert report.count("| not run | --weights none |") == 1 and "(see the manifest)" in report  # why, once
     headings = [line for line in report.splitlines() if line.startswith("## ")]
     assert headings[1:] == [f"## {runner.heading(q)}" for q in mlp.QUESTIONS + cnn.QUESTIONS]  # in the scripts' order
     assert "ran in 4 processes side by side (mlp.py: " in report
@@ -1376,6 +1380,22 @@ def test_committed_reports_are_a_pure_function_of_their_saved_files(tmp_path, fo
                     assert (tmp_path / script.name / name).read_bytes() == f.read(), name
                 written += 1
     assert written >= 9
+
+
+def test_a_clean_clone_reuses_every_committed_result(tmp_path):
+    """results/ is current: run_all.sh on a copy of it, as a clean clone runs it, trains nothing and rewrites no
+    result (a training edit committed without regenerating results/ fails here)."""
+    out = tmp_path / "results"
+    shutil.copytree(os.path.join(HERE, "results"), out, ignore=shutil.ignore_patterns("course", "logs", "*.pt"))
+    saved = {path: path.read_bytes() for path in sorted(out.glob("*/*.json"))}
+    proc = subprocess.run(["bash", os.path.join(HERE, "run_all.sh"), "--out", str(out), "--cache-dir",
+                           str(tmp_path / "cache")], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHON": sys.executable})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    logs = "".join(log.read_text() for log in (out / "logs").glob("*.log"))
+    questions_run = [q.name for q in mlp.QUESTIONS + cnn.QUESTIONS]
+    assert [name for name in questions_run if f"{name}: reusing" not in logs] == []
+    assert {path: path.read_bytes() for path in sorted(out.glob("*/*.json"))} == saved
 
 
 def test_importing_a_module_does_nothing_and_reports_import_no_training_code():
