@@ -4,6 +4,7 @@ t-test that tells a difference from the seeds' noise, the loss trend; and the th
 import math
 
 import numpy as np
+from scipy.stats import t as student_t
 
 from common import mean_std, seed_std
 
@@ -16,7 +17,11 @@ DEAD_MARGIN = 0.05  # batch norm keeps units alive when it leaves 5 points fewer
 OVERFIT_GAP = 0.03  # accuracy: train (eval mode) above validation, or validation apart from test, by three
 #   times GAP_TOLERANCE is a real gap
 TIE_FLOOR = 0.005  # accuracy: a paired difference under this is a tie even when the seeds agree closely
-T_95 = {2: 12.71, 3: 4.30, 4: 3.18, 5: 2.78, 6: 2.57, 7: 2.45, 8: 2.36, 9: 2.31, 10: 2.26}  # t, n - 1 df
+
+
+def t_95(n):
+    """The two-sided 95% critical value of Student's t for the mean of n paired differences (n - 1 df)."""
+    return float(student_t.ppf(0.975, n - 1))
 
 
 def as_array(values):
@@ -70,7 +75,7 @@ def paired(base, other):
     if not diffs:
         return dict(case="none", n=0)
     mean, std, n = float(np.mean(diffs)), seed_std(diffs), len(diffs)
-    noise = T_95.get(n, 2.0) * std / math.sqrt(n) if n > 1 else None
+    noise = t_95(n) * std / math.sqrt(n) if n > 1 else None
     case = ("one_seed" if noise is None else "tie" if abs(mean) <= max(noise, TIE_FLOOR) else
             "above" if mean > 0 else "below")
     return dict(case=case, difference=mean, std=std, n=n, noise=noise)

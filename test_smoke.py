@@ -2132,3 +2132,14 @@ def test_cnn_fit_cuts_the_loss_curve_at_its_first_non_finite_step():
                                     env, lambda v: v, "test")
     assert diverged_step is None and len(losses) == 2 * 4 and all(math.isfinite(v) for v in losses)
 
+
+
+def test_the_paired_t_test_has_its_critical_value_at_any_number_of_seeds():
+    """Student's t from scipy, not a table that stopped at 10 seeds (and fell back to 2.0, 10% too narrow at 11)."""
+    assert stats.t_95(3) == pytest.approx(4.303, abs=1e-3) and stats.t_95(11) == pytest.approx(2.228, abs=1e-3)
+    base = [0.5] * 11
+    other = [0.5 + 0.0173 + 0.03 * ((-1) ** i) for i in range(11)]  # mean difference 0.0200, std 0.0313
+    found = stats.paired(base, other)
+    diffs = np.array(other) - np.array(base)
+    assert found["noise"] == pytest.approx(2.228 * diffs.std(ddof=1) / math.sqrt(11), rel=1e-3)  # 0.0210
+    assert found["case"] == "tie"  # within t's half-width; the old fallback's 2.0 gave 0.0189: "above"
