@@ -1850,8 +1850,13 @@ def test_controls_findings_split_batch_norms_gain():
     assert [f["case"] for f in partly] == ["recovers_part", "between_layers"]
     assert partly[1]["left"] == pytest.approx(0.6)
     beyond = questions.batchnorm.controls_findings(plain, normed, {"larger_lr": runs(0.20, 0.01), "standardized": runs(0.95)})
-    assert cases(questions.batchnorm.CONTROLS_TEXT, beyond) == ["below_plain", "recovers_most", "inputs_and_step_all"]
+    assert cases(questions.batchnorm.CONTROLS_TEXT, beyond) == ["below_plain", "recovers_all", "inputs_and_step_all"]
     assert beyond[2]["left"] == pytest.approx(-0.1)
+    # at the boundaries: 80% of the gain is most of it, all of it from 100% on (116% is not "most of it")
+    at = {acc: questions.batchnorm.controls_findings(plain, normed, {"standardized": runs(acc)})[0]["case"]
+          for acc in (0.7999, 0.8001, 0.8999, 0.9001, 0.98)}
+    assert at == {0.7999: "recovers_part", 0.8001: "recovers_most", 0.8999: "recovers_most", 0.9001: "recovers_all",
+                  0.98: "recovers_all"}
     none = questions.batchnorm.controls_findings(plain, runs(0.405), controls)
     diverged = questions.batchnorm.controls_findings(plain, normed, {"larger_lr": [dict(r, status="diverged") for r in runs(0)]})
     assert cases(questions.batchnorm.CONTROLS_TEXT, none + diverged) == ["no_gain_to_explain", "control_diverged"]

@@ -128,7 +128,7 @@ def controls_findings(plain, normed, controls):
             continue
         acc = mean_final(ok, "val_acc")
         recovered = (acc - acc_plain) / gain
-        case = ("recovers_most" if recovered >= RECOVERS_MOST
+        case = ("recovers_all" if recovered >= 1 else "recovers_most" if recovered >= RECOVERS_MOST
                 else "below_plain" if acc < acc_plain - GAP_TOLERANCE
                 else "recovers_none" if acc <= acc_plain + GAP_TOLERANCE else "recovers_part")
         findings.append(dict(case=case, control=name, lr=ok[0]["lr"], features=ok[0]["features"], acc=acc,
@@ -151,6 +151,7 @@ CONTROLS_TEXT = {
     "no_gain_to_explain": ("Batch norm gains nothing here (validation accuracy {acc_normed:.3f} against "
                            "{acc_plain:.3f}), so the controls have no gain to split."),
     "control_diverged": lambda f: f"Without batch norm, {control_name(f)} diverged.",
+    "recovers_all": lambda f: RECOVERED.format(name=control_name(f), **f) + ", all of it.",
     "recovers_most": lambda f: RECOVERED.format(name=control_name(f), **f) + ", most of it.",
     "recovers_part": lambda f: RECOVERED.format(name=control_name(f), **f) + ", part of it.",
     "recovers_none": lambda f: RECOVERED.format(name=control_name(f), **f) + ", none of it.",
