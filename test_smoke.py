@@ -1,4 +1,5 @@
 """Smoke and property tests. Run: python -m pytest test_smoke.py"""
+import functools
 import json
 import math
 import os
@@ -726,11 +727,42 @@ def test_same_flags_same_numbers_across_processes(tmp_path):
 
 # ----------------------------------------------------------------------------- questions end to end
 
+class RecordingDict(dict):
+    """A dict that records which keys are read from it."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.read = set()
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+
+def recording_train(question, read):
+    """The question, its train function adding every key it reads from its settings to the set read."""
+    @functools.wraps(question.train)  # the same name and module: the same training digest
+    def train(settings, *rest):
+        settings = RecordingDict(settings)
+        trained = question.train(settings, *rest)
+        read.update(settings.read)
+        return trained
+    return question._replace(train=train)
+
+
 @pytest.mark.parametrize("question", [q.name for q in mlp.QUESTIONS])
 def test_mlp_question_end_to_end(tmp_path, capsys, question):
     argv = ["--question", question, "--quick", "--quiet", "--seeds", 2, "--out", tmp_path]
-    code, _, err = in_process(mlp.SCRIPT, argv, capsys)
+    read = set()
+    recording = [recording_train(q, read) if q.name == question else q for q in mlp.QUESTIONS]
+    code, _, err = in_process(mlp.SCRIPT._replace(questions=recording), argv, capsys)
     assert code == 0, err
+    # every setting of its protocol is one its training reads: the settings table lists only what it used
+    assert set(question_records(mlp.SCRIPT)[question].protocol) <= read
     out = tmp_path / "mlp"
     markdown = (out / f"{question}.md").read_text()
     figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
