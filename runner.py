@@ -7,12 +7,14 @@ only those files.
 """
 import argparse
 import ast
+import difflib
 import glob
 import hashlib
 import inspect
 import io
 import json
 import os
+import re
 import sys
 import time
 import traceback
@@ -103,6 +105,16 @@ def heading(question):
     return f"{question.section} {question.title}".strip()
 
 
+def exercise_items(section):
+    """The exercise items a question's section names: '6.1.2-1' -> ['6.1.2-1'], '6.2.1-1 to 6.2.1-4' -> the
+    four, '' -> []."""
+    span = re.fullmatch(r"(.+-)(\d+) to \1(\d+)", section)
+    if span is None:
+        return [section] if section else []
+    prefix, first, last = span.groups()
+    return [f"{prefix}{number}" for number in range(int(first), int(last) + 1)]
+
+
 # ----------------------------------------------------------------------------- flags
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -126,10 +138,10 @@ def defaults_text(questions, key, show):
 def build_parser(script):
     parser = ArgumentParser(description=script.doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     questions = "; ".join(f"{q.name} ({heading(q)})" for q in script.questions)
-    parser.add_argument("--question", choices=[q.name for q in script.questions] + ["all"], nargs="+",
-                        metavar="QUESTION", help=f"which question(s): {questions}; or all, in that order. "
-                                                 "With several, one that fails does not stop the others "
-                                                 "(exit code 1)")
+    parser.add_argument("--question", nargs="+", metavar="QUESTION",
+                        help=f"which question(s): {questions}; or all, in that order. A question is also "
+                             "named by its exercise item (6.1.2-1) or with hyphens (batch-size). With "
+                             "several, one that fails does not stop the others (exit code 1)")
     parser.add_argument("--list", action="store_true", help="print the questions, one per line, and exit")
     parser.add_argument("--lanes", type=int, metavar="N",
                         help="print the questions in N lanes to run side by side, one per line, and exit: "
@@ -166,6 +178,25 @@ def build_parser(script):
     return parser
 
 
+def question_names(questions, values):
+    """The names of the questions --question asks for, each once, in the order asked (all: every question, in
+    the script's order). A value is a name (hyphens for underscores, any case), an exercise item of its
+    section (6.1.2-1), or all; an unknown one is a UserError with the closest name."""
+    every_name = [q.name for q in questions]
+    aliases = {"all": "all"}
+    for question in questions:
+        for alias in [question.name, question.name.replace("_", "-")] + exercise_items(question.section):
+            aliases[alias] = question.name
+    names = []
+    for value in values:
+        if value.lower() not in aliases:
+            guess = difflib.get_close_matches(value.lower().replace("-", "_"), every_name, n=1)
+            hint = f"did you mean {guess[0]}?" if guess else f"the questions: {', '.join(every_name)}, or all"
+            raise UserError(f"--question {value}: no such question; {hint}")
+        names.append(aliases[value.lower()])
+    return every_name if "all" in names else list(dict.fromkeys(names))
+
+
 def parse_args(script, argv):
     args = build_parser(script).parse_args(argv)
     checks = [(setting.key, setting.check) for setting in SHARED_SETTINGS + script.settings if setting.check]
@@ -175,6 +206,8 @@ def parse_args(script, argv):
             raise UserError(f"--{key.replace('_', '-')} {check(value)}")
     if args.question is None and not (args.list or args.lanes):
         raise UserError("--question is required (or --list, --lanes N)")
+    if args.question is not None:
+        args.question = question_names(script.questions, args.question)
     if args.out is None:
         args.out = QUICK_OUT if args.quick else "results"
     return args
@@ -467,7 +500,7 @@ def run(script, args):
         else:
             print("\n".join(by_name))
         return []
-    names = list(by_name) if "all" in args.question else list(dict.fromkeys(args.question))
+    names = args.question
     if args.quick and not args.replot:
         refuse_quick_over_full(args.out)
     if not args.replot:

@@ -640,7 +640,8 @@ def test_string_labels_become_class_names(tmp_path):
     (["--question", "lr", "--lrs", "-0.1"], "--lrs values must be positive"),
     (["--question", "epochs", "--lr", "-1"], "--lr must be positive"),
     (["--question", "epochs", "--batch-size", "0"], "--batch-size must be positive"),
-    (["--question", "nope"], "invalid choice: 'nope'"),
+    (["--question", "nope"], "--question nope: no such question; the questions: lr, epochs,"),
+    (["--question", "gradiens"], "--question gradiens: no such question; did you mean gradients?"),
     (["--question", "batch_size", "--batch-norm", "on"], "batch norm needs a batch size of at least 2"),
     (["--question", "epochs", "--seeds", "0"], "--seeds must be positive"),
     (["--question", "depth_width", "--architectures", "6by16"], "expected DEPTHxWIDTH"),
@@ -657,7 +658,7 @@ def test_bad_flags_give_one_line_error(tmp_path, capsys, flags, expected):
 @pytest.mark.parametrize("flags, expected", [
     (["--question", "scratch", "--lrs", "-1"], "--lrs values must be positive"),
     (["--question", "scratch", "--batch-size", "0"], "--batch-size must be positive"),
-    (["--question", "nope"], "invalid choice: 'nope'"),
+    (["--question", "linear-prob"], "--question linear-prob: no such question; did you mean linear_probe?"),
     (["--question", "xgb", "--image-size", "8"], "--image-size must be at least 32"),
     pytest.param(["--question", "scratch", "--amp"], "--amp needs a CUDA device",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")),
@@ -1249,6 +1250,19 @@ def test_questions_are_listed_once_and_read_only_earlier_ones(script):
         assert set(q.reads) <= set(names[:i]), q.name
     proc = run_script(f"{script.name}.py", "--list")
     assert proc.returncode == 0 and proc.stdout.split() == names
+
+
+def test_a_question_is_named_by_its_exercise_item_or_with_hyphens():
+    def asked(*values):
+        return runner.parse_args(mlp.SCRIPT, ["--question", *values]).question
+    assert asked("6.1.2-1", "batch-size", "Depth-Width", "lr") == ["lr", "batch_size", "depth_width"]
+    assert all(asked(f"6.2.1-{item}") == ["depth_width"] for item in range(1, 5))
+    assert asked("regions", "all") == [q.name for q in mlp.QUESTIONS]
+    for script in (mlp.SCRIPT, cnn.SCRIPT):
+        for q in script.questions:
+            items = runner.exercise_items(q.section)
+            assert all(runner.parse_args(script, ["--question", item]).question == [q.name] for item in items)
+            assert (items == []) == (q.section == "")
 
 
 def test_lanes_keep_readers_with_what_they_read_and_balance_the_time():
