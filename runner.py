@@ -142,7 +142,9 @@ def build_parser(script):
                         help=f"which question(s): {questions}; or all, in that order. A question is also "
                              "named by its exercise item (6.1.2-1) or with hyphens (batch-size). With "
                              "several, one that fails does not stop the others (exit code 1)")
-    parser.add_argument("--list", action="store_true", help="print the questions, one per line, and exit")
+    parser.add_argument("--list", action="store_true",
+                        help="print the questions, one per line with their exercise item, title and the time "
+                             "their saved result in OUT took, and exit")
     parser.add_argument("--lanes", type=int, metavar="N",
                         help="print the questions in N lanes to run side by side, one per line, and exit: "
                              "a question shares the lane of the one it reads; those that read several come "
@@ -487,6 +489,18 @@ def prepare_output(folder):
         print(f"removed {os.path.join(folder, name)}, left by an interrupted run")
 
 
+def question_table(script, out_dir):
+    """--list: a line per question, in aligned columns: its name, exercise item and title, and the wall time
+    of its saved result in out_dir, if there is one."""
+    rows = [["question", "item", "title", "last run"]]
+    for question in script.questions:
+        _, wall = saved_times(os.path.join(out_dir, f"{question.name}.json"))
+        last_run = "" if wall is None else f"{wall:.1f} s"
+        rows.append([question.name, question.section, question.title, last_run])
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+
+
 def run(script, args):
     """--list, --lanes, or the questions asked (and what they read) through the cache, then their reports;
     with --replot, the reports alone. Returns the questions that failed."""
@@ -498,7 +512,7 @@ def run(script, args):
             lanes, after = plan_lanes(script.questions, args.lanes, seconds)
             print("\n".join([" ".join(lane) for lane in lanes] + [" ".join(["after"] + after)] * bool(after)))
         else:
-            print("\n".join(by_name))
+            print("\n".join(question_table(script, out_dir)))
         return []
     names = args.question
     if args.quick and not args.replot:

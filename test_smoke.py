@@ -1243,13 +1243,22 @@ def test_help_shows_the_defaults_of_the_question_records():
 
 
 @pytest.mark.parametrize("script", [mlp.SCRIPT, cnn.SCRIPT])
-def test_questions_are_listed_once_and_read_only_earlier_ones(script):
+def test_questions_are_listed_once_and_read_only_earlier_ones(script, tmp_path, capsys):
     names = [q.name for q in script.questions]
     assert len(names) == len(set(names))
     for i, q in enumerate(script.questions):
         assert set(q.reads) <= set(names[:i]), q.name
-    proc = run_script(f"{script.name}.py", "--list")
-    assert proc.returncode == 0 and proc.stdout.split() == names
+    last = script.questions[-1]  # one saved result: its line says how long it took
+    os.makedirs(tmp_path / script.name)
+    (tmp_path / script.name / f"{last.name}.json").write_text(json.dumps({"wall_s": 12.34}))
+    code, stdout, _ = in_process(script, ["--list", "--out", tmp_path], capsys)
+    lines = stdout.splitlines()
+    assert code == 0 and [line.split()[0] for line in lines[1:]] == names
+    title_column = {line.index(q.title) for line, q in zip(lines[1:], script.questions)}
+    assert len(title_column) == 1  # aligned
+    for line, q in zip(lines[1:], script.questions):
+        assert line.split(q.title)[0].split() == [q.name] + q.section.split()
+        assert line.endswith(" 12.3 s" if q is last else q.title)
 
 
 def test_a_question_is_named_by_its_exercise_item_or_with_hyphens():
