@@ -199,6 +199,26 @@ def question_names(questions, values):
     return every_name if "all" in names else list(dict.fromkeys(names))
 
 
+def readers(script, key):
+    """The names of the questions that read the setting key: it is in their protocol, or in that of a
+    question they read."""
+    by_name = {q.name: q for q in script.questions}
+    return [q.name for q in script.questions
+            if any(key in by_name[name].protocol for name in with_reads(script.questions, [q.name]))]
+
+
+def refuse_unread_settings(script, args):
+    """A setting flag that none of the questions asked reads (nor what they read) is a UserError: it would
+    change nothing."""
+    for setting in SHARED_SETTINGS + script.settings:
+        if getattr(args, setting.key) is None:
+            continue
+        reading = readers(script, setting.key)
+        if not set(args.question) & set(reading):
+            raise UserError(f"--{setting.key.replace('_', '-')}: not read by {', '.join(args.question)}; "
+                            f"read by {', '.join(reading)}")
+
+
 def parse_args(script, argv):
     args = build_parser(script).parse_args(argv)
     checks = [(setting.key, setting.check) for setting in SHARED_SETTINGS + script.settings if setting.check]
@@ -210,6 +230,7 @@ def parse_args(script, argv):
         raise UserError("--question is required (or --list, --lanes N)")
     if args.question is not None:
         args.question = question_names(script.questions, args.question)
+        refuse_unread_settings(script, args)
     if args.out is None:
         args.out = QUICK_OUT if args.quick else "results"
     return args

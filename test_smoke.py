@@ -1274,6 +1274,38 @@ def test_a_question_is_named_by_its_exercise_item_or_with_hyphens():
             assert (items == []) == (q.section == "")
 
 
+@pytest.mark.parametrize("script, flags, expected", [
+    (mlp.SCRIPT, ["--question", "gradients", "--lrs", "0.5"],
+     "--lrs: not read by gradients; read by lr, sweep"),
+    (mlp.SCRIPT, ["--question", "lr", "--lr", "0.05"], "--lr: not read by lr; read by epochs, batchnorm,"),
+    (mlp.SCRIPT, ["--question", "lr", "sweep", "--architectures", "1x16"],
+     "--architectures: not read by lr, sweep; read by depth_width, implicit, regions"),
+    (cnn.SCRIPT, ["--question", "xgb", "scratch", "--weights", "none"],
+     "--weights: not read by xgb, scratch; read by linear_probe, sklearn_probe, finetune, summary, mistakes"),
+    (cnn.SCRIPT, ["--question", "sklearn_probe", "--seed", "1"],
+     "--seed: not read by sklearn_probe; read by scratch,"),
+])
+def test_a_flag_that_no_asked_question_reads_is_refused(tmp_path, capsys, script, flags, expected):
+    code, _, err = in_process(script, flags + ["--quick", "--out", tmp_path], capsys)
+    assert one_line_error(code, err, expected), err
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("script", [mlp.SCRIPT, cnn.SCRIPT])
+def test_every_setting_is_read_by_a_question_and_each_question_takes_the_flags_it_reads(script):
+    for setting in runner.SHARED_SETTINGS + script.settings:
+        assert runner.readers(script, setting.key), setting.key
+    if script is mlp.SCRIPT:  # a question takes the flags of what it reads: regions trains depth_width
+        assert "regions" in runner.readers(script, "seeds")
+        assert "seeds" not in question_records(script)["regions"].protocol
+        flags = ["--lrs", "0.5", "--larger-lr", "0.3"]  # several questions: each takes the flags it reads
+        args = runner.parse_args(script, ["--question", "lr", "batchnorm", *flags])
+        settings = {name: runner.resolve_settings(script, question_records(script)[name], args)
+                    for name in args.question}
+        assert settings["lr"]["lrs"] == [0.5] and settings["batchnorm"]["larger_lr"] == 0.3
+        assert "larger_lr" not in settings["lr"] and "lrs" not in settings["batchnorm"]
+
+
 def test_lanes_keep_readers_with_what_they_read_and_balance_the_time():
     Q = runner.Question
     questions = [Q("a", "", "", {}, None, None), Q("b", "", "", {}, None, None), Q("c", "", "", {}, None, None, ("a",)),
