@@ -96,6 +96,7 @@ class Script(NamedTuple):
     load_data: Callable
     resolve: Callable
     data_help: str
+    data_holds: str  # what --data-dir's folder holds, for the error that a file was given
     add_flags: Callable = None
     inputs: Callable = data_digest
     shared_code: tuple = ("common.py",)  # files whose every edit retrains each question (training_digest)
@@ -522,6 +523,13 @@ def question_table(script, out_dir):
     return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
 
 
+def refuse_data_file(script, data_dir):
+    """--data-dir names a folder: a file (train.csv itself) is a UserError naming the folder that holds it."""
+    if data_dir and os.path.isfile(data_dir):
+        raise UserError(f"{data_dir}: is a file; --data-dir wants the folder that holds {script.data_holds} "
+                        f"({os.path.dirname(data_dir) or '.'}/)")
+
+
 def run(script, args):
     """--list, --lanes, or the questions asked (and what they read) through the cache, then their reports;
     with --replot, the reports alone. Returns the questions that failed."""
@@ -541,6 +549,7 @@ def run(script, args):
     if not args.replot:
         for name in with_reads(script.questions, names):  # bad flags fail here, before any data is read
             resolve_settings(script, by_name[name], args)
+        refuse_data_file(script, args.data_dir)
         device = pick_device(args.device)
         if args.threads:  # on a GPU too: the CPU ops around it and parallel lanes share the cores
             torch.set_num_threads(args.threads)

@@ -1306,6 +1306,18 @@ def test_every_setting_is_read_by_a_question_and_each_question_takes_the_flags_i
         assert "larger_lr" not in settings["lr"] and "lrs" not in settings["batchnorm"]
 
 
+def test_a_data_file_given_for_the_data_folder_names_the_folder(tmp_path, capsys):
+    folder = write_csv_dir(tmp_path / "data")
+    for script, extra in ((mlp.SCRIPT, []), (cnn.SCRIPT, ["--cache-dir", tmp_path / "cache"])):
+        argv = ["--question", script.questions[0].name, "--quick", "--data-dir", f"{folder}/train.csv",
+                "--out", tmp_path / "out", *extra]
+        code, _, err = in_process(script, argv, capsys)
+        expected = (f"{folder}/train.csv: is a file; --data-dir wants the folder that holds "
+                    f"{script.data_holds} ({folder}/)")
+        assert one_line_error(code, err, expected), err
+    assert sorted(os.listdir(tmp_path)) == ["data"]
+
+
 def test_lanes_keep_readers_with_what_they_read_and_balance_the_time():
     Q = runner.Question
     questions = [Q("a", "", "", {}, None, None), Q("b", "", "", {}, None, None), Q("c", "", "", {}, None, None, ("a",)),
