@@ -532,7 +532,8 @@ def refuse_data_file(script, data_dir):
 
 def run(script, args):
     """--list, --lanes, or the questions asked (and what they read) through the cache, then their reports;
-    with --replot, the reports alone. Returns the questions that failed."""
+    with --replot, the reports alone (one without a saved result does not stop the others). Returns the
+    questions that failed."""
     out_dir = os.path.join(args.out, script.name)
     by_name = {q.name: q for q in script.questions}
     if args.list or args.lanes:
@@ -586,10 +587,13 @@ def run(script, args):
             print("\n".join([f"{name}: wrote {os.path.join(out_dir, name)}.{{md,json}} and its figures"]
                             + quick + [f"  {line}" for line in lines]), flush=True)
         except Exception as e:
-            if len(names) == 1 or isinstance(e, UserError):
+            if len(names) == 1 or (isinstance(e, UserError) and not args.replot):
                 raise
-            traceback.print_exc()  # one question's bug does not stop the others
-            print(f"{name}: failed", flush=True)
+            if isinstance(e, UserError):  # --replot: a question whose saved files are missing or unreadable
+                print(f"{name}: not drawn: {e}", file=sys.stderr, flush=True)
+            else:
+                traceback.print_exc()  # one question's bug does not stop the others
+                print(f"{name}: failed", flush=True)
             failed.append(name)
         if args.times:
             with open(args.times, "a") as f:
@@ -603,12 +607,13 @@ def main(script, argv=None):
     shows the traceback); a failed question, exit code 1."""
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     try:
-        failed = run(script, parse_args(script, argv))
+        args = parse_args(script, argv)
+        failed = run(script, args)
     except UserError as e:
         if "--debug" in argv:
             raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     if failed:
-        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+        print(f"{'not drawn' if args.replot else 'failed'}: {', '.join(failed)}", file=sys.stderr)
         sys.exit(1)

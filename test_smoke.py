@@ -1306,6 +1306,21 @@ def test_every_setting_is_read_by_a_question_and_each_question_takes_the_flags_i
         assert "larger_lr" not in settings["lr"] and "lrs" not in settings["batchnorm"]
 
 
+def test_replot_of_several_questions_draws_every_one_it_can(tmp_path, capsys):
+    """--replot of several questions goes on past one without a saved result, and exits 1 naming those it
+    could not draw; of one question, that is a one-line error."""
+    argv = ["--question", "gradients", "--quick", "--quiet", "--seeds", 1, "--out", tmp_path]
+    assert in_process(mlp.SCRIPT, argv, capsys)[0] == 0
+    md = tmp_path / "mlp" / "gradients.md"
+    md.unlink()
+    code, _, err = in_process(mlp.SCRIPT, ["--question", "all", "--replot", "--out", tmp_path], capsys)
+    others = [q.name for q in mlp.QUESTIONS if q.name != "gradients"]
+    assert code == 1 and err.splitlines()[-1] == f"not drawn: {', '.join(others)}", err
+    assert md.is_file() and sorted(os.listdir(md.parent)) == ["gradients.json", "gradients.md", "gradients.png"]
+    code, _, err = in_process(mlp.SCRIPT, ["--question", "lr", "--replot", "--out", tmp_path], capsys)
+    assert one_line_error(code, err, "lr.json: no saved result; run the question without --replot first"), err
+
+
 def test_a_data_file_given_for_the_data_folder_names_the_folder(tmp_path, capsys):
     folder = write_csv_dir(tmp_path / "data")
     for script, extra in ((mlp.SCRIPT, []), (cnn.SCRIPT, ["--cache-dir", tmp_path / "cache"])):
