@@ -15,7 +15,9 @@ import io
 import json
 import os
 import re
+import shutil
 import sys
+import textwrap
 import time
 import traceback
 from typing import Callable, NamedTuple
@@ -347,7 +349,8 @@ def load_cached(path, config):
 def get_result(script, question, args, data, env, reads, force, with_states):
     """The saved result if its config (settings, data, code, device, what it reads) matches, else train the
     question and save it: .json, .npz for its arrays, .pt for its model states. with_states(name): the result
-    of a question it reads, with the model states that question saved."""
+    of a question it reads, with the model states that question saved. Returns (result, the paths it saved:
+    none for a saved result)."""
     settings = resolve_settings(script, question, args)
     config = rounded({"question": question.name, "settings": settings, "data": script.inputs(settings, data),
                       "code": training_digest(script, question), "device": env.device.type,
@@ -357,7 +360,7 @@ def get_result(script, question, args, data, env, reads, force, with_states):
     cached = None if force else load_cached(path, config)
     if cached is not None:
         print(f"{question.name}: reusing {path} (same settings, data and training code; --force retrains)")
-        return cached
+        return cached, []
     reads = {name: with_states(name) for name in reads}
     start, cpu_start = time.perf_counter(), time.process_time()
     trained = question.train(settings, data, reads, env)
@@ -367,16 +370,18 @@ def get_result(script, question, args, data, env, reads, force, with_states):
                       "versions": library_versions(), "device": device_name(env.device),
                       "wall_s": round(time.perf_counter() - start, 2),
                       "cpu_s": round(time.process_time() - cpu_start, 2), **trained})  # as the .json holds it
+    saved = [path]
     if arrays is not None:
         result["arrays_file"] = f"{question.name}.npz"
-        save_arrays(os.path.join(os.path.dirname(path), result["arrays_file"]),
-                    {**arrays, "config": np.array(json.dumps(config))})
+        saved.append(os.path.join(os.path.dirname(path), result["arrays_file"]))
+        save_arrays(saved[-1], {**arrays, "config": np.array(json.dumps(config))})
     if weights is not None:
         result["weights_file"] = f"{question.name}.pt"
-        save_torch(os.path.join(os.path.dirname(path), result["weights_file"]),
-                   {"config": config, "weights": weights})
+        saved.append(os.path.join(os.path.dirname(path), result["weights_file"]))
+        save_torch(saved[-1], {"config": config, "weights": weights})
     save_json(path, result)
-    return {**result, "arrays": arrays, "weights": weights}
+    print(f"{question.name}: trained in {result['wall_s']:.1f} s; saved {', '.join(saved)}", flush=True)
+    return {**result, "arrays": arrays, "weights": weights}, saved
 
 
 def save_figure(fig, path):
@@ -390,9 +395,12 @@ def save_figure(fig, path):
     write_atomic(path, lambda tmp: palette.save(tmp, format="PNG", optimize=True))
 
 
+def answer_heading(answer):
+    return f"{answer.item + ': ' if answer.item else ''}{answer.asked}"
+
+
 def write_report(script, question, result, out_dir):
-    """Draw the question's figures and write its .md from the saved result alone; returns the answers and
-    findings, for the console."""
+    """Draw the question's figures and write its .md from the saved result alone; returns the Report."""
     report = question.report(result)
     for file, (fig, _) in report.figures.items():
         save_figure(fig, os.path.join(out_dir, file))
@@ -401,10 +409,10 @@ def write_report(script, question, result, out_dir):
         ("data", result["data"]["summary"]), ("device", result["device"]),
         ("wall time", f"{result['wall_s']:.1f} s"),
         ("versions", ", ".join(f"{k} {v}" for k, v in result["versions"].items()))]
-    answers = [" ".join(s for s in answer.sentences if s) for answer in report.answers]
     lines = [f"# {heading(question)}\n"] + [QUICK_BANNER] * bool(result["config"].get("quick"))
-    for answer, text in zip(report.answers, answers):
-        lines += [f"## {answer.item + ': ' if answer.item else ''}{answer.asked}\n", f"**Answer.** {text}\n"]
+    for answer in report.answers:
+        text = " ".join(sentence for sentence in answer.sentences if sentence)
+        lines += [f"## {answer_heading(answer)}\n", f"**Answer.** {text}\n"]
     for file, (_, caption) in report.figures.items():
         lines += [f"![{os.path.splitext(file)[0]}]({file})\n", f"*{caption}*\n"]
     lines += ["## Results\n", *[block + "\n" for block in report.body]]
@@ -412,7 +420,21 @@ def write_report(script, question, result, out_dir):
         lines += ["\n## Findings\n", *[f"- {finding}" for finding in report.findings]]
     lines += ["\n## Settings\n", markdown_table(["setting", "value"], settings)]
     save_text(os.path.join(out_dir, f"{question.name}.md"), "\n".join(lines) + "\n")
-    return answers + report.findings
+    return report
+
+
+def terminal_lines(report, width):
+    """A report's answers for the terminal: each answer's heading, then a bullet per sentence, wrapped to
+    width; then its findings, the same way."""
+    blocks = [(answer_heading(answer), answer.sentences) for answer in report.answers]
+    blocks += [("Findings", report.findings)] * bool(report.findings)
+    lines = []
+    for title, sentences in blocks:
+        lines += textwrap.wrap(title, width, break_long_words=False, break_on_hyphens=False)
+        for sentence in filter(None, sentences):
+            lines += textwrap.wrap(sentence, width, initial_indent="  - ", subsequent_indent="    ",
+                                   break_long_words=False, break_on_hyphens=False)
+    return lines
 
 
 # ----------------------------------------------------------------------------- lanes and the run
@@ -557,12 +579,13 @@ def run(script, args):
         data = script.load_data(args, device)
         env = Env(device, args.quiet, getattr(args, "cache_dir", None))
     prepare_output(out_dir)  # bad input has written nothing; a bad folder is refused before any training
-    results, failed = {}, []
+    results, saved, failed = {}, {}, []
 
     def result_of(name, force=False):  # each question once per process; what it reads first
         if name not in results:
             reads = {read: result_of(read) for read in by_name[name].reads}
-            results[name] = get_result(script, by_name[name], args, data, env, reads, force, with_states)
+            results[name], saved[name] = get_result(script, by_name[name], args, data, env, reads, force,
+                                                    with_states)
         return results[name]
 
     def with_states(name):  # the model states are read only for a question that trains on them
@@ -577,15 +600,18 @@ def run(script, args):
                 result_of(name, force=True)
         return results[name]
 
+    width = shutil.get_terminal_size().columns
     for name in names:
         start = time.perf_counter()
         try:
             path = os.path.join(out_dir, f"{name}.json")
             result = read_result(path) if args.replot else result_of(name, force=args.force)
-            lines = write_report(script, by_name[name], result, out_dir)
-            quick = ["  --quick: a tiny budget; these numbers mean nothing"] * bool(result["config"]["quick"])
-            print("\n".join([f"{name}: wrote {os.path.join(out_dir, name)}.{{md,json}} and its figures"]
-                            + quick + [f"  {line}" for line in lines]), flush=True)
+            report = write_report(script, by_name[name], result, out_dir)
+            quick = ["(--quick: a tiny budget; these numbers mean nothing)"] * bool(result["config"]["quick"])
+            source = f"saved {', '.join(saved[name])}" if saved.get(name) else f"reused {path}"
+            written = [os.path.join(out_dir, file) for file in [f"{name}.md", *report.figures]]
+            print("\n".join([""] + quick + terminal_lines(report, width)
+                            + [f"{name}: {source}; wrote {', '.join(written)}"]), flush=True)
         except Exception as e:
             if len(names) == 1 or (isinstance(e, UserError) and not args.replot):
                 raise

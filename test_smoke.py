@@ -1306,6 +1306,28 @@ def test_every_setting_is_read_by_a_question_and_each_question_takes_the_flags_i
         assert "larger_lr" not in settings["lr"] and "lrs" not in settings["batchnorm"]
 
 
+def test_each_run_says_what_it_wrote_and_prints_its_answers_wrapped(tmp_path, capsys, monkeypatch):
+    """A run names the files it wrote and no other: a cached rerun and --replot rewrite the .md and figures,
+    not the .json."""
+    monkeypatch.setenv("COLUMNS", "70")  # the width the answers are wrapped to
+    argv = ["--question", "gradients", "--quick", "--quiet", "--seeds", 1, "--out", tmp_path]
+    out = tmp_path / "mlp"
+    json_path, md, png = (f"{out / 'gradients'}.{suffix}" for suffix in ("json", "md", "png"))
+    code, stdout, err = in_process(mlp.SCRIPT, argv, capsys)
+    assert code == 0, err
+    assert stdout.splitlines()[-1] == f"gradients: saved {json_path}; wrote {md}, {png}"
+    answers = stdout.splitlines()[stdout.splitlines().index("") + 2:-1]  # after the --quick line
+    report = questions.gradients.QUESTION.report(runner.read_result(json_path))
+    assert answers == runner.terminal_lines(report, 70) and answers[0].startswith("6.2.1-5: ")
+    assert len(answers) > 5 and all(len(line) <= 70 for line in answers)
+    saved = os.stat(json_path).st_mtime_ns
+    for extra in ([], ["--replot"]):
+        code, stdout, err = in_process(mlp.SCRIPT, argv + extra, capsys)
+        assert code == 0, err
+        assert stdout.splitlines()[-1] == f"gradients: reused {json_path}; wrote {md}, {png}"
+    assert os.stat(json_path).st_mtime_ns == saved
+
+
 def test_replot_of_several_questions_draws_every_one_it_can(tmp_path, capsys):
     """--replot of several questions goes on past one without a saved result, and exits 1 naming those it
     could not draw; of one question, that is a one-line error."""
@@ -1319,6 +1341,17 @@ def test_replot_of_several_questions_draws_every_one_it_can(tmp_path, capsys):
     assert md.is_file() and sorted(os.listdir(md.parent)) == ["gradients.json", "gradients.md", "gradients.png"]
     code, _, err = in_process(mlp.SCRIPT, ["--question", "lr", "--replot", "--out", tmp_path], capsys)
     assert one_line_error(code, err, "lr.json: no saved result; run the question without --replot first"), err
+
+
+def test_terminal_answers_are_a_bullet_per_sentence_wrapped_to_the_width():
+    sentences = ["A sentence of twelve words that goes on a little longer than this.", "",
+                 "Then lr 1e-05 stays at 1e-05, and a-hyphenated-word-longer-than-any-line-of-thirty."]
+    report = common.Report([], {}, ["A finding."], [common.Answer("6.1.2-1", "What does it do?", sentences)])
+    lines = runner.terminal_lines(report, 30)
+    assert lines[0] == "6.1.2-1: What does it do?" and lines[-2:] == ["Findings", "  - A finding."]
+    bullets = " ".join(lines[1:-2]).split("  - ")[1:]
+    assert [" ".join(bullet.split()) for bullet in bullets] == [s for s in sentences if s]
+    assert all(len(line) <= 30 or " " not in line.strip() for line in lines)  # a word is never cut
 
 
 def test_a_data_file_given_for_the_data_folder_names_the_folder(tmp_path, capsys):
