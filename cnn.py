@@ -63,7 +63,8 @@ SCRIPT = runner.Script(
     name="cnn", doc=__doc__, questions=QUESTIONS, settings=SETTINGS, load_data=load_data, resolve=resolve,
     inputs=inputs, add_flags=add_flags, shared_code=("common.py", "section7.py"),
     data_help=f"ImageFolder root: train/, val/ (or validation/), test/, each with {CLASS_FOLDERS}. Default: "
-              "the generated demo set in CACHE_DIR/realfake-demo-*")
+              "the generated demo set in CACHE_DIR/realfake-demo-*",
+    data_holds="train/, val/ (or validation/) and test/")
 
 if __name__ == "__main__":
     runner.main(SCRIPT)

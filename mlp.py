@@ -98,7 +98,8 @@ SCRIPT = runner.Script(
     name="mlp", doc=__doc__, questions=QUESTIONS, settings=SETTINGS, load_data=load_data, resolve=resolve,
     shared_code=("common.py", "section6.py"),
     data_help="folder with train.csv, validation.csv, test.csv (columns long, lat, country; optional "
-              "countries.csv with id,iso,name for legends). Default: the embedded data/europe")
+              "countries.csv with id,iso,name for legends). Default: the embedded data/europe",
+    data_holds="train.csv, validation.csv, test.csv")
 
 if __name__ == "__main__":
     runner.main(SCRIPT)

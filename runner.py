@@ -7,13 +7,17 @@ only those files.
 """
 import argparse
 import ast
+import difflib
 import glob
 import hashlib
 import inspect
 import io
 import json
 import os
+import re
+import shutil
 import sys
+import textwrap
 import time
 import traceback
 from typing import Callable, NamedTuple
@@ -94,6 +98,7 @@ class Script(NamedTuple):
     load_data: Callable
     resolve: Callable
     data_help: str
+    data_holds: str  # what --data-dir's folder holds, for the error that a file was given
     add_flags: Callable = None
     inputs: Callable = data_digest
     shared_code: tuple = ("common.py",)  # files whose every edit retrains each question (training_digest)
@@ -101,6 +106,16 @@ class Script(NamedTuple):
 
 def heading(question):
     return f"{question.section} {question.title}".strip()
+
+
+def exercise_items(section):
+    """The exercise items a question's section names: '6.1.2-1' -> ['6.1.2-1'], '6.2.1-1 to 6.2.1-4' -> the
+    four, '' -> []."""
+    span = re.fullmatch(r"(.+-)(\d+) to \1(\d+)", section)
+    if span is None:
+        return [section] if section else []
+    prefix, first, last = span.groups()
+    return [f"{prefix}{number}" for number in range(int(first), int(last) + 1)]
 
 
 # ----------------------------------------------------------------------------- flags
@@ -126,11 +141,13 @@ def defaults_text(questions, key, show):
 def build_parser(script):
     parser = ArgumentParser(description=script.doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     questions = "; ".join(f"{q.name} ({heading(q)})" for q in script.questions)
-    parser.add_argument("--question", choices=[q.name for q in script.questions] + ["all"], nargs="+",
-                        metavar="QUESTION", help=f"which question(s): {questions}; or all, in that order. "
-                                                 "With several, one that fails does not stop the others "
-                                                 "(exit code 1)")
-    parser.add_argument("--list", action="store_true", help="print the questions, one per line, and exit")
+    parser.add_argument("--question", nargs="+", metavar="QUESTION",
+                        help=f"which question(s): {questions}; or all, in that order. A question is also "
+                             "named by its exercise item (6.1.2-1) or with hyphens (batch-size). With "
+                             "several, one that fails does not stop the others (exit code 1)")
+    parser.add_argument("--list", action="store_true",
+                        help="print the questions, one per line with their exercise item, title and the time "
+                             "their saved result in OUT took, and exit")
     parser.add_argument("--lanes", type=int, metavar="N",
                         help="print the questions in N lanes to run side by side, one per line, and exit: "
                              "a question shares the lane of the one it reads; those that read several come "
@@ -166,6 +183,45 @@ def build_parser(script):
     return parser
 
 
+def question_names(questions, values):
+    """The names of the questions --question asks for, each once, in the order asked (all: every question, in
+    the script's order). A value is a name (hyphens for underscores, any case), an exercise item of its
+    section (6.1.2-1), or all; an unknown one is a UserError with the closest name."""
+    every_name = [q.name for q in questions]
+    aliases = {"all": "all"}
+    for question in questions:
+        for alias in [question.name, question.name.replace("_", "-")] + exercise_items(question.section):
+            aliases[alias] = question.name
+    names = []
+    for value in values:
+        if value.lower() not in aliases:
+            guess = difflib.get_close_matches(value.lower().replace("-", "_"), every_name, n=1)
+            hint = f"did you mean {guess[0]}?" if guess else f"the questions: {', '.join(every_name)}, or all"
+            raise UserError(f"--question {value}: no such question; {hint}")
+        names.append(aliases[value.lower()])
+    return every_name if "all" in names else list(dict.fromkeys(names))
+
+
+def readers(script, key):
+    """The names of the questions that read the setting key: it is in their protocol, or in that of a
+    question they read."""
+    by_name = {q.name: q for q in script.questions}
+    return [q.name for q in script.questions
+            if any(key in by_name[name].protocol for name in with_reads(script.questions, [q.name]))]
+
+
+def refuse_unread_settings(script, args):
+    """A setting flag that none of the questions asked reads (nor what they read) is a UserError: it would
+    change nothing."""
+    for setting in SHARED_SETTINGS + script.settings:
+        if getattr(args, setting.key) is None:
+            continue
+        reading = readers(script, setting.key)
+        if not set(args.question) & set(reading):
+            raise UserError(f"--{setting.key.replace('_', '-')}: not read by {', '.join(args.question)}; "
+                            f"read by {', '.join(reading)}")
+
+
 def parse_args(script, argv):
     args = build_parser(script).parse_args(argv)
     checks = [(setting.key, setting.check) for setting in SHARED_SETTINGS + script.settings if setting.check]
@@ -175,6 +231,9 @@ def parse_args(script, argv):
             raise UserError(f"--{key.replace('_', '-')} {check(value)}")
     if args.question is None and not (args.list or args.lanes):
         raise UserError("--question is required (or --list, --lanes N)")
+    if args.question is not None:
+        args.question = question_names(script.questions, args.question)
+        refuse_unread_settings(script, args)
     if args.out is None:
         args.out = QUICK_OUT if args.quick else "results"
     return args
@@ -290,7 +349,8 @@ def load_cached(path, config):
 def get_result(script, question, args, data, env, reads, force, with_states):
     """The saved result if its config (settings, data, code, device, what it reads) matches, else train the
     question and save it: .json, .npz for its arrays, .pt for its model states. with_states(name): the result
-    of a question it reads, with the model states that question saved."""
+    of a question it reads, with the model states that question saved. Returns (result, the paths it saved:
+    none for a saved result)."""
     settings = resolve_settings(script, question, args)
     config = rounded({"question": question.name, "settings": settings, "data": script.inputs(settings, data),
                       "code": training_digest(script, question), "device": env.device.type,
@@ -300,7 +360,7 @@ def get_result(script, question, args, data, env, reads, force, with_states):
     cached = None if force else load_cached(path, config)
     if cached is not None:
         print(f"{question.name}: reusing {path} (same settings, data and training code; --force retrains)")
-        return cached
+        return cached, []
     reads = {name: with_states(name) for name in reads}
     start, cpu_start = time.perf_counter(), time.process_time()
     trained = question.train(settings, data, reads, env)
@@ -310,16 +370,18 @@ def get_result(script, question, args, data, env, reads, force, with_states):
                       "versions": library_versions(), "device": device_name(env.device),
                       "wall_s": round(time.perf_counter() - start, 2),
                       "cpu_s": round(time.process_time() - cpu_start, 2), **trained})  # as the .json holds it
+    saved = [path]
     if arrays is not None:
         result["arrays_file"] = f"{question.name}.npz"
-        save_arrays(os.path.join(os.path.dirname(path), result["arrays_file"]),
-                    {**arrays, "config": np.array(json.dumps(config))})
+        saved.append(os.path.join(os.path.dirname(path), result["arrays_file"]))
+        save_arrays(saved[-1], {**arrays, "config": np.array(json.dumps(config))})
     if weights is not None:
         result["weights_file"] = f"{question.name}.pt"
-        save_torch(os.path.join(os.path.dirname(path), result["weights_file"]),
-                   {"config": config, "weights": weights})
+        saved.append(os.path.join(os.path.dirname(path), result["weights_file"]))
+        save_torch(saved[-1], {"config": config, "weights": weights})
     save_json(path, result)
-    return {**result, "arrays": arrays, "weights": weights}
+    print(f"{question.name}: trained in {result['wall_s']:.1f} s; saved {', '.join(saved)}", flush=True)
+    return {**result, "arrays": arrays, "weights": weights}, saved
 
 
 def save_figure(fig, path):
@@ -333,9 +395,12 @@ def save_figure(fig, path):
     write_atomic(path, lambda tmp: palette.save(tmp, format="PNG", optimize=True))
 
 
+def answer_heading(answer):
+    return f"{answer.item + ': ' if answer.item else ''}{answer.asked}"
+
+
 def write_report(script, question, result, out_dir):
-    """Draw the question's figures and write its .md from the saved result alone; returns the answers and
-    findings, for the console."""
+    """Draw the question's figures and write its .md from the saved result alone; returns the Report."""
     report = question.report(result)
     for file, (fig, _) in report.figures.items():
         save_figure(fig, os.path.join(out_dir, file))
@@ -344,10 +409,10 @@ def write_report(script, question, result, out_dir):
         ("data", result["data"]["summary"]), ("device", result["device"]),
         ("wall time", f"{result['wall_s']:.1f} s"),
         ("versions", ", ".join(f"{k} {v}" for k, v in result["versions"].items()))]
-    answers = [" ".join(s for s in answer.sentences if s) for answer in report.answers]
     lines = [f"# {heading(question)}\n"] + [QUICK_BANNER] * bool(result["config"].get("quick"))
-    for answer, text in zip(report.answers, answers):
-        lines += [f"## {answer.item + ': ' if answer.item else ''}{answer.asked}\n", f"**Answer.** {text}\n"]
+    for answer in report.answers:
+        text = " ".join(sentence for sentence in answer.sentences if sentence)
+        lines += [f"## {answer_heading(answer)}\n", f"**Answer.** {text}\n"]
     for file, (_, caption) in report.figures.items():
         lines += [f"![{os.path.splitext(file)[0]}]({file})\n", f"*{caption}*\n"]
     lines += ["## Results\n", *[block + "\n" for block in report.body]]
@@ -355,7 +420,21 @@ def write_report(script, question, result, out_dir):
         lines += ["\n## Findings\n", *[f"- {finding}" for finding in report.findings]]
     lines += ["\n## Settings\n", markdown_table(["setting", "value"], settings)]
     save_text(os.path.join(out_dir, f"{question.name}.md"), "\n".join(lines) + "\n")
-    return answers + report.findings
+    return report
+
+
+def terminal_lines(report, width):
+    """A report's answers for the terminal: each answer's heading, then a bullet per sentence, wrapped to
+    width; then its findings, the same way."""
+    blocks = [(answer_heading(answer), answer.sentences) for answer in report.answers]
+    blocks += [("Findings", report.findings)] * bool(report.findings)
+    lines = []
+    for title, sentences in blocks:
+        lines += textwrap.wrap(title, width, break_long_words=False, break_on_hyphens=False)
+        for sentence in filter(None, sentences):
+            lines += textwrap.wrap(sentence, width, initial_indent="  - ", subsequent_indent="    ",
+                                   break_long_words=False, break_on_hyphens=False)
+    return lines
 
 
 # ----------------------------------------------------------------------------- lanes and the run
@@ -454,9 +533,29 @@ def prepare_output(folder):
         print(f"removed {os.path.join(folder, name)}, left by an interrupted run")
 
 
+def question_table(script, out_dir):
+    """--list: a line per question, in aligned columns: its name, exercise item and title, and the wall time
+    of its saved result in out_dir, if there is one."""
+    rows = [["question", "item", "title", "last run"]]
+    for question in script.questions:
+        _, wall = saved_times(os.path.join(out_dir, f"{question.name}.json"))
+        last_run = "" if wall is None else f"{wall:.1f} s"
+        rows.append([question.name, question.section, question.title, last_run])
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+
+
+def refuse_data_file(script, data_dir):
+    """--data-dir names a folder: a file (train.csv itself) is a UserError naming the folder that holds it."""
+    if data_dir and os.path.isfile(data_dir):
+        raise UserError(f"{data_dir}: is a file; --data-dir wants the folder that holds {script.data_holds} "
+                        f"({os.path.dirname(data_dir) or '.'}/)")
+
+
 def run(script, args):
     """--list, --lanes, or the questions asked (and what they read) through the cache, then their reports;
-    with --replot, the reports alone. Returns the questions that failed."""
+    with --replot, the reports alone (one without a saved result does not stop the others). Returns the
+    questions that failed."""
     out_dir = os.path.join(args.out, script.name)
     by_name = {q.name: q for q in script.questions}
     if args.list or args.lanes:
@@ -465,26 +564,28 @@ def run(script, args):
             lanes, after = plan_lanes(script.questions, args.lanes, seconds)
             print("\n".join([" ".join(lane) for lane in lanes] + [" ".join(["after"] + after)] * bool(after)))
         else:
-            print("\n".join(by_name))
+            print("\n".join(question_table(script, out_dir)))
         return []
-    names = list(by_name) if "all" in args.question else list(dict.fromkeys(args.question))
+    names = args.question
     if args.quick and not args.replot:
         refuse_quick_over_full(args.out)
     if not args.replot:
         for name in with_reads(script.questions, names):  # bad flags fail here, before any data is read
             resolve_settings(script, by_name[name], args)
+        refuse_data_file(script, args.data_dir)
         device = pick_device(args.device)
         if args.threads:  # on a GPU too: the CPU ops around it and parallel lanes share the cores
             torch.set_num_threads(args.threads)
         data = script.load_data(args, device)
         env = Env(device, args.quiet, getattr(args, "cache_dir", None))
     prepare_output(out_dir)  # bad input has written nothing; a bad folder is refused before any training
-    results, failed = {}, []
+    results, saved, failed = {}, {}, []
 
     def result_of(name, force=False):  # each question once per process; what it reads first
         if name not in results:
             reads = {read: result_of(read) for read in by_name[name].reads}
-            results[name] = get_result(script, by_name[name], args, data, env, reads, force, with_states)
+            results[name], saved[name] = get_result(script, by_name[name], args, data, env, reads, force,
+                                                    with_states)
         return results[name]
 
     def with_states(name):  # the model states are read only for a question that trains on them
@@ -499,20 +600,26 @@ def run(script, args):
                 result_of(name, force=True)
         return results[name]
 
+    width = shutil.get_terminal_size().columns
     for name in names:
         start = time.perf_counter()
         try:
             path = os.path.join(out_dir, f"{name}.json")
             result = read_result(path) if args.replot else result_of(name, force=args.force)
-            lines = write_report(script, by_name[name], result, out_dir)
-            quick = ["  --quick: a tiny budget; these numbers mean nothing"] * bool(result["config"]["quick"])
-            print("\n".join([f"{name}: wrote {os.path.join(out_dir, name)}.{{md,json}} and its figures"]
-                            + quick + [f"  {line}" for line in lines]), flush=True)
+            report = write_report(script, by_name[name], result, out_dir)
+            quick = ["(--quick: a tiny budget; these numbers mean nothing)"] * bool(result["config"]["quick"])
+            source = f"saved {', '.join(saved[name])}" if saved.get(name) else f"reused {path}"
+            written = [os.path.join(out_dir, file) for file in [f"{name}.md", *report.figures]]
+            print("\n".join([""] + quick + terminal_lines(report, width)
+                            + [f"{name}: {source}; wrote {', '.join(written)}"]), flush=True)
         except Exception as e:
-            if len(names) == 1 or isinstance(e, UserError):
+            if len(names) == 1 or (isinstance(e, UserError) and not args.replot):
                 raise
-            traceback.print_exc()  # one question's bug does not stop the others
-            print(f"{name}: failed", flush=True)
+            if isinstance(e, UserError):  # --replot: a question whose saved files are missing or unreadable
+                print(f"{name}: not drawn: {e}", file=sys.stderr, flush=True)
+            else:
+                traceback.print_exc()  # one question's bug does not stop the others
+                print(f"{name}: failed", flush=True)
             failed.append(name)
         if args.times:
             with open(args.times, "a") as f:
@@ -526,12 +633,13 @@ def main(script, argv=None):
     shows the traceback); a failed question, exit code 1."""
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     try:
-        failed = run(script, parse_args(script, argv))
+        args = parse_args(script, argv)
+        failed = run(script, args)
     except UserError as e:
         if "--debug" in argv:
             raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     if failed:
-        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+        print(f"{'not drawn' if args.replot else 'failed'}: {', '.join(failed)}", file=sys.stderr)
         sys.exit(1)

@@ -328,5 +328,6 @@ def train_group(data, runs, arch, settings, env, desc, epochs=None, batch_size=N
 
 
 SKELETON = dict(seed=42, seeds=3, lr=1e-3, depth=6, width=16)  # the exercise skeleton's (and batch 256)
+SKELETON_WITHOUT_LR = {key: value for key, value in SKELETON.items() if key != "lr"}  # the lr sweeps': lrs
 REPORT_62 = dict(seed=42, seeds=3, lr=1e-3, epochs=50, batch_size=128, batch_norm=True)  # the report's choice
 GRADIENTS = dict(SKELETON, batch_size=256, batch_norm=False, epochs=10, depth=100, width=4)

@@ -1,4 +1,5 @@
 """Smoke and property tests. Run: python -m pytest test_smoke.py"""
+import functools
 import json
 import math
 import os
@@ -639,7 +640,8 @@ def test_string_labels_become_class_names(tmp_path):
     (["--question", "lr", "--lrs", "-0.1"], "--lrs values must be positive"),
     (["--question", "epochs", "--lr", "-1"], "--lr must be positive"),
     (["--question", "epochs", "--batch-size", "0"], "--batch-size must be positive"),
-    (["--question", "nope"], "invalid choice: 'nope'"),
+    (["--question", "nope"], "--question nope: no such question; the questions: lr, epochs,"),
+    (["--question", "gradiens"], "--question gradiens: no such question; did you mean gradients?"),
     (["--question", "batch_size", "--batch-norm", "on"], "batch norm needs a batch size of at least 2"),
     (["--question", "epochs", "--seeds", "0"], "--seeds must be positive"),
     (["--question", "depth_width", "--architectures", "6by16"], "expected DEPTHxWIDTH"),
@@ -656,7 +658,7 @@ def test_bad_flags_give_one_line_error(tmp_path, capsys, flags, expected):
 @pytest.mark.parametrize("flags, expected", [
     (["--question", "scratch", "--lrs", "-1"], "--lrs values must be positive"),
     (["--question", "scratch", "--batch-size", "0"], "--batch-size must be positive"),
-    (["--question", "nope"], "invalid choice: 'nope'"),
+    (["--question", "linear-prob"], "--question linear-prob: no such question; did you mean linear_probe?"),
     (["--question", "xgb", "--image-size", "8"], "--image-size must be at least 32"),
     pytest.param(["--question", "scratch", "--amp"], "--amp needs a CUDA device",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")),
@@ -726,11 +728,42 @@ def test_same_flags_same_numbers_across_processes(tmp_path):
 
 # ----------------------------------------------------------------------------- questions end to end
 
+class RecordingDict(dict):
+    """A dict that records which keys are read from it."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.read = set()
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+
+def recording_train(question, read):
+    """The question, its train function adding every key it reads from its settings to the set read."""
+    @functools.wraps(question.train)  # the same name and module: the same training digest
+    def train(settings, *rest):
+        settings = RecordingDict(settings)
+        trained = question.train(settings, *rest)
+        read.update(settings.read)
+        return trained
+    return question._replace(train=train)
+
+
 @pytest.mark.parametrize("question", [q.name for q in mlp.QUESTIONS])
 def test_mlp_question_end_to_end(tmp_path, capsys, question):
     argv = ["--question", question, "--quick", "--quiet", "--seeds", 2, "--out", tmp_path]
-    code, _, err = in_process(mlp.SCRIPT, argv, capsys)
+    read = set()
+    recording = [recording_train(q, read) if q.name == question else q for q in mlp.QUESTIONS]
+    code, _, err = in_process(mlp.SCRIPT._replace(questions=recording), argv, capsys)
     assert code == 0, err
+    # every setting of its protocol is one its training reads: the settings table lists only what it used
+    assert set(question_records(mlp.SCRIPT)[question].protocol) <= read
     out = tmp_path / "mlp"
     markdown = (out / f"{question}.md").read_text()
     figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
@@ -1214,13 +1247,127 @@ def test_help_shows_the_defaults_of_the_question_records():
 
 
 @pytest.mark.parametrize("script", [mlp.SCRIPT, cnn.SCRIPT])
-def test_questions_are_listed_once_and_read_only_earlier_ones(script):
+def test_questions_are_listed_once_and_read_only_earlier_ones(script, tmp_path, capsys):
     names = [q.name for q in script.questions]
     assert len(names) == len(set(names))
     for i, q in enumerate(script.questions):
         assert set(q.reads) <= set(names[:i]), q.name
-    proc = run_script(f"{script.name}.py", "--list")
-    assert proc.returncode == 0 and proc.stdout.split() == names
+    last = script.questions[-1]  # one saved result: its line says how long it took
+    os.makedirs(tmp_path / script.name)
+    (tmp_path / script.name / f"{last.name}.json").write_text(json.dumps({"wall_s": 12.34}))
+    code, stdout, _ = in_process(script, ["--list", "--out", tmp_path], capsys)
+    lines = stdout.splitlines()
+    assert code == 0 and [line.split()[0] for line in lines[1:]] == names
+    title_column = {line.index(q.title) for line, q in zip(lines[1:], script.questions)}
+    assert len(title_column) == 1  # aligned
+    for line, q in zip(lines[1:], script.questions):
+        assert line.split(q.title)[0].split() == [q.name] + q.section.split()
+        assert line.endswith(" 12.3 s" if q is last else q.title)
+
+
+def test_a_question_is_named_by_its_exercise_item_or_with_hyphens():
+    def asked(*values):
+        return runner.parse_args(mlp.SCRIPT, ["--question", *values]).question
+    assert asked("6.1.2-1", "batch-size", "Depth-Width", "lr") == ["lr", "batch_size", "depth_width"]
+    assert all(asked(f"6.2.1-{item}") == ["depth_width"] for item in range(1, 5))
+    assert asked("regions", "all") == [q.name for q in mlp.QUESTIONS]
+    for script in (mlp.SCRIPT, cnn.SCRIPT):
+        for q in script.questions:
+            items = runner.exercise_items(q.section)
+            assert all(runner.parse_args(script, ["--question", item]).question == [q.name] for item in items)
+            assert (items == []) == (q.section == "")
+
+
+@pytest.mark.parametrize("script, flags, expected", [
+    (mlp.SCRIPT, ["--question", "gradients", "--lrs", "0.5"],
+     "--lrs: not read by gradients; read by lr, sweep"),
+    (mlp.SCRIPT, ["--question", "lr", "--lr", "0.05"], "--lr: not read by lr; read by epochs, batchnorm,"),
+    (mlp.SCRIPT, ["--question", "lr", "sweep", "--architectures", "1x16"],
+     "--architectures: not read by lr, sweep; read by depth_width, implicit, regions"),
+    (cnn.SCRIPT, ["--question", "xgb", "scratch", "--weights", "none"],
+     "--weights: not read by xgb, scratch; read by linear_probe, sklearn_probe, finetune, summary, mistakes"),
+    (cnn.SCRIPT, ["--question", "sklearn_probe", "--seed", "1"],
+     "--seed: not read by sklearn_probe; read by scratch,"),
+])
+def test_a_flag_that_no_asked_question_reads_is_refused(tmp_path, capsys, script, flags, expected):
+    code, _, err = in_process(script, flags + ["--quick", "--out", tmp_path], capsys)
+    assert one_line_error(code, err, expected), err
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("script", [mlp.SCRIPT, cnn.SCRIPT])
+def test_every_setting_is_read_by_a_question_and_each_question_takes_the_flags_it_reads(script):
+    for setting in runner.SHARED_SETTINGS + script.settings:
+        assert runner.readers(script, setting.key), setting.key
+    if script is mlp.SCRIPT:  # a question takes the flags of what it reads: regions trains depth_width
+        assert "regions" in runner.readers(script, "seeds")
+        assert "seeds" not in question_records(script)["regions"].protocol
+        flags = ["--lrs", "0.5", "--larger-lr", "0.3"]  # several questions: each takes the flags it reads
+        args = runner.parse_args(script, ["--question", "lr", "batchnorm", *flags])
+        settings = {name: runner.resolve_settings(script, question_records(script)[name], args)
+                    for name in args.question}
+        assert settings["lr"]["lrs"] == [0.5] and settings["batchnorm"]["larger_lr"] == 0.3
+        assert "larger_lr" not in settings["lr"] and "lrs" not in settings["batchnorm"]
+
+
+def test_each_run_says_what_it_wrote_and_prints_its_answers_wrapped(tmp_path, capsys, monkeypatch):
+    """A run names the files it wrote and no other: a cached rerun and --replot rewrite the .md and figures,
+    not the .json."""
+    monkeypatch.setenv("COLUMNS", "70")  # the width the answers are wrapped to
+    argv = ["--question", "gradients", "--quick", "--quiet", "--seeds", 1, "--out", tmp_path]
+    out = tmp_path / "mlp"
+    json_path, md, png = (f"{out / 'gradients'}.{suffix}" for suffix in ("json", "md", "png"))
+    code, stdout, err = in_process(mlp.SCRIPT, argv, capsys)
+    assert code == 0, err
+    assert stdout.splitlines()[-1] == f"gradients: saved {json_path}; wrote {md}, {png}"
+    answers = stdout.splitlines()[stdout.splitlines().index("") + 2:-1]  # after the --quick line
+    report = questions.gradients.QUESTION.report(runner.read_result(json_path))
+    assert answers == runner.terminal_lines(report, 70) and answers[0].startswith("6.2.1-5: ")
+    assert len(answers) > 5 and all(len(line) <= 70 for line in answers)
+    saved = os.stat(json_path).st_mtime_ns
+    for extra in ([], ["--replot"]):
+        code, stdout, err = in_process(mlp.SCRIPT, argv + extra, capsys)
+        assert code == 0, err
+        assert stdout.splitlines()[-1] == f"gradients: reused {json_path}; wrote {md}, {png}"
+    assert os.stat(json_path).st_mtime_ns == saved
+
+
+def test_replot_of_several_questions_draws_every_one_it_can(tmp_path, capsys):
+    """--replot of several questions goes on past one without a saved result, and exits 1 naming those it
+    could not draw; of one question, that is a one-line error."""
+    argv = ["--question", "gradients", "--quick", "--quiet", "--seeds", 1, "--out", tmp_path]
+    assert in_process(mlp.SCRIPT, argv, capsys)[0] == 0
+    md = tmp_path / "mlp" / "gradients.md"
+    md.unlink()
+    code, _, err = in_process(mlp.SCRIPT, ["--question", "all", "--replot", "--out", tmp_path], capsys)
+    others = [q.name for q in mlp.QUESTIONS if q.name != "gradients"]
+    assert code == 1 and err.splitlines()[-1] == f"not drawn: {', '.join(others)}", err
+    assert md.is_file() and sorted(os.listdir(md.parent)) == ["gradients.json", "gradients.md", "gradients.png"]
+    code, _, err = in_process(mlp.SCRIPT, ["--question", "lr", "--replot", "--out", tmp_path], capsys)
+    assert one_line_error(code, err, "lr.json: no saved result; run the question without --replot first"), err
+
+
+def test_terminal_answers_are_a_bullet_per_sentence_wrapped_to_the_width():
+    sentences = ["A sentence of twelve words that goes on a little longer than this.", "",
+                 "Then lr 1e-05 stays at 1e-05, and a-hyphenated-word-longer-than-any-line-of-thirty."]
+    report = common.Report([], {}, ["A finding."], [common.Answer("6.1.2-1", "What does it do?", sentences)])
+    lines = runner.terminal_lines(report, 30)
+    assert lines[0] == "6.1.2-1: What does it do?" and lines[-2:] == ["Findings", "  - A finding."]
+    bullets = " ".join(lines[1:-2]).split("  - ")[1:]
+    assert [" ".join(bullet.split()) for bullet in bullets] == [s for s in sentences if s]
+    assert all(len(line) <= 30 or " " not in line.strip() for line in lines)  # a word is never cut
+
+
+def test_a_data_file_given_for_the_data_folder_names_the_folder(tmp_path, capsys):
+    folder = write_csv_dir(tmp_path / "data")
+    for script, extra in ((mlp.SCRIPT, []), (cnn.SCRIPT, ["--cache-dir", tmp_path / "cache"])):
+        argv = ["--question", script.questions[0].name, "--quick", "--data-dir", f"{folder}/train.csv",
+                "--out", tmp_path / "out", *extra]
+        code, _, err = in_process(script, argv, capsys)
+        expected = (f"{folder}/train.csv: is a file; --data-dir wants the folder that holds "
+                    f"{script.data_holds} ({folder}/)")
+        assert one_line_error(code, err, expected), err
+    assert sorted(os.listdir(tmp_path)) == ["data"]
 
 
 def test_lanes_keep_readers_with_what_they_read_and_balance_the_time():

@@ -7,7 +7,8 @@ from matplotlib.lines import Line2D
 from common import PALETTE, Answer, Report, markdown_table, mean_std, plt, render
 from plots import SEED_STYLES, finish, plot_mean_band
 from runner import Question
-from section6 import SKELETON, arch_of, class_prior_entropy, dead_relu_fraction, lr_runs, train_group
+from section6 import (SKELETON_WITHOUT_LR, arch_of, class_prior_entropy, dead_relu_fraction, lr_runs,
+                      train_group)
 from stats import (DEAD_MARGIN, as_array, best, epochs_axis, final, finals, group_by, listed, loss_trend,
                    paired, status_text)
 
@@ -231,6 +232,7 @@ def report_lr(result):
 
 QUESTION = Question(
     "lr", "6.1.2-1", "Learning rate",
-    dict(SKELETON, batch_size=256, batch_norm=False, lrs=[1, 0.2, 0.01, 0.001, 0.0005, 0.00001], epochs=50),
+    dict(SKELETON_WITHOUT_LR, batch_size=256, batch_norm=False, lrs=[1, 0.2, 0.01, 0.001, 0.0005, 0.00001],
+         epochs=50),
     train_lr,
     report_lr)

@@ -6,7 +6,7 @@ import numpy as np
 from common import Answer, Report, markdown_table, mean_std, plt, render
 from plots import finish
 from runner import Question
-from section6 import SKELETON, arch_of, lr_runs, train_group
+from section6 import SKELETON_WITHOUT_LR, arch_of, lr_runs, train_group
 from stats import as_array, falls_with, final, listed, paired
 
 
@@ -115,5 +115,5 @@ def report_sweep(result):
 
 
 QUESTION = Question("sweep", "", "Learning rate by batch size (beyond the report)",
-                    dict(SKELETON, batch_norm=False, lrs=[1, 0.3, 0.1, 0.03, 0.01, 0.003],
+                    dict(SKELETON_WITHOUT_LR, batch_norm=False, lrs=[1, 0.3, 0.1, 0.03, 0.01, 0.003],
                          batch_sizes=[32, 128, 512, 2048], epochs=10), train_sweep, report_sweep)
