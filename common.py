@@ -1,5 +1,5 @@
-"""Shared by mlp.py and cnn.py and their reports: seeding, devices, atomic result files, the lockstep training
-loop with its gradient record, the table helpers. Importing it sets matplotlib's Agg backend, nothing else."""
+"""What mlp.py and cnn.py train with: seeding, devices, atomic result files, the lockstep training loop
+with its gradient record. Reports are made of plots.py and stats.py."""
 import copy
 import hashlib
 import json
@@ -11,18 +11,12 @@ import re
 import tempfile
 import time
 import warnings
-from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
-
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -463,75 +457,3 @@ def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_s
                        for name, t in {**params, **buffers}.items()})
     return results, states
 
-
-# ----------------------------------------------------------------------------- what a report is made of
-
-class Answer(NamedTuple):
-    """The reply to one question of the exercise: its number there (6.1.2-1), what it asks, and the reply,
-    every sentence of which a renderer wrote from a finding's case and numbers."""
-    item: str
-    asked: str
-    sentences: list
-
-
-class Report(NamedTuple):
-    body: list  # markdown blocks (tables, notes), in order
-    figures: dict  # file name -> (matplotlib figure, a one-line caption: what to look at)
-    findings: list  # sentences; every one that says more than a number is rendered from a tested finding
-    answers: list = []  # Answers, shown first
-
-
-PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#882255"]  # Okabe
-#   and Ito's colours for categories, told apart by most eyes, colour-blind ones included (their yellow left
-#   out: too pale on white), then Tol's wine
-
-
-def markdown_table(header, rows):
-    lines = ["| " + " | ".join(str(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def seed_std(values):
-    """The sample standard deviation (ddof=1) over seeds, the one convention of every report; 0 for one."""
-    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-
-
-def mean_std(values, digits=3):
-    """'mean +- std' over seeds (seed_std); None values (diverged runs) are left out and counted."""
-    finite = [v for v in values if v is not None]
-    if not finite:
-        return "diverged"
-    text = f"{np.mean(finite):.{digits}f}"
-    if len(finite) > 1:
-        text += f" ± {seed_std(finite):.{digits}f}"
-    if len(finite) < len(values):
-        text += f" ({len(values) - len(finite)} diverged)"
-    return text
-
-
-def show_value(value):
-    """A setting as --help and the reports show it."""
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, list):
-        return " ".join(show_value(v) for v in value)
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def borders(grid):
-    """The cells of a 2-D grid of ids whose right or upper neighbour holds another id: a map's borders."""
-    border = np.zeros(grid.shape, bool)
-    border[:, :-1] |= grid[:, :-1] != grid[:, 1:]
-    border[:-1, :] |= grid[:-1, :] != grid[1:, :]
-    return border
-
-
-def render(templates, finding):
-    """A finding as words: the template of its case, a format string filled with the finding's numbers, a
-    function of the finding, or None for a case that says nothing. Findings decide cases from the numbers;
-    only templates hold wording."""
-    template = templates[finding["case"]]
-    if template is None:
-        return None
-    return template(finding) if callable(template) else template.format(**finding)

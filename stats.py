@@ -1,11 +1,10 @@
-"""Reading Section 6 runs, as several questions' findings do: final values, means over seeds, the paired
-t-test that tells a difference from the seeds' noise, the loss trend; and the thresholds they share.
+"""Reading runs, as several questions' findings do: means and spreads over seeds (mean_std, as every report
+shows them), final values, the paired t-test that tells a difference from the seeds' noise, the loss trend;
+and the thresholds they share.
 """
 import math
 
 import numpy as np
-
-from common import mean_std, seed_std
 
 # Every number that decides a case, and why it has its value.
 TREND_TOLERANCE = 0.005  # relative change of the validation loss between the last two tenths of the epochs
@@ -17,6 +16,24 @@ OVERFIT_GAP = 0.03  # accuracy: train (eval mode) above validation, or validatio
 #   times GAP_TOLERANCE is a real gap
 TIE_FLOOR = 0.005  # accuracy: a paired difference under this is a tie even when the seeds agree closely
 T_95 = {2: 12.71, 3: 4.30, 4: 3.18, 5: 2.78, 6: 2.57, 7: 2.45, 8: 2.36, 9: 2.31, 10: 2.26}  # t, n - 1 df
+
+
+def seed_std(values):
+    """The sample standard deviation (ddof=1) over seeds, the one convention of every report; 0 for one."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def mean_std(values, digits=3):
+    """'mean +- std' over seeds (seed_std); None values (diverged runs) are left out and counted."""
+    finite = [v for v in values if v is not None]
+    if not finite:
+        return "diverged"
+    text = f"{np.mean(finite):.{digits}f}"
+    if len(finite) > 1:
+        text += f" ± {seed_std(finite):.{digits}f}"
+    if len(finite) < len(values):
+        text += f" ({len(values) - len(finite)} diverged)"
+    return text
 
 
 def as_array(values):
