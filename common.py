@@ -1,5 +1,4 @@
-"""What mlp.py and cnn.py train with: seeding, devices, atomic result files, the lockstep training loop
-with its gradient record. Reports are made of plots.py and stats.py."""
+"""What mlp.py and cnn.py train with: seeds, devices, atomic result files and the lockstep training loop."""
 import copy
 import hashlib
 import json
@@ -42,9 +41,7 @@ def pick_device(name):
     cuda = name == "cuda" or (name == "auto" and torch.cuda.is_available())
     device = torch.device("cuda" if cuda else "cpu")
     if cuda:
-        # PyTorch's reproducibility notes: deterministic cuBLAS workspace and cuDNN algorithms, a warning for
-        # any op without a deterministic kernel; and convolutions in full float32 like the CPU (cuDNN's TF32
-        # is on by default on Ampere and later GPUs; --amp is the fast path).
+        # PyTorch's reproducibility notes; convolutions in float32 as on the CPU, not TF32 (--amp is fast)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
@@ -107,9 +104,8 @@ def writer_alive(pid):
 
 
 def remove_stale_temporaries(folder):
-    """Remove the temporary files of write_atomic that a killed run left in folder (kill -9 skips its
-    cleanup); the files of writers still running (a parallel lane) are left alone. Returns the names removed.
-    """
+    """Remove the temporaries that a killed write_atomic left (kill -9 skips its cleanup), not those of a
+    writer still running (a parallel lane). Returns the names removed."""
     removed = []
     for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
         match = re.fullmatch(r"\..+?(?:\.(\d+))?\.\w+\.tmp", name)
@@ -132,8 +128,7 @@ def save_json(path, obj):
 
 
 def rounded(obj, digits=9):
-    """obj with every float rounded to `digits` significant digits: 9 keep every float32 number (all that
-    training measures) exactly as a float32, in a JSON text 40% shorter than float64's 17 digits."""
+    """obj with every float rounded to `digits` significant digits: 9 keep a float32 exact, in less text."""
     if isinstance(obj, float):
         return float(f"{obj:.{digits}g}")
     if isinstance(obj, dict):
@@ -156,8 +151,7 @@ def save_arrays(path, arrays):
 
 
 def shown_path(path):
-    """A path as the reports show it: relative to the project when inside it, else its last part only, so that
-    results/ reads the same on every machine and names no folder of the machine that made it."""
+    """A path as the reports show it: relative to the project, else its last part (naming no local folder)."""
     relative = os.path.relpath(os.path.abspath(path), HERE)
     if relative.startswith(".."):
         return f"{os.path.basename(os.path.normpath(path))}/ (outside the project)"
@@ -177,8 +171,7 @@ def linear_weight_names(model):
 
 
 def same_shape_groups(tensors, indices):
-    """indices into tensors grouped by their tensor's shape: [(columns, group's indices)], columns being the
-    group's positions in indices."""
+    """indices grouped by their tensor's shape: [(the group's positions in indices, its indices)]."""
     groups = {}
     for column, i in enumerate(indices):
         columns, members = groups.setdefault(tensors[i].shape, ([], []))
@@ -189,8 +182,7 @@ def same_shape_groups(tensors, indices):
 
 def grad_sq_norms(grads, linear_groups):
     """The gradient hook: ||grad of weight||_2^2 for each Linear layer, per stacked model -> [K, L].
-    linear_groups: same_shape_groups(grads, the Linear weights' indices), so that layers of one shape are
-    squared and summed together (3 groups of calls for a depth-100 net, not 100)."""
+    linear_groups: same_shape_groups of the Linear weights, so that layers of one shape are summed at once."""
     first = grads[linear_groups[0][1][0]]
     norms = first.new_empty(len(first), sum(len(columns) for columns, _ in linear_groups))
     for columns, indices in linear_groups:
@@ -211,8 +203,7 @@ def padded(tensor, shape):
 
 
 class StackedLinear(nn.Module):
-    """K nn.Linear layers called at once: weight [K, out, in] and bias [K, out, 1] (bound by stacked_module),
-    feature-major x [K, in, B] -> [K, out, B]."""
+    """K nn.Linear layers at once: weight [K, out, in], bias [K, out, 1]; x [K, in, B] -> [K, out, B]."""
 
     @staticmethod
     def held(name, tensor):
@@ -224,11 +215,9 @@ class StackedLinear(nn.Module):
 
 
 class StackedBatchNorm1d(nn.Module):
-    """K nn.BatchNorm1d layers of `width` features called at once, as one batch norm over K * width features
-    (each feature's statistics are its own, so each model's are too): feature-major x [K, width, B], whose
-    every row is one feature's batch, as F.batch_norm reads a [1, K * width, B] tensor without a copy; weight,
-    bias, running_mean and running_var [K * width], num_batches_tracked [K] (bound by stacked_module). Under
-    vmap a batch norm costs about 3x this on a CPU."""
+    """K nn.BatchNorm1d layers called at once, as one batch norm over K * width features (each feature's
+    statistics its own, so each model's too) that reads feature-major x [K, width, B] without a copy; tensors
+    [K * width], num_batches_tracked [K] (bound by stacked_module)."""
 
     def __init__(self, norm):
         super().__init__()
@@ -242,7 +231,7 @@ class StackedBatchNorm1d(nn.Module):
         return tensor if name == "num_batches_tracked" else tensor.view(-1)
 
     def forward(self, x):
-        if not self.training:  # an affine map: ~9x faster on a CPU than F.batch_norm's eval path
+        if not self.training:  # an affine map: far faster on a CPU than F.batch_norm's eval path
             scale = self.weight * torch.rsqrt(self.running_var + self.eps)
             shift = self.bias - self.running_mean * scale
             return torch.addcmul(shift.view(len(x), -1, 1), x, scale.view(len(x), -1, 1))
@@ -256,14 +245,11 @@ CONTAINERS = (nn.Sequential, nn.ModuleList)
 
 
 def stacked_module(model, tensors):
-    """K copies of model called at once, feature-major: x [K, features, B] (model k's batch as the columns of
-    x[k]) -> [K, classes, B]. A copy of model whose every nn.Linear and nn.BatchNorm1d is its stacked form,
-    holding tensors ({name: the K models' tensors stacked} for every entry of model's state_dict; each held
-    as a view in the shape its layer calls it in, so that training held_tensor(module, name) trains
-    tensors[name]). model's own forward must combine its submodules' outputs elementwise (as MLP's skips do).
-    The same function as vmap(functional_call(model)) with the tensors, with fewer and cheaper calls per step.
-    Feature-major, because then neither a Linear's weight nor a batch norm's input needs a transpose or a
-    copy: a step took 0.6-0.7x the time of a batch-major one ([K, B, features]) on a CPU (BENCHMARKS.md)."""
+    """K copies of model called at once, as vmap(functional_call(model)) would, in fewer and cheaper calls:
+    each Linear and BatchNorm1d becomes its stacked form, holding tensors ({state_dict name: the K models'
+    tensors stacked}) as views, so that training held_tensor(stacked, name) trains tensors[name].
+    Feature-major (no Linear weight or batch-norm input is transposed): x [K, features, B] (model k's batch as
+    x[k]'s columns) -> [K, classes, B]. model's forward must combine its submodules' outputs elementwise."""
     stacked = copy.deepcopy(model).to("meta")
     for parent in list(stacked.modules()):
         for name, child in parent.named_children():
@@ -277,7 +263,7 @@ def stacked_module(model, tensors):
     for name, tensor in tensors.items():
         module_name, _, attribute = name.rpartition(".")
         module = stacked.get_submodule(module_name)
-        module._parameters.pop(attribute, None)  # a parameter held directly (a ParameterList's gain) becomes
+        module._parameters.pop(attribute, None)  # a parameter held directly (a ParameterList's gain) goes
         setattr(module, attribute, module.held(attribute, tensor) if hasattr(module, "held") else tensor)
     return stacked
 
