@@ -1,5 +1,4 @@
-"""Shared by mlp.py and cnn.py and their reports: seeding, devices, atomic result files, the lockstep training
-loop with its gradient record, the table helpers. Importing it sets matplotlib's Agg backend, nothing else."""
+"""What mlp.py and cnn.py train with: seeds, devices, atomic result files and the lockstep training loop."""
 import copy
 import hashlib
 import json
@@ -11,18 +10,12 @@ import re
 import tempfile
 import time
 import warnings
-from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
-
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -48,9 +41,7 @@ def pick_device(name):
     cuda = name == "cuda" or (name == "auto" and torch.cuda.is_available())
     device = torch.device("cuda" if cuda else "cpu")
     if cuda:
-        # PyTorch's reproducibility notes: deterministic cuBLAS workspace and cuDNN algorithms, a warning for
-        # any op without a deterministic kernel; and convolutions in full float32 like the CPU (cuDNN's TF32
-        # is on by default on Ampere and later GPUs; --amp is the fast path).
+        # PyTorch's reproducibility notes; convolutions in float32 as on the CPU, not TF32 (--amp is fast)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
@@ -113,9 +104,8 @@ def writer_alive(pid):
 
 
 def remove_stale_temporaries(folder):
-    """Remove the temporary files of write_atomic that a killed run left in folder (kill -9 skips its
-    cleanup); the files of writers still running (a parallel lane) are left alone. Returns the names removed.
-    """
+    """Remove the temporaries that a killed write_atomic left (kill -9 skips its cleanup), not those of a
+    writer still running (a parallel lane). Returns the names removed."""
     removed = []
     for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
         match = re.fullmatch(r"\..+?(?:\.(\d+))?\.\w+\.tmp", name)
@@ -138,8 +128,7 @@ def save_json(path, obj):
 
 
 def rounded(obj, digits=9):
-    """obj with every float rounded to `digits` significant digits: 9 keep every float32 number (all that
-    training measures) exactly as a float32, in a JSON text 40% shorter than float64's 17 digits."""
+    """obj with every float rounded to `digits` significant digits: 9 keep a float32 exact, in less text."""
     if isinstance(obj, float):
         return float(f"{obj:.{digits}g}")
     if isinstance(obj, dict):
@@ -162,8 +151,7 @@ def save_arrays(path, arrays):
 
 
 def shown_path(path):
-    """A path as the reports show it: relative to the project when inside it, else its last part only, so that
-    results/ reads the same on every machine and names no folder of the machine that made it."""
+    """A path as the reports show it: relative to the project, else its last part (naming no local folder)."""
     relative = os.path.relpath(os.path.abspath(path), HERE)
     if relative.startswith(".."):
         return f"{os.path.basename(os.path.normpath(path))}/ (outside the project)"
@@ -177,14 +165,8 @@ def finite_or_none(value):
 
 # ----------------------------------------------------------------------------- lockstep training
 
-def linear_weight_names(model):
-    """Names of every nn.Linear weight, in module order (layer 0 first)."""
-    return [f"{name}.weight" for name, module in model.named_modules() if isinstance(module, nn.Linear)]
-
-
 def same_shape_groups(tensors, indices):
-    """indices into tensors grouped by their tensor's shape: [(columns, group's indices)], columns being the
-    group's positions in indices."""
+    """indices grouped by their tensor's shape: [(the group's positions in indices, its indices)]."""
     groups = {}
     for column, i in enumerate(indices):
         columns, members = groups.setdefault(tensors[i].shape, ([], []))
@@ -195,8 +177,7 @@ def same_shape_groups(tensors, indices):
 
 def grad_sq_norms(grads, linear_groups):
     """The gradient hook: ||grad of weight||_2^2 for each Linear layer, per stacked model -> [K, L].
-    linear_groups: same_shape_groups(grads, the Linear weights' indices), so that layers of one shape are
-    squared and summed together (3 groups of calls for a depth-100 net, not 100)."""
+    linear_groups: same_shape_groups of the Linear weights, so that layers of one shape are summed at once."""
     first = grads[linear_groups[0][1][0]]
     norms = first.new_empty(len(first), sum(len(columns) for columns, _ in linear_groups))
     for columns, indices in linear_groups:
@@ -217,8 +198,7 @@ def padded(tensor, shape):
 
 
 class StackedLinear(nn.Module):
-    """K nn.Linear layers called at once: weight [K, out, in] and bias [K, out, 1] (bound by stacked_module),
-    feature-major x [K, in, B] -> [K, out, B]."""
+    """K nn.Linear layers at once: weight [K, out, in], bias [K, out, 1]; x [K, in, B] -> [K, out, B]."""
 
     @staticmethod
     def held(name, tensor):
@@ -230,11 +210,9 @@ class StackedLinear(nn.Module):
 
 
 class StackedBatchNorm1d(nn.Module):
-    """K nn.BatchNorm1d layers of `width` features called at once, as one batch norm over K * width features
-    (each feature's statistics are its own, so each model's are too): feature-major x [K, width, B], whose
-    every row is one feature's batch, as F.batch_norm reads a [1, K * width, B] tensor without a copy; weight,
-    bias, running_mean and running_var [K * width], num_batches_tracked [K] (bound by stacked_module). Under
-    vmap a batch norm costs about 3x this on a CPU."""
+    """K nn.BatchNorm1d layers called at once, as one batch norm over K * width features (each feature's
+    statistics its own, so each model's too) that reads feature-major x [K, width, B] without a copy; tensors
+    [K * width], num_batches_tracked [K] (bound by stacked_module)."""
 
     def __init__(self, norm):
         super().__init__()
@@ -248,7 +226,7 @@ class StackedBatchNorm1d(nn.Module):
         return tensor if name == "num_batches_tracked" else tensor.view(-1)
 
     def forward(self, x):
-        if not self.training:  # an affine map: ~9x faster on a CPU than F.batch_norm's eval path
+        if not self.training:  # an affine map: far faster on a CPU than F.batch_norm's eval path
             scale = self.weight * torch.rsqrt(self.running_var + self.eps)
             shift = self.bias - self.running_mean * scale
             return torch.addcmul(shift.view(len(x), -1, 1), x, scale.view(len(x), -1, 1))
@@ -262,14 +240,11 @@ CONTAINERS = (nn.Sequential, nn.ModuleList)
 
 
 def stacked_module(model, tensors):
-    """K copies of model called at once, feature-major: x [K, features, B] (model k's batch as the columns of
-    x[k]) -> [K, classes, B]. A copy of model whose every nn.Linear and nn.BatchNorm1d is its stacked form,
-    holding tensors ({name: the K models' tensors stacked} for every entry of model's state_dict; each held
-    as a view in the shape its layer calls it in, so that training held_tensor(module, name) trains
-    tensors[name]). model's own forward must combine its submodules' outputs elementwise (as MLP's skips do).
-    The same function as vmap(functional_call(model)) with the tensors, with fewer and cheaper calls per step.
-    Feature-major, because then neither a Linear's weight nor a batch norm's input needs a transpose or a
-    copy: a step took 0.6-0.7x the time of a batch-major one ([K, B, features]) on a CPU (BENCHMARKS.md)."""
+    """K copies of model called at once, as vmap(functional_call(model)) would, in fewer and cheaper calls:
+    each Linear and BatchNorm1d becomes its stacked form, holding tensors ({state_dict name: the K models'
+    tensors stacked}) as views, so that training held_tensor(stacked, name) trains tensors[name].
+    Feature-major (no Linear weight or batch-norm input is transposed): x [K, features, B] (model k's batch as
+    x[k]'s columns) -> [K, classes, B]. model's forward must combine its submodules' outputs elementwise."""
     stacked = copy.deepcopy(model).to("meta")
     for parent in list(stacked.modules()):
         for name, child in parent.named_children():
@@ -283,7 +258,7 @@ def stacked_module(model, tensors):
     for name, tensor in tensors.items():
         module_name, _, attribute = name.rpartition(".")
         module = stacked.get_submodule(module_name)
-        module._parameters.pop(attribute, None)  # a parameter held directly (a ParameterList's gain) becomes
+        module._parameters.pop(attribute, None)  # a parameter held directly (a ParameterList's gain) goes
         setattr(module, attribute, module.held(attribute, tensor) if hasattr(module, "held") else tensor)
     return stacked
 
@@ -294,91 +269,141 @@ def held_tensor(stacked, name):
     return getattr(stacked.get_submodule(module_name), attribute)
 
 
-def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_steps=False,
-                   record_grads=False, eval_train=False, epoch_measure=None, quiet=False, desc="train",
-                   start=None):
-    """Train one model per entry of runs (each a dict with 'seed' and 'lr') in lockstep, with plain SGD and
-    cross-entropy, on data = {'train'|'val'|'test': (X, y)} tensors on device; X is [N, features], the same
-    inputs for every model, or [K, N, features], each model its own (the same rows, featurized its way).
+class Lockstep:
+    """K models stacked to train as one: model k is build_model(run_k) right after seed_everything(seed_k),
+    loaded from start_states[k] if given. A narrower model fills the leading corner of the widest's tensors,
+    the rest zero and never updated: it trains as if alone where a unit of zero weights and bias outputs 0."""
 
-    Model k is build_model(run_k), built right after seed_everything(seed_k); it has its own learning rate and
-    its own shuffling order (a generator seeded with seed_k), so its numbers do not depend on the other models
-    it trains beside. The K models' tensors are stacked and called at once through stacked_module; the summed
-    loss gives every model exactly its own gradient.
+    def __init__(self, build_model, runs, device, start_states=None):
+        models = []
+        for k, run in enumerate(runs):
+            seed_everything(run["seed"])
+            models.append(build_model(run))
+            if start_states is not None:
+                models[-1].load_state_dict(start_states[k])
+            models[-1].to(device)
+        states = [dict(model.state_dict(keep_vars=False)) for model in models]
+        widest = max(range(len(runs)), key=lambda k: sum(t.numel() for t in states[k].values()))
+        shapes = {name: t.shape for name, t in states[widest].items()}
+        for run, state in zip(runs, states):
+            if state.keys() != shapes.keys() or any(len(t.shape) != len(shapes[name]) or any(
+                    a > b for a, b in zip(t.shape, shapes[name])) for name, t in state.items()):
+                raise ValueError(f"run {run}: its tensors do not fit in the largest model's; cannot pad "
+                                 "it to train beside")
+        param_names = [name for name, _ in models[widest].named_parameters()]
+        params = {name: torch.stack([padded(state[name].detach(), shapes[name]) for state in states])
+                  for name in param_names}
+        buffers = {name: torch.stack([padded(state[name], shapes[name]) for state in states])
+                   for name in shapes if name not in params}
+        self.tensors = {**params, **buffers}  # the K models' tensors, padded to the widest's shape, stacked
+        self.stacked = stacked_module(models[widest], self.tensors)  # x [K, features, B]: a batch per model
+        # the leaves are the views the layers hold: a view taken in every call would cost a graph node a step
+        self.leaves = [held_tensor(self.stacked, name).requires_grad_() for name in param_names]
+        linear_index = [param_names.index(f"{name}.weight") for name, module in models[widest].named_modules()
+                        if isinstance(module, nn.Linear)]  # in module order: layer 0 first
+        self.linear_groups = same_shape_groups(self.leaves, linear_index)  # once, not per step
+        # minus each model's learning rate, in full shape for a fused update, zero where a model is padding
+        self.neg_lrs = [torch.stack([padded(torch.full(state[name].shape, -float(run["lr"]), device=device),
+                                            shapes[name]) for state, run in zip(states, runs)]).view_as(leaf)
+                        for name, leaf in zip(param_names, self.leaves)]
+        self.own_shapes = [{name: t.shape for name, t in state.items()} for state in states]
+        self.device = device
 
-    Models may differ in width: each tensor of a narrower model sits in the leading corner of the widest
-    model's tensor, the rest zero and never updated (its learning rate is zero there). That leaves a narrow
-    model's function, gradients and batch-norm statistics its own for nets whose units with zero incoming
-    weights, bias and batch-norm affine output zero (Linear, BatchNorm1d, ReLU and LeakyReLU nets); the
-    returned state is cropped back to its shape.
-
-    Returns (results, states): per run its history (per epoch: train_loss/train_acc averaged over the epoch's
-    batches in train mode; val_*, test_* and, with eval_train, train_eval_* over the whole split in eval
-    mode, a tie for the top logit counted as correct in every accuracy (eval_train='final': after the last
-    epoch only, None before, which spares a pass over the training set every epoch); with record_steps,
-    step_loss per optimizer step; with record_grads, grad_sq_norm: per epoch, the per-Linear-layer mean over
-    the epoch's steps of ||grad W||_2^2; with epoch_measure, a function of the stacked module in eval mode
-    returning {name: one row per model}, each name's value after every epoch), status 'ok' or 'diverged' with
-    diverged_epoch (1-based; later values are None), and its final state_dict on the CPU.
-
-    start=(states, done): train on, from each run's state_dict after `done` epochs of this same training (its
-    shuffling generator drawn past those epochs), through epoch `epochs`: the run goes on as if it had never
-    stopped (plain SGD keeps no other state); the histories hold the epochs after `done`."""
-    K = len(runs)
-    models = []
-    for k, run in enumerate(runs):
-        seed_everything(run["seed"])
-        models.append(build_model(run))
-        if start:
-            models[-1].load_state_dict(start[0][k])
-        models[-1].to(device)
-    states = [dict(model.state_dict(keep_vars=False)) for model in models]
-    widest = max(range(K), key=lambda k: sum(t.numel() for t in states[k].values()))
-    shapes = {name: t.shape for name, t in states[widest].items()}
-    for run, state in zip(runs, states):
-        if state.keys() != shapes.keys() or any(len(t.shape) != len(shapes[name]) or any(
-                a > b for a, b in zip(t.shape, shapes[name])) for name, t in state.items()):
-            raise ValueError(f"run {run}: its tensors do not fit in the largest model's; cannot pad it to "
-                             "train beside")
-    param_names = [name for name, _ in models[widest].named_parameters()]
-    params = {name: torch.stack([padded(state[name].detach(), shapes[name]) for state in states])
-              for name in param_names}
-    buffers = {name: torch.stack([padded(state[name], shapes[name]) for state in states])
-               for name in shapes if name not in params}
-    stacked = stacked_module(models[widest], {**params, **buffers})  # x [K, features, B]: a batch per model
-    # the leaves are the views the layers hold: a view taken in every call would cost a graph node a step
-    plist = [held_tensor(stacked, name).requires_grad_() for name in param_names]
-    linear_index = [param_names.index(name) for name in linear_weight_names(models[widest])]
-    linear_groups = same_shape_groups(plist, linear_index)  # once per group, not per step
-    # minus each model's learning rate, in full shape (a fused update on CUDA), zero where a model is padding
-    neg_lrs = [torch.stack([padded(torch.full(state[name].shape, -float(run["lr"]), device=device),
-                                   shapes[name]) for state, run in zip(states, runs)]).view_as(leaf)
-               for name, leaf in zip(param_names, plist)]
-    own_shapes = [{name: t.shape for name, t in state.items()} for state in states]
-    del models, states
-
-    def loss_and_hits(X, y):
-        """Each model's loss on each row of X [K, features, B] (labels y [K, B]), and whether it got the row
-        right (a tie for the top logit counts as right: amax is ~50x cheaper than argmax on a CPU)."""
-        log_probs = stacked(X).log_softmax(1)  # F.cross_entropy in two steps: log_probs serves accuracy too
+    def loss_and_hits(self, X, y):
+        """Each model's loss on each row of X [K, features, B] (labels y [K, B]) and whether it got the row
+        right (a tie for the top logit counts as right: amax is far cheaper than argmax on a CPU)."""
+        log_probs = self.stacked(X).log_softmax(1)  # F.cross_entropy in two steps: log_probs serves accuracy
         sample_loss = F.nll_loss(log_probs, y, reduction="none")
         return sample_loss, -sample_loss >= log_probs.amax(1)
 
     @torch.no_grad()
-    def evaluate(X, y, chunk=4096):
-        loss_sum = torch.zeros(K, device=device)
-        correct = torch.zeros(K, device=device)
-        for start in range(0, len(y), chunk):
-            xb, yb = X[..., start:start + chunk, :], y[start:start + chunk]
-            sample_loss, hit = loss_and_hits(xb.expand(K, *xb.shape[-2:]).mT, yb.expand(K, -1))  # same rows
+    def evaluate(self, X, y, chunk=4096):
+        """Each model's mean loss and accuracy [K] over all rows of X, [N, features] or [K, N, features]."""
+        K = len(self.own_shapes)
+        loss_sum = torch.zeros(K, device=self.device)
+        correct = torch.zeros(K, device=self.device)
+        for first in range(0, len(y), chunk):
+            xb, yb = X[..., first:first + chunk, :], y[first:first + chunk]
+            sample_loss, hit = self.loss_and_hits(xb.expand(K, *xb.shape[-2:]).mT, yb.expand(K, -1))
             loss_sum += sample_loss.sum(1)
             correct += hit.sum(1)
         return loss_sum / len(y), correct / len(y)
 
+    def sgd_step(self, X, y):
+        """One batch's forward, backward and SGD update of each model: mean losses [K], hits [K, B], grads."""
+        sample_loss, hit = self.loss_and_hits(X, y)
+        loss = sample_loss.mean(1)
+        grads = torch.autograd.grad(loss.sum(), self.leaves)  # the summed loss: each model its own gradient
+        with torch.no_grad():
+            torch._foreach_addcmul_(self.leaves, grads, self.neg_lrs)
+        return loss, hit, grads
+
+    def train_epoch(self, X, y, order, batch_size, steps, record_grads, bar):
+        """An epoch of sgd_steps, model k's rows in order[k]: step losses, accuracy [K], grad_sq_norms."""
+        K, device = len(order), self.device
+        rows = (torch.arange(K, device=device)[:, None], order) if X.dim() == 3 else (order,)
+        X_shuffled, y_shuffled = X[rows], y[order]  # [K, N, d], [K, N]
+        self.stacked.train()
+        step_loss = torch.empty(steps, K, device=device)
+        n_seen = min(steps * batch_size, len(y))
+        hits = torch.empty(K, n_seen, dtype=torch.bool, device=device)
+        n_linear = sum(len(columns) for columns, _ in self.linear_groups)
+        grad_record = torch.empty(steps, K, n_linear, device=device) if record_grads else None
+        for i in range(steps):
+            batch = slice(i * batch_size, (i + 1) * batch_size)
+            loss, hit, grads = self.sgd_step(X_shuffled[:, batch].mT, y_shuffled[:, batch])
+            with torch.no_grad():
+                step_loss[i] = loss
+                hits[:, batch] = hit
+                if record_grads:
+                    grad_record[i] = grad_sq_norms(grads, self.linear_groups)
+            bar.update()
+        return step_loss, hits.sum(1) / n_seen, grad_record
+
+
+def record_epoch(histories, diverged_epoch, epoch, epoch_values, step_loss, grad_record, record_steps):
+    """Add an epoch's values {key: [K]} to each history; None from diverged_epoch[k] (a loss not finite)."""
+    epoch_values = {key: value.tolist() for key, value in epoch_values.items()}
+    step_loss = step_loss.T.tolist()
+    grad_means = grad_record.mean(0).tolist() if grad_record is not None else None
+    for k, history in enumerate(histories):
+        finite = all(math.isfinite(v) for v in step_loss[k]) and math.isfinite(epoch_values["val_loss"][k])
+        if diverged_epoch[k] is None and not finite:
+            diverged_epoch[k] = epoch
+        alive = diverged_epoch[k] is None
+        for key, values in epoch_values.items():
+            value = values[k]
+            value = [finite_or_none(v) for v in value] if isinstance(value, list) else finite_or_none(value)
+            history.setdefault(key, []).append(value if alive else None)
+        if record_steps:
+            step_losses = [finite_or_none(float(f"{v:.4g}")) for v in step_loss[k]]
+            history.setdefault("step_loss", []).extend(step_losses)
+        if grad_means is not None:
+            history.setdefault("grad_sq_norm", []).append([finite_or_none(v) for v in grad_means[k]] if alive
+                                                          else None)
+
+
+def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_steps=False,
+                   record_grads=False, eval_train=False, epoch_measure=None, quiet=False, desc="train",
+                   start=None):
+    """Train one model per run (a dict with 'seed' and 'lr') in lockstep, with plain SGD and cross-entropy, on
+    data = {'train'|'val'|'test': (X, y)} tensors on device, X [N, features], shared, or [K, N, features], one
+    per model. Each model (of any width: Lockstep) has its own learning rate and shuffling (a generator seeded
+    with its seed): its numbers do not depend on the models beside it. Returns (results, states): per run its
+    history (per epoch: train_loss/train_acc over the epoch's batches in train mode; val_*, test_* and, with
+    eval_train, train_eval_* over the split in eval mode, with eval_train='final' after the last epoch only;
+    with record_steps, step_loss per step; with record_grads, grad_sq_norm, each Linear layer's ||grad W||_2^2
+    averaged over the epoch's steps; epoch_measure(stacked module, in eval mode) -> {name: one row per
+    model}), status 'ok' or 'diverged' with diverged_epoch (1-based; later values None), and its final
+    state_dict on the CPU. start=(states, done) trains on from `done` epochs of this training to `epochs` as
+    if it had never stopped (SGD keeps no state); the histories hold the epochs after `done`."""
+    K = len(runs)
+    lockstep = Lockstep(build_model, runs, device, start[0] if start else None)
     X_train, y_train = data["train"]
     n_train = len(y_train)
     steps = math.ceil(n_train / batch_size)
-    if n_train % batch_size == 1 and any(isinstance(m, StackedBatchNorm1d) for m in stacked.modules()):
+    batch_norm = any(isinstance(m, StackedBatchNorm1d) for m in lockstep.stacked.modules())
+    if n_train % batch_size == 1 and batch_norm:
         steps -= 1  # batch norm cannot train on a last batch of one sample; it is skipped each epoch
         warnings.warn(f"{n_train} training rows leave a last batch of 1 at batch size {batch_size}; "
                       "batch norm cannot use it, so it is skipped every epoch", stacklevel=2)
@@ -390,148 +415,36 @@ def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_s
     eval_splits = [("train", "train_eval")] * bool(eval_train) + [("val", "val"), ("test", "test")]
     histories = [{} for _ in runs]
     diverged_epoch = [None] * K
-
     start_time = time.perf_counter()
     bar = tqdm(total=(epochs - first_epoch + 1) * steps, desc=desc, unit="step", disable=quiet,
                mininterval=1.0, dynamic_ncols=True)
     for epoch in range(first_epoch, epochs + 1):
         order = torch.stack([torch.randperm(n_train, generator=g) for g in generators]).to(device)
-        rows = (torch.arange(K, device=device)[:, None], order) if X_train.dim() == 3 else (order,)
-        X_shuffled, y_shuffled = X_train[rows], y_train[order]  # [K, N, d], [K, N]
-        stacked.train()
-        step_loss = torch.empty(steps, K, device=device)
-        n_seen = min(steps * batch_size, n_train)
-        hits = torch.empty(K, n_seen, dtype=torch.bool, device=device)
-        grad_record = torch.empty(steps, K, len(linear_index), device=device) if record_grads else None
-        for i in range(steps):
-            batch = slice(i * batch_size, (i + 1) * batch_size)
-            sample_loss, hit = loss_and_hits(X_shuffled[:, batch].mT, y_shuffled[:, batch])
-            loss = sample_loss.mean(1)
-            grads = torch.autograd.grad(loss.sum(), plist)
-            with torch.no_grad():
-                torch._foreach_addcmul_(plist, grads, neg_lrs)
-                step_loss[i] = loss
-                hits[:, batch] = hit
-                if record_grads:
-                    grad_record[i] = grad_sq_norms(grads, linear_groups)
-            bar.update()
-        epoch_values = {"train_loss": step_loss.mean(0), "train_acc": hits.sum(1) / n_seen}
-        stacked.eval()
+        step_loss, train_acc, grad_record = lockstep.train_epoch(X_train, y_train, order, batch_size, steps,
+                                                                 record_grads, bar)
+        epoch_values = {"train_loss": step_loss.mean(0), "train_acc": train_acc}
+        lockstep.stacked.eval()
         for split, prefix in eval_splits:
             if split == "train" and eval_train == "final" and epoch < epochs:
                 epoch_values[f"{prefix}_loss"] = epoch_values[f"{prefix}_acc"] = torch.full((K,), math.nan)
                 continue
-            epoch_values[f"{prefix}_loss"], epoch_values[f"{prefix}_acc"] = evaluate(*data[split])
+            epoch_values[f"{prefix}_loss"], epoch_values[f"{prefix}_acc"] = lockstep.evaluate(*data[split])
         if epoch_measure:
             with torch.no_grad():
-                epoch_values.update(epoch_measure(stacked))
-        epoch_values = {key: value.tolist() for key, value in epoch_values.items()}
-        step_loss = step_loss.T.tolist()
-        grad_means = grad_record.mean(0).tolist() if record_grads else None
-        for k, h in enumerate(histories):
-            finite = (all(math.isfinite(v) for v in step_loss[k])
-                      and math.isfinite(epoch_values["val_loss"][k]))
-            if diverged_epoch[k] is None and not finite:
-                diverged_epoch[k] = epoch
-            alive = diverged_epoch[k] is None
-            for key, values in epoch_values.items():
-                value = values[k]
-                value = ([finite_or_none(v) for v in value] if isinstance(value, list)
-                         else finite_or_none(value))
-                h.setdefault(key, []).append(value if alive else None)
-            if record_steps:
-                h.setdefault("step_loss", []).extend(finite_or_none(float(f"{v:.4g}")) for v in step_loss[k])
-            if record_grads:
-                h.setdefault("grad_sq_norm", []).append([finite_or_none(v) for v in grad_means[k]] if alive
-                                                        else None)
+                epoch_values.update(epoch_measure(lockstep.stacked))
+        record_epoch(histories, diverged_epoch, epoch, epoch_values, step_loss, grad_record, record_steps)
         val_acc = [h["val_acc"][-1] for h in histories if h["val_acc"][-1] is not None]
         bar.set_postfix(epoch=epoch, val_acc=f"{np.mean(val_acc):.3f}" if val_acc else "nan")
         if all(d is not None for d in diverged_epoch):  # nothing left to train: fill the remaining epochs
-            for h in histories:
-                for key in h:
-                    h[key] += [None] * ((epochs - epoch) * (steps if key == "step_loss" else 1))
+            for history in histories:
+                for key in history:
+                    history[key] += [None] * ((epochs - epoch) * (steps if key == "step_loss" else 1))
             break
     bar.close()
     wall_s = time.perf_counter() - start_time
-
-    results, states = [], []
-    for k, run in enumerate(runs):
-        results.append({**run, "status": "ok" if diverged_epoch[k] is None else "diverged",
-                        "diverged_epoch": diverged_epoch[k], "steps_per_epoch": steps,
-                        "group_wall_s": round(wall_s, 3), "history": histories[k]})
-        states.append({name: t[k][corner(own_shapes[k][name])].detach().cpu().clone()
-                       for name, t in {**params, **buffers}.items()})
+    results = [{**run, "status": "ok" if diverged is None else "diverged", "diverged_epoch": diverged,
+                "steps_per_epoch": steps, "group_wall_s": round(wall_s, 3), "history": history}
+               for run, diverged, history in zip(runs, diverged_epoch, histories)]
+    states = [{name: tensor[k][corner(shapes[name])].detach().cpu().clone()
+               for name, tensor in lockstep.tensors.items()} for k, shapes in enumerate(lockstep.own_shapes)]
     return results, states
-
-
-# ----------------------------------------------------------------------------- what a report is made of
-
-class Answer(NamedTuple):
-    """The reply to one question of the exercise: its number there (6.1.2-1), what it asks, and the reply,
-    every sentence of which a renderer wrote from a finding's case and numbers."""
-    item: str
-    asked: str
-    sentences: list
-
-
-class Report(NamedTuple):
-    body: list  # markdown blocks (tables, notes), in order
-    figures: dict  # file name -> (matplotlib figure, a one-line caption: what to look at)
-    findings: list  # sentences; every one that says more than a number is rendered from a tested finding
-    answers: list = []  # Answers, shown first
-
-
-PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#882255"]  # Okabe
-#   and Ito's colours for categories, told apart by most eyes, colour-blind ones included (their yellow left
-#   out: too pale on white), then Tol's wine
-
-
-def markdown_table(header, rows):
-    lines = ["| " + " | ".join(str(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def seed_std(values):
-    """The sample standard deviation (ddof=1) over seeds, the one convention of every report; 0 for one."""
-    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-
-
-def mean_std(values, digits=3):
-    """'mean +- std' over seeds (seed_std); None values (diverged runs) are left out and counted."""
-    finite = [v for v in values if v is not None]
-    if not finite:
-        return "diverged"
-    text = f"{np.mean(finite):.{digits}f}"
-    if len(finite) > 1:
-        text += f" ± {seed_std(finite):.{digits}f}"
-    if len(finite) < len(values):
-        text += f" ({len(values) - len(finite)} diverged)"
-    return text
-
-
-def show_value(value):
-    """A setting as --help and the reports show it."""
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, list):
-        return " ".join(show_value(v) for v in value)
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def borders(grid):
-    """The cells of a 2-D grid of ids whose right or upper neighbour holds another id: a map's borders."""
-    border = np.zeros(grid.shape, bool)
-    border[:, :-1] |= grid[:, :-1] != grid[:, 1:]
-    border[:-1, :] |= grid[:-1, :] != grid[1:, :]
-    return border
-
-
-def render(templates, finding):
-    """A finding as words: the template of its case, a format string filled with the finding's numbers, a
-    function of the finding, or None for a case that says nothing. Findings decide cases from the numbers;
-    only templates hold wording."""
-    template = templates[finding["case"]]
-    if template is None:
-        return None
-    return template(finding) if callable(template) else template.format(**finding)

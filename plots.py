@@ -1,9 +1,66 @@
-"""Figure helpers that several Section 6 questions share: seed bands, axes, split curves, prediction maps."""
+"""What a report is made of (Answer, Report, tables, wording, the palette), and the figure helpers that
+several Section 6 questions share: seed bands, axes, split curves, prediction maps. Importing it sets
+matplotlib's Agg backend, nothing else."""
+from typing import NamedTuple
+
+import matplotlib
 import numpy as np
 from matplotlib.patheffects import withStroke
 
-from common import PALETTE, plt
 from stats import arch_label, as_array, epochs_axis, final
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+# ----------------------------------------------------------------------------- what a report is made of
+
+class Answer(NamedTuple):
+    """The reply to one question of the exercise: its number there (6.1.2-1), what it asks, and the reply,
+    every sentence of which a renderer wrote from a finding's case and numbers."""
+    item: str
+    asked: str
+    sentences: list
+
+
+class Report(NamedTuple):
+    body: list  # markdown blocks (tables, notes), in order
+    figures: dict  # file name -> (matplotlib figure, a one-line caption: what to look at)
+    findings: list  # sentences; every one that says more than a number is rendered from a tested finding
+    answers: list = []  # Answers, shown first
+
+
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#882255"]  # Okabe
+#   and Ito's colours for categories, told apart by most eyes, colour-blind ones included (their yellow left
+#   out: too pale on white), then Tol's wine
+
+
+def markdown_table(header, rows):
+    lines = ["| " + " | ".join(str(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def show_value(value):
+    """A setting as --help and the reports show it."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list):
+        return " ".join(show_value(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def render(templates, finding):
+    """A finding as words: the template of its case, a format string filled with the finding's numbers, a
+    function of the finding, or None for a case that says nothing. Findings decide cases from the numbers;
+    only templates hold wording."""
+    template = templates[finding["case"]]
+    if template is None:
+        return None
+    return template(finding) if callable(template) else template.format(**finding)
+
+
+# ----------------------------------------------------------------------------- figures
 
 SEED_STYLES = ["-", "--", ":", "-."]  # the seeds' lines where each seed is drawn
 

@@ -26,9 +26,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from common import (UserError, device_name, file_digest, library_versions, markdown_table, pick_device, plt,
+from common import (UserError, device_name, file_digest, library_versions, pick_device,
                     remove_stale_temporaries, rounded, save_arrays, save_json, save_text, save_torch,
-                    show_value, write_atomic)
+                    write_atomic)
+from plots import markdown_table, plt, show_value
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 QUICK_OUT = "results-quick"  # --quick's default folder: a quick run never writes where the study's are

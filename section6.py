@@ -223,6 +223,14 @@ def map_arrays(tag, run, state, data):
     return {f"grid_{tag}": grid, f"test_pred_{tag}": predict(data["test"][0].cpu()).numpy()}
 
 
+def borders(grid):
+    """The cells of a 2-D grid of ids whose right or upper neighbour holds another id: a map's borders."""
+    border = np.zeros(grid.shape, bool)
+    border[:, :-1] |= grid[:, :-1] != grid[:, 1:]
+    border[:-1, :] |= grid[:-1, :] != grid[1:, :]
+    return border
+
+
 def batch_major(model, X):
     """model's logits for the rows of X [N, features]: [N, classes]; for a stacked module and X [K, N,
     features], [K, N, classes] (a stacked module works feature-major: common.stacked_module)."""

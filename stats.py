@@ -1,12 +1,11 @@
-"""Reading Section 6 runs, as several questions' findings do: final values, means over seeds, the paired
-t-test that tells a difference from the seeds' noise, the loss trend; and the thresholds they share.
+"""Reading runs, as several questions' findings do: means and spreads over seeds (mean_std, as every report
+shows them), final values, the paired t-test that tells a difference from the seeds' noise, the loss trend;
+and the thresholds they share.
 """
 import math
 
 import numpy as np
 from scipy.stats import t as student_t
-
-from common import mean_std, seed_std
 
 # Every number that decides a case, and why it has its value.
 TREND_TOLERANCE = 0.005  # relative change of the validation loss between the last two tenths of the epochs
@@ -22,6 +21,24 @@ TIE_FLOOR = 0.005  # accuracy: a paired difference under this is a tie even when
 def t_95(n):
     """The two-sided 95% critical value of Student's t for the mean of n paired differences (n - 1 df)."""
     return float(student_t.ppf(0.975, n - 1))
+
+
+def seed_std(values):
+    """The sample standard deviation (ddof=1) over seeds, the one convention of every report; 0 for one."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def mean_std(values, digits=3):
+    """'mean +- std' over seeds (seed_std); None values (diverged runs) are left out and counted."""
+    finite = [v for v in values if v is not None]
+    if not finite:
+        return "diverged"
+    text = f"{np.mean(finite):.{digits}f}"
+    if len(finite) > 1:
+        text += f" ± {seed_std(finite):.{digits}f}"
+    if len(finite) < len(values):
+        text += f" ({len(values) - len(finite)} diverged)"
+    return text
 
 
 def as_array(values):

@@ -12,7 +12,9 @@ import numpy as np
 import cnn
 import mlp
 import runner
-from common import HERE, library_versions, markdown_table, mean_std, save_json, save_text
+from common import HERE, library_versions, save_json, save_text
+from plots import markdown_table
+from stats import mean_std
 
 COURSE_ROWS = {"train": 106_897, "val": 13_363, "test": 13_363}  # the course's CSVs, which the report used
 COURSE_REPORT = {  # the course report's numbers, as it gives them

@@ -40,8 +40,9 @@ import section6
 import section7
 import stats
 import study
-from common import UserError, render
+from common import UserError
 from data import build_realfake
+from plots import render
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -471,7 +472,7 @@ def test_prediction_map_colors_grid_by_argmax(tmp_path):
     data = {"meta": {"n_classes": 3, "extent": [-2.0, 2.0, -1.0, 1.0]}, "test": (X, torch.tensor([0, 1, 1])),
             "train": (X, torch.tensor([0, 1, 1]))}
     arrays = section6.map_arrays("t", run, model.state_dict(), data)
-    border = common.borders(arrays["grid_t"]).mean()
+    border = section6.borders(arrays["grid_t"]).mean()
     extent = section6.map_extent(data["meta"]["extent"])
     xs = np.linspace(extent[0], extent[1], section6.MAP_RESOLUTION)
     expected_row = np.where(xs > 0.5, 1, np.where(xs < -0.5, 0, 2))
@@ -480,7 +481,7 @@ def test_prediction_map_colors_grid_by_argmax(tmp_path):
     assert border == pytest.approx(2 / section6.MAP_RESOLUTION)  # two columns of cells sit left of a border
     result = {"arrays": {**arrays, **section6.test_points(data)}, "map_extent": extent,
               "data": {"class_names": ["a", "b", "c"]}}
-    fig, ax = common.plt.subplots()
+    fig, ax = plots.plt.subplots()
     drawn = plots.draw_map(ax, result, "t", run, "t")
     colors = plots.class_colors(3)
     assert np.allclose(ax.images[0].get_array(), colors[drawn]) and set(np.unique(drawn)) == {0, 1, 2}
@@ -489,7 +490,7 @@ def test_prediction_map_colors_grid_by_argmax(tmp_path):
     lab = plots.cielab(plots.class_colors(40))
     gaps = np.linalg.norm(lab[:, None] - lab[None], axis=-1)[np.triu_indices(40, 1)]
     assert gaps.min() > 20  # no two classes' colors near each other (a just noticeable difference is about 2.3)
-    common.plt.close(fig)
+    plots.plt.close(fig)
 
 
 def test_region_count_of_known_lines():
@@ -1510,7 +1511,7 @@ def test_committed_reports_are_a_pure_function_of_their_saved_files(tmp_path, fo
     """results/ holds a full run's output: --replot on a copy, with no data and no training, rewrites every
     question's .md byte for byte (a report edited without regenerating results/ fails here). The figures are
     built but not drawn: drawing them took three quarters of this test, and no byte of a .md depends on it."""
-    monkeypatch.setattr(runner, "save_figure", lambda fig, path: common.plt.close(fig))
+    monkeypatch.setattr(runner, "save_figure", lambda fig, path: plots.plt.close(fig))
     written = 0
     for script in (mlp.SCRIPT, cnn.SCRIPT):
         saved = os.path.join(HERE, folder, script.name)
@@ -2070,7 +2071,7 @@ def test_width_groups_pad_only_within_the_ratio():
 def test_borders_and_seed_helpers():
     grid = np.zeros((4, 4), int)
     grid[:, 2:] = 1  # one vertical border: the 4 cells left of it
-    assert common.borders(grid).mean() == 4 / 16 and common.borders(grid)[:, 1].all()
+    assert section6.borders(grid).mean() == 4 / 16 and section6.borders(grid)[:, 1].all()
     assert questions.lr.seeds_disagree([1.3, 1.4, 2.754]) and not questions.lr.seeds_disagree([1.3, 1.4, 1.5])
     assert questions.lr.seeds_disagree([1.3, None]) and not questions.lr.seeds_disagree([None, None])
     assert questions.gradients.layer_value_text([0.0, 0.0]) == "0" and questions.gradients.layer_value_text([1e-3, 3e-3]) == "2.00e-03"

@@ -6,7 +6,7 @@ import math
 import numpy as np
 from sklearn.metrics import roc_curve
 
-from common import PALETTE, Answer, Report, markdown_table, plt, render
+from plots import PALETTE, Answer, Report, markdown_table, plt, render
 
 # Every number that decides a case, and why it has its value.
 MIN_MARGIN = 0.05  # accuracies closer than this are the same on any test set: less is a handful of images

@@ -1,12 +1,12 @@
 """6.1.2-4 batch size: batch 1, 16, 128 and 1024: accuracy, iterations per epoch, the step losses' noise."""
 import numpy as np
 
-from common import PALETTE, Answer, Report, finite_or_none, markdown_table, mean_std, plt, render
-from plots import finish, plot_mean_band
+from common import finite_or_none
+from plots import PALETTE, Answer, Report, finish, markdown_table, plot_mean_band, plt, render
 from runner import Question
 from section6 import SKELETON, arch_of, seed_runs, train_group
-from stats import (OVERFIT_GAP, as_array, best, epochs_axis, falls_with, finals, group_by, mean_final, paired,
-                   status_text)
+from stats import (OVERFIT_GAP, as_array, best, epochs_axis, falls_with, finals, group_by, mean_final,
+                   mean_std, paired, status_text)
 
 NOISE_STEPS = 100  # the last step losses, whose spread measures how noisy a batch size's steps are
 

@@ -3,12 +3,12 @@ standardised inputs, both) that tell its parts apart.
 """
 import numpy as np
 
-from common import PALETTE, Answer, Report, markdown_table, mean_std, plt, render
-from plots import finish, plot_mean_band, plot_split_curves
+from plots import (PALETTE, Answer, Report, finish, markdown_table, plot_mean_band, plot_split_curves, plt,
+                   render)
 from questions.epochs import split_table, train_epochs
 from runner import Question
 from section6 import SKELETON, arch_of, seed_runs, train_group
-from stats import DEAD_MARGIN, GAP_TOLERANCE, epochs_axis, final, group_by, mean_final
+from stats import DEAD_MARGIN, GAP_TOLERANCE, epochs_axis, final, group_by, mean_final, mean_std
 
 BATCHNORM_CONTROLS = {  # control: (its inputs, the setting that is its lr); no batch norm, same net and seeds
     "larger_lr": ("raw", "larger_lr"),

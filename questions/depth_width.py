@@ -5,12 +5,12 @@ import math
 
 import numpy as np
 
-from common import PALETTE, Answer, Report, markdown_table, plt, render, seed_std
-from plots import draw_map, finish, map_figure, plot_mean_band, plot_split_curves
+from plots import (PALETTE, Answer, Report, draw_map, finish, map_figure, markdown_table, plot_mean_band,
+                   plot_split_curves, plt, render)
 from runner import Question
 from section6 import REPORT_62, arch_of, map_arrays, map_extent, seed_runs, test_points, train_group
 from stats import (GAP_TOLERANCE, OVERFIT_GAP, arch_label, as_array, epochs_axis, final, finals, loss_trend,
-                   mean_final, paired, status_text)
+                   mean_final, paired, seed_std, status_text)
 
 PAD_RATIO = 4  # widths up to 4x apart train in one padded lockstep group, wider ones apart. Measured on a
 #   2-core CPU at depth 6, 3 seeds a width: widths 8-64 in one group 173 s; 8-32 and 64 apart 118 s; each

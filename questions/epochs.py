@@ -5,13 +5,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common import Answer, Report, markdown_table, mean_std, plt, render, seed_everything
-from plots import SPLITS, finish, plot_mean_band, plot_split_curves
+from common import seed_everything
+from plots import (SPLITS, Answer, Report, finish, markdown_table, plot_mean_band, plot_split_curves, plt,
+                   render)
 from runner import Question
 from section6 import (SKELETON, arch_of, batch_major, build_model, class_prior_entropy, dead_relu_fraction,
                       load_model, relu_inputs, seed_runs, train_group)
 from stats import (GAP_TOLERANCE, TREND_TOLERANCE, as_array, best, epochs_axis, finals, loss_trend,
-                   mean_final, status_text)
+                   mean_final, mean_std, status_text)
 
 
 def output_summary(model, X):

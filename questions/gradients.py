@@ -4,7 +4,7 @@ exactly 0. Its gradient tables and panels serve residual too.
 import numpy as np
 from matplotlib.ticker import MaxNLocator, NullLocator
 
-from common import PALETTE, Answer, Report, markdown_table, plt, render
+from plots import PALETTE, Answer, Report, markdown_table, plt, render
 from runner import Question
 from section6 import GRADIENTS, arch_of, seed_runs, train_group
 from stats import arch_label, finals, status_text

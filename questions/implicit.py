@@ -5,11 +5,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common import Answer, Report, borders, markdown_table, render
-from plots import draw_map, map_figure
+from plots import Answer, Report, draw_map, map_figure, markdown_table, render
 from runner import Question
-from section6 import (MAP_RESOLUTION, REPORT_62, SIN_FREQUENCIES, arch_of, featurize, load_model, map_arrays,
-                      map_extent, seed_runs, test_points, train_group)
+from section6 import (MAP_RESOLUTION, REPORT_62, SIN_FREQUENCIES, arch_of, borders, featurize, load_model,
+                      map_arrays, map_extent, seed_runs, test_points, train_group)
 from stats import arch_label, final, finals, mean_final, paired, status_text
 
 NEAR_DATA_CELLS = 5  # a map cell is near the data within this many cells (Chebyshev) of a training point's

@@ -4,13 +4,12 @@ import math
 import numpy as np
 from matplotlib.lines import Line2D
 
-from common import PALETTE, Answer, Report, markdown_table, mean_std, plt, render
-from plots import SEED_STYLES, finish, plot_mean_band
+from plots import PALETTE, SEED_STYLES, Answer, Report, finish, markdown_table, plot_mean_band, plt, render
 from runner import Question
 from section6 import (SKELETON_WITHOUT_LR, arch_of, class_prior_entropy, dead_relu_fraction, lr_runs,
                       train_group)
 from stats import (DEAD_MARGIN, as_array, best, epochs_axis, final, finals, group_by, listed, loss_trend,
-                   paired, status_text)
+                   mean_std, paired, status_text)
 
 
 def train_lr(settings, data, reads, env):

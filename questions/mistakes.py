@@ -3,7 +3,7 @@ import os
 
 import numpy as np
 
-from common import Answer, Report, markdown_table, plt
+from plots import Answer, Report, markdown_table, plt
 from questions.baselines import model_name, not_run_reasons, sentences
 from questions.summary import train_summary
 from runner import Question

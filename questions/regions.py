@@ -4,11 +4,10 @@ from math import comb
 import numpy as np
 import torch
 
-from common import Report, borders, markdown_table, mean_std
-from plots import map_aspect, map_figure
+from plots import Report, map_aspect, map_figure, markdown_table
 from runner import Question
-from section6 import ARCH_KEYS, grid_points, load_model, relu_inputs
-from stats import arch_label, group_by
+from section6 import ARCH_KEYS, borders, grid_points, load_model, relu_inputs
+from stats import arch_label, group_by, mean_std
 
 
 def activation_regions(model, extent, resolution):

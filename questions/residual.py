@@ -5,12 +5,12 @@ import math
 
 import numpy as np
 
-from common import PALETTE, Answer, Report, markdown_table, plt, render, seed_std
+from plots import PALETTE, Answer, Report, markdown_table, plt, render
 from questions.gradients import (GRADIENT_LAYERS, ZERO_PANEL, dead_layer_finding, gradient_table, init_panels,
                                  layer_ranges, layer_series, lines_with_zero_row, seed_grads, zero_layers)
 from runner import Question
 from section6 import GRADIENTS, arch_of, seed_runs, train_group
-from stats import GAP_TOLERANCE, as_array, final
+from stats import GAP_TOLERANCE, as_array, final, seed_std
 
 RESIDUAL_FIXES = {  # fix: (how the report names it, what it changes in the plain net)
     "skip_post": ("skips x + ReLU(Linear(x))", dict(residual="post")),

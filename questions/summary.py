@@ -1,7 +1,7 @@
 """7.6-1 summary: the two best models of each baseline, the worst overall, every model ranked."""
 import math
 
-from common import PALETTE, Answer, Report, markdown_table, plt, show_value
+from plots import PALETTE, Answer, Report, markdown_table, plt, show_value
 from questions.baselines import (THRESHOLD, accuracy_text, baseline_findings, finish, lr_text, model_name,
                                  not_run_reasons, results_table, same_accuracy_margin, sentences, status_text,
                                  test_shares)

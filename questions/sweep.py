@@ -3,11 +3,10 @@ import math
 
 import numpy as np
 
-from common import Answer, Report, markdown_table, mean_std, plt, render
-from plots import finish
+from plots import Answer, Report, finish, markdown_table, plt, render
 from runner import Question
 from section6 import SKELETON_WITHOUT_LR, arch_of, lr_runs, train_group
-from stats import as_array, falls_with, final, listed, paired
+from stats import as_array, falls_with, final, listed, mean_std, paired
 
 
 def train_sweep(settings, data, reads, env):
