@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import common
 import mlp
+import section6
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -42,7 +43,7 @@ def reference_loop(data, n_classes, runs, epochs, batch_size):
     steps = 0
     for run in runs:
         common.seed_everything(run["seed"])
-        model = mlp.MLP(2, n_classes)
+        model = section6.MLP(2, n_classes)
         optimizer = torch.optim.SGD(model.parameters(), lr=run["lr"])
         for _ in range(epochs):
             model.train()
@@ -72,14 +73,14 @@ def model_steps(data, lrs, epochs, batch_size):
     meta, cpu = data["meta"], torch.device("cpu")
     warm_up = [{"seed": 0, "lr": 1e-3}]  # first calls pay for lazy initialisation; keep that out of the timings
     reference_loop(data, meta["n_classes"], warm_up, 1, batch_size)
-    common.train_lockstep(lambda run: mlp.MLP(2, meta["n_classes"]), warm_up, data, 1, batch_size, cpu, quiet=True)
+    common.train_lockstep(lambda run: section6.MLP(2, meta["n_classes"]), warm_up, data, 1, batch_size, cpu, quiet=True)
     print(f"{'models':>6} | {'reference model-steps/s':>24} | {'lockstep model-steps/s':>23} | ratio")
     for runs in ([{"seed": 42, "lr": 1e-3}], [{"seed": s, "lr": lr} for s in (42, 43, 44) for lr in lrs]):
         start = time.perf_counter()
         steps = reference_loop(data, meta["n_classes"], runs, epochs, batch_size)
         reference = steps / (time.perf_counter() - start)
         start = time.perf_counter()
-        results, _ = common.train_lockstep(lambda run: mlp.MLP(2, meta["n_classes"]), runs, data, epochs, batch_size,
+        results, _ = common.train_lockstep(lambda run: section6.MLP(2, meta["n_classes"]), runs, data, epochs, batch_size,
                                            cpu, quiet=True)
         lockstep = len(runs) * results[0]["steps_per_epoch"] * epochs / (time.perf_counter() - start)
         print(f"{len(runs):>6} | {reference:>24.0f} | {lockstep:>23.0f} | {lockstep / reference:.1f}x")
@@ -104,7 +105,7 @@ def lr_question_against_skeleton(data, data_dir, n_models, threads):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=mlp.DEFAULT_DATA, help="Section 6 CSV folder (default: embedded)")
+    parser.add_argument("--data-dir", default=section6.DEFAULT_DATA, help="Section 6 CSV folder (default: embedded)")
     parser.add_argument("--threads", type=int,
                         help="torch CPU threads for both sides (default: each side's own default; see above)")
     parser.add_argument("--model-steps", action="store_true",
@@ -114,7 +115,7 @@ def main():
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    data = mlp.read_data(args.data_dir, torch.device("cpu"))
+    data = section6.read_data(args.data_dir, torch.device("cpu"))
     protocol = next(q for q in mlp.QUESTIONS if q.name == "lr").protocol
     lrs = protocol["lrs"]
     print(f"torch {torch.__version__}, {os.cpu_count()} cores, {data['meta']['rows']['train']} training rows")
