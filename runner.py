@@ -1,16 +1,9 @@
-"""The command line of mlp.py and cnn.py: flags from the question records, the result cache, --list, --lanes,
---replot, and each question's .md.
-
-A question trains (mlp.py, cnn.py) into OUT/<script>/<question>.json, the arrays its figures draw into a
-.npz and the model states other questions read into a .pt; its report (in the same questions/ module) reads
-only those files.
+"""The command line of mlp.py and cnn.py: flags from the question records, each question trained or its saved
+result reused (cache.py), --list, --lanes, --replot, and each question's .md. A question's report (in its
+questions/ module) reads only its saved files.
 """
 import argparse
-import ast
 import difflib
-import glob
-import hashlib
-import inspect
 import io
 import json
 import os
@@ -26,9 +19,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from common import (UserError, device_name, file_digest, library_versions, pick_device,
-                    remove_stale_temporaries, rounded, save_arrays, save_json, save_text, save_torch,
-                    write_atomic)
+from cache import full_results, load_cached, read_result, read_saved, training_digest
+from common import (UserError, device_name, library_versions, pick_device, remove_stale_temporaries, rounded,
+                    save_arrays, save_json, save_text, save_torch, write_atomic)
 from plots import markdown_table, plt, show_value
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -251,102 +244,6 @@ def resolve_settings(script, question, args):
 
 # ----------------------------------------------------------------------------- saved results
 
-def definitions(module):
-    """name -> (source, the names it uses) of each top-level definition of module, and name -> module of
-    its `from M import name` imports of the project's own modules."""
-    source = inspect.getsource(module)
-    tree = ast.parse(source)
-    defined, imported = {}, {}
-    for node in tree.body:
-        if isinstance(node, ast.ImportFrom) and node.module and os.path.exists(
-                os.path.join(HERE, *node.module.split(".")) + ".py"):
-            imported.update({alias.asname or alias.name: (node.module, alias.name) for alias in node.names})
-        names = ([node.name] if isinstance(node, (ast.FunctionDef, ast.ClassDef)) else
-                 [t.id for t in node.targets if isinstance(t, ast.Name)] if isinstance(node, ast.Assign)
-                 else [])
-        used = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
-        defined.update({name: (ast.get_source_segment(source, node), used) for name in names})
-    return defined, imported
-
-
-def training_code(script, question):
-    """(module, name) -> source of the question's train function and of every definition it reaches,
-    transitively, in its own module and through `from ... import` in the project's others, but for the
-    script's shared training modules (script.shared_code), which count whole."""
-    shared = {os.path.splitext(file)[0] for file in script.shared_code}
-    sources, todo = {}, [(question.train.__module__, question.train.__name__)]
-    while todo:
-        module_name, name = todo.pop()
-        if (module_name, name) in sources or module_name in shared:
-            continue
-        defined, imported = definitions(sys.modules[module_name])
-        source, used = defined.get(name, ("", set()))
-        sources[module_name, name] = source
-        todo += [(module_name, n) for n in used if n in defined]
-        todo += [imported[n] for n in used if n in imported]
-    return sources
-
-
-def training_digest(script, question):
-    """sha256 of the code a question trains with: its training_code and the script's shared modules. In every
-    cache key, so that no result outlives the code that made it; a report function is not in it, so a report
-    edit redraws without retraining, and an edit of one question retrains it and what reads it, no other."""
-    code = file_digest([os.path.join(HERE, file) for file in script.shared_code])
-    for (module, name), source in sorted(training_code(script, question).items()):
-        code += f"\n{module}.{name}\n{source}"
-    return hashlib.sha256(code.encode()).hexdigest()[:16]
-
-
-def read_saved(file, result, key, advice):
-    """The arrays (.npz) or model states (.pt) saved beside result, read as plain numbers, so that a foreign
-    file cannot run code; they must come from the .json's config. A missing or unreadable file is a
-    UserError that ends with advice."""
-    try:
-        if key == "arrays":
-            with np.load(file, allow_pickle=False) as arrays:
-                saved = {"config": json.loads(str(arrays["config"])), "arrays": dict(arrays)}
-        else:
-            saved = torch.load(file, map_location="cpu", weights_only=True)
-        if saved["config"] != result["config"]:
-            raise ValueError("its config is not the .json's")
-    except FileNotFoundError:
-        raise UserError(f"{file}: missing; {advice}") from None
-    except Exception as e:  # a truncated or foreign file: numpy and torch raise several types
-        reason = (str(e).strip().splitlines() or [""])[0].split(". ")[0]
-        raise UserError(f"{file}: unreadable ({type(e).__name__}: {reason}); {advice}") from None
-    return saved[key]
-
-
-def read_result(path, advice="rerun the question with --force"):
-    """The saved result at path with its arrays (.npz); its model states (.pt) are read only when a question
-    that reads it trains (read_states)."""
-    try:
-        with open(path) as f:
-            result = json.load(f)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no saved result; run the question without --replot first") from None
-    except ValueError as e:
-        raise UserError(f"{path}: not valid JSON ({e}); {advice}") from None
-    if result.get("arrays_file"):
-        file = os.path.join(os.path.dirname(path), result["arrays_file"])
-        arrays = read_saved(file, result, "arrays", advice)
-        result["arrays"] = {key: value for key, value in arrays.items() if key != "config"}
-    return result
-
-
-def load_cached(path, config):
-    """The saved result (with its arrays) if made with exactly this config, else None. An unreadable file is
-    said and ignored: the question trains again."""
-    if not os.path.exists(path):
-        return None
-    try:
-        result = read_result(path, advice="retraining it")
-    except UserError as e:
-        print(e)
-        return None
-    return result if result.get("config") == config else None
-
-
 def get_result(script, question, args, data, env, reads, force, with_states):
     """The saved result if its config (settings, data, code, device, what it reads) matches, else train the
     question and save it: .json, .npz for its arrays, .pt for its model states. with_states(name): the result
@@ -497,20 +394,6 @@ def with_reads(questions, names):
     return [q.name for q in questions if q.name in needed]
 
 
-def full_results(folder):
-    """The saved results in folder (OUT/<script>/<question>.json) that a full run made, not a --quick one."""
-    found = []
-    for path in sorted(glob.glob(os.path.join(folder, "*", "*.json"))):
-        try:
-            with open(path) as f:
-                config = json.load(f).get("config")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if isinstance(config, dict) and config.get("quick") is False:
-            found.append(path)
-    return found
-
-
 def refuse_quick_over_full(folder):
     """A --quick run never writes where full results are: it would replace them with numbers that mean
     nothing."""
@@ -624,8 +507,8 @@ def run(script, args):
             failed.append(name)
         if args.times:
             with open(args.times, "a") as f:
-                f.write(f"{script.name}/{name}\t{time.perf_counter() - start:.1f}\t"
-                        f"{'failed' if name in failed else 'ok'}\n")
+                state = "failed" if name in failed else "ok" if saved.get(name) else "reused"
+                f.write(f"{script.name}/{name}\t{time.perf_counter() - start:.1f}\t{state}\n")
     return failed
 
 

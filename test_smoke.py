@@ -17,6 +17,7 @@ import torchvision
 from PIL import Image
 from torch import nn
 
+import cache
 import cnn
 import common
 import mlp
@@ -1322,7 +1323,7 @@ def test_each_run_says_what_it_wrote_and_prints_its_answers_wrapped(tmp_path, ca
     assert code == 0, err
     assert stdout.splitlines()[-1] == f"gradients: saved {json_path}; wrote {md}, {png}"
     answers = stdout.splitlines()[stdout.splitlines().index("") + 2:-1]  # after the --quick line
-    report = questions.gradients.QUESTION.report(runner.read_result(json_path))
+    report = questions.gradients.QUESTION.report(cache.read_result(json_path))
     assert answers == runner.terminal_lines(report, 70) and answers[0].startswith("6.2.1-5: ")
     assert len(answers) > 5 and all(len(line) <= 70 for line in answers)
     saved = os.stat(json_path).st_mtime_ns
@@ -1405,7 +1406,7 @@ def test_the_cache_retrains_a_question_only_when_its_training_code_changes(tmp_p
     """The cache key holds a digest of the code a question trains with (its train function and what that reaches,
     and the shared section6.py and common.py): a report edit reuses every result, an edit of one question's training
     retrains it and the questions that read it, no other."""
-    for file in ("mlp.py", "common.py", "runner.py", "section6.py", "stats.py", "plots.py"):
+    for file in ("mlp.py", "common.py", "runner.py", "cache.py", "section6.py", "stats.py", "plots.py"):
         shutil.copy(os.path.join(HERE, file), tmp_path / file)
     shutil.copytree(os.path.join(HERE, "questions"), tmp_path / "questions",
                     ignore=shutil.ignore_patterns("__pycache__"))
@@ -1451,9 +1452,9 @@ def test_saved_files_are_read_without_unpickling_code(tmp_path, capsys):
     saved = torch.load(states, weights_only=True)
     assert saved["config"]["question"] == "depth_width" and len(saved["weights"]["states"]) == 1
     torch.save({"config": saved["config"], "weights": Payload()}, states)
-    result = runner.read_result(str(path))
+    result = cache.read_result(str(path))
     with pytest.raises(UserError, match="depth_width.pt: unreadable"):
-        runner.read_saved(str(states), result, "weights", "")
+        cache.read_saved(str(states), result, "weights", "")
     runner.main(mlp.SCRIPT, argv + ["--replot"])  # a report reads no model states at all
     runner.main(mlp.SCRIPT, argv)  # nor does a cached rerun
     assert "depth_width: reusing" in capsys.readouterr().out
@@ -1466,10 +1467,10 @@ def test_saved_files_are_read_without_unpickling_code(tmp_path, capsys):
         kept = dict(saved_arrays)
     np.savez(arrays, **{**kept, "grid_1x4": np.array([Payload()], dtype=object)})
     with pytest.raises(UserError, match="depth_width.npz: unreadable"):
-        runner.read_result(str(path))
+        cache.read_result(str(path))
     np.savez(arrays, **{**kept, "config": np.array("{}")})  # the arrays of another run: refused, not mixed in
     with pytest.raises(UserError, match="depth_width.npz: unreadable .ValueError: its config is not the .json's"):
-        runner.read_result(str(path))
+        cache.read_result(str(path))
 
 
 def test_a_run_removes_what_a_killed_run_left_and_keeps_the_results(tmp_path, capsys):
@@ -1531,11 +1532,16 @@ def test_committed_reports_are_a_pure_function_of_their_saved_files(tmp_path, fo
 
 
 def test_a_clean_clone_reuses_every_committed_result(tmp_path):
-    """results/ is current: run_all.sh on a copy of it, as a clean clone runs it, trains nothing and rewrites no
-    result (a training edit committed without regenerating results/ fails here)."""
+    """results/ is current: run_all.sh on a copy of it, as a clean clone runs it, trains nothing and changes no
+    byte (a training edit committed without regenerating results/ fails here; so does a report edit committed
+    without it, or a figure that is not drawn the same twice)."""
     out = tmp_path / "results"
     shutil.copytree(os.path.join(HERE, "results"), out, ignore=shutil.ignore_patterns("course", "logs", "*.pt"))
-    saved = {path: path.read_bytes() for path in sorted(out.glob("*/*.json"))}
+
+    def files():
+        return {path: path.read_bytes() for path in sorted(out.rglob("*")) if path.is_file() and "logs" not in
+                path.parts}
+    saved = files()
     proc = subprocess.run(["bash", os.path.join(HERE, "run_all.sh"), "--out", str(out), "--cache-dir",
                            str(tmp_path / "cache")], capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHON": sys.executable})
@@ -1543,7 +1549,7 @@ def test_a_clean_clone_reuses_every_committed_result(tmp_path):
     logs = "".join(log.read_text() for log in (out / "logs").glob("*.log"))
     questions_run = [q.name for q in mlp.QUESTIONS + cnn.QUESTIONS]
     assert [name for name in questions_run if f"{name}: reusing" not in logs] == []
-    assert {path: path.read_bytes() for path in sorted(out.glob("*/*.json"))} == saved
+    assert files() == saved
 
 
 def test_importing_a_module_does_nothing_and_reports_import_no_training_code():
