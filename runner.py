@@ -283,7 +283,7 @@ def get_result(script, question, args, data, env, reads, force, with_states):
 
 
 def save_figure(fig, path):
-    """A figure as a 128-colour palette PNG at 100 dpi: a fraction of a full-colour file, the same to the eye."""
+    """A figure as a 128-colour palette PNG at 100 dpi: a fraction of a full-colour file, alike to the eye."""
     rendered = io.BytesIO()
     fig.savefig(rendered, dpi=100, bbox_inches="tight", format="png")
     plt.close(fig)
