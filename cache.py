@@ -1,8 +1,8 @@
 """A question's saved result: the code digest in its cache key, and reading its files back.
 
 A question trains into OUT/<script>/<question>.json (every number), the arrays its figures draw into a .npz
-and the model states other questions read into a .pt. A saved result is reused while its config is the same: its
-settings, its data, its device, the configs of what it reads, and a digest of the code it trains with.
+and the model states other questions read into a .pt. A saved result is reused while its config is the same:
+its settings, its data, its device, the configs of what it reads, and a digest of the code it trains with.
 """
 import ast
 import glob

@@ -203,8 +203,8 @@ DEPTH_WIDTH_TEXT = {
              "the last {window} epochs) but stays below the next-worst model ({next_acc:.3f}): it lacked "
              "training, and capacity too."),
     "table_depth": lambda f: "By depth: " + "; ".join(
-        f"{size} layer{'s' * (size != 1)}: validation {acc:.3f}, {params:,} parameters, {sec:.2f} s an epoch alone, "
-        f"{GRADIENT_RATIO} {init:.2g} at initialisation and {end:.2g} at the end"
+        f"{size} layer{'s' * (size != 1)}: validation {acc:.3f}, {params:,} parameters, {sec:.2f} s an epoch "
+        f"alone, {GRADIENT_RATIO} {init:.2g} at initialisation and {end:.2g} at the end"
         for size, acc, _, params, sec, init, end in f["rows"]) + ".",
     "table_width": lambda f: "By width: " + "; ".join(
         f"{size} units: validation {acc:.3f}, {params:,} parameters, {sec:.2f} s an epoch alone"
