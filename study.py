@@ -147,6 +147,7 @@ def write_study_report(out, times, lanes, total, seeds, image_size):
             if os.path.isdir(os.path.join(out, script.SCRIPT.name))]  # a section not run into out: left out
     wall = {key: float(seconds) for key, seconds, _ in times}
     status = {key: state for key, _, state in times}
+    trained_nothing = set(status.values()) == {"reused"}
     results = {}
     for key in keys:
         try:
@@ -168,7 +169,7 @@ def write_study_report(out, times, lanes, total, seeds, image_size):
                 "data": data, "cnn_image_size": image_size, "total_wall_s": total, "questions": wall,
                 "status": status, "lanes": lanes}
     previous = os.path.join(out, "manifest.json")
-    if set(status.values()) == {"reused"} and os.path.exists(previous):
+    if trained_nothing and os.path.exists(previous):
         with open(previous) as f:  # nothing trained: the run that trained every result still describes them
             manifest = json.load(f)
         total, lanes, status = manifest["total_wall_s"], manifest["lanes"], manifest["status"]
