@@ -22,6 +22,7 @@ from runner import Setting
 from section7 import CLASS_FOLDERS, QUICK_IMAGE_SIZE, inputs, load_data
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+DEMO_IMAGE_SIZE = 96  # the generated demo set is made at 96 px: resized larger, it would only be upsampled
 QUESTIONS = [xgb.QUESTION, scratch.QUESTION, pretrained.LINEAR_PROBE, pretrained.SKLEARN_PROBE,
              pretrained.FINETUNE, summary.QUESTION, mistakes.QUESTION]
 SETTINGS = [
@@ -30,7 +31,8 @@ SETTINGS = [
     Setting("epochs", "training epochs", dict(type=int)),
     Setting("image_size", "side S (at least 32) of the network input: scratch and XGBoost resize to S x S, "
                           "the pretrained baselines resize to S*256/224 and center-crop S; XGBoost then "
-                          f"center-crops {XGB_CROP} x {XGB_CROP}", dict(type=int),
+                          f"center-crops {XGB_CROP} x {XGB_CROP}; without --data-dir, {DEMO_IMAGE_SIZE}, the "
+                          "size the demo set is made at", dict(type=int),
             check=lambda size: None if size >= 32 else
             f"must be at least 32 (ResNet18 downsamples 32x), got {size}"),
     Setting("weights", "pretrained backbone: imagenet (torchvision's ResNet18_Weights.IMAGENET1K_V1, through "
@@ -62,6 +64,7 @@ def add_flags(parser):
 SCRIPT = runner.Script(
     name="cnn", doc=__doc__, questions=QUESTIONS, settings=SETTINGS, load_data=load_data, resolve=resolve,
     inputs=inputs, add_flags=add_flags, shared_code=("common.py", "section7.py"),
+    demo_settings={"image_size": DEMO_IMAGE_SIZE},
     data_help=f"ImageFolder root: train/, val/ (or validation/), test/, each with {CLASS_FOLDERS}. Default: "
               "the generated demo set in CACHE_DIR/realfake-demo-*",
     data_holds="train/, val/ (or validation/) and test/")

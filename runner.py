@@ -96,6 +96,7 @@ class Script(NamedTuple):
     add_flags: Callable = None
     inputs: Callable = data_digest
     shared_code: tuple = ("common.py",)  # files whose every edit retrains each question (training_digest)
+    demo_settings: dict = {}  # what the embedded data runs at (no --data-dir) where no flag sets it
 
 
 def heading(question):
@@ -228,6 +229,9 @@ def parse_args(script, argv):
     if args.question is not None:
         args.question = question_names(script.questions, args.question)
         refuse_unread_settings(script, args)
+    for key, value in script.demo_settings.items():
+        if args.data_dir is None and getattr(args, key) is None:
+            setattr(args, key, value)
     if args.out is None:
         args.out = QUICK_OUT if args.quick else "results"
     return args

@@ -29,6 +29,7 @@ import questions.depth_width
 import questions.epochs
 import questions.gradients
 import questions.implicit
+import questions.xgb
 import questions.lr
 import questions.mistakes
 import questions.pretrained
@@ -2302,3 +2303,12 @@ def test_the_paired_t_test_has_its_critical_value_at_any_number_of_seeds():
     diffs = np.array(other) - np.array(base)
     assert found["noise"] == pytest.approx(2.228 * diffs.std(ddof=1) / math.sqrt(11), rel=1e-3)  # 0.0210
     assert found["case"] == "tie"  # within t's half-width; the old fallback's 2.0 gave 0.0189: "above"
+
+
+def test_section_7_runs_the_demo_set_at_the_size_it_is_made_at(tmp_path):
+    """Without --data-dir, cnn.py runs the generated demo set at 96 px, as run_all.sh does, so that
+    `python cnn.py --question xgb` reuses the committed result; on your data, the protocol's 224."""
+    assert runner.parse_args(cnn.SCRIPT, ["--question", "xgb"]).image_size == cnn.DEMO_IMAGE_SIZE == 96
+    assert runner.parse_args(cnn.SCRIPT, ["--question", "xgb", "--image-size", "64"]).image_size == 64
+    on_data = runner.parse_args(cnn.SCRIPT, ["--question", "xgb", "--data-dir", str(tmp_path)])
+    assert runner.resolve_settings(cnn.SCRIPT, questions.xgb.QUESTION, on_data)["image_size"] == 224
