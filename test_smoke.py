@@ -773,14 +773,11 @@ def test_mlp_question_end_to_end(tmp_path, capsys, question):
     assert figures and all((out / figure).stat().st_size > 10_000 for figure in figures)
     lines = markdown.splitlines()  # every figure's link is followed by its one-line caption, in italics
     assert all(re.fullmatch(r"\*[^*]+\*", lines[i + 2]) for i, line in enumerate(lines) if line.startswith("!["))
-    if question == "batch_size":  # the saved loss noise is the spread of the steps the figure draws
+    if question == "batch_size":  # the drawn windows of step losses end at the run's last step
         with np.load(out / "batch_size.npz") as arrays:
             for run in json.loads((out / "batch_size.json").read_text())["runs"]:
-                losses = arrays[f"step_loss_{run['batch_size']}"]
-                assert len(losses) == run["steps_per_epoch"] * run["epochs"]
-                if run["seed"] == 42:
-                    # float16 keeps about 3 digits: losses near 3.7 lie 0.002 apart
-                    assert run["loss_noise"] == pytest.approx(np.std(losses[-100:].astype(float), ddof=1), abs=2e-3)
+                ends = arrays[f"steps_{run['batch_size']}_end"]
+                assert ends[-1] == run["steps_per_epoch"] * run["epochs"] and (np.diff(ends) > 0).all()
     assert "## Results" in markdown and ("**Answer.**" in markdown) == (question != "regions")
     result = json.loads((out / f"{question}.json").read_text())
     assert {r["seed"] for r in result["runs"]} == {42, 43}
@@ -2312,3 +2309,17 @@ def test_section_7_runs_the_demo_set_at_the_size_it_is_made_at(tmp_path):
     assert runner.parse_args(cnn.SCRIPT, ["--question", "xgb", "--image-size", "64"]).image_size == 64
     on_data = runner.parse_args(cnn.SCRIPT, ["--question", "xgb", "--data-dir", str(tmp_path)])
     assert runner.resolve_settings(cnn.SCRIPT, questions.xgb.QUESTION, on_data)["image_size"] == 224
+
+
+def test_step_windows_pool_every_step_once_on_a_log_axis():
+    losses = np.linspace(4.0, 1.0, 1000)
+    losses[500:520] = np.nan  # a stretch where the run had diverged
+    windows = questions.batch_size.step_windows(losses, n_windows=50)
+    ends = windows["end"]
+    assert ends[0] == 1 and ends[-1] == 1000 and (np.diff(ends) > 0).all()  # every step in one window
+    assert list(ends[:3]) == [1, 2, 3] and ends[-1] - ends[-2] > 50  # the first steps alone, the last pooled
+    for start, end, mean, p10, p90 in zip(np.r_[0, ends[:-1]], ends, windows["mean"], windows["p10"], windows["p90"]):
+        kept = losses[start:end][np.isfinite(losses[start:end])]
+        assert mean == pytest.approx(kept.mean(), rel=1e-6)
+        assert (p10, p90) == pytest.approx((np.percentile(kept, 10), np.percentile(kept, 90)), rel=1e-6)
+    assert np.isnan(questions.batch_size.step_windows(np.full(10, np.nan), n_windows=5)["mean"]).all()

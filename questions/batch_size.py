@@ -9,11 +9,23 @@ from stats import (OVERFIT_GAP, as_array, best, epochs_axis, falls_with, finals,
                    mean_std, paired, status_text)
 
 NOISE_STEPS = 100  # the last step losses, whose spread measures how noisy a batch size's steps are
+WINDOWS = 300  # windows the step losses are drawn in, log-spaced as the step axis: the first steps alone
+
+
+def step_windows(losses, n_windows=WINDOWS):
+    """The step losses pooled in windows log-spaced over the steps: each window's last step (1-based), and the
+    mean, 10th and 90th percentile of its finite losses (NaN where it has none: a diverged run)."""
+    ends = np.unique(np.geomspace(1, len(losses), n_windows).round().astype(int))
+    windows = [losses[start:end] for start, end in zip(np.r_[0, ends[:-1]], ends)]
+    pooled = [window[np.isfinite(window)] for window in windows]
+    stats = np.array([[np.mean(p), *np.percentile(p, [10, 90])] if len(p) else [np.nan] * 3 for p in pooled])
+    return {"end": ends.astype(np.int32), **{key: stats[:, i].astype(np.float32)
+                                              for i, key in enumerate(("mean", "p10", "p90"))}}
 
 
 def train_batch_size(settings, data, reads, env):
     """One lockstep group per batch size. A run's loss noise is the standard deviation of its last NOISE_STEPS
-    step losses; the first seed's step losses are kept to be drawn, as float16 (the figure's resolution)."""
+    step losses; the first seed's step losses are kept to be drawn, pooled in step_windows."""
     results, arrays = [], {}
     for batch_size, epochs in zip(settings["batch_sizes"], settings["batch_size_epochs"]):
         group, _ = train_group(data, seed_runs(settings, settings["lr"]), arch_of(settings), settings, env,
@@ -21,7 +33,9 @@ def train_batch_size(settings, data, reads, env):
         for run in group:
             losses = np.array([np.nan if v is None else v for v in run["history"].pop("step_loss")])
             run["loss_noise"] = finite_or_none(np.nanstd(losses[-NOISE_STEPS:], ddof=1))
-            arrays.setdefault(f"step_loss_{batch_size}", losses.astype(np.float16))
+            if f"steps_{batch_size}_end" not in arrays:  # the first seed's
+                windows = step_windows(losses)
+                arrays.update({f"steps_{batch_size}_{key}": values for key, values in windows.items()})
         results += group
     return {"runs": results, "arrays": arrays}
 
@@ -119,12 +133,12 @@ def report_batch_size(result):
             plot_mean_band(ax, x, [r["history"]["val_acc"] for r in runs], label=label, color=color,
                            marker="o", markersize=4)
         noise = float(np.mean([r["loss_noise"] for r in runs if r["status"] == "ok"]))
-        losses = result["arrays"][f"step_loss_{batch_size}"].astype(float)
-        window = max(1, len(losses) // 100)
-        ax_loss.plot(np.arange(1, len(losses) + 1), losses, color=color, linewidth=0.3, alpha=0.25)
-        average = np.convolve(losses, np.ones(window) / window, "valid")
-        ax_loss.plot(np.arange(window, len(losses) + 1), average, color=color, linewidth=2,
-                     label=f"batch {batch_size}: moving average of {window} steps; noise {noise:.3f}")
+        windows = {key: result["arrays"][f"steps_{batch_size}_{key}"]
+                   for key in ("end", "mean", "p10", "p90")}
+        ax_loss.fill_between(windows["end"], windows["p10"], windows["p90"], color=color, alpha=0.2,
+                             linewidth=0)
+        ax_loss.plot(windows["end"], windows["mean"], color=color, linewidth=2,
+                     label=f"batch {batch_size}: mean; band 10th..90th percentile; noise {noise:.3f}")
         best_acc = [best(r, "val_acc", max) for r in runs]
         rows.append((batch_size, epochs, steps, steps * epochs, f"{runs[0]['group_wall_s']:.1f}",
                      f"{noise:.3f}", finals(runs, "val_acc"), mean_std(best_acc), status_text(runs)))
@@ -137,8 +151,9 @@ def report_batch_size(result):
     finish(ax_steps, "optimizer steps taken (log scale)", "validation accuracy (fraction correct)",
            "the same against the optimizer steps taken", loc="upper left", bbox_to_anchor=(1.01, 1))
     finish(ax_loss, "optimizer step (log scale)", "training loss of the step's batch (nats)",
-           f"(iii) training loss at every step, seed {result['runs'][0]['seed']}, raw (faint); noise: the "
-           "std of the last 100 steps, mean over seeds", loc="upper left", bbox_to_anchor=(1.01, 1))
+           f"(iii) training loss per step, seed {result['runs'][0]['seed']}, pooled in log-spaced windows of "
+           "steps; noise: the std of the last 100 steps, mean over seeds", loc="upper left",
+           bbox_to_anchor=(1.01, 1))
     for ax in (ax_steps, ax_loss):
         ax.set_xscale("log")
     table = markdown_table(["batch size", "epochs", "iterations per epoch", "total steps",
@@ -147,7 +162,7 @@ def report_batch_size(result):
     answer = Answer("6.1.2-4", "How does the batch size affect (i) accuracy, (ii) speed, (iii) stability?",
                     [render(BATCH_SIZE_TEXT, f) for f in batch_size_findings(answer_rows, curves)])
     caption = ("Top: accuracy per epoch and per optimizer step (where the batch sizes meet at equal steps); "
-               "bottom: how far each batch size's step losses (faint) scatter around their moving average.")
+               "bottom: how far each batch size's step losses scatter (band) around their mean (line).")
     return Report([table], {"batch_size.png": (fig, caption)}, [], [answer])
 
 
