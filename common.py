@@ -9,7 +9,6 @@ import random
 import re
 import tempfile
 import time
-import warnings
 
 import numpy as np
 import torch
@@ -405,8 +404,8 @@ def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_s
     batch_norm = any(isinstance(m, StackedBatchNorm1d) for m in lockstep.stacked.modules())
     if n_train % batch_size == 1 and batch_norm:
         steps -= 1  # batch norm cannot train on a last batch of one sample; it is skipped each epoch
-        warnings.warn(f"{n_train} training rows leave a last batch of 1 at batch size {batch_size}; "
-                      "batch norm cannot use it, so it is skipped every epoch", stacklevel=2)
+        print(f"note: {n_train} training rows leave a last batch of 1 at batch size {batch_size}; batch "
+              "norm cannot use it, so it is skipped every epoch", flush=True)
     generators = [torch.Generator().manual_seed(run["seed"]) for run in runs]
     first_epoch = start[1] + 1 if start else 1
     for generator in generators:  # the orders of the epochs done

@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -165,7 +164,7 @@ def disk_cached(cache_dir, key, compute):
         try:
             return torch.load(path, weights_only=True)
         except Exception as e:  # any unreadable cache file is simply recomputed
-            warnings.warn(f"{path}: unreadable cache ({e}); recomputing", stacklevel=2)
+            print(f"{path}: unreadable cached tensors ({type(e).__name__}); recomputing them", flush=True)
     value = compute()
     save_torch(path, value)
     return value
