@@ -1940,6 +1940,14 @@ def test_lr_best_within_the_noise_is_a_tie():
     assert cases(questions.lr.LR_TEXT, found) == ["best_tied"]
     assert (found[0]["lr"], found[0]["other"]) == (0.01, 0.2)
     assert found[0]["difference"] == pytest.approx(0.0233, abs=1e-4)
+    # which lr was ahead, in how many seeds and by how much: 0.01 lower in 2 of 3 seeds (0.06, 0.05; 0.04 higher)
+    assert found[0]["ahead"] == 2 and found[0]["margins"] == pytest.approx([0.06, -0.04, 0.05])
+    # the tied runner-up, still falling, is not also listed as a slower lr; a smaller one still is
+    stats = {0.01: lr_stats([1.37, 1.50, 1.30], 2.8), 0.001: lr_stats([1.60, 2.03, 1.55], 3.6, trend="improving"),
+             0.0005: lr_stats([2.48, 2.40, 2.55], 3.6, trend="improving")}
+    found = questions.lr.lr_findings(stats, PRIOR, UNIFORM, 39, 50)
+    assert cases(questions.lr.LR_TEXT, found) == ["best_tied", "slow", "seeds_apart"] and found[1]["lrs"] == [0.0005]
+    assert found[0]["ahead"] == 3 and min(found[0]["margins"]) == pytest.approx(0.23)
 
 
 def test_dead_units_finding_reads_the_curves():

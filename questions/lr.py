@@ -89,12 +89,18 @@ def lr_findings(stats, prior, uniform, n_classes, epochs):
         ranked = sorted(learning, key=learning.get)
         best_lr = ranked[0]
         versus = paired(stats[best_lr]["finals"], stats[ranked[1]]["finals"]) if len(ranked) > 1 else {}
-        if versus.get("case") == "tie":
+        tied = versus.get("case") == "tie"
+        if tied:  # which was ahead, in how many seeds and by how much, though the test cannot tell them apart
+            margins = [o - b for b, o in zip(stats[best_lr]["finals"], stats[ranked[1]]["finals"])
+                       if b is not None and o is not None]
             findings.append(dict(versus, case="best_tied", lr=best_lr, final=learning[best_lr],
-                                 other=ranked[1], other_final=learning[ranked[1]]))
+                                 other=ranked[1], other_final=learning[ranked[1]], margins=margins,
+                                 ahead=sum(m > 0 for m in margins)))
         else:
             findings.append(dict(case="best", lr=best_lr, final=learning[best_lr]))
-        slow = [lr for lr in learning if stats[lr]["trend"] == "improving" and lr < best_lr]
+        named = {best_lr, ranked[1]} if tied else {best_lr}  # an lr named for the best is not called slow too
+        slow = [lr for lr in learning
+                if stats[lr]["trend"] == "improving" and lr < best_lr and lr not in named]
         if slow:
             findings.append(dict(case="slow", lrs=slow, epochs=epochs))
         apart = {lr: stats[lr]["finals"] for lr in learning if seeds_disagree(stats[lr]["finals"])}
@@ -120,9 +126,11 @@ LR_TEXT = {
               "and where it started ({first:.3f} after epoch 1): steps of lr times the gradient are too "
               "small to move the weights in {epochs} epochs."),
     "best": "Of the rest, lr {lr:g} reaches the lowest validation loss, {final:.3f}.",
-    "best_tied": ("Of the rest, lr {lr:g} and lr {other:g} tie for the lowest validation loss ({final:.3f} "
-                  "and {other_final:.3f}: within the seeds' noise, which a paired t-test at 95% puts at "
-                  "{noise:.3f})."),
+    "best_tied": lambda f: (
+        f"Of the rest, lr {f['lr']:g} ends lowest ({f['final']:.3f}), then lr {f['other']:g} "
+        f"({f['other_final']:.3f}): lr {f['lr']:g} was lower in {f['ahead']} of {f['n']} seeds, by "
+        f"{min(f['margins']):.2f} to {max(f['margins']):.2f}, but {f['n']} seeds cannot show that at 95% (a "
+        f"paired t-test needs {f['noise']:.3f})."),
     "slow": lambda f: (f"Smaller ones ({listed(f['lrs'], '{:g}')}) are still falling at epoch {f['epochs']}: "
                        "too slow for this budget rather than wrong."),
     "seeds_apart": lambda f: ("Seeds end far apart at lr " + "; ".join(
