@@ -1111,7 +1111,8 @@ def test_every_question_end_to_end_with_a_weights_file(tiny, random_weights, tmp
     classes = {mistakes["test_classes"][i] for i in mistakes["chosen"]}
     assert len(classes) == len({mistakes["test_classes"][i] for i in np.flatnonzero(right_then_wrong)}) or \
         len(mistakes["chosen"]) < 2  # both true classes shown where both have such images
-    shown = questions.mistakes.mistakes_findings(mistakes)[0]  # the answer counts what the figure shows
+    found = questions.mistakes.mistakes_findings(mistakes)  # the answer counts what the figure shows
+    shown = next(f for f in found if f["case"].startswith("shown"))
     assert (shown["candidates"], shown["shown"]) == (right_then_wrong.sum(), len(mistakes["chosen"]))
     with np.load(out / "cnn" / "mistakes.npz") as arrays:  # the thumbnails the figure shows, one per chosen image
         assert sorted(k for k in arrays if k.startswith("image_")) == [f"image_{k}" for k in range(len(mistakes["chosen"]))]
@@ -2331,3 +2332,21 @@ def test_step_windows_pool_every_step_once_on_a_log_axis():
         assert mean == pytest.approx(kept.mean(), rel=1e-6)
         assert (p10, p90) == pytest.approx((np.percentile(kept, 10), np.percentile(kept, 90)), rel=1e-6)
     assert np.isnan(questions.batch_size.step_windows(np.full(10, np.nan), n_windows=5)["mean"]).all()
+
+
+def test_mistakes_say_first_when_the_worst_model_calls_every_image_one_class():
+    """At 95% of the test images called one class (baselines.ONE_CLASS), the mistakes can only be of the other true
+    class: the answer says so before the images, and names no rule about taking both classes in turn."""
+    def findings(n_called_fake, n=100):
+        classes = ["fake"] * (n // 2) + ["real"] * (n // 2)
+        best = {"status": "ok", "test_prob": [0.9 if c == "fake" else 0.1 for c in classes], "baseline": "xgb", "lr": None}
+        worst = {"status": "ok", "test_prob": [0.9] * n_called_fake + [0.1] * (n - n_called_fake),
+                 "baseline": "scratch", "lr": 0.001}
+        result = {"models": [best, worst], "best": 0, "worst": 1, "chosen": [50, 51], "test_classes": classes,
+                  "rule": "a rule"}
+        return questions.mistakes.mistakes_findings(result)
+    assert [f["case"] for f in findings(95)] == ["worst_one_class", "shown_one_class"]
+    assert findings(95)[0]["said"] == "fake" and findings(95)[0]["wrong"] == "real"
+    assert findings(94)[0]["case"] == "shown"
+    assert [f["case"] for f in findings(5)] == ["worst_one_class", "shown_one_class"]  # 95% called real
+    assert cases(questions.baselines.TEXT, findings(100)) == ["worst_one_class", "shown_one_class"]

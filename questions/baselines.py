@@ -235,6 +235,12 @@ TEXT = {
               "wrong; the figure shows {shown} of them ({real} real, {fake} fake): {rule}."),
     "worst_calls_all_one_class": "The worst model calls each of them {said}, as it calls {share:.0%} of all "
                                  "test images.",
+    "worst_one_class": lambda f: (
+        f"The worst model, {f['worst']}, calls {f['share']:.0%} of the test images {f['said']}, so "
+        f"{'every' if f['share'] == 1 else 'nearly every'} image it gets wrong is {f['wrong']}: the figure "
+        f"shows {f['wrong']} images."),
+    "shown_one_class": ("The best model, {best}, gets {candidates} of those right; the figure shows {shown}, "
+                        "the worst's most confident mistakes first."),
 }
 
 

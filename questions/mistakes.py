@@ -4,7 +4,7 @@ import os
 import numpy as np
 
 from plots import Answer, Report, markdown_table, plt
-from questions.baselines import model_name, not_run_reasons, sentences
+from questions.baselines import ONE_CLASS, model_name, not_run_reasons, sentences
 from questions.summary import train_summary
 from runner import Question
 from section7 import BASELINES, decode_one
@@ -63,9 +63,15 @@ def mistakes_findings(result):
     worst_fake = np.array(worst["test_prob"]) > 0.5
     candidates = int((((np.array(best["test_prob"]) > 0.5) == truth) & (worst_fake != truth)).sum())
     classes = [result["test_classes"][i] for i in chosen]
-    findings = [dict(case="shown", best=model_name(best), worst=model_name(worst), candidates=candidates,
-                     shown=len(chosen), real=classes.count("real"), fake=classes.count("fake"),
-                     rule=result["rule"])]
+    shown = dict(best=model_name(best), worst=model_name(worst), candidates=candidates, shown=len(chosen),
+                 real=classes.count("real"), fake=classes.count("fake"), rule=result["rule"])
+    share_fake = float(np.mean(worst_fake))
+    if max(share_fake, 1 - share_fake) >= 1 - ONE_CLASS:  # what it gets wrong is all of one true class
+        said = "fake" if share_fake >= 0.5 else "real"
+        return [dict(case="worst_one_class", worst=shown["worst"], said=said,
+                     share=max(share_fake, 1 - share_fake), wrong="real" if said == "fake" else "fake"),
+                dict(shown, case="shown_one_class")]
+    findings = [dict(shown, case="shown")]
     said = {bool(worst_fake[i]) for i in chosen}
     if len(said) == 1:
         fake = said.pop()
