@@ -189,12 +189,16 @@ DEAD_TEXT = {
 }
 
 
+LR_COLORS = [PALETTE[i] for i in (0, 1, 2, 6, 4, 5, 3, 7)]  # neighbouring lrs in colours far apart: the
+#   palette's orange and vermillion had drawn lr 0.2 and lr 0.001, both seed by seed, alike
+
+
 def report_lr(result):
     by_lr = group_by(result["runs"], "lr")
     reference, n_classes = result["reference_losses"], result["data"]["n_classes"]
     fig, (ax, ax_dead) = plt.subplots(1, 2, figsize=(15, 5.5), width_ratios=[1.6, 1], layout="constrained")
     apart = [seeds_disagree([final(r, "val_loss") for r in runs]) for runs in by_lr.values()]
-    for color, each_seed, (lr, runs) in zip(PALETTE, apart, by_lr.items()):
+    for color, each_seed, (lr, runs) in zip(LR_COLORS, apart, by_lr.items()):
         plot_mean_band(ax, epochs_axis(runs), [r["history"]["val_loss"] for r in runs], label=f"lr {lr:g}",
                        color=color, each_seed=each_seed, linewidth=1.2 if each_seed else 2)
     reference_line(ax, reference["uniform"], f"uniform guess\nln {n_classes} = {reference['uniform']:.3f}")
@@ -204,7 +208,7 @@ def report_lr(result):
            "rate (mean over seeds, band = min..max)", handles=handles, loc="upper left",
            bbox_to_anchor=(1.16, 1), fontsize=9)
     curves = {lr: dead_curve(runs) for lr, runs in by_lr.items()}
-    for color, (lr, curve) in zip(PALETTE, curves.items()):
+    for color, (lr, curve) in zip(LR_COLORS, curves.items()):
         ax_dead.plot(np.arange(1, len(curve) + 1), curve, color=color, linewidth=2, label=f"lr {lr:g}")
     ax_dead.set_ylim(-0.02, 1.02)
     finish(ax_dead, "epoch", "dead hidden ReLUs (fraction: 0 on every validation point)",
