@@ -43,12 +43,14 @@ def training_code(script, question):
     transitively, in its own module and through `from ... import` in the project's others, but for the
     script's shared training modules (script.shared_code), which count whole."""
     shared = {os.path.splitext(file)[0] for file in script.shared_code}
-    sources, todo = {}, [(question.train.__module__, question.train.__name__)]
+    parsed, sources, todo = {}, {}, [(question.train.__module__, question.train.__name__)]
     while todo:
         module_name, name = todo.pop()
         if (module_name, name) in sources or module_name in shared:
             continue
-        defined, imported = definitions(sys.modules[module_name])
+        if module_name not in parsed:  # each module parsed once, not once per definition
+            parsed[module_name] = definitions(sys.modules[module_name])
+        defined, imported = parsed[module_name]
         source, used = defined.get(name, ("", set()))
         sources[module_name, name] = source
         todo += [(module_name, n) for n in used if n in defined]

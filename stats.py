@@ -86,8 +86,9 @@ def arch_label(run):
 
 def paired(base, other):
     """other's values minus base's, paired by seed (lists in seed order; None, a diverged seed, left out): the
-    mean difference, its sample std, n, and the noise, the half-width a paired t-test at 95% needs (None with
-    one seed). case: 'tie' within the noise or TIE_FLOOR, else 'above' or 'below'; 'one_seed', 'none'."""
+    differences, their mean, sample std and n, and the noise, the half-width a paired t-test at 95% needs
+    (None with one seed). case: 'tie' within the noise or TIE_FLOOR, else 'above' or 'below'; 'one_seed',
+    'none'."""
     diffs = [o - b for b, o in zip(base, other) if b is not None and o is not None]
     if not diffs:
         return dict(case="none", n=0)
@@ -95,7 +96,7 @@ def paired(base, other):
     noise = t_95(n) * std / math.sqrt(n) if n > 1 else None
     case = ("one_seed" if noise is None else "tie" if abs(mean) <= max(noise, TIE_FLOOR) else
             "above" if mean > 0 else "below")
-    return dict(case=case, difference=mean, std=std, n=n, noise=noise)
+    return dict(case=case, difference=mean, std=std, n=n, noise=noise, diffs=diffs)
 
 
 def listed(values, form="{}"):

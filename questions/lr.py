@@ -91,11 +91,9 @@ def lr_findings(stats, prior, uniform, n_classes, epochs):
         versus = paired(stats[best_lr]["finals"], stats[ranked[1]]["finals"]) if len(ranked) > 1 else {}
         tied = versus.get("case") == "tie"
         if tied:  # which was ahead, in how many seeds and by how much, though the test cannot tell them apart
-            margins = [o - b for b, o in zip(stats[best_lr]["finals"], stats[ranked[1]]["finals"])
-                       if b is not None and o is not None]
             findings.append(dict(versus, case="best_tied", lr=best_lr, final=learning[best_lr],
-                                 other=ranked[1], other_final=learning[ranked[1]], margins=margins,
-                                 ahead=sum(m > 0 for m in margins)))
+                                 other=ranked[1], other_final=learning[ranked[1]], margins=versus["diffs"],
+                                 ahead=sum(m > 0 for m in versus["diffs"])))
         else:
             findings.append(dict(case="best", lr=best_lr, final=learning[best_lr]))
         named = {best_lr, ranked[1]} if tied else {best_lr}  # an lr named for the best is not called slow too
