@@ -15,12 +15,24 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 # ----------------------------------------------------------------------------- what a report is made of
 
+MAX_BULLETS = 4  # an answer is a headline and at most this many findings, each with its numbers
+
+
 class Answer(NamedTuple):
-    """The reply to one question of the exercise: its number there (6.1.2-1), what it asks, and the reply,
-    every sentence of which a renderer wrote from a finding's case and numbers."""
+    """The reply to one question of the exercise: its number there (6.1.2-1), what it asks, a headline sentence
+    that answers it, at most MAX_BULLETS bullets (findings with their numbers), and its key number, short, for
+    the study's summary table. Every sentence that says more than a number is rendered from a tested finding."""
     item: str
     asked: str
-    sentences: list
+    headline: str
+    bullets: list
+    key: str = ""
+
+
+def from_sentences(item, asked, sentences, key=""):
+    """TRANSITIONAL (removed once every question builds its Answer itself): the first sentence as headline."""
+    kept = [s for s in sentences if s]
+    return Answer(item, asked, kept[0] if kept else "", kept[1:], key)
 
 
 class Report(NamedTuple):

@@ -313,8 +313,8 @@ def write_report(script, question, result, out_dir):
         ("versions", ", ".join(f"{k} {v}" for k, v in result["versions"].items()))]
     lines = [f"# {heading(question)}\n"] + [QUICK_BANNER] * bool(result["config"].get("quick"))
     for answer in report.answers:
-        text = " ".join(sentence for sentence in answer.sentences if sentence)
-        lines += [f"## {answer_heading(answer)}\n", f"**Answer.** {text}\n"]
+        lines += [f"## {answer_heading(answer)}\n", f"**{answer.headline}**\n"]
+        lines += [f"- {bullet}" for bullet in answer.bullets] + [""] * bool(answer.bullets)
     for file, (_, caption) in report.figures.items():
         lines += [f"![{os.path.splitext(file)[0]}]({file})\n", f"*{caption}*\n"]
     lines += ["## Results\n", *[block + "\n" for block in report.body]]
@@ -326,9 +326,9 @@ def write_report(script, question, result, out_dir):
 
 
 def terminal_lines(report, width):
-    """A report's answers for the terminal: each answer's heading, then a bullet per sentence, wrapped to
+    """A report's answers for the terminal: each answer's heading, its headline, then its bullets, wrapped to
     width; then its findings, the same way."""
-    blocks = [(answer_heading(answer), answer.sentences) for answer in report.answers]
+    blocks = [(answer_heading(answer), [answer.headline] + answer.bullets) for answer in report.answers]
     blocks += [("Findings", report.findings)] * bool(report.findings)
     lines = []
     for title, sentences in blocks:

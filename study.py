@@ -12,8 +12,9 @@ import numpy as np
 import cnn
 import mlp
 import runner
-from common import HERE, library_versions, save_json, save_text
-from plots import markdown_table
+from cache import read_result
+from common import HERE, UserError, library_versions, save_json, save_text
+from plots import markdown_table, plt
 from stats import mean_std
 
 COURSE_ROWS = {"train": 106_897, "val": 13_363, "test": 13_363}  # the course's CSVs, which the report used
@@ -42,12 +43,9 @@ def git_commit(out):
         return None
 
 
-ONCE_ROWS = ("| device |", "| versions |")  # settings rows the manifest gives once for every question
-
-
 def section_text(out, key, seconds, said_once):
-    """A question's own .md, headings one level down, figure links relative to out/, without the settings rows
-    and messages the manifest gives once (said_once: {long text: its short form})."""
+    """A question's own .md, headings one level down, figure links relative to out/, without its settings (a
+    link to the .md instead) and messages the manifest gives once (said_once: {long text: its short form})."""
     folder, question = key.split("/")
     path = os.path.join(out, folder, f"{question}.md")
     if not os.path.exists(path):
@@ -55,12 +53,35 @@ def section_text(out, key, seconds, said_once):
     text = open(path).read()
     for long, short in said_once.items():
         text = text.replace(long, short)
-    kept = [line for line in text.splitlines() if not line.startswith(ONCE_ROWS)]
+    text = text.split("\n## Settings\n")[0] + f"\nSettings: [{folder}/{question}.md]({folder}/{question}.md).\n"
+    kept = text.splitlines()
     lines = ["#" + line if line.startswith("#") else line.replace("](", f"]({folder}/", 1)
              if line.startswith("![") else line for line in kept]
-    lines.insert(1, f"\n*`python {folder}.py --question {question}`; wall time in this run: "
+    lines.insert(0, f'<a id="{anchor(key)}"></a>\n')
+    lines.insert(2, f"\n*`python {folder}.py --question {question}`; wall time in this run: "
                     f"{'?' if seconds is None else seconds} s.*")
     return "\n".join(lines) + "\n"
+
+
+def anchor(key):
+    return key.replace("/", "-")
+
+
+def summary_rows(out, keys):
+    """A row per answer, in the exercise's order: its item, linked to its question's section, the headline and
+    the key number. The answers are the reports' own, made again from the saved files (figures discarded)."""
+    rows = []
+    for key in keys:
+        folder, name = key.split("/")
+        question = next(q for q in (mlp if folder == "mlp" else cnn).QUESTIONS if q.name == name)
+        try:
+            report = question.report(read_result(os.path.join(out, f"{key}.json")))
+        except UserError:
+            continue
+        plt.close("all")
+        rows += [(f"[{answer.item or name}](#{anchor(key)})", answer.headline, answer.key)
+                 for answer in report.answers]
+    return rows
 
 
 def lanes_sentence(lanes):
@@ -196,6 +217,7 @@ def write_study_report(out, times, lanes, total, seeds, image_size):
     for reason, fix in sorted(not_run):  # each question's .md says it whole; here the manifest says it once
         short = f"{reason.split(' (')[0]} (see the manifest)"
         said_once.update({f"{reason}. Fix: {fix}": short, reason: short} if fix else {reason: short})
+    lines += ["## Summary\n", markdown_table(["item", "answer", "key number"], summary_rows(out, keys))]
     lines += ["## Manifest\n", markdown_table(["", ""], rows), lanes_sentence(lanes) + "\n",
               markdown_table(["question", "wall time in this run (s)", "status"],
                              [(k, f"{wall[k]:.1f}", status[k]) for k in keys if k in wall])]

@@ -6,7 +6,7 @@ import math
 import numpy as np
 from sklearn.metrics import roc_curve
 
-from plots import PALETTE, Answer, Report, markdown_table, plt, render
+from plots import PALETTE, from_sentences, Report, markdown_table, plt, render
 
 # Every number that decides a case, and why it has its value.
 MIN_MARGIN = 0.05  # accuracies closer than this are the same on any test set: less is a handful of images
@@ -294,7 +294,7 @@ def report_baseline(result):
                  "LogisticRegression's defaults, so this is the model it fitted." for m in models
                  if m.get("convergence_warning")]
     check = [dict(case="stand_in")] if result["data"].get("demo") else []
-    answer = Answer(result["section"], f"{result['title']}: how well does it tell real from fake?",
+    answer = from_sentences(result["section"], f"{result['title']}: how well does it tell real from fake?",
                     sentences(baseline_findings(models, max(shares)) + check))
     note = ("the positive class is fake; ± is the binomial standard error of an accuracy on the test "
             "images. Beyond the protocol (ResNets only): 'BN recomputed statistics' scores the trained "

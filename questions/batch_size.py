@@ -2,7 +2,7 @@
 import numpy as np
 
 from common import finite_or_none
-from plots import PALETTE, Answer, Report, finish, markdown_table, plot_mean_band, plt, render
+from plots import PALETTE, from_sentences, Report, finish, markdown_table, plot_mean_band, plt, render
 from runner import Question
 from section6 import SKELETON, arch_of, seed_runs, train_group
 from stats import (OVERFIT_GAP, as_array, best, epochs_axis, falls_with, finals, group_by, mean_final,
@@ -159,7 +159,7 @@ def report_batch_size(result):
     table = markdown_table(["batch size", "epochs", "iterations per epoch", "total steps",
                             "wall time of the group (s)", "std of the training loss over the last 100 steps "
                             "(mean over seeds)", "final val acc", "best val acc", "status"], rows)
-    answer = Answer("6.1.2-4", "How does the batch size affect (i) accuracy, (ii) speed, (iii) stability?",
+    answer = from_sentences("6.1.2-4", "How does the batch size affect (i) accuracy, (ii) speed, (iii) stability?",
                     [render(BATCH_SIZE_TEXT, f) for f in batch_size_findings(answer_rows, curves)])
     caption = ("Top: accuracy per epoch and per optimizer step (where the batch sizes meet at equal steps); "
                "bottom: how far each batch size's step losses scatter (band) around their mean (line).")

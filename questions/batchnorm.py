@@ -3,7 +3,7 @@ standardised inputs, both) that tell its parts apart.
 """
 import numpy as np
 
-from plots import (PALETTE, Answer, Report, finish, markdown_table, plot_mean_band, plot_split_curves, plt,
+from plots import (PALETTE, from_sentences, Report, finish, markdown_table, plot_mean_band, plot_split_curves, plt,
                    render)
 from questions.epochs import split_table, train_epochs
 from runner import Question
@@ -199,7 +199,7 @@ def report_batchnorm(result):
     found = batchnorm_findings(plain_ok, ok, result["data"]["extent"])
     if controls and ok and plain_ok:
         found = found[:2] + controls_findings(plain_ok, ok, by_control) + found[2:]
-    answer = Answer("6.1.2-3", "How does batch norm contribute to training?",
+    answer = from_sentences("6.1.2-3", "How does batch norm contribute to training?",
                     [render({**BATCHNORM_TEXT, **CONTROLS_TEXT}, f) for f in found])
     gap = [final(n, "val_acc") - final(p, "val_acc") for p, n in zip(plain, normed)
            if final(n, "val_acc") is not None and final(p, "val_acc") is not None]

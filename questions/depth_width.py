@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from plots import (PALETTE, Answer, Report, draw_map, finish, map_figure, markdown_table, plot_mean_band,
+from plots import (PALETTE, from_sentences, Report, draw_map, finish, map_figure, markdown_table, plot_mean_band,
                    plot_split_curves, plt, render)
 from runner import Question
 from section6 import REPORT_62, arch_of, map_arrays, map_extent, seed_runs, test_points, train_group
@@ -401,7 +401,7 @@ def report_depth_width(result):
     found = depth_width_findings(result, groups, protocol) if ranked else []
     matched_cases = ("no_pairs", "deeper_wins", "shallower_wins", "all_tie", "mixed")
     text = {**DEPTH_WIDTH_TEXT, **{case: matched_text for case in matched_cases}}
-    answers = [Answer(item, asked, [render(text, f) for f in findings]) for item, asked, findings in found]
+    answers = [from_sentences(item, asked, [render(text, f) for f in findings]) for item, asked, findings in found]
     return Report([table], figures, [] if ranked else ["Every architecture diverged in at least one seed: no "
                                                        "best or worst model."], answers)
 

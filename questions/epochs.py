@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from common import seed_everything
-from plots import (SPLITS, Answer, Report, finish, markdown_table, plot_mean_band, plot_split_curves, plt,
+from plots import (SPLITS, from_sentences, Report, finish, markdown_table, plot_mean_band, plot_split_curves, plt,
                    render)
 from runner import Question
 from section6 import (SKELETON, arch_of, batch_major, build_model, class_prior_entropy, dead_relu_fraction,
@@ -223,7 +223,7 @@ def report_epochs(result):
         named_runs.append((f"over-fitting control ({control[0]['train_rows']:,} training rows, "
                            f"{control[0]['features']} inputs, width {control[0]['width']}, lr "
                            f"{control[0]['lr']:g}, batch {control[0]['batch_size']})", control))
-    answer = Answer("6.1.2-2", "How does the number of epochs affect training: too many, too few?",
+    answer = from_sentences("6.1.2-2", "How does the number of epochs affect training: too many, too few?",
                     [render(EPOCHS_TEXT, f) for f in findings])
     lowest = "Lowest validation loss over the epochs: " + "; ".join(
         f"{label}: {mean_std([best(r, 'val_loss') for r in named])}" for label, named in named_runs) + "."

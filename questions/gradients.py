@@ -4,7 +4,7 @@ exactly 0. Its gradient tables and panels serve residual too.
 import numpy as np
 from matplotlib.ticker import MaxNLocator, NullLocator
 
-from plots import PALETTE, Answer, Report, markdown_table, plt, render
+from plots import PALETTE, from_sentences, Report, markdown_table, plt, render
 from runner import Question
 from section6 import GRADIENTS, arch_of, seed_runs, train_group
 from stats import arch_label, finals, status_text
@@ -226,7 +226,7 @@ def report_gradients(result):
                                          for r, color in zip(runs, PALETTE)])
     fig.suptitle(f"{arch_label(runs[0])}, {runs[0]['epochs']} epochs: ||grad W||² per Linear layer",
                  fontsize=14)
-    answer = Answer("6.2.1-5", "Is there a vanishing or exploding gradient problem, and what change would "
+    answer = from_sentences("6.2.1-5", "Is there a vanishing or exploding gradient problem, and what change would "
                                "solve it?", [render(GRADIENTS_TEXT, f) for f in vanishing_findings(runs)])
     table = gradient_table([(arch_label(runs[0]), runs)], layers)
     caption = ("Top, the exercise's plot: each seed's gradient per epoch in layers 0 to 99 (▼: exactly 0, "

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from plots import Answer, Report, draw_map, map_figure, markdown_table, render
+from plots import from_sentences, Report, draw_map, map_figure, markdown_table, render
 from runner import Question
 from section6 import (MAP_RESOLUTION, REPORT_62, SIN_FREQUENCIES, arch_of, borders, featurize, load_model,
                       map_arrays, map_extent, seed_runs, test_points, train_group)
@@ -145,7 +145,7 @@ def report_implicit(result):
                               border["sin"]["near_data"])
     found.append(per_country_finding(variants[0][1], variants[1][1], result["val_class_counts"],
                                      result["data"]["class_names"]))
-    answer = Answer("6.2.1-7", "Which model is better, and what can the sin model learn that the other had "
+    answer = from_sentences("6.2.1-7", "Which model is better, and what can the sin model learn that the other had "
                                "trouble with?", [render(IMPLICIT_TEXT, f) for f in found])
     header = ["input", "features", "train acc", "val acc", "test acc", "val loss",
               "border cells near the data (first seed's map)", "border cells, whole grid", "status"]

@@ -4,7 +4,7 @@ import math
 import numpy as np
 from matplotlib.lines import Line2D
 
-from plots import PALETTE, SEED_STYLES, Answer, Report, finish, markdown_table, plot_mean_band, plt, render
+from plots import PALETTE, SEED_STYLES, from_sentences, Report, finish, markdown_table, plot_mean_band, plt, render
 from runner import Question
 from section6 import (SKELETON_WITHOUT_LR, arch_of, class_prior_entropy, dead_relu_fraction, lr_runs,
                       train_group)
@@ -235,7 +235,7 @@ def report_lr(result):
                "net ignores its input; near the uniform guess it has not moved). Right: whether dead units "
                "pile up, and whether they come back.")
     return Report([table], {"lr.png": (fig, caption)}, [],
-                  [Answer("6.1.2-1", asked, [render(LR_TEXT, f) for f in answer]
+                  [from_sentences("6.1.2-1", asked, [render(LR_TEXT, f) for f in answer]
                           + [render(DEAD_TEXT, dead_units_finding(curves, cases))])])
 
 

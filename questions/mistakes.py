@@ -3,7 +3,7 @@ import os
 
 import numpy as np
 
-from plots import Answer, Report, markdown_table, plt
+from plots import from_sentences, Report, markdown_table, plt
 from questions.baselines import ONE_CLASS, model_name, not_run_reasons, sentences
 from questions.summary import train_summary
 from runner import Question
@@ -108,7 +108,7 @@ def report_mistakes(result, n=5):
             "the ones saved when each model was evaluated. Source: the photograph the image comes from, "
             "where the data names one (the generated stand-in does), else the image itself.")
     check = [dict(case="stand_in")] if result["data"].get("demo") else []
-    answer = Answer(result["section"], "Five test images the best model classifies correctly and the worst "
+    answer = from_sentences(result["section"], "Five test images the best model classifies correctly and the worst "
                     "does not", sentences(mistakes_findings(result) + check))
     caption = f"Picked by one rule: {result['rule']}."
     return Report([table, note], {"mistakes.png": (fig, caption)}, [line + "." for line in

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from plots import PALETTE, Answer, Report, markdown_table, plt, render
+from plots import PALETTE, from_sentences, Report, markdown_table, plt, render
 from questions.gradients import (GRADIENT_LAYERS, ZERO_PANEL, dead_layer_finding, gradient_table, init_panels,
                                  layer_ranges, layer_series, lines_with_zero_row, seed_grads, zero_layers)
 from runner import Question
@@ -165,7 +165,7 @@ def report_residual(result):
             for label, runs in variants]
     init_table = markdown_table(["model", "activation norm at initialisation: layer 1 / output layer",
                                  "first step's ||grad W||²: layer 0 / output layer"], rows)
-    answer = Answer("6.2.1-6", "Implement the change: did it solve the problem?",
+    answer = from_sentences("6.2.1-6", "Implement the change: did it solve the problem?",
                     [render(FIXES_TEXT, f) for f in fixes_findings(variants[0][1], variants[1:])])
     blocks = ("Blocks: 'skips x + ReLU(Linear(x))' adds the hidden layer's output to its input (a "
               "post-activation skip, whose increments are never negative); 'pre-activation skips x + "

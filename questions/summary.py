@@ -1,7 +1,7 @@
 """7.6-1 summary: the two best models of each baseline, the worst overall, every model ranked."""
 import math
 
-from plots import PALETTE, Answer, Report, markdown_table, plt, show_value
+from plots import PALETTE, from_sentences, Report, markdown_table, plt, show_value
 from questions.baselines import (THRESHOLD, accuracy_text, baseline_findings, finish, lr_text, model_name,
                                  not_run_reasons, results_table, same_accuracy_margin, sentences, status_text,
                                  test_shares)
@@ -142,7 +142,7 @@ def report_summary(result):
         if runs:
             findings += sentences([bn_statistics_finding(baseline, runs)])
     found = summary_findings(models, result["ranking"], shares, demo=result["data"].get("demo", False))
-    answer = Answer(result["section"], "The two best models of each baseline and the worst overall: why "
+    answer = from_sentences(result["section"], "The two best models of each baseline and the worst overall: why "
                     "these trends?", sentences(found))
     caption = ("Each torch baseline's test accuracy against its lr (open circles: BatchNorm statistics "
                "recomputed), the baselines without an lr as lines, calling every image one class dotted.")

@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-from plots import Answer, Report, finish, markdown_table, plt, render
+from plots import from_sentences, Report, finish, markdown_table, plt, render
 from runner import Question
 from section6 import SKELETON_WITHOUT_LR, arch_of, lr_runs, train_group
 from stats import as_array, falls_with, final, listed, mean_std, paired
@@ -109,7 +109,7 @@ def report_sweep(result):
     caption = ("Where the red boxes (each batch size's best lr, solid, and those tied with it, dashed) move "
                "as the batch grows.")
     return Report([note, table], {"sweep.png": (fig, caption)}, [],
-                  [Answer("", "Does the best learning rate grow with the batch size?",
+                  [from_sentences("", "Does the best learning rate grow with the batch size?",
                           [render(SWEEP_TEXT, f) for f in found])])
 
 
