@@ -5,7 +5,6 @@ and the thresholds they share.
 import math
 
 import numpy as np
-from scipy.stats import t as student_t
 
 # Every number that decides a case, and why it has its value.
 TREND_TOLERANCE = 0.005  # relative change of the validation loss between the last two tenths of the epochs
@@ -20,6 +19,7 @@ TIE_FLOOR = 0.005  # accuracy: a paired difference under this is a tie even when
 
 def t_95(n):
     """The two-sided 95% critical value of Student's t for the mean of n paired differences (n - 1 df)."""
+    from scipy.stats import t as student_t  # here, not at the top: scipy.stats takes 0.5 s, --help none
     return float(student_t.ppf(0.975, n - 1))
 
 

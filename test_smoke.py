@@ -1,5 +1,6 @@
 """Smoke and property tests. Run: python -m pytest test_smoke.py"""
 import functools
+import glob
 import json
 import math
 import os
@@ -1550,6 +1551,34 @@ def test_a_clean_clone_reuses_every_committed_result(tmp_path):
     questions_run = [q.name for q in mlp.QUESTIONS + cnn.QUESTIONS]
     assert [name for name in questions_run if f"{name}: reusing" not in logs] == []
     assert files() == saved
+
+
+MAX_ANSWER_WORDS = 200  # an answer a student reads in a minute
+MAX_REPORT_WORDS = 5000  # the study report read in fifteen minutes
+
+
+@pytest.mark.parametrize("folder", ["results", os.path.join("results", "course")])
+def test_committed_answers_are_a_headline_and_a_few_bullets_under_a_summary(folder):
+    """Every answer in the committed reports: a bold headline, at most MAX_BULLETS bullets, at most
+    MAX_ANSWER_WORDS words; the study report opens with a summary row per answer, each linked to a section of
+    the report, and stays under MAX_REPORT_WORDS words."""
+    answers = 0
+    for md in sorted(glob.glob(os.path.join(HERE, folder, "*", "*.md"))):
+        for block in re.split(r"\n## ", open(md).read().split("\n## Results\n")[0])[1:]:
+            heading, _, body = block.partition("\n")
+            answer = body.strip().split("\n\n![")[0].strip().split("\n")
+            assert answer[0].startswith("**") and answer[0].endswith("**"), (md, heading)
+            assert all(line.startswith("- ") for line in answer[1:] if line), (md, heading)
+            assert len([line for line in answer[1:] if line]) <= plots.MAX_BULLETS, (md, heading)
+            assert len(" ".join(answer).split()) <= MAX_ANSWER_WORDS, (md, heading)
+            answers += 1
+    report = open(os.path.join(HERE, folder, "README.md")).read()
+    summary = report.split("## Summary\n")[1].split("\n## ")[0]
+    links = re.findall(r"^\| \[[^]]+\]\(#([a-z0-9_-]+)\)", summary, flags=re.M)
+    assert len(links) == answers >= 10
+    assert all(f'<a id="{link}"></a>' in report for link in links)
+    assert report.index("## Summary") < report.index("## Manifest")
+    assert len(report.split()) <= MAX_REPORT_WORDS
 
 
 def test_importing_a_module_does_nothing_and_reports_import_no_training_code():
