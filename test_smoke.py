@@ -1687,7 +1687,7 @@ def test_zero_cause_and_zeros_finding_cases():
     zeros = [questions.gradients.zeros_finding(runs) for runs in (
         [committed, gradient_run(43, 99, 99, depth=100), gradient_run(44, 74, 74, depth=100)], [below],
         [gradient_run(42, 6, 6), below], [gradient_run(42, None, None)])]
-    assert cases(questions.gradients.ZEROS_TEXT, zeros) == ["dead_layer", "underflow", "unexplained", "no_zeros"]
+    assert cases(questions.gradients.ZEROS_TEXT, zeros) == ["dead_layer", "other", "other", "no_zeros"]
     assert (zeros[0]["seeds"], zeros[0]["of"], zeros[0]["span"], zeros[0]["layers"]) == (3, 3, "75 to 100", 101)
     assert zeros[1]["span"] == "1"
 
@@ -1896,7 +1896,7 @@ def test_fix_criteria_each_at_its_boundary():
         [fix_run(bar + 1e-9)], [fix_run(bar)], [fix_run(bar + 1e-9, grads=((0.0, 1e-3),))],
         [fix_run(bar, grads=((0.0, 1e-3),))], [fix_run(0.9), fix_run(None, status="diverged", seed=43)])]
     assert [f["case"] for f in found] == ["solved", "gradient_only", "accuracy_only", "neither", "neither"]
-    assert (found[2]["zeros"], found[4]["diverged"], found[4]["seeds"]) == (1, 1, 2)
+    assert (found[2]["gradient"], found[2]["accuracy"], found[4]["diverged"], found[4]["seeds"]) == (False, True, 1, 2)
     # two seeds each: the bar is SOLVED_SDS pooled seed std above the plain net's
     noisy = criteria([fix_run(0.2), fix_run(0.44, seed=43)], [0.16, 0.16])
     assert noisy["bar"] == pytest.approx(0.16 + 2 * math.sqrt(np.var([0.2, 0.44], ddof=1) / 2))
@@ -1908,8 +1908,7 @@ def test_fix_criteria_each_at_its_boundary():
 
 
 def judged(name, case, step=0.0, cause=None, val=0.3):
-    return dict(name=name, case=case, step=step, cause=cause, val=val, bar=0.2, zeros=1, seeds=3, diverged=0,
-                grad_sq=1.0)
+    return dict(name=name, case=case, step=step, cause=cause, val=val, bar=0.2, seeds=3, diverged=0, grad_sq=1.0)
 
 
 def test_fix_findings_group_the_changes_by_what_their_numbers_show():

@@ -73,17 +73,17 @@ def vanishing_finding(runs):
 
 
 def zeros_finding(runs):
-    """The layers exactly 0 in every epoch, over the seeds that trained: how many, and their zero_cause
-    where every seed with zeros has the same one."""
+    """The layers exactly 0 in every epoch, over the seeds that trained: how many, and whether a dead layer
+    (zero_cause) explains them in every seed."""
     with_zeros = [r for r in runs if r["status"] == "ok" and zero_layers(r)]
     if not with_zeros:
         return dict(case="no_zeros")
     counts = [len(zero_layers(r)) for r in with_zeros]
     causes = {zero_cause(r) for r in with_zeros}
     span = f"{min(counts)} to {max(counts)}" if min(counts) < max(counts) else f"{min(counts)}"
-    return dict(case=causes.pop() if len(causes) == 1 else "unexplained", seeds=len(with_zeros),
+    return dict(case="dead_layer" if causes == {"dead_layer"} else "other", seeds=len(with_zeros),
                 of=sum(r["status"] == "ok" for r in runs), span=span,
-                layers=len(with_zeros[0]["init_activation_norm"]), tiny=FLOAT32_TINY)
+                layers=len(with_zeros[0]["init_activation_norm"]))
 
 
 LAST = "in the last epoch layer 0's ||grad W||² is {first:.2g}, the output layer's {output:.2g}"
@@ -98,8 +98,7 @@ ZEROS = "{seeds} of {of} seeds get exactly 0 in {span} of {layers} layers, every
 ZEROS_TEXT = {
     "dead_layer": ZEROS + (", up to a layer whose input is exactly 0 at initialisation (all ReLUs before it "
                            "off): the path is cut, not underflowed."),
-    "underflow": ZEROS + ": ||grad W||² falls below float32's smallest normal number, {tiny:.1e}.",
-    "unexplained": ZEROS + ".",
+    "other": ZEROS + ".",
     "no_zeros": None,
 }
 

@@ -52,13 +52,12 @@ def criteria(runs, plain_accs):
     spread = math.sqrt((seed_std(accs) ** 2 + seed_std(plain_accs) ** 2) / 2)
     bar = float(np.mean(plain_accs)) + max(SOLVED_SDS * spread, GAP_TOLERANCE)
     val = float(np.mean(accs)) if accs else math.nan
-    zeros = sum(len(zero_layers(r)) for r in trained)
-    gradient = len(trained) == len(runs) and not zeros
+    gradient = len(trained) == len(runs) and not any(zero_layers(r) for r in trained)
     accuracy = len(trained) == len(runs) and val > bar
     grad_sq = max(math.inf if r["init_grad_sq_norm"][0] is None else r["init_grad_sq_norm"][0] for r in runs)
     causes = {zero_cause(r) for r in trained} - {None}
     return dict(case=CASES[gradient, accuracy], gradient=gradient, accuracy=accuracy, val=val, bar=bar,
-                zeros=zeros, seeds=len(runs), diverged=len(runs) - len(trained), grad_sq=grad_sq,
+                seeds=len(runs), diverged=len(runs) - len(trained), grad_sq=grad_sq,
                 step=runs[0]["lr"] * math.sqrt(grad_sq), cause=causes.pop() if len(causes) == 1 else None)
 
 
@@ -84,24 +83,20 @@ HEADLINE = {
     "none_solved": ("Not solved: no change both gives every layer a gradient and beats the plain net's "
                     "validation accuracy {plain:.3f} beyond the seed noise."),
 }
-BULLETS = {"disagree": "The criteria disagree: ", "zero_cause": "Exact zeros: ",
-           "blown": "Failed from a first step far longer than layer 0's weights (norm ~1.2): "}
-ITEMS = {
-    "accuracy_only": ("{name}: accuracy {val:.3f} above the bar {bar:.3f}, yet not every layer gets a "
-                      "gradient ({zeros} exactly 0)"),
-    "gradient_only": ("{name}: every layer gets a gradient, yet accuracy {val:.3f} is not above the bar "
-                      "{bar:.3f}"),
-    "blown": "{name}: ||grad W||² {grad_sq:.1e}, a step of {step:.1e}; {diverged} of {seeds} seeds diverge",
-    "dead_layer": "{name}: cut below a layer dead at initialisation",
-    "underflow": "{name}: ||grad W||² underflows float32",
+BULLETS = {"disagree": "The criteria disagree for {}.", "zero_cause": "Exact zeros in {}.",
+           "blown": "A first step far longer than layer 0's weights (norm ~1.2) breaks {}."}
+ITEMS = {  # a bullet's changes, each with its case's numbers
+    "accuracy_only": "{name} (accuracy {val:.3f} clears the bar {bar:.3f}, yet some layers get no gradient)",
+    "gradient_only": "{name} (every layer gets a gradient, yet accuracy {val:.3f} misses the bar {bar:.3f})",
+    "blown": ("{name} (layer-0 ||grad W||² {grad_sq:.1e}, a step of {step:.1e}; {diverged} of {seeds} seeds "
+              "diverge)"),
+    "dead_layer": "{name}, below a layer dead at initialisation",
+    "underflow": "{name}, where ||grad W||² underflows float32",
 }
 
 
-YES_NO = {True: "yes", False: "no"}
-
-
 def bullet_text(bullet):
-    return BULLETS[bullet["case"]] + "; ".join(render(ITEMS, item) for item in bullet["items"]) + "."
+    return BULLETS[bullet["case"]].format("; ".join(render(ITEMS, item) for item in bullet["items"]))
 
 
 def report_residual(result):
@@ -122,11 +117,12 @@ def report_residual(result):
                     [bullet_text(b) for b in bullets], key)
     rows = [[f["name"], "; ".join(layer_ranges(zero_layers(r)) if r["status"] == "ok" else "diverged"
                                   for r in runs),
-             f"{f['step']:.2g}", mean_std([final(r, "val_acc") for r in runs]), YES_NO[f["gradient"]],
-             f"{YES_NO[f['accuracy']]} (bar {f['bar']:.3f})"] for f, (_, _, runs) in zip(judged, fixes)]
-    table = markdown_table(["change", "layers exactly 0, per seed", "layer 0's first step", "val acc",
-                            "every layer a gradient", "accuracy beyond noise"], rows)
-    caption = "A change works where no line falls toward 0 and no ▼ (exactly 0) marks the strip."
+             f"{f['step']:.2g}", mean_std([final(r, "val_acc") for r in runs]),
+             "yes" if f["gradient"] else "no", f"{'yes' if f['accuracy'] else 'no'} (bar {f['bar']:.3f})"]
+            for f, (_, _, runs) in zip(judged, fixes)]
+    table = markdown_table(["change", "layers exactly 0", "layer 0's first step", "val acc",
+                            "gradient everywhere", "accuracy beyond noise"], rows)
+    caption = "A change works where no line falls toward 0 and no ▼ (exactly 0) marks its strip."
     return Report([table], {"residual.png": (fig, caption)}, [], [answer])
 
 
