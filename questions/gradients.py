@@ -1,6 +1,5 @@
 """6.2.1-5 vanishing gradients: ||grad W||^2 of every layer of a 100-layer net, per epoch, and why some are
-exactly 0. Its gradient panels and its cause of exact zeros serve residual too.
-"""
+exactly 0. Its gradient panels and its cause of exact zeros serve residual too."""
 import numpy as np
 from matplotlib.ticker import MaxNLocator, NullLocator
 
@@ -18,8 +17,7 @@ def train_gradients(settings, data, reads, env):
 
 DECADES = 100  # ||grad W||^2: a first layer two decades above the output layer explodes; below, vanishes
 GRADIENT_LAYERS = (0, 30, 60, 90, 95, 99)  # the layers the exercise asks to plot
-FLOAT32_TINY = float(np.finfo(np.float32).tiny)  # below float32's smallest normal number a ||grad W||^2
-#   loses its digits, and a few layers further down it rounds to exactly 0
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)  # below it, a ||grad W||^2 is on its way to round to 0
 
 
 def seed_grads(run):
@@ -42,8 +40,8 @@ def layer_ranges(layers):
 
 
 def dead_layer(run):
-    """The last layer whose input is exactly 0 on the whole first batch at initialisation (every ReLU before
-    it off), below which no gradient passes; None when there is none."""
+    """The last layer whose input is exactly 0 on the first batch at initialisation, or None: no gradient
+    passes below it."""
     return max([layer for layer, norm in enumerate(run["init_activation_norm"]) if norm == 0], default=None)
 
 
@@ -61,8 +59,7 @@ def zero_cause(run):
 
 
 def vanishing_finding(runs):
-    """The headline: the last epoch's mean ||grad W||^2 (over the seeds that trained) of layer 0 against the
-    output layer's: more than DECADES apart, one way or the other, or neither."""
+    """Layer 0's and the output layer's last-epoch ||grad W||^2 (mean over seeds): DECADES apart or not."""
     ok = [r for r in runs if r["status"] == "ok"]
     if not ok:
         return dict(case="all_diverged", seeds=len(runs))
@@ -73,8 +70,7 @@ def vanishing_finding(runs):
 
 
 def zeros_finding(runs):
-    """The layers exactly 0 in every epoch, over the seeds that trained: how many, and whether a dead layer
-    (zero_cause) explains them in every seed."""
+    """How many layers get exactly 0 in every epoch, and whether a dead layer explains them in every seed."""
     with_zeros = [r for r in runs if r["status"] == "ok" and zero_layers(r)]
     if not with_zeros:
         return dict(case="no_zeros")
@@ -88,8 +84,8 @@ def zeros_finding(runs):
 
 LAST = "in the last epoch layer 0's ||grad W||² is {first:.2g}, the output layer's {output:.2g}"
 HEADLINE = {
-    "vanishing": ("Vanishing: " + LAST + "; skip connections, batch norm, He init or LeakyReLU could fix it "
-                  "(6.2.1-6 tries each)."),
+    "vanishing": ("Vanishing: " + LAST + "; skip connections, a path around each layer, could fix it "
+                  "(6.2.1-6 tries eight changes)."),
     "exploding": "Exploding: " + LAST + "; gradient clipping or a smaller initialisation could fix it.",
     "neither": "Neither: " + LAST + ", within two decades; nothing needs fixing.",
     "all_diverged": "Exploding: all {seeds} seeds diverged (NaN); clipping or a lower lr could fix it.",
@@ -175,8 +171,9 @@ def report_gradients(result):
     answer = Answer("6.2.1-5", "Is there a vanishing or exploding gradient problem, and what change would "
                     "solve it?", render(HEADLINE, headline), [zeros] if zeros else [], key)
     layers = [layer for layer in GRADIENT_LAYERS if layer < n_layers - 1] + [n_layers - 1]
-    rows = [[r["seed"], layer_ranges(zero_layers(r)), dead_layer(r),
-             *(f"{g:.2g}" for g in seed_grads(r)[-1, layers]), mean_std([final(r, "val_acc")])] for r in runs]
+    rows = [[r["seed"], layer_ranges(zero_layers(r)), "none" if dead_layer(r) is None else dead_layer(r),
+             *(f"{g:.2g}" for g in seed_grads(r)[-1, layers]), mean_std([final(r, "val_acc")])]
+            for r in runs]
     header = ["seed", "layers exactly 0", "last layer dead at init",
               *(f"layer {layer}" for layer in layers[:-1]), "output layer", "val acc"]
     table = markdown_table(header, rows) + "\nLast epoch's ||grad W||²; dead: input 0 on the first batch."

@@ -1,6 +1,5 @@
 """6.2.1-6 fixing the vanishing gradients: eight changes to the 100-layer net, each judged on two criteria,
-every layer gets a gradient and validation accuracy beats the plain net's beyond the seed noise.
-"""
+every layer gets a gradient and validation accuracy beats the plain net's beyond the seed noise."""
 import math
 
 import numpy as np
@@ -39,8 +38,6 @@ FIX_NAMES = {"skip_post": "skips", "batch_norm": "batch norm", "skip_post_bn": "
 SOLVED_SDS = 2  # accuracy beats the plain net's when above it by more than two pooled seed std deviations
 MAX_STEP = 1.0  # a first SGD step on layer 0 (lr * ||grad W||) longer than this rewrites the layer: its
 #   initial weights (PyTorch's default init, 4 units wide) have norm ~1.2
-CASES = {(True, True): "solved", (True, False): "gradient_only", (False, True): "accuracy_only",
-         (False, False): "neither"}  # (every layer gets a gradient, accuracy beyond the noise): the case
 
 
 def criteria(runs, plain_accs):
@@ -56,7 +53,9 @@ def criteria(runs, plain_accs):
     accuracy = len(trained) == len(runs) and val > bar
     grad_sq = max(math.inf if r["init_grad_sq_norm"][0] is None else r["init_grad_sq_norm"][0] for r in runs)
     causes = {zero_cause(r) for r in trained} - {None}
-    return dict(case=CASES[gradient, accuracy], gradient=gradient, accuracy=accuracy, val=val, bar=bar,
+    case = ("solved" if accuracy else "gradient_only") if gradient else (
+        "accuracy_only" if accuracy else "neither")
+    return dict(case=case, gradient=gradient, accuracy=accuracy, val=val, bar=bar,
                 seeds=len(runs), diverged=len(runs) - len(trained), grad_sq=grad_sq,
                 step=runs[0]["lr"] * math.sqrt(grad_sq), cause=causes.pop() if len(causes) == 1 else None)
 
