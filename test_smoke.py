@@ -1704,19 +1704,21 @@ def gradient_run(seed, zero_through, dead_at, depth=10):
     return run_with({"grad_sq_norm": grads}, seed=seed, init_activation_norm=norms)
 
 
-def test_dead_layer_finding_cases():
+def test_zero_cause_and_zeros_finding_cases():
     # as in the embedded data's run: seed 42 exactly 0 in layers 0-83, and layer 83's input 0 at initialisation
-    committed = questions.gradients.dead_layer_finding([gradient_run(42, 83, 83, depth=100)])
-    assert committed["case"] == "dead_layer" and committed["explained"] == [(42, 83)]
-    explained = questions.gradients.dead_layer_finding([gradient_run(42, 6, 6), gradient_run(43, 9, 9)])
-    assert explained["explained"] == [(42, 6), (43, 9)] and explained["unexplained"] == []
-    unexplained = questions.gradients.dead_layer_finding([gradient_run(42, 5, None)])
-    assert unexplained["unexplained"] == [(42, [0, 1, 2, 3, 4, 5])]
-    mixed = questions.gradients.dead_layer_finding([gradient_run(42, 6, 6), gradient_run(43, 4, 7)])
-    assert mixed["explained"] == [(42, 6)] and mixed["unexplained"] == [(43, [0, 1, 2, 3, 4])]
-    none = questions.gradients.dead_layer_finding([gradient_run(42, None, None)])
-    assert cases(questions.gradients.GRADIENTS_TEXT, [committed, explained, unexplained, mixed, none]) == [
-        "dead_layer", "dead_layer", "no_dead_layer", "mixed", "no_zeros"]
+    committed = gradient_run(42, 83, 83, depth=100)
+    assert questions.gradients.zero_cause(committed) == "dead_layer"
+    assert questions.gradients.zero_cause(gradient_run(42, None, None)) is None
+    assert questions.gradients.zero_cause(gradient_run(42, 7, 6)) == "unexplained"  # one zero past the dead layer
+    tiny = questions.gradients.FLOAT32_TINY
+    below, at = (gradient_epochs([[0.0, value, 1e-3]] * 2) for value in (tiny * 0.99, tiny))
+    assert [questions.gradients.zero_cause(r) for r in (below, at)] == ["underflow", "unexplained"]
+    zeros = [questions.gradients.zeros_finding(runs) for runs in (
+        [committed, gradient_run(43, 99, 99, depth=100), gradient_run(44, 74, 74, depth=100)], [below],
+        [gradient_run(42, 6, 6), below], [gradient_run(42, None, None)])]
+    assert cases(questions.gradients.ZEROS_TEXT, zeros) == ["dead_layer", "other", "other", "no_zeros"]
+    assert (zeros[0]["seeds"], zeros[0]["of"], zeros[0]["span"], zeros[0]["layers"]) == (3, 3, "75 to 100", 101)
+    assert zeros[1]["span"] == "1"
 
 
 PRIOR, UNIFORM = 2.751, math.log(39)
@@ -1896,55 +1898,65 @@ def gradient_epochs(values_per_epoch, seed=42, status="ok", init_norms=None):
                     init_activation_norm=init_norms or [1.0] * depth, init_grad_sq_norm=[1.0] * depth)
 
 
-def test_vanishing_findings_cases():
-    dead = gradient_epochs([[0.0, 0.0, 1e-12, 1e-3]] * 3, init_norms=[1.0, 0.0, 1.0, 1.0])
-    found = questions.gradients.vanishing_findings([dead])
-    assert cases(questions.gradients.GRADIENTS_TEXT, found) == ["exact_zeros", "dead_layer", "what_fixes_it"]
-    assert found[0]["output"] == 1e-3 and found[0]["zeros"] == [(42, [0, 1])]
-    [(seed, layer, value, decades)] = found[0]["lowest"]
-    assert (seed, layer, value) == (42, 2, 1e-12) and decades == pytest.approx(9)
-    others = [questions.gradients.vanishing_findings([gradient_epochs(g)])[0] for g in ([[1e-9, 1e-6, 1e-3]],
-                                                                                [[1e3, 1e0, 1e-3]],
-                                                                                [[1e-3, 2e-3, 1e-3]])]
-    assert cases(questions.gradients.GRADIENTS_TEXT, others) == ["vanishing", "exploding", "neither"]
-    assert others[0]["ratio"] == pytest.approx(1e6) and others[1]["ratio"] == pytest.approx(1e6)
-    diverged = questions.gradients.vanishing_findings([gradient_epochs([[1.0]], status="diverged")])
-    assert cases(questions.gradients.GRADIENTS_TEXT, diverged) == ["all_diverged"]
+def test_vanishing_finding_cases_at_the_decades_bound():
+    output = 100 / 64  # DECADES = 100 times 1 / 64, exactly in binary
+    found = [questions.gradients.vanishing_finding([gradient_epochs([[first, output]])])
+             for first in (1 / 64, 0.99 / 64, 100 * output, 100.01 * output, 0.0)]
+    assert cases(questions.gradients.HEADLINE, found) == ["neither", "vanishing", "neither", "exploding", "vanishing"]
+    assert (found[4]["first"], found[4]["output"]) == (0.0, output)
+    diverged = questions.gradients.vanishing_finding([gradient_epochs([[1.0]], status="diverged")])
+    assert cases(questions.gradients.HEADLINE, [diverged]) == ["all_diverged"]
+    assert questions.gradients.layer_ranges([0, 1, 2, 5, 7, 8]) == "0-2, 5, 7-8"
+    assert questions.gradients.layer_ranges([]) == "none"
 
 
-def test_fixes_findings_give_each_change_its_verdict():
-    plain = gradient_epochs([[0.0, 1e-3]] * 2, init_norms=[1.0, 0.0])
-    plain["history"]["val_acc"] = [0.16]
-    good = gradient_epochs([[1e-2, 1e-3]] * 2)
-    good["history"]["val_acc"] = [0.57]
-    flat = gradient_epochs([[1e-2, 1e-3]] * 2)
-    flat["history"]["val_acc"] = [0.16]
-    blown = gradient_epochs([[1.0, 1.0]], status="diverged")
-    blown.update(init_grad_sq_norm=[5.2e10, 2.0], lr=1e-3)
-    zeros = gradient_epochs([[0.0, 1e-3]] * 2)
-    zeros["history"]["val_acc"] = [0.3]
-    dead = gradient_epochs([[0.0, 0.0, 1e-3]] * 2, init_norms=[1.0, 3e-5, 0.0])
-    underflow = dict(gradient_epochs([[0.0, 1e-40, 1e-3]] * 2), activation="leaky_relu")
-    verdicts = [questions.residual.fix_verdict(runs, [0.16]) for runs in ([good], [flat], [blown, good], [zeros], [underflow],
-                                                                  [dead])]
-    assert cases(questions.residual.FIXES_TEXT, [dict(v, label="x") for v in verdicts]) == [
-        "solved", "no_gain", "diverged", "zeros_no_dead_layer", "zeros_underflow", "zeros_dead_layer"]
-    assert verdicts[0]["val"] == 0.57 and verdicts[1]["val"] == 0.16
-    assert (verdicts[2]["diverged"], verdicts[2]["seeds"], verdicts[2]["first_grad"]) == (1, 2, 5.2e10)
-    assert verdicts[2]["step"] == pytest.approx(1e-3 * math.sqrt(5.2e10))
-    assert verdicts[3]["zeros"] == [(42, [0])]
-    assert verdicts[4]["lowest"] == [(42, (1, 1e-40, pytest.approx(37)))]
-    assert verdicts[5]["dead"] == [(42, (2, 3e-5))]
-    # solved needs more than two seed standard deviations (pooled): 0.30 +- 0.12 over plain 0.16 +- 0 is not
-    noisy = [dict(good, seed=s, history={**good["history"], "val_acc": [v]})
-             for s, v in ((42, 0.2), (43, 0.3), (44, 0.44))]
-    margin = questions.residual.fix_verdict(noisy, [0.16, 0.16, 0.16])
-    assert margin["case"] == "no_gain"
-    assert margin["margin"] == pytest.approx(2 * math.sqrt(np.var([0.2, 0.3, 0.44], ddof=1) / 2))
-    found = questions.residual.fixes_findings([plain], [("skips", [good]), ("LeakyReLU", [zeros]), ("He", [flat])])
-    assert cases(questions.residual.FIXES_TEXT, found) == ["solved_by", "solved", "zeros_no_dead_layer", "no_gain"]
-    assert found[0]["solved"] == ["skips"] and found[0]["plain_acc"] == 0.16 and found[2]["label"] == "LeakyReLU"
-    assert questions.residual.fixes_findings([plain], [("He", [flat])])[0]["case"] == "none_solved"
+def fix_run(val_acc, grads=((1e-2, 1e-3),), status="ok", first_grad=1.0, seed=42):
+    run = gradient_epochs([list(g) for g in grads], seed=seed, status=status)
+    run.update(lr=1e-3, init_grad_sq_norm=[first_grad, 1.0])
+    run["history"]["val_acc"] = [val_acc]
+    return run
+
+
+def test_fix_criteria_each_at_its_boundary():
+    criteria = questions.residual.criteria
+    bar = 0.16 + stats.GAP_TOLERANCE  # one seed each: no spread, so the bar is the plain net's + GAP_TOLERANCE
+    assert criteria([fix_run(0.5)], [0.16])["bar"] == pytest.approx(bar)
+    found = [criteria(runs, [0.16]) for runs in (
+        [fix_run(bar + 1e-9)], [fix_run(bar)], [fix_run(bar + 1e-9, grads=((0.0, 1e-3),))],
+        [fix_run(bar, grads=((0.0, 1e-3),))], [fix_run(0.9), fix_run(None, status="diverged", seed=43)])]
+    assert [f["case"] for f in found] == ["solved", "gradient_only", "accuracy_only", "neither", "neither"]
+    assert (found[2]["gradient"], found[2]["accuracy"], found[4]["diverged"], found[4]["seeds"]) == (False, True, 1, 2)
+    # two seeds each: the bar is SOLVED_SDS pooled seed std above the plain net's
+    noisy = criteria([fix_run(0.2), fix_run(0.44, seed=43)], [0.16, 0.16])
+    assert noisy["bar"] == pytest.approx(0.16 + 2 * math.sqrt(np.var([0.2, 0.44], ddof=1) / 2))
+    # layer 0's first SGD step lr * ||grad W|| at MAX_STEP, and the exact zeros' cause
+    limit = (questions.residual.MAX_STEP / 1e-3) ** 2
+    assert criteria([fix_run(0.5, first_grad=limit)], [0.16])["step"] == pytest.approx(questions.residual.MAX_STEP)
+    dead = dict(fix_run(0.16, grads=((0.0, 1e-3),)), init_activation_norm=[0.0, 1.0])
+    assert criteria([dead], [0.16])["cause"] == "dead_layer" and criteria([fix_run(0.5)], [0.16])["cause"] is None
+
+
+def judged(name, case, step=0.0, cause=None, val=0.3):
+    return dict(name=name, case=case, step=step, cause=cause, val=val, bar=0.2, seeds=3, diverged=0, grad_sq=1.0)
+
+
+def test_fix_findings_group_the_changes_by_what_their_numbers_show():
+    max_step = questions.residual.MAX_STEP
+    changes = [judged("skips", "neither", step=max_step * 1.01), judged("at the step", "neither", step=max_step),
+               judged("solved big step", "solved", step=10 * max_step, val=0.5), judged("skips + BN", "solved"),
+               judged("SkipInit", "accuracy_only"), judged("pre-act.", "gradient_only"),
+               judged("He", "neither", cause="dead_layer"), judged("leaky", "neither", cause="underflow"),
+               judged("blown and dead", "neither", step=2 * max_step, cause="dead_layer")]
+    headline, *bullets = questions.residual.fix_findings([0.16], changes)
+    assert cases(questions.residual.HEADLINE, [headline]) == ["solved_by"]
+    assert headline["names"] == "solved big step, skips + BN" and headline["best"]["name"] == "solved big step"
+    assert {b["case"]: [(i["name"], i["case"]) for i in b["items"]] for b in bullets} == {
+        "disagree": [("SkipInit", "accuracy_only"), ("pre-act.", "gradient_only")],
+        "blown": [("skips", "blown"), ("blown and dead", "blown")],
+        "zero_cause": [("He", "dead_layer"), ("leaky", "underflow")]}
+    assert all(questions.residual.bullet_text(b).strip() for b in bullets)
+    headline, *bullets = questions.residual.fix_findings([0.16], [judged("He", "neither")])
+    assert (headline["case"], headline["best"], bullets) == ("none_solved", None, [])
 
 
 def acc_runs(values):
@@ -2117,8 +2129,6 @@ def test_borders_and_seed_helpers():
     assert section6.borders(grid).mean() == 4 / 16 and section6.borders(grid)[:, 1].all()
     assert questions.lr.seeds_disagree([1.3, 1.4, 2.754]) and not questions.lr.seeds_disagree([1.3, 1.4, 1.5])
     assert questions.lr.seeds_disagree([1.3, None]) and not questions.lr.seeds_disagree([None, None])
-    assert questions.gradients.layer_value_text([0.0, 0.0]) == "0" and questions.gradients.layer_value_text([1e-3, 3e-3]) == "2.00e-03"
-    assert questions.gradients.layer_value_text([0.0, 3e-5]) == "(0, 3.0e-05)"
 
 
 def cnn_model(test_acc, recomputed=None, lr=1e-3, train_loss=(0.1,) * 5, n=400, real=0.5, fake=0.5, status="ok",
