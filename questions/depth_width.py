@@ -105,7 +105,8 @@ def ranking_finding(top, runner_up):
 def fit_finding(label, train, val, best_train):
     """6.2.1-2: did the worst model over- or under-fit? Its train (eval mode) and validation accuracy,
     against the best model's train accuracy."""
-    case = "overfits" if train - val > OVERFIT_GAP else "under" if best_train - train > OVERFIT_GAP else "neither"
+    case = ("overfits" if train - val > OVERFIT_GAP else "under" if best_train - train > OVERFIT_GAP
+            else "neither")
     return dict(case=case, label=label, train=train, val=val, best_train=best_train)
 
 
@@ -118,7 +119,8 @@ def training_share_finding(acc, acc_longer, best_acc, trend, epochs, longer_epoc
             else "capacity" if gain <= GAP_TOLERANCE else "split_still_learning" if trend == "improving"
             else "split")
     return dict(case=case, acc=acc, acc_longer=acc_longer, best_acc=best_acc, gap=gap, gain=gain,
-                rest=gap - gain, share=gain / gap if gap > 0 else 1.0, epochs=epochs, longer_epochs=longer_epochs)
+                rest=gap - gain, share=gain / gap if gap > 0 else 1.0, epochs=epochs,
+                longer_epochs=longer_epochs)
 
 
 MATCH_TOLERANCE = 0.10  # two models are of about the same size when their parameter counts differ by <= 10%
@@ -136,10 +138,10 @@ def matched_finding(rows):
                 pairs.append((deep[:3], shallow[:3], paired(shallow[3], deep[3])))
     verdicts = [comparison["case"] for *_, comparison in pairs]
     wins, losses = verdicts.count("above"), verdicts.count("below")
-    case = ("no_pairs" if not pairs else "deeper" if wins and not losses else "shallower" if losses and not wins
-            else "no_winner")
-    return dict(case=case, pairs=pairs, n=len(pairs), wins=wins, losses=losses, ties=len(pairs) - wins - losses,
-                tolerance=MATCH_TOLERANCE)
+    case = ("no_pairs" if not pairs else "deeper" if wins and not losses else
+            "shallower" if losses and not wins else "no_winner")
+    return dict(case=case, pairs=pairs, n=len(pairs), wins=wins, losses=losses,
+                ties=len(pairs) - wins - losses, tolerance=MATCH_TOLERANCE)
 
 
 def sized(kind, size):
@@ -176,21 +178,18 @@ def cost_finding(kind, rows):
 
 
 TEXT = {
-    "yes": ("Yes: the {label} scores {val:.3f} on validation and {test:.3f} on test, within {within:.3f} of "
-            "its {train:.3f} on train."),
+    "yes": "Yes: the {label} scores {val:.3f} on validation, {test:.3f} on test and {train:.3f} on train.",
     "overfits": "No, it over-fits: the {label} scores {train:.3f} on train but {val:.3f} on validation.",
     "val_test_disagree": "Not reliably: the {label} scores {val:.3f} on validation but {test:.3f} on test.",
-    "clear_best": ("It beats the runner-up, {runner_up}, by {difference:+.3f}, beyond the seeds' noise (a "
-                   "paired t-test at 95% needs {noise:.3f})."),
-    "tied_best": ("It ties with the runner-up, {runner_up}: {difference:+.3f}, within the seeds' noise (a "
-                  "paired t-test at 95% needs {noise:.3f})."),
+    "clear_best": "It beats the runner-up, {runner_up}: {difference:+.3f}, beyond the noise ({noise:.3f}).",
+    "tied_best": "It ties the runner-up, {runner_up}: {difference:+.3f}, within the noise ({noise:.3f}).",
     "unranked_best": "With one seed, nothing tells it from the runner-up, {runner_up}.",
     "under": ("It under-fits: the {label} scores as low on train ({train:.3f}) as on validation ({val:.3f}), "
               "far below the best model's {best_train:.3f} on train."),
     "neither": "Neither: the {label} scores {train:.3f} on train and {val:.3f} on validation.",
     "diverged": "Its longer runs diverged: they cannot tell training from capacity.",
-    "training": ("Training closes the gap: trained on to {longer_epochs} epochs, it reaches {acc_longer:.3f}, "
-                 "the best model's {best_acc:.3f} at {epochs}."),
+    "training": ("Training closes the gap: trained on to {longer_epochs} epochs, it reaches "
+                 "{acc_longer:.3f}, the best model's {best_acc:.3f} at {epochs}."),
     "capacity": ("Capacity, not training: trained on to {longer_epochs} epochs, it gains only {gain:+.3f} of "
                  "its {gap:.3f} gap to the best model."),
     "split": ("Training is {share:.0%} of its {gap:.3f} gap to the best model ({acc:.3f} to {acc_longer:.3f} "
@@ -199,12 +198,15 @@ TEXT = {
         "Training is at least {share:.0%} of its {gap:.3f} gap to the best model ({acc:.3f} to "
         "{acc_longer:.3f} at {longer_epochs} epochs); capacity at most the other {rest:.3f}, as its "
         "validation loss still falls at {longer_epochs}."),
-    "rises": "More {things} raise validation accuracy, from {acc_small:.3f} at {small} to {acc_large:.3f} at {large}.",
-    "saturates": ("More {things} raise validation accuracy, from {acc_small:.3f} at {small} to {best_acc:.3f} at "
-                  "{best}; the last step, to {large}, changes it by {gain:+.3f}, within the seeds' spread."),
-    "flat": "More {things} do not raise validation accuracy: {acc_small:.3f} at {small}, {acc_large:.3f} at {large}.",
-    "deeper": ("At the same size (parameters within {tolerance:.0%}), the deeper net wins {wins} of {n} pairs "
-               "beyond the seeds' noise and ties {ties}."),
+    "rises": ("More {things} raise validation accuracy, from {acc_small:.3f} at {small} to {acc_large:.3f} "
+              "at {large}."),
+    "saturates": ("More {things} raise validation accuracy, from {acc_small:.3f} at {small} to "
+                  "{best_acc:.3f} at {best}; the last step, to {large}, changes it by {gain:+.3f}, "
+                  "within the seeds' spread."),
+    "flat": ("More {things} do not raise validation accuracy: {acc_small:.3f} at {small}, {acc_large:.3f} "
+             "at {large}."),
+    "deeper": ("At the same size (parameters within {tolerance:.0%}), the deeper net wins {wins} of {n} "
+               "pairs beyond the seeds' noise and ties {ties}."),
     "shallower": ("At the same size (parameters within {tolerance:.0%}), the shallower, wider net wins "
                   "{losses} of {n} pairs beyond the seeds' noise and ties {ties}."),
     "no_winner": ("At the same size (parameters within {tolerance:.0%}), neither shape wins throughout: the "
@@ -243,7 +245,8 @@ def depth_width_answers(result, groups, protocol):
     longer = [r for r in result.get("longer_runs", []) if (r["depth"], r["width"]) == worst]
     if longer:
         ok = [r for r in longer if r["status"] == "ok"]
-        trend = loss_trend(np.mean([as_array(r["history"]["val_loss"]) for r in ok], axis=0))["case"] if ok else None
+        curves = [as_array(r["history"]["val_loss"]) for r in ok]
+        trend = loss_trend(np.mean(curves, axis=0))["case"] if ok else None
         worst_bullets.append(training_share_finding(val[worst], mean_final(ok, "val_acc") if ok else np.nan,
                                                     val[top], trend, runs[groups[worst][0]]["epochs"],
                                                     longer[0]["epochs"]))
@@ -251,18 +254,21 @@ def depth_width_answers(result, groups, protocol):
     answers = [Answer("6.2.1-1", "Did the best model generalise?", render(TEXT, best),
                       [render(TEXT, f) for f in best_bullets], f"{short(top)}: val acc {val[top]:.3f}"),
                Answer("6.2.1-2", "Did the worst model over-fit or under-fit?", render(TEXT, fit),
-                      [render(TEXT, f) for f in worst_bullets], f"{short(worst)}: train acc {fit['train']:.3f}")]
+                      [render(TEXT, f) for f in worst_bullets],
+                      f"{short(worst)}: train acc {fit['train']:.3f}")]
     matched = matched_finding([(d, w, runs[groups[(d, w)][0]]["n_params"], accs((d, w))) for d, w in groups])
     for item, kind, fixed_index, fixed in (("6.2.1-3", "depth", 1, width), ("6.2.1-4", "width", 0, depth)):
         archs = sorted(a for a in protocol if a[fixed_index] == fixed)
-        shape = shape_finding(kind, [(a[1 - fixed_index], val[a], seed_std(as_array(accs(a)))) for a in archs])
-        cost = cost_finding(kind, [(a[1 - fixed_index], runs[groups[a][0]]["n_params"],
-                                    seconds[f"{a[0]}x{a[1]}"]) for a in archs])
+        sizes = [a[1 - fixed_index] for a in archs]
+        spreads = [seed_std(as_array(accs(a))) for a in archs]
+        shape = shape_finding(kind, [(size, val[a], std) for size, a, std in zip(sizes, archs, spreads)])
+        cost = cost_finding(kind, [(size, runs[groups[a][0]]["n_params"], seconds[short(a)])
+                                   for size, a in zip(sizes, archs)])
         bullets = [matched, cost] if kind == "depth" else [cost]
-        answers.append(Answer(item, f"How does {kind} affect the MLP ({['depth', 'width'][fixed_index]} {fixed})?",
-                              render(TEXT, shape), [render(TEXT, f) for f in bullets],
-                              f"val acc {shape['acc_small']:.3f} at {shape['small']}, {shape['best_acc']:.3f} at "
-                              f"{shape['best']}"))
+        asked = f"How does {kind} affect the MLP ({['depth', 'width'][fixed_index]} {fixed})?"
+        key = (f"val acc {shape['acc_small']:.3f} at {shape['small']}, {shape['best_acc']:.3f} at "
+               f"{shape['best']}")
+        answers.append(Answer(item, asked, render(TEXT, shape), [render(TEXT, f) for f in bullets], key))
     return answers
 
 
@@ -299,8 +305,10 @@ def plot_fit_and_map(result, arch, arch_runs, tag):
     longer = [r for r in result.get("longer_runs", []) if (r["depth"], r["width"]) == arch]
     if longer:
         start = arch_runs[0]["epochs"] - 1  # the longer runs' first epochs are these runs' own
-        plot_mean_band(ax_loss, epochs_axis(longer)[start:], [r["history"]["val_loss"][start:] for r in longer],
-                       f"validation, trained on to {longer[0]['epochs']} epochs", color=PALETTE[6], linewidth=2)
+        plot_mean_band(ax_loss, epochs_axis(longer)[start:],
+                       [r["history"]["val_loss"][start:] for r in longer],
+                       f"validation, trained on to {longer[0]['epochs']} epochs", color=PALETTE[6],
+                       linewidth=2)
         ticks = [1, 10, start + 1, longer[0]["epochs"]]
         ax_loss.set(xscale="log", xlabel="epoch (log scale)", xticks=ticks, xticklabels=ticks)
         ax_loss.legend()
@@ -320,11 +328,9 @@ def report_depth_width(result):
               f"{result['seconds_per_epoch_alone'][short(arch)]:.2f}") for arch, indices in groups.items()]
     named += [(f"{short(ranked[0])}, {result['longer_runs'][0]['epochs']} epochs", result["longer_runs"], "")
               ] * bool(ranked and result.get("longer_runs"))
-    table = markdown_table(
-        ["model", "parameters", "train acc (eval)", "val acc", "test acc", "s an epoch alone"],
-        [[name, f"{arch_runs[0]['n_params']:,}", f"{mean_final(arch_runs, 'train_eval_acc'):.3f}",
-          finals(arch_runs, "val_acc"), f"{mean_final(arch_runs, 'test_acc'):.3f}", time]
-         for name, arch_runs, time in named])
+    table = markdown_table(["model", "parameters", "val acc", "s an epoch alone"],
+                           [[name, f"{arch_runs[0]['n_params']:,}", finals(arch_runs, "val_acc"), time]
+                            for name, arch_runs, time in named])
     pairs = matched_finding([(d, w, runs[idx[0]]["n_params"], [final(runs[i], "val_acc") for i in idx])
                              for (d, w), idx in groups.items()])["pairs"]
     pair_table = markdown_table(["deeper", "shallower", "val acc, deeper minus shallower", "wins"],
@@ -336,12 +342,12 @@ def report_depth_width(result):
                           f"width {width}")
     plot_accuracy_against(axes[1], runs, groups, sorted(a for a in protocol if a[0] == depth), "width",
                           f"depth {depth}")
-    figures = {"depth_width.png": (fig, "Final accuracy against depth and width.")}
+    figures = {"depth_width.png": (fig, "Accuracy against depth and width.")}
     for tag, arch in zip(("best", "worst"), (ranked[-1:] + ranked[:1])):
-        figures[f"depth_width_{tag}.png"] = (plot_fit_and_map(result, arch, [runs[i] for i in groups[arch]], tag),
-                                             f"The {tag} model's losses and its map: ringed points are its mistakes.")
+        figure = plot_fit_and_map(result, arch, [runs[i] for i in groups[arch]], tag)
+        figures[f"depth_width_{tag}.png"] = (figure, f"The {tag} model's losses and map (ringed: mistakes).")
     answers = depth_width_answers(result, groups, protocol) if ranked else []
-    note = "Models of matched size, paired by seed (the noise a paired t-test at 95% allows decides a win):"
+    note = "Matched sizes, paired by seed; a win is beyond the noise of a paired t-test at 95%:"
     return Report([table, note, pair_table], figures, [], answers)
 
 

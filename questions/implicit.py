@@ -45,8 +45,9 @@ def train_implicit(settings, data, reads, env):
     for run, state in zip(results, states):
         run["val_acc_per_class"] = val_acc_per_class(run, state, data)
     counts = torch.bincount(data["val"][1].cpu(), minlength=data["meta"]["n_classes"]).tolist()
-    return {"runs": results, "baseline_runs": baseline_runs, "arrays": arrays, "sin_frequencies": SIN_FREQUENCIES,
-            "map_extent": map_extent(data["meta"]["extent"]), "val_class_counts": counts}
+    return {"runs": results, "baseline_runs": baseline_runs, "arrays": arrays,
+            "sin_frequencies": SIN_FREQUENCIES, "map_extent": map_extent(data["meta"]["extent"]),
+            "val_class_counts": counts}
 
 
 def comparison_finding(raw, sin):
@@ -93,10 +94,9 @@ def size_finding(changes, rows, areas):
 
 def hull_area(points):
     """Area of the convex hull of (longitude, latitude) points, in square degrees of latitude (longitude
-    scaled by the cosine of their mean latitude); 0 for fewer than 3 points or points on a line."""
+    scaled by the cosine of their mean latitude)."""
     scaled = points * [np.cos(np.radians(points[:, 1].mean())), 1.0]
-    return ConvexHull(scaled).volume if len(np.unique(scaled, axis=0)) > 2 and np.linalg.matrix_rank(
-        scaled - scaled.mean(0)) == 2 else 0.0
+    return ConvexHull(scaled).volume
 
 
 SIZE = (" (Spearman rho {rho_rows:.2f}, p = {p_rows:.2f} against validation rows; {rho_area:.2f}, p = "
@@ -108,11 +108,13 @@ TEXT = {
     "tie": "Neither is better: " + CHANGE.replace("{}", "within") + "noise ({noise:.3f}).",
     "sin_better": "The sin model is better: " + CHANGE.replace("{}", "beyond") + "noise ({noise:.3f}).",
     "raw_better": "The raw model is better: " + CHANGE.replace("{}", "beyond") + "noise ({noise:.3f}).",
-    "fragmented": "The sin model's map breaks into islands: {sin} patches of one class against {raw} (first seed).",
+    "fragmented": ("The sin model's map breaks into islands: {sin} one-class patches against {raw} (first "
+                   "seed)."),
     "not_fragmented": "The sin model's map is no more fragmented: {sin} patches of one class against {raw}.",
     "small_gain": "Its gains go to small countries, as a lifted low-frequency bias predicts" + SIZE,
     "large_gain": "Its gains go to large countries, against the low-frequency-bias explanation" + SIZE,
-    "no_size_relation": "Its gains are unrelated to country size: the low-frequency-bias explanation does not show" + SIZE,
+    "no_size_relation": ("Its gains are unrelated to country size: the low-frequency-bias explanation does "
+                         "not show" + SIZE),
     "mixed": "Its gains relate to country size one way by rows and the other by area" + SIZE,
 }
 

@@ -68,8 +68,9 @@ def train_regions(settings, data, reads, env):
             continue
         model = load_model(run, data["meta"]["n_classes"], state)
         regions = activation_regions(model, data["meta"]["extent"], settings["resolution"])
-        results[arch] = {**{k: run[k] for k in ("seed", "lr", "epochs", "batch_size", "n_params", *ARCH_KEYS)},
-                         "regions_on_grid": int(regions.max()) + 1, "bound": region_bound([run["width"]] * run["depth"]),
+        kept = {key: run[key] for key in ("seed", "lr", "epochs", "batch_size", "n_params", *ARCH_KEYS)}
+        results[arch] = {**kept, "regions_on_grid": int(regions.max()) + 1,
+                         "bound": region_bound([run["width"]] * run["depth"]),
                          "val_acc": float(np.nanmean(as_array(accs)))}
         if list(arch) in settings["architectures"]:
             arrays[f"regions_{run['depth']}x{run['width']}"] = regions.astype(np.int32)
@@ -87,14 +88,15 @@ def regions_finding(counts, accs, pairs):
     case = ("more_regions_higher" if p < SIGNIFICANCE and rho > 0 else
             "more_regions_lower" if p < SIGNIFICANCE and rho < 0 else "unrelated")
     deeper_more = sum(counts[deep] > counts[shallow] for deep, shallow in pairs)
-    return dict(case=case, rho=float(rho), p=float(p), n=len(counts), deeper_more=deeper_more, pairs=len(pairs))
+    return dict(case=case, rho=float(rho), p=float(p), n=len(counts), deeper_more=deeper_more,
+                pairs=len(pairs))
 
 
 TEXT = {
     "more_regions_higher": ("Nets that cut the plane into more linear regions score higher: Spearman rho "
                             "{rho:.2f} (p = {p:.3f}) over the {n} shapes of depth_width."),
-    "more_regions_lower": ("Nets that cut the plane into more linear regions score lower: Spearman rho {rho:.2f} "
-                           "(p = {p:.3f}) over the {n} shapes of depth_width."),
+    "more_regions_lower": ("Nets that cut the plane into more linear regions score lower: Spearman rho "
+                           "{rho:.2f} (p = {p:.3f}) over the {n} shapes of depth_width."),
     "unrelated": ("The number of linear regions does not order the nets by accuracy: Spearman rho {rho:.2f} "
                   "(p = {p:.3f}) over the {n} shapes of depth_width."),
     "pairs": "At matched size, the deeper net draws more regions in {deeper_more} of {pairs} pairs.",
@@ -111,10 +113,11 @@ def report_regions(result):
                              for deep, shallow, _ in pairs["pairs"]])
     answer = Answer("", "Do nets with more linear regions score higher?", render(TEXT, found),
                     [render(TEXT, dict(found, case="pairs"))], f"Spearman rho {found['rho']:.2f}")
+    bounds = [f"{run['bound']:.1e}" if run["bound"] > 1e6 else f"{run['bound']:,}" for run in runs]
+    rows = [[short(arch), f"{run['n_params']:,}", bound, f"{run['regions_on_grid']:,}",
+             f"{run['val_acc']:.3f}"] for arch, run, bound in zip(archs, runs, bounds)]
     table = markdown_table(["model", "parameters", "bound on regions", f"regions on a {resolution}² grid",
-                            "val acc"], [[short(arch), f"{run['n_params']:,}", f"{run['bound']:,}" if run["bound"] < 1e6 else f"{run['bound']:.1e}",
-                                          f"{run['regions_on_grid']:,}", f"{run['val_acc']:.3f}"]
-                                         for arch, run in zip(archs, runs)])
+                            "val acc"], rows)
     drawn = [run for arch, run in zip(archs, runs) if list(arch) in result["settings"]["architectures"]]
     fig = map_figure(extent, 7, maps=len(drawn))
     rng = np.random.default_rng(0)
@@ -129,7 +132,7 @@ def report_regions(result):
                title=f"{arch_label(run)}, seed {run['seed']}: {run['regions_on_grid']:,} regions")
     note = ("Each model's first seed; val acc, the mean over seeds. A region is one on/off pattern of the "
             "hidden ReLUs, where the net is one affine map; the grid sees a lower bound of their number.")
-    caption = "Each colour one linear region of a trained net, black lines their borders, dots the test cities."
+    caption = "Each colour one linear region of a trained net; black lines their borders; dots test cities."
     return Report([table, note], {"regions.png": (fig, caption)}, [], [answer])
 
 
