@@ -184,8 +184,8 @@ TEXT = {
     "clear_best": "It beats the runner-up, {runner_up}: {difference:+.3f}, beyond the noise ({noise:.3f}).",
     "tied_best": "It ties the runner-up, {runner_up}: {difference:+.3f}, within the noise ({noise:.3f}).",
     "unranked_best": "With one seed, nothing tells it from the runner-up, {runner_up}.",
-    "under": ("It under-fits: the {label} scores as low on train ({train:.3f}) as on validation ({val:.3f}), "
-              "far below the best model's {best_train:.3f} on train."),
+    "under": ("It under-fits: the {label} scores {train:.3f} on train, as low as on validation ({val:.3f}) "
+              "and far below the best model's {best_train:.3f}."),
     "neither": "Neither: the {label} scores {train:.3f} on train and {val:.3f} on validation.",
     "diverged": "Its longer runs diverged: they cannot tell training from capacity.",
     "training": ("Training closes the gap: trained on to {longer_epochs} epochs, it reaches "
@@ -196,20 +196,19 @@ TEXT = {
               "at {longer_epochs} epochs); capacity the other {rest:.3f}, its validation loss flat by then."),
     "split_still_learning": (
         "Training is at least {share:.0%} of its {gap:.3f} gap to the best model ({acc:.3f} to "
-        "{acc_longer:.3f} at {longer_epochs} epochs); capacity at most the other {rest:.3f}, as its "
-        "validation loss still falls at {longer_epochs}."),
+        "{acc_longer:.3f} at {longer_epochs} epochs); capacity at most {rest:.3f}, as validation loss "
+        "still falls at {longer_epochs}."),
     "rises": ("More {things} raise validation accuracy, from {acc_small:.3f} at {small} to {acc_large:.3f} "
               "at {large}."),
-    "saturates": ("More {things} raise validation accuracy, from {acc_small:.3f} at {small} to "
-                  "{best_acc:.3f} at {best}; the last step, to {large}, changes it by {gain:+.3f}, "
-                  "within the seeds' spread."),
+    "saturates": ("More {things} raise validation accuracy to {best_acc:.3f} at {best} ({acc_small:.3f} at "
+                  "{small}); {large} change it by {gain:+.3f}, within the seeds' spread."),
     "flat": ("More {things} do not raise validation accuracy: {acc_small:.3f} at {small}, {acc_large:.3f} "
              "at {large}."),
-    "deeper": ("At the same size (parameters within {tolerance:.0%}), the deeper net wins {wins} of {n} "
-               "pairs beyond the seeds' noise and ties {ties}."),
-    "shallower": ("At the same size (parameters within {tolerance:.0%}), the shallower, wider net wins "
-                  "{losses} of {n} pairs beyond the seeds' noise and ties {ties}."),
-    "no_winner": ("At the same size (parameters within {tolerance:.0%}), neither shape wins throughout: the "
+    "deeper": ("At matched size (parameters within {tolerance:.0%}), the deeper net wins {wins} of {n} "
+               "pairs and ties {ties}."),
+    "shallower": ("At matched size (parameters within {tolerance:.0%}), the shallower, wider net wins "
+                  "{losses} of {n} pairs and ties {ties}."),
+    "no_winner": ("At matched size (parameters within {tolerance:.0%}), neither shape wins throughout: the "
                   "deeper net wins {wins} of {n} pairs, the shallower {losses}, {ties} tie."),
     "no_pairs": "No two models of different depth are within {tolerance:.0%} of each other's parameters.",
     "slower": ("An epoch takes {time_ratio:.1f}x as long at {large} as at {small} ({seconds_small:.2f} s to "
@@ -347,7 +346,7 @@ def report_depth_width(result):
         figure = plot_fit_and_map(result, arch, [runs[i] for i in groups[arch]], tag)
         figures[f"depth_width_{tag}.png"] = (figure, f"The {tag} model's losses and map (ringed: mistakes).")
     answers = depth_width_answers(result, groups, protocol) if ranked else []
-    note = "Matched sizes, paired by seed; a win is beyond the noise of a paired t-test at 95%:"
+    note = "Matched sizes, paired by seed (a win: beyond the 95% noise of a paired t-test):"
     return Report([table, note, pair_table], figures, [], answers)
 
 

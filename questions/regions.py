@@ -94,11 +94,11 @@ def regions_finding(counts, accs, pairs):
 
 TEXT = {
     "more_regions_higher": ("Nets that cut the plane into more linear regions score higher: Spearman rho "
-                            "{rho:.2f} (p = {p:.3f}) over the {n} shapes of depth_width."),
+                            "{rho:.2f} (p = {p:.3f}) over {n} shapes."),
     "more_regions_lower": ("Nets that cut the plane into more linear regions score lower: Spearman rho "
-                           "{rho:.2f} (p = {p:.3f}) over the {n} shapes of depth_width."),
+                           "{rho:.2f} (p = {p:.3f}) over {n} shapes."),
     "unrelated": ("The number of linear regions does not order the nets by accuracy: Spearman rho {rho:.2f} "
-                  "(p = {p:.3f}) over the {n} shapes of depth_width."),
+                  "(p = {p:.3f}) over {n} shapes."),
     "pairs": "At matched size, the deeper net draws more regions in {deeper_more} of {pairs} pairs.",
 }
 
@@ -113,11 +113,10 @@ def report_regions(result):
                              for deep, shallow, _ in pairs["pairs"]])
     answer = Answer("", "Do nets with more linear regions score higher?", render(TEXT, found),
                     [render(TEXT, dict(found, case="pairs"))], f"Spearman rho {found['rho']:.2f}")
-    bounds = [f"{run['bound']:.1e}" if run["bound"] > 1e6 else f"{run['bound']:,}" for run in runs]
-    rows = [[short(arch), f"{run['n_params']:,}", bound, f"{run['regions_on_grid']:,}",
-             f"{run['val_acc']:.3f}"] for arch, run, bound in zip(archs, runs, bounds)]
-    table = markdown_table(["model", "parameters", "bound on regions", f"regions on a {resolution}² grid",
-                            "val acc"], rows)
+    bounds = [f"{run['bound']:.0e}" if run["bound"] > 1e6 else f"{run['bound']:,}" for run in runs]
+    rows = [[short(arch), f"{run['regions_on_grid']:,}", bound, f"{run['val_acc']:.3f}"]
+            for arch, run, bound in zip(archs, runs, bounds)]
+    table = markdown_table(["model", f"regions on a {resolution}² grid", "bound", "val acc"], rows)
     drawn = [run for arch, run in zip(archs, runs) if list(arch) in result["settings"]["architectures"]]
     fig = map_figure(extent, 7, maps=len(drawn))
     rng = np.random.default_rng(0)
@@ -130,9 +129,8 @@ def report_regions(result):
         ax.set_aspect(map_aspect(extent))
         ax.set(xlabel="longitude (degrees)", ylabel="latitude (degrees)", xlim=extent[:2], ylim=extent[2:],
                title=f"{arch_label(run)}, seed {run['seed']}: {run['regions_on_grid']:,} regions")
-    note = ("Each model's first seed; val acc, the mean over seeds. A region is one on/off pattern of the "
-            "hidden ReLUs, where the net is one affine map; the grid sees a lower bound of their number.")
-    caption = "Each colour one linear region of a trained net; black lines their borders; dots test cities."
+    note = "Each model's first seed; val acc: the mean over seeds. A grid sees a lower bound of the regions."
+    caption = "Each colour one linear region, where the net is one affine map; dots: test cities."
     return Report([table, note], {"regions.png": (fig, caption)}, [], [answer])
 
 
