@@ -505,6 +505,21 @@ def test_prediction_map_colors_grid_by_argmax(tmp_path):
     plots.plt.close(fig)
 
 
+def test_map_labels_that_would_collide_move_or_are_left_out():
+    """Three classes at one spot: the most numerous is named there, the next a line above, the third below; a
+    fourth at that spot has no free line and is left out. No two written names overlap."""
+    fig, ax = plots.plt.subplots(figsize=(4, 4))
+    ax.set(xlim=(0, 10), ylim=(0, 10))
+    labels = np.array([0] * 4 + [1] * 3 + [2] * 2 + [3] + [4])
+    points = np.array([[5.0, 5.0]] * 10 + [[1.0, 9.0]])
+    named = plots.label_classes(ax, points, labels, ["Aaaa", "Bbbb", "Cccc", "Dddd", "E"])
+    assert named == [0, 1, 2, 4]
+    boxes = [text.get_window_extent(fig.canvas.get_renderer()) for text in ax.texts]
+    assert len(boxes) == 4 and not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert [text.get_text() for text in ax.texts] == ["Aaaa", "Bbbb", "Cccc", "E"]
+    plots.plt.close(fig)
+
+
 def test_region_count_of_known_lines():
     """Three ReLU units whose lines x = 0, y = 0 and x + y = 1 are in general position: 1 + 3 + 3 = 7 regions
     of the plane, all of which meet the box [-3, 3]^2."""
@@ -790,7 +805,7 @@ def test_mlp_question_end_to_end(tmp_path, capsys, question):
                 assert ends[-1] == run["steps_per_epoch"] * run["epochs"] and (np.diff(ends) > 0).all()
     assert "## Results" in markdown and markdown.count("\n**") > 0
     result = json.loads((out / f"{question}.json").read_text())
-    assert {r["seed"] for r in result["runs"]} == {42, 43}
+    assert {r["seed"] for r in result["runs"]} == ({42} if question == "regions" else {42, 43})  # regions: first seeds
     for run in result["runs"]:
         assert {"seed", "lr", "batch_size", "epochs", "depth", "width", "batch_norm"} <= run.keys()
         if question != "regions":
