@@ -325,8 +325,10 @@ def report_depth_width(result):
     marks = {ranked[-1]: " best", ranked[0]: " worst"} if ranked else {}
     named = [(short(arch) + marks.get(arch, " matched" * (arch not in protocol)), [runs[i] for i in indices],
               f"{result['seconds_per_epoch_alone'][short(arch)]:.2f}") for arch, indices in groups.items()]
-    named += [(f"{short(ranked[0])}, {result['longer_runs'][0]['epochs']} epochs", result["longer_runs"], "")
-              ] * bool(ranked and result.get("longer_runs"))
+    longer = result.get("longer_runs", [])
+    if longer:
+        arch = (longer[0]["depth"], longer[0]["width"])
+        named.append((f"{short(arch)}, {longer[0]['epochs']} epochs", longer, ""))
     table = markdown_table(["model", "parameters", "val acc", "s an epoch alone"],
                            [[name, f"{arch_runs[0]['n_params']:,}", finals(arch_runs, "val_acc"), time]
                             for name, arch_runs, time in named])
