@@ -138,9 +138,9 @@ def report_implicit(result):
                     f"val acc {comparison['acc_sin']:.3f} sin, {comparison['acc_raw']:.3f} raw")
     rows = [[name] + [finals(runs, key) for key in ("train_acc", "val_acc", "test_acc", "val_loss")]
             for name, runs, _ in variants]
-    run = result["runs"][0]
+    run, frequencies = result["runs"][0], result["sin_frequencies"]
     note = (f"Both {arch_label(run)}, batch norm, {run['epochs']} epochs. Features: sin(a*x), a in "
-            f"{SIN_FREQUENCIES[0]:g}..{SIN_FREQUENCIES[-1]:g}, on longitude and latitude in degrees. Country "
+            f"{frequencies[0]:g}..{frequencies[-1]:g}, on longitude and latitude in degrees. Country "
             f"size: its validation rows, or the convex hull of its test cities; countries with at least "
             f"{MIN_POINTS} validation rows.")
     table = markdown_table(["input", "train acc", "val acc", "test acc", "val loss"], rows)
