@@ -134,10 +134,35 @@ def map_figure(extent, map_width, other_width=0, maps=1):
     return plt.figure(figsize=(maps * map_width + other_width, height), layout="constrained")
 
 
+LABEL_SHIFTS = (0, 8, -8)  # points: a class name that would overlap one already placed moves a line up or
+#   down, and is left out if it still would (the Balkans' small countries sit closer than their names)
+
+
+def label_classes(ax, points, labels, class_names):
+    """Each class's name at the middle of its test points, the most numerous class first; a name that would
+    overlap one already written moves by LABEL_SHIFTS, or is left out. Returns the classes named."""
+    renderer = ax.figure.canvas.get_renderer()
+    counts = np.bincount(labels, minlength=len(class_names))
+    placed, named = [], []
+    for label in np.argsort(-counts, kind="stable")[:np.count_nonzero(counts)]:
+        middle = np.median(points[labels == label], axis=0)
+        for shift in LABEL_SHIFTS:
+            text = ax.annotate(class_names[label], middle, xytext=(0, shift), textcoords="offset points",
+                               ha="center", va="center", fontsize=7,
+                               path_effects=[withStroke(linewidth=2.5, foreground="white")])
+            box = text.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed):
+                placed.append(box)
+                named.append(int(label))
+                break
+            text.remove()
+    return named
+
+
 def draw_map(ax, result, tag, run, title):
     """A saved prediction map (arrays grid_TAG, test_pred_TAG): the plane colored by predicted class, the test
-    points on top in their true class's color, a black ring around each one the map gets wrong, and each
-    class's name at the middle of its test points."""
+    points on top in their true class's color, a black ring around each one the map gets wrong, and the
+    class names (label_classes)."""
     arrays, extent, class_names = result["arrays"], result["map_extent"], result["data"]["class_names"]
     grid, points, labels = arrays[f"grid_{tag}"], arrays["test_points"], arrays["test_labels"]
     wrong = arrays[f"test_pred_{tag}"] != labels
@@ -147,12 +172,10 @@ def draw_map(ax, result, tag, run, title):
                linewidths=0.2)
     ax.scatter(points[wrong, 0], points[wrong, 1], c=colors[labels[wrong]], s=14, edgecolors="black",
                linewidths=0.9, label=f"misclassified test point ({wrong.mean():.1%}): its true class's color")
-    for label in np.unique(labels):
-        ax.annotate(class_names[label], np.median(points[labels == label], axis=0), ha="center", va="center",
-                    fontsize=7, path_effects=[withStroke(linewidth=2.5, foreground="white")])
     ax.set_aspect(map_aspect(extent))
     ax.set(xlim=extent[:2], ylim=extent[2:], xlabel="longitude (degrees)", ylabel="latitude (degrees)",
            title=f"{title}{arch_label(run)}, seed {run['seed']}: test accuracy {final(run, 'test_acc'):.3f}")
+    label_classes(ax, points, labels, class_names)
     if wrong.any():
         ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
     return grid

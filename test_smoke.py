@@ -451,14 +451,24 @@ def test_region_count_at_depth_2_equals_hand_computation():
     assert len(pairs) == expected.max() + 1  # the same partition of the grid, one label for the other
 
 
-@pytest.mark.parametrize("units", [6, 63, 64, 80])
+@pytest.mark.parametrize("units", [6, 62, 63, 130])
 def test_packed_pattern_ids_equal_unique_over_rows(units):
-    """pattern_ids packs up to 63 units into one int64; the ids must equal numpy's over the rows either way."""
+    """pattern_keys packs 62 units a key; region_ids over the keys must equal numpy's ids over the rows."""
     generator = torch.Generator().manual_seed(units)
     patterns = torch.rand(5000, units, generator=generator) < 0.02
     patterns[:2000] = patterns[2000:4000]  # repeats, so ids are shared
     _, expected = np.unique(patterns.numpy(), axis=0, return_inverse=True)
-    assert questions.regions.pattern_ids(patterns).tolist() == expected.ravel().tolist()
+    ids = questions.regions.region_ids(questions.regions.pattern_keys(patterns))
+    assert ids.tolist() == expected.ravel().tolist()
+
+
+def test_regions_finding_cases_at_the_significance_boundary():
+    reg = questions.regions
+    up = reg.regions_finding(list(range(7)), [-a for a in NEAR_P], [(1, 0), (4, 3)])  # p = 0.036
+    down = reg.regions_finding(list(range(7)), list(NEAR_P), [(0, 1)])
+    over = reg.regions_finding(list(range(7)), [-a for a in OVER_P], [])  # p = 0.052
+    assert cases(reg.TEXT, [up, down, over]) == ["more_regions_higher", "more_regions_lower", "unrelated"]
+    assert (up["deeper_more"], up["pairs"], down["deeper_more"]) == (2, 2, 0)
 
 
 def test_prediction_map_colors_grid_by_argmax(tmp_path):
@@ -493,6 +503,21 @@ def test_prediction_map_colors_grid_by_argmax(tmp_path):
     lab = plots.cielab(plots.class_colors(40))
     gaps = np.linalg.norm(lab[:, None] - lab[None], axis=-1)[np.triu_indices(40, 1)]
     assert gaps.min() > 20  # no two classes' colors near each other (a just noticeable difference is about 2.3)
+    plots.plt.close(fig)
+
+
+def test_map_labels_that_would_collide_move_or_are_left_out():
+    """Three classes at one spot: the most numerous is named there, the next a line above, the third below; a
+    fourth at that spot has no free line and is left out. No two written names overlap."""
+    fig, ax = plots.plt.subplots(figsize=(4, 4))
+    ax.set(xlim=(0, 10), ylim=(0, 10))
+    labels = np.array([0] * 4 + [1] * 3 + [2] * 2 + [3] + [4])
+    points = np.array([[5.0, 5.0]] * 10 + [[1.0, 9.0]])
+    named = plots.label_classes(ax, points, labels, ["Aaaa", "Bbbb", "Cccc", "Dddd", "E"])
+    assert named == [0, 1, 2, 4]
+    boxes = [text.get_window_extent(fig.canvas.get_renderer()) for text in ax.texts]
+    assert len(boxes) == 4 and not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert [text.get_text() for text in ax.texts] == ["Aaaa", "Bbbb", "Cccc", "E"]
     plots.plt.close(fig)
 
 
@@ -779,9 +804,9 @@ def test_mlp_question_end_to_end(tmp_path, capsys, question):
             for run in json.loads((out / "batch_size.json").read_text())["runs"]:
                 ends = arrays[f"steps_{run['batch_size']}_end"]
                 assert ends[-1] == run["steps_per_epoch"] * run["epochs"] and (np.diff(ends) > 0).all()
-    assert "## Results" in markdown and (markdown.count("\n**") > 0) == (question != "regions")
+    assert "## Results" in markdown and markdown.count("\n**") > 0
     result = json.loads((out / f"{question}.json").read_text())
-    assert {r["seed"] for r in result["runs"]} == {42, 43}
+    assert {r["seed"] for r in result["runs"]} == ({42} if question == "regions" else {42, 43})  # regions: first seeds
     for run in result["runs"]:
         assert {"seed", "lr", "batch_size", "epochs", "depth", "width", "batch_norm"} <= run.keys()
         if question != "regions":
@@ -1799,97 +1824,98 @@ def test_batch_size_findings_cases():
 
 
 def test_generalisation_and_fit_findings():
-    label = "best model"
-    yes = questions.depth_width.generalisation_finding(label, 0.93, 0.928, 0.929)
-    over = questions.depth_width.generalisation_finding(label, 0.99, 0.89, 0.89)
-    apart = questions.depth_width.generalisation_finding(label, 0.90, 0.90, 0.80)
-    assert cases(questions.depth_width.DEPTH_WIDTH_TEXT, [yes, over, apart]) == ["yes", "overfits", "val_test_disagree"]
-    assert yes["within"] == pytest.approx(0.002) and over["gap"] == pytest.approx(0.10)
-    fits = [questions.depth_width.fit_finding("worst", *accs, 743) for accs in ((0.69, 0.694, 0.93), (0.95, 0.70, 0.96),
-                                                                     (0.92, 0.91, 0.93))]
-    assert cases(questions.depth_width.DEPTH_WIDTH_TEXT, fits) == ["under", "over", "neither"] and fits[0]["params"] == 743
+    dw = questions.depth_width
+    gap = stats.OVERFIT_GAP
+    found = [dw.generalisation_finding("best", 0.93, 0.928, 0.929), dw.generalisation_finding("best", 0.90 + gap + 0.001, 0.90, 0.90),
+             dw.generalisation_finding("best", 0.90, 0.90, 0.90 - gap - 0.001), dw.generalisation_finding("best", 0.90 + gap - 0.001, 0.90, 0.90 - gap + 0.001)]
+    assert cases(dw.TEXT, found) == ["yes", "overfits", "val_test_disagree", "yes"]  # gaps just under OVERFIT_GAP: none
+    assert found[0]["within"] == pytest.approx(0.002)
+    fits = [dw.fit_finding("worst", *accs) for accs in ((0.69, 0.694, 0.69 + gap + 0.001), (0.70 + gap + 0.001, 0.70, 0.96),
+                                                       (0.90, 0.90, 0.90 + gap - 0.001))]
+    assert cases(dw.TEXT, fits) == ["under", "overfits", "neither"]
 
 
-def test_shape_findings_cases():
-    rising = questions.depth_width.shape_findings("depth", [(1, 0.694, 0.003, 743, 0.4, 0.8, 0.6),
-                                                 (2, 0.784, 0.007, 1047, 0.5, 1, 1), (6, 0.815, 0.02, 2263, 0.9, 2, 1),
-                                                 (10, 0.844, 0.009, 3479, 1.3, 4.2, 1.2)])
-    assert cases(questions.depth_width.DEPTH_WIDTH_TEXT, rising) == ["table_depth", "more_fits_better", "cost_depth"]
-    assert (rising[1]["acc_small"], rising[1]["best_size"], rising[1]["best_acc"]) == (0.694, 10, 0.844)
-    assert rising[2]["params_ratio"] == pytest.approx(3479 / 743) and rising[2]["time_ratio"] == pytest.approx(3.25)
-    assert rising[2]["grad_init"] == (0.8, 4.2) and rising[2]["grad_final"] == (0.6, 1.2)
-    saturating = questions.depth_width.shape_findings("width", [(8, 0.716, 0.04, 831, 0.6, 1, 1),
-                                                     (32, 0.90, 0.004, 7047, 0.8, 1, 1),
-                                                     (64, 0.905, 0.004, 24295, 1.2, 1, 1)])
-    assert cases(questions.depth_width.DEPTH_WIDTH_TEXT, saturating) == ["table_width", "more_fits_better", "gain_shrinks",
-                                                              "cost_width"]
-    assert saturating[2]["gain"] == pytest.approx(0.005) and saturating[2]["previous"] == 32
-    flat = questions.depth_width.shape_findings("depth", [(1, 0.80, 0.01, 743, 0.4, 1, 1), (10, 0.80, 0.01, 3479, 1.3, 1, 1)])
-    assert cases(questions.depth_width.DEPTH_WIDTH_TEXT, flat) == ["table_depth", "no_gain", "cost_depth"]
+def test_shape_finding_cases_at_their_boundaries():
+    dw, tol = questions.depth_width, stats.GAP_TOLERANCE
+    rising = dw.shape_finding("depth", [(1, 0.694, 0.003), (2, 0.784, 0.007), (10, 0.85, 0.009), (6, 0.815, 0.02)])
+    assert cases(dw.TEXT, [rising]) == ["rises"] and (rising["small"], rising["large"]) == ("1 layer", "10 layers")
+    assert rising["gain"] == pytest.approx(0.035)  # from the next-largest size, 6 (rows are sorted by size)
+    within = dw.shape_finding("width", [(8, 0.73, 0.04), (32, 0.90, 0.004), (64, 0.90 + 2 * 0.004 - 1e-4, 0.004)])
+    beyond = dw.shape_finding("width", [(8, 0.73, 0.04), (32, 0.90, 0.004), (64, 0.90 + tol + 1e-4, 0.004)])
+    assert cases(dw.TEXT, [within, beyond]) == ["saturates", "rises"]  # the step's bar: max(2 std, GAP_TOLERANCE)
+    assert within["best"] == "64 units"
+    flat = dw.shape_finding("depth", [(1, 0.80, 0.01), (10, 0.80 + tol, 0.01)])
+    assert cases(dw.TEXT, [flat]) == ["flat"]
 
 
-def test_matched_finding_pairs_models_of_about_the_same_size():
+def test_cost_finding_calls_a_time_within_rerun_noise_no_cost():
+    dw = questions.depth_width
+    slower = dw.cost_finding("depth", [(1, 743, 0.1), (10, 3479, 0.1 * dw.TIME_NOISE + 0.001)])
+    same = dw.cost_finding("width", [(64, 24295, 0.09), (8, 831, 0.1)])  # 0.9x: not a cost
+    edge = dw.cost_finding("width", [(8, 831, 0.1), (64, 24295, 0.1 * dw.TIME_NOISE)])
+    assert cases(dw.TEXT, [slower, same, edge]) == ["slower", "not_slower", "not_slower"]
+    assert same["params_ratio"] == pytest.approx(24295 / 831) and same["time_ratio"] == pytest.approx(0.9)
+
+
+def test_matched_finding_counts_wins_ties_and_losses():
+    dw = questions.depth_width
     rows = [(6, 16, 2263, [0.81, 0.82, 0.80]), (1, 52, 2327, [0.70, 0.72, 0.71]), (2, 28, 2139, [0.80, 0.83, 0.79]),
             (6, 64, 24295, [0.93, 0.92, 0.93])]
-    found = questions.depth_width.matched_finding(rows)
-    pairs = {(deep[:2], shallow[:2]): verdict for deep, shallow, _, _, verdict in found["pairs"]}
+    found = dw.matched_finding(rows)
+    pairs = {(deep[:2], shallow[:2]): comparison["case"] for deep, shallow, comparison in found["pairs"]}
     # 6x64 matches nothing; 2x28 and 1x52 are 8.8% apart, within 10%
     assert pairs == {((6, 16), (1, 52)): "above", ((6, 16), (2, 28)): "tie", ((2, 28), (1, 52)): "above"}
-    assert found["case"] == "mixed"
-    deeper = questions.depth_width.matched_finding(rows[:2])
-    wider = questions.depth_width.matched_finding([rows[0], (1, 52, 2327, [0.9, 0.91, 0.92])])
-    tie = questions.depth_width.matched_finding([rows[0], rows[2]])
-    none = questions.depth_width.matched_finding([rows[0], rows[3]])
-    assert [f["case"] for f in (deeper, wider, tie, none)] == ["deeper_wins", "shallower_wins", "all_tie", "no_pairs"]
-    for f in (found, deeper, wider, tie, none):
-        assert questions.depth_width.matched_text(f).strip()
+    assert (found["case"], found["wins"], found["ties"], found["losses"]) == ("deeper", 2, 1, 0)
+    wider = dw.matched_finding([rows[0], (1, 52, 2327, [0.9, 0.91, 0.92])])
+    both = dw.matched_finding(rows[:2] + [(2, 60, 2300, [0.95, 0.96, 0.97])])  # 2x60 beats 6x16, loses to nothing
+    tie = dw.matched_finding([rows[0], rows[2]])
+    none = dw.matched_finding([rows[0], rows[3]])
+    far = dw.matched_finding([(6, 16, 1000, [0.9, 0.9]), (1, 52, 1101, [0.7, 0.71])])  # 10.1% apart
+    assert cases(dw.TEXT, [wider, both, tie, none, far]) == ["shallower", "no_winner", "no_winner", "no_pairs", "no_pairs"]
 
 
-def test_longer_finding_tells_training_from_capacity():
-    def runs(acc, epochs, slope=0.0):
-        return [run_with({"val_acc": [acc] * epochs, "val_loss": list(1.0 - slope * np.arange(epochs))}, seed=s)
-                for s in (42, 43, 44)]
-    worst = runs(0.69, 50, 0.002)
-    capacity = questions.depth_width.longer_finding(worst, runs(0.695, 200), next_acc=0.78)
-    training = questions.depth_width.longer_finding(worst, runs(0.79, 200, 0.001), next_acc=0.78)
-    both = questions.depth_width.longer_finding(worst, runs(0.73, 200), next_acc=0.78)
-    diverged = questions.depth_width.longer_finding(worst, [dict(r, status="diverged") for r in runs(0.7, 200)], 0.78)
-    assert cases(questions.depth_width.DEPTH_WIDTH_TEXT, [capacity, training, both, diverged]) == [
-        "capacity", "training", "both", "longer_diverged"]
-    assert (both["epochs"], both["longer_epochs"], both["gain"]) == (50, 200, pytest.approx(0.04))
-    assert training["trend"] == "improving" and capacity["trend"] == "flat"
+def test_training_share_finding_splits_the_gap():
+    dw, tol = questions.depth_width, stats.GAP_TOLERANCE
+    share = dw.training_share_finding(0.694, 0.787, 0.928, "improving", 50, 200)
+    assert share["gap"] == pytest.approx(0.234) and share["share"] == pytest.approx(0.093 / 0.234)
+    assert share["rest"] == pytest.approx(0.141)
+    found = [share, dw.training_share_finding(0.694, 0.787, 0.928, "flat", 50, 200),
+             dw.training_share_finding(0.694, 0.928 - tol + 0.001, 0.928, "flat", 50, 200),
+             dw.training_share_finding(0.694, 0.928 - tol - 0.001, 0.928, "flat", 50, 200),
+             dw.training_share_finding(0.694, 0.694 + tol - 0.001, 0.928, "flat", 50, 200),
+             dw.training_share_finding(0.694, 0.694 + tol + 0.001, 0.928, "flat", 50, 200),
+             dw.training_share_finding(0.694, float("nan"), 0.928, None, 50, 200)]
+    assert cases(dw.TEXT, found) == ["split_still_learning", "split", "training", "split", "capacity", "split", "diverged"]
 
 
 def test_ranking_finding_calls_a_difference_within_the_noise_a_tie():
-    clear = questions.depth_width.ranking_finding("best", ("a", [0.93, 0.92, 0.93]), ("b", [0.90, 0.90, 0.91]))
-    tied = questions.depth_width.ranking_finding("best", ("a", [0.93, 0.90, 0.94]), ("b", [0.92, 0.91, 0.92]))
-    single = questions.depth_width.ranking_finding("best", ("a", [0.93]), ("b", [0.90]))
-    assert cases(questions.depth_width.DEPTH_WIDTH_TEXT, [clear, tied, single]) == ["clear_best", "tied_best", "unranked_best"]
+    dw = questions.depth_width
+    clear = dw.ranking_finding(("a", [0.93, 0.92, 0.93]), ("b", [0.90, 0.90, 0.91]))
+    tied = dw.ranking_finding(("a", [0.93, 0.90, 0.94]), ("b", [0.92, 0.91, 0.92]))
+    single = dw.ranking_finding(("a", [0.93]), ("b", [0.90]))
+    assert cases(dw.TEXT, [clear, tied, single]) == ["clear_best", "tied_best", "unranked_best"]
     assert clear["difference"] == pytest.approx(0.0233, abs=1e-4)
 
 
-def test_depth_width_findings_rank_only_the_protocol_and_time_each_model_alone():
+def test_depth_width_answers_rank_only_the_protocol_and_time_each_model_alone():
     runs, seconds = [], {}
     for (depth, width), sec, accs in (((1, 16), 0.3, [0.69, 0.70, 0.68]), ((6, 16), 0.9, [0.81, 0.80, 0.82]),
                                       ((6, 64), 1.2, [0.93, 0.92, 0.93]), ((1, 52), 0.4, [0.99, 0.99, 0.99])):
         seconds[f"{depth}x{width}"] = sec
         for seed, acc in zip((42, 43, 44), accs):
             history = {key: [acc] for key in ("val_acc", "train_eval_acc", "test_acc")}
-            runs.append(run_with(history, seed=seed, depth=depth, width=width, n_params=depth * width,
-                                 init_grad_sq_norm=[4.0, 1.0], final_grad_sq_norm=[1.0, 1.0]))
+            runs.append(run_with(history, seed=seed, depth=depth, width=width, n_params=depth * width, epochs=1))
     groups = {}
     for i, r in enumerate(runs):
         groups.setdefault((r["depth"], r["width"]), []).append(i)
     result = {"runs": runs, "seconds_per_epoch_alone": seconds}
-    answers = questions.depth_width.depth_width_findings(result, groups, [(1, 16), (6, 16), (6, 64)])
-    assert [item for item, _, _ in answers] == ["6.2.1-1", "6.2.1-2", "6.2.1-3", "6.2.1-4"]
-    assert answers[0][2][0]["label"] == "best model (depth 6, width 64)"  # 1x52 is matched, not ranked
-    assert answers[1][2][0]["label"] == "worst model (depth 1, width 16)"
-    depth, width = (findings[0]["rows"] for _, _, findings in answers[2:])
-    assert depth == [(1, pytest.approx(0.69), pytest.approx(0.01), 16, 0.3, 2.0, 1.0),
-                     (6, pytest.approx(0.81), pytest.approx(0.01), 96, 0.9, 2.0, 1.0)]
-    assert [row[0] for row in width] == [16, 64] and width[1][4] == 1.2
-    assert answers[2][2][-1]["case"] == "no_pairs"  # parameters depth * width: 96 and 52 are not within 10%
+    answers = questions.depth_width.depth_width_answers(result, groups, [(1, 16), (6, 16), (6, 64)])
+    assert [answer.item for answer in answers] == ["6.2.1-1", "6.2.1-2", "6.2.1-3", "6.2.1-4"]
+    assert "(6x64)" in answers[0].headline and "(1x16)" in answers[1].headline  # 1x52 is matched, not ranked
+    assert answers[2].key == "val acc 0.690 at 1 layer, 0.810 at 6 layers"
+    assert "3.0x as long at 6 layers" in answers[2].bullets[1]  # 0.9 s against 0.3 s
+    assert "No two models" in answers[2].bullets[0]  # parameters depth * width: 96 and 52 are not within 10%
+    assert all(len(answer.bullets) <= plots.MAX_BULLETS for answer in answers)
 
 
 def gradient_epochs(values_per_epoch, seed=42, status="ok", init_norms=None):
@@ -1963,18 +1989,39 @@ def acc_runs(values):
     return [run_with({"val_acc": [v], "val_loss": [1.0]}, seed=42 + i) for i, v in enumerate(values)]
 
 
-def test_implicit_findings_judge_against_seed_noise():
+NEAR_P, OVER_P = (6, 5, 4, 2, 1, 0, 3), (6, 5, 4, 2, 0, 1, 3)  # against 0..6: Spearman p 0.036 and 0.052
+
+
+def test_implicit_findings_judge_against_seed_noise_and_size():
+    imp = questions.implicit
     raw = acc_runs([0.815, 0.80, 0.83])
-    tie = questions.implicit.implicit_findings(raw, acc_runs([0.84, 0.78, 0.86]), 0.03, 0.09)  # +0.012 ± 0.025
-    assert cases(questions.implicit.IMPLICIT_TEXT, tie) == ["tie", "more_border"]
-    assert tie[0]["difference"] == pytest.approx(0.0117, abs=1e-4) and tie[0]["n"] == 3
-    assert tie[0]["noise"] == pytest.approx(4.303 * tie[0]["std"] / math.sqrt(3), rel=1e-3) and tie[1]["ratio"] == pytest.approx(3)
-    better = questions.implicit.implicit_findings(raw, acc_runs([0.90, 0.89, 0.91]), 0.03, 0.03)
-    assert cases(questions.implicit.IMPLICIT_TEXT, better) == ["sin_better", "no_more_border"]
-    worse = questions.implicit.implicit_findings(raw, acc_runs([0.70, 0.69, 0.71]), 0.03, 0.03)
-    assert cases(questions.implicit.IMPLICIT_TEXT, worse)[0] == "raw_better"
-    assert cases(questions.implicit.IMPLICIT_TEXT, questions.implicit.implicit_findings(raw[:1], acc_runs([0.9]), 0.03, 0.03))[0] \
-        == "one_seed"
+    tie = imp.comparison_finding(raw, acc_runs([0.84, 0.78, 0.86]))  # +0.012 ± 0.025
+    assert tie["difference"] == pytest.approx(0.0117, abs=1e-4) and tie["n"] == 3
+    assert tie["noise"] == pytest.approx(4.303 * tie["std"] / math.sqrt(3), rel=1e-3)
+    found = [tie, imp.comparison_finding(raw, acc_runs([0.90, 0.89, 0.91])), imp.comparison_finding(raw, acc_runs([0.70, 0.69, 0.71])),
+             imp.comparison_finding(raw[:1], acc_runs([0.9]))]
+    assert cases(imp.TEXT, found) == ["tie", "sin_better", "raw_better", "one_seed"]
+    maps = [imp.maps_finding(100, 151), imp.maps_finding(100, 150)]
+    assert cases(imp.TEXT, maps) == ["fragmented", "not_fragmented"]  # PATCH_RATIO 1.5: 150 is not above it
+    sizes = list(range(1, 11))
+    shrinking = imp.size_finding([-s / 10 for s in sizes], sizes, sizes)  # rho -1: the small gain most
+    growing = imp.size_finding([s / 10 for s in sizes], sizes, sizes)
+    crossed = imp.size_finding([s / 10 for s in sizes], sizes, sizes[::-1])  # up by rows, down by area
+    noise = imp.size_finding([0.1, -0.2, 0.3, 0.0, -0.1, 0.2, -0.3, 0.1, 0.0, -0.1], sizes, sizes)
+    too_few = imp.size_finding([0.1, 0.2], [1, 2], [1, 2])
+    assert cases(imp.TEXT, [shrinking, growing, crossed, noise, too_few]) == [
+        "small_gain", "large_gain", "mixed", "no_size_relation", "no_size_relation"]
+    assert noise["p_rows"] > imp.SIGNIFICANCE and shrinking["rho_area"] == pytest.approx(-1)
+    # either side of the p-value boundary: over 7 countries, p = 0.036 and p = 0.052
+    assert [imp.size_finding(list(changes), list(range(7)), list(range(7)))["case"] for changes in (NEAR_P, OVER_P)] == [
+        "small_gain", "no_size_relation"]
+
+
+def test_patches_and_hull_area_equal_hand_computation():
+    grid = np.array([[0, 0, 1], [1, 0, 1], [1, 1, 0]])  # class 0: 2 patches (4-connected), class 1: 2
+    assert questions.implicit.patches(grid) == 4
+    square = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [0.5, 0.5]])
+    assert questions.implicit.hull_area(square) == pytest.approx(np.cos(np.radians(0.5)))  # longitude shrinks by cos
 
 
 def test_lr_best_within_the_noise_is_a_tie():
@@ -2090,29 +2137,14 @@ def test_sweep_findings_read_the_best_lr_per_batch_size():
     assert tied["rows"][0][4] == pytest.approx(math.sqrt(0.1 * 0.03))  # the centre of the tied lrs
 
 
-def test_per_country_finding_names_the_largest_changes():
-    raw = [run_with({}, val_acc_per_class=[0.9, 0.5, 0.2, 0.8]) for _ in range(2)]
-    sin = [run_with({}, val_acc_per_class=[0.95, 0.3, 0.6, 0.1]) for _ in range(2)]
-    found = questions.implicit.per_country_finding(raw, sin, counts=[100, 50, 40, 5], names=["A", "B", "C", "D"])
-    assert found["gains"] == [("C", 0.2, 0.6), ("A", 0.9, 0.95)] and found["losses"] == [("B", 0.5, 0.3)]  # D: 5 points
-    assert cases(questions.implicit.IMPLICIT_TEXT, [found]) == ["per_country"]
-    assert questions.implicit.country_changes([("28", 0.27, 0.75), ("Austria", 0.6, 0.89)]) == (
-        "class 28 (0.27 to 0.75), Austria (0.60 to 0.89)")  # a bare label code is named as a class
-
-
-def test_near_data_mask_and_per_class_accuracy_equal_hand_computation():
-    points = torch.tensor([[0.0, 0.0], [10.0, 10.0]])
-    mask = questions.implicit.near_data_mask(points, [0.0, 10.0, 0.0, 10.0], resolution=11, radius=2)
-    expected = np.zeros((11, 11), bool)
-    expected[:3, :3] = expected[-3:, -3:] = True  # rows are y, columns x; each point's cell and 2 around it
-    assert (mask == expected).all()
+def test_per_class_accuracy_equals_hand_computation():
     run = {**section6.PLAIN, "depth": 1, "width": 2}
     torch.manual_seed(0)
     model = section6.build_model(run, 3)
     X, y = torch.randn(50, 2), torch.arange(50) % 3
     y[:5] = 2
-    data = {"meta": {"n_classes": 4}, "val": (X, y), "train": (X, y)}
-    per_class = questions.implicit.val_acc_per_class(run, model.state_dict(), {**data, "meta": {"n_classes": 3}})
+    data = {"meta": {"n_classes": 3}, "val": (X, y), "train": (X, y)}
+    per_class = questions.implicit.val_acc_per_class(run, model.state_dict(), data)
     predicted = model(X).argmax(1)
     assert per_class == pytest.approx([float((predicted[y == c] == c).float().mean()) for c in range(3)])
 

@@ -1,16 +1,14 @@
 """6.2.1-1 to 4, depth and width: seven depth x width models and three of matched size; the best's and
 the worst's fit and maps, the worst trained on, accuracy against depth and width.
 """
-import math
-
 import numpy as np
 
-from plots import (PALETTE, from_sentences, Report, draw_map, finish, map_figure, markdown_table, plot_mean_band,
+from plots import (PALETTE, Answer, Report, draw_map, finish, map_figure, markdown_table, plot_mean_band,
                    plot_split_curves, plt, render)
 from runner import Question
 from section6 import REPORT_62, arch_of, map_arrays, map_extent, seed_runs, test_points, train_group
-from stats import (GAP_TOLERANCE, OVERFIT_GAP, arch_label, as_array, epochs_axis, final, finals, loss_trend,
-                   mean_final, paired, seed_std, status_text)
+from stats import (GAP_TOLERANCE, OVERFIT_GAP, as_array, epochs_axis, final, finals, loss_trend, mean_final,
+                   mean_std, paired, seed_std)
 
 PAD_RATIO = 4  # widths up to 4x apart train in one padded lockstep group, wider ones apart. Measured on a
 #   2-core CPU at depth 6, 3 seeds a width: widths 8-64 in one group 173 s; 8-32 and 64 apart 118 s; each
@@ -92,40 +90,37 @@ def generalisation_finding(label, train, val, test):
     """6.2.1-1: did a model generalise? Its final accuracy on train (eval mode), validation and test."""
     case = ("overfits" if train - val > OVERFIT_GAP else "val_test_disagree" if abs(val - test) > OVERFIT_GAP
             else "yes")
-    return dict(case=case, label=label, train=train, val=val, test=test, gap=train - val,
+    return dict(case=case, label=label, train=train, val=val, test=test,
                 within=max(abs(train - val), abs(val - test)))
 
 
-def ranking_finding(label, top, runner_up):
+def ranking_finding(top, runner_up):
     """Is the best model ahead of the runner-up beyond the seeds' noise? top, runner_up: (label, final
     validation accuracy per seed)."""
     comparison = paired(runner_up[1], top[1])
     case = {"above": "clear_best", "tie": "tied_best"}.get(comparison["case"], "unranked_best")
-    return dict(comparison, case=case, label=label, top=top[0], runner_up=runner_up[0])
+    return dict(comparison, case=case, runner_up=runner_up[0])
 
 
-def fit_finding(label, train, val, best_train, params):
+def fit_finding(label, train, val, best_train):
     """6.2.1-2: did the worst model over- or under-fit? Its train (eval mode) and validation accuracy,
     against the best model's train accuracy."""
-    case = "over" if train - val > OVERFIT_GAP else "under" if best_train - train > OVERFIT_GAP else "neither"
-    return dict(case=case, label=label, train=train, val=val, best_train=best_train, params=params)
+    case = ("overfits" if train - val > OVERFIT_GAP else "under" if best_train - train > OVERFIT_GAP
+            else "neither")
+    return dict(case=case, label=label, train=train, val=val, best_train=best_train)
 
 
-def longer_finding(runs, longer, next_acc):
-    """Was the worst model short of training or of capacity? Its validation accuracy after the protocol's
-    epochs and after training on for longer (the same runs), where the longer run's validation loss
-    ends (loss_trend), against the next-worst model's accuracy next_acc."""
-    ok, ok_longer = ([r for r in rs if r["status"] == "ok"] for rs in (runs, longer))
-    if not ok or not ok_longer:
-        return dict(case="longer_diverged")
-    acc, acc_longer = mean_final(ok, "val_acc"), mean_final(ok_longer, "val_acc")
-    trend = loss_trend(np.nanmean([as_array(r["history"]["val_loss"]) for r in ok_longer], axis=0))
-    gain = acc_longer - acc
-    case = ("capacity" if gain <= GAP_TOLERANCE else "training" if acc_longer >= next_acc - GAP_TOLERANCE
-            else "both")
-    return dict(case=case, epochs=len(epochs_axis(ok)), longer_epochs=len(epochs_axis(ok_longer)), acc=acc,
-                acc_longer=acc_longer, gain=gain, next_acc=next_acc, trend=trend["case"],
-                previous=trend["previous"], last=trend["last"], window=trend["window"])
+def training_share_finding(acc, acc_longer, best_acc, trend, epochs, longer_epochs):
+    """6.2.1-2: which share of the worst model's validation-accuracy gap to the best model is training and
+    which capacity. Training's share is what the same runs gain from training on to longer_epochs; what
+    remains is capacity's, an upper bound while the longer runs' validation loss still falls (trend)."""
+    gap, gain = best_acc - acc, acc_longer - acc
+    case = ("diverged" if np.isnan(acc_longer) else "training" if acc_longer >= best_acc - GAP_TOLERANCE
+            else "capacity" if gain <= GAP_TOLERANCE else "split_still_learning" if trend == "improving"
+            else "split")
+    return dict(case=case, acc=acc, acc_longer=acc_longer, best_acc=best_acc, gap=gap, gain=gain,
+                rest=gap - gain, share=gain / gap if gap > 0 else 1.0, epochs=epochs,
+                longer_epochs=longer_epochs)
 
 
 MATCH_TOLERANCE = 0.10  # two models are of about the same size when their parameter counts differ by <= 10%
@@ -140,131 +135,94 @@ def matched_finding(rows):
         for b in rows[i + 1:]:
             if a[0] != b[0] and abs(a[2] - b[2]) <= MATCH_TOLERANCE * min(a[2], b[2]):
                 deep, shallow = (a, b) if a[0] > b[0] else (b, a)
-                comparison = paired(shallow[3], deep[3])
-                pairs.append((deep[:3], shallow[:3], float(np.mean(as_array(deep[3]))),
-                              float(np.mean(as_array(shallow[3]))), comparison["case"]))
-    verdicts = {pair[4] for pair in pairs}
-    case = ("no_pairs" if not pairs else "deeper_wins" if verdicts == {"above"} else
-            "shallower_wins" if verdicts == {"below"} else "all_tie" if verdicts <= {"tie", "one_seed"}
-            else "mixed")
-    return dict(case=case, pairs=pairs, tolerance=MATCH_TOLERANCE)
+                pairs.append((deep[:3], shallow[:3], paired(shallow[3], deep[3])))
+    verdicts = [comparison["case"] for *_, comparison in pairs]
+    wins, losses = verdicts.count("above"), verdicts.count("below")
+    case = ("no_pairs" if not pairs else "deeper" if wins and not losses else
+            "shallower" if losses and not wins else "no_winner")
+    return dict(case=case, pairs=pairs, n=len(pairs), wins=wins, losses=losses,
+                ties=len(pairs) - wins - losses, tolerance=MATCH_TOLERANCE)
 
 
-def shape_findings(kind, rows):
-    """6.2.1-3 (kind 'depth') and 6.2.1-4 ('width') from rows (size, validation accuracy, its std over seeds,
-    parameters, seconds per epoch of the model alone, first over last layer's gradient norm at initialisation
-    and at the end): whether more of `kind` raised the accuracy, whether the gain shrinks, and the cost."""
+def sized(kind, size):
+    unit = "layer" if kind == "depth" else "unit"
+    return f"{size} {unit}{'s' * (size != 1)}"
+
+
+def shape_finding(kind, rows):
+    """6.2.1-3 (kind 'depth') and 6.2.1-4 ('width'): does more of kind raise the validation accuracy, and
+    does it still at the largest size? rows: (size, mean validation accuracy, its std over seeds)."""
     rows = sorted(rows)
-    (small, acc_small, *_), (large, acc_large, std_large, *_) = rows[0], rows[-1]
-    findings = [dict(case="table_" + kind, rows=rows)]
-    best_size, best_acc = max(((size, acc) for size, acc, *_ in rows), key=lambda pair: pair[1])
-    numbers = dict(kind=kind, small=small, acc_small=acc_small, large=large, acc_large=acc_large)
-    if acc_large > acc_small + GAP_TOLERANCE:
-        findings.append(dict(numbers, case="more_fits_better", best_size=best_size, best_acc=best_acc))
-        previous = rows[-2]
-        if acc_large - previous[1] < max(2 * std_large, GAP_TOLERANCE):
-            findings.append(dict(numbers, case="gain_shrinks", previous=previous[0],
-                                 gain=acc_large - previous[1]))
-    else:
-        findings.append(dict(numbers, case="no_gain"))
-    first, last = rows[0], rows[-1]
-    return findings + [dict(numbers, case="cost_" + kind, params_ratio=last[3] / first[3],
-                            time_ratio=last[4] / first[4], seconds_small=first[4], seconds_large=last[4],
-                            grad_init=(first[5], last[5]), grad_final=(first[6], last[6]))]
+    (small, acc_small, _), (large, acc_large, std_large) = rows[0], rows[-1]
+    best_size, best_acc, _ = max(rows, key=lambda row: row[1])
+    gain = acc_large - rows[-2][1] if len(rows) > 1 else 0.0
+    case = ("flat" if acc_large <= acc_small + GAP_TOLERANCE else
+            "saturates" if gain < max(2 * std_large, GAP_TOLERANCE) else "rises")
+    return dict(case=case, small=sized(kind, small), large=sized(kind, large), best=sized(kind, best_size),
+                acc_small=acc_small, acc_large=acc_large, best_acc=best_acc, gain=gain,
+                things="layers" if kind == "depth" else "units")
 
 
-NUMBERS = "train {train:.3f} (eval mode), validation {val:.3f}, test {test:.3f}"
-GRADIENT_RATIO = "||grad W|| of the first layer over the last"
-DEPTH_WIDTH_TEXT = {
-    "overfits": ("Not fully: the {label} fits the training set better than new data (" + NUMBERS + "): it "
-                 "over-fits by {gap:.3f}."),
-    "val_test_disagree": ("Validation and test disagree for the {label} (" + NUMBERS + "), so its validation "
-                          "score does not carry over to new data."),
-    "yes": ("Yes: the {label} scores the same on data it never saw as on its training set (" + NUMBERS + "), "
-            "within {within:.3f}."),
-    "clear_best": ("It is the best beyond the seeds' noise: {difference:+.3f} over the runner-up, the "
-                   "{runner_up} (a paired t-test at 95% needs {noise:.3f})."),
-    "tied_best": ("It ties with the runner-up, the {runner_up}: {difference:+.3f}, within the seeds' noise "
-                  "(a paired t-test at 95% needs {noise:.3f})."),
-    "unranked_best": "With one seed, nothing tells it from the runner-up, the {runner_up}.",
-    "over": ("It over-fits: the {label} reaches {train:.3f} on the training set (eval mode) and {val:.3f} on "
-             "validation."),
-    "under": ("It under-fits: the {label} scores about as low on its own training set ({train:.3f}, eval "
-              "mode) as on validation ({val:.3f}), far below what the best model fits ({best_train:.3f})."),
-    "neither": "Neither clearly: the {label} reaches {train:.3f} on train and {val:.3f} on validation.",
-    "longer_diverged": "Its longer run diverged, so it cannot tell training from capacity.",
-    "capacity": ("Trained on to {longer_epochs} epochs instead of {epochs}, it ends at {acc_longer:.3f} "
-                 "({gain:+.3f}), its validation loss {trend} at the end: it lacks capacity, not training."),
-    "training": ("Trained on to {longer_epochs} epochs instead of {epochs}, it reaches {acc_longer:.3f} "
-                 "({gain:+.3f}), at least the next-worst model's {next_acc:.3f} after {epochs}: it lacked "
-                 "training, not capacity."),
-    "both": ("Trained on to {longer_epochs} epochs instead of {epochs}, it gains {gain:+.3f} (to "
-             "{acc_longer:.3f}; its validation loss {trend} at the end, {previous:.3f} to {last:.3f} over "
-             "the last {window} epochs) but stays below the next-worst model ({next_acc:.3f}): it lacked "
-             "training, and capacity too."),
-    "table_depth": lambda f: "By depth: " + "; ".join(
-        f"{size} layer{'s' * (size != 1)}: validation {acc:.3f}, {params:,} parameters, {sec:.2f} s an epoch "
-        f"alone, {GRADIENT_RATIO} {init:.2g} at initialisation and {end:.2g} at the end"
-        for size, acc, _, params, sec, init, end in f["rows"]) + ".",
-    "table_width": lambda f: "By width: " + "; ".join(
-        f"{size} units: validation {acc:.3f}, {params:,} parameters, {sec:.2f} s an epoch alone"
-        for size, acc, _, params, sec, *_ in f["rows"]) + ".",
-    "more_fits_better": lambda f: (
-        f"The advantage: more {'layers' if f['kind'] == 'depth' else 'units'} fit the data better "
-        f"({f['acc_small']:.3f} at {f['kind']} {f['small']}, {f['best_acc']:.3f} at {f['best_size']})."),
-    "gain_shrinks": ("The gain shrinks: from {kind} {previous} to {large} it is {gain:+.3f}, within the "
-                     "spread over seeds."),
-    "no_gain": ("More {kind} did not raise the accuracy here ({acc_small:.3f} at {small}, {acc_large:.3f} at "
-                "{large})."),
-    "cost_depth": lambda f: (
-        f"The cost, from {f['small']} to {f['large']} layers: {f['params_ratio']:.1f}x the parameters, "
-        f"{f['time_ratio']:.1f}x the time of an epoch ({f['seconds_small']:.2f} s to "
-        f"{f['seconds_large']:.2f} s, each model alone: the layers run one after another), and a gradient "
-        f"that changes with depth: the {GRADIENT_RATIO} goes from {f['grad_init'][0]:.2g} to "
-        f"{f['grad_init'][1]:.2g} at initialisation, and from {f['grad_final'][0]:.2g} to "
-        f"{f['grad_final'][1]:.2g} at the end."),
-    "cost_width": lambda f: (
-        f"The cost, from {f['small']} to {f['large']} units: {f['params_ratio']:.1f}x the parameters and "
-        f"{f['time_ratio']:.1f}x the time of an epoch ({f['seconds_small']:.2f} s to "
-        f"{f['seconds_large']:.2f} s, each model alone)."),
+TIME_NOISE = 1.31  # two runs of the same code on one 2-core CPU timed the same model's epoch up to 1.31x
+#   apart (depth 6, width 16: 0.32 s and 0.42 s): a smaller ratio is no measured cost
+
+
+def cost_finding(kind, rows):
+    """What the largest model of rows costs against the smallest: time of an epoch (each model alone) and
+    parameters. rows: (size, parameters, seconds per epoch)."""
+    (small, params_small, seconds_small), (large, params_large, seconds_large) = min(rows), max(rows)
+    ratio = seconds_large / seconds_small
+    return dict(case="slower" if ratio > TIME_NOISE else "not_slower", small=sized(kind, small),
+                large=sized(kind, large), time_ratio=ratio, seconds_small=seconds_small,
+                seconds_large=seconds_large, params_ratio=params_large / params_small, noise=TIME_NOISE)
+
+
+TEXT = {
+    "yes": "Yes: the {label} scores {val:.3f} on validation, {test:.3f} on test and {train:.3f} on train.",
+    "overfits": "No, it over-fits: the {label} scores {train:.3f} on train but {val:.3f} on validation.",
+    "val_test_disagree": "Not reliably: the {label} scores {val:.3f} on validation but {test:.3f} on test.",
+    "clear_best": "It beats the runner-up, {runner_up}: {difference:+.3f}, beyond the noise ({noise:.3f}).",
+    "tied_best": "It ties the runner-up, {runner_up}: {difference:+.3f}, within the noise ({noise:.3f}).",
+    "unranked_best": "With one seed, nothing tells it from the runner-up, {runner_up}.",
+    "under": ("It under-fits: the {label} scores {train:.3f} on train, as low as on validation ({val:.3f}) "
+              "and far below the best model's {best_train:.3f}."),
+    "neither": "Neither: the {label} scores {train:.3f} on train and {val:.3f} on validation.",
+    "diverged": "Its longer runs diverged: they cannot tell training from capacity.",
+    "training": ("Training closes the gap: trained on to {longer_epochs} epochs, it reaches "
+                 "{acc_longer:.3f}, the best model's {best_acc:.3f} at {epochs}."),
+    "capacity": ("Capacity, not training: trained on to {longer_epochs} epochs, it gains only {gain:+.3f} of "
+                 "its {gap:.3f} gap to the best model."),
+    "split": ("Training is {share:.0%} of its {gap:.3f} gap to the best model ({acc:.3f} to {acc_longer:.3f} "
+              "at {longer_epochs} epochs); capacity the other {rest:.3f}, its validation loss flat by then."),
+    "split_still_learning": (
+        "Training is at least {share:.0%} of its {gap:.3f} gap to the best model ({acc:.3f} to "
+        "{acc_longer:.3f} at {longer_epochs} epochs); capacity at most {rest:.3f}, as validation loss "
+        "still falls at {longer_epochs}."),
+    "rises": ("More {things} raise validation accuracy, from {acc_small:.3f} at {small} to {acc_large:.3f} "
+              "at {large}."),
+    "saturates": ("More {things} raise validation accuracy to {best_acc:.3f} at {best} ({acc_small:.3f} at "
+                  "{small}); {large} change it by {gain:+.3f}, within the seeds' spread."),
+    "flat": ("More {things} do not raise validation accuracy: {acc_small:.3f} at {small}, {acc_large:.3f} "
+             "at {large}."),
+    "deeper": ("At matched size (parameters within {tolerance:.0%}), the deeper net wins {wins} of {n} "
+               "pairs and ties {ties}."),
+    "shallower": ("At matched size (parameters within {tolerance:.0%}), the shallower, wider net wins "
+                  "{losses} of {n} pairs and ties {ties}."),
+    "no_winner": ("At matched size (parameters within {tolerance:.0%}), neither shape wins throughout: the "
+                  "deeper net wins {wins} of {n} pairs, the shallower {losses}, {ties} tie."),
+    "no_pairs": "No two models of different depth are within {tolerance:.0%} of each other's parameters.",
+    "slower": ("An epoch takes {time_ratio:.1f}x as long at {large} as at {small} ({seconds_small:.2f} s to "
+               "{seconds_large:.2f} s, each model alone), for {params_ratio:.1f}x the parameters."),
+    "not_slower": ("An epoch takes about as long at {large} as at {small} ({seconds_small:.2f} s, "
+                   "{seconds_large:.2f} s, each model alone; within the {noise}x between reruns), for "
+                   "{params_ratio:.1f}x the parameters."),
 }
+VERDICT = {"above": "deeper", "below": "shallower", "tie": "tie", "one_seed": "one seed", "none": "diverged"}
 
 
-def matched_text(f):
-    pairs = "; ".join(f"{deep[0]}x{deep[1]} ({deep[2]:,} parameters) {acc_deep:.3f} against {shallow[0]}x"
-                      f"{shallow[1]} ({shallow[2]:,}) {acc_shallow:.3f}, {VERDICT[verdict]}"
-                      for deep, shallow, acc_deep, acc_shallow, verdict in f["pairs"])
-    return {"no_pairs": f"No two models of different depth are within {f['tolerance']:.0%} of each other's "
-                        "parameters, so depth and width are not compared at the same size.",
-            "deeper_wins": f"At the same size (parameters within {f['tolerance']:.0%}), deeper wins: "
-                           f"{pairs}.",
-            "shallower_wins": f"At the same size (parameters within {f['tolerance']:.0%}), wider and "
-                              f"shallower wins: {pairs}.",
-            "all_tie": f"At the same size (parameters within {f['tolerance']:.0%}), depth and width tie: "
-                       f"{pairs}.",
-            "mixed": f"At the same size (parameters within {f['tolerance']:.0%}), neither wins throughout: "
-                     f"{pairs}."}[f["case"]]
-
-
-VERDICT = {"above": "the deeper ahead beyond the noise", "below": "the shallower ahead beyond the noise",
-           "tie": "a tie within the noise", "one_seed": "one seed, no noise to judge", "none": "diverged"}
-
-
-def gradient_ratio(run, when):
-    """||grad W|| of the first Linear layer over the last's, on the run's first batch ('init' or 'final')."""
-    grads = run[f"{when}_grad_sq_norm"]
-    return math.sqrt(grads[0] / grads[-1]) if grads[-1] else math.inf
-
-
-def most_common(values):
-    """The value that occurs most often (the first of them in a tie): the width the depth models share."""
-    return max(dict.fromkeys(values), key=values.count)
-
-
-def depth_width_findings(result, groups, protocol):
+def depth_width_answers(result, groups, protocol):
     """6.2.1-1 to 6.2.1-4 from the runs (groups: (depth, width) -> indices into runs) of the protocol's
-    architectures (ranked by final validation accuracy) and the matched ones: per question, its number, what
-    it asks and its findings."""
+    architectures (ranked by final validation accuracy) and the matched ones."""
     runs, seconds = result["runs"], result["seconds_per_epoch_alone"]
 
     def accs(arch):
@@ -275,67 +233,86 @@ def depth_width_findings(result, groups, protocol):
     val = {arch: float(np.mean(as_array(accs(arch)))) for arch in protocol}
     ranked = sorted((a for a in protocol if not np.isnan(val[a])), key=val.get)  # diverged ones left out
     worst, top = ranked[0], ranked[-1]
-
-    def label(tag, arch):
-        return f"{tag} model ({arch_label(dict(depth=arch[0], width=arch[1]))})"
-
-    def shape_rows(fixed_index, fixed):
-        rows = []
-        for arch in sorted(a for a in protocol if a[fixed_index] == fixed):
-            ok = [runs[i] for i in groups[arch] if runs[i]["status"] == "ok"]
-            rows.append((arch[1 - fixed_index], val[arch], seed_std(as_array(accs(arch))),
-                         runs[groups[arch][0]]["n_params"], seconds[f"{arch[0]}x{arch[1]}"],
-                         float(np.mean([gradient_ratio(r, "init") for r in ok])),
-                         float(np.mean([gradient_ratio(r, "final") for r in ok]))))
-        return rows
-    width, depth = (most_common([arch[i] for arch in protocol]) for i in (1, 0))
-    best_found = [generalisation_finding(label("best", top), mean_of(top, "train_eval_acc"),
-                                         mean_of(top, "val_acc"), mean_of(top, "test_acc"))]
+    best = generalisation_finding(f"best model ({short(top)})", mean_of(top, "train_eval_acc"), val[top],
+                                  mean_of(top, "test_acc"))
+    best_bullets = []
     if len(ranked) > 1:
-        best_found.append(ranking_finding(label("best", top), (label("best", top), accs(top)),
-                                          (arch_label(dict(depth=ranked[-2][0], width=ranked[-2][1])),
-                                           accs(ranked[-2]))))
-    worst_found = [fit_finding(label("worst", worst), mean_of(worst, "train_eval_acc"),
-                               mean_of(worst, "val_acc"), mean_of(top, "train_eval_acc"),
-                               runs[groups[worst][0]]["n_params"])]
-    longer = result.get("longer_runs", [])
-    if longer and (longer[0]["depth"], longer[0]["width"]) == worst and len(ranked) > 1:
-        worst_found.append(longer_finding([runs[i] for i in groups[worst]], longer,
-                                          val[ranked[1]]))
+        best_bullets.append(ranking_finding((short(top), accs(top)), (short(ranked[-2]), accs(ranked[-2]))))
+    fit = fit_finding(f"worst model ({short(worst)})", mean_of(worst, "train_eval_acc"), val[worst],
+                      best["train"])
+    worst_bullets = []
+    longer = [r for r in result.get("longer_runs", []) if (r["depth"], r["width"]) == worst]
+    if longer:
+        ok = [r for r in longer if r["status"] == "ok"]
+        curves = [as_array(r["history"]["val_loss"]) for r in ok]
+        trend = loss_trend(np.mean(curves, axis=0))["case"] if ok else None
+        worst_bullets.append(training_share_finding(val[worst], mean_final(ok, "val_acc") if ok else np.nan,
+                                                    val[top], trend, runs[groups[worst][0]]["epochs"],
+                                                    longer[0]["epochs"]))
+    width, depth = (most_common([arch[i] for arch in protocol]) for i in (1, 0))
+    answers = [Answer("6.2.1-1", "Did the best model generalise?", render(TEXT, best),
+                      [render(TEXT, f) for f in best_bullets], f"{short(top)}: val acc {val[top]:.3f}"),
+               Answer("6.2.1-2", "Did the worst model over-fit or under-fit?", render(TEXT, fit),
+                      [render(TEXT, f) for f in worst_bullets],
+                      f"{short(worst)}: train acc {fit['train']:.3f}")]
     matched = matched_finding([(d, w, runs[groups[(d, w)][0]]["n_params"], accs((d, w))) for d, w in groups])
-    return [("6.2.1-1", "Did the best model generalise?", best_found),
-            ("6.2.1-2", "Did the worst model over-fit or under-fit?", worst_found),
-            ("6.2.1-3", f"How does depth affect the MLP (width {width})?",
-             shape_findings("depth", shape_rows(1, width)) + [matched]),
-            ("6.2.1-4", f"How does width affect the MLP (depth {depth})?", shape_findings("width",
-                                                                                     shape_rows(0, depth)))]
+    for item, kind, fixed_index, fixed in (("6.2.1-3", "depth", 1, width), ("6.2.1-4", "width", 0, depth)):
+        archs = sorted(a for a in protocol if a[fixed_index] == fixed)
+        sizes = [a[1 - fixed_index] for a in archs]
+        spreads = [seed_std(as_array(accs(a))) for a in archs]
+        shape = shape_finding(kind, [(size, val[a], std) for size, a, std in zip(sizes, archs, spreads)])
+        cost = cost_finding(kind, [(size, runs[groups[a][0]]["n_params"], seconds[short(a)])
+                                   for size, a in zip(sizes, archs)])
+        bullets = [matched, cost] if kind == "depth" else [cost]
+        asked = f"How does {kind} affect the MLP ({['depth', 'width'][fixed_index]} {fixed})?"
+        key = (f"val acc {shape['acc_small']:.3f} at {shape['small']}, {shape['best_acc']:.3f} at "
+               f"{shape['best']}")
+        answers.append(Answer(item, asked, render(TEXT, shape), [render(TEXT, f) for f in bullets], key))
+    return answers
 
 
-def plot_size(ax, runs, groups, protocol):
-    """Every model's final validation accuracy (mean, ± seed std) against its parameter count, coloured by
-    depth; models of matched size (matched_finding's pairs) joined by a dotted line."""
-    depths = sorted({depth for depth, _ in groups})
-    colors = dict(zip(depths, plt.cm.viridis(np.linspace(0, 0.85, len(depths)))))  # ordered, as depth is
-    points = {}
-    for arch, indices in groups.items():
-        accs = as_array([final(runs[i], "val_acc") for i in indices])
-        points[arch] = (runs[indices[0]]["n_params"], float(np.mean(accs)))
-        ax.errorbar(*points[arch], yerr=seed_std(accs), capsize=3, linestyle="none",
-                    marker="o" if arch in protocol else "s", color=colors[arch[0]])
-        ax.annotate(f"{arch[0]}x{arch[1]}", points[arch], textcoords="offset points", fontsize=8,
-                    xytext=(6, 4) if arch in protocol else (6, -11))  # matched sizes sit beside others
-    pairs = matched_finding([(d, w, points[(d, w)][0], [final(runs[i], "val_acc") for i in indices])
-                             for (d, w), indices in groups.items()])["pairs"]
-    for deep, shallow, *_ in pairs:
-        ends = [points[(deep[0], deep[1])], points[(shallow[0], shallow[1])]]
-        ax.plot(*zip(*ends), color="grey", linestyle=":", linewidth=1.2)
-    for depth in depths:
-        ax.plot([], [], marker="o", linestyle="none", color=colors[depth], label=f"depth {depth}")
-    ax.plot([], [], marker="s", linestyle="none", color="grey", label="matched size (beyond the protocol)")
-    ax.plot([], [], color="grey", linestyle=":", label=f"parameters within {MATCH_TOLERANCE:.0%}")
-    ax.set_xscale("log")
-    finish(ax, "parameters (log scale)", "final validation accuracy (mean ± std over seeds)",
-           "accuracy vs size (DEPTHxWIDTH)", fontsize=8)
+def short(arch):
+    return f"{arch[0]}x{arch[1]}"
+
+
+def most_common(values):
+    """The value that occurs most often (the first of them in a tie): the width the depth models share."""
+    return max(dict.fromkeys(values), key=values.count)
+
+
+def plot_accuracy_against(ax, runs, groups, archs, vary, fixed):
+    """Final train (eval mode), validation and test accuracy of archs against their depth or width."""
+    xs = [a[0] if vary == "depth" else a[1] for a in archs]
+    for key, label, color, style in (("train_eval", "train (eval mode)", "C0", "-"),
+                                     ("val", "validation", "C1", "-"), ("test", "test (dashed)", "C2", "--")):
+        values = [as_array([final(runs[i], f"{key}_acc") for i in groups[a]]) for a in archs]
+        ax.errorbar(xs, [np.mean(v) for v in values], yerr=[seed_std(v) for v in values], marker="o",
+                    capsize=3, color=color, linestyle=style, label=label)
+    if vary == "width":
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(xs, [str(x) for x in xs])
+    xlabel = "hidden layers (depth)" if vary == "depth" else "units per hidden layer (width, log scale)"
+    finish(ax, xlabel, "final accuracy (mean ± std over seeds)", f"accuracy vs {vary} ({fixed})")
+
+
+def plot_fit_and_map(result, arch, arch_runs, tag):
+    """The losses of arch's runs per epoch (and, from where they start, its runs trained on) beside the
+    first seed's prediction map."""
+    fig = map_figure(result["map_extent"], 8.5, other_width=6)
+    ax_loss, ax_map = fig.subplots(1, 2, gridspec_kw={"width_ratios": [6, 8.5]})
+    plot_split_curves(ax_loss, None, arch_runs, f"{tag} model")
+    longer = [r for r in result.get("longer_runs", []) if (r["depth"], r["width"]) == arch]
+    if longer:
+        start = arch_runs[0]["epochs"] - 1  # the longer runs' first epochs are these runs' own
+        plot_mean_band(ax_loss, epochs_axis(longer)[start:],
+                       [r["history"]["val_loss"][start:] for r in longer],
+                       f"validation, trained on to {longer[0]['epochs']} epochs", color=PALETTE[6],
+                       linewidth=2)
+        ticks = [1, 10, start + 1, longer[0]["epochs"]]
+        ax_loss.set(xscale="log", xlabel="epoch (log scale)", xticks=ticks, xticklabels=ticks)
+        ax_loss.legend()
+    draw_map(ax_map, result, short(arch), arch_runs[0], f"{tag} model: ")
+    return fig
 
 
 def report_depth_width(result):
@@ -345,65 +322,34 @@ def report_depth_width(result):
     protocol = [tuple(arch) for arch in result["settings"]["architectures"] if tuple(arch) in groups]
     val = {arch: np.mean(as_array([final(runs[i], "val_acc") for i in groups[arch]])) for arch in protocol}
     ranked = sorted((a for a in protocol if not np.isnan(val[a])), key=val.get)  # diverged ones left out
-    worst, top = (ranked[0], ranked[-1]) if ranked else (None, None)
-    rows = []
-    named = [(arch, [runs[i] for i in idx]) for arch, idx in groups.items()]
-    if result.get("longer_runs"):
-        named.append(("longer", result["longer_runs"]))
-    for arch, arch_runs in named:
-        mark = (" **best**" if arch == top else " **worst**" if arch == worst else
-                f", {arch_runs[0]['epochs']} epochs" if arch == "longer" else
-                " (matched size)" if arch not in protocol else "")
-        rows.append([f"{arch_label(arch_runs[0])}{mark}", f"{arch_runs[0]['n_params']:,}"] +
-                    [finals(arch_runs, key) for key in ("train_acc", "train_eval_acc", "val_acc", "test_acc",
-                                                        "train_loss", "val_loss", "test_loss")]
-                    + [status_text(arch_runs)])
-    header = ["model", "parameters", "train acc (train mode)", "train acc (eval mode)", "val acc", "test acc",
-              "train loss (train mode)", "val loss", "test loss", "status"]
-    table = markdown_table(header, rows)
-
-    fig, axes = plt.subplots(1, 3, figsize=(19.5, 4.8), sharey=True, layout="constrained")
+    marks = {ranked[-1]: " best", ranked[0]: " worst"} if ranked else {}
+    named = [(short(arch) + marks.get(arch, " matched" * (arch not in protocol)), [runs[i] for i in indices],
+              f"{result['seconds_per_epoch_alone'][short(arch)]:.2f}") for arch, indices in groups.items()]
+    longer = result.get("longer_runs", [])
+    if longer:
+        arch = (longer[0]["depth"], longer[0]["width"])
+        named.append((f"{short(arch)}, {longer[0]['epochs']} epochs", longer, ""))
+    table = markdown_table(["model", "parameters", "val acc", "s an epoch alone"],
+                           [[name, f"{arch_runs[0]['n_params']:,}", finals(arch_runs, "val_acc"), time]
+                            for name, arch_runs, time in named])
+    pairs = matched_finding([(d, w, runs[idx[0]]["n_params"], [final(runs[i], "val_acc") for i in idx])
+                             for (d, w), idx in groups.items()])["pairs"]
+    pair_table = markdown_table(["deeper", "shallower", "val acc, deeper minus shallower", "wins"],
+                                [[short(deep), short(shallow), mean_std(comparison.get("diffs", [None])),
+                                  VERDICT[comparison["case"]]] for deep, shallow, comparison in pairs])
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True, layout="constrained")
     width, depth = (most_common([arch[i] for arch in protocol]) for i in (1, 0))
-    for ax, vary, fixed_index, fixed in ((axes[0], "depth", 1, width), (axes[1], "width", 0, depth)):
-        archs = sorted(a for a in protocol if a[fixed_index] == fixed)
-        xs = [a[1 - fixed_index] for a in archs]
-        for key, label, color, style in (("train_eval", "train (eval mode)", "C0", "-"), ("val", "validation",
-                                         "C1", "-"), ("test", "test (dashed)", "C2", "--")):
-            values = [as_array([final(runs[i], f"{key}_acc") for i in groups[a]]) for a in archs]
-            ax.errorbar(xs, [np.mean(v) for v in values], yerr=[seed_std(v) for v in values], marker="o",
-                        capsize=3, color=color, linestyle=style, label=label)
-        if vary == "width":
-            ax.set_xscale("log", base=2)
-        ax.set_xticks(xs, [str(x) for x in xs])
-        xlabel = "hidden layers (depth)" if vary == "depth" else "units per hidden layer (width, log scale)"
-        finish(ax, xlabel, "final accuracy (mean ± std over seeds)",
-               f"accuracy vs {vary} ({['depth', 'width'][fixed_index]} {fixed})")
-    plot_size(axes[2], runs, groups, protocol)
-    caption = ("Final accuracy against depth (left) and width (middle), on one y axis: where adding layers "
-               "or units stops paying; right, every model against its parameter count: at one size, which "
-               "depth scores higher.")
-    figures = {"depth_width.png": (fig, caption)}
-    for tag, arch in (("best", top), ("worst", worst)) if ranked else ():
-        arch_runs = [runs[i] for i in groups[arch]]
-        pair = map_figure(result["map_extent"], 8.5, other_width=6)
-        longer = [r for r in result.get("longer_runs", []) if (r["depth"], r["width"]) == arch]
-        caption = (f"The {tag} model's losses (left" + ", and its validation loss trained on for "
-                   "longer" * bool(longer) + ") and its borders (right): ringed points are its mistakes.")
-        figures[f"depth_width_{tag}.png"] = (pair, caption)
-        ax_loss, ax_map = pair.subplots(1, 2, gridspec_kw={"width_ratios": [6, 8.5]})
-        plot_split_curves(ax_loss, None, arch_runs, f"{tag} model")
-        if longer:
-            plot_mean_band(ax_loss, epochs_axis(longer), [r["history"]["val_loss"] for r in longer],
-                           f"validation, trained on to {len(epochs_axis(longer))} epochs",
-                           color=PALETTE[5], linewidth=2)
-            ax_loss.legend()
-        draw_map(ax_map, result, f"{arch[0]}x{arch[1]}", arch_runs[0], f"{tag} model: ")
-    found = depth_width_findings(result, groups, protocol) if ranked else []
-    matched_cases = ("no_pairs", "deeper_wins", "shallower_wins", "all_tie", "mixed")
-    text = {**DEPTH_WIDTH_TEXT, **{case: matched_text for case in matched_cases}}
-    answers = [from_sentences(item, asked, [render(text, f) for f in findings]) for item, asked, findings in found]
-    return Report([table], figures, [] if ranked else ["Every architecture diverged in at least one seed: no "
-                                                       "best or worst model."], answers)
+    plot_accuracy_against(axes[0], runs, groups, sorted(a for a in protocol if a[1] == width), "depth",
+                          f"width {width}")
+    plot_accuracy_against(axes[1], runs, groups, sorted(a for a in protocol if a[0] == depth), "width",
+                          f"depth {depth}")
+    figures = {"depth_width.png": (fig, "Accuracy against depth and width.")}
+    for tag, arch in zip(("best", "worst"), (ranked[-1:] + ranked[:1])):
+        figure = plot_fit_and_map(result, arch, [runs[i] for i in groups[arch]], tag)
+        figures[f"depth_width_{tag}.png"] = (figure, f"The {tag} model's losses and map (ringed: mistakes).")
+    answers = depth_width_answers(result, groups, protocol) if ranked else []
+    note = "Matched sizes, paired by seed (a win: beyond the 95% noise of a paired t-test):"
+    return Report([table, note, pair_table], figures, [], answers)
 
 
 QUESTION = Question(

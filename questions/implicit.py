@@ -1,29 +1,17 @@
-"""6.2.1-7 implicit representation: sin(a x) input features against raw coordinates, both maps, borders
-where the data is, the countries that gain and lose most.
+"""6.2.1-7 implicit representation: sin(a x) input features against raw coordinates: accuracy, both maps,
+and whether the countries the sin features help are the small ones.
 """
 import numpy as np
 import torch
-import torch.nn.functional as F
+from scipy.ndimage import label
+from scipy.spatial import ConvexHull
+from scipy.stats import spearmanr
 
-from plots import from_sentences, Report, draw_map, map_figure, markdown_table, render
+from plots import Answer, Report, draw_map, map_figure, markdown_table, render
 from runner import Question
-from section6 import (MAP_RESOLUTION, REPORT_62, SIN_FREQUENCIES, arch_of, borders, featurize, load_model,
-                      map_arrays, map_extent, seed_runs, test_points, train_group)
-from stats import arch_label, final, finals, mean_final, paired, status_text
-
-NEAR_DATA_CELLS = 5  # a map cell is near the data within this many cells (Chebyshev) of a training point's
-#   cell: about 0.9 degrees (60-100 km) on the embedded data's map, so that land with cities counts and open
-#   sea and empty land do not
-
-
-def near_data_mask(points, extent, resolution, radius=NEAR_DATA_CELLS):
-    """The cells of a resolution^2 grid over extent (as grid_points) within radius cells of a point."""
-    x0, x1, y0, y1 = extent
-    cols = ((points[:, 0] - x0) / (x1 - x0) * (resolution - 1)).round().long().clamp(0, resolution - 1)
-    rows = ((points[:, 1] - y0) / (y1 - y0) * (resolution - 1)).round().long().clamp(0, resolution - 1)
-    occupied = torch.zeros(1, 1, resolution, resolution)
-    occupied[0, 0, rows, cols] = 1
-    return F.max_pool2d(occupied, 2 * radius + 1, stride=1, padding=radius)[0, 0].bool().numpy()
+from section6 import (REPORT_62, SIN_FREQUENCIES, arch_of, featurize, load_model, map_arrays, map_extent,
+                      seed_runs, test_points, train_group)
+from stats import arch_label, final, finals, mean_final, paired
 
 
 @torch.no_grad()
@@ -38,9 +26,8 @@ def val_acc_per_class(run, state, data):
 
 def train_implicit(settings, data, reads, env):
     """The sin-feature model, beside the same model on raw coordinates: depth_width's runs when it trained
-    that model with these settings, else trained here. The first seed of each is drawn as a map; beyond the
-    protocol, each map's share of border cells over the whole grid and near the data (near_data_mask), and
-    every run's validation accuracy per class."""
+    that model with these settings, else trained here. The first seed of each is drawn as a map; every run's
+    validation accuracy per class is kept."""
     raw, seeds = arch_of(settings, features="raw"), seed_runs(settings, settings["lr"])
     same = {**raw, **{key: settings[key] for key in ("lr", "epochs", "batch_size")}}
     source = reads["depth_width"]
@@ -50,12 +37,9 @@ def train_implicit(settings, data, reads, env):
     if sorted(run["seed"] for run, _ in baseline) != [run["seed"] for run in seeds]:
         baseline = list(zip(*train_group(data, seeds, raw, settings, env, "raw coordinates")))
     results, states = train_group(data, seeds, arch_of(settings), settings, env, "sin features")
-    near = near_data_mask(data["train"][0].cpu(), map_extent(data["meta"]["extent"]), MAP_RESOLUTION)
-    arrays, border_fraction = test_points(data), {}
+    arrays = test_points(data)
     for tag, (run, state) in (("raw", baseline[0]), ("sin", (results[0], states[0]))):
         arrays.update(map_arrays(tag, run, state, data))
-        border = borders(arrays[f"grid_{tag}"])
-        border_fraction[tag] = {"grid": float(border.mean()), "near_data": float(border[near].mean())}
     baseline_runs = [{**run, "val_acc_per_class": val_acc_per_class(run, state, data)}
                      for run, state in baseline]
     for run, state in zip(results, states):
@@ -63,99 +47,105 @@ def train_implicit(settings, data, reads, env):
     counts = torch.bincount(data["val"][1].cpu(), minlength=data["meta"]["n_classes"]).tolist()
     return {"runs": results, "baseline_runs": baseline_runs, "arrays": arrays,
             "sin_frequencies": SIN_FREQUENCIES, "map_extent": map_extent(data["meta"]["extent"]),
-            "border_fraction": border_fraction, "near_data_share": float(near.mean()),
             "val_class_counts": counts}
 
 
-BORDER_RATIO = 1.2  # the sin map draws more border than the raw map with 20% more border cells; two seeds'
-#   maps of one model differ by less
-
-
-def implicit_findings(raw, sin, border_raw, border_sin):
-    """6.2.1-7: is the sin-feature model better, against the spread over seeds (a paired t-test at 95%), and
-    does its map draw more border between classes where the data is? border_*: the fraction of the map's
-    cells near the data (within a fixed distance of a training point) on a border."""
+def comparison_finding(raw, sin):
+    """6.2.1-7: is the sin-feature model better, against the spread over seeds (a paired t-test at 95%)?"""
     comparison = paired([final(r, "val_acc") for r in raw], [final(r, "val_acc") for r in sin])
     case = {"none": "no_seed", "above": "sin_better", "below": "raw_better"}.get(comparison["case"],
                                                                                comparison["case"])
-    ratio = border_sin / border_raw if border_raw else None
-    return [dict(comparison, case=case, loss_sin=mean_final(sin, "val_loss"),
-                 loss_raw=mean_final(raw, "val_loss")),
-            dict(case="more_border" if border_sin > BORDER_RATIO * border_raw else "no_more_border",
-                 ratio=ratio, sin=border_sin, raw=border_raw)]
+    return dict(comparison, case=case, acc_raw=mean_final(raw, "val_acc"), acc_sin=mean_final(sin, "val_acc"))
 
 
-CHANGE = "sin features change validation accuracy by {difference:+.3f}"
-T_TEST = (" ± {std:.3f} over {n} seeds, {} the noise (a paired t-test at 95% needs {noise:.3f}; validation "
-          "loss {loss_sin:.3f} against {loss_raw:.3f}).")
-BORDER = "({sin:.1%} of the cells near the data against {raw:.1%})"
-IMPLICIT_TEXT = {
-    "no_seed": "No seed trained both models without diverging.",
-    "one_seed": ("One seed cannot tell: " + CHANGE + " (validation loss {loss_sin:.3f} against "
-                 "{loss_raw:.3f}), with no spread over seeds to judge it against."),
-    "tie": "Neither is better: " + CHANGE + T_TEST.replace("{}", "within"),
-    "sin_better": "The sin model is better: " + CHANGE + T_TEST.replace("{}", "beyond"),
-    "raw_better": "The raw model is better: " + CHANGE + T_TEST.replace("{}", "beyond"),
-    "more_border": ("Its map has more border than the raw model's " + BORDER + ": sin(a x) features bend "
-                    "and repeat across the plane, so it can draw curved, many-sided borders that a "
-                    "raw-coordinate ReLU net builds from few straight pieces."),
-    "no_more_border": "Its map has no more border than the raw model's " + BORDER + ".",
-    "per_country": lambda f: (
-        "Per country (validation accuracy, mean over seeds, countries with at least "
-        f"{f['min_points']} validation points), sin features gain most on " + country_changes(f["gains"])
-        + " and lose most on " + country_changes(f["losses"]) + "."),
-}
+def patches(grid):
+    """Connected patches of one predicted class on a map (4-connected cells): a class drawn as several
+    islands counts each."""
+    return sum(label(grid == c)[1] for c in np.unique(grid))
+
+
+PATCH_RATIO = 1.5  # the sin map is more fragmented with half as many patches again as the raw map; a
+#   smaller excess could be one seed's map against another's
+
+
+def maps_finding(patches_raw, patches_sin):
+    """Does the sin model's map break the plane into more patches (islands) than the raw model's?"""
+    case = "fragmented" if patches_sin > PATCH_RATIO * patches_raw else "not_fragmented"
+    return dict(case=case, raw=patches_raw, sin=patches_sin)
+
+
 MIN_POINTS = 30  # a country's accuracy on fewer validation points moves by more than 3 points per point
-COUNTRIES_SHOWN = 3  # the countries named for the largest gains and the largest losses
+SIGNIFICANCE = 0.05  # a rank correlation with a p-value below this is a relation, not chance
 
 
-def country_changes(rows):
-    """'Austria (0.60 to 0.89), ...'; a bare code (data without country names) as 'class 28'."""
-    return ", ".join(f"{'class ' * str(name).isdigit()}{name} ({raw:.2f} to {sin:.2f})"
-                     for name, raw, sin in rows) or "none"
+def size_finding(changes, rows, areas):
+    """Raw coordinates bias a ReLU net toward smooth, low-frequency borders (Tancik et al. 2020): if sin
+    features lift that bias, they help small countries most. changes: each country's validation accuracy,
+    sin minus raw; its size in validation rows and in area; a Spearman rank correlation over the countries
+    against each size, significant in either direction or not."""
+    tests = [spearmanr(sizes, changes) if len(changes) > 2 else (np.nan, np.nan) for sizes in (rows, areas)]
+    signs = {int(np.sign(rho)) for rho, p in tests if p < SIGNIFICANCE}
+    case = {frozenset(): "no_size_relation", frozenset({-1}): "small_gain", frozenset({1}): "large_gain"}.get(
+        frozenset(signs), "mixed")
+    (rho_rows, p_rows), (rho_area, p_area) = tests
+    return dict(case=case, rho_rows=float(rho_rows), p_rows=float(p_rows), rho_area=float(rho_area),
+                p_area=float(p_area), n=len(changes))
 
 
-def per_country_finding(raw, sin, counts, names):
-    """The countries whose mean validation accuracy the sin features change most, up and down, among those
-    with at least MIN_POINTS validation points."""
-    def mean_of(runs, c):
-        return float(np.mean([r["val_acc_per_class"][c] for r in runs if r["status"] == "ok"]))
-    rows = sorted(((mean_of(sin, c) - mean_of(raw, c), names[c], mean_of(raw, c), mean_of(sin, c))
-                   for c in range(len(counts)) if counts[c] >= MIN_POINTS), key=lambda row: row[0])
-    gains = [row[1:] for row in reversed(rows[-COUNTRIES_SHOWN:]) if row[0] > 0]
-    losses = [row[1:] for row in rows[:COUNTRIES_SHOWN] if row[0] < 0]
-    return dict(case="per_country", gains=gains, losses=losses, min_points=MIN_POINTS)
+def hull_area(points):
+    """Area of the convex hull of (longitude, latitude) points, in square degrees of latitude (longitude
+    scaled by the cosine of their mean latitude)."""
+    scaled = points * [np.cos(np.radians(points[:, 1].mean())), 1.0]
+    return ConvexHull(scaled).volume
+
+
+SIZE = (" (Spearman rho {rho_rows:.2f}, p = {p_rows:.2f} against validation rows; {rho_area:.2f}, p = "
+        "{p_area:.2f} against area; {n} countries).")
+CHANGE = "sin features change validation accuracy by {difference:+.3f} ± {std:.3f}, {} the seeds' "
+TEXT = {
+    "no_seed": "No seed trained both models without diverging.",
+    "one_seed": "One seed cannot tell: sin features change validation accuracy by {difference:+.3f}.",
+    "tie": "Neither is better: " + CHANGE.replace("{}", "within") + "noise ({noise:.3f}).",
+    "sin_better": "The sin model is better: " + CHANGE.replace("{}", "beyond") + "noise ({noise:.3f}).",
+    "raw_better": "The raw model is better: " + CHANGE.replace("{}", "beyond") + "noise ({noise:.3f}).",
+    "fragmented": ("The sin model's map breaks into islands: {sin} one-class patches against {raw} (first "
+                   "seed)."),
+    "not_fragmented": "The sin model's map is no more fragmented: {sin} patches of one class against {raw}.",
+    "small_gain": "Its gains go to small countries, as a lifted low-frequency bias predicts" + SIZE,
+    "large_gain": "Its gains go to large countries, against the low-frequency-bias explanation" + SIZE,
+    "no_size_relation": ("Its gains are unrelated to country size: the low-frequency-bias explanation does "
+                         "not show" + SIZE),
+    "mixed": "Its gains relate to country size one way by rows and the other by area" + SIZE,
+}
 
 
 def report_implicit(result):
     variants = [("raw coordinates", result["baseline_runs"], "raw"), ("sin features", result["runs"], "sin")]
+    arrays, counts = result["arrays"], result["val_class_counts"]
     fig = map_figure(result["map_extent"], 8.5, maps=2)
-    for ax, (label, runs, tag) in zip(fig.subplots(1, 2), variants):
-        draw_map(ax, result, tag, runs[0], f"{label}: ")
-    rows = [[label, runs[0]["features"]] + [finals(runs, key) for key in ("train_acc", "val_acc", "test_acc",
-                                                                          "val_loss")] + [status_text(runs)]
-            for label, runs, _ in variants]
+    for ax, (name, runs, tag) in zip(fig.subplots(1, 2), variants):
+        draw_map(ax, result, tag, runs[0], f"{name}: ")
+    kept = [c for c in range(len(counts)) if counts[c] >= MIN_POINTS]
+    per_class = {tag: np.array([np.mean([r["val_acc_per_class"][c] for r in runs if r["status"] == "ok"])
+                                for c in kept]) for _, runs, tag in variants}
+    changes = per_class["sin"] - per_class["raw"]
+    areas = [hull_area(arrays["test_points"][arrays["test_labels"] == c]) for c in kept]
+    bullets = [maps_finding(patches(arrays["grid_raw"]), patches(arrays["grid_sin"])),
+               size_finding(changes, [counts[c] for c in kept], areas)]
+    comparison = comparison_finding(variants[0][1], variants[1][1])
+    answer = Answer("6.2.1-7", "Which model is better, and what can the sin model learn that the other had "
+                    "trouble with?", render(TEXT, comparison), [render(TEXT, f) for f in bullets],
+                    f"val acc {comparison['acc_sin']:.3f} sin, {comparison['acc_raw']:.3f} raw")
+    rows = [[name] + [finals(runs, key) for key in ("train_acc", "val_acc", "test_acc", "val_loss")]
+            for name, runs, _ in variants]
     run, frequencies = result["runs"][0], result["sin_frequencies"]
-    note = (f"Both models {arch_label(run)}, batch norm {'on' if run['batch_norm'] else 'off'}, "
-            f"{run['epochs']} epochs at lr {run['lr']:g}, batch {run['batch_size']}. Features: sin(a*x) for "
-            f"a in {', '.join(f'{a:g}' for a in frequencies)} on longitude and latitude in degrees "
-            f"({2 * len(frequencies)} inputs).")
-    border = result["border_fraction"]
-    found = implicit_findings(variants[0][1], variants[1][1], border["raw"]["near_data"],
-                              border["sin"]["near_data"])
-    found.append(per_country_finding(variants[0][1], variants[1][1], result["val_class_counts"],
-                                     result["data"]["class_names"]))
-    answer = from_sentences("6.2.1-7", "Which model is better, and what can the sin model learn that the other had "
-                               "trouble with?", [render(IMPLICIT_TEXT, f) for f in found])
-    header = ["input", "features", "train acc", "val acc", "test acc", "val loss",
-              "border cells near the data (first seed's map)", "border cells, whole grid", "status"]
-    rows = [row[:-1] + [f"{border[tag]['near_data']:.1%}", f"{border[tag]['grid']:.1%}", row[-1]]
-            for row, (_, _, tag) in zip(rows, variants)]
-    note += (f" Near the data: the {result['near_data_share']:.0%} of the map's cells within a fixed "
-             "distance of a training point, where borders separate real cities, not empty land or sea.")
-    table = markdown_table(header, rows)
-    caption = "The same net on raw coordinates (left) and on sin features (right): the shapes of the borders."
-    return Report([table, note], {"implicit.png": (fig, caption)}, [], [answer])
+    note = (f"Both {arch_label(run)}, batch norm, {run['epochs']} epochs. Features: sin(a*x), a in "
+            f"{frequencies[0]:g}..{frequencies[-1]:g}, on longitude and latitude in degrees. Country "
+            f"size: its validation rows, or the convex hull of its test cities; countries with at least "
+            f"{MIN_POINTS} validation rows.")
+    table = markdown_table(["input", "train acc", "val acc", "test acc", "val loss"], rows)
+    return Report([table, note], {"implicit.png": (fig, "Raw coordinates (left), sin features (right).")}, [],
+                  [answer])
 
 
 QUESTION = Question("implicit", "6.2.1-7", "Implicit representation: sin features (bonus)",

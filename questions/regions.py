@@ -1,32 +1,46 @@
-"""Linear regions of the trained depth-1 and depth-2 ReLU nets, counted on a grid, beside their bounds."""
+"""Linear regions of every trained depth_width model, counted on a grid, beside their bounds; whether more
+regions go with higher accuracy, and which of two models of matched size draws more."""
 from math import comb
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 
-from plots import Report, map_aspect, map_figure, markdown_table
+from plots import Answer, Report, map_aspect, map_figure, markdown_table, render
+from questions.depth_width import matched_finding, short
 from runner import Question
-from section6 import ARCH_KEYS, borders, grid_points, load_model, relu_inputs
-from stats import arch_label, group_by, mean_std
+from section6 import ARCH_KEYS, borders, grid_points, load_model, relu_inputs, test_points
+from stats import arch_label, as_array
+
+KEY_BITS = 62  # pattern columns packed into one int64 key: below its 63 value bits, so keys never overflow
 
 
+def pattern_keys(patterns):
+    """Each row of a bool matrix [N, units] as int64 keys, KEY_BITS columns a key, the first column the
+    highest bit, so that rows and rows of keys sort alike."""
+    return torch.stack([(block.long() * 2 ** torch.arange(block.shape[1] - 1, -1, -1)).sum(1)
+                        for block in patterns.split(KEY_BITS, dim=1)], dim=1)
+
+
+def region_ids(keys):
+    """Id of each row of keys among its distinct rows, numbered in the rows' sorted order (as
+    torch.unique(dim=0) numbers them), one column folded in at a time: many times faster than unique over
+    rows. Ids stay below N, so the fold id * (column ids) + column id stays below N^2 in int64."""
+    ids = torch.zeros(len(keys), dtype=torch.int64)
+    for column in keys.T:
+        column_ids = torch.unique(column, return_inverse=True)[1]
+        ids = torch.unique(ids * (int(column_ids.max()) + 1) + column_ids, return_inverse=True)[1]
+    return ids
+
+
+@torch.no_grad()
 def activation_regions(model, extent, resolution):
     """Id of the ReLU on/off pattern (all hidden layers) of every cell of a resolution^2 grid over extent:
     each distinct pattern is one linear region of the network (a grid sees a lower bound of their number)."""
     points = grid_points(extent, resolution)
-    patterns = torch.cat([torch.cat(relu_inputs(model, chunk), dim=1) > 0 for chunk in points.split(65536)])
-    return pattern_ids(patterns).view(resolution, resolution).numpy()
-
-
-def pattern_ids(patterns):
-    """Id of each row of a bool matrix [N, units] among its distinct rows, numbered in the rows' sorted order
-    (as torch.unique(dim=0) numbers them). Up to 63 units a row is packed into one int64, its first column
-    the highest bit, so that numbers and rows sort alike: about 20x faster than unique over rows."""
-    if patterns.shape[1] > 63:
-        return torch.unique(patterns, dim=0, return_inverse=True)[1]
-    bits = 2 ** torch.arange(patterns.shape[1] - 1, -1, -1, dtype=torch.int64)
-    keys = torch.cat([(chunk.long() * bits).sum(1) for chunk in patterns.split(65536)])
-    return torch.unique(keys, return_inverse=True)[1]
+    keys = torch.cat([pattern_keys(torch.cat(relu_inputs(model, chunk), dim=1) > 0)
+                      for chunk in points.split(65536)])
+    return region_ids(keys).view(resolution, resolution).numpy()
 
 
 def region_bound(widths, n_in=2):
@@ -43,58 +57,83 @@ def region_bound(widths, n_in=2):
     return count(0, [])
 
 
-DRAWN_EVERY = 2  # the figure draws every other cell of the counting grid: at a figure's width, the same map
-
-
 def train_regions(settings, data, reads, env):
-    """No training: count the regions of the depth_width question's trained models; the first seed of each
-    is drawn."""
-    source = reads["depth_width"]
-    results, arrays = [], {}
+    """No training: count the regions of the first seed of every model depth_width trained, beside the mean
+    validation accuracy of all its seeds; the settings' architectures are drawn, over the test points."""
+    source, results, arrays = reads["depth_width"], {}, test_points(data)
     for run, state in zip(source["runs"], source["weights"]["states"]):
-        if [run["depth"], run["width"]] not in settings["architectures"]:
+        arch = (run["depth"], run["width"])
+        accs = [r["history"]["val_acc"][-1] for r in source["runs"] if (r["depth"], r["width"]) == arch]
+        if arch in results:
             continue
         model = load_model(run, data["meta"]["n_classes"], state)
         regions = activation_regions(model, data["meta"]["extent"], settings["resolution"])
-        results.append({**{k: run[k] for k in ("seed", "lr", "epochs", "batch_size", *ARCH_KEYS)},
-                        "status": run["status"], "regions_on_grid": int(regions.max()) + 1,
-                        "bound": region_bound([run["width"]] * run["depth"]),
-                        "test_acc": run["history"]["test_acc"][-1]})
-        drawn = regions[::DRAWN_EVERY, ::DRAWN_EVERY]
-        arrays.setdefault(f"regions_{run['depth']}x{run['width']}",
-                          drawn.astype(np.int16 if drawn.max() < 2 ** 15 else np.int32))
-    return {"runs": results, "arrays": arrays}
+        kept = {key: run[key] for key in ("seed", "lr", "epochs", "batch_size", "n_params", *ARCH_KEYS)}
+        results[arch] = {**kept, "regions_on_grid": int(regions.max()) + 1,
+                         "bound": region_bound([run["width"]] * run["depth"]),
+                         "val_acc": float(np.nanmean(as_array(accs)))}
+        if list(arch) in settings["architectures"]:
+            arrays[f"regions_{run['depth']}x{run['width']}"] = regions.astype(np.int32)
+    return {"runs": list(results.values()), "arrays": arrays}
+
+
+SIGNIFICANCE = 0.05  # a rank correlation with a p-value below this is a relation, not chance
+
+
+def regions_finding(counts, accs, pairs):
+    """Do models with more linear regions score higher? counts, accs: each model's mean region count and
+    validation accuracy; a Spearman rank correlation over the models. pairs: (deeper, shallower) models of
+    matched size, by index, and how many of them the deeper draws more regions in."""
+    rho, p = spearmanr(counts, accs) if len(counts) > 2 else (np.nan, np.nan)
+    case = ("more_regions_higher" if p < SIGNIFICANCE and rho > 0 else
+            "more_regions_lower" if p < SIGNIFICANCE and rho < 0 else "unrelated")
+    deeper_more = sum(counts[deep] > counts[shallow] for deep, shallow in pairs)
+    return dict(case=case, rho=float(rho), p=float(p), n=len(counts), deeper_more=deeper_more,
+                pairs=len(pairs))
+
+
+TEXT = {
+    "more_regions_higher": ("Nets that cut the plane into more linear regions score higher: Spearman rho "
+                            "{rho:.2f} (p = {p:.3f}) over {n} shapes."),
+    "more_regions_lower": ("Nets that cut the plane into more linear regions score lower: Spearman rho "
+                           "{rho:.2f} (p = {p:.3f}) over {n} shapes."),
+    "unrelated": ("The number of linear regions does not order the nets by accuracy: Spearman rho {rho:.2f} "
+                  "(p = {p:.3f}) over {n} shapes."),
+    "pairs": "At matched size, the deeper net draws more regions in {deeper_more} of {pairs} pairs.",
+}
 
 
 def report_regions(result):
-    resolution, extent = result["settings"]["resolution"], result["data"]["extent"]
-    by_depth = group_by(result["runs"], "depth").values()
-    rows = [[arch_label(runs[0]), f"{runs[0]['bound']:,}", ", ".join(f"{r['regions_on_grid']} (seed "
-                                                                     f"{r['seed']})"
-                                                                     for r in runs),
-             mean_std([r["test_acc"] for r in runs])] for runs in by_depth]
-    counted = f"regions seen on a {resolution}x{resolution} grid over the data (a lower bound)"
-    table = markdown_table(["model", "upper bound on regions (whole plane)", counted, "test acc"], rows)
-    fig = map_figure(extent, 7, maps=len(by_depth))
-    axes = fig.subplots(1, len(by_depth), squeeze=False)
+    resolution, extent, runs = result["settings"]["resolution"], result["data"]["extent"], result["runs"]
+    archs = [(run["depth"], run["width"]) for run in runs]
+    counts = [run["regions_on_grid"] for run in runs]
+    pairs = matched_finding([(*arch, run["n_params"], [run["val_acc"]]) for arch, run in zip(archs, runs)])
+    found = regions_finding(counts, [run["val_acc"] for run in runs],
+                            [(archs.index(tuple(deep[:2])), archs.index(tuple(shallow[:2])))
+                             for deep, shallow, _ in pairs["pairs"]])
+    answer = Answer("", "Do nets with more linear regions score higher?", render(TEXT, found),
+                    [render(TEXT, dict(found, case="pairs"))], f"Spearman rho {found['rho']:.2f}")
+    bounds = [f"{run['bound']:.0e}" if run["bound"] > 1e6 else f"{run['bound']:,}" for run in runs]
+    rows = [[short(arch), f"{run['regions_on_grid']:,}", bound, f"{run['val_acc']:.3f}"]
+            for arch, run, bound in zip(archs, runs, bounds)]
+    table = markdown_table(["model", f"regions on a {resolution}² grid", "bound", "val acc"], rows)
+    drawn = [run for arch, run in zip(archs, runs) if list(arch) in result["settings"]["architectures"]]
+    fig = map_figure(extent, 7, maps=len(drawn))
     rng = np.random.default_rng(0)
-    for ax, run in zip(axes[0], [runs[0] for runs in by_depth]):
+    for ax, run in zip(fig.subplots(1, len(drawn), squeeze=False)[0], drawn):
         regions = result["arrays"][f"regions_{run['depth']}x{run['width']}"]
         image = rng.uniform(0.25, 1.0, size=(regions.max() + 1, 3))[regions]
         image[borders(regions)] = 0
         ax.imshow(image, origin="lower", extent=extent, interpolation="nearest")
+        ax.scatter(*result["arrays"]["test_points"].T, s=0.3, color="black", alpha=0.4)
         ax.set_aspect(map_aspect(extent))
-        ax.set(xlabel="longitude (degrees)", ylabel="latitude (degrees)", title=f"{arch_label(run)}, seed "
-               f"{run['seed']}: {run['regions_on_grid']} regions on the grid (bound {run['bound']:,})")
-    note = ("Each distinct on/off pattern of the hidden ReLUs is one linear region: the inputs that share a "
-            "pattern form one convex polygon on which the network is a single affine map (batch norm in eval "
-            "mode is affine and adds none). Counting patterns on a grid gives a lower bound: regions thinner "
-            "than a cell, or outside the data's extent, are missed.")
-    caption = ("Each colour is one linear region of a trained net (one seed), black lines their borders: "
-               "how many of the bound's regions fall where the data is.")
-    return Report([table, note], {"regions.png": (fig, caption)}, [])
+        ax.set(xlabel="longitude (degrees)", ylabel="latitude (degrees)", xlim=extent[:2], ylim=extent[2:],
+               title=f"{arch_label(run)}, seed {run['seed']}: {run['regions_on_grid']:,} regions")
+    note = "Each model's first seed; val acc: the mean over seeds. A grid sees a lower bound of the regions."
+    caption = "Each colour one linear region, where the net is one affine map; dots: test cities."
+    return Report([table, note], {"regions.png": (fig, caption)}, [], [answer])
 
 
 QUESTION = Question("regions", "", "Linear regions of the trained ReLU nets (beyond the report)",
-                    dict(architectures=[[1, 16], [2, 16]], resolution=2000), train_regions,
-                    report_regions, reads=("depth_width",))
+                    dict(architectures=[[1, 16], [2, 16]], resolution=400), train_regions, report_regions,
+                    reads=("depth_width",))
