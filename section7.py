@@ -29,8 +29,8 @@ LAYOUT = f"expected ImageFolder layout: train/, val/ (or validation/) and test/,
 QUICK_IMAGES = {"train": 16, "val": 8, "test": 8}  # per class
 QUICK_IMAGE_SIZE = 32
 EVAL_BATCH = 256
-# torchvision's ResNet18_Weights.IMAGENET1K_V1.url (a test checks it), written out so that importing this module,
-# and with it `cnn.py --help`, does not import torchvision
+# torchvision's ResNet18_Weights.IMAGENET1K_V1.url (a test checks it), written out so that importing this
+# module, and with it `cnn.py --help`, does not import torchvision
 IMAGENET_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
 
 
@@ -322,8 +322,9 @@ def recomputed_bn_accuracy(model, train_inputs, test_inputs, test_labels, prepar
 
 
 def train_resnets(settings, data, env, baseline, backbone_state, preprocessing_name):
-    """scratch or finetune, a model per lr, every weight trained; beyond the protocol, the test predictions once
-    BatchNorm's statistics are recomputed: the run that tells stale running statistics from unlearned weights."""
+    """scratch or finetune, a model per lr, every weight trained; beyond the protocol, the test predictions
+    once BatchNorm's statistics are recomputed: the run that tells stale running statistics from unlearned
+    weights."""
     from sklearn.metrics import roc_auc_score
     records = []
     for lr in settings["lrs"]:

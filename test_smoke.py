@@ -2119,6 +2119,7 @@ def test_baseline_headline_cases_at_their_boundaries():
     assert head([cnn_model(0.51, 0.549)])["case"] == "chance"
     not_run = {**cnn_model(None), "status": "not run", "reason": "ImageNet weights unavailable (URLError: x)"}
     assert head([not_run]) == {"case": "not_run", "reason": "ImageNet weights unavailable"}
+    assert head([{**not_run, "fix": "put the file in place"}])["case"] == "not_run_fixable"
     diverged = head([cnn_model(None, lr=0.1, status="diverged"), cnn_model(None, lr=0.01, status="diverged")])
     assert diverged == {"case": "every_lr_diverged", "lrs": "lr 0.1, 0.01"}
     for found in (head([xgb]), head([not_run]), diverged, found):  # every case has its headline and its key

@@ -13,18 +13,20 @@ COINCIDE = 0.01  # ROC curves this close everywhere (in true positive rate) over
 NOTE = "Accuracy: P(fake) > 0.5 on {n} test images (standard error at most {se:.3f})."
 BN_NOTE = (" BN recomputed, beyond the protocol: the same weights in eval mode after recomputing BatchNorm's "
            "running statistics over the training images.")
-COLUMNS = {"acc on real": "test_acc_real", "acc on fake": "test_acc_fake", "BN recomputed": "test_acc_recomputed_bn"}
+COLUMNS = {"acc on real": "test_acc_real", "acc on fake": "test_acc_fake",
+           "BN recomputed": "test_acc_recomputed_bn"}
 HEADLINES = {
     "not_run": "Not run: {reason}.",
+    "not_run_fixable": "Not run: {reason} (how to fix it: see the manifest, or below).",
     "every_lr_diverged": "Not at all: every lr diverged ({lrs}).",
-    "learned": "Above chance: {name} scores test accuracy {acc:.3f} (AUROC {auroc:.3f}) against {majority:.3f} "
-               "for calling every image one class.",
+    "learned": "Above chance: {name} scores test accuracy {acc:.3f} (AUROC {auroc:.3f}) against "
+               "{majority:.3f} for calling every image one class.",
     "chance": "No better than chance: its best, {name}, scores {acc:.3f} (AUROC {auroc:.3f}) against "
               "{majority:.3f} for calling every image one class.",
     "learned_once_recomputed": "At chance in eval mode (best {name}: {acc:.3f}), yet lr {lr} learned: "
                                "{recomputed:.3f} once BatchNorm's statistics are recomputed.",
 }
-KEYS = {"not_run": "not run", "every_lr_diverged": "every lr diverged",
+KEYS = {"not_run": "not run", "not_run_fixable": "not run", "every_lr_diverged": "every lr diverged",
         "learned": "test acc {acc:.3f}, AUROC {auroc:.3f}", "chance": "test acc {acc:.3f}, AUROC {auroc:.3f}",
         "learned_once_recomputed": "test acc {acc:.3f}; {recomputed:.3f} BN recomputed"}
 TEXT = {
@@ -32,10 +34,10 @@ TEXT = {
     "larger_lrs_failed": "Learned at {learned}; not at {failed}, each larger than every lr that learned.",
     "some_lrs_failed": "Learned at {learned}; not at {failed}.",
     "every_lr_learned": "Every lr that ran learned.",
-    "no_lr_learned": "No lr learned, even with BatchNorm's statistics recomputed.",
-    "diverged": "Diverged (training loss not finite): {lrs}.",
-    "running_stats_fail": "At {lrs}, the running BatchNorm statistics that training left fail, not the weights: "
-                          "{acc} in eval mode, {recomputed} recomputed.",
+    "no_lr_learned": "No lr learned.",
+    "diverged": "Diverged: {lrs}.",
+    "running_stats_fail": "At {lrs}, the running BatchNorm statistics that training left fail, not the "
+                          "weights: {acc} in eval mode, {recomputed} recomputed.",
     "convergence": "sklearn warned: {warning}; the protocol keeps LogisticRegression's defaults.",
 }
 
@@ -46,7 +48,7 @@ def same_accuracy_margin(n):
 
 
 def beats_chance(accuracy, n, majority):
-    """Is an accuracy on n test images above calling every image one class by more than the test set's noise?"""
+    """Is an accuracy on n test images above calling every image one class by more than the noise?"""
     return accuracy is not None and accuracy > majority + same_accuracy_margin(n)
 
 
@@ -110,11 +112,12 @@ def results_table(models, ranked=False):
 
 
 def headline_finding(models, majority):
-    """7.4: how well a baseline tells real from fake: its best model in eval mode (the protocol) against calling
-    every image one class and, where that is chance, whether some lr learned once BatchNorm's statistics are
-    recomputed (beyond the protocol)."""
+    """7.4: how well a baseline tells real from fake: its best model in eval mode (the protocol) against
+    calling every image one class and, where that is chance, whether some lr learned once BatchNorm's
+    statistics are recomputed (beyond the protocol)."""
     if all(m["status"] == "not run" for m in models):
-        return dict(case="not_run", reason=models[0]["reason"].split(" (")[0])
+        case = "not_run_fixable" if models[0].get("fix") else "not_run"
+        return dict(case=case, reason=models[0]["reason"].split(" (")[0])
     ok = [m for m in models if m["status"] == "ok"]
     if not ok:
         return dict(case="every_lr_diverged", lrs=names(models))
@@ -131,9 +134,10 @@ def headline_finding(models, majority):
 
 
 def learned(m, majority):
-    """Did a model's weights learn: does it beat chance in eval mode or with BatchNorm's statistics recomputed?"""
-    n = len(m["test_prob"])
-    return beats_chance(m["test_acc"], n, majority) or beats_chance(m.get("test_acc_recomputed_bn"), n, majority)
+    """Did a model's weights learn: does it beat chance in eval mode or with BatchNorm's statistics
+    recomputed?"""
+    accuracies = (m["test_acc"], m.get("test_acc_recomputed_bn"))
+    return any(beats_chance(accuracy, len(m["test_prob"]), majority) for accuracy in accuracies)
 
 
 def lr_finding(models, majority):
@@ -146,7 +150,8 @@ def lr_finding(models, majority):
     if not bad or not good:
         return dict(case="every_lr_learned" if good else "no_lr_learned")
     larger = min(m["lr"] for m in bad) > max(m["lr"] for m in good)
-    return dict(case="larger_lrs_failed" if larger else "some_lrs_failed", learned=names(good), failed=names(bad))
+    case = "larger_lrs_failed" if larger else "some_lrs_failed"
+    return dict(case=case, learned=names(good), failed=names(bad))
 
 
 def running_stats_finding(models, majority):
@@ -164,9 +169,10 @@ def running_stats_finding(models, majority):
 def baseline_answer(result, majority):
     models = result["models"]
     head = headline_finding(models, majority)
-    found = [dict(case="diverged", lrs=names([m for m in models if m["status"] == "diverged"]))
-             ] if head["case"] != "every_lr_diverged" and any(m["status"] == "diverged" for m in models) else []
-    found += [lr_finding(models, majority), running_stats_finding(models, majority)]
+    diverged = [m for m in models if m["status"] == "diverged"]
+    some_diverged = diverged and head["case"] != "every_lr_diverged"
+    found = [dict(case="diverged", lrs=names(diverged)) if some_diverged else dict(case="none"),
+             lr_finding(models, majority), running_stats_finding(models, majority)]
     found += [dict(case="convergence", warning=m["convergence_warning"]) for m in models
               if m.get("convergence_warning")]
     bullets = [text for text in (render(TEXT, f) for f in found) if text]
@@ -222,10 +228,10 @@ def baseline_figure(result):
                         label=f"lr {lr_text(m)} ({m['status']})")
     if losses:
         finish(axes[0, 0], xlabel=f"optimizer step (batch of {result['settings']['batch_size']} images)",
-               yscale="log", ylabel="training loss (binary cross-entropy, nats)", title=f"{name}: training loss")
+               yscale="log", ylabel="training loss (binary cross-entropy)", title=f"{name}: training loss")
     joined = roc_panel(axes[0, int(bool(losses))], y_test,
                        [(model_name(m), colors[id(m)], m["test_prob"], m["test_auroc"]) for m in ok],
-                       f"{name}: test ROC in eval mode")
+                       f"{name}: test ROC" + " in eval mode" * bool(recomputed))
     if recomputed:
         joined |= roc_panel(axes[0, -1], y_test, [(model_name(m), colors[id(m)], m["test_prob_recomputed_bn"],
                                                    m["test_auroc_recomputed_bn"]) for m in recomputed],

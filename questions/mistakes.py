@@ -12,16 +12,17 @@ from section7 import BASELINES, decode_one
 THUMBNAIL = 256  # pixels: the longest side of a test image as the mistakes figure shows it
 HEADLINES = {
     "nothing_to_compare": "Fewer than two models ran: nothing to compare.",
-    "worst_one_class": "The worst model, {worst}, calls {share:.0%} of the test images {said}, so its mistakes "
-                       "are {wrong} images: the figure shows {shown} of the {candidates} that {best} gets right.",
-    "shown": "The figure shows {shown} ({real} real, {fake} fake) of the {candidates} test images that {best} "
-             "gets right and {worst} wrong.",
+    "worst_one_class": "The worst model, {worst}, calls {share:.0%} of the test images {said}, so its "
+                       "mistakes are {wrong} images: the figure shows {shown} of the {candidates} that "
+                       "{best} gets right.",
+    "shown": "The figure shows {shown} ({real} real, {fake} fake) of the {candidates} test images that "
+             "{best} gets right and {worst} wrong.",
 }
 RULES = {
     "both_classes": "the worst's most confident mistakes first, the two true classes in turn, each from a "
                     "photograph not yet shown while there is one",
-    "one_class": "the worst's most confident mistakes first, each from a photograph not yet shown while there is "
-                 "one",
+    "one_class": "the worst's most confident mistakes first, each from a photograph not yet shown while "
+                 "there is one",
 }
 
 

@@ -46,8 +46,9 @@ def best_two(runs, majority):
 
 
 def summary_findings(models, ranked, majority, demo=False):
-    """7.6-1: the best and the worst overall (headline), a tie for worst, the baselines the beats-chance filter
-    leaves without a best two, each torch baseline's trend over its lrs, and whether the data is the stand-in."""
+    """7.6-1: the best and the worst overall (headline), a tie for worst, the baselines the beats-chance
+    filter leaves without a best two, each torch baseline's trend over its lrs, and whether the data is the
+    stand-in."""
     ranked = [models[i] for i in ranked]
     ok = [m for m in ranked if m["status"] == "ok"]
     if not ok:
@@ -73,19 +74,21 @@ def summary_findings(models, ranked, majority, demo=False):
 
 
 def summary_figure(result, majority):
-    """Test accuracy by lr of each torch baseline; the others and the one-class rate as horizontal lines."""
-    models = result["models"]
+    """Test accuracy by lr of each torch baseline (open circles: BatchNorm statistics recomputed; x:
+    diverged), each baseline without an lr as a horizontal line, one with no model scored in the legend."""
     fig, ax = plt.subplots(figsize=(11, 5.5), layout="constrained")
-    torch_baselines = [b for b, info in result["baselines"].items() if "lrs" in info["settings"]]
-    for color, baseline in zip(PALETTE, torch_baselines):
-        runs = [m for m in models if m["baseline"] == baseline]
+    for color, baseline in zip(PALETTE, BASELINES):
+        runs = [m for m in result["models"] if m["baseline"] == baseline]
         ok = [m for m in runs if m["status"] == "ok"]
-        diverged = [m["lr"] for m in runs if m["status"] == "diverged"]
-        if not ok and not diverged:
-            ax.plot([], [], "x", color="gray", label=f"{baseline}: not run")
-            continue
-        ax.plot([m["lr"] for m in ok], [m["test_acc"] for m in ok], marker="o", color=color, label=baseline)
         recomputed = [m for m in ok if m.get("test_acc_recomputed_bn") is not None]
+        diverged = [m["lr"] for m in runs if m["status"] == "diverged"]
+        if not ok:
+            ax.plot([], [], "x", color="gray", label=f"{baseline}: {runs[0]['status']}")
+        elif ok[0]["lr"] is None:
+            ax.axhline(ok[0]["test_acc"], linestyle="--", color=color, label=f"{baseline} (no lr)")
+        else:
+            ax.plot([m["lr"] for m in ok], [m["test_acc"] for m in ok], marker="o", color=color,
+                    label=baseline)
         if recomputed:
             ax.plot([m["lr"] for m in recomputed], [m["test_acc_recomputed_bn"] for m in recomputed],
                     marker="o", markerfacecolor="white", linestyle="--", color=color,
@@ -93,41 +96,31 @@ def summary_figure(result, majority):
         if diverged:
             ax.scatter(diverged, [0.03] * len(diverged), marker="x", color=color,
                        transform=ax.get_xaxis_transform(), label=f"{baseline}: diverged (no accuracy)")
-    for (baseline, style), color in zip((("xgb", "--"), ("sklearn_probe", "-.")), PALETTE[3:]):
-        m = next(m for m in models if m["baseline"] == baseline)
-        if m["status"] == "ok":
-            ax.axhline(m["test_acc"], linestyle=style, color=color, label=f"{baseline} (no lr): "
-                                                                          f"{m['test_acc']:.3f}")
-        else:
-            ax.plot([], [], "x", color="gray", label=f"{baseline}: {m['status']}")
-    ax.axhline(majority, color="gray", linewidth=0.8, linestyle=":",
-               label=f"one class for every image: {majority:.3f}")
+    ax.axhline(majority, color="gray", linewidth=0.8, linestyle=":", label="one class for every image")
     image_size = next(iter(result["baselines"].values()))["settings"]["image_size"]
-    finish(ax, xscale="log", xlabel="learning rate (Adam, log scale)",
-           ylabel="test accuracy (fraction of real and fake test images correct)",
+    finish(ax, xscale="log", xlabel="learning rate (Adam, log scale)", ylabel="test accuracy",
            title=f"Real vs fake: test accuracy by learning rate (image size {image_size})")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    lrs = [m["lr"] for m in models if m["lr"] is not None]
-    if lrs:
-        ax.set_xlim(min(lrs) / 2, max(lrs) * 2)
     return fig
 
 
 def report_summary(result):
     models, majority = result["models"], majority_rate(result["data"])
     ranked = [models[i] for i in result["ranking"]]
-    best_rows = [[m["baseline"], place + 1, lr_text(m), fmt(m["test_acc"])] for baseline in result["baselines"]
-                 for place, m in enumerate(best_two([m for m in ranked if m["baseline"] == baseline], majority))]
+    best = [m for baseline in BASELINES for m in best_two([m for m in ranked if m["baseline"] == baseline],
+                                                          majority)]
+    best_rows = [[m["baseline"], lr_text(m), fmt(m["test_acc"])] for m in best]
     body = ["### Two best models of each baseline (by test accuracy, among those that beat chance)\n",
-            markdown_table(["baseline", "place", "lr", "test acc"], best_rows),
+            markdown_table(["baseline", "lr", "test acc"], best_rows),
             "\n### Full ranking\n", results_table(ranked, ranked=True), note(models)]
     found = summary_findings(models, result["ranking"], majority, demo=result["data"].get("demo", False))
     bullets = [text for text in (render(TEXT, f) for f in found[1:]) if text]
-    key = "" if found[0]["case"] == "no_model" else "best {best_acc:.3f}, worst {worst_acc:.3f}".format(**found[0])
-    answer = Answer(result["section"], "The two best models of each baseline and the worst overall: why these "
-                                       "trends?", render(HEADLINES, found[0]), bullets, key)
-    caption = ("Each torch baseline's test accuracy by lr (open circles: BatchNorm statistics recomputed), the "
-               "baselines without an lr as lines, calling every image one class dotted.")
+    key = "" if found[0]["case"] == "no_model" else "best {best_acc:.3f}, worst {worst_acc:.3f}".format(
+        **found[0])
+    asked = "The two best models of each baseline and the worst overall: why these trends?"
+    answer = Answer(result["section"], asked, render(HEADLINES, found[0]), bullets, key)
+    caption = ("Each torch baseline's test accuracy by lr (open circles: BatchNorm statistics recomputed), "
+               "the baselines without an lr as lines, calling every image one class dotted.")
     return Report(body, {"summary.png": (summary_figure(result, majority), caption)}, [], [answer])
 
 
