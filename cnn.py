@@ -1,17 +1,11 @@
-"""Section 7: a real-vs-fake image classifier (output 1 = fake) built five ways: XGBoost on raw pixels,
-ResNet18 from scratch, a linear head and sklearn's LogisticRegression on a frozen ImageNet ResNet18, and that
-ResNet18 fine-tuned; then every model ranked, and test images the best model gets right and the worst wrong.
-The command: each question lives in questions/ (xgb.py, scratch.py, pretrained.py for the three pretrained
-baselines, summary.py, mistakes.py; baselines.py holds the report the five baselines share); section7.py holds
-what they share in training (the images, the weights, the ResNet18, fitting and scoring).
+"""Section 7: a real-vs-fake image classifier (output 1 = fake) built five ways, then every model ranked and
+test images the best gets right and the worst wrong. Each question is in questions/ (baselines.py: the report
+the five baselines share); section7.py holds what they share in training.
 
     python cnn.py --question xgb           # one question; outputs in results/cnn/
-    python cnn.py --question all           # every question, in order
     python cnn.py --list                   # the questions (--help: every flag, with its protocol value)
 
 Data: --data-dir (ImageFolder, see --help), else a generated stand-in (data/build_realfake.py) in --cache-dir.
-Every number goes into results/cnn/<question>.json, reused by a rerun with the same settings, data and
-training code.
 """
 import os
 

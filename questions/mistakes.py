@@ -3,20 +3,32 @@ import os
 
 import numpy as np
 
-from plots import from_sentences, Report, markdown_table, plt
-from questions.baselines import ONE_CLASS, model_name, not_run_reasons, sentences
+from plots import Answer, Report, markdown_table, plt, render
+from questions.baselines import ONE_CLASS, model_name
 from questions.summary import train_summary
 from runner import Question
 from section7 import BASELINES, decode_one
 
 THUMBNAIL = 256  # pixels: the longest side of a test image as the mistakes figure shows it
-MISTAKES_RULE = ("the worst's most confident mistakes first, the two true classes in turn, each from a "
-                 "source photograph not yet shown while there is one")
+HEADLINES = {
+    "nothing_to_compare": "Fewer than two models ran: nothing to compare.",
+    "worst_one_class": "The worst model, {worst}, calls {share:.0%} of the test images {said}, so its "
+                       "mistakes are {wrong} images: the figure shows {shown} of the {candidates} that "
+                       "{best} gets right.",
+    "shown": "The figure shows {shown} ({real} real, {fake} fake) of the {candidates} test images that "
+             "{best} gets right and {worst} wrong.",
+}
+RULES = {
+    "both_classes": "the worst's most confident mistakes first, the two true classes in turn, each from a "
+                    "photograph not yet shown while there is one",
+    "one_class": "the worst's most confident mistakes first, each from a photograph not yet shown while "
+                 "there is one",
+}
 
 
 def pick_mistakes(models, ranked, test_classes, test_sources, n=5):
     """Best and worst ok model (indices; among models tied for the worst, the last in the ranking), and up to
-    n test images the best gets right and the worst wrong, by MISTAKES_RULE, from the saved predictions.
+    n test images the best gets right and the worst wrong, by RULES, from the saved predictions.
     test_sources: each test image's source photograph, or its own path where the data names none."""
     ok = [i for i in ranked if models[i]["status"] == "ok"]
     if len(ok) < 2:
@@ -39,12 +51,12 @@ def pick_mistakes(models, ranked, test_classes, test_sources, n=5):
 
 
 def train_mistakes(settings, data, reads, env):
-    """The summary, the best and worst model, the test images chosen by MISTAKES_RULE and their thumbnails."""
+    """The summary, the best and worst model, the test images chosen by RULES and their thumbnails."""
     result = train_summary(settings, data, reads, env)
     sources = [data["sources"].get(path, path) for path in result["test_paths"]]
     result["best"], result["worst"], result["chosen"] = pick_mistakes(result["models"], result["ranking"],
                                                                       result["test_classes"], sources)
-    result["rule"], result["sources"] = MISTAKES_RULE, [sources[i] for i in result["chosen"]]
+    result["sources"] = [sources[i] for i in result["chosen"]]
     result["arrays"] = {}
     for k, i in enumerate(result["chosen"]):  # as uint8 pixels, the longest side at most THUMBNAIL
         image = decode_one(os.path.join(data["dir"], result["test_paths"][i]), [lambda rgb: rgb])[0]
@@ -53,31 +65,27 @@ def train_mistakes(settings, data, reads, env):
     return result
 
 
-def mistakes_findings(result):
-    """7.6-2: which images, chosen how, and whether the worst model calls them all one class."""
+def mistakes_finding(result):
+    """7.6-2: which images are shown, of how many candidates, and whether the worst model calls (almost) every
+    test image one class, so that its mistakes are all of the other true class; rule: whether the candidates
+    hold both true classes, to be taken in turn."""
     models, chosen = result["models"], result["chosen"]
     if result["best"] is None:
-        return [dict(case="nothing_to_compare")]
+        return dict(case="nothing_to_compare", rule="one_class")
     best, worst = models[result["best"]], models[result["worst"]]
     truth = np.array([c == "fake" for c in result["test_classes"]])
     worst_fake = np.array(worst["test_prob"]) > 0.5
-    candidates = int((((np.array(best["test_prob"]) > 0.5) == truth) & (worst_fake != truth)).sum())
+    candidates = ((np.array(best["test_prob"]) > 0.5) == truth) & (worst_fake != truth)
     classes = [result["test_classes"][i] for i in chosen]
-    shown = dict(best=model_name(best), worst=model_name(worst), candidates=candidates, shown=len(chosen),
-                 real=classes.count("real"), fake=classes.count("fake"), rule=result["rule"])
+    found = dict(best=model_name(best), worst=model_name(worst), candidates=int(candidates.sum()),
+                 shown=len(chosen), real=classes.count("real"), fake=classes.count("fake"),
+                 rule="both_classes" if len(set(truth[candidates])) == 2 else "one_class")
     share_fake = float(np.mean(worst_fake))
-    if max(share_fake, 1 - share_fake) >= 1 - ONE_CLASS:  # what it gets wrong is all of one true class
-        said = "fake" if share_fake >= 0.5 else "real"
-        return [dict(case="worst_one_class", worst=shown["worst"], said=said,
-                     share=max(share_fake, 1 - share_fake), wrong="real" if said == "fake" else "fake"),
-                dict(shown, case="shown_one_class")]
-    findings = [dict(shown, case="shown")]
-    said = {bool(worst_fake[i]) for i in chosen}
-    if len(said) == 1:
-        fake = said.pop()
-        findings.append(dict(case="worst_calls_all_one_class", said="fake" if fake else "real",
-                             share=float(np.mean(worst_fake == fake))))
-    return findings
+    if max(share_fake, 1 - share_fake) < 1 - ONE_CLASS:
+        return dict(found, case="shown")
+    said = "fake" if share_fake >= 0.5 else "real"
+    return dict(found, case="worst_one_class", said=said, share=max(share_fake, 1 - share_fake),
+                wrong="real" if said == "fake" else "fake")
 
 
 def report_mistakes(result, n=5):
@@ -100,19 +108,14 @@ def report_mistakes(result, n=5):
                      f"worst, {model_name(worst)} ({worst['test_acc']:.3f}); p: the probability of the class "
                      f"said",
                      fontsize=10)
-    rows = [[result["test_paths"][i], classes[i], source, said(best, i), said(worst, i)]
-            for i, source in zip(chosen, result["sources"])]
-    header = ["test image", "true class", "source", "best model says", "worst model says"]
-    table = markdown_table(header, rows)
-    note = ("Images are shown as saved when the question ran (at most 256 pixels a side); predictions are "
-            "the ones saved when each model was evaluated. Source: the photograph the image comes from, "
-            "where the data names one (the generated stand-in does), else the image itself.")
-    check = [dict(case="stand_in")] if result["data"].get("demo") else []
-    answer = from_sentences(result["section"], "Five test images the best model classifies correctly and the worst "
-                    "does not", sentences(mistakes_findings(result) + check))
-    caption = f"Picked by one rule: {result['rule']}."
-    return Report([table, note], {"mistakes.png": (fig, caption)}, [line + "." for line in
-                                                                   not_run_reasons(models)], [answer])
+    rows = [[result["test_paths"][i], said(best, i), said(worst, i)] for i in chosen]
+    table = markdown_table(["test image (class folder: the truth)", "best says", "worst says"], rows)
+    found = mistakes_finding(result)
+    key = "" if best is None else f"{found['candidates']} right for the best, wrong for the worst"
+    answer = Answer(result["section"], "Five test images the best model classifies correctly and the worst "
+                                       "does not", render(HEADLINES, found), [], key)
+    caption = f"Picked: {RULES[found['rule']]}."
+    return Report([table], {"mistakes.png": (fig, caption)}, [], [answer])
 
 
 QUESTION = Question("mistakes", "7.6-2", "Mistakes: right for the best model, wrong for the worst", {},

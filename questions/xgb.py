@@ -2,7 +2,6 @@
 import time
 
 import torch
-import torchvision.transforms as T
 
 from questions.baselines import report_baseline
 from runner import Question
@@ -12,6 +11,7 @@ XGB_CROP = 64
 
 
 def train_xgb(settings, data, reads, env):
+    import torchvision.transforms as T
     from xgboost import XGBClassifier
     x = images(data, "resize", settings["image_size"], env)
     crop = settings["crop"]
