@@ -1,14 +1,13 @@
 """What a report is made of (Answer, Report, tables, wording, the palette), and the figure helpers that
-several Section 6 questions share: seed bands, axes, split curves, prediction maps. Importing it sets
-matplotlib's Agg backend, nothing else."""
+several Section 6 questions share: seed bands, axes, split curves, prediction maps. Figures are matplotlib
+Figures on the Agg canvas, without pyplot: nothing to close, no global state, no display needed."""
 from typing import NamedTuple
 
-import matplotlib
 import numpy as np
-from matplotlib.patheffects import withStroke
 
 from stats import arch_label, as_array, epochs_axis, final
 
+import matplotlib  # TRANSITIONAL until lr, epochs, batch_size, sweep, batchnorm draw with figure()
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -74,6 +73,22 @@ def render(templates, finding):
 
 # ----------------------------------------------------------------------------- figures
 
+def figure(figsize):
+    """A figure with constrained layout, on the Agg canvas. matplotlib is imported here, at the first figure,
+    not at the top: it takes 0.3 s of every start, --help and --list included, which draw nothing."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=figsize, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def subplots(*grid, figsize, **kwargs):
+    """figure() and its axes: Figure.subplots(*grid, **kwargs)."""
+    fig = figure(figsize)
+    return fig, fig.subplots(*grid, **kwargs)
+
+
 SEED_STYLES = ["-", "--", ":", "-."]  # the seeds' lines where each seed is drawn
 
 
@@ -131,7 +146,7 @@ def map_aspect(extent):
 def map_figure(extent, map_width, other_width=0, maps=1):
     """A figure sized for `maps` maps of extent, map_width inches wide each, beside other_width inches."""
     height = map_width * (extent[3] - extent[2]) / (extent[1] - extent[0]) * map_aspect(extent) + 0.8
-    return plt.figure(figsize=(maps * map_width + other_width, height), layout="constrained")
+    return figure((maps * map_width + other_width, height))
 
 
 LABEL_SHIFTS = (0, 8, -8)  # points: a class name that would overlap one already placed moves a line up or
@@ -141,6 +156,7 @@ LABEL_SHIFTS = (0, 8, -8)  # points: a class name that would overlap one already
 def label_classes(ax, points, labels, class_names):
     """Each class's name at the middle of its test points, the most numerous class first; a name that would
     overlap one already written moves by LABEL_SHIFTS, or is left out. Returns the classes named."""
+    from matplotlib.patheffects import withStroke
     renderer = ax.figure.canvas.get_renderer()
     counts = np.bincount(labels, minlength=len(class_names))
     placed, named = [], []

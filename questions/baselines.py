@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from plots import PALETTE, Answer, Report, markdown_table, plt, render
+from plots import PALETTE, Answer, Report, markdown_table, render, subplots
 
 MIN_MARGIN = 0.05  # accuracies closer than this are the same on any test set: less is a handful of images
 ONE_CLASS = 0.05  # under 5% of one true class right: (almost) every image is put in the other class
@@ -221,7 +221,7 @@ def baseline_figure(result):
     recomputed = [m for m in ok if m.get("test_prob_recomputed_bn")]
     losses = [m for m in models if m.get("train_loss")]
     panels = 1 + bool(losses) + bool(recomputed)
-    fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 5.5), layout="constrained", squeeze=False)
+    fig, axes = subplots(1, panels, figsize=(6.5 * panels, 5.5), squeeze=False)
     y_test = [c == "fake" for c in result["test_classes"]]
     for m in losses:
         axes[0, 0].plot(range(1, len(m["train_loss"]) + 1), m["train_loss"], color=colors[id(m)], marker=".",

@@ -4,7 +4,7 @@ the worst's fit and maps, the worst trained on, accuracy against depth and width
 import numpy as np
 
 from plots import (PALETTE, Answer, Report, draw_map, finish, map_figure, markdown_table, plot_mean_band,
-                   plot_split_curves, plt, render)
+                   plot_split_curves, render, subplots)
 from runner import Question
 from section6 import REPORT_62, arch_of, map_arrays, map_extent, seed_runs, test_points, train_group
 from stats import (GAP_TOLERANCE, OVERFIT_GAP, as_array, epochs_axis, final, finals, loss_trend, mean_final,
@@ -337,7 +337,7 @@ def report_depth_width(result):
     pair_table = markdown_table(["deeper", "shallower", "val acc, deeper minus shallower", "wins"],
                                 [[short(deep), short(shallow), mean_std(comparison.get("diffs", [None])),
                                   VERDICT[comparison["case"]]] for deep, shallow, comparison in pairs])
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True, layout="constrained")
+    fig, axes = subplots(1, 2, figsize=(13, 4.8), sharey=True)
     width, depth = (most_common([arch[i] for arch in protocol]) for i in (1, 0))
     plot_accuracy_against(axes[0], runs, groups, sorted(a for a in protocol if a[1] == width), "depth",
                           f"width {width}")

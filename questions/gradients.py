@@ -1,9 +1,8 @@
 """6.2.1-5 vanishing gradients: ||grad W||^2 of every layer of a 100-layer net, per epoch, and why some are
 exactly 0. Its gradient panels and its cause of exact zeros serve residual too."""
 import numpy as np
-from matplotlib.ticker import MaxNLocator, NullLocator
 
-from plots import PALETTE, Answer, Report, markdown_table, plt, render
+from plots import PALETTE, Answer, Report, figure, markdown_table, render
 from runner import Question
 from section6 import GRADIENTS, arch_of, seed_runs, train_group
 from stats import arch_label, final, mean_std
@@ -103,6 +102,7 @@ def lines_with_zero_row(spec, x, series, title, xlabel, ylabel, note=None, ylim=
     """A log-scale panel of series (label, values, color) over x, the earlier ones wider and under the later,
     so that equal lines stay visible; under it, a strip that marks exact zeros (▼), which a log axis cannot
     show. A panel with no value above 0 shows `note` instead; the others take ylim. Returns the panel."""
+    from matplotlib.ticker import MaxNLocator, NullLocator  # here: matplotlib is imported at the first figure
     ax, strip = spec.subgridspec(2, 1, height_ratios=[5, 1.4], hspace=0.04).subplots(sharex=True)
     for row, (label, values, color) in enumerate(series):
         values = np.asarray(values, dtype=float)
@@ -152,7 +152,7 @@ def gradient_panels(cells, runs, titles):
 def report_gradients(result):
     runs = result["runs"]
     n_layers = len(runs[0]["init_activation_norm"])
-    fig = plt.figure(figsize=(5.5 * max(len(runs), 2), 10), layout="constrained")
+    fig = figure((5.5 * max(len(runs), 2), 10))
     grid = fig.add_gridspec(2, len(runs), height_ratios=[1.3, 1])
     gradient_panels(grid[0, :].subgridspec(1, len(runs)), runs, [f"seed {r['seed']}" for r in runs])
     panels = (("init_activation_norm", "mean ||activation||₂ entering the layer", "activations at init"),

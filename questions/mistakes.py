@@ -3,7 +3,7 @@ import os
 
 import numpy as np
 
-from plots import Answer, Report, markdown_table, plt, render
+from plots import Answer, Report, markdown_table, render, subplots
 from questions.baselines import ONE_CLASS, model_name
 from questions.summary import train_summary
 from runner import Question
@@ -96,7 +96,7 @@ def report_mistakes(result, n=5):
     def said(m, i):
         p = m["test_prob"][i]
         return f"{'fake' if p > 0.5 else 'real'} (p={max(p, 1 - p):.2f})"
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 4.4), layout="constrained")
+    fig, axes = subplots(1, n, figsize=(3.2 * n, 4.4))
     for ax in axes:
         ax.axis("off")
     for k, (ax, i) in enumerate(zip(axes, chosen)):

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from plots import Answer, Report, markdown_table, plt, render
+from plots import Answer, Report, figure, markdown_table, render
 from questions.gradients import gradient_panels, layer_ranges, zero_cause, zero_layers
 from runner import Question
 from section6 import GRADIENTS, arch_of, seed_runs, train_group
@@ -103,7 +103,7 @@ def report_residual(result):
         (FIX_NAMES[fix], label, [r for r in result["runs"] if r["fix"] == fix])
         for fix, label in result["fixes"].items()]
     shown = [next((r for r in runs if r["status"] == "ok"), runs[0]) for _, _, runs in fixes]
-    fig = plt.figure(figsize=(17, 14), layout="constrained")
+    fig = figure((17, 14))
     titles = [f"{label} (seed {run['seed']})" for (_, label, _), run in zip(fixes, shown)]
     gradient_panels(fig.add_gridspec(3, 3), shown, titles)
     fig.suptitle("||grad W||² per layer of the 100-layer net with each change, one seed each", fontsize=13)

@@ -1,5 +1,5 @@
 """7.6-1 summary: the two best models of each baseline, the worst overall, every model ranked."""
-from plots import PALETTE, Answer, Report, markdown_table, plt, render
+from plots import PALETTE, Answer, Report, markdown_table, render, subplots
 from questions.baselines import (KEYS, ONE_CLASS, beats_chance, finish, fmt, headline_finding, lr_finding,
                                  lr_text, majority_rate, model_name, note, results_table)
 from questions.baselines import TEXT as BASELINE_TEXT
@@ -76,7 +76,7 @@ def summary_findings(models, ranked, majority, demo=False):
 def summary_figure(result, majority):
     """Test accuracy by lr of each torch baseline (open circles: BatchNorm statistics recomputed; x:
     diverged), each baseline without an lr as a horizontal line, one with no model scored in the legend."""
-    fig, ax = plt.subplots(figsize=(11, 5.5), layout="constrained")
+    fig, ax = subplots(figsize=(11, 5.5))
     for color, baseline in zip(PALETTE, BASELINES):
         runs = [m for m in result["models"] if m["baseline"] == baseline]
         ok = [m for m in runs if m["status"] == "ok"]
