@@ -1739,7 +1739,7 @@ def test_lr_findings_name_each_case():
     assert apart["apart"] == [0.001] and apart["high"] == apart["low"] == []
     answer = questions.lr.lr_answer(found, {"case": "listed"}, 50)
     assert len(answer.bullets) <= plots.MAX_BULLETS and answer.key == "val loss 1.37 at lr 0.01"
-    assert questions.lr.lr_answer({"high": [], "low": []}, {"case": "listed"}, 50).key == "no lr learned"
+    assert questions.lr.lr_answer({"high": [], "low": [], "slow": []}, {"case": "listed"}, 50).key == "no lr learned"
 
 
 def bn_run(rms_init, acc, loss, dead, train_acc=0.85, train_eval_acc=None):
@@ -2027,11 +2027,14 @@ def test_dead_units_finding_reads_the_curves():
 def test_plateau_and_overfit_findings():
     plateau = {"val_acc": [0.05, 0.166, 0.167, 0.30], "val_entropy": [3.6, 3.25, 3.2, 2.5],
                "val_mode_share": [0.5, 0.98, 0.96, 0.4]}
-    one = questions.epochs.plateau_finding([run_with(plateau)], top_share=0.166, prior_entropy=3.26)
-    assert (one["case"], one["first"], one["last"], one["n"]) == ("one_class", 2, 3, 2)
-    assert one["entropy"] == pytest.approx(3.225) and one["share"] == pytest.approx(0.97)
-    spread = questions.epochs.plateau_finding([run_with({**plateau, "val_mode_share": [0.5, 0.4, 0.4, 0.3]})], 0.166, 3.26)
-    never = questions.epochs.plateau_finding([run_with({**plateau, "val_acc": [0.3] * 4})], 0.166, 3.26)
+    one = questions.epochs.plateau_finding([run_with(plateau)], top_share=0.166)
+    assert (one["case"], one["first"], one["last"]) == ("one_class", 2, 3) and one["share"] == pytest.approx(0.97)
+    # ONE_CLASS's boundary: 90% of the points to one class
+    edge = questions.epochs.plateau_finding([run_with({**plateau, "val_mode_share": [0.5, 0.92, 0.9, 0.4]})], 0.166)
+    below = questions.epochs.plateau_finding([run_with({**plateau, "val_mode_share": [0.5, 0.9, 0.88, 0.4]})], 0.166)
+    assert (edge["case"], below["case"]) == ("one_class", "several_classes")
+    spread = questions.epochs.plateau_finding([run_with({**plateau, "val_mode_share": [0.5, 0.4, 0.4, 0.3]})], 0.166)
+    never = questions.epochs.plateau_finding([run_with({**plateau, "val_acc": [0.3] * 4})], 0.166)
     assert cases(questions.epochs.EPOCHS_TEXT, [one, spread, never]) == ["one_class", "several_classes", "no_plateau"]
     epochs = np.arange(1, 101)
     def control(val, seed=42):

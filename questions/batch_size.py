@@ -11,7 +11,7 @@ from plots import PALETTE, Answer, Report, finish, markdown_table, plot_mean_ban
 from runner import Question
 from section6 import SKELETON, arch_of, build_model, seed_runs, train_group
 from stats import (OVERFIT_GAP, as_array, best, epochs_axis, falls_with, finals, group_by, mean_final,
-                   mean_std, paired, status_text)
+                   mean_std, paired)
 
 NOISE_STEPS = 100  # the last step losses, whose spread measures how noisy a batch size's steps are
 WINDOWS = 300  # windows the step losses are drawn in, log-spaced as the step axis: the first steps alone
@@ -168,41 +168,30 @@ def listed_by_batch(values, form):
 
 
 BATCH_SIZE_TEXT = {
-    "highest": "Batch {batch} reaches the highest validation accuracy ({acc:.3f})",
-    "highest_tied": ("Batch {batch} and {other} tie for the highest validation accuracy ({acc:.3f} and "
+    "highest": "(i) Batch {batch} reaches the highest validation accuracy ({acc:.3f})",
+    "highest_tied": ("(i) Batch {batch} and {other} tie for the highest validation accuracy ({acc:.3f} and "
                      "{other_acc:.3f}; {n} seeds cannot separate them at 95%)"),
     "steps_explain": ("; at equal steps ({steps:,}, all batch {fewest} takes) the batch sizes are within "
-                      "{spread:.3f} of each other, so a large batch is behind by its fewer steps."),
+                      "{spread:.3f}: a large batch is behind by its fewer steps."),
     "steps_do_not_explain": ("; at equal steps ({steps:,}, all batch {fewest} takes) they still differ by "
                              "{spread:.3f}: step count alone does not explain the gap."),
     "no_equal_steps": ".",
-    "faster": lambda f: ("An epoch is faster the larger the batch (seconds per epoch, "
-                         + listed_by_batch([(r[0], r[2]) for r in f["rows"]], "{:.2f}") + "), with "
-                         "ceil(N / B) updates."),
-    "not_faster": lambda f: ("A larger batch did not always make an epoch faster (seconds per epoch, "
-                             + listed_by_batch([(r[0], r[2]) for r in f["rows"]], "{:.2f}") + ")."),
-    "steadier": lambda f: ("The step losses get steadier as the batch grows (std of the last 100, "
-                           + listed_by_batch([(r[0], r[5]) for r in f["rows"]], "{:.3f}") + ")."),
-    "not_steadier": lambda f: ("The step losses do not get steadier with every larger batch (std of the last "
-                               "100, " + listed_by_batch([(r[0], r[5]) for r in f["rows"]], "{:.3f}") + ")."),
+    "faster": "(ii) An epoch is faster the larger the batch, though it makes ceil(N / B) updates.",
+    "not_faster": "(ii) A larger batch did not always make an epoch faster.",
+    "steadier": "(iii) The step losses get steadier as the batch grows.",
+    "not_steadier": "(iii) The step losses do not get steadier with every larger batch.",
 }
-NOISE_LEAD = ("Beyond the protocol, the gradient noise scale B_simple is {low:.0f}-{high:.0f} over the first "
-              "epoch; first-epoch loss drop as a share of the best: {shares}: ")
 NOISE_TEXT = {
-    "stops_above": NOISE_LEAD + "the batch sizes above B_simple are where more samples per step stop paying.",
-    "stops_below": NOISE_LEAD + "more samples per step stop paying already below B_simple.",
-    "pays_above": NOISE_LEAD + "batch sizes above B_simple still pay.",
-    "one_side": NOISE_LEAD + "no batch size lies on both sides of it to tell.",
+    "stops_above": "the batch sizes above it are where more samples per step stop paying.",
+    "stops_below": "more samples per step stop paying already below it.",
+    "pays_above": "batch sizes above it still pay.",
+    "one_side": "no batch sizes lie on both sides of it to tell.",
 }
+NOISE_LEAD = ("Beyond the protocol, the gradient noise scale B_simple is {low:.0f}-{high:.0f} in the first "
+              "epoch; the loss each batch size gains in it, as a share of the best, is {shares}: ")
 TOP = {"highest": "Batch {batch} is the most accurate",
-       "highest_tied": "Batch {batch} and {other} are the most accurate"}
-HEADLINE = {  # by the speed and stability cases: what a larger batch buys
-    ("faster", "steadier"): "; a larger batch runs an epoch faster with steadier steps, but makes fewer "
-                            "updates per epoch.",
-    ("faster", "not_steadier"): "; a larger batch runs an epoch faster but makes fewer updates per epoch.",
-    ("not_faster", "steadier"): "; a larger batch gives steadier steps but fewer updates per epoch.",
-    ("not_faster", "not_steadier"): "; a larger batch makes fewer updates per epoch.",
-}
+       "highest_tied": "Batch {batch} and {other} tie as the most accurate"}
+BUYS = {"faster": "run an epoch faster", "steadier": "take steadier steps"}
 
 
 def first_epoch_gains(by_bs, noise_runs):
@@ -252,8 +241,8 @@ def report_batch_size(result):
         ax_loss.plot(windows["end"], windows["mean"], color=color, linewidth=1 if order == 0 else 2,
                      zorder=10 + order, label=f"batch {batch_size}")
         best_acc = [best(r, "val_acc", max) for r in runs]
-        rows.append((batch_size, epochs, steps, steps * epochs, f"{runs[0]['group_wall_s']:.1f}",
-                     f"{noise:.3f}", finals(runs, "val_acc"), mean_std(best_acc), status_text(runs)))
+        rows.append((batch_size, epochs, steps, f"{runs[0]['group_wall_s'] / epochs:.2f}", f"{noise:.3f}",
+                     finals(runs, "val_acc"), mean_std(best_acc)))
         answer_rows.append((batch_size, steps, runs[0]["group_wall_s"] / epochs, steps * epochs,
                             float(np.mean(as_array(best_acc))), noise, mean_final(runs, "val_acc"), best_acc))
         curves[batch_size] = (epochs_axis(runs) * steps,
@@ -267,9 +256,8 @@ def report_batch_size(result):
            "percentile (band) in log-spaced windows", fontsize=8)
     for ax in (ax_steps, ax_loss):
         ax.set_xscale("log")
-    table = markdown_table(["batch size", "epochs", "iterations per epoch", "total steps",
-                            "wall time of the group (s)", "std of the training loss over the last 100 steps "
-                            "(mean over seeds)", "final val acc", "best val acc", "status"], rows)
+    table = markdown_table(["batch", "epochs", "iterations per epoch", "seconds per epoch",
+                            "step loss std (last 100 steps)", "final val acc", "best val acc"], rows)
     highest, at_steps, speed, steadiness = batch_size_findings(answer_rows, curves)
     bullets = [render(BATCH_SIZE_TEXT, highest) + render(BATCH_SIZE_TEXT, at_steps),
                render(BATCH_SIZE_TEXT, speed), render(BATCH_SIZE_TEXT, steadiness)]
@@ -280,15 +268,16 @@ def report_batch_size(result):
         curve = np.nanmean(values, axis=0)
         found = noise_scale_finding((float(np.nanmin(curve[:2])), float(np.nanmax(curve[:2]))),
                                     first_epoch_gains(by_bs, noise_runs))
-        bullets.append(render(NOISE_TEXT, dict(found, shares=listed_by_batch(found["share"].items(),
-                                                                              "{:.0%}"))))
+        shares = listed_by_batch(found["share"].items(), "{:.0%}")
+        bullets.append(NOISE_LEAD.format(shares=shares, **found) + render(NOISE_TEXT, found))
         body.append(markdown_table(["epoch", "B_simple (mean ± std over seeds)"],
                                    [(epoch, mean_std([v for v in seeds if np.isfinite(v)], 0))
                                     for epoch, seeds in zip(epochs, values.T)]))
     else:
         ax_noise.set_axis_off()
-    headline = (TOP[highest["case"]].format(**highest)
-                + HEADLINE[speed["case"], steadiness["case"]])
+    buys = [BUYS[f["case"]] for f in (speed, steadiness) if f["case"] in BUYS]
+    buys.append("make fewer updates per epoch")
+    headline = f"{TOP[highest['case']].format(**highest)}; larger batches {', '.join(buys)}."
     answer = Answer("6.1.2-4", "How does the batch size affect (i) accuracy, (ii) speed, (iii) stability?",
                     headline, bullets, f"best val acc {highest['acc']:.3f} at batch {highest['batch']}")
     caption = ("Top: accuracy per epoch and per optimizer step (where the batch sizes meet at equal steps); "

@@ -126,21 +126,19 @@ def epochs_finding(runs):
                 val=val, gap=abs(val - train), lowest_epoch=int(np.argmin(mean_curve)) + 1)
 
 
-def plateau_finding(runs, top_share, prior_entropy):
+def plateau_finding(runs, top_share):
     """'Too few' in numbers: the epochs where the mean validation accuracy sits at the most frequent class's
-    share of the training labels, and what the net outputs there (means over those epochs and the seeds): the
-    entropy of its predictions against that of the class frequencies, and the share of points it gives the
-    class it predicts most."""
+    share of the training labels, and the share of points the net gives the class it predicts most there
+    (mean over those epochs and the seeds)."""
     ok = [r for r in runs if r["status"] == "ok"]
     curves = {key: np.nanmean([as_array(r["history"][key]) for r in ok], axis=0)
-              for key in ("val_acc", "val_entropy", "val_mode_share")} if ok else {}
+              for key in ("val_acc", "val_mode_share")} if ok else {}
     at = [e for e, acc in enumerate(curves.get("val_acc", [])) if abs(acc - top_share) <= GAP_TOLERANCE]
     if not at:
-        return dict(case="no_plateau", top_share=top_share)
-    entropy, share = (float(np.mean(curves[key][at])) for key in ("val_entropy", "val_mode_share"))
+        return dict(case="no_plateau")
+    share = float(np.mean(curves["val_mode_share"][at]))
     return dict(case="one_class" if share >= ONE_CLASS else "several_classes", first=at[0] + 1,
-                last=at[-1] + 1, n=len(at), top_share=top_share, entropy=entropy, prior_entropy=prior_entropy,
-                share=share)
+                last=at[-1] + 1, top_share=top_share, share=share)
 
 
 def moving_median(values, window):
@@ -167,8 +165,7 @@ def overfit_finding(runs):
                           train_low=float(train[low]), train_end=float(train[-1])))
     turns = all(s["val_end"] - s["val_low"] > RISE and s["train_end"] < s["train_low"] for s in seeds)
     return dict(case="control_overfits" if turns else "control_does_not", seeds=seeds, window=window,
-                epochs=epochs, rise=RISE, rows=ok[0]["train_rows"], per_class=ok[0]["rows_per_class"],
-                features=ok[0]["features"], width=ok[0]["width"], lr=ok[0]["lr"], batch=ok[0]["batch_size"])
+                rise=RISE, rows=ok[0]["train_rows"], per_class=ok[0]["rows_per_class"])
 
 
 def spread(values, form):
@@ -224,7 +221,7 @@ def report_epochs(result):
     fig, axes = plt.subplots(1, 2 + bool(control), figsize=(19 if control else 13, 4.5), layout="constrained")
     plot_split_curves(axes[0], axes[1], runs, f"{len(epochs_axis(runs))} epochs, no batch norm")
     trend = epochs_finding(runs)
-    findings = [plateau_finding(runs, prior["top_share"], prior["entropy"]), trend]
+    findings = [plateau_finding(runs, prior["top_share"]), trend]
     named_runs = [("no batch norm", runs)]
     if control:
         found = overfit_finding(control)
@@ -252,8 +249,9 @@ def report_epochs(result):
     answer = Answer("6.1.2-2", "How does the number of epochs affect training: too many, too few?",
                     headline[:1].upper() + headline[1:] + ".",
                     [text for text in (render(EPOCHS_TEXT, f) for f in findings) if text], key)
-    caption = "Whether the wide validation line still falls" + "; right, the over-fitting control" * bool(
-        control)
+    caption = "Whether the wide validation line still falls"
+    if control:
+        caption += "; right, the over-fitting control"
     table = split_table(named_runs, ("train_loss", "train_eval_loss", "val_loss", "test_loss", "val_acc"))
     return Report([table], {"epochs.png": (fig, caption)}, [], [answer])
 

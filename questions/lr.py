@@ -81,7 +81,7 @@ def lr_findings(stats, prior, uniform):
     found = {"high": [dict(case=cases[lr], lr=lr, final=mean.get(lr), prior=prior, wrecked=wrecked[lr],
                            n=len(stats[lr]["finals"])) for lr in stats if cases[lr] in TOO_HIGH],
              "low": [dict(case="stuck", lr=lr, final=mean[lr], uniform=uniform, first=stats[lr]["first"])
-                     for lr in stats if cases[lr] == "stuck"]}
+                     for lr in stats if cases[lr] == "stuck"], "slow": [], "apart": [], "cases": cases}
     ranked = sorted((lr for lr in stats if cases[lr] == "learning"), key=mean.get)
     if not ranked:
         return found
@@ -103,7 +103,7 @@ def lr_findings(stats, prior, uniform):
 HIGH_TEXT = {
     "collapsed": "lr {lr:g} ends at {final:.3f}, the loss of always predicting the class frequencies "
                  "({prior:.3f})",
-    "unstable": "lr {lr:g} does so in {wrecked} of {n} seeds",
+    "unstable": "lr {lr:g} collapses or diverges in {wrecked} of {n} seeds",
     "diverged": "lr {lr:g} diverges",
 }
 COLLAPSES = "collapses to the class frequencies"
@@ -121,27 +121,23 @@ BEST_TEXT = {
 def lr_answer(found, dead, epochs):
     """The Answer from lr_findings' found and dead_units_finding's dead."""
     high, low, best = found["high"], found["low"], found.get("best")
-    parts = []
+    parts, bullets = [], []
     if high:
-        fates = dict.fromkeys(HEADLINE_HIGH[f["case"]] for f in high)
-        parts.append(f"too high (lr {listed([f['lr'] for f in high], '{:g}')}), the net {' or '.join(fates)}")
+        fates = " or ".join(dict.fromkeys(HEADLINE_HIGH[f["case"]] for f in high))
+        parts.append(f"too high (lr {listed([f['lr'] for f in high], '{:g}')}), the net {fates}")
+        bullets.append("Too high: " + "; ".join(render(HIGH_TEXT, f) for f in high) + ".")
     if low:
         parts.append(f"too low (lr {listed([f['lr'] for f in low], '{:g}')}), it barely leaves a uniform "
                      "guess")
+    slow = [f"still falling at epoch {epochs}: lr {listed(found['slow'], '{:g}')}"] if found["slow"] else []
+    if low or slow:
+        bullets.append("Too low: " + "; ".join([LOW_TEXT.format(**f) for f in low] + slow) + ".")
     if best:
         parts.append(f"lr {best['lr']:g} ends lowest")
-    headline = "; ".join(parts)
-    bullets = []
-    if high:
-        bullets.append("Too high: " + "; ".join(render(HIGH_TEXT, f) for f in high) + ".")
-    if low or found.get("slow"):
-        stuck = [LOW_TEXT.format(**f) for f in low]
-        slow = [f"lr {listed(found['slow'], '{:g}')} still falls at epoch {epochs}"]
-        bullets.append("Too low: " + "; ".join(stuck + slow * bool(found.get("slow"))) + ".")
-    if best:
-        apart = [f" Seeds end far apart at lr {listed(found['apart'], '{:g}')}."]
-        bullets.append(render(BEST_TEXT, best) + "".join(apart * bool(found["apart"])))
+        apart = f" Seeds end far apart at lr {listed(found['apart'], '{:g}')}." if found["apart"] else ""
+        bullets.append(render(BEST_TEXT, best) + apart)
     bullets.append(render(DEAD_TEXT, dead))
+    headline = "; ".join(parts)
     key = f"val loss {best['final']:.2f} at lr {best['lr']:g}" if best else "no lr learned"
     return Answer("6.1.2-1", "What do a too-high and a too-low learning rate do?",
                   headline[:1].upper() + headline[1:] + ".", [b for b in bullets if b], key)
@@ -222,11 +218,9 @@ def report_lr(result):
                      "trend": falling_finding([r["history"]["val_loss"] for r in ok])["case"] if ok else None}
     table = markdown_table(["lr", "final val loss", "final val acc", "dead ReLUs: epoch 1/peak/end"], rows)
     found = lr_findings(stats, reference["class_prior"], reference["uniform"])
-    cases = {lr: lr_case(st["finals"], st["first"], reference["class_prior"], reference["uniform"])
-             for lr, st in stats.items()}
     caption = "Left: where each lr ends against the dashed references. Right: dead units per epoch."
-    return Report([table], {"lr.png": (fig, caption)}, [],
-                  [lr_answer(found, dead_units_finding(curves, cases), len(epochs_axis(result["runs"])))])
+    answer = lr_answer(found, dead_units_finding(curves, found["cases"]), len(epochs_axis(result["runs"])))
+    return Report([table], {"lr.png": (fig, caption)}, [], [answer])
 
 
 QUESTION = Question(
