@@ -1801,6 +1801,18 @@ def test_noise_scale_finding_cases_at_their_boundaries():
     assert finding((0.5, 2000), gains(0.9, 0.1))["case"] == "one_side"
 
 
+def test_noise_scale_runs_leave_the_protocol_runs_unchanged():
+    data = section6.read_data(section6.DEFAULT_DATA, torch.device("cpu"), quick=True)
+    settings = dict(questions.batch_size.QUESTION.protocol, seeds=2, batch_sizes=[128, 512],
+                    batch_size_epochs=[1, 2], noise_epochs=0)
+    env = runner.Env(torch.device("cpu"), True, None)
+    alone = questions.batch_size.train_batch_size(settings, data, {}, env)
+    measured = questions.batch_size.train_batch_size(dict(settings, noise_epochs=1), data, {}, env)
+    assert [r["history"] for r in measured["runs"]] == [r["history"] for r in alone["runs"]]
+    assert alone["noise_runs"] == [] and len(measured["noise_runs"]) == 2
+    assert all(run["noise_scale_init"] > 0 and run["val_loss_init"] > 0 for run in measured["noise_runs"])
+
+
 def test_noise_scale_equals_hand_computation():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 4))

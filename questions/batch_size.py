@@ -8,6 +8,7 @@ from torch.func import functional_call, grad, vmap
 
 from common import finite_or_none, held_tensor, seed_everything
 from plots import PALETTE, Answer, Report, finish, markdown_table, plot_mean_band, plt, render
+from questions.epochs import spread
 from runner import Question
 from section6 import SKELETON, arch_of, build_model, seed_runs, train_group
 from stats import (OVERFIT_GAP, as_array, best, epochs_axis, falls_with, finals, group_by, mean_final,
@@ -187,8 +188,8 @@ NOISE_TEXT = {
     "pays_above": "batch sizes above it still pay.",
     "one_side": "no batch sizes lie on both sides of it to tell.",
 }
-NOISE_LEAD = ("Beyond the protocol, the gradient noise scale B_simple is {low:.0f}-{high:.0f} in the first "
-              "epoch; the loss each batch size gains in it, as a share of the best, is {shares}: ")
+NOISE_LEAD = ("Beyond the protocol, the gradient noise scale B_simple is {b_simple} in the first epoch; the "
+              "loss each batch size gains in it, as a share of the best, is {shares}: ")
 TOP = {"highest": "Batch {batch} is the most accurate",
        "highest_tied": "Batch {batch} and {other} tie as the most accurate"}
 BUYS = {"faster": "run an epoch faster", "steadier": "take steadier steps"}
@@ -268,8 +269,9 @@ def report_batch_size(result):
         curve = np.nanmean(values, axis=0)
         found = noise_scale_finding((float(np.nanmin(curve[:2])), float(np.nanmax(curve[:2]))),
                                     first_epoch_gains(by_bs, noise_runs))
-        shares = listed_by_batch(found["share"].items(), "{:.0%}")
-        bullets.append(NOISE_LEAD.format(shares=shares, **found) + render(NOISE_TEXT, found))
+        lead = NOISE_LEAD.format(b_simple=spread([found["low"], found["high"]], "{:.0f}"),
+                                 shares=listed_by_batch(found["share"].items(), "{:.0%}"))
+        bullets.append(lead + render(NOISE_TEXT, found))
         body.append(markdown_table(["epoch", "B_simple (mean ± std over seeds)"],
                                    [(epoch, mean_std([v for v in seeds if np.isfinite(v)], 0))
                                     for epoch, seeds in zip(epochs, values.T)]))
@@ -280,9 +282,8 @@ def report_batch_size(result):
     headline = f"{TOP[highest['case']].format(**highest)}; larger batches {', '.join(buys)}."
     answer = Answer("6.1.2-4", "How does the batch size affect (i) accuracy, (ii) speed, (iii) stability?",
                     headline, bullets, f"best val acc {highest['acc']:.3f} at batch {highest['batch']}")
-    caption = ("Top: accuracy per epoch and per optimizer step (where the batch sizes meet at equal steps); "
-               "bottom left: how far each batch size's step losses scatter; bottom right: the noise scale "
-               "against the batch sizes.")
+    caption = ("Top: accuracy per epoch and per step; bottom: how far the step losses scatter, and the noise "
+               "scale against the batch sizes.")
     return Report(body, {"batch_size.png": (fig, caption)}, [], [answer])
 
 
