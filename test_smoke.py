@@ -1737,9 +1737,9 @@ def test_lr_findings_name_each_case():
     assert found["apart"] == []
     apart = questions.lr.lr_findings({0.001: lr_stats([1.95, 1.60, 1.62], 3.6)}, PRIOR, UNIFORM)
     assert apart["apart"] == [0.001] and apart["high"] == apart["low"] == []
-    answer = questions.lr.lr_answer(found, {"case": "listed"}, 50)
+    answer = questions.lr.lr_answer(found, {"case": "no_collapse"}, 50)
     assert len(answer.bullets) <= plots.MAX_BULLETS and answer.key == "val loss 1.37 at lr 0.01"
-    assert questions.lr.lr_answer({"high": [], "low": [], "slow": []}, {"case": "listed"}, 50).key == "no lr learned"
+    assert questions.lr.lr_answer({"high": [], "low": [], "slow": []}, {"case": "no_collapse"}, 50).key == "no lr learned"
 
 
 def bn_run(rms_init, acc, loss, dead, train_acc=0.85, train_eval_acc=None):
@@ -2026,7 +2026,7 @@ def test_dead_units_finding_reads_the_curves():
     mixed = finding({1: collapsed, 1e-5: np.array([0.29, 0.29, 0.8, 0.79])}, {1: "collapsed", 1e-5: "stuck"})
     listed = finding({0.01: np.array([0.3, 0.2])}, {0.01: "learning"})
     assert cases(questions.lr.DEAD_TEXT, [kills, recover, mixed, listed]) == [
-        "collapse_kills_units", "collapse_units_recover", "dead_units_do_not_separate", "listed"]
+        "collapse_kills_units", "collapse_units_recover", "dead_units_do_not_separate", "no_collapse"]
     assert (kills["least"], kills["most_other"], kills["collapsed"]) == (0.8, 0.21, [1])
     # DEAD_MARGIN's boundaries: more dead than every other lr by over 0.05, and fallen from the peak by under 0.05
     def ends(collapsed_end, other_end, peak=0.8):

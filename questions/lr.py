@@ -151,24 +151,24 @@ def dead_curve(runs):
 
 def dead_units_finding(curves, cases):
     """Do the lrs that collapse leave more dead units than the others, and do their dead units stay dead?
-    curves: lr -> dead_curve; cases: lr -> lr_case. 'listed' when no lr collapsed."""
+    curves: lr -> dead_curve; cases: lr -> lr_case. 'no_collapse' when no lr collapsed (or only ones did)."""
     ends = {lr: (float(c[~np.isnan(c)].max()), float(c[~np.isnan(c)][-1])) for lr, c in curves.items()
             if (~np.isnan(c)).any()}
     collapsed = [lr for lr in ends if cases[lr] == "collapsed"]
     others = [lr for lr in ends if cases[lr] != "collapsed"]
     if not collapsed or not others:
-        return dict(case="listed")
+        return dict(case="no_collapse")
     least = min(ends[lr][1] for lr in collapsed)
     most_other = max(ends[lr][1] for lr in others)
     more = least > most_other + DEAD_MARGIN
     stay = all(ends[lr][1] >= ends[lr][0] - DEAD_MARGIN for lr in collapsed)
     case = ("collapse_kills_units" if more and stay else "collapse_units_recover" if more
             else "dead_units_do_not_separate")
-    return dict(case=case, collapsed=collapsed, least=least, most_other=most_other, margin=DEAD_MARGIN)
+    return dict(case=case, collapsed=collapsed, least=least, most_other=most_other)
 
 
 DEAD_TEXT = {
-    "listed": None,
+    "no_collapse": None,
     "collapse_kills_units": lambda f: (
         f"Collapsed nets (lr {listed(f['collapsed'], '{:g}')}) end with the most dead ReLUs "
         f"({f['least']:.0%}, others at most {f['most_other']:.0%}), and theirs stay dead: a ReLU that is 0 "
