@@ -11,8 +11,7 @@ from plots import PALETTE, Answer, Report, finish, markdown_table, plot_mean_ban
 from questions.epochs import spread
 from runner import Question
 from section6 import SKELETON, arch_of, build_model, seed_runs, train_group
-from stats import (OVERFIT_GAP, as_array, best, epochs_axis, falls_with, finals, group_by, mean_final,
-                   mean_std, paired)
+from stats import OVERFIT_GAP, as_array, best, epochs_axis, falls_with, group_by, mean_final, mean_std, paired
 
 NOISE_STEPS = 100  # the last step losses, whose spread measures how noisy a batch size's steps are
 WINDOWS = 300  # windows the step losses are drawn in, log-spaced as the step axis: the first steps alone
@@ -169,13 +168,13 @@ def listed_by_batch(values, form):
 
 
 BATCH_SIZE_TEXT = {
-    "highest": "(i) Batch {batch} reaches the highest validation accuracy ({acc:.3f})",
-    "highest_tied": ("(i) Batch {batch} and {other} tie for the highest validation accuracy ({acc:.3f} and "
+    "highest": "(i) Batch {batch} reaches the best validation accuracy ({acc:.3f})",
+    "highest_tied": ("(i) Batch {batch} and {other} tie for the best validation accuracy ({acc:.3f}, "
                      "{other_acc:.3f}; {n} seeds cannot separate them at 95%)"),
-    "steps_explain": ("; at equal steps ({steps:,}, all batch {fewest} takes) the batch sizes are within "
-                      "{spread:.3f}: a large batch is behind by its fewer steps."),
-    "steps_do_not_explain": ("; at equal steps ({steps:,}, all batch {fewest} takes) they still differ by "
-                             "{spread:.3f}: step count alone does not explain the gap."),
+    "steps_explain": ("; at equal steps ({steps:,}) all are within {spread:.3f}, so batch {fewest} trails by "
+                      "its fewer steps."),
+    "steps_do_not_explain": ("; at equal steps ({steps:,}) they still differ by {spread:.3f}: fewer steps "
+                             "alone do not explain the gap."),
     "no_equal_steps": ".",
     "faster": "(ii) An epoch is faster the larger the batch, though it makes ceil(N / B) updates.",
     "not_faster": "(ii) A larger batch did not always make an epoch faster.",
@@ -183,16 +182,16 @@ BATCH_SIZE_TEXT = {
     "not_steadier": "(iii) The step losses do not get steadier with every larger batch.",
 }
 NOISE_TEXT = {
-    "stops_above": "the batch sizes above it are where more samples per step stop paying.",
-    "stops_below": "more samples per step stop paying already below it.",
-    "pays_above": "batch sizes above it still pay.",
-    "one_side": "no batch sizes lie on both sides of it to tell.",
+    "stops_above": "more samples per step stop paying above B_simple.",
+    "stops_below": "more samples per step stop paying already below B_simple.",
+    "pays_above": "batch sizes above B_simple still pay.",
+    "one_side": "no batch sizes lie on both sides of B_simple to tell.",
 }
-NOISE_LEAD = ("Beyond the protocol, the gradient noise scale B_simple is {b_simple} in the first epoch; the "
-              "loss each batch size gains in it, as a share of the best, is {shares}: ")
+NOISE_LEAD = ("Beyond the protocol, the gradient noise scale B_simple is {b_simple} in the first epoch; "
+              "first-epoch loss drop as a share of the best: {shares}; ")
 TOP = {"highest": "Batch {batch} is the most accurate",
        "highest_tied": "Batch {batch} and {other} tie as the most accurate"}
-BUYS = {"faster": "run an epoch faster", "steadier": "take steadier steps"}
+BUYS = {"faster": "run faster epochs", "steadier": "take steadier steps"}
 
 
 def first_epoch_gains(by_bs, noise_runs):
@@ -217,8 +216,8 @@ def draw_noise_scale(ax, noise_runs, batch_sizes):
         ax.axhline(batch_size, color=color, linestyle="--", linewidth=1.5, label=f"batch {batch_size}")
     ax.set_yscale("log")
     finish(ax, "epoch (0: initialisation)", "B_simple = tr(Sigma) / |G|^2 (log scale)",
-           f"gradient noise scale, batch {noise_runs[0]['batch_size']}, lr {noise_runs[0]['lr']:g}, on "
-           f"{NOISE_ROWS:,} training rows (beyond the protocol)", fontsize=8)
+           f"beyond the protocol: noise scale at batch {noise_runs[0]['batch_size']}, {NOISE_ROWS:,} rows",
+           loc="upper left", fontsize=8)
 
 
 def report_batch_size(result):
@@ -243,7 +242,7 @@ def report_batch_size(result):
                      zorder=10 + order, label=f"batch {batch_size}")
         best_acc = [best(r, "val_acc", max) for r in runs]
         rows.append((batch_size, epochs, steps, f"{runs[0]['group_wall_s'] / epochs:.2f}", f"{noise:.3f}",
-                     finals(runs, "val_acc"), mean_std(best_acc)))
+                     mean_std(best_acc)))
         answer_rows.append((batch_size, steps, runs[0]["group_wall_s"] / epochs, steps * epochs,
                             float(np.mean(as_array(best_acc))), noise, mean_final(runs, "val_acc"), best_acc))
         curves[batch_size] = (epochs_axis(runs) * steps,
@@ -253,28 +252,23 @@ def report_batch_size(result):
     finish(ax_steps, "optimizer steps taken (log scale)", "validation accuracy (fraction correct)",
            "the same against the optimizer steps taken", legend=False)
     finish(ax_loss, "optimizer step (log scale)", "training loss of the step's batch (nats)",
-           f"(iii) training loss per step, seed {result['runs'][0]['seed']}: mean (line) and 10th..90th "
-           "percentile (band) in log-spaced windows", fontsize=8)
+           f"(iii) training loss per step, seed {result['runs'][0]['seed']} (band: 10th..90th percentile)",
+           fontsize=8)
     for ax in (ax_steps, ax_loss):
         ax.set_xscale("log")
     table = markdown_table(["batch", "epochs", "iterations per epoch", "seconds per epoch",
-                            "step loss std (last 100 steps)", "final val acc", "best val acc"], rows)
+                            "step loss std (last 100)", "best val acc"], rows)
     highest, at_steps, speed, steadiness = batch_size_findings(answer_rows, curves)
     bullets = [render(BATCH_SIZE_TEXT, highest) + render(BATCH_SIZE_TEXT, at_steps),
                render(BATCH_SIZE_TEXT, speed), render(BATCH_SIZE_TEXT, steadiness)]
-    body = [table]
     if noise_runs:
         draw_noise_scale(ax_noise, noise_runs, list(by_bs))
-        epochs, values = noise_curve(noise_runs)
-        curve = np.nanmean(values, axis=0)
+        curve = np.nanmean(noise_curve(noise_runs)[1], axis=0)
         found = noise_scale_finding((float(np.nanmin(curve[:2])), float(np.nanmax(curve[:2]))),
                                     first_epoch_gains(by_bs, noise_runs))
         lead = NOISE_LEAD.format(b_simple=spread([found["low"], found["high"]], "{:.0f}"),
                                  shares=listed_by_batch(found["share"].items(), "{:.0%}"))
         bullets.append(lead + render(NOISE_TEXT, found))
-        body.append(markdown_table(["epoch", "B_simple (mean ± std over seeds)"],
-                                   [(epoch, mean_std([v for v in seeds if np.isfinite(v)], 0))
-                                    for epoch, seeds in zip(epochs, values.T)]))
     else:
         ax_noise.set_axis_off()
     buys = [BUYS[f["case"]] for f in (speed, steadiness) if f["case"] in BUYS]
@@ -284,7 +278,7 @@ def report_batch_size(result):
                     headline, bullets, f"best val acc {highest['acc']:.3f} at batch {highest['batch']}")
     caption = ("Top: accuracy per epoch and per step; bottom: how far the step losses scatter, and the noise "
                "scale against the batch sizes.")
-    return Report(body, {"batch_size.png": (fig, caption)}, [], [answer])
+    return Report([table], {"batch_size.png": (fig, caption)}, [], [answer])
 
 
 QUESTION = Question("batch_size", "6.1.2-4", "Batch size",
