@@ -9,7 +9,8 @@ from questions.epochs import falling_finding
 from runner import Question
 from section6 import (SKELETON_WITHOUT_LR, arch_of, class_prior_entropy, dead_relu_fraction, lr_runs,
                       train_group)
-from stats import DEAD_MARGIN, as_array, epochs_axis, final, finals, group_by, listed, mean_std, paired
+from stats import (DEAD_MARGIN, as_array, epochs_axis, final, finals, group_by, listed, mean_std, paired,
+                   status_text)
 
 
 def train_lr(settings, data, reads, env):
@@ -212,11 +213,13 @@ def report_lr(result):
         dead = curves[lr][~np.isnan(curves[lr])]
         rows.append((f"{lr:g}", f"{listed(losses, '{:.3f}')} (each seed)" if seeds_disagree(losses) else
                      mean_std(losses), finals(runs, "val_acc"),
-                     "/".join(f"{d:.0%}" for d in (dead[0], dead.max(), dead[-1])) if len(dead) else "-"))
+                     "/".join(f"{d:.0%}" for d in (dead[0], dead.max(), dead[-1])) if len(dead) else "-",
+                     status_text(runs)))
         curve = np.nanmean([as_array(r["history"]["val_loss"]) for r in ok], axis=0) if ok else None
         stats[lr] = {"finals": losses, "first": float(curve[0]) if ok else None,
                      "trend": falling_finding([r["history"]["val_loss"] for r in ok])["case"] if ok else None}
-    table = markdown_table(["lr", "final val loss", "final val acc", "dead ReLUs: epoch 1/peak/end"], rows)
+    header = ["lr", "final val loss", "final val acc", "dead ReLUs: epoch 1/peak/end", "status"]
+    table = markdown_table(header, rows)
     found = lr_findings(stats, reference["class_prior"], reference["uniform"])
     caption = "Left: where each lr ends against the dashed references. Right: dead units per epoch."
     answer = lr_answer(found, dead_units_finding(curves, found["cases"]), len(epochs_axis(result["runs"])))
