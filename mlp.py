@@ -58,6 +58,8 @@ SETTINGS = [
     Setting("overfit_lr", "learning rate of the over-fitting control", dict(type=float)),
     Setting("overfit_batch_size", "batch size of the over-fitting control", dict(type=int)),
     Setting("overfit_epochs", "epochs of the over-fitting control", dict(type=int)),
+    Setting("noise_epochs", "epochs of the gradient-noise-scale run, at --batch-size (0: none)",
+            dict(type=int), check=non_negative),
     Setting("larger_lr", "the larger learning rate of batch norm's controls without batch norm",
             dict(type=float)),
     Setting("depth", "hidden layers, the input layer included", dict(type=int)),
@@ -79,7 +81,8 @@ def resolve(settings, quick):
     """The --quick budget (at most 2 epochs, 3 for the longer run, 1 per batch size, a 200-cell grid), then
     the checks across settings."""
     if quick:
-        caps = {"epochs": 2, "resolution": 200, "overfit_epochs": 2, "longer_epochs": 3}
+        caps = {"epochs": 2, "resolution": 200, "overfit_epochs": 2, "longer_epochs": 3,
+                "noise_epochs": 2}
         settings = {key: min(value, caps[key]) if key in caps else value for key, value in settings.items()}
         if "batch_size_epochs" in settings:
             settings["batch_size_epochs"] = [1] * len(settings["batch_size_epochs"])

@@ -1682,17 +1682,32 @@ def epochs_run(val, train):
     return run_with({"val_loss": list(val), "train_eval_loss": [train] * len(val)}, epochs=len(val))
 
 
+def test_falling_finding_cases_at_the_wiggle_boundary():
+    x = np.arange(30)
+    wiggle_only = 1.4 + 0.02 * (-1.0) ** x  # no trend: the wiggle alone
+    alone = questions.epochs.falling_finding([wiggle_only])
+    wiggle = alone["wiggle"]
+    assert wiggle > 0 and alone["case"] == "flat"
+
+    def with_change(times):  # a line whose change over the last 20 epochs is `times` wiggles (OLS keeps the wiggle)
+        return wiggle_only + (times * wiggle - alone["change"]) / 19 * x
+    found = {times: questions.epochs.falling_finding([with_change(times)] * 2) for times in (-2.1, -1.9, 1.9, 2.1)}
+    assert [found[t]["case"] for t in (-2.1, -1.9, 1.9, 2.1)] == ["falling", "flat", "flat", "rising"]
+    assert found[-2.1]["change"] == pytest.approx(-2.1 * wiggle) and found[-2.1]["wiggle"] == pytest.approx(wiggle)
+    assert found[-2.1]["wiggle_share"] == pytest.approx(2.1) and found[-2.1]["window"] == 20
+    assert questions.epochs.falling_finding([[1.5, 1.4]])["case"] == "too_short"
+
+
 def test_epochs_finding_cases():
     epochs = np.arange(1, 101)
-    improving = questions.epochs.epochs_finding([epochs_run(2.0 - 0.006 * epochs, 1.39)])
-    assert cases(questions.epochs.EPOCHS_TEXT, [improving]) == ["improving"]
-    assert improving["epochs"] == 100 and improving["span"] == 20
-    assert improving["val"] == pytest.approx(1.4) and improving["gap"] == pytest.approx(0.01)
-    overfit = questions.epochs.epochs_finding([epochs_run(1.0 + 0.0004 * (epochs - 40) ** 2, 0.2)])
-    assert cases(questions.epochs.EPOCHS_TEXT, [overfit]) == ["overfitting"] and overfit["lowest_epoch"] == 40
-    assert overfit["train"] == pytest.approx(0.2)
-    flat = questions.epochs.epochs_finding([epochs_run(np.full(100, 1.5), 1.49)])
-    assert cases(questions.epochs.EPOCHS_TEXT, [flat]) == ["flat"]
+    falling = questions.epochs.epochs_finding([epochs_run(2.0 - 0.006 * epochs, 1.39)])
+    assert cases(questions.epochs.EPOCHS_TEXT, [falling]) == ["falling"]
+    assert falling["epochs"] == 100 and falling["val"] == pytest.approx(1.4) and falling["gap"] == pytest.approx(0.01)
+    rising = questions.epochs.epochs_finding([epochs_run(1.0 + 0.0004 * (epochs - 40) ** 2, 0.2)])
+    assert cases(questions.epochs.EPOCHS_TEXT, [rising]) == ["rising"] and rising["lowest_epoch"] == 40
+    # the committed run's end: 1.411 to 1.400 over 20 epochs, within its epoch-to-epoch wiggle of +-0.025
+    wiggly = questions.epochs.epochs_finding([epochs_run(1.41 - 0.0005 * epochs + 0.025 * (-1.0) ** epochs, 1.39)])
+    assert cases(questions.epochs.EPOCHS_TEXT, [wiggly]) == ["flat"]
     one_epoch = questions.epochs.epochs_finding([epochs_run([1.5], 1.4)])
     assert cases(questions.epochs.EPOCHS_TEXT, [one_epoch]) == ["too_short"]
 
@@ -1764,21 +1779,25 @@ def test_lr_findings_name_each_case():
     assert questions.lr.lr_case([None, None], None, PRIOR, UNIFORM) == "diverged"
     assert questions.lr.lr_case([1.37, 1.36], 2.8, PRIOR, UNIFORM) == "learning"
     assert questions.lr.lr_case([2.40, 2.41], 3.64, PRIOR, UNIFORM) == "learning"  # moved from its start
-    stats = {1: lr_stats([2.754, 2.754], 2.77, dead=0.79), 0.2: lr_stats([1.30, 2.754], 2.2),
-             0.01: lr_stats([1.37, 1.36], 2.8), 0.001: lr_stats([1.71, 1.70], 3.6, trend="improving"),
+    # NEAR's boundary: 0.03 nats from the class-frequency loss is on it, 0.031 is not
+    assert questions.lr.lr_case([PRIOR + 0.029] * 2, 2.9, PRIOR, UNIFORM) == "collapsed"
+    assert questions.lr.lr_case([PRIOR + 0.031] * 2, 2.9, PRIOR, UNIFORM) == "learning"
+    stats = {1: lr_stats([2.754, 2.754], 2.77), 0.2: lr_stats([1.30, 2.754], 2.2),
+             0.01: lr_stats([1.37, 1.36], 2.8), 0.001: lr_stats([1.71, 1.70], 3.6, trend="falling"),
              1e-5: lr_stats([3.641, 3.641], 3.653), 1e30: lr_stats([None, None], None)}
-    found = questions.lr.lr_findings(stats, PRIOR, UNIFORM, 39, 50)
-    assert cases(questions.lr.LR_TEXT, found) == ["collapsed_dead", "diverged", "unstable", "stuck", "best", "slow"]
-    collapsed, _, unstable, stuck, best, slow = found
-    assert collapsed["lr"] == 1 and collapsed["final"] == pytest.approx(2.754) and collapsed["dead"] == 0.79
-    assert unstable["lr"] == 0.2 and unstable["collapsed"] == 1 and unstable["finals"] == [1.30, 2.754]
-    assert stuck["lr"] == 1e-5 and stuck["final"] == pytest.approx(3.641) and stuck["first"] == 3.653
-    assert best["lr"] == 0.01 and best["final"] == pytest.approx(1.365) and slow["lrs"] == [0.001]
-    apart = questions.lr.lr_findings({0.001: lr_stats([1.95, 1.60, 1.62], 3.6)}, PRIOR, UNIFORM, 39, 50)
-    assert cases(questions.lr.LR_TEXT, apart) == ["best", "seeds_apart"]
-    assert apart[1]["finals"] == {0.001: [1.95, 1.60, 1.62]}
-    alive = questions.lr.lr_findings({1: lr_stats([2.754], 2.77, dead=0.2)}, PRIOR, UNIFORM, 39, 50)
-    assert cases(questions.lr.LR_TEXT, alive) == ["collapsed"]  # dead units are named only when most are dead
+    found = questions.lr.lr_findings(stats, PRIOR, UNIFORM)
+    assert cases(questions.lr.HIGH_TEXT, found["high"]) == ["collapsed", "unstable", "diverged"]
+    collapsed, unstable, _ = found["high"]
+    assert collapsed["lr"] == 1 and collapsed["final"] == pytest.approx(2.754)
+    assert unstable["lr"] == 0.2 and (unstable["wrecked"], unstable["n"]) == (1, 2)
+    assert [(f["lr"], f["final"], f["first"]) for f in found["low"]] == [(1e-5, pytest.approx(3.641), 3.653)]
+    assert found["best"]["case"] == "best" and found["best"]["lr"] == 0.01 and found["slow"] == [0.001]
+    assert found["apart"] == []
+    apart = questions.lr.lr_findings({0.001: lr_stats([1.95, 1.60, 1.62], 3.6)}, PRIOR, UNIFORM)
+    assert apart["apart"] == [0.001] and apart["high"] == apart["low"] == []
+    answer = questions.lr.lr_answer(found, {"case": "no_collapse"}, 50)
+    assert len(answer.bullets) <= plots.MAX_BULLETS and answer.key == "val loss 1.37 at lr 0.01"
+    assert questions.lr.lr_answer({"high": [], "low": [], "slow": []}, {"case": "no_collapse"}, 50).key == "no lr learned"
 
 
 def bn_run(rms_init, acc, loss, dead, train_acc=0.85, train_eval_acc=None):
@@ -1813,7 +1832,7 @@ def test_batch_size_findings_cases():
     curves = {b: (np.array([st]), np.array([acc])) for b, _, _, st, acc, *_ in rows}
     found = questions.batch_size.batch_size_findings(rows, curves)
     assert cases(questions.batch_size.BATCH_SIZE_TEXT, found) == ["highest", "no_equal_steps", "faster", "steadier"]
-    assert (found[0]["batch"], found[0]["acc"], found[0]["final"]) == (128, rows[2][4], rows[2][6])
+    assert (found[0]["batch"], found[0]["acc"]) == (128, rows[2][4])
     tied = [row[:7] + ([0.52, 0.51, 0.53] if row[0] == 16 else row[7],) for row in rows]
     tied = [row[:4] + (float(np.mean(row[7])),) + row[5:] for row in tied]
     highest = questions.batch_size.batch_size_findings(tied, curves)[0]
@@ -1823,6 +1842,49 @@ def test_batch_size_findings_cases():
             for b, it, sec, st, acc, noise, *rest in rows]
     assert cases(questions.batch_size.BATCH_SIZE_TEXT, questions.batch_size.batch_size_findings(slow, curves))[2:] == [
         "not_faster", "not_steadier"]
+
+
+def test_noise_scale_finding_cases_at_their_boundaries():
+    finding = questions.batch_size.noise_scale_finding
+    # B_simple 20-40 over the first epoch: batch 1 and 16 below it, 128 and 1024 above, none between
+    def gains(g16, g128):
+        return {1: 1.0, 16: g16, 128: g128, 1024: 0.0}
+    found = finding((20, 40), gains(0.51, 0.49))
+    assert cases(questions.batch_size.NOISE_TEXT, [dict(found, shares="")]) == ["stops_above"]
+    assert (found["below"], found["above"]) == ([1, 16], [128, 1024]) and found["share"][16] == pytest.approx(0.51)
+    assert finding((20, 40), gains(0.49, 0.0))["case"] == "stops_below"  # PAYS: half the best gain
+    assert finding((20, 40), gains(0.9, 0.51))["case"] == "pays_above"
+    between = finding((10, 200), gains(0.9, 0.1))
+    assert (between["below"], between["above"], between["case"]) == ([1], [1024], "stops_above")
+    assert finding((0.5, 2000), gains(0.9, 0.1))["case"] == "one_side"
+
+
+def test_noise_scale_runs_leave_the_protocol_runs_unchanged():
+    data = section6.read_data(section6.DEFAULT_DATA, torch.device("cpu"), quick=True)
+    settings = dict(questions.batch_size.QUESTION.protocol, seeds=2, batch_sizes=[128, 512],
+                    batch_size_epochs=[1, 2], noise_epochs=0)
+    env = runner.Env(torch.device("cpu"), True, None)
+    alone = questions.batch_size.train_batch_size(settings, data, {}, env)
+    measured = questions.batch_size.train_batch_size(dict(settings, noise_epochs=1), data, {}, env)
+    assert [r["history"] for r in measured["runs"]] == [r["history"] for r in alone["runs"]]
+    assert alone["noise_runs"] == [] and len(measured["noise_runs"]) == 2
+    assert all(run["noise_scale_init"] > 0 and run["val_loss_init"] > 0 for run in measured["noise_runs"])
+
+
+def test_noise_scale_equals_hand_computation():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 4))
+    X, y = torch.randn(64, 2), torch.randint(0, 4, (64,))
+    per_example = []
+    for x, label in zip(X, y):
+        model.zero_grad()
+        F.cross_entropy(model(x[None]), label[None]).backward()
+        per_example.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    grads = torch.stack(per_example).double()
+    trace = grads.var(0).sum()
+    expected = trace / (grads.mean(0).pow(2).sum() - trace / len(y))
+    params = {name: p.detach() for name, p in model.named_parameters()}
+    assert float(questions.batch_size.noise_scale(model, params, X, y)) == pytest.approx(float(expected), rel=1e-4)
 
 
 def test_generalisation_and_fit_findings():
@@ -2028,44 +2090,53 @@ def test_patches_and_hull_area_equal_hand_computation():
 
 def test_lr_best_within_the_noise_is_a_tie():
     stats = {0.01: lr_stats([1.50, 1.62, 1.55], 2.8), 0.2: lr_stats([1.56, 1.58, 1.60], 2.8)}
-    found = questions.lr.lr_findings(stats, PRIOR, UNIFORM, 39, 50)
-    assert cases(questions.lr.LR_TEXT, found) == ["best_tied"]
-    assert (found[0]["lr"], found[0]["other"]) == (0.01, 0.2)
-    assert found[0]["difference"] == pytest.approx(0.0233, abs=1e-4)
+    best = questions.lr.lr_findings(stats, PRIOR, UNIFORM)["best"]
+    assert cases(questions.lr.BEST_TEXT, [best]) == ["best_tied"]
+    assert (best["lr"], best["other"]) == (0.01, 0.2) and best["difference"] == pytest.approx(0.0233, abs=1e-4)
     # which lr was ahead, in how many seeds and by how much: 0.01 lower in 2 of 3 seeds (0.06, 0.05; 0.04 higher)
-    assert found[0]["ahead"] == 2 and found[0]["margins"] == pytest.approx([0.06, -0.04, 0.05])
+    assert best["ahead"] == 2 and (best["low"], best["high"]) == pytest.approx((-0.04, 0.06))
     # the tied runner-up, still falling, is not also listed as a slower lr; a smaller one still is
-    stats = {0.01: lr_stats([1.37, 1.50, 1.30], 2.8), 0.001: lr_stats([1.60, 2.03, 1.55], 3.6, trend="improving"),
-             0.0005: lr_stats([2.48, 2.40, 2.55], 3.6, trend="improving")}
-    found = questions.lr.lr_findings(stats, PRIOR, UNIFORM, 39, 50)
-    assert cases(questions.lr.LR_TEXT, found) == ["best_tied", "slow", "seeds_apart"] and found[1]["lrs"] == [0.0005]
-    assert found[0]["ahead"] == 3 and min(found[0]["margins"]) == pytest.approx(0.23)
+    stats = {0.01: lr_stats([1.37, 1.50, 1.30], 2.8), 0.001: lr_stats([1.60, 2.03, 1.55], 3.6, trend="falling"),
+             0.0005: lr_stats([2.48, 2.40, 2.55], 3.6, trend="falling")}
+    found = questions.lr.lr_findings(stats, PRIOR, UNIFORM)
+    assert found["best"]["case"] == "best_tied" and found["slow"] == [0.0005] and found["apart"] == [0.001]
+    assert found["best"]["ahead"] == 3 and found["best"]["low"] == pytest.approx(0.23)
+    # apart from the noise: the same lrs, seeds that agree
+    clear = questions.lr.lr_findings({0.01: lr_stats([1.30, 1.31, 1.32], 2.8),
+                                      0.2: lr_stats([1.60, 1.61, 1.62], 2.8)}, PRIOR, UNIFORM)
+    assert clear["best"]["case"] == "best" and clear["best"]["lr"] == 0.01
 
 
 def test_dead_units_finding_reads_the_curves():
     collapsed = np.array([0.3, 0.6, 0.8, 0.8])
-    kills = questions.lr.dead_units_finding({1: collapsed, 0.01: np.array([0.3, 0.25, 0.2, 0.21])},
-                                          {1: "collapsed", 0.01: "learning"})
-    recover = questions.lr.dead_units_finding({1: np.array([0.3, 0.9, 0.6, 0.5]), 0.01: np.array([0.3, 0.2, 0.2, 0.2])},
-                                            {1: "collapsed", 0.01: "learning"})
-    mixed = questions.lr.dead_units_finding({1: collapsed, 1e-5: np.array([0.29, 0.29, 0.8, 0.79])},
-                                          {1: "collapsed", 1e-5: "stuck"})
-    listed = questions.lr.dead_units_finding({0.01: np.array([0.3, 0.2])}, {0.01: "learning"})
+    finding = questions.lr.dead_units_finding
+    kills = finding({1: collapsed, 0.01: np.array([0.3, 0.25, 0.2, 0.21])}, {1: "collapsed", 0.01: "learning"})
+    recover = finding({1: np.array([0.3, 0.9, 0.6, 0.5]), 0.01: np.array([0.3, 0.2, 0.2, 0.2])},
+                      {1: "collapsed", 0.01: "learning"})
+    mixed = finding({1: collapsed, 1e-5: np.array([0.29, 0.29, 0.8, 0.79])}, {1: "collapsed", 1e-5: "stuck"})
+    listed = finding({0.01: np.array([0.3, 0.2])}, {0.01: "learning"})
     assert cases(questions.lr.DEAD_TEXT, [kills, recover, mixed, listed]) == [
-        "collapse_kills_units", "collapse_units_recover", "dead_units_do_not_separate", "listed"]
-    assert kills["rows"][0] == (1, 0.3, 0.8, 0.8) and kills["revived"] == [(0.01, 0.3, 0.3, 0.21)]
-    flat = questions.lr.dead_units_finding({1: collapsed, 0.01: np.array([0.3, 0.28, 0.28])}, {1: "collapsed", 0.01: "learning"})
-    assert flat["case"] == "collapse_kills_units" and flat["revived"] == []
+        "collapse_kills_units", "collapse_units_recover", "dead_units_do_not_separate", "no_collapse"]
+    assert (kills["least"], kills["most_other"], kills["collapsed"]) == (0.8, 0.21, [1])
+    # DEAD_MARGIN's boundaries: more dead than every other lr by over 0.05, and fallen from the peak by under 0.05
+    def ends(collapsed_end, other_end, peak=0.8):
+        return finding({1: np.array([0.3, peak, collapsed_end]), 0.01: np.array([0.3, other_end])},
+                       {1: "collapsed", 0.01: "learning"})["case"]
+    assert ends(0.8, 0.74) == "collapse_kills_units" and ends(0.8, 0.76) == "dead_units_do_not_separate"
+    assert ends(0.76, 0.5) == "collapse_kills_units" and ends(0.74, 0.5) == "collapse_units_recover"
 
 
 def test_plateau_and_overfit_findings():
     plateau = {"val_acc": [0.05, 0.166, 0.167, 0.30], "val_entropy": [3.6, 3.25, 3.2, 2.5],
                "val_mode_share": [0.5, 0.98, 0.96, 0.4]}
-    one = questions.epochs.plateau_finding([run_with(plateau)], top_share=0.166, prior_entropy=3.26)
-    assert (one["case"], one["first"], one["last"], one["n"]) == ("one_class", 2, 3, 2)
-    assert one["entropy"] == pytest.approx(3.225) and one["share"] == pytest.approx(0.97)
-    spread = questions.epochs.plateau_finding([run_with({**plateau, "val_mode_share": [0.5, 0.4, 0.4, 0.3]})], 0.166, 3.26)
-    never = questions.epochs.plateau_finding([run_with({**plateau, "val_acc": [0.3] * 4})], 0.166, 3.26)
+    one = questions.epochs.plateau_finding([run_with(plateau)], top_share=0.166)
+    assert (one["case"], one["first"], one["last"]) == ("one_class", 2, 3) and one["share"] == pytest.approx(0.97)
+    # ONE_CLASS's boundary: 90% of the points to one class
+    edge = questions.epochs.plateau_finding([run_with({**plateau, "val_mode_share": [0.5, 0.92, 0.9, 0.4]})], 0.166)
+    below = questions.epochs.plateau_finding([run_with({**plateau, "val_mode_share": [0.5, 0.9, 0.88, 0.4]})], 0.166)
+    assert (edge["case"], below["case"]) == ("one_class", "several_classes")
+    spread = questions.epochs.plateau_finding([run_with({**plateau, "val_mode_share": [0.5, 0.4, 0.4, 0.3]})], 0.166)
+    never = questions.epochs.plateau_finding([run_with({**plateau, "val_acc": [0.3] * 4})], 0.166)
     assert cases(questions.epochs.EPOCHS_TEXT, [one, spread, never]) == ["one_class", "several_classes", "no_plateau"]
     epochs = np.arange(1, 101)
     def control(val, seed=42):

@@ -1,12 +1,17 @@
 """6.1.2-4 batch size: batch 1, 16, 128 and 1024: accuracy, iterations per epoch, the step losses' noise."""
-import numpy as np
+import math
 
-from common import finite_or_none
-from plots import PALETTE, from_sentences, Report, finish, markdown_table, plot_mean_band, plt, render
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, grad, vmap
+
+from common import finite_or_none, held_tensor, seed_everything
+from plots import PALETTE, Answer, Report, finish, markdown_table, plot_mean_band, plt, render
+from questions.epochs import spread
 from runner import Question
-from section6 import SKELETON, arch_of, seed_runs, train_group
-from stats import (OVERFIT_GAP, as_array, best, epochs_axis, falls_with, finals, group_by, mean_final,
-                   mean_std, paired, status_text)
+from section6 import SKELETON, arch_of, build_model, seed_runs, train_group
+from stats import OVERFIT_GAP, as_array, best, epochs_axis, falls_with, group_by, mean_final, mean_std, paired
 
 NOISE_STEPS = 100  # the last step losses, whose spread measures how noisy a batch size's steps are
 WINDOWS = 300  # windows the step losses are drawn in, log-spaced as the step axis: the first steps alone
@@ -23,9 +28,67 @@ def step_windows(losses, n_windows=WINDOWS):
                                               for i, key in enumerate(("mean", "p10", "p90"))}}
 
 
+NOISE_ROWS = 4096  # training rows (one fixed draw) the gradient noise scale is measured on: per-example
+#   gradients of the 2,263-parameter net on 4,096 rows take a tenth of a second
+NOISE_EVERY = 5  # epochs between two measurements of the noise scale (also after epoch 1, where the batch
+#   sizes' first-epoch gains are read)
+
+
+def noise_scale(model, params, X, y):
+    """B_simple = tr(Sigma) / |G|^2 (McCandlish et al. 2018, eq. 2.8) of the loss on rows X, y: Sigma the
+    per-example gradients' covariance, |G|^2 the squared norm of their mean less its bias tr(Sigma) / n.
+    NaN where |G|^2 is within that bias: the rows cannot measure it."""
+    def example_loss(example_params, x, label):
+        return F.cross_entropy(functional_call(model, example_params, (x[None],)), label[None])
+    grads = vmap(grad(example_loss), in_dims=(None, 0, 0))(params, X, y)
+    flat = torch.cat([g.flatten(1) for g in grads.values()], 1)
+    trace = flat.var(0).sum()
+    squared_norm = flat.mean(0).pow(2).sum() - trace / len(y)
+    return trace / squared_norm if squared_norm > 0 else torch.tensor(math.nan)
+
+
+def noise_epochs(epochs):
+    """The epochs after which the noise scale is measured (0: at initialisation)."""
+    return [0, 1] + list(range(NOISE_EVERY, epochs + 1, NOISE_EVERY))
+
+
+def noise_scale_runs(settings, data, env):
+    """Beyond the protocol: the net at the epochs question's settings (batch_size, lr) for noise_epochs, its
+    B_simple on NOISE_ROWS training rows at noise_epochs, and its validation loss at initialisation.
+    Measured on copies of the weights, with a generator of its own: training is unchanged."""
+    arch, n_classes = arch_of(settings), data["meta"]["n_classes"]
+    X, y = data["train"]
+    rows = torch.randperm(len(y), generator=torch.Generator().manual_seed(settings["seed"]))[:NOISE_ROWS]
+    X_rows, y_rows = X[rows.to(X.device)], y[rows.to(y.device)]
+    template = build_model(arch, n_classes).to(X.device)
+    names = [name for name, _ in template.named_parameters()]
+    measured = noise_epochs(settings["noise_epochs"])
+    epoch = iter(range(1, settings["noise_epochs"] + 1))
+
+    def each_model(stacked, _):
+        tensors = [held_tensor(stacked, name).detach() for name in names]
+        models = range(len(tensors[0]))
+        if next(epoch) not in measured:
+            return {"noise_scale": torch.full((len(models),), math.nan)}
+        return {"noise_scale": torch.stack([
+            noise_scale(template, {name: t[k].reshape(template.get_parameter(name).shape)
+                                   for name, t in zip(names, tensors)}, X_rows, y_rows) for k in models])}
+    runs, _ = train_group(data, seed_runs(settings, settings["lr"]), arch, settings, env, "noise scale",
+                          settings["noise_epochs"], epoch_measure=each_model)
+    for run in runs:
+        seed_everything(run["seed"])
+        model = build_model(arch, n_classes).to(X.device)
+        params = {name: p.detach() for name, p in model.named_parameters()}
+        run["noise_scale_init"] = finite_or_none(noise_scale(model, params, X_rows, y_rows))
+        with torch.no_grad():
+            run["val_loss_init"] = float(F.cross_entropy(model(data["val"][0]), data["val"][1]))
+    return runs
+
+
 def train_batch_size(settings, data, reads, env):
-    """One lockstep group per batch size. A run's loss noise is the standard deviation of its last NOISE_STEPS
-    step losses; the first seed's step losses are kept to be drawn, pooled in step_windows."""
+    """One lockstep group per batch size, then the noise-scale runs. A run's loss noise is the standard
+    deviation of its last NOISE_STEPS step losses; the first seed's step losses are kept to be drawn, pooled
+    in step_windows."""
     results, arrays = [], {}
     for batch_size, epochs in zip(settings["batch_sizes"], settings["batch_size_epochs"]):
         group, _ = train_group(data, seed_runs(settings, settings["lr"]), arch_of(settings), settings, env,
@@ -37,7 +100,8 @@ def train_batch_size(settings, data, reads, env):
                 windows = step_windows(losses)
                 arrays.update({f"steps_{batch_size}_{key}": values for key, values in windows.items()})
         results += group
-    return {"runs": results, "arrays": arrays}
+    noise_runs = noise_scale_runs(settings, data, env) if settings["noise_epochs"] else []
+    return {"runs": results, "noise_runs": noise_runs, "arrays": arrays}
 
 
 def equal_steps_finding(curves):
@@ -56,6 +120,31 @@ def equal_steps_finding(curves):
     return dict(case=case, steps=steps, fewest=fewest, rows=rows, spread=max(compared) - min(compared))
 
 
+PAYS = 0.5  # a batch size pays for its larger batches while it gains at least half of the best validation
+#   loss drop per epoch: the paper's model (samples needed = E_min (1 + B / B_noise)) puts B_noise there
+
+
+def noise_scale_finding(b_simple, gains):
+    """Are the batch sizes above B_simple where more samples per step stopped paying? b_simple: its lowest and
+    highest value over the first epoch (mean over seeds); gains: batch size -> the validation loss drop in its
+    first epoch (mean over seeds). A batch size pays while it gains at least PAYS of the best gain; those
+    between the two B_simple values are left out."""
+    best_gain = max(gains.values())
+    pays = {b: gain >= PAYS * best_gain for b, gain in gains.items()}
+    below = [b for b in gains if b < b_simple[0]]
+    above = [b for b in gains if b > b_simple[1]]
+    if not below or not above:
+        case = "one_side"
+    elif not all(pays[b] for b in below):
+        case = "stops_below"
+    elif any(pays[b] for b in above):
+        case = "pays_above"
+    else:
+        case = "stops_above"
+    return dict(case=case, low=b_simple[0], high=b_simple[1], below=below, above=above,
+                share={b: gain / best_gain for b, gain in gains.items()})
+
+
 def batch_size_findings(rows, curves):
     """6.1.2-4 from rows (batch size, iterations per epoch, seconds per epoch, total steps, best validation
     accuracy, loss noise, final validation accuracy, best validation accuracy per seed) and
@@ -65,68 +154,79 @@ def batch_size_findings(rows, curves):
     ranked = sorted(rows, key=lambda row: -row[4])
     top = ranked[0]
     versus = paired(ranked[1][7], top[7]) if len(ranked) > 1 else {}
-    highest = (dict(versus, case="highest_tied", batch=top[0], acc=top[4], final=top[6], other=ranked[1][0],
+    highest = (dict(versus, case="highest_tied", batch=top[0], acc=top[4], other=ranked[1][0],
                     other_acc=ranked[1][4]) if versus.get("case") == "tie" else
-               dict(case="highest", batch=top[0], acc=top[4], final=top[6]))
+               dict(case="highest", batch=top[0], acc=top[4]))
     return [highest, equal_steps_finding(curves),
             dict(case="faster" if falls_with(sizes, [row[2] for row in rows]) else "not_faster", rows=rows),
             dict(case="steadier" if falls_with(sizes, [row[5] for row in rows]) else "not_steadier",
                  rows=rows)]
 
 
-def epoch_listed(rows):
-    return ", ".join(f"batch {b}: {it:,} iterations, {sec:.2f} s" for b, it, sec, *_ in rows)
-
-
-def noise_listed(rows):
-    return ", ".join(f"batch {row[0]}: {row[5]:.3f}" for row in rows)
-
-
-def at_steps_listed(rows):
-    return ", ".join(f"batch {b}: {acc:.3f}" if acc is not None else
-                     f"batch {b}: none yet (first evaluated after {first:,} steps)" for b, acc, first in rows)
+def listed_by_batch(values, form):
+    return ", ".join(f"{b}: {form.format(v)}" for b, v in values)
 
 
 BATCH_SIZE_TEXT = {
-    "highest": ("(i) Batch {batch} reaches the highest validation accuracy, {acc:.3f} at its best epoch and "
-                "{final:.3f} at its last."),
-    "highest_tied": ("(i) Batch {batch} and batch {other} tie for the highest validation accuracy ({acc:.3f} "
-                     "and {other_acc:.3f} at their best epochs, within the seeds' noise, which a paired "
-                     "t-test at 95% puts at {noise:.3f}); batch {batch} ends at {final:.3f}."),
-    "steps_explain": lambda f: (
-        f"At equal steps the batch sizes are alike: after {f['steps']:,} optimizer steps (all that batch "
-        f"{f['fewest']} takes) validation accuracy is {at_steps_listed(f['rows'])}, within "
-        f"{f['spread']:.3f}. So batch {f['fewest']} ends low because it takes few steps at this lr, not "
-        "because its steps are worse."),
-    "steps_do_not_explain": lambda f: (
-        f"At equal steps the batch sizes still differ: after {f['steps']:,} optimizer steps (all that batch "
-        f"{f['fewest']} takes) validation accuracy is {at_steps_listed(f['rows'])}, {f['spread']:.3f} apart, "
-        "so the step count alone does not explain the gap."),
-    "no_equal_steps": lambda f: (f"No two batch sizes were evaluated at a common step count ({f['steps']:,} "
-                                 f"steps: {at_steps_listed(f['rows'])})."),
-    "faster": lambda f: (f"(ii) An epoch takes ceil(N / B) iterations ({epoch_listed(f['rows'])}): a larger "
-                         "batch does more of the work in one vectorised step, so an epoch is faster, but it "
-                         "makes fewer updates."),
-    "not_faster": lambda f: (f"(ii) An epoch takes ceil(N / B) iterations ({epoch_listed(f['rows'])}); "
-                             "here a larger batch did not make an epoch faster."),
-    "steadier": lambda f: ("(iii) The training loss gets steadier as the batch grows (its standard deviation "
-                           f"over the last 100 steps: {noise_listed(f['rows'])}): a batch of B examples "
-                           "estimates the gradient with a variance that shrinks like 1/B, so small batches "
-                           "take noisy steps."),
-    "not_steadier": lambda f: (f"(iii) The spread of the training loss over the last 100 steps "
-                               f"({noise_listed(f['rows'])}) does not fall steadily with the batch size "
-                               "here."),
+    "highest": "(i) Batch {batch} reaches the best validation accuracy ({acc:.3f})",
+    "highest_tied": ("(i) Batch {batch} and {other} tie for the best validation accuracy ({acc:.3f}, "
+                     "{other_acc:.3f}; {n} seeds cannot separate them at 95%)"),
+    "steps_explain": ("; at equal steps ({steps:,}) all are within {spread:.3f}, so batch {fewest} trails by "
+                      "its fewer steps."),
+    "steps_do_not_explain": ("; at equal steps ({steps:,}) they still differ by {spread:.3f}: fewer steps "
+                             "alone do not explain the gap."),
+    "no_equal_steps": ".",
+    "faster": "(ii) An epoch is faster the larger the batch, though it makes ceil(N / B) updates.",
+    "not_faster": "(ii) A larger batch did not always make an epoch faster.",
+    "steadier": "(iii) The step losses get steadier as the batch grows.",
+    "not_steadier": "(iii) The step losses do not get steadier with every larger batch.",
 }
+NOISE_TEXT = {
+    "stops_above": "more samples per step stop paying above B_simple.",
+    "stops_below": "more samples per step stop paying already below B_simple.",
+    "pays_above": "batch sizes above B_simple still pay.",
+    "one_side": "no batch sizes lie on both sides of B_simple to tell.",
+}
+NOISE_LEAD = ("Beyond the protocol, the gradient noise scale B_simple is {b_simple} in the first epoch; "
+              "first-epoch loss drop as a share of the best: {shares}; ")
+TOP = {"highest": "Batch {batch} is the most accurate",
+       "highest_tied": "Batch {batch} and {other} tie as the most accurate"}
+BUYS = {"faster": "run faster epochs", "steadier": "take steadier steps"}
+
+
+def first_epoch_gains(by_bs, noise_runs):
+    """Batch size -> the mean over seeds of its validation loss drop from initialisation to epoch 1."""
+    start = {run["seed"]: run["val_loss_init"] for run in noise_runs}
+    return {b: float(np.mean([start[r["seed"]] - r["history"]["val_loss"][0] for r in runs
+                              if r["history"]["val_loss"][0] is not None])) for b, runs in by_bs.items()}
+
+
+def noise_curve(noise_runs):
+    """The epochs B_simple was measured after, and its values there per seed [seeds, epochs] (NaN: not
+    measurable)."""
+    epochs = noise_epochs(noise_runs[0]["epochs"])
+    return epochs, np.array([as_array([r["noise_scale_init"]] + r["history"]["noise_scale"])[epochs]
+                             for r in noise_runs])
+
+
+def draw_noise_scale(ax, noise_runs, batch_sizes):
+    plot_mean_band(ax, *noise_curve(noise_runs), "B_simple (mean over seeds, band min..max)", color="black",
+                   linewidth=2, marker="o", markersize=4)
+    for color, batch_size in zip(PALETTE, batch_sizes):
+        ax.axhline(batch_size, color=color, linestyle="--", linewidth=1.5, label=f"batch {batch_size}")
+    ax.set_yscale("log")
+    finish(ax, "epoch (0: initialisation)", "B_simple = tr(Sigma) / |G|^2 (log scale)",
+           f"beyond the protocol: noise scale at batch {noise_runs[0]['batch_size']}, {NOISE_ROWS:,} rows",
+           loc="upper left", fontsize=8)
 
 
 def report_batch_size(result):
     by_bs = group_by(result["runs"], "batch_size")
-    fig = plt.figure(figsize=(15, 10), layout="constrained")
-    grid = fig.add_gridspec(2, 2, height_ratios=[1, 1.1])
-    ax_epoch, ax_steps = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
-    ax_loss = fig.add_subplot(grid[1, :])
+    noise_runs = result.get("noise_runs")
+    fig, axes = plt.subplots(2, 2, figsize=(15, 10), layout="constrained")
+    (ax_epoch, ax_steps), (ax_loss, ax_noise) = axes
     rows, answer_rows, curves = [], [], {}
-    for color, (batch_size, runs) in zip(PALETTE, by_bs.items()):
+    for order, (color, (batch_size, runs)) in enumerate(zip(PALETTE, by_bs.items())):
         steps, epochs = runs[0]["steps_per_epoch"], runs[0]["epochs"]
         label = f"batch {batch_size}" + (" (1 epoch: one point)" if epochs == 1 else "")
         for ax, x in ((ax_epoch, epochs_axis(runs)), (ax_steps, epochs_axis(runs) * steps)):
@@ -135,38 +235,53 @@ def report_batch_size(result):
         noise = float(np.mean([r["loss_noise"] for r in runs if r["status"] == "ok"]))
         windows = {key: result["arrays"][f"steps_{batch_size}_{key}"]
                    for key in ("end", "mean", "p10", "p90")}
-        ax_loss.fill_between(windows["end"], windows["p10"], windows["p90"], color=color, alpha=0.2,
-                             linewidth=0)
-        ax_loss.plot(windows["end"], windows["mean"], color=color, linewidth=2,
-                     label=f"batch {batch_size}: mean; band 10th..90th percentile; noise {noise:.3f}")
+        # the smallest batch's wide band lightest and lowest, so the bands of the others show on top of it
+        ax_loss.fill_between(windows["end"], windows["p10"], windows["p90"], color=color, linewidth=0,
+                             alpha=0.08 if order == 0 else 0.25, zorder=order)
+        ax_loss.plot(windows["end"], windows["mean"], color=color, linewidth=1 if order == 0 else 2,
+                     zorder=10 + order, label=f"batch {batch_size}")
         best_acc = [best(r, "val_acc", max) for r in runs]
-        rows.append((batch_size, epochs, steps, steps * epochs, f"{runs[0]['group_wall_s']:.1f}",
-                     f"{noise:.3f}", finals(runs, "val_acc"), mean_std(best_acc), status_text(runs)))
+        rows.append((batch_size, epochs, steps, f"{runs[0]['group_wall_s'] / epochs:.2f}", f"{noise:.3f}",
+                     mean_std(best_acc)))
         answer_rows.append((batch_size, steps, runs[0]["group_wall_s"] / epochs, steps * epochs,
                             float(np.mean(as_array(best_acc))), noise, mean_final(runs, "val_acc"), best_acc))
         curves[batch_size] = (epochs_axis(runs) * steps,
                               np.nanmean([as_array(r["history"]["val_acc"]) for r in runs], axis=0))
     finish(ax_epoch, "epoch", "validation accuracy (fraction correct)",
-           "(i) validation accuracy per epoch (mean over seeds, band = min..max)", legend=False)
+           "(i) validation accuracy per epoch (mean over seeds, band = min..max)", fontsize=8)
     finish(ax_steps, "optimizer steps taken (log scale)", "validation accuracy (fraction correct)",
-           "the same against the optimizer steps taken", loc="upper left", bbox_to_anchor=(1.01, 1))
+           "the same against the optimizer steps taken", legend=False)
     finish(ax_loss, "optimizer step (log scale)", "training loss of the step's batch (nats)",
-           f"(iii) training loss per step, seed {result['runs'][0]['seed']}, pooled in log-spaced windows of "
-           "steps; noise: the std of the last 100 steps, mean over seeds", loc="upper left",
-           bbox_to_anchor=(1.01, 1))
+           f"(iii) training loss per step, seed {result['runs'][0]['seed']} (band: 10th..90th percentile)",
+           fontsize=8)
     for ax in (ax_steps, ax_loss):
         ax.set_xscale("log")
-    table = markdown_table(["batch size", "epochs", "iterations per epoch", "total steps",
-                            "wall time of the group (s)", "std of the training loss over the last 100 steps "
-                            "(mean over seeds)", "final val acc", "best val acc", "status"], rows)
-    answer = from_sentences("6.1.2-4", "How does the batch size affect (i) accuracy, (ii) speed, (iii) stability?",
-                    [render(BATCH_SIZE_TEXT, f) for f in batch_size_findings(answer_rows, curves)])
-    caption = ("Top: accuracy per epoch and per optimizer step (where the batch sizes meet at equal steps); "
-               "bottom: how far each batch size's step losses scatter (band) around their mean (line).")
+    table = markdown_table(["batch", "epochs", "iterations per epoch", "seconds per epoch",
+                            "step loss std (last 100)", "best val acc"], rows)
+    highest, at_steps, speed, steadiness = batch_size_findings(answer_rows, curves)
+    bullets = [render(BATCH_SIZE_TEXT, highest) + render(BATCH_SIZE_TEXT, at_steps),
+               render(BATCH_SIZE_TEXT, speed), render(BATCH_SIZE_TEXT, steadiness)]
+    if noise_runs:
+        draw_noise_scale(ax_noise, noise_runs, list(by_bs))
+        curve = np.nanmean(noise_curve(noise_runs)[1], axis=0)
+        found = noise_scale_finding((float(np.nanmin(curve[:2])), float(np.nanmax(curve[:2]))),
+                                    first_epoch_gains(by_bs, noise_runs))
+        lead = NOISE_LEAD.format(b_simple=spread([found["low"], found["high"]], "{:.0f}"),
+                                 shares=listed_by_batch(found["share"].items(), "{:.0%}"))
+        bullets.append(lead + render(NOISE_TEXT, found))
+    else:
+        ax_noise.set_axis_off()
+    buys = [BUYS[f["case"]] for f in (speed, steadiness) if f["case"] in BUYS]
+    buys.append("make fewer updates per epoch")
+    headline = f"{TOP[highest['case']].format(**highest)}; larger batches {', '.join(buys)}."
+    answer = Answer("6.1.2-4", "How does the batch size affect (i) accuracy, (ii) speed, (iii) stability?",
+                    headline, bullets, f"best val acc {highest['acc']:.3f} at batch {highest['batch']}")
+    caption = ("Top: accuracy per epoch and per step; bottom: how far the step losses scatter, and the noise "
+               "scale against the batch sizes.")
     return Report([table], {"batch_size.png": (fig, caption)}, [], [answer])
 
 
 QUESTION = Question("batch_size", "6.1.2-4", "Batch size",
                     dict(SKELETON, batch_norm=False, batch_sizes=[1, 16, 128, 1024],
-                         batch_size_epochs=[1, 10, 50, 50]),
+                         batch_size_epochs=[1, 10, 50, 50], batch_size=256, noise_epochs=30),
                     train_batch_size, report_batch_size)

@@ -1,18 +1,19 @@
 """6.1.2-2 epochs: 100 epochs of the plain net, what it predicts while it sits at the most frequent class,
 and an over-fitting control on a few rows of every class. batchnorm trains with train_epochs too.
 """
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from common import seed_everything
-from plots import (SPLITS, from_sentences, Report, finish, markdown_table, plot_mean_band, plot_split_curves, plt,
+from plots import (SPLITS, Answer, Report, finish, markdown_table, plot_mean_band, plot_split_curves, plt,
                    render)
 from runner import Question
 from section6 import (SKELETON, arch_of, batch_major, build_model, class_prior_entropy, dead_relu_fraction,
                       load_model, relu_inputs, seed_runs, train_group)
-from stats import (GAP_TOLERANCE, TREND_TOLERANCE, as_array, best, epochs_axis, finals, loss_trend,
-                   mean_final, mean_std, status_text)
+from stats import GAP_TOLERANCE, as_array, epochs_axis, finals, mean_final, status_text
 
 
 def output_summary(model, X):
@@ -89,33 +90,55 @@ RISE = 0.1  # nats: the smallest rise of a smoothed validation loss, from its lo
 #   turn; a moving median of spiky curves still wanders by a few hundredths
 
 
-def epochs_finding(runs):
-    """6.1.2-2: what too few and too many epochs do, from where the mean validation loss bottoms out
-    (loss_trend) and how far apart the training (eval mode) and validation losses end."""
-    ok = [r for r in runs if r["status"] == "ok"]
-    if not ok or len(epochs_axis(ok)) < 2:
+SLOPE_EPOCHS = 20  # the last epochs whose least-squares line says whether a loss still moves: the last
+#   fifth of the protocol's 100, enough epochs to see a trend through the epoch-to-epoch wiggle
+FALL_WIGGLES = 2  # a loss still moves when its line's change over those epochs exceeds twice its wiggle (the
+#   std of the epochs about the line): a smaller change is one a single epoch's scatter could hide
+
+
+def falling_finding(curves, window=SLOPE_EPOCHS):
+    """Is a validation loss still falling (or rising) at the end? curves: one per seed, none diverged. Per
+    seed, the least-squares line over its last `window` epochs: its change over them, and the std of the
+    epochs about it (the wiggle); 'falling' or 'rising' when the mean change over seeds exceeds FALL_WIGGLES
+    times the mean wiggle, else 'flat'."""
+    values = [as_array(curve)[-window:] for curve in curves]
+    x = np.arange(len(values[0]))
+    if len(x) < 3:
         return dict(case="too_short")
-    trend = loss_trend(np.nanmean([as_array(r["history"]["val_loss"]) for r in ok], axis=0))
+    fits = [np.polyfit(x, v, 1) for v in values]
+    change = float(np.mean([fit[0] for fit in fits])) * (len(x) - 1)
+    wiggle = float(np.mean([np.std(v - np.polyval(fit, x), ddof=2) for v, fit in zip(values, fits)]))
+    case = ("falling" if change < -FALL_WIGGLES * wiggle else "rising" if change > FALL_WIGGLES * wiggle
+            else "flat")
+    return dict(case=case, change=change, wiggle=wiggle, window=len(x),
+                wiggle_share=abs(change) / wiggle if wiggle else math.inf)
+
+
+def epochs_finding(runs):
+    """6.1.2-2: whether the validation loss still falls at the end (falling_finding), where the mean curve is
+    lowest, and how far apart the training (eval mode) and validation losses end."""
+    ok = [r for r in runs if r["status"] == "ok"]
+    if not ok or len(epochs_axis(ok)) < 3:
+        return dict(case="too_short")
+    mean_curve = np.nanmean([as_array(r["history"]["val_loss"]) for r in ok], axis=0)
     train, val = mean_final(ok, "train_eval_loss"), mean_final(ok, "val_loss")
-    return dict(trend, span=2 * trend["window"], epochs=len(epochs_axis(ok)), train=train, val=val,
-                gap=abs(val - train), tolerance=TREND_TOLERANCE)
+    return dict(falling_finding([r["history"]["val_loss"] for r in ok]), epochs=len(mean_curve), train=train,
+                val=val, gap=abs(val - train), lowest_epoch=int(np.argmin(mean_curve)) + 1)
 
 
-def plateau_finding(runs, top_share, prior_entropy):
+def plateau_finding(runs, top_share):
     """'Too few' in numbers: the epochs where the mean validation accuracy sits at the most frequent class's
-    share of the training labels, and what the net outputs there (means over those epochs and the seeds): the
-    entropy of its predictions against that of the class frequencies, and the share of points it gives the
-    class it predicts most."""
+    share of the training labels, and the share of points the net gives the class it predicts most there
+    (mean over those epochs and the seeds)."""
     ok = [r for r in runs if r["status"] == "ok"]
     curves = {key: np.nanmean([as_array(r["history"][key]) for r in ok], axis=0)
-              for key in ("val_acc", "val_entropy", "val_mode_share")} if ok else {}
+              for key in ("val_acc", "val_mode_share")} if ok else {}
     at = [e for e, acc in enumerate(curves.get("val_acc", [])) if abs(acc - top_share) <= GAP_TOLERANCE]
     if not at:
-        return dict(case="no_plateau", top_share=top_share)
-    entropy, share = (float(np.mean(curves[key][at])) for key in ("val_entropy", "val_mode_share"))
+        return dict(case="no_plateau")
+    share = float(np.mean(curves["val_mode_share"][at]))
     return dict(case="one_class" if share >= ONE_CLASS else "several_classes", first=at[0] + 1,
-                last=at[-1] + 1, n=len(at), top_share=top_share, entropy=entropy, prior_entropy=prior_entropy,
-                share=share)
+                last=at[-1] + 1, top_share=top_share, share=share)
 
 
 def moving_median(values, window):
@@ -142,58 +165,53 @@ def overfit_finding(runs):
                           train_low=float(train[low]), train_end=float(train[-1])))
     turns = all(s["val_end"] - s["val_low"] > RISE and s["train_end"] < s["train_low"] for s in seeds)
     return dict(case="control_overfits" if turns else "control_does_not", seeds=seeds, window=window,
-                epochs=epochs, rise=RISE, rows=ok[0]["train_rows"], per_class=ok[0]["rows_per_class"],
-                features=ok[0]["features"], width=ok[0]["width"], lr=ok[0]["lr"], batch=ok[0]["batch_size"])
+                rise=RISE, rows=ok[0]["train_rows"], per_class=ok[0]["rows_per_class"])
 
 
-def control_seeds_text(f):
-    return "; ".join(f"seed {s['seed']}: lowest {s['val_low']:.2f} at epoch {s['epoch']}, {s['val_end']:.2f} "
-                     f"at the end, while its training loss goes {s['train_low']:.2f} to {s['train_end']:.2f}"
-                     for s in f["seeds"])
+def spread(values, form):
+    """The lowest and highest of values (one per seed), or the one value."""
+    low, high = form.format(min(values)), form.format(max(values))
+    return low if low == high else f"{low}-{high}"
 
 
-GAP = "the training loss (eval mode, {train:.3f}) and the validation loss ({val:.3f}) are {gap:.3f} apart"
-CONTROL = ("the same net {width} units wide on {rows:,} training rows, {per_class} of every class, "
-           "{features} inputs (lr {lr:g}, batch {batch}, {epochs} epochs; validation whole): ")
+def control_text(f):
+    seeds = f["seeds"]
+    return (f"a control on {f['rows']:,} rows ({f['per_class']} per class) bottoms out at "
+            f"epochs {spread([s['epoch'] for s in seeds], '{}')}, then rises "
+            f"{spread([s['val_end'] - s['val_low'] for s in seeds], '{:.2f}')} nats as its training loss "
+            "falls")
+
+
+GAP = "; train (eval mode) and validation losses end {gap:.3f} apart."
+MOVES = ("its line over the last {window} epochs moves {change:+.3f}, {wiggle_share:.1f} times the epochs' "
+         f"wiggle about it (a trend needs {FALL_WIGGLES})")
 EPOCHS_TEXT = {
-    "too_short": "No run trained long enough without diverging to tell.",
-    "one_class": ("Too few epochs leave the net at the class frequencies: at epochs {first}-{last} ({n} of "
-                  "them) validation accuracy sits at the most frequent class's share ({top_share:.3f}), and "
-                  "the net gives {share:.0%} of the validation points one class, with predictions of entropy "
-                  "{entropy:.3f} nats (the class frequencies': {prior_entropy:.3f}): it has not yet used its "
-                  "input."),
-    "several_classes": ("At epochs {first}-{last} ({n} of them) validation accuracy sits at the most "
-                        "frequent class's share ({top_share:.3f}), though the net spreads its predictions: "
-                        "its most predicted class gets {share:.0%} of the points, and its predictions' "
-                        "entropy is {entropy:.3f} nats (the class frequencies': {prior_entropy:.3f})."),
-    "no_plateau": "Validation accuracy never sits at the most frequent class's share ({top_share:.3f}).",
-    "control_too_short": "The over-fitting control did not train long enough without diverging to tell.",
-    "control_overfits": lambda f: (
-        "Too many epochs over-fit, as the control shows: " + CONTROL.format(**f) + "its validation loss "
-        f"(moving median over {f['window']} epochs) turns up while its training loss (eval mode) keeps "
-        f"falling: {control_seeds_text(f)}. Stopping near the lowest validation loss keeps the best model."),
-    "control_does_not": lambda f: (
-        "The over-fitting control did not turn up clearly in every seed (a rise of more than "
-        f"{f['rise']} nats on moving medians over {f['window']} epochs): " + CONTROL.format(**f)
-        + f"{control_seeds_text(f)}."),
-    "improving": ("With the protocol's data, {epochs} epochs are still too few: the validation loss is still "
-                  "falling at the end ({previous:.3f} to {last:.3f} over the last {span} epochs), and " + GAP
-                  + ", so it is not over-fitting."),
-    "overfitting": ("Too many epochs overfit: the validation loss was lowest ({lowest:.3f}) at epoch "
-                    "{lowest_epoch} and rose after it ({last:.3f} over the last {window}), while " + GAP
-                    + ". Stopping near epoch {lowest_epoch} keeps the best model; much earlier, it is "
-                      "undertrained."),
-    "flat": ("By epoch {epochs} the net has converged: the validation loss moved by less than "
-             "{tolerance:.1%} over the last {span} epochs, and " + GAP + "; more epochs add nothing, fewer "
-             "would stop it before its lowest loss (epoch {lowest_epoch})."),
+    "too_short": None,
+    "one_class": ("Too few: at epochs {first}-{last} validation accuracy is the top class's share "
+                  "({top_share:.3f}): the net gives {share:.0%} of points one class."),
+    "several_classes": ("At epochs {first}-{last} validation accuracy is the top class's share "
+                        "({top_share:.3f}), though the net spreads its predictions ({share:.0%} to one "
+                        "class)."),
+    "no_plateau": None,
+    "falling": "At epoch {epochs} the validation loss still falls: " + MOVES + GAP,
+    "rising": "The validation loss rises at the end (lowest at epoch {lowest_epoch}): " + MOVES + GAP,
+    "flat": "By epoch {epochs} the validation loss is flat: " + MOVES + GAP,
+    "control_too_short": "The over-fitting control did not train long enough to tell.",
+    "control_overfits": lambda f: f"Too many over-fit: {control_text(f)}.",
+    "control_does_not": lambda f: (f"The over-fitting control does not rise by {f['rise']} nats in every "
+                                   f"seed: {control_text(f)}."),
 }
+HEADLINE_TREND = {"falling": "{epochs} epochs are still too few", "flat": "{epochs} epochs reach a plateau",
+                  "rising": "{epochs} epochs are too many", "too_short": "too few epochs ran to tell"}
 
 
-def split_table(named_runs):
-    keys = ("train_loss", "train_eval_loss", "val_loss", "test_loss", "train_acc", "train_eval_acc",
-            "val_acc", "test_acc")
-    return markdown_table(["model", "train loss", "train loss (eval mode)", "val loss", "test loss",
-                           "train acc", "train acc (eval mode)", "val acc", "test acc", "status"],
+SPLIT_COLUMNS = {"train_loss": "train loss", "train_eval_loss": "train loss (eval mode)",
+                 "val_loss": "val loss", "test_loss": "test loss", "train_acc": "train acc",
+                 "train_eval_acc": "train acc (eval mode)", "val_acc": "val acc", "test_acc": "test acc"}
+
+
+def split_table(named_runs, keys=tuple(SPLIT_COLUMNS)):
+    return markdown_table(["model"] + [SPLIT_COLUMNS[key] for key in keys] + ["status"],
                           [[label] + [finals(runs, key) for key in keys] + [status_text(runs)]
                            for label, runs in named_runs])
 
@@ -202,7 +220,8 @@ def report_epochs(result):
     runs, control, prior = result["runs"], result.get("overfit_runs"), result["class_prior"]
     fig, axes = plt.subplots(1, 2 + bool(control), figsize=(19 if control else 13, 4.5), layout="constrained")
     plot_split_curves(axes[0], axes[1], runs, f"{len(epochs_axis(runs))} epochs, no batch norm")
-    findings = [plateau_finding(runs, prior["top_share"], prior["entropy"]), epochs_finding(runs)]
+    trend = epochs_finding(runs)
+    findings = [plateau_finding(runs, prior["top_share"]), trend]
     named_runs = [("no batch norm", runs)]
     if control:
         found = overfit_finding(control)
@@ -220,18 +239,21 @@ def report_epochs(result):
                f"over-fitting control, {control[0]['train_rows']:,} rows: loss (band: min..max over seeds)",
                fontsize=8)
         findings.append(found)
-        named_runs.append((f"over-fitting control ({control[0]['train_rows']:,} training rows, "
-                           f"{control[0]['features']} inputs, width {control[0]['width']}, lr "
-                           f"{control[0]['lr']:g}, batch {control[0]['batch_size']})", control))
-    answer = from_sentences("6.1.2-2", "How does the number of epochs affect training: too many, too few?",
-                    [render(EPOCHS_TEXT, f) for f in findings])
-    lowest = "Lowest validation loss over the epochs: " + "; ".join(
-        f"{label}: {mean_std([best(r, 'val_loss') for r in named])}" for label, named in named_runs) + "."
-    caption = ("Whether the wide validation line still falls at the last epoch, and how far the thin train "
-               "and test lines lie from it"
-               + ("; right, the control on a small subset: where its validation loss bottoms out, against "
-                  "its training loss." if control else "."))
-    return Report([split_table(named_runs), lowest], {"epochs.png": (fig, caption)}, [], [answer])
+        named_runs.append((f"control ({control[0]['train_rows']:,} rows)", control))
+    stuck, overfits = findings[0]["case"] == "one_class", findings[-1]["case"] == "control_overfits"
+    parts = (["too few epochs leave the net at the class frequencies"] * stuck
+             + [HEADLINE_TREND[trend["case"]].format(**trend)]
+             + ["too many over-fit (a small-data control)"] * overfits)
+    headline = "; ".join(parts)
+    key = f"val loss {trend['val']:.3f} at epoch {trend['epochs']}" if "val" in trend else ""
+    answer = Answer("6.1.2-2", "How does the number of epochs affect training: too many, too few?",
+                    headline[:1].upper() + headline[1:] + ".",
+                    [text for text in (render(EPOCHS_TEXT, f) for f in findings) if text], key)
+    caption = "Whether the wide validation line still falls"
+    if control:
+        caption += "; right, the over-fitting control"
+    table = split_table(named_runs, ("train_loss", "train_eval_loss", "val_loss", "test_loss", "val_acc"))
+    return Report([table], {"epochs.png": (fig, caption)}, [], [answer])
 
 
 QUESTION = Question("epochs", "6.1.2-2", "Training for longer (no batch norm)",

@@ -4,12 +4,13 @@ import math
 import numpy as np
 from matplotlib.lines import Line2D
 
-from plots import PALETTE, SEED_STYLES, from_sentences, Report, finish, markdown_table, plot_mean_band, plt, render
+from plots import PALETTE, SEED_STYLES, Answer, Report, finish, markdown_table, plot_mean_band, plt, render
+from questions.epochs import falling_finding
 from runner import Question
 from section6 import (SKELETON_WITHOUT_LR, arch_of, class_prior_entropy, dead_relu_fraction, lr_runs,
                       train_group)
-from stats import (DEAD_MARGIN, as_array, best, epochs_axis, final, finals, group_by, listed, loss_trend,
-                   mean_std, paired, status_text)
+from stats import (DEAD_MARGIN, as_array, epochs_axis, final, finals, group_by, listed, mean_std, paired,
+                   status_text)
 
 
 def train_lr(settings, data, reads, env):
@@ -27,7 +28,7 @@ NEAR = 0.03  # nats: a final loss this close to a reference loss sits on it; a n
 #   leaves the references by 0.1 nats or more
 SEED_SPREAD = 0.3  # nats: seeds whose final validation losses span more than this disagree, and a mean would
 #   hide a wrecked seed; the seeds of a healthy setting end within 0.1
-DEAD_MAJORITY = 0.5  # a collapse is blamed on dead units only when most hidden ReLUs are dead
+TOO_HIGH = ("collapsed", "unstable", "diverged")
 
 
 def seeds_disagree(values):
@@ -43,8 +44,9 @@ def seed_key(runs):
 
 
 def reference_line(ax, y, name):
-    """A reference value: a thin grey line behind the data, named beside the axes' right edge."""
-    ax.axhline(y, color="0.55", linewidth=0.8, zorder=0)
+    """A reference value: a thin dashed grey line over the data (a line that ends on it shows between the
+    dashes), named beside the axes' right edge."""
+    ax.axhline(y, color="0.4", linewidth=0.9, linestyle=(0, (4, 4)), zorder=5)
     ax.annotate(name, (1, y), xycoords=("axes fraction", "data"), xytext=(4, 0), textcoords="offset points",
                 va="center", fontsize=8, color="0.3", annotation_clip=False)
 
@@ -68,73 +70,78 @@ def lr_case(finals, first, prior, uniform):
     return "learning"
 
 
-def lr_findings(stats, prior, uniform, n_classes, epochs):
-    """6.1.2-1 from per-lr stats (finals: per seed; first: mean after epoch 1; dead: mean dead fraction or
-    None; trend: loss_trend's case of the mean curve): the lrs too high and too low, then the best of the
-    rest, the slower ones still falling, and those whose seeds end far apart."""
+def lr_findings(stats, prior, uniform):
+    """6.1.2-1 from per-lr stats (finals: per seed; first: mean after epoch 1; trend: falling_finding's case):
+    'high', the lrs too high (lr_case collapsed, unstable, diverged); 'low', those stuck; 'best', the lowest
+    of the rest, against the runner-up by a paired t-test; 'slow', smaller ones still falling; 'apart', lrs
+    whose seeds end far apart."""
     cases = {lr: lr_case(st["finals"], st["first"], prior, uniform) for lr, st in stats.items()}
     mean = {lr: float(np.mean([v for v in st["finals"] if v is not None])) for lr, st in stats.items()
             if cases[lr] != "diverged"}
-    findings = []
-    for case in ("collapsed", "diverged", "unstable", "stuck"):
-        for lr in [lr for lr, c in cases.items() if c == case]:
-            st = stats[lr]
-            dead = case == "collapsed" and (st["dead"] or 0) > DEAD_MAJORITY
-            at_prior = sum(v is not None and abs(v - prior) < NEAR for v in st["finals"])
-            findings.append(dict(case=case + "_dead" * dead, lr=lr, final=mean.get(lr), prior=prior,
-                                 uniform=uniform, n_classes=n_classes, epochs=epochs, first=st["first"],
-                                 dead=st["dead"], finals=st["finals"], collapsed=at_prior))
-    learning = {lr: mean[lr] for lr, case in cases.items() if case == "learning"}
-    if learning:
-        ranked = sorted(learning, key=learning.get)
-        best_lr = ranked[0]
-        versus = paired(stats[best_lr]["finals"], stats[ranked[1]]["finals"]) if len(ranked) > 1 else {}
-        tied = versus.get("case") == "tie"
-        if tied:  # which was ahead, in how many seeds and by how much, though the test cannot tell them apart
-            findings.append(dict(versus, case="best_tied", lr=best_lr, final=learning[best_lr],
-                                 other=ranked[1], other_final=learning[ranked[1]], margins=versus["diffs"],
-                                 ahead=sum(m > 0 for m in versus["diffs"])))
-        else:
-            findings.append(dict(case="best", lr=best_lr, final=learning[best_lr]))
-        named = {best_lr, ranked[1]} if tied else {best_lr}  # an lr named for the best is not called slow too
-        slow = [lr for lr in learning
-                if stats[lr]["trend"] == "improving" and lr < best_lr and lr not in named]
-        if slow:
-            findings.append(dict(case="slow", lrs=slow, epochs=epochs))
-        apart = {lr: stats[lr]["finals"] for lr in learning if seeds_disagree(stats[lr]["finals"])}
-        if apart:
-            findings.append(dict(case="seeds_apart", finals=apart))
-    return findings
+    wrecked = {lr: sum(v is None or abs(v - prior) < NEAR for v in st["finals"]) for lr, st in stats.items()}
+    found = {"high": [dict(case=cases[lr], lr=lr, final=mean.get(lr), prior=prior, wrecked=wrecked[lr],
+                           n=len(stats[lr]["finals"])) for lr in stats if cases[lr] in TOO_HIGH],
+             "low": [dict(case="stuck", lr=lr, final=mean[lr], uniform=uniform, first=stats[lr]["first"])
+                     for lr in stats if cases[lr] == "stuck"], "slow": [], "apart": [], "cases": cases}
+    ranked = sorted((lr for lr in stats if cases[lr] == "learning"), key=mean.get)
+    if not ranked:
+        return found
+    best_lr = ranked[0]
+    versus = paired(stats[best_lr]["finals"], stats[ranked[1]]["finals"]) if len(ranked) > 1 else {}
+    if versus.get("case") == "tie":  # which was ahead, in how many seeds and by how much
+        found["best"] = dict(versus, case="best_tied", lr=best_lr, final=mean[best_lr], other=ranked[1],
+                             other_final=mean[ranked[1]], ahead=sum(m > 0 for m in versus["diffs"]),
+                             low=min(versus["diffs"]), high=max(versus["diffs"]))
+    else:
+        found["best"] = dict(case="best", lr=best_lr, final=mean[best_lr])
+    named = {best_lr, found["best"].get("other")}  # an lr named for the best is not called slow too
+    found["slow"] = [lr for lr in ranked
+                     if stats[lr]["trend"] == "falling" and lr < best_lr and lr not in named]
+    found["apart"] = [lr for lr in ranked if seeds_disagree(stats[lr]["finals"])]
+    return found
 
 
-COLLAPSED = ("Too high: lr {lr:g} ends at validation loss {final:.3f}, the entropy of the training labels' "
-             "class frequencies ({prior:.3f}), so the net outputs those frequencies whatever its input.")
-LR_TEXT = {
-    "collapsed": COLLAPSED,
-    "collapsed_dead": COLLAPSED + (" {dead:.0%} of its hidden ReLUs are dead at the end (0 on every "
-                                   "validation point)."),
-    "diverged": "Too high: lr {lr:g} diverged (its loss became infinite or NaN).",
-    "unstable": lambda f: (f"At lr {f['lr']:g} the net is on the edge: its seeds end at "
-                           f"{listed(f['finals'], '{:.3f}')}"
-                           + (f", {f['collapsed']} of them at the class-frequency loss"
-                              if f["collapsed"] else "")
-                           + ", so a step this large trains some seeds and wrecks others (the figure draws "
-                             "each seed)."),
-    "stuck": ("Too low: lr {lr:g} ends at {final:.3f}, near ln {n_classes} = {uniform:.3f} (a uniform guess) "
-              "and where it started ({first:.3f} after epoch 1): steps of lr times the gradient are too "
-              "small to move the weights in {epochs} epochs."),
-    "best": "Of the rest, lr {lr:g} reaches the lowest validation loss, {final:.3f}.",
-    "best_tied": lambda f: (
-        f"Of the rest, lr {f['lr']:g} ends lowest ({f['final']:.3f}), then lr {f['other']:g} "
-        f"({f['other_final']:.3f}): lr {f['lr']:g} was lower in {f['ahead']} of {f['n']} seeds, by "
-        f"{min(f['margins']):.2f} to {max(f['margins']):.2f}, but {f['n']} seeds cannot show that at 95% (a "
-        f"paired t-test needs {f['noise']:.3f})."),
-    "slow": lambda f: (f"Smaller ones ({listed(f['lrs'], '{:g}')}) are still falling at epoch {f['epochs']}: "
-                       "too slow for this budget rather than wrong."),
-    "seeds_apart": lambda f: ("Seeds end far apart at lr " + "; ".join(
-        f"{lr:g} ({listed(values, '{:.3f}')})" for lr, values in f["finals"].items())
-        + ", more than a mean shows: the figure draws each seed."),
+HIGH_TEXT = {
+    "collapsed": "lr {lr:g} ends at {final:.3f}, the loss of always predicting the class frequencies "
+                 "({prior:.3f})",
+    "unstable": "lr {lr:g} collapses or diverges in {wrecked} of {n} seeds",
+    "diverged": "lr {lr:g} diverges",
 }
+COLLAPSES = "collapses to the class frequencies"
+HEADLINE_HIGH = {"collapsed": COLLAPSES, "unstable": COLLAPSES, "diverged": "diverges"}
+LOW_TEXT = ("lr {lr:g} ends at {final:.3f}, near a uniform guess ({uniform:.3f}) and its epoch-1 loss "
+            "({first:.3f})")
+BEST_TEXT = {
+    "best": "Best: lr {lr:g} ends lowest ({final:.3f}).",
+    "best_tied": ("Best: lr {lr:g} ends lowest ({final:.3f}), below lr {other:g} in {ahead} of {n} seeds by "
+                  "{low:.2f} to {high:.2f}, but {n} seeds cannot show that at 95% (a paired t-test needs "
+                  "{noise:.2f})."),
+}
+
+
+def lr_answer(found, dead, epochs):
+    """The Answer from lr_findings' found and dead_units_finding's dead."""
+    high, low, best = found["high"], found["low"], found.get("best")
+    parts, bullets = [], []
+    if high:
+        fates = " or ".join(dict.fromkeys(HEADLINE_HIGH[f["case"]] for f in high))
+        parts.append(f"too high (lr {listed([f['lr'] for f in high], '{:g}')}), the net {fates}")
+        bullets.append("Too high: " + "; ".join(render(HIGH_TEXT, f) for f in high) + ".")
+    if low:
+        parts.append(f"too low (lr {listed([f['lr'] for f in low], '{:g}')}), it barely leaves a uniform "
+                     "guess")
+    slow = [f"still falling at epoch {epochs}: lr {listed(found['slow'], '{:g}')}"] if found["slow"] else []
+    if low or slow:
+        bullets.append("Too low: " + "; ".join([LOW_TEXT.format(**f) for f in low] + slow) + ".")
+    if best:
+        parts.append(f"lr {best['lr']:g} ends lowest")
+        apart = f" Seeds end far apart at lr {listed(found['apart'], '{:g}')}." if found["apart"] else ""
+        bullets.append(render(BEST_TEXT, best) + apart)
+    bullets.append(render(DEAD_TEXT, dead))
+    headline = "; ".join(parts)
+    key = f"val loss {best['final']:.2f} at lr {best['lr']:g}" if best else "no lr learned"
+    return Answer("6.1.2-1", "What do a too-high and a too-low learning rate do?",
+                  headline[:1].upper() + headline[1:] + ".", [b for b in bullets if b], key)
 
 
 def dead_curve(runs):
@@ -145,45 +152,34 @@ def dead_curve(runs):
 
 def dead_units_finding(curves, cases):
     """Do the lrs that collapse leave more dead units than the others, and do their dead units stay dead?
-    curves: lr -> dead_curve; cases: lr -> lr_case. 'listed' when no lr collapsed."""
-    finite = {lr: c[~np.isnan(c)] for lr, c in curves.items() if (~np.isnan(c)).any()}
-    rows = [(lr, float(c[0]), float(c.max()), float(c[-1])) for lr, c in finite.items()]
-    collapsed = [row for row in rows if cases[row[0]] == "collapsed"]
-    others = [row for row in rows if cases[row[0]] != "collapsed"]
+    curves: lr -> dead_curve; cases: lr -> lr_case. 'no_collapse' when no lr collapsed (or only ones did)."""
+    ends = {lr: (float(c[~np.isnan(c)].max()), float(c[~np.isnan(c)][-1])) for lr, c in curves.items()
+            if (~np.isnan(c)).any()}
+    collapsed = [lr for lr in ends if cases[lr] == "collapsed"]
+    others = [lr for lr in ends if cases[lr] != "collapsed"]
     if not collapsed or not others:
-        return dict(case="listed", rows=rows)
-    more = min(row[3] for row in collapsed) > max(row[3] for row in others) + DEAD_MARGIN
-    stay = all(row[3] >= row[2] - DEAD_MARGIN for row in collapsed)
+        return dict(case="no_collapse")
+    least = min(ends[lr][1] for lr in collapsed)
+    most_other = max(ends[lr][1] for lr in others)
+    more = least > most_other + DEAD_MARGIN
+    stay = all(ends[lr][1] >= ends[lr][0] - DEAD_MARGIN for lr in collapsed)
     case = ("collapse_kills_units" if more and stay else "collapse_units_recover" if more
             else "dead_units_do_not_separate")
-    revived = [row for row in others if row[3] < row[2] - DEAD_MARGIN]
-    return dict(case=case, rows=rows, collapsed=collapsed, others=others, revived=revived)
-
-
-def dead_rows_text(rows):
-    return "; ".join(f"lr {lr:g}: {first:.0%} after epoch 1, at most {most:.0%}, {end:.0%} at the end"
-                     for lr, first, most, end in rows)
+    return dict(case=case, collapsed=collapsed, least=least, most_other=most_other)
 
 
 DEAD_TEXT = {
-    "listed": lambda f: ("Dead hidden ReLUs (validation set, mean over seeds and layers): "
-                         f"{dead_rows_text(f['rows'])}."),
+    "no_collapse": None,
     "collapse_kills_units": lambda f: (
-        f"Dead units, measured after every epoch: {dead_rows_text(f['rows'])}. The lrs that collapse end "
-        "with more dead units than every other lr, and theirs never fall back from their peak by more than "
-        f"{DEAD_MARGIN:.0%}: a ReLU that is 0 on every input passes no gradient to its own weights."
-        + (" Dead units do come back at "
-           + ", ".join(f"lr {lr:g} ({most:.0%} at most, {end:.0%} at the end)"
-                       for lr, _, most, end in f["revived"])
-           + ": there dying is not final, in the nets that collapse it is." if f["revived"]
-           else " At no lr do dead units come back.")),
+        f"Collapsed nets (lr {listed(f['collapsed'], '{:g}')}) end with the most dead ReLUs "
+        f"({f['least']:.0%}, others at most {f['most_other']:.0%}), and theirs stay dead: a ReLU that is 0 "
+        "on every input passes no gradient to its weights."),
     "collapse_units_recover": lambda f: (
-        f"Dead units, measured after every epoch: {dead_rows_text(f['rows'])}. The lrs that collapse end "
-        "with more dead units than the others, but some of theirs come back after their peak, so dying is "
-        "not final here."),
+        f"Collapsed nets end with the most dead ReLUs ({f['least']:.0%}, others at most "
+        f"{f['most_other']:.0%}), but some of theirs come back, so dying is not final."),
     "dead_units_do_not_separate": lambda f: (
-        f"Dead units, measured after every epoch: {dead_rows_text(f['rows'])}. The lrs that collapse do not "
-        "end with clearly more dead units than the others, so dead units do not explain the collapse."),
+        f"Collapsed nets do not end with clearly more dead ReLUs ({f['least']:.0%}, others up to "
+        f"{f['most_other']:.0%}), so dead units do not explain the collapse."),
 }
 
 
@@ -214,29 +210,20 @@ def report_lr(result):
     rows, stats = [], {}
     for lr, runs in by_lr.items():
         losses, ok = [final(r, "val_loss") for r in runs], [r for r in runs if r["status"] == "ok"]
-        dead = [final(r, "dead_relu_fraction") for r in ok]
+        dead = curves[lr][~np.isnan(curves[lr])]
         rows.append((f"{lr:g}", f"{listed(losses, '{:.3f}')} (each seed)" if seeds_disagree(losses) else
-                     mean_std(losses), mean_std([best(r, "val_loss") for r in runs]), finals(runs, "val_acc"),
-                     mean_std([best(r, "val_acc", max) for r in runs]),
-                     " / ".join(f"{d:.2f}" for d in np.mean(dead, axis=0)) if dead else "diverged",
+                     mean_std(losses), finals(runs, "val_acc"),
+                     "/".join(f"{d:.0%}" for d in (dead[0], dead.max(), dead[-1])) if len(dead) else "-",
                      status_text(runs)))
         curve = np.nanmean([as_array(r["history"]["val_loss"]) for r in ok], axis=0) if ok else None
         stats[lr] = {"finals": losses, "first": float(curve[0]) if ok else None,
-                     "dead": float(np.mean(dead)) if dead else None,
-                     "trend": loss_trend(curve)["case"] if ok and len(curve) > 1 else None}
-    table = markdown_table(["lr", "final val loss", "best val loss", "final val acc", "best val acc",
-                            "dead ReLU fraction per hidden layer (val set, mean over seeds)", "status"], rows)
-    answer = lr_findings(stats, reference["class_prior"], reference["uniform"], n_classes,
-                         len(epochs_axis(result["runs"])))
-    cases = {lr: lr_case(st["finals"], st["first"], reference["class_prior"], reference["uniform"])
-             for lr, st in stats.items()}
-    asked = "What do a too-high and a too-low learning rate do?"
-    caption = ("Left: where each lr's line ends against the grey references (on the class frequencies the "
-               "net ignores its input; near the uniform guess it has not moved). Right: whether dead units "
-               "pile up, and whether they come back.")
-    return Report([table], {"lr.png": (fig, caption)}, [],
-                  [from_sentences("6.1.2-1", asked, [render(LR_TEXT, f) for f in answer]
-                          + [render(DEAD_TEXT, dead_units_finding(curves, cases))])])
+                     "trend": falling_finding([r["history"]["val_loss"] for r in ok])["case"] if ok else None}
+    header = ["lr", "final val loss", "final val acc", "dead ReLUs: epoch 1/peak/end", "status"]
+    table = markdown_table(header, rows)
+    found = lr_findings(stats, reference["class_prior"], reference["uniform"])
+    caption = "Left: where each lr ends against the dashed references. Right: dead units per epoch."
+    answer = lr_answer(found, dead_units_finding(curves, found["cases"]), len(epochs_axis(result["runs"])))
+    return Report([table], {"lr.png": (fig, caption)}, [], [answer])
 
 
 QUESTION = Question(
