@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
 from common import finite_or_none, held_tensor, seed_everything
-from plots import PALETTE, Answer, Report, finish, markdown_table, plot_mean_band, plt, render
+from plots import PALETTE, Answer, Report, finish, markdown_table, plot_mean_band, render, subplots
 from questions.epochs import spread
 from runner import Question
 from section6 import SKELETON, arch_of, build_model, seed_runs, train_group
@@ -223,7 +223,7 @@ def draw_noise_scale(ax, noise_runs, batch_sizes):
 def report_batch_size(result):
     by_bs = group_by(result["runs"], "batch_size")
     noise_runs = result.get("noise_runs")
-    fig, axes = plt.subplots(2, 2, figsize=(15, 10), layout="constrained")
+    fig, axes = subplots(2, 2, figsize=(15, 10))
     (ax_epoch, ax_steps), (ax_loss, ax_noise) = axes
     rows, answer_rows, curves = [], [], {}
     for order, (color, (batch_size, runs)) in enumerate(zip(PALETTE, by_bs.items())):

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from common import seed_everything
-from plots import (SPLITS, Answer, Report, finish, markdown_table, plot_mean_band, plot_split_curves, plt,
-                   render)
+from plots import (SPLITS, Answer, Report, finish, markdown_table, plot_mean_band, plot_split_curves, render,
+                   subplots)
 from runner import Question
 from section6 import (SKELETON, arch_of, batch_major, build_model, class_prior_entropy, dead_relu_fraction,
                       load_model, relu_inputs, seed_runs, train_group)
@@ -218,7 +218,7 @@ def split_table(named_runs, keys=tuple(SPLIT_COLUMNS)):
 
 def report_epochs(result):
     runs, control, prior = result["runs"], result.get("overfit_runs"), result["class_prior"]
-    fig, axes = plt.subplots(1, 2 + bool(control), figsize=(19 if control else 13, 4.5), layout="constrained")
+    fig, axes = subplots(1, 2 + bool(control), figsize=(19 if control else 13, 4.5))
     plot_split_curves(axes[0], axes[1], runs, f"{len(epochs_axis(runs))} epochs, no batch norm")
     trend = epochs_finding(runs)
     findings = [plateau_finding(runs, prior["top_share"]), trend]

@@ -2,9 +2,9 @@
 import math
 
 import numpy as np
-from matplotlib.lines import Line2D
 
-from plots import PALETTE, SEED_STYLES, Answer, Report, finish, markdown_table, plot_mean_band, plt, render
+from plots import (PALETTE, SEED_STYLES, Answer, Report, finish, markdown_table, plot_mean_band, render,
+                   subplots)
 from questions.epochs import falling_finding
 from runner import Question
 from section6 import (SKELETON_WITHOUT_LR, arch_of, class_prior_entropy, dead_relu_fraction, lr_runs,
@@ -39,6 +39,7 @@ def seeds_disagree(values):
 
 def seed_key(runs):
     """Legend entries for the line styles of each seed's own lines."""
+    from matplotlib.lines import Line2D  # here: matplotlib is imported at the first figure
     return [Line2D([], [], color="0.3", linestyle=style, label=f"seed {run['seed']}")
             for style, run in zip(SEED_STYLES, runs)]
 
@@ -190,7 +191,7 @@ LR_COLORS = [PALETTE[i] for i in (0, 1, 2, 6, 4, 5, 3, 7)]  # neighbouring lrs i
 def report_lr(result):
     by_lr = group_by(result["runs"], "lr")
     reference, n_classes = result["reference_losses"], result["data"]["n_classes"]
-    fig, (ax, ax_dead) = plt.subplots(1, 2, figsize=(15, 5.5), width_ratios=[1.6, 1], layout="constrained")
+    fig, (ax, ax_dead) = subplots(1, 2, figsize=(15, 5.5), width_ratios=[1.6, 1])
     apart = [seeds_disagree([final(r, "val_loss") for r in runs]) for runs in by_lr.values()]
     for color, each_seed, (lr, runs) in zip(LR_COLORS, apart, by_lr.items()):
         plot_mean_band(ax, epochs_axis(runs), [r["history"]["val_loss"] for r in runs], label=f"lr {lr:g}",
