@@ -22,7 +22,7 @@ from PIL import Image
 from cache import full_results, load_cached, read_result, read_saved, training_digest
 from common import (UserError, device_name, library_versions, pick_device, remove_stale_temporaries, rounded,
                     save_arrays, save_json, save_text, save_torch, write_atomic)
-from plots import markdown_table, plt, show_value
+from plots import markdown_table, show_value
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 QUICK_OUT = "results-quick"  # --quick's default folder: a quick run never writes where the study's are
@@ -290,7 +290,6 @@ def save_figure(fig, path):
     """A figure as a 128-colour palette PNG at 100 dpi: a fraction of a full-colour file, alike to the eye."""
     rendered = io.BytesIO()
     fig.savefig(rendered, dpi=100, bbox_inches="tight", format="png")
-    plt.close(fig)
     with Image.open(rendered) as image:
         palette = image.convert("RGB").quantize(128, method=Image.Quantize.MEDIANCUT,
                                                 dither=Image.Dither.NONE)

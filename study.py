@@ -14,7 +14,7 @@ import mlp
 import runner
 from cache import read_result
 from common import HERE, UserError, library_versions, save_json, save_text
-from plots import markdown_table, plt
+from plots import markdown_table
 from stats import mean_std
 
 COURSE_ROWS = {"train": 106_897, "val": 13_363, "test": 13_363}  # the course's CSVs, which the report used
@@ -69,7 +69,7 @@ def anchor(key):
 
 def summary_rows(out, keys):
     """A row per answer, in the exercise's order: its item, linked to its question's section, the headline and
-    the key number. The answers are the reports' own, made again from the saved files (figures discarded)."""
+    the key number. The answers are the reports' own, made again from the saved files (their figures not drawn)."""
     rows = []
     for key in keys:
         folder, name = key.split("/")
@@ -78,7 +78,6 @@ def summary_rows(out, keys):
             report = question.report(read_result(os.path.join(out, f"{key}.json")))
         except UserError:
             continue
-        plt.close("all")
         rows += [(f"[{answer.item or name}](#{anchor(key)})", answer.headline, answer.key)
                  for answer in report.answers]
     return rows
