@@ -14,6 +14,7 @@ GAP_TOLERANCE = 0.01  # accuracies this close are equal: the standard error of a
 DEAD_MARGIN = 0.05  # batch norm keeps units alive when it leaves 5 points fewer dead than the plain net
 OVERFIT_GAP = 0.03  # accuracy: train (eval mode) above validation, or validation apart from test, by three
 #   times GAP_TOLERANCE is a real gap
+SIGNIFICANCE = 0.05  # a rank correlation with a p-value below this is a relation, not chance
 TIE_FLOOR = 0.005  # accuracy: a paired difference under this is a tie even when the seeds agree closely
 
 

@@ -2074,7 +2074,7 @@ def test_implicit_findings_judge_against_seed_noise_and_size():
     too_few = imp.size_finding([0.1, 0.2], [1, 2], [1, 2])
     assert cases(imp.TEXT, [shrinking, growing, crossed, noise, too_few]) == [
         "small_gain", "large_gain", "mixed", "no_size_relation", "no_size_relation"]
-    assert noise["p_rows"] > imp.SIGNIFICANCE and shrinking["rho_area"] == pytest.approx(-1)
+    assert noise["p_rows"] > stats.SIGNIFICANCE and shrinking["rho_area"] == pytest.approx(-1)
     # either side of the p-value boundary: over 7 countries, p = 0.036 and p = 0.052
     assert [imp.size_finding(list(changes), list(range(7)), list(range(7)))["case"] for changes in (NEAR_P, OVER_P)] == [
         "small_gain", "no_size_relation"]

@@ -3,15 +3,12 @@ and whether the countries the sin features help are the small ones.
 """
 import numpy as np
 import torch
-from scipy.ndimage import label
-from scipy.spatial import ConvexHull
-from scipy.stats import spearmanr
 
 from plots import Answer, Report, draw_map, map_figure, markdown_table, render
 from runner import Question
 from section6 import (REPORT_62, SIN_FREQUENCIES, arch_of, featurize, load_model, map_arrays, map_extent,
                       seed_runs, test_points, train_group)
-from stats import arch_label, final, finals, mean_final, paired
+from stats import SIGNIFICANCE, arch_label, final, finals, mean_final, paired
 
 
 @torch.no_grad()
@@ -61,6 +58,7 @@ def comparison_finding(raw, sin):
 def patches(grid):
     """Connected patches of one predicted class on a map (4-connected cells): a class drawn as several
     islands counts each."""
+    from scipy.ndimage import label  # scipy here, not at the top: --help and --list need none of it
     return sum(label(grid == c)[1] for c in np.unique(grid))
 
 
@@ -75,7 +73,6 @@ def maps_finding(patches_raw, patches_sin):
 
 
 MIN_POINTS = 30  # a country's accuracy on fewer validation points moves by more than 3 points per point
-SIGNIFICANCE = 0.05  # a rank correlation with a p-value below this is a relation, not chance
 
 
 def size_finding(changes, rows, areas):
@@ -83,6 +80,7 @@ def size_finding(changes, rows, areas):
     features lift that bias, they help small countries most. changes: each country's validation accuracy,
     sin minus raw; its size in validation rows and in area; a Spearman rank correlation over the countries
     against each size, significant in either direction or not."""
+    from scipy.stats import spearmanr
     tests = [spearmanr(sizes, changes) if len(changes) > 2 else (np.nan, np.nan) for sizes in (rows, areas)]
     signs = {int(np.sign(rho)) for rho, p in tests if p < SIGNIFICANCE}
     case = {frozenset(): "no_size_relation", frozenset({-1}): "small_gain", frozenset({1}): "large_gain"}.get(
@@ -95,6 +93,7 @@ def size_finding(changes, rows, areas):
 def hull_area(points):
     """Area of the convex hull of (longitude, latitude) points, in square degrees of latitude (longitude
     scaled by the cosine of their mean latitude)."""
+    from scipy.spatial import ConvexHull
     scaled = points * [np.cos(np.radians(points[:, 1].mean())), 1.0]
     return ConvexHull(scaled).volume
 

@@ -4,13 +4,12 @@ from math import comb
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
 
 from plots import Answer, Report, map_aspect, map_figure, markdown_table, render
 from questions.depth_width import matched_finding, short
 from runner import Question
 from section6 import ARCH_KEYS, borders, grid_points, load_model, relu_inputs, test_points
-from stats import arch_label, as_array
+from stats import SIGNIFICANCE, arch_label, as_array
 
 KEY_BITS = 62  # pattern columns packed into one int64 key: below its 63 value bits, so keys never overflow
 
@@ -77,13 +76,13 @@ def train_regions(settings, data, reads, env):
     return {"runs": list(results.values()), "arrays": arrays}
 
 
-SIGNIFICANCE = 0.05  # a rank correlation with a p-value below this is a relation, not chance
 
 
 def regions_finding(counts, accs, pairs):
     """Do models with more linear regions score higher? counts, accs: each model's mean region count and
     validation accuracy; a Spearman rank correlation over the models. pairs: (deeper, shallower) models of
     matched size, by index, and how many of them the deeper draws more regions in."""
+    from scipy.stats import spearmanr  # here, not at the top: --help and --list need no scipy
     rho, p = spearmanr(counts, accs) if len(counts) > 2 else (np.nan, np.nan)
     case = ("more_regions_higher" if p < SIGNIFICANCE and rho > 0 else
             "more_regions_lower" if p < SIGNIFICANCE and rho < 0 else "unrelated")
