@@ -152,8 +152,8 @@ def report_batchnorm(result):
                              "dead ReLUs at the end"],
                             [[label, layers(runs, "relu_input_rms_init"), layers(runs, "dead_relu_fraction")]
                              for label, runs in (("no batch norm", plain), ("batch norm", normed))])
-    caption = ("Without (left) and with (middle) batch norm at the protocol's lr, on shared axes; right, every "
-               "setting: which curves end together.")
+    caption = ("Without (left) and with (middle) batch norm at the protocol's lr, on shared axes; right, "
+               "every setting: which curves end together.")
     body = [split_table([("no batch norm", plain), ("batch norm", normed)]), note,
             markdown_table(["inputs"] + [f"lr {lr:g}" for lr in lrs], rows), scales]
     return Report(body, {"batchnorm.png": (draw(runs_of, lr), caption)}, [], [answer])
