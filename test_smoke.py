@@ -1974,11 +1974,12 @@ def test_eval_gap_finding_says_whether_eval_mode_explains_the_gap():
     assert found[2]["difference"] == pytest.approx(tolerance, abs=1e-5)
 
 
-def test_batchnorm_reads_each_run_over_its_last_epochs_and_a_diverged_run_at_chance():
+def test_batchnorm_reads_each_run_over_its_last_epochs_and_a_diverged_one_at_chance():
     spike = run_with({"val_acc": [0.1] * 95 + [0.9, 0.9, 0.9, 0.9, 0.4]})
-    assert questions.batchnorm.late_accuracy(spike, 0.17) == pytest.approx(0.8)  # the last epoch's dip, averaged
+    assert questions.batchnorm.late_accuracy(spike) == pytest.approx(0.8)  # the last epoch's dip, averaged
     diverged = run_with({"val_acc": [0.5] * 97 + [None] * 3}, status="diverged")
-    assert questions.batchnorm.late_accuracy(diverged, 0.17) == 0.17
+    assert questions.batchnorm.late_accuracy(diverged) is None
+    assert stats.mean_std_at_chance([0.5, None, 0.5], 0.2) == "0.400 ± 0.173 (1 diverged)"  # counted at chance
 
 
 def test_batchnorm_compares_with_and_without_it_at_equal_lr():
@@ -2016,7 +2017,7 @@ def test_sweep_row_names_a_best_only_beyond_the_noise_and_above_chance():
     assert row({0.1: [chance] * 3, 0.01: [chance - 0.05] * 3}, chance)["best"] is None  # nothing learned
     diverged = questions.sweep.sweep_finding({32: {0.1: [0.8, 0.8, None], 0.01: [0.7] * 3, 0.001: [0.3] * 3}}, chance)
     assert diverged["rows"][32]["best"] == 0.01  # the diverged seed counts at chance: a mean of 0.6, not 0.8
-    assert questions.sweep.scored([0.8, None], chance) == [0.8, chance]
+    assert stats.at_chance([0.8, None], chance) == [0.8, chance]
 
 
 def test_sweep_finding_reads_the_trend_against_the_linear_scaling_rule():

@@ -8,7 +8,7 @@ from plots import (PALETTE, Answer, Report, finish, markdown_table, plot_mean_ba
 from questions.epochs import split_table, train_epochs
 from runner import Question
 from section6 import SKELETON, arch_of, seed_runs, train_group
-from stats import GAP_TOLERANCE, epochs_axis, mean_final, paired, seed_std
+from stats import GAP_TOLERANCE, at_chance, epochs_axis, mean_final, mean_std_at_chance, paired
 
 FEATURES = ("raw", "standardized")
 LAST_EPOCHS = 5  # a run's accuracy is the mean of its last 5 epochs: without batch norm at lr 0.01, a seed's
@@ -16,10 +16,9 @@ LAST_EPOCHS = 5  # a run's accuracy is the mean of its last 5 epochs: without ba
 
 
 def train_batchnorm(settings, data, reads, env):
-    """The epochs question with batch norm, beside the epochs question's runs; beyond the protocol, the net
-    with and without batch norm on raw and on standardised inputs, at the lr and at the larger lr: the runs
-    those two leave, in a lockstep group with batch norm and one without (not in the epochs question's group,
-    which scores the training set every epoch)."""
+    """The epochs question with batch norm, beside the epochs question's runs; beyond the protocol, with and
+    without batch norm, raw and standardised inputs, the lr and the larger lr: the runs those two leave, in a
+    lockstep group with batch norm and one without (apart from the epochs group, which scores train too)."""
     result = train_epochs(settings, data, reads, env, batch_norm=True)
     pairs = [(features, lr) for features in FEATURES for lr in (settings["lr"], settings["larger_lr"])][1:]
     controls = []
@@ -38,11 +37,10 @@ def by_setting(runs):
     return found
 
 
-def late_accuracy(run, chance):
-    """A run's validation accuracy over its last LAST_EPOCHS epochs; chance (what a net that learned nothing
-    scores) if it diverged."""
+def late_accuracy(run):
+    """A run's validation accuracy over its last LAST_EPOCHS epochs; None if it diverged."""
     last = run["history"]["val_acc"][-LAST_EPOCHS:]
-    return chance if None in last else float(np.mean(last))
+    return None if None in last else float(np.mean(last))
 
 
 def effect_finding(accuracies, features, lr):
@@ -56,8 +54,7 @@ def effect_finding(accuracies, features, lr):
 
 def best_without_finding(accuracies):
     """Batch norm's effect on the best net without it (the highest mean late accuracy, any input and lr)."""
-    without = [key for key in accuracies if not key[0] and (True, *key[1:]) in accuracies]
-    best = max(without, key=lambda key: np.mean(accuracies[key]))
+    best = max((key for key in accuracies if not key[0]), key=lambda key: np.mean(accuracies[key]))
     return effect_finding(accuracies, *best[1:])
 
 
@@ -102,9 +99,8 @@ def effects_text(effects):
 
 
 def draw(runs_of, lr):
-    """The net without and with batch norm at the protocol's lr, split by split; right, validation loss and
-    accuracy of every setting, colour by inputs and batch norm, dashed at the protocol's lr, the legend below
-    the axes, where it covers no curve."""
+    """Without and with batch norm at the protocol's lr, split by split; right, every setting's validation
+    curves, dashed at the protocol's lr, under a legend below the axes, where it covers no curve."""
     fig, axes = plt.subplots(2, 3, figsize=(19, 10), sharey="row", layout="constrained")
     for column, batch_norm in enumerate((False, True)):
         plot_split_curves(axes[0, column], axes[1, column], runs_of[(batch_norm, "raw", lr)],
@@ -124,50 +120,32 @@ def draw(runs_of, lr):
     return fig
 
 
-def layers(runs, key):
-    """A measurement per layer, its mean over the runs that have it (a diverged run has no end)."""
-    values = [r[key] for r in runs if r[key]]
-    return " / ".join(f"{v:.3g}" for v in np.mean(values, 0)) if values else "diverged"
-
-
 def report_batchnorm(result):
     runs_of = by_setting(result["baseline_runs"] + result["runs"] + result["control_runs"])
     chance = result["class_prior"]["top_share"]
-    accuracies = {key: [late_accuracy(r, chance) for r in runs] for key, runs in runs_of.items()}
+    late = {key: [late_accuracy(r) for r in runs] for key, runs in runs_of.items()}
+    accuracies = {key: at_chance(values, chance) for key, values in late.items()}
     lr, lrs = result["runs"][0]["lr"], sorted({key[2] for key in runs_of})
     plain, normed = runs_of[(False, "raw", lr)], runs_of[(True, "raw", lr)]
     protocol = effect_finding(accuracies, "raw", lr)
-    effects = [effect_finding(accuracies, features, lr) for features in FEATURES for lr in lrs]
+    effects = [effect_finding(accuracies, features, rate) for features in FEATURES for rate in lrs]
     gap = eval_gap_finding(*(mean_final(normed, key) for key in ("train_acc", "train_eval_acc", "val_acc")))
     answer = Answer("6.1.2-3", "How does batch norm contribute to training?",
                     headline(protocol, best_without_finding(accuracies)),
                     [effects_text(effects), render(EVAL_GAP, gap)],
                     f"val acc {protocol['without']:.3f} to {protocol['normed']:.3f} at lr {lr:g}")
     rows = [[f"{INPUTS[features]}, batch norm {'on' if batch_norm else 'off'}"]
-            + [late_text(accuracies[key], runs_of[key]) for key in ((batch_norm, features, x) for x in lrs)]
+            + [mean_std_at_chance(late[(batch_norm, features, rate)], chance) for rate in lrs]
             for features in FEATURES for batch_norm in (False, True)]
     note = (f"Validation accuracy over the last {LAST_EPOCHS} epochs, mean ± std over seeds, a diverged run "
             f"at chance ({chance:.3f}); all but raw inputs at lr {lr:g} beyond the protocol.")
-    scales = markdown_table(["model", "RMS of each layer's ReLU input at initialisation",
-                             "dead ReLUs at the end"],
-                            [[label, layers(runs, "relu_input_rms_init"), layers(runs, "dead_relu_fraction")]
-                             for label, runs in (("no batch norm", plain), ("batch norm", normed))])
     caption = ("Without (left) and with (middle) batch norm at the protocol's lr, on shared axes; right, "
                "every setting: which curves end together.")
     body = [split_table([("no batch norm", plain), ("batch norm", normed)]), note,
-            markdown_table(["inputs"] + [f"lr {lr:g}" for lr in lrs], rows), scales]
+            markdown_table(["inputs"] + [f"lr {rate:g}" for rate in lrs], rows)]
     return Report(body, {"batchnorm.png": (draw(runs_of, lr), caption)}, [], [answer])
 
 
-def late_text(values, runs):
-    diverged = sum(r["status"] == "diverged" for r in runs)
-    return (f"{np.mean(values):.3f} ± {seed_std(values):.3f}"
-            + (f" ({diverged} diverged)" if diverged else ""))
-
-
-QUESTION = Question(
-    "batchnorm", "6.1.2-3", "Batch norm (compared with 6.1.2-2)",
-    dict(SKELETON, batch_size=256, epochs=100, larger_lr=0.01),
-    train_batchnorm,
-    report_batchnorm,
-    reads=("epochs",))
+QUESTION = Question("batchnorm", "6.1.2-3", "Batch norm (compared with 6.1.2-2)",
+                    dict(SKELETON, batch_size=256, epochs=100, larger_lr=0.01), train_batchnorm,
+                    report_batchnorm, reads=("epochs",))

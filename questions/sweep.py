@@ -1,7 +1,6 @@
 """Learning rate by batch size, beyond the protocol (the exercise has no such sweep): every lr at every batch
-size, on standardised inputs, where the net trains at every batch size. On the raw degrees the seeds of one
-cell disagreed by up to +-0.1 after 10 epochs, and whole rows tied (commit 1c89814's results/mlp/sweep.md).
-"""
+size, on standardised inputs; on the raw degrees the seeds of a cell disagreed by up to +-0.1 after 10 epochs,
+and whole rows tied (commit 1c89814's results/mlp/sweep.md)."""
 import math
 
 import numpy as np
@@ -9,7 +8,7 @@ import numpy as np
 from plots import Answer, Report, finish, markdown_table, plt, render
 from runner import Question
 from section6 import SKELETON_WITHOUT_LR, arch_of, lr_runs, train_group
-from stats import GAP_TOLERANCE, falls_with, final, paired, seed_std
+from stats import GAP_TOLERANCE, at_chance, falls_with, final, mean_std_at_chance, paired
 
 
 def train_sweep(settings, data, reads, env):
@@ -23,14 +22,11 @@ def train_sweep(settings, data, reads, env):
     return {"runs": results, "chance": labels.bincount().max().item() / len(labels)}
 
 
-def scored(values, chance):
-    return [chance if v is None else v for v in values]
-
-
 def row_finding(cells, chance):
     """One batch size: lr -> final validation accuracy per seed, a diverged seed counted at chance. The best
     lr (highest mean) and the lrs tied with it (paired over seeds); a cell at chance (within GAP_TOLERANCE)
-    ties with nothing. No best where the best is at chance or every other lr ties with it."""
+    ties with nothing. No best where the best is at chance or every other lr ties with it. The centre, the
+    geometric mean of the best and its ties, is steadier than the best alone on a flat top."""
     means = {lr: float(np.mean(values)) for lr, values in cells.items()}
     top = max(means, key=means.get)
     learned = [lr for lr in cells if means[lr] > chance + GAP_TOLERANCE]
@@ -43,11 +39,9 @@ def row_finding(cells, chance):
 
 def sweep_finding(grid, chance):
     """Does the best lr grow with the batch size, as the linear scaling rule (lr in proportion to the batch,
-    Goyal et al. 2017) says? grid: batch size -> {lr: final validation accuracy per seed, None diverged}.
-    Per batch size its row_finding, and the centre of its best lr and those tied with it (their geometric
-    mean), steadier than the best alone on a flat top; then the trend of the centres over the batch sizes
-    that name a best, and their growth against the batch's, within one step of the lr grid."""
-    rows = {size: row_finding({lr: scored(values, chance) for lr, values in cells.items()}, chance)
+    Goyal et al. 2017) says? grid: batch size -> {lr: final validation accuracy per seed, None diverged}. The
+    trend of each row's centre (row_finding) over the rows naming a best; its growth against the batch's."""
+    rows = {size: row_finding({lr: at_chance(values, chance) for lr, values in cells.items()}, chance)
             for size, cells in grid.items()}
     decided = sorted(size for size, row in rows.items() if row["best"] is not None)
     if len(decided) < 2:
@@ -71,23 +65,14 @@ SWEEP_TEXT = {
     "slower": "Yes, slower than the batch: " + GROWS + ", the linear scaling rule {batch_ratio:g}x.",
     "faster": "Yes, faster than the batch: " + GROWS + ", the linear scaling rule {batch_ratio:g}x.",
     "same_lr": "No: the best lr stays at {low:.2g} from batch {small} to {large}.",
-    "not_growing": "No: the best lr does not grow steadily with the batch ({low:.2g} at batch {small}, "
-                   "{high:.2g} at {large}).",
+    "not_growing": "No: the best lr does not grow steadily ({low:.2g} at batch {small}, {high:.2g} at "
+                   "{large}).",
     "undecided": "The grid cannot tell: {decided} batch size(s) name a best lr beyond the seeds' noise.",
 }
 BEATEN = ("Each batch size's best lr beats at least {beaten} of its {others} other lrs beyond the seeds' "
           "noise (paired t-test, 95%).")
-
-
 KEY = "best lr {low:.2g} at batch {small}, {high:.2g} at {large}"
 MARKED = {"best": "**{}**", "tied": "≈{}"}  # in the table; in the figure, a solid and a dashed box
-
-
-def cell_text(values, chance):
-    """A cell as both table and figure show it: mean ± std over seeds, a diverged seed at chance."""
-    diverged = values.count(None)
-    return (f"{np.mean(scored(values, chance)):.3f} ± {seed_std(scored(values, chance)):.3f}"
-            + (f" ({diverged} diverged)" if diverged else ""))
 
 
 def report_sweep(result):
@@ -98,27 +83,25 @@ def report_sweep(result):
                    for lr in lrs} for size in sizes}
     found = sweep_finding(grid, chance)
     marks = {(size, lr): mark for size, row in found["rows"].items() for lr, mark in row["marks"].items()}
-    means = [[np.mean(scored(grid[size][lr], chance)) for lr in lrs] for size in sizes]
-    shown = {(size, lr): cell_text(grid[size][lr], chance) for size in sizes for lr in lrs}
+    means = [[np.mean(at_chance(grid[size][lr], chance)) for lr in lrs] for size in sizes]
+    shown = {(size, lr): mean_std_at_chance(grid[size][lr], chance) for size in sizes for lr in lrs}
     fig, ax = plt.subplots(figsize=(1.3 * len(lrs) + 3, 0.8 * len(sizes) + 2), layout="constrained")
     image = ax.imshow(means, cmap="viridis", aspect="auto", vmin=0, vmax=1)
-    labels = {"best": "best lr of the batch size", "tied": "tied with it within the seeds' noise"}
+    labels = {True: "best lr of the batch size", False: "tied with it within the seeds' noise"}
     for i, size in enumerate(sizes):
         for j, lr in enumerate(lrs):
             ax.text(j, i, shown[(size, lr)].replace(" (", "\n("), ha="center", va="center", fontsize=8,
                     color="black" if means[i][j] > 0.6 else "white")
-            mark = marks.get((size, lr))
-            if mark:
+            if (size, lr) in marks:
+                best = marks[(size, lr)] == "best"
                 ax.add_patch(plt.Rectangle((j - 0.45, i - 0.45), 0.9, 0.9, fill=False, edgecolor="red",
-                                           linewidth=2.5 if mark == "best" else 1.2,
-                                           linestyle="-" if mark == "best" else "--",
-                                           label=labels.pop(mark, None)))
+                                           linewidth=2.5 if best else 1.2, linestyle="-" if best else "--",
+                                           label=labels.pop(best, None)))
     ax.set_xticks(range(len(lrs)), [f"{lr:g}" for lr in lrs])
     ax.set_yticks(range(len(sizes)), [str(size) for size in sizes])
     fig.colorbar(image, ax=ax, label="final validation accuracy (mean over seeds)")
-    epochs = runs[0]["epochs"]
-    finish(ax, "learning rate (log spaced)", "batch size",
-           f"Final validation accuracy after {epochs} epochs, {runs[0]['features']} inputs", loc="upper left",
+    finish(ax, "learning rate (log spaced)", "batch size", f"Final validation accuracy after "
+           f"{runs[0]['epochs']} epochs, {runs[0]['features']} inputs", loc="upper left",
            bbox_to_anchor=(0, -0.15), fontsize=8)
     ax.grid(False)
     table = markdown_table(["batch size"] + [f"lr {lr:g}" for lr in lrs],
