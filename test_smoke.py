@@ -1992,7 +1992,8 @@ def test_batchnorm_compares_with_and_without_it_at_equal_lr():
     effect = questions.batchnorm.effect_finding
     found = [effect(grid(floor + 1e-4), "raw", 0.001), effect(grid(floor - 1e-4), "raw", 0.001),
              effect(grid(-floor - 1e-4), "raw", 0.001), effect({k: v[:1] for k, v in grid(0.3).items()}, "raw", 0.001)]
-    assert cases(questions.batchnorm.CHANGE, found) == ["above", "tie", "below", "one_seed"]
+    assert [f["case"] for f in found] == ["above", "tie", "below", "one_seed"]
+    assert all(questions.batchnorm.headline(f, f) for f in found)  # every case has its words
     assert (found[0]["without"], found[3]["difference"]) == (0.50, pytest.approx(0.3))
     best = questions.batchnorm.best_without_finding(grid(0.0))
     assert (best["features"], best["lr"], best["case"]) == ("standardized", 0.01, "tie")
