@@ -10,17 +10,15 @@ from runner import Question
 from section6 import SKELETON, arch_of, seed_runs, train_group
 from stats import GAP_TOLERANCE, at_chance, epochs_axis, mean_final, mean_std_at_chance, paired
 
-CONTROLS = (("raw", "larger_lr"), ("standardized", "larger_lr"))  # inputs, and the setting that is the lr:
-#   with batch norm and without, beside the protocol's raw inputs at lr (standardised inputs at lr 0.001 learn
-#   too slowly to compare, 0.19 against 0.51 on raw inputs)
+CONTROLS = (("raw", "larger_lr"), ("standardized", "larger_lr"))  # (inputs, the setting of the lr), beside
+#   the protocol's raw inputs at lr; standardised inputs at lr 0.001 learn too slowly to compare (0.19, 0.51)
 LAST_EPOCHS = 5  # a run's accuracy is the mean of its last 5 epochs: without batch norm at lr 0.01, a seed's
 #   validation accuracy jumps by up to 0.3 from one epoch to the next (course data, standardised inputs)
 
 
 def train_batchnorm(settings, data, reads, env):
     """The epochs question with batch norm, beside the epochs question's runs; beyond the protocol, CONTROLS
-    with and without batch norm, in a lockstep group each (apart from the epochs group, which scores train
-    every epoch)."""
+    with and without batch norm, a lockstep group each (apart from epochs', which scores train each epoch)."""
     result = train_epochs(settings, data, reads, env, batch_norm=True)
     controls = []
     for batch_norm in (False, True):

@@ -18,15 +18,14 @@ def train_sweep(settings, data, reads, env):
     for batch_size in settings["batch_sizes"]:
         results += train_group(data, lr_runs(settings), arch_of(settings), settings, env,
                                f"sweep, batch {batch_size}", batch_size=batch_size)[0]
-    labels = data["val"][1]
-    return {"runs": results, "chance": labels.bincount().max().item() / len(labels)}
+    return {"runs": results, "chance": data["val"][1].bincount().max().item() / len(data["val"][1])}
 
 
 def row_finding(cells, chance):
-    """One batch size: lr -> final validation accuracy per seed, a diverged seed counted at chance. The best
-    lr (highest mean) and the lrs tied with it (paired over seeds); a cell at chance (within GAP_TOLERANCE)
-    ties with nothing. No best where the best is at chance or every other lr ties with it. The centre, the
-    geometric mean of the best and its ties, is steadier than the best alone on a flat top."""
+    """One batch size: lr -> final validation accuracy per seed, a diverged seed at chance. The best lr
+    (highest mean), the lrs tied with it (paired over seeds; a cell at chance, within GAP_TOLERANCE, ties with
+    nothing), and their centre (geometric mean), steadier than the best alone on a flat top. No best where the
+    best is at chance or ties with every other lr."""
     means = {lr: float(np.mean(values)) for lr, values in cells.items()}
     top = max(means, key=means.get)
     learned = [lr for lr in cells if means[lr] > chance + GAP_TOLERANCE]
