@@ -1984,7 +1984,7 @@ def test_batchnorm_reads_each_run_over_its_last_epochs_and_a_diverged_one_at_cha
 
 
 def test_batchnorm_compares_with_and_without_it_at_equal_lr():
-    floor = stats.TIE_FLOOR  # seeds that agree exactly: a difference is a tie up to the floor, a change beyond
+    floor = stats.TIE_FLOOR  # seeds that agree exactly: a tie up to the floor, a change beyond it
     def grid(shift, best_without=0.60):
         base = {("raw", 0.001): 0.50, ("raw", 0.01): 0.55, ("standardized", 0.001): 0.20,
                 ("standardized", 0.01): best_without}
@@ -2003,7 +2003,7 @@ def test_batchnorm_compares_with_and_without_it_at_equal_lr():
 
 
 def sweep_grid(best, sizes, lrs=(0.5, 0.25, 0.125, 0.0625)):
-    """batch size -> {lr: per-seed accuracies}: 0.8 at each batch size's best lr, 0.5 elsewhere; seeds alike."""
+    """batch size -> {lr: per-seed accuracies}: 0.8 at each batch size's best lr, else 0.5; seeds alike."""
     return {size: {lr: [0.8 if lr == best[size] else 0.5] * 3 for lr in lrs} for size in sizes}
 
 
