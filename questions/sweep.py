@@ -68,8 +68,8 @@ SWEEP_TEXT = {
                    "{large}).",
     "undecided": "The grid cannot tell: {decided} batch size(s) name a best lr beyond the seeds' noise.",
 }
-BEATEN = ("Each batch size's best lr beats at least {beaten} of its {others} other lrs beyond the seeds' "
-          "noise (paired t-test, 95%).")
+BEATEN = ("Each row's best lr beats at least {beaten} of the other {others} beyond the seeds' noise "
+          "(paired t-test).")
 KEY = "best lr {low:.2g} at batch {small}, {high:.2g} at {large}"
 MARKED = {"best": "**{}**", "tied": "≈{}"}  # in the table; in the figure, a solid and a dashed box
 
@@ -106,14 +106,14 @@ def report_sweep(result):
     table = markdown_table(["batch size"] + [f"lr {lr:g}" for lr in lrs],
                            [[size] + [MARKED.get(marks.get((size, lr)), "{}").format(shown[(size, lr)])
                                       for lr in lrs] for size in sizes])
-    note = (f"Final validation accuracy, mean ± std over {len({r['seed'] for r in runs})} seeds, a diverged "
-            f"seed at chance ({chance:.3f}); **best lr**, ≈tied with it. Inputs {runs[0]['features']}: on "
-            "the raw degrees, whole rows tied.")
+    note = (f"Final validation accuracy, mean ± std over {len({r['seed'] for r in runs})} seeds (a diverged "
+            f"seed at chance, {chance:.3f}); **best**, ≈tied. Inputs {runs[0]['features']}: on raw degrees, "
+            "rows tied.")
     decided = found["case"] != "undecided"
     answer = Answer("", "Does the best learning rate grow with the batch size?", render(SWEEP_TEXT, found),
                     [BEATEN.format(**found)] if decided else [],
                     KEY.format(**found) if decided else "no best lr")
-    caption = "Each batch size's best lr (solid box) and those tied with it (dashed)."
+    caption = "Each batch size's best lr (solid box) and its ties (dashed)."
     return Report([note, table], {"sweep.png": (fig, caption)}, [], [answer])
 
 
