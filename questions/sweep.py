@@ -107,8 +107,8 @@ def report_sweep(result):
                            [[size] + [MARKED.get(marks.get((size, lr)), "{}").format(shown[(size, lr)])
                                       for lr in lrs] for size in sizes])
     note = (f"Final validation accuracy, mean ± std over {len({r['seed'] for r in runs})} seeds (a diverged "
-            f"seed at chance, {chance:.3f}); **best**, ≈tied. Inputs {runs[0]['features']}: on raw degrees, "
-            "rows tied.")
+            f"seed at chance, {chance:.3f}); **best**, ≈tied. Inputs {runs[0]['features']}: on raw "
+            "degrees, rows tied.")
     decided = found["case"] != "undecided"
     answer = Answer("", "Does the best learning rate grow with the batch size?", render(SWEEP_TEXT, found),
                     [BEATEN.format(**found)] if decided else [],
