@@ -126,3 +126,16 @@ def falls_with(xs, ys):
     """Whether ys never rises as xs grows."""
     ordered = [y for _, y in sorted(zip(xs, ys))]
     return all(b <= a for a, b in zip(ordered, ordered[1:]))
+
+
+def at_chance(values, chance):
+    """Per-seed values with a diverged seed (None) counted at chance, the score of a net that learned nothing:
+    a failure that loses comparisons, not a missing value."""
+    return [chance if v is None else v for v in values]
+
+
+def mean_std_at_chance(values, chance):
+    """'mean ± std' over every seed, a diverged one counted at chance (at_chance), then how many diverged."""
+    diverged = values.count(None)
+    text = f"{np.mean(at_chance(values, chance)):.3f} ± {seed_std(at_chance(values, chance)):.3f}"
+    return text + (f" ({diverged} diverged)" if diverged else "")

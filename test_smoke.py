@@ -1711,15 +1711,6 @@ def test_epochs_finding_cases():
     assert cases(questions.epochs.EPOCHS_TEXT, [one_epoch]) == ["too_short"]
 
 
-def test_eval_gap_finding_says_whether_eval_mode_explains_the_gap():
-    explained = questions.batchnorm.eval_gap_finding(train_batch=0.846, train_eval=0.921, val=0.920)
-    not_explained = questions.batchnorm.eval_gap_finding(train_batch=0.846, train_eval=0.990, val=0.920)
-    no_gap = questions.batchnorm.eval_gap_finding(train_batch=0.930, train_eval=0.935, val=0.920)
-    assert cases(questions.batchnorm.BATCHNORM_TEXT, [explained, not_explained, no_gap]) == [
-        "eval_mode_explains", "eval_mode_does_not_explain", "no_gap"]
-    assert not_explained["difference"] == pytest.approx(0.070)
-
-
 def test_equal_steps_finding_reads_each_curve_at_the_fewest_steps():
     steps_128 = np.arange(1, 51) * 395
     curves = {1: (np.array([50503]), np.array([0.50])), 16: (np.arange(1, 11) * 3157, np.linspace(0.3, 0.51, 10)),
@@ -1797,30 +1788,6 @@ def test_lr_findings_name_each_case():
     answer = questions.lr.lr_answer(found, {"case": "no_collapse"}, 50)
     assert len(answer.bullets) <= plots.MAX_BULLETS and answer.key == "val loss 1.37 at lr 0.01"
     assert questions.lr.lr_answer({"high": [], "low": [], "slow": []}, {"case": "no_collapse"}, 50).key == "no lr learned"
-
-
-def bn_run(rms_init, acc, loss, dead, train_acc=0.85, train_eval_acc=None):
-    history = {"val_acc": [acc], "val_loss": [loss], "train_acc": [train_acc],
-               "train_eval_acc": [acc if train_eval_acc is None else train_eval_acc]}
-    return run_with(history, relu_input_rms_init=rms_init, dead_relu_fraction=dead)
-
-
-def test_batchnorm_findings_measure_the_scales():
-    plain = [bn_run([25.0, 2.0, 0.5, 0.3], 0.51, 1.38, [0.0, 0.4, 0.5, 0.3])]
-    normed = [bn_run([1.0, 1.0, 1.0, 0.99], 0.84, 0.60, [0.0, 0.0, 0.05, 0.0], train_acc=0.75)]
-    found = questions.batchnorm.batchnorm_findings(plain, normed, [-10.4, 40.2, 34.8, 71.2])
-    assert cases(questions.batchnorm.BATCHNORM_TEXT, found) == ["scales", "trains_further", "keeps_units_alive",
-                                                       "eval_mode_explains"]
-    scales, trained, alive, _ = found
-    assert scales["first"] == 25.0 and scales["low"] == 0.3 and scales["high"] == 2.0
-    assert scales["spread"] == pytest.approx(25 / 0.3) and (scales["normed_low"], scales["normed_high"]) == (0.99, 1.0)
-    assert (trained["acc_normed"], trained["acc_plain"]) == (0.84, 0.51) and alive["dead_plain"] == pytest.approx(0.3)
-    assert questions.batchnorm.rounded_range(0.99, 1.0) == "0.99 to 1.00" and questions.batchnorm.rounded_range(0.999, 1.0) == "1.00"
-    worse = questions.batchnorm.batchnorm_findings(plain, [bn_run([1.0] * 4, 0.40, 1.5, [0.3] * 4)], [0, 1, 0, 1])
-    assert cases(questions.batchnorm.BATCHNORM_TEXT, worse)[1:] == ["does_not_help", "dead_units_do_not_explain", "no_gap"]
-    same = questions.batchnorm.batchnorm_findings(plain, [bn_run([1.0] * 4, 0.515, 1.4, [0.3] * 4)], [0, 1, 0, 1])
-    assert cases(questions.batchnorm.BATCHNORM_TEXT, same)[1] == "no_difference"
-    assert cases(questions.batchnorm.BATCHNORM_TEXT, questions.batchnorm.batchnorm_findings(plain, [], [0, 1, 0, 1])) == ["all_diverged"]
 
 
 def test_batch_size_findings_cases():
@@ -2158,55 +2125,108 @@ def test_plateau_and_overfit_findings():
     assert cases(questions.epochs.EPOCHS_TEXT, [short]) == ["control_too_short"]
 
 
-def test_controls_findings_split_batch_norms_gain():
-    def runs(acc, lr=1e-3, features="raw", control=None):
-        return [run_with({"val_acc": [acc]}, lr=lr, features=features, control=control) for _ in range(3)]
-    plain, normed = runs(0.40), runs(0.90)
-    controls = {"larger_lr": runs(0.50, 0.01), "standardized": runs(0.41, features="standardized"),
-                "standardized_larger_lr": runs(0.88, 0.01, "standardized")}
-    found = questions.batchnorm.controls_findings(plain, normed, controls)
-    assert cases({**questions.batchnorm.BATCHNORM_TEXT, **questions.batchnorm.CONTROLS_TEXT}, found) == [
-        "recovers_part", "recovers_none", "recovers_most", "inputs_and_step"]
-    assert found[0]["recovered"] == pytest.approx(0.2) and found[3]["left"] == pytest.approx(0.04)
-    partly = questions.batchnorm.controls_findings(plain, normed, {"larger_lr": runs(0.60, 0.01)})
-    assert [f["case"] for f in partly] == ["recovers_part", "between_layers"]
-    assert partly[1]["left"] == pytest.approx(0.6)
-    beyond = questions.batchnorm.controls_findings(plain, normed, {"larger_lr": runs(0.20, 0.01), "standardized": runs(0.95)})
-    assert cases(questions.batchnorm.CONTROLS_TEXT, beyond) == ["below_plain", "recovers_all", "inputs_and_step_all"]
-    assert beyond[2]["left"] == pytest.approx(-0.1)
-    # at the boundaries: 80% of the gain is most of it, all of it from 100% on (116% is not "most of it")
-    at = {acc: questions.batchnorm.controls_findings(plain, normed, {"standardized": runs(acc)})[0]["case"]
-          for acc in (0.7999, 0.8001, 0.8999, 0.9001, 0.98)}
-    assert at == {0.7999: "recovers_part", 0.8001: "recovers_most", 0.8999: "recovers_most", 0.9001: "recovers_all",
-                  0.98: "recovers_all"}
-    none = questions.batchnorm.controls_findings(plain, runs(0.405), controls)
-    diverged = questions.batchnorm.controls_findings(plain, normed, {"larger_lr": [dict(r, status="diverged") for r in runs(0)]})
-    assert cases(questions.batchnorm.CONTROLS_TEXT, none + diverged) == ["no_gain_to_explain", "control_diverged"]
+def test_eval_gap_finding_says_whether_eval_mode_explains_the_gap():
+    gap, tolerance = questions.batchnorm.eval_gap_finding, stats.GAP_TOLERANCE
+    found = [gap(train_batch=0.90 - tolerance + 1e-6, train_eval=0.99, val=0.90),  # train within tolerance
+             gap(train_batch=0.90 - tolerance - 1e-6, train_eval=0.90 + tolerance - 1e-6, val=0.90),
+             gap(train_batch=0.80, train_eval=0.90 + tolerance + 1e-6, val=0.90)]
+    assert cases(questions.batchnorm.EVAL_GAP, found) == ["no_gap", "eval_mode_explains",
+                                                         "eval_mode_does_not_explain"]
+    assert found[2]["difference"] == pytest.approx(tolerance, abs=1e-5)
 
 
-def test_sweep_findings_read_the_best_lr_per_batch_size():
-    lrs, sizes = [0.3, 0.1, 0.03, 0.01], [16, 64, 256, 1024]
-    def grid(best):
-        return {(size, lr): [0.8 if lr == best[size] else 0.5] * 3 for size in sizes for lr in lrs}
-    linear = questions.sweep.sweep_findings(grid({16: 0.01, 64: 0.03, 256: 0.1, 1024: 0.3}), lrs, sizes)[0]
-    assert (linear["case"], linear["rule"]) == ("grows", "linear")  # 30x for a 64x larger batch: within one step
-    slower = questions.sweep.sweep_findings(grid({16: 0.01, 64: 0.01, 256: 0.03, 1024: 0.03}), lrs, sizes)[0]
-    assert (slower["case"], slower["rule"]) == ("grows", "slower")
-    assert [row[1] for row in linear["rows"]] == [0.01, 0.03, 0.1, 0.3] and linear["lr_ratio"] == pytest.approx(30)
-    faster = questions.sweep.sweep_findings(grid({16: 0.01, 64: 0.3, 256: 0.3, 1024: 0.3}), lrs, [16, 64])[0]
-    assert (faster["case"], faster["rule"]) == ("grows", "faster")  # 30x for 4x
-    same = questions.sweep.sweep_findings(grid(dict.fromkeys(sizes, 0.1)), lrs, sizes)[0]
-    shrinks = questions.sweep.sweep_findings(grid({16: 0.3, 64: 0.1, 256: 0.1, 1024: 0.01}), lrs, sizes)[0]
-    mixed = questions.sweep.sweep_findings(grid({16: 0.1, 64: 0.3, 256: 0.01, 1024: 0.1}), lrs, sizes)[0]
-    one = questions.sweep.sweep_findings(grid(dict.fromkeys(sizes, 0.1)), lrs, [16])[0]
-    assert cases(questions.sweep.SWEEP_TEXT, [linear, same, shrinks, mixed, one]) == [
-        "grows", "same_lr", "shrinks", "mixed", "one_batch_size"]
-    noisy = grid(dict.fromkeys(sizes, 0.1))
-    noisy[(16, 0.03)] = [0.78, 0.82, 0.79]
-    noisy[(16, 0.1)] = [0.80, 0.81, 0.80]
-    tied = questions.sweep.sweep_findings(noisy, lrs, sizes)[0]
-    assert tied["rows"][0][3] == [0.03] and tied["rows"][1][3] == []
-    assert tied["rows"][0][4] == pytest.approx(math.sqrt(0.1 * 0.03))  # the centre of the tied lrs
+def test_batchnorm_reads_each_run_over_its_last_epochs_and_a_diverged_one_at_chance():
+    spike = run_with({"val_acc": [0.1] * 95 + [0.9, 0.9, 0.9, 0.9, 0.4]})
+    assert questions.batchnorm.late_accuracy(spike) == pytest.approx(0.8)  # the last epoch's dip, averaged
+    diverged = run_with({"val_acc": [0.5] * 97 + [None] * 3}, status="diverged")
+    assert questions.batchnorm.late_accuracy(diverged) is None
+    assert stats.mean_std_at_chance([0.5, None, 0.5], 0.2) == "0.400 ± 0.173 (1 diverged)"  # at chance
+
+
+def test_batchnorm_compares_with_and_without_it_at_equal_lr():
+    floor = stats.TIE_FLOOR  # seeds that agree exactly: a tie up to the floor, a change beyond it
+    def grid(shift, best_without=0.60):
+        base = {("raw", 0.001): 0.50, ("raw", 0.01): 0.55, ("standardized", 0.001): 0.20,
+                ("standardized", 0.01): best_without}
+        found = {(False, *key): [acc] * 3 for key, acc in base.items()}
+        return {**found, **{(True, *key): [acc + shift] * 3 for key, acc in base.items()}}
+    effect = questions.batchnorm.effect_finding
+    one_seed = {key: values[:1] for key, values in grid(0.3).items()}
+    found = [effect(grid(floor + 1e-4), "raw", 0.001), effect(grid(floor - 1e-4), "raw", 0.001),
+             effect(grid(-floor - 1e-4), "raw", 0.001), effect(one_seed, "raw", 0.001)]
+    assert [f["case"] for f in found] == ["above", "tie", "below", "one_seed"]
+    assert all(questions.batchnorm.headline(f, f) for f in found)  # every case has its words
+    assert (found[0]["without"], found[3]["difference"]) == (0.50, pytest.approx(0.3))
+    best = questions.batchnorm.best_without_finding(grid(0.0))
+    assert (best["features"], best["lr"], best["case"]) == ("standardized", 0.01, "tie")
+    assert questions.batchnorm.best_without_finding(grid(0.0, best_without=0.52))["features"] == "raw"
+
+
+def sweep_grid(best, sizes, lrs=(0.5, 0.25, 0.125, 0.0625)):
+    """batch size -> {lr: per-seed accuracies}: 0.8 at each batch size's best lr, else 0.5; seeds alike."""
+    return {size: {lr: [0.8 if lr == best[size] else 0.5] * 3 for lr in lrs} for size in sizes}
+
+
+def test_sweep_row_names_a_best_only_beyond_the_noise_and_above_chance():
+    row, chance, tolerance = questions.sweep.row_finding, 0.2, stats.GAP_TOLERANCE
+    noisy = [-0.15, 0.0, 0.15]  # seeds that disagree: a t-test on 3 seeds cannot tell such a cell from others
+    near = {0.1: [0.3 + d for d in noisy], 0.01: [0.35, 0.36, 0.34], 0.001: [0.25] * 3}
+    for above, tied in ((1e-4, [0.1]), (-1e-4, [])):  # a cell at chance ties with nothing, however noisy
+        cells = {**near, 0.1: [chance + tolerance + above + d for d in noisy]}
+        assert [lr for lr, mark in row(cells, chance)["marks"].items() if mark == "tied"] == tied
+    assert row({**near, 1: [0.5] * 3}, chance) == dict(best=1, marks={1: "best", 0.1: "tied"}, beaten=2,
+                                                       centre=pytest.approx(0.1 ** 0.5))
+    assert row({0.1: [0.30, 0.35, 0.40], 0.01: [0.31, 0.34, 0.41]}, chance)["best"] is None  # every lr ties
+    assert row({0.1: [chance] * 3, 0.01: [chance - 0.05] * 3}, chance)["best"] is None  # nothing learned
+    row_32 = {0.1: [0.8, 0.8, None], 0.01: [0.7] * 3, 0.001: [0.3] * 3}
+    diverged = questions.sweep.sweep_finding({32: row_32}, chance)
+    assert diverged["rows"][32]["best"] == 0.01  # the diverged seed counts at chance: a mean of 0.6, not 0.8
+    assert stats.at_chance([0.8, None], chance) == [0.8, chance]
+
+
+def test_sweep_finding_reads_the_trend_against_the_linear_scaling_rule():
+    def case(best, sizes):
+        return questions.sweep.sweep_finding(sweep_grid(best, sizes), chance=0.1)["case"]
+    # lr grid step 2x: an lr ratio within 2x of the batch ratio follows the rule, the boundary included
+    assert case({16: 0.0625, 64: 0.125}, [16, 64]) == "linear"  # 2x for 4x: one step short
+    assert case({16: 0.0625, 32: 0.5}, [16, 32]) == "faster"  # 8x for 2x: two steps over
+    assert case({16: 0.0625, 32: 0.25}, [16, 32]) == "linear"  # 4x for 2x: one step over
+    assert case({16: 0.0625, 256: 0.25}, [16, 256]) == "slower"  # 4x for 16x
+    assert case({16: 0.125, 64: 0.125, 256: 0.125}, [16, 64, 256]) == "same_lr"
+    assert case({16: 0.25, 64: 0.125}, [16, 64]) == "not_growing"
+    assert case({16: 0.125, 64: 0.25, 256: 0.0625}, [16, 64, 256]) == "not_growing"
+    undecided = sweep_grid({16: 0.125, 64: 0.125}, [16, 64])
+    undecided[64] = {lr: [0.5, 0.6, 0.4] for lr in undecided[64]}  # every lr ties: no best
+    found = questions.sweep.sweep_finding(undecided, chance=0.1)
+    assert cases(questions.sweep.SWEEP_TEXT, [found]) == ["undecided"] and found["decided"] == 1
+    grows = questions.sweep.sweep_finding(sweep_grid({16: 0.0625, 64: 0.125}, [16, 64]), chance=0.1)
+    assert (grows["lr_ratio"], grows["batch_ratio"]) == (pytest.approx(2), 4)
+    assert (grows["beaten"], grows["others"]) == (3, 3)
+    assert questions.sweep.BEATEN.format(**grows) and render(questions.sweep.SWEEP_TEXT, grows)
+
+
+def test_sweep_figure_and_table_mark_the_same_cells():
+    chance = 0.166
+    values = {(32, 1.0): [0.5, None, 0.5], (32, 0.1): [0.80, 0.82, 0.82], (32, 0.01): [0.70, 0.95, 0.78],
+              (32, 0.001): [0.3] * 3, (128, 1.0): [0.6, 0.62, 0.61], (128, 0.1): [0.5] * 3,
+              (128, 0.01): [chance] * 3, (128, 0.001): [0.4, None, 0.4]}
+    runs = [run_with({"val_acc": [acc]}, seed=42 + i, lr=lr, batch_size=size, epochs=1, depth=6, width=16,
+                     features="standardized")
+            for (size, lr), accs in values.items() for i, acc in enumerate(accs)]
+    report = questions.sweep.report_sweep({"runs": runs, "chance": chance})
+    table = [line.strip("| ").split(" | ")[1:] for line in report.body[1].splitlines()[2:]]
+    ax = report.figures["sweep.png"][0].axes[0]
+    drawn = {(round(p.get_x() + 0.45), round(p.get_y() + 0.45)): p.get_linestyle() for p in ax.patches}
+    for i, row in enumerate(table):
+        for j, cell in enumerate(row):
+            mark = "-" if cell.startswith("**") else "--" if cell.startswith("≈") else None
+            assert drawn.get((j, i)) == mark, (i, j, cell)
+            shown = [t.get_text() for t in ax.texts if t.get_position() == (j, i)]
+            assert shown == [cell.strip("*≈").replace(" (", "\n(")]
+    assert table[0] == ["≈0.389 ± 0.193 (1 diverged)", "**0.813 ± 0.012**", "≈0.810 ± 0.128",
+                        "0.300 ± 0.000"]  # the diverged seed counted at chance, and noisy enough to tie
+    assert table[1][0].startswith("**") and table[1][3] == "≈0.322 ± 0.135 (1 diverged)"
+    assert (2, 1) not in drawn  # at chance: never tied with the best
 
 
 def test_per_class_accuracy_equals_hand_computation():
