@@ -7,10 +7,6 @@ import numpy as np
 
 from stats import arch_label, as_array, epochs_axis, final
 
-import matplotlib  # TRANSITIONAL until lr, epochs, batch_size, sweep, batchnorm draw with figure()
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
 
 # ----------------------------------------------------------------------------- what a report is made of
 
@@ -28,17 +24,10 @@ class Answer(NamedTuple):
     key: str = ""
 
 
-def from_sentences(item, asked, sentences, key=""):
-    """TRANSITIONAL (removed once every question builds its Answer itself): the first sentence as headline."""
-    kept = [s for s in sentences if s]
-    return Answer(item, asked, kept[0] if kept else "", kept[1:], key)
-
-
 class Report(NamedTuple):
     body: list  # markdown blocks (tables, notes), in order
     figures: dict  # file name -> (matplotlib figure, a one-line caption: what to look at)
-    findings: list  # sentences; every one that says more than a number is rendered from a tested finding
-    answers: list = []  # Answers, shown first
+    answers: list  # Answers, shown first
 
 
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#882255"]  # Okabe

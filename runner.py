@@ -317,8 +317,6 @@ def write_report(script, question, result, out_dir):
     for file, (_, caption) in report.figures.items():
         lines += [f"![{os.path.splitext(file)[0]}]({file})\n", f"*{caption}*\n"]
     lines += ["## Results\n", *[block + "\n" for block in report.body]]
-    if report.findings:
-        lines += ["\n## Findings\n", *[f"- {finding}" for finding in report.findings]]
     lines += ["\n## Settings\n", markdown_table(["setting", "value"], settings)]
     save_text(os.path.join(out_dir, f"{question.name}.md"), "\n".join(lines) + "\n")
     return report
@@ -326,15 +324,15 @@ def write_report(script, question, result, out_dir):
 
 def terminal_lines(report, width):
     """A report's answers for the terminal: each answer's heading, its headline, then its bullets, wrapped to
-    width; then its findings, the same way."""
-    blocks = [(answer_heading(answer), [answer.headline] + answer.bullets) for answer in report.answers]
-    blocks += [("Findings", report.findings)] * bool(report.findings)
+    width."""
+    def wrap(text, indent, then):
+        return textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=then, break_long_words=False,
+                             break_on_hyphens=False)
     lines = []
-    for title, sentences in blocks:
-        lines += textwrap.wrap(title, width, break_long_words=False, break_on_hyphens=False)
-        for sentence in filter(None, sentences):
-            lines += textwrap.wrap(sentence, width, initial_indent="  - ", subsequent_indent="    ",
-                                   break_long_words=False, break_on_hyphens=False)
+    for answer in report.answers:
+        lines += wrap(answer_heading(answer), "", "") + wrap(answer.headline, "  ", "  ")
+        for bullet in answer.bullets:
+            lines += wrap(bullet, "  - ", "    ")
     return lines
 
 

@@ -1374,15 +1374,15 @@ def test_replot_of_several_questions_draws_every_one_it_can(tmp_path, capsys):
     assert one_line_error(code, err, "lr.json: no saved result; run the question without --replot first"), err
 
 
-def test_terminal_answers_are_a_bullet_per_sentence_wrapped_to_the_width():
-    sentences = ["A sentence of twelve words that goes on a little longer than this.", "",
-                 "Then lr 1e-05 stays at 1e-05, and a-hyphenated-word-longer-than-any-line-of-thirty."]
-    report = plots.Report([], {}, ["A finding."], [plots.Answer("6.1.2-1", "What does it do?", sentences[0],
-                                                                sentences[1:])])
+def test_terminal_answers_are_a_headline_then_a_bullet_per_finding_wrapped_to_the_width():
+    headline = "A sentence of twelve words that goes on a little longer than this."
+    bullets = ["Then lr 1e-05 stays at 1e-05, and a-hyphenated-word-longer-than-any-line-of-thirty.", "Two."]
+    report = plots.Report([], {}, [plots.Answer("6.1.2-1", "What does it do?", headline, bullets)])
     lines = runner.terminal_lines(report, 30)
-    assert lines[0] == "6.1.2-1: What does it do?" and lines[-2:] == ["Findings", "  - A finding."]
-    bullets = " ".join(lines[1:-2]).split("  - ")[1:]
-    assert [" ".join(bullet.split()) for bullet in bullets] == [s for s in sentences if s]
+    assert lines[0] == "6.1.2-1: What does it do?" and lines[-1] == "  - Two."
+    told, _, listed = "\n".join(lines[1:]).partition("\n  - ")
+    assert " ".join(told.split()) == headline and not told.startswith("  - ")
+    assert [" ".join(bullet.split()) for bullet in ("  - " + listed).split("  - ")[1:]] == bullets
     assert all(len(line) <= 30 or " " not in line.strip() for line in lines)  # a word is never cut
 
 

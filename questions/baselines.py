@@ -243,9 +243,9 @@ def report_baseline(result):
     models = result["models"]
     answer = baseline_answer(result, majority_rate(result["data"]))
     if all(m["status"] == "not run" for m in models):
-        return Report(not_run_reasons(models), {}, [], [answer])
+        return Report(not_run_reasons(models), {}, [answer])
     fig, joined = baseline_figure(result)
     caption = "How far each test ROC curve lies above the chance diagonal" + (
         "; curves that coincide are drawn once, named together." if joined else ".")
     figures = {f"{result['question']}.png": (fig, caption)}
-    return Report([results_table(models), note(models)], figures, [], [answer])
+    return Report([results_table(models), note(models)], figures, [answer])

@@ -278,7 +278,7 @@ def report_batch_size(result):
                     headline, bullets, f"best val acc {highest['acc']:.3f} at batch {highest['batch']}")
     caption = ("Top: accuracy per epoch and per step; bottom: how far the step losses scatter, and the noise "
                "scale against the batch sizes.")
-    return Report([table], {"batch_size.png": (fig, caption)}, [], [answer])
+    return Report([table], {"batch_size.png": (fig, caption)}, [answer])
 
 
 QUESTION = Question("batch_size", "6.1.2-4", "Batch size",

@@ -3,8 +3,8 @@ without it at a larger lr and on standardised inputs, so that every comparison i
 """
 import numpy as np
 
-from plots import (PALETTE, Answer, Report, finish, markdown_table, plot_mean_band, plot_split_curves, plt,
-                   render)
+from plots import (PALETTE, Answer, Report, finish, markdown_table, plot_mean_band, plot_split_curves, render,
+                   subplots)
 from questions.epochs import split_table, train_epochs
 from runner import Question
 from section6 import SKELETON, arch_of, seed_runs, train_group
@@ -95,7 +95,7 @@ def headline(protocol, best):
 def draw(runs_of, lr):
     """Without and with batch norm at the protocol's lr, split by split; right, every setting's validation
     curves, dashed at the protocol's lr, under a legend below the axes, where it covers no curve."""
-    fig, axes = plt.subplots(2, 3, figsize=(19, 10), sharey="row", layout="constrained")
+    fig, axes = subplots(2, 3, figsize=(19, 10), sharey="row")
     for column, batch_norm in enumerate((False, True)):
         plot_split_curves(axes[0, column], axes[1, column], runs_of[(batch_norm, "raw", lr)],
                           f"batch norm {'on' if batch_norm else 'off'}, lr {lr:g}", eval_mode_train=True)
@@ -139,7 +139,7 @@ def report_batchnorm(result):
                "every setting: which curves end together.")
     body = [split_table([("no batch norm", plain), ("batch norm", normed)]), note,
             markdown_table(["inputs", "no batch norm", "batch norm", "change, paired by seed"], rows)]
-    return Report(body, {"batchnorm.png": (draw(runs_of, lr), caption)}, [], [answer])
+    return Report(body, {"batchnorm.png": (draw(runs_of, lr), caption)}, [answer])
 
 
 QUESTION = Question("batchnorm", "6.1.2-3", "Batch norm (compared with 6.1.2-2)",

@@ -349,7 +349,7 @@ def report_depth_width(result):
         figures[f"depth_width_{tag}.png"] = (figure, f"The {tag} model's losses and map (ringed: mistakes).")
     answers = depth_width_answers(result, groups, protocol) if ranked else []
     note = "Matched sizes, paired by seed (a win: beyond the 95% noise of a paired t-test):"
-    return Report([table, note, pair_table], figures, [], answers)
+    return Report([table, note, pair_table], figures, answers)
 
 
 QUESTION = Question(

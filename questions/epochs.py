@@ -253,7 +253,7 @@ def report_epochs(result):
     if control:
         caption += "; right, the over-fitting control"
     table = split_table(named_runs, ("train_loss", "train_eval_loss", "val_loss", "test_loss", "val_acc"))
-    return Report([table], {"epochs.png": (fig, caption)}, [], [answer])
+    return Report([table], {"epochs.png": (fig, caption)}, [answer])
 
 
 QUESTION = Question("epochs", "6.1.2-2", "Training for longer (no batch norm)",

@@ -179,7 +179,7 @@ def report_gradients(result):
     table = markdown_table(header, rows) + "\nLast epoch's ||grad W||²; dead: input 0 on the first batch."
     caption = ("Top, the exercise's plot (▼: exactly 0, which a log axis cannot show); bottom, activations "
                "and gradients at initialisation, behind the zeros.")
-    return Report([table], {"gradients.png": (fig, caption)}, [], [answer])
+    return Report([table], {"gradients.png": (fig, caption)}, [answer])
 
 
 QUESTION = Question("gradients", "6.2.1-5", "Vanishing gradients", GRADIENTS, train_gradients,

@@ -143,7 +143,7 @@ def report_implicit(result):
             f"size: its validation rows, or the convex hull of its test cities; countries with at least "
             f"{MIN_POINTS} validation rows.")
     table = markdown_table(["input", "train acc", "val acc", "test acc", "val loss"], rows)
-    return Report([table, note], {"implicit.png": (fig, "Raw coordinates (left), sin features (right).")}, [],
+    return Report([table, note], {"implicit.png": (fig, "Raw coordinates (left), sin features (right).")},
                   [answer])
 
 

@@ -224,7 +224,7 @@ def report_lr(result):
     found = lr_findings(stats, reference["class_prior"], reference["uniform"])
     caption = "Left: where each lr ends against the dashed references. Right: dead units per epoch."
     answer = lr_answer(found, dead_units_finding(curves, found["cases"]), len(epochs_axis(result["runs"])))
-    return Report([table], {"lr.png": (fig, caption)}, [], [answer])
+    return Report([table], {"lr.png": (fig, caption)}, [answer])
 
 
 QUESTION = Question(

@@ -115,7 +115,7 @@ def report_mistakes(result, n=5):
     answer = Answer(result["section"], "Five test images the best model classifies correctly and the worst "
                                        "does not", render(HEADLINES, found), [], key)
     caption = f"Picked: {RULES[found['rule']]}."
-    return Report([table], {"mistakes.png": (fig, caption)}, [], [answer])
+    return Report([table], {"mistakes.png": (fig, caption)}, [answer])
 
 
 QUESTION = Question("mistakes", "7.6-2", "Mistakes: right for the best model, wrong for the worst", {},

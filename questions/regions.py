@@ -130,7 +130,7 @@ def report_regions(result):
                title=f"{arch_label(run)}, seed {run['seed']}: {run['regions_on_grid']:,} regions")
     note = "Each model's first seed; val acc: the mean over seeds. A grid sees a lower bound of the regions."
     caption = "Each colour one linear region, where the net is one affine map; dots: test cities."
-    return Report([table, note], {"regions.png": (fig, caption)}, [], [answer])
+    return Report([table, note], {"regions.png": (fig, caption)}, [answer])
 
 
 QUESTION = Question("regions", "", "Linear regions of the trained ReLU nets (beyond the report)",

@@ -122,7 +122,7 @@ def report_residual(result):
     table = markdown_table(["change", "layers exactly 0", "layer 0's first step", "val acc",
                             "gradient everywhere", "accuracy beyond noise"], rows)
     caption = "A change works where no line falls toward 0 and no ▼ (exactly 0) marks its strip."
-    return Report([table], {"residual.png": (fig, caption)}, [], [answer])
+    return Report([table], {"residual.png": (fig, caption)}, [answer])
 
 
 QUESTION = Question("residual", "6.2.1-6", "Fixing the vanishing gradients (bonus)", GRADIENTS,

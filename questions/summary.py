@@ -121,7 +121,7 @@ def report_summary(result):
     answer = Answer(result["section"], asked, render(HEADLINES, found[0]), bullets, key)
     caption = ("Each torch baseline's test accuracy by lr (open circles: BatchNorm statistics recomputed), "
                "the baselines without an lr as lines, calling every image one class dotted.")
-    return Report(body, {"summary.png": (summary_figure(result, majority), caption)}, [], [answer])
+    return Report(body, {"summary.png": (summary_figure(result, majority), caption)}, [answer])
 
 
 QUESTION = Question("summary", "7.6-1", "Summary: the best and worst models, every model ranked", {},

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from plots import Answer, Report, finish, markdown_table, plt, render
+from plots import Answer, Report, finish, markdown_table, render, subplots
 from runner import Question
 from section6 import SKELETON_WITHOUT_LR, arch_of, lr_runs, train_group
 from stats import GAP_TOLERANCE, at_chance, falls_with, final, mean_std_at_chance, paired
@@ -84,7 +84,8 @@ def report_sweep(result):
     marks = {(size, lr): mark for size, row in found["rows"].items() for lr, mark in row["marks"].items()}
     means = [[np.mean(at_chance(grid[size][lr], chance)) for lr in lrs] for size in sizes]
     shown = {(size, lr): mean_std_at_chance(grid[size][lr], chance) for size in sizes for lr in lrs}
-    fig, ax = plt.subplots(figsize=(1.3 * len(lrs) + 3, 0.8 * len(sizes) + 2), layout="constrained")
+    from matplotlib.patches import Rectangle  # here: matplotlib is imported at the first figure
+    fig, ax = subplots(figsize=(1.3 * len(lrs) + 3, 0.8 * len(sizes) + 2))
     image = ax.imshow(means, cmap="viridis", aspect="auto", vmin=0, vmax=1)
     labels = {True: "best lr of the batch size", False: "tied with it within the seeds' noise"}
     for i, size in enumerate(sizes):
@@ -93,9 +94,9 @@ def report_sweep(result):
                     color="black" if means[i][j] > 0.6 else "white")
             if (size, lr) in marks:
                 best = marks[(size, lr)] == "best"
-                ax.add_patch(plt.Rectangle((j - 0.45, i - 0.45), 0.9, 0.9, fill=False, edgecolor="red",
-                                           linewidth=2.5 if best else 1.2, linestyle="-" if best else "--",
-                                           label=labels.pop(best, None)))
+                ax.add_patch(Rectangle((j - 0.45, i - 0.45), 0.9, 0.9, fill=False, edgecolor="red",
+                                       linewidth=2.5 if best else 1.2, linestyle="-" if best else "--",
+                                       label=labels.pop(best, None)))
     ax.set_xticks(range(len(lrs)), [f"{lr:g}" for lr in lrs])
     ax.set_yticks(range(len(sizes)), [str(size) for size in sizes])
     fig.colorbar(image, ax=ax, label="final validation accuracy (mean over seeds)")
@@ -114,7 +115,7 @@ def report_sweep(result):
                     [BEATEN.format(**found)] if decided else [],
                     KEY.format(**found) if decided else "no best lr")
     caption = "Each batch size's best lr (solid box) and its ties (dashed)."
-    return Report([note, table], {"sweep.png": (fig, caption)}, [], [answer])
+    return Report([note, table], {"sweep.png": (fig, caption)}, [answer])
 
 
 QUESTION = Question("sweep", "", "Learning rate by batch size (beyond the report)",
