@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run every question of the study, then write the report results/README.md and results/manifest.json.
 #
-#   bash run_all.sh                                   # embedded data, full protocol, 3 seeds
+#   bash run_all.sh                                   # embedded data, full protocol, each question's seeds
 #   bash run_all.sh --mlp-data PATH/TO/COURSE_CSVS --cnn-data /data/whichfaceisreal
 #   bash run_all.sh --force                           # retrain even what is cached
 #   PYTHON=/path/to/venv/bin/python bash run_all.sh   # a Python other than the `python` on PATH
@@ -23,7 +23,8 @@ usage: bash run_all.sh [--mlp-data DIR] [--cnn-data DIR] [--cnn-weights W] [--ou
   --cnn-weights W   pretrained ResNet18 for Section 7: imagenet, none or a state-dict file (default imagenet)
   --out DIR         results folder (default: results next to this script; with --quick, results-quick, and a
                     folder holding full results is refused)
-  --seeds N         seeds per setting (default 3)
+  --seeds N         seeds per setting, for every Section 6 question (default: each question's own, 3; the
+                    sweep's 5)
   --device D        auto, cpu or cuda (default auto)
   --image-size N    Section 7 image size (default: 224 on real data, 96 on the demo set; see README)
   --cache-dir DIR   Section 7's demo images and decoded-tensor cache (default: cache/ next to this script)
@@ -44,7 +45,7 @@ python="${PYTHON:-python}"
 export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_:-33554432}"
 export MALLOC_TRIM_THRESHOLD_="${MALLOC_TRIM_THRESHOLD_:-1073741824}"
 out=""
-mlp_data="" cnn_data="" cnn_weights=imagenet cache_dir="$here/cache" image_size="" seeds=3 device=auto jobs=2
+mlp_data="" cnn_data="" cnn_weights=imagenet cache_dir="$here/cache" image_size="" seeds="" device=auto jobs=2
 section=all force=() quick=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -79,8 +80,8 @@ fi
 
 [ -f "$cnn_weights" ] && cnn_weights="$(cd "$(dirname "$cnn_weights")" && pwd)/$(basename "$cnn_weights")"
 # ${a[@]+"${a[@]}"}: an empty array under set -u, in every bash
-mlp_args=(--out "$out" --seeds "$seeds" --device "$device" --quiet ${force[@]+"${force[@]}"}
-          ${quick[@]+"${quick[@]}"})
+mlp_args=(--out "$out" --device "$device" --quiet ${force[@]+"${force[@]}"} ${quick[@]+"${quick[@]}"})
+[ -n "$seeds" ] && mlp_args+=(--seeds "$seeds")
 [ -n "$mlp_data" ] && mlp_args+=(--data-dir "$mlp_data")
 cnn_args=(--out "$out" --device "$device" --cache-dir "$cache_dir" --quiet
           ${force[@]+"${force[@]}"} ${quick[@]+"${quick[@]}"})
@@ -187,7 +188,7 @@ for pid in ${sections[@]+"${sections[@]}"}; do wait "$pid"; done
 mapfile -t failures < "$logs/failures.txt"
 
 total=$(elapsed "$start_all" "$(date +%s.%N)")
-"$python" study.py --out "$out" --times "$times" --lanes "$logs/lanes.txt" --total "$total" --seeds "$seeds" \
+"$python" study.py --out "$out" --times "$times" --lanes "$logs/lanes.txt" --total "$total" \
   --image-size "${image_size:-224}"
 echo "total $total s; report: $out/README.md"
 

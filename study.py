@@ -160,7 +160,17 @@ def reproduction_rows(results):
     return rows
 
 
-def write_study_report(out, times, lanes, total, seeds, image_size):
+def seeds_cell(results):
+    """Seeds per setting, from the results: '3', or '3 (sweep 5)' where a question ran another number."""
+    counts = {key.split("/")[1]: r["settings"]["seeds"] for key, r in results.items() if "seeds" in r["settings"]}
+    if not counts:
+        return None
+    usual = max(set(counts.values()), key=list(counts.values()).count)
+    others = ", ".join(f"{name} {n}" for name, n in counts.items() if n != usual)
+    return f"{usual}" + (f" ({others})" if others else "")
+
+
+def write_study_report(out, times, lanes, total, image_size):
     """OUT/README.md and OUT/manifest.json from the saved per-question files and run_all's timings. times:
     (key, seconds, status) rows; lanes: the processes run side by side, each the script then its questions."""
     keys = [f"{script.SCRIPT.name}/{q.name}" for script in (mlp, cnn) for q in script.QUESTIONS
@@ -192,7 +202,7 @@ def write_study_report(out, times, lanes, total, seeds, image_size):
         wall = {key: float(seconds) for key, seconds in manifest["questions"].items()}
     else:
         manifest = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "git_commit": git_commit(out),
-                    "seeds": seeds, "devices": sorted({r["device"] for r in results.values()}),
+                    "seeds": seeds_cell(results), "devices": sorted({r["device"] for r in results.values()}),
                     "versions": library_versions(), "data": data, "cnn_image_size": image_size,
                     "total_wall_s": total, "questions": wall, "status": status, "lanes": lanes}
         save_json(previous, manifest)
@@ -205,7 +215,7 @@ def write_study_report(out, times, lanes, total, seeds, image_size):
     lines += [note] if note else []
     lines += [f"> **Failed in this run:** {', '.join(failed)}. Their sections below are missing or stale.\n"
               ] if failed else []
-    rows = [("date", manifest["date"]), ("git commit", manifest["git_commit"]), ("seeds", seeds),
+    rows = [("date", manifest["date"]), ("git commit", manifest["git_commit"]), ("seeds", manifest["seeds"]),
             ("device", ", ".join(manifest["devices"])), ("total wall time", f"{total:.0f} s")]
     rows += [(f"{section} data", data_cell(info)) for section, info in data.items()]
     rows += list(manifest["versions"].items())
@@ -238,11 +248,10 @@ if __name__ == "__main__":
     parser.add_argument("--lanes", required=True,
                         help="the processes run side by side, a line each: the script, then its questions")
     parser.add_argument("--total", type=float, required=True, help="total wall seconds")
-    parser.add_argument("--seeds", type=int, required=True, help="seeds per setting, as run_all.sh ran them")
     parser.add_argument("--image-size", type=int, required=True, help="Section 7's image size, as run")
     cli = parser.parse_args()
     with open(cli.times) as f:
         timings = [line.rstrip("\n").split("\t") for line in f if line.strip()]
     with open(cli.lanes) as f:
         lanes_run = [line.split() for line in f if line.strip()]
-    write_study_report(cli.out, timings, lanes_run, cli.total, cli.seeds, cli.image_size)
+    write_study_report(cli.out, timings, lanes_run, cli.total, cli.image_size)

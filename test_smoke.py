@@ -1182,7 +1182,7 @@ def test_run_all_writes_the_report_and_resumes(tiny, tmp_path):
     pretrained = {"cnn/linear_probe", "cnn/sklearn_probe", "cnn/finetune"}  # --cnn-weights none: they cannot run
     assert {k for k, v in manifest["status"].items() if v == "not run"} == pretrained
     assert {v for k, v in manifest["status"].items() if k not in pretrained} == {"ok"}
-    assert manifest["total_wall_s"] > 0 and manifest["seeds"] == 1
+    assert manifest["total_wall_s"] > 0 and manifest["seeds"] == "1"
     # two lanes a section by default, each run by one process, all side by side; then Section 7's summaries
     assert [lane[0] for lane in manifest["lanes"]] == ["mlp", "mlp", "cnn", "cnn", "cnn"]
     assert manifest["lanes"][4] == ["cnn", "after", "summary", "mistakes"]
@@ -1196,7 +1196,8 @@ def test_run_all_writes_the_report_and_resumes(tiny, tmp_path):
     assert "| versions |" in (out / "mlp" / "lr.md").read_text()
     assert report.count("| not run | --weights none |") == 1 and "(see the manifest)" in report  # why, once
     headings = [line for line in report.splitlines() if line.startswith("## ")]
-    assert headings[1:] == [f"## {runner.heading(q)}" for q in mlp.QUESTIONS + cnn.QUESTIONS]  # in the scripts' order
+    assert headings[:2] == ["## Summary", "## Manifest"]
+    assert headings[2:] == [f"## {runner.heading(q)}" for q in mlp.QUESTIONS + cnn.QUESTIONS]  # in the scripts' order
     assert "ran in 4 processes side by side (mlp.py: " in report
     assert "), then, once the cnn.py lanes were done, cnn.py: summary, mistakes, " in report
     figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
