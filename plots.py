@@ -14,9 +14,9 @@ MAX_BULLETS = 4  # an answer is a headline and at most this many findings, each 
 
 
 class Answer(NamedTuple):
-    """The reply to one question of the exercise: its number there (6.1.2-1), what it asks, a headline sentence
-    that answers it, at most MAX_BULLETS bullets (findings with their numbers), and its key number, short, for
-    the study's summary table. Every sentence that says more than a number is rendered from a tested finding."""
+    """The reply to one question of the exercise: its number there (6.1.2-1), what it asks, a headline
+    sentence that answers it, at most MAX_BULLETS bullets (findings with their numbers), and its key number,
+    short, for the study's summary table. A sentence that says more than a number renders a tested finding."""
     item: str
     asked: str
     headline: str

@@ -326,8 +326,8 @@ def terminal_lines(report, width):
     """A report's answers for the terminal: each answer's heading, its headline, then its bullets, wrapped to
     width."""
     def wrap(text, indent, then):
-        return textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=then, break_long_words=False,
-                             break_on_hyphens=False)
+        return textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=then,
+                             break_long_words=False, break_on_hyphens=False)
     lines = []
     for answer in report.answers:
         lines += wrap(answer_heading(answer), "", "") + wrap(answer.headline, "  ", "  ")

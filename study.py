@@ -53,7 +53,8 @@ def section_text(out, key, seconds, said_once):
     text = open(path).read()
     for long, short in said_once.items():
         text = text.replace(long, short)
-    text = text.split("\n## Settings\n")[0] + f"\nSettings: [{folder}/{question}.md]({folder}/{question}.md).\n"
+    link = f"{folder}/{question}.md"
+    text = text.split("\n## Settings\n")[0] + f"\nSettings: [{link}]({link}).\n"
     kept = text.splitlines()
     lines = ["#" + line if line.startswith("#") else line.replace("](", f"]({folder}/", 1)
              if line.startswith("![") else line for line in kept]
@@ -69,7 +70,7 @@ def anchor(key):
 
 def summary_rows(out, keys):
     """A row per answer, in the exercise's order: its item, linked to its question's section, the headline and
-    the key number. The answers are the reports' own, made again from the saved files (their figures not drawn)."""
+    the key number. The answers are the reports' own, made again from the saved files (figures not drawn)."""
     rows = []
     for key in keys:
         folder, name = key.split("/")
@@ -162,7 +163,8 @@ def reproduction_rows(results):
 
 def seeds_cell(results):
     """Seeds per setting, from the results: '3', or '3 (sweep 5)' where a question ran another number."""
-    counts = {key.split("/")[1]: r["settings"]["seeds"] for key, r in results.items() if "seeds" in r["settings"]}
+    counts = {key.split("/")[1]: r["settings"]["seeds"] for key, r in results.items()
+              if "seeds" in r["settings"]}
     if not counts:
         return None
     usual = max(set(counts.values()), key=list(counts.values()).count)
@@ -218,7 +220,7 @@ def write_study_report(out, times, lanes, total, image_size):
     rows = [("date", manifest["date"]), ("git commit", manifest["git_commit"]), ("seeds", manifest["seeds"]),
             ("device", ", ".join(manifest["devices"])), ("total wall time", f"{total:.0f} s")]
     rows += [(f"{section} data", data_cell(info)) for section, info in data.items()]
-    rows += list(manifest["versions"].items())
+    rows += [("versions", ", ".join(f"{name} {version}" for name, version in manifest["versions"].items()))]
     not_run = {(m["reason"], m.get("fix")) for r in results.values() for m in r.get("models", [])
                if m["status"] == "not run"}
     rows += [("not run", f"{reason}. Fix: {fix}" if fix else reason) for reason, fix in sorted(not_run)]

@@ -157,10 +157,13 @@ def batch_size_findings(rows, curves):
     highest = (dict(versus, case="highest_tied", batch=top[0], acc=top[4], other=ranked[1][0],
                     other_acc=ranked[1][4]) if versus.get("case") == "tie" else
                dict(case="highest", batch=top[0], acc=top[4]))
+    smallest, largest = min(rows), max(rows)
+    ends = dict(small=smallest[0], large=largest[0])
     return [highest, equal_steps_finding(curves),
-            dict(case="faster" if falls_with(sizes, [row[2] for row in rows]) else "not_faster", rows=rows),
-            dict(case="steadier" if falls_with(sizes, [row[5] for row in rows]) else "not_steadier",
-                 rows=rows)]
+            dict(ends, case="faster" if falls_with(sizes, [row[2] for row in rows]) else "not_faster",
+                 at_small=smallest[2], at_large=largest[2]),
+            dict(ends, case="steadier" if falls_with(sizes, [row[5] for row in rows]) else "not_steadier",
+                 at_small=smallest[5], at_large=largest[5])]
 
 
 def listed_by_batch(values, form):
@@ -176,10 +179,14 @@ BATCH_SIZE_TEXT = {
     "steps_do_not_explain": ("; at equal steps ({steps:,}) they still differ by {spread:.3f}: fewer steps "
                              "alone do not explain the gap."),
     "no_equal_steps": ".",
-    "faster": "(ii) An epoch is faster the larger the batch, though it makes ceil(N / B) updates.",
-    "not_faster": "(ii) A larger batch did not always make an epoch faster.",
-    "steadier": "(iii) The step losses get steadier as the batch grows.",
-    "not_steadier": "(iii) The step losses do not get steadier with every larger batch.",
+    "faster": ("(ii) An epoch is faster the larger the batch, with fewer updates: {at_small:.2f} s at batch "
+               "{small}, {at_large:.2f} s at batch {large}."),
+    "not_faster": ("(ii) A larger batch did not always make an epoch faster ({at_small:.2f} s at batch "
+                   "{small}, {at_large:.2f} s at batch {large})."),
+    "steadier": ("(iii) The step losses get steadier as the batch grows: their std over the last 100 steps "
+                 "falls from {at_small:.3f} at batch {small} to {at_large:.3f} at batch {large}."),
+    "not_steadier": ("(iii) The step losses do not get steadier with every larger batch ({at_small:.3f} at "
+                     "batch {small}, {at_large:.3f} at batch {large}: std over the last 100 steps)."),
 }
 NOISE_TEXT = {
     "stops_above": "more samples per step stop paying above B_simple.",

@@ -87,17 +87,18 @@ def regions_finding(counts, accs, pairs):
     case = ("more_regions_higher" if p < SIGNIFICANCE and rho > 0 else
             "more_regions_lower" if p < SIGNIFICANCE and rho < 0 else "unrelated")
     deeper_more = sum(counts[deep] > counts[shallow] for deep, shallow in pairs)
-    return dict(case=case, rho=float(rho), p=float(p), n=len(counts), deeper_more=deeper_more,
+    return dict(case=case, rho=float(rho), p=float(p), n=len(counts),
+                p_text="p < 0.001" if p < 0.001 else f"p = {p:.3f}", deeper_more=deeper_more,
                 pairs=len(pairs))
 
 
 TEXT = {
     "more_regions_higher": ("Nets that cut the plane into more linear regions score higher: Spearman rho "
-                            "{rho:.2f} (p = {p:.3f}) over {n} shapes."),
+                            "{rho:.2f} ({p_text}) over {n} shapes."),
     "more_regions_lower": ("Nets that cut the plane into more linear regions score lower: Spearman rho "
-                           "{rho:.2f} (p = {p:.3f}) over {n} shapes."),
+                           "{rho:.2f} ({p_text}) over {n} shapes."),
     "unrelated": ("The number of linear regions does not order the nets by accuracy: Spearman rho {rho:.2f} "
-                  "(p = {p:.3f}) over {n} shapes."),
+                  "({p_text}) over {n} shapes."),
     "pairs": "At matched size, the deeper net draws more regions in {deeper_more} of {pairs} pairs.",
 }
 
@@ -110,8 +111,9 @@ def report_regions(result):
     found = regions_finding(counts, [run["val_acc"] for run in runs],
                             [(archs.index(tuple(deep[:2])), archs.index(tuple(shallow[:2])))
                              for deep, shallow, _ in pairs["pairs"]])
-    answer = Answer("", "Do nets with more linear regions score higher?", render(TEXT, found),
-                    [render(TEXT, dict(found, case="pairs"))], f"Spearman rho {found['rho']:.2f}")
+    answer = Answer("", "Do nets with more linear regions score higher?",
+                    render(TEXT, found), [render(TEXT, dict(found, case="pairs"))],
+                    f"Spearman rho {found['rho']:.2f}")
     bounds = [f"{run['bound']:.0e}" if run["bound"] > 1e6 else f"{run['bound']:,}" for run in runs]
     rows = [[short(arch), f"{run['regions_on_grid']:,}", bound, f"{run['val_acc']:.3f}"]
             for arch, run, bound in zip(archs, runs, bounds)]
