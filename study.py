@@ -43,7 +43,7 @@ def git_commit(out):
         return None
 
 
-def section_text(out, key, seconds, said_once):
+def section_text(out, key, said_once):
     """A question's own .md, headings one level down, figure links relative to out/, without its settings (a
     link to the .md instead) and messages the manifest gives once (said_once: {long text: its short form})."""
     folder, question = key.split("/")
@@ -59,8 +59,7 @@ def section_text(out, key, seconds, said_once):
     lines = ["#" + line if line.startswith("#") else line.replace("](", f"]({folder}/", 1)
              if line.startswith("![") else line for line in kept]
     lines.insert(0, f'<a id="{anchor(key)}"></a>\n')
-    lines.insert(2, f"\n*`python {folder}.py --question {question}`; wall time in this run: "
-                    f"{'?' if seconds is None else seconds} s.*")
+    lines.insert(2, f"\n*`python {folder}.py --question {question}`*")
     return "\n".join(lines) + "\n"
 
 
@@ -109,10 +108,9 @@ def stand_in_note(stand_ins):
     """The warning at the top of the report for the sections that ran on the data embedded in the project."""
     if not stand_ins:
         return None
-    return (f"> **Stand-in data.** {' and '.join(stand_ins)}: the data embedded in the project, not the "
-            "course's. The numbers answer the same questions but are not the report's. To run the course "
-            "data: `bash run_all.sh --mlp-data PATH/TO/COURSE_CSVS --cnn-data DIR` (the course's train.csv, "
-            "validation.csv and test.csv; DIR: an ImageFolder with train/, val/, test/).\n")
+    return (f"> **Stand-in data.** {' and '.join(stand_ins)}: the project's embedded data, not the course's, "
+            "so the numbers are not the course report's. For the course data: `bash run_all.sh --mlp-data "
+            "CSV_DIR --cnn-data IMAGE_DIR` (the project's README says what each holds).\n")
 
 
 def reproduction_rows(results):
@@ -239,7 +237,7 @@ def write_study_report(out, times, lanes, total, image_size):
                   "seed 42, the first of the suite's seeds.\n",
                   markdown_table(["question", "this suite, course data", "the course report"],
                                  reproduction_rows(section_6))]
-    lines += [section_text(out, key, wall.get(key), said_once) for key in keys]
+    lines += [section_text(out, key, said_once) for key in keys]
     save_text(os.path.join(out, "README.md"), "\n".join(lines))
 
 
