@@ -224,7 +224,7 @@ def draw_noise_scale(ax, noise_runs, batch_sizes):
     ax.set_yscale("log")
     finish(ax, "epoch (0: initialisation)", "B_simple = tr(Sigma) / |G|^2 (log scale)",
            f"beyond the protocol: noise scale at batch {noise_runs[0]['batch_size']}, {NOISE_ROWS:,} rows",
-           loc="center right", fontsize=8)  # between the batch lines, off the curve
+           loc="upper left", bbox_to_anchor=(1, 1), fontsize=8)  # outside: no room inside is free of data
 
 
 def report_batch_size(result):
