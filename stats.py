@@ -1,6 +1,6 @@
 """Reading runs, as several questions' findings do: means and spreads over seeds (mean_std, as every report
-shows them), final values, the paired t-test that tells a difference from the seeds' noise, the loss trend;
-and the thresholds they share.
+shows them), final values, the paired t-test that tells a difference from the seeds' noise, the loss trends
+(by tenths; by slope against wiggle), and the thresholds they share.
 """
 import math
 
@@ -122,6 +122,30 @@ def loss_trend(curve):
                 lowest_epoch=lowest_epoch)
 
 
+SLOPE_EPOCHS = 20  # the last epochs whose least-squares line says whether a loss still moves: the last
+#   fifth of the protocol's 100, enough epochs to see a trend through the epoch-to-epoch wiggle
+FALL_WIGGLES = 2  # a loss still moves when its line's change over those epochs exceeds twice its wiggle (the
+#   std of the epochs about the line): a smaller change is one a single epoch's scatter could hide
+
+
+def falling_finding(curves, window=SLOPE_EPOCHS):
+    """Is a validation loss still falling (or rising) at the end? curves: one per seed, none diverged. Per
+    seed, the least-squares line over its last `window` epochs: its change over them, and the std of the
+    epochs about it (the wiggle); 'falling' or 'rising' when the mean change over seeds exceeds FALL_WIGGLES
+    times the mean wiggle, else 'flat'."""
+    values = [as_array(curve)[-window:] for curve in curves]
+    x = np.arange(len(values[0]))
+    if len(x) < 3:
+        return dict(case="too_short")
+    fits = [np.polyfit(x, v, 1) for v in values]
+    change = float(np.mean([fit[0] for fit in fits])) * (len(x) - 1)
+    wiggle = float(np.mean([np.std(v - np.polyval(fit, x), ddof=2) for v, fit in zip(values, fits)]))
+    case = ("falling" if change < -FALL_WIGGLES * wiggle else "rising" if change > FALL_WIGGLES * wiggle
+            else "flat")
+    return dict(case=case, change=change, wiggle=wiggle, window=len(x),
+                wiggle_share=abs(change) / wiggle if wiggle else math.inf)
+
+
 def falls_with(xs, ys):
     """Whether ys never rises as xs grows."""
     ordered = [y for _, y in sorted(zip(xs, ys))]
@@ -137,5 +161,4 @@ def at_chance(values, chance):
 def mean_std_at_chance(values, chance):
     """'mean ± std' over every seed, a diverged one counted at chance (at_chance), then how many diverged."""
     diverged = values.count(None)
-    text = f"{np.mean(at_chance(values, chance)):.3f} ± {seed_std(at_chance(values, chance)):.3f}"
-    return text + (f" ({diverged} diverged)" if diverged else "")
+    return mean_std(at_chance(values, chance)) + (f" ({diverged} diverged)" if diverged else "")

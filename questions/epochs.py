@@ -1,8 +1,6 @@
 """6.1.2-2 epochs: 100 epochs of the plain net, what it predicts while it sits at the most frequent class,
 and an over-fitting control on a few rows of every class. batchnorm trains with train_epochs too.
 """
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -13,7 +11,8 @@ from plots import (SPLITS, Answer, Report, finish, markdown_table, plot_mean_ban
 from runner import Question
 from section6 import (SKELETON, arch_of, batch_major, build_model, class_prior_entropy, dead_relu_fraction,
                       load_model, relu_inputs, seed_runs, train_group)
-from stats import GAP_TOLERANCE, as_array, epochs_axis, finals, mean_final, status_text
+from stats import (FALL_WIGGLES, GAP_TOLERANCE, as_array, epochs_axis, falling_finding, finals, mean_final,
+                   status_text)
 
 
 def output_summary(model, X):
@@ -88,30 +87,6 @@ SMOOTHING = 0.05  # the over-fitting control is read on moving medians over 5% o
 #   class its raw losses spike by 10x from one epoch to the next, and a median ignores the spikes
 RISE = 0.1  # nats: the smallest rise of a smoothed validation loss, from its lowest to the end, called a
 #   turn; a moving median of spiky curves still wanders by a few hundredths
-
-
-SLOPE_EPOCHS = 20  # the last epochs whose least-squares line says whether a loss still moves: the last
-#   fifth of the protocol's 100, enough epochs to see a trend through the epoch-to-epoch wiggle
-FALL_WIGGLES = 2  # a loss still moves when its line's change over those epochs exceeds twice its wiggle (the
-#   std of the epochs about the line): a smaller change is one a single epoch's scatter could hide
-
-
-def falling_finding(curves, window=SLOPE_EPOCHS):
-    """Is a validation loss still falling (or rising) at the end? curves: one per seed, none diverged. Per
-    seed, the least-squares line over its last `window` epochs: its change over them, and the std of the
-    epochs about it (the wiggle); 'falling' or 'rising' when the mean change over seeds exceeds FALL_WIGGLES
-    times the mean wiggle, else 'flat'."""
-    values = [as_array(curve)[-window:] for curve in curves]
-    x = np.arange(len(values[0]))
-    if len(x) < 3:
-        return dict(case="too_short")
-    fits = [np.polyfit(x, v, 1) for v in values]
-    change = float(np.mean([fit[0] for fit in fits])) * (len(x) - 1)
-    wiggle = float(np.mean([np.std(v - np.polyval(fit, x), ddof=2) for v, fit in zip(values, fits)]))
-    case = ("falling" if change < -FALL_WIGGLES * wiggle else "rising" if change > FALL_WIGGLES * wiggle
-            else "flat")
-    return dict(case=case, change=change, wiggle=wiggle, window=len(x),
-                wiggle_share=abs(change) / wiggle if wiggle else math.inf)
 
 
 def epochs_finding(runs):

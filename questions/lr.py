@@ -5,12 +5,11 @@ import numpy as np
 
 from plots import (PALETTE, SEED_STYLES, Answer, Report, finish, markdown_table, plot_mean_band, render,
                    subplots)
-from questions.epochs import falling_finding
 from runner import Question
 from section6 import (SKELETON_WITHOUT_LR, arch_of, class_prior_entropy, dead_relu_fraction, lr_runs,
                       train_group)
-from stats import (DEAD_MARGIN, as_array, epochs_axis, final, finals, group_by, listed, mean_std, paired,
-                   status_text)
+from stats import (DEAD_MARGIN, as_array, epochs_axis, falling_finding, final, finals, group_by, listed,
+                   mean_std, paired, status_text)
 
 
 def train_lr(settings, data, reads, env):
