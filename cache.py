@@ -1,9 +1,6 @@
-"""A question's saved result: the code digest in its cache key, and reading its files back.
-
-A question trains into OUT/<script>/<question>.json (every number), the arrays its figures draw into a .npz
-and the model states other questions read into a .pt. A saved result is reused while its config is the same:
-its settings, its data, its device, the configs of what it reads, and a digest of the code it trains with.
-"""
+"""A question's saved result (OUT/<script>/<question>.json, its figures' arrays in a .npz, model states other
+questions read in a .pt), reused while its config is the same: settings, data, device, what it reads, and a
+digest of the code it trains with."""
 import ast
 import glob
 import hashlib
@@ -21,8 +18,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def definitions(module):
-    """name -> (source, the names it uses) of each top-level definition of module, and name -> module of
-    its `from M import name` imports of the project's own modules."""
+    """(name -> (source, names it uses) of each top-level definition, name -> (module, name) of its imports
+    from the project's own modules)."""
     source = inspect.getsource(module)
     tree = ast.parse(source)
     defined, imported = {}, {}
@@ -39,9 +36,8 @@ def definitions(module):
 
 
 def training_code(script, question):
-    """(module, name) -> source of the question's train function and of every definition it reaches,
-    transitively, in its own module and through `from ... import` in the project's others, but for the
-    script's shared training modules (script.shared_code), which count whole."""
+    """(module, name) -> source of the train function and every definition it reaches through the project's
+    modules, but for the script's shared_code, which counts whole."""
     shared = {os.path.splitext(file)[0] for file in script.shared_code}
     parsed, sources, todo = {}, {}, [(question.train.__module__, question.train.__name__)]
     while todo:
@@ -59,9 +55,8 @@ def training_code(script, question):
 
 
 def training_digest(script, question):
-    """sha256 of the code a question trains with: its training_code and the script's shared modules. In every
-    cache key, so that no result outlives the code that made it; a report function is not in it, so a report
-    edit redraws without retraining, and an edit of one question retrains it and what reads it, no other."""
+    """sha256 of training_code and the shared modules: an edit of one question's training retrains it and
+    what reads it, no other; a report edit retrains nothing."""
     code = file_digest([os.path.join(HERE, file) for file in script.shared_code])
     for (module, name), source in sorted(training_code(script, question).items()):
         code += f"\n{module}.{name}\n{source}"
@@ -69,9 +64,8 @@ def training_digest(script, question):
 
 
 def read_saved(file, result, key, advice):
-    """The arrays (.npz) or model states (.pt) saved beside result, read as plain numbers, so that a foreign
-    file cannot run code; they must come from the .json's config. A missing or unreadable file is a
-    UserError that ends with advice."""
+    """The arrays (.npz) or model states (.pt) beside result, read as plain numbers (no code runs), from the
+    .json's config; missing or unreadable: a UserError ending with advice."""
     try:
         if key == "arrays":
             with np.load(file, allow_pickle=False) as arrays:
@@ -89,8 +83,7 @@ def read_saved(file, result, key, advice):
 
 
 def read_result(path, advice="rerun the question with --force"):
-    """The saved result at path with its arrays (.npz); its model states (.pt) are read (read_saved) only when
-    a question that reads them trains."""
+    """The saved result at path with its arrays (its model states are read only when needed)."""
     try:
         with open(path) as f:
             result = json.load(f)
@@ -106,8 +99,7 @@ def read_result(path, advice="rerun the question with --force"):
 
 
 def load_cached(path, config):
-    """The saved result (with its arrays) if made with exactly this config, else None. An unreadable file is
-    said and ignored: the question trains again."""
+    """The saved result if made with exactly this config, else None (an unreadable one: said, retrained)."""
     if not os.path.exists(path):
         return None
     try:
@@ -119,7 +111,7 @@ def load_cached(path, config):
 
 
 def full_results(folder):
-    """The saved results in folder (OUT/<script>/<question>.json) that a full run made, not a --quick one."""
+    """The saved results in folder/<script>/ that a full run made, not a --quick one."""
     found = []
     for path in sorted(glob.glob(os.path.join(folder, "*", "*.json"))):
         try:

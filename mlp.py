@@ -1,15 +1,14 @@
-"""Section 6: MLPs on 2-D coordinates (European cities -> country), the command. Each question lives in its
-own module, questions/<question>.py: its settings, what it trains and measures, its findings, their words and
-its figures. What several questions share is in section6.py (the data, the MLP, lockstep training), stats.py
-and plots.py (reading runs, figures); common.py holds the training loop.
+"""Section 6: MLPs on 2-D coordinates (European cities -> country). Each question is one module,
+questions/<question>.py: its settings, training, findings, words and figures. What several share is in
+section6.py (data, MLP, lockstep groups), stats.py and plots.py; common.py holds the training loop.
 
     python mlp.py --question lr            # one question; outputs in results/mlp/
     python mlp.py --question all           # every question, in order
     python mlp.py --list                   # the questions
     python mlp.py --help                   # every flag, with each question's protocol value
 
-Training writes every number into results/mlp/<question>.json (the arrays its figures draw into a .npz);
-a rerun with the same settings, data and training code reuses them.
+Every number goes to results/mlp/<question>.json (.npz: what its figures draw); a rerun with the same
+settings, data and training code reuses them.
 """
 import runner
 from common import UserError
@@ -52,12 +51,6 @@ SETTINGS = [
     Setting("batch_size_epochs", "epochs for each of --batch-sizes", dict(type=int, nargs="+")),
     Setting("overfit_per_class", "training rows of every class in the over-fitting control's subset (0: no "
             "control)", dict(type=int), check=non_negative),
-    Setting("overfit_features", "inputs of the over-fitting control", dict(choices=["raw", "standardized"]),
-            check=None),
-    Setting("overfit_width", "units per hidden layer of the over-fitting control", dict(type=int)),
-    Setting("overfit_lr", "learning rate of the over-fitting control", dict(type=float)),
-    Setting("overfit_batch_size", "batch size of the over-fitting control", dict(type=int)),
-    Setting("overfit_epochs", "epochs of the over-fitting control", dict(type=int)),
     Setting("noise_epochs", "epochs of the gradient-noise-scale run, at --batch-size (0: none)",
             dict(type=int), check=non_negative),
     Setting("larger_lr", "the larger learning rate of batch norm's controls without batch norm",

@@ -1,6 +1,5 @@
-"""What a report is made of (Answer, Report, tables, wording, the palette), and the figure helpers that
-several Section 6 questions share: seed bands, axes, split curves, prediction maps. Figures are matplotlib
-Figures on the Agg canvas, without pyplot: nothing to close, no global state, no display needed."""
+"""What a report is made of (Answer, Report, tables, wording), and the figure helpers several questions share.
+Figures are matplotlib Figures on the Agg canvas, without pyplot: nothing to close, no global state."""
 from typing import NamedTuple
 
 import numpy as np
@@ -14,9 +13,8 @@ MAX_BULLETS = 4  # an answer is a headline and at most this many findings, each 
 
 
 class Answer(NamedTuple):
-    """The reply to one question of the exercise: its number there (6.1.2-1), what it asks, a headline
-    sentence that answers it, at most MAX_BULLETS bullets (findings with their numbers), and its key number,
-    short, for the study's summary table. A sentence that says more than a number renders a tested finding."""
+    """The reply to an exercise item (6.1.2-1): a headline sentence that answers what it asks, at most
+    MAX_BULLETS findings with their numbers, and a short key number for the study's summary table."""
     item: str
     asked: str
     headline: str
@@ -51,9 +49,7 @@ def show_value(value):
 
 
 def render(templates, finding):
-    """A finding as words: the template of its case, a format string filled with the finding's numbers, a
-    function of the finding, or None for a case that says nothing. Findings decide cases from the numbers;
-    only templates hold wording."""
+    """A finding as words: its case's template, a format string or a function of it (None: nothing)."""
     template = templates[finding["case"]]
     if template is None:
         return None
@@ -63,8 +59,7 @@ def render(templates, finding):
 # ----------------------------------------------------------------------------- figures
 
 def figure(figsize):
-    """A figure with constrained layout, on the Agg canvas. matplotlib is imported here, at the first figure,
-    not at the top: it takes 0.3 s of every start, --help and --list included, which draw nothing."""
+    """A constrained-layout figure on the Agg canvas; matplotlib imported here, not at every start (0.3 s)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     fig = Figure(figsize=figsize, layout="constrained")
@@ -82,8 +77,8 @@ SEED_STYLES = ["-", "--", ":", "-."]  # the seeds' lines where each seed is draw
 
 
 def plot_mean_band(ax, x, runs_values, label, color=None, each_seed=False, band=True, **kwargs):
-    """Mean over seeds as a line, min..max over seeds as a band; with each_seed (seeds that disagree, where a
-    mean would hide a collapsed seed), every seed's own line, styled by SEED_STYLES. None breaks a line."""
+    """Mean over seeds as a line, min..max as a band; each_seed: every seed's line (where a mean would hide a
+    collapsed seed), styled by SEED_STYLES. None breaks a line."""
     values = np.array([as_array(vs) for vs in runs_values])
     if each_seed:
         lines = [ax.plot(x, seed_values, color=color, linestyle=style, **kwargs)[0]
@@ -112,8 +107,8 @@ def cielab(rgb):
 
 
 def class_colors(n):
-    """n RGB colors, one per class, as far apart to the eye as can be: greedy farthest points in CIELAB among
-    a 12-level RGB grid, the darkest and lightest left out so that black rings and lines stay visible."""
+    """n RGB colors far apart to the eye: greedy farthest points in CIELAB on a 12-level RGB grid, without the
+    darkest and lightest, so that black rings and lines stay visible."""
     levels = np.linspace(0, 1, 12)
     grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), axis=-1).reshape(-1, 3)
     lab = cielab(grid)
@@ -133,7 +128,7 @@ def map_aspect(extent):
 
 
 def map_figure(extent, map_width, other_width=0, maps=1):
-    """A figure sized for `maps` maps of extent, map_width inches wide each, beside other_width inches."""
+    """A figure for `maps` maps of extent, map_width inches wide each, beside other_width inches."""
     height = map_width * (extent[3] - extent[2]) / (extent[1] - extent[0]) * map_aspect(extent) + 0.8
     return figure((maps * map_width + other_width, height))
 
@@ -143,8 +138,8 @@ LABEL_SHIFTS = (0, 8, -8)  # points: a class name that would overlap one already
 
 
 def label_classes(ax, points, labels, class_names):
-    """Each class's name at the middle of its test points, the most numerous class first; a name that would
-    overlap one already written moves by LABEL_SHIFTS, or is left out. Returns the classes named."""
+    """Each class's name at the middle of its test points, the largest first, shifted by LABEL_SHIFTS off
+    names already written, or left out. Returns the classes named."""
     from matplotlib.patheffects import withStroke
     renderer = ax.figure.canvas.get_renderer()
     counts = np.bincount(labels, minlength=len(class_names))
@@ -165,9 +160,8 @@ def label_classes(ax, points, labels, class_names):
 
 
 def draw_map(ax, result, tag, run, title):
-    """A saved prediction map (arrays grid_TAG, test_pred_TAG): the plane colored by predicted class, the test
-    points on top in their true class's color, a black ring around each one the map gets wrong, and the
-    class names (label_classes)."""
+    """A saved prediction map (grid_TAG, test_pred_TAG): the plane colored by predicted class, the test points
+    in their true class's color, a black ring around each one it gets wrong, and the class names."""
     arrays, extent, class_names = result["arrays"], result["map_extent"], result["data"]["class_names"]
     grid, points, labels = arrays[f"grid_{tag}"], arrays["test_points"], arrays["test_labels"]
     wrong = arrays[f"test_pred_{tag}"] != labels
@@ -193,8 +187,8 @@ SPLITS = (("val", "validation", PALETTE[3], "-", 3),  # split, label, color, lin
 
 
 def plot_split_curves(ax_loss, ax_acc, runs, title, eval_mode_train=False):
-    """Train, validation and test loss and accuracy per epoch (no accuracy panel if ax_acc is None): the
-    validation line wide, with its band, under the thin lines of the others, which often lie on it."""
+    """Loss and accuracy per epoch of each split (ax_acc None: no accuracy panel); validation wide, with its
+    band, under the thin lines of the others, which often lie on it."""
     for split, label, color, style, width in SPLITS[:3 + eval_mode_train]:
         if split == "val" and len(runs) > 1:
             label += f" (band: min..max over {len(runs)} seeds)"

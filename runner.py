@@ -1,7 +1,5 @@
 """The command line of mlp.py and cnn.py: flags from the question records, each question trained or its saved
-result reused (cache.py), --list, --lanes, --replot, and each question's .md. A question's report (in its
-questions/ module) reads only its saved files.
-"""
+result reused (cache.py), --list, --lanes, --replot, and each question's .md written from its saved files."""
 import argparse
 import difflib
 import io
@@ -32,9 +30,8 @@ QUICK_BANNER = ("> **Quick run (`--quick`).** A tiny budget (a small subset of t
 
 
 class Question(NamedTuple):
-    """One question. protocol: its settings (a flag of the same name overrides one); reads: the questions
-    whose results train takes. train(settings, data, reads, env) -> result, whose 'arrays' go to a .npz (what
-    the figures draw) and 'weights' to a .pt (states other questions read); report(result) -> Report."""
+    """train(settings, data, reads, env) -> result ('arrays' go to a .npz, 'weights' to a .pt); report(result)
+    -> Report; protocol: its settings, each overridden by its flag; reads: the questions it trains on."""
     name: str
     section: str
     title: str
@@ -45,14 +42,14 @@ class Question(NamedTuple):
 
 
 class Env(NamedTuple):
-    """How to run, not what: the device, progress bars or not, the folder of cached decoded inputs."""
+    """How to run, not what: the device, no progress bars, the folder of cached decoded inputs."""
     device: torch.device
     quiet: bool
     cache_dir: str = None
 
 
 def positive(value):
-    """The check of a numeric flag: None when every number given is positive, else what is wrong."""
+    """None when every number given is positive, else what is wrong."""
     if (np.asarray(value) > 0).all():
         return None
     return f"{'values ' if isinstance(value, list) else ''}must be positive, got {value}"
@@ -64,8 +61,7 @@ def non_negative(value):
 
 
 class Setting(NamedTuple):
-    """A flag that overrides the setting `key` of every question that has it (--batch-size sets batch_size).
-    check(value) -> None, or what is wrong with the value."""
+    """The flag --KEY, which sets `key` in every question that has it; check(value): None or what's wrong."""
     key: str
     help: str
     argparse: dict
@@ -77,14 +73,9 @@ SHARED_SETTINGS = [Setting("seed", "seed of the first run (numpy and torch seede
                                    "built; also seeds its batch order)", dict(type=int), check=None)]
 
 
-def data_digest(settings, data):
-    return data["meta"]["digest"]
-
-
 class Script(NamedTuple):
-    """What mlp.py or cnn.py hands the runner. load_data(args, device) -> data, whose 'meta' describes it
-    ('digest' by content, 'summary' in one line); resolve(settings, quick) -> settings under the --quick
-    budget, checked across settings; inputs(settings, data) -> what names its inputs in a cache key."""
+    """What mlp.py or cnn.py hands the runner. load_data(args, device) -> data with its 'meta';
+    resolve(settings, quick) -> settings checked, under the --quick budget; inputs(...) -> their cache key."""
     name: str  # the results subfolder, and the script's file name without .py
     doc: str
     questions: list
@@ -94,7 +85,7 @@ class Script(NamedTuple):
     data_help: str
     data_holds: str  # what --data-dir's folder holds, for the error that a file was given
     add_flags: Callable = None
-    inputs: Callable = data_digest
+    inputs: Callable = lambda settings, data: data["meta"]["digest"]
     shared_code: tuple = ("common.py",)  # files whose every edit retrains each question (training_digest)
     demo_settings: dict = {}  # what the embedded data runs at (no --data-dir) where no flag sets it
 
@@ -104,8 +95,7 @@ def heading(question):
 
 
 def exercise_items(section):
-    """The exercise items a question's section names: '6.1.2-1' -> ['6.1.2-1'], '6.2.1-1 to 6.2.1-4' -> the
-    four, '' -> []."""
+    """'6.1.2-1' -> ['6.1.2-1'], '6.2.1-1 to 6.2.1-4' -> the four, '' -> []."""
     span = re.fullmatch(r"(.+-)(\d+) to \1(\d+)", section)
     if span is None:
         return [section] if section else []
@@ -123,8 +113,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def defaults_text(questions, key, show):
-    """A setting's default in every question that has it, for --help: 'default: 0.001', or 'default: q1, q2
-    50; q3 100' where questions differ. The protocol's value wherever the protocol sets one."""
+    """For --help: 'default: 0.001', or 'default: q1, q2 50; q3 100' where the questions' protocols differ."""
     values = {}
     for question in questions:
         if key in question.protocol:
@@ -179,9 +168,8 @@ def build_parser(script):
 
 
 def question_names(questions, values):
-    """The names of the questions --question asks for, each once, in the order asked (all: every question, in
-    the script's order). A value is a name (hyphens for underscores, any case), an exercise item of its
-    section (6.1.2-1), or all; an unknown one is a UserError with the closest name."""
+    """--question's names, each once, as asked: a name (hyphens for underscores, any case), an exercise item
+    (6.1.2-1), or all (every question); an unknown one is a UserError with the closest name."""
     every_name = [q.name for q in questions]
     aliases = {"all": "all"}
     for question in questions:
@@ -198,16 +186,14 @@ def question_names(questions, values):
 
 
 def readers(script, key):
-    """The names of the questions that read the setting key: it is in their protocol, or in that of a
-    question they read."""
+    """The questions whose protocol, or that of a question they read, has the setting key."""
     by_name = {q.name: q for q in script.questions}
     return [q.name for q in script.questions
             if any(key in by_name[name].protocol for name in with_reads(script.questions, [q.name]))]
 
 
 def refuse_unread_settings(script, args):
-    """A setting flag that none of the questions asked reads (nor what they read) is a UserError: it would
-    change nothing."""
+    """A flag that no question asked reads would change nothing: a UserError."""
     for setting in SHARED_SETTINGS + script.settings:
         if getattr(args, setting.key) is None:
             continue
@@ -238,7 +224,7 @@ def parse_args(script, argv):
 
 
 def resolve_settings(script, question, args):
-    """A question's settings, resolved once: its protocol, the flags set on top, then the script's resolve."""
+    """Its protocol, the flags set on top, then the script's resolve."""
     settings = dict(question.protocol)
     for setting in SHARED_SETTINGS + script.settings:
         if getattr(args, setting.key) is not None and setting.key in settings:
@@ -249,10 +235,8 @@ def resolve_settings(script, question, args):
 # ----------------------------------------------------------------------------- saved results
 
 def get_result(script, question, args, data, env, reads, force, with_states):
-    """The saved result if its config (settings, data, code, device, what it reads) matches, else train the
-    question and save it: .json, .npz for its arrays, .pt for its model states. with_states(name): the result
-    of a question it reads, with the model states that question saved. Returns (result, the paths it saved:
-    none for a saved result)."""
+    """(the saved result if its config matches, else the question trained and saved; the paths saved).
+    with_states(name): the result of a question it reads, with that question's model states."""
     settings = resolve_settings(script, question, args)
     config = rounded({"question": question.name, "settings": settings, "data": script.inputs(settings, data),
                       "code": training_digest(script, question), "device": env.device.type,
@@ -287,7 +271,7 @@ def get_result(script, question, args, data, env, reads, force, with_states):
 
 
 def save_figure(fig, path):
-    """A figure as a 128-colour palette PNG at 100 dpi: a fraction of a full-colour file, alike to the eye."""
+    """A 128-colour palette PNG at 100 dpi: a fraction of a full-colour file, alike to the eye."""
     rendered = io.BytesIO()
     fig.savefig(rendered, dpi=100, bbox_inches="tight", format="png")
     with Image.open(rendered) as image:
@@ -301,7 +285,7 @@ def answer_heading(answer):
 
 
 def write_report(script, question, result, out_dir):
-    """Draw the question's figures and write its .md from the saved result alone; returns the Report."""
+    """The question's figures and .md, from the saved result alone; returns the Report."""
     report = question.report(result)
     for file, (fig, _) in report.figures.items():
         save_figure(fig, os.path.join(out_dir, file))
@@ -323,8 +307,7 @@ def write_report(script, question, result, out_dir):
 
 
 def terminal_lines(report, width):
-    """A report's answers for the terminal: each answer's heading, its headline, then its bullets, wrapped to
-    width."""
+    """Each answer's heading, headline, then bullets, wrapped to width for the terminal."""
     def wrap(text, indent, then):
         return textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=then,
                              break_long_words=False, break_on_hyphens=False)
@@ -338,31 +321,19 @@ def terminal_lines(report, width):
 
 # ----------------------------------------------------------------------------- lanes and the run
 
-def saved_times(path):
-    """(cpu_s, wall_s) saved in a result file, None for each it lacks."""
+def saved_seconds(path, key):
+    """The result file's cpu_s or wall_s; None without one."""
     try:
         with open(path) as f:
-            result = json.load(f)
-        return result.get("cpu_s"), result.get("wall_s")
+            return json.load(f).get(key)
     except (OSError, ValueError, AttributeError):
-        return None, None
-
-
-def lane_costs(paths):
-    """name -> the CPU seconds its question last took, if every saved result has them (lanes run side by side
-    share the cores, so a lane's CPU time, not the wall time its questions took beside other lanes, is what
-    makes it end early or late); else the saved wall times, each one or None. Each file is read once."""
-    times = {name: saved_times(path) for name, path in paths.items()}
-    key = 0 if all(cpu is not None for cpu, _ in times.values()) else 1
-    return {name: saved[key] for name, saved in times.items()}
+        return None
 
 
 def plan_lanes(questions, n_lanes, seconds):
-    """Split questions into at most n_lanes lanes to run side by side, and those to run after every lane:
-    (lanes, after). A question joins the lane of the question it reads, which runs before it; one that reads
-    several (a summary of them), or one that reads such a question, runs after the lanes, where it would
-    otherwise tie them into one. The groups so formed go, longest first, to the lane with the least work so
-    far. seconds: name -> expected cost in seconds (None: unknown, the mean of the known, or 1)."""
+    """(at most n_lanes lanes to run side by side, the questions to run after them). A question joins the lane
+    of the one it reads; one that reads several, or reads such a question, runs after the lanes. Groups go,
+    costliest first, to the lane with the least work; seconds: name -> cost (None: the mean of the known)."""
     order = {q.name: i for i, q in enumerate(questions)}
     groups, after = [], []
     for question in questions:
@@ -396,8 +367,7 @@ def with_reads(questions, names):
 
 
 def refuse_quick_over_full(folder):
-    """A --quick run never writes where full results are: it would replace them with numbers that mean
-    nothing."""
+    """A --quick run never writes over full results with numbers that mean nothing."""
     full = full_results(folder)
     if full:
         raise UserError(f"{folder}: holds full results ({len(full)} files, such as {full[0]}); a --quick "
@@ -406,8 +376,7 @@ def refuse_quick_over_full(folder):
 
 
 def prepare_output(folder):
-    """Refuse, before anything trains, a results folder that cannot be created or written (creating nothing),
-    and remove the temporary files an earlier run left there when it was killed."""
+    """Refuse a folder that cannot be written (creating nothing); remove a killed run's temporary files."""
     existing = os.path.abspath(folder)
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
@@ -419,11 +388,10 @@ def prepare_output(folder):
 
 
 def question_table(script, out_dir):
-    """--list: a line per question, in aligned columns: its name, exercise item and title, and the wall time
-    of its saved result in out_dir, if there is one."""
+    """--list: aligned columns of each question's name, exercise item, title and saved result's wall time."""
     rows = [["question", "item", "title", "last run"]]
     for question in script.questions:
-        _, wall = saved_times(os.path.join(out_dir, f"{question.name}.json"))
+        wall = saved_seconds(os.path.join(out_dir, f"{question.name}.json"), "wall_s")
         last_run = "" if wall is None else f"{wall:.1f} s"
         rows.append([question.name, question.section, question.title, last_run])
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
@@ -431,21 +399,22 @@ def question_table(script, out_dir):
 
 
 def refuse_data_file(script, data_dir):
-    """--data-dir names a folder: a file (train.csv itself) is a UserError naming the folder that holds it."""
+    """--data-dir names a folder, not a file in it."""
     if data_dir and os.path.isfile(data_dir):
         raise UserError(f"{data_dir}: is a file; --data-dir wants the folder that holds {script.data_holds} "
                         f"({os.path.dirname(data_dir) or '.'}/)")
 
 
 def run(script, args):
-    """--list, --lanes, or the questions asked (and what they read) through the cache, then their reports;
-    with --replot, the reports alone (one without a saved result does not stop the others). Returns the
-    questions that failed."""
+    """--list, --lanes, or the questions asked (and what they read) through the cache, then their reports
+    (--replot: the reports alone). Returns the questions that failed."""
     out_dir = os.path.join(args.out, script.name)
     by_name = {q.name: q for q in script.questions}
     if args.list or args.lanes:
         if args.lanes:
-            seconds = lane_costs({name: os.path.join(out_dir, f"{name}.json") for name in by_name})
+            # lanes side by side share the cores: their CPU time, not the wall time, says when each ends
+            seconds = {name: saved_seconds(os.path.join(out_dir, f"{name}.json"), "cpu_s")
+                       for name in by_name}
             lanes, after = plan_lanes(script.questions, args.lanes, seconds)
             print("\n".join([" ".join(lane) for lane in lanes] + [" ".join(["after"] + after)] * bool(after)))
         else:
@@ -514,8 +483,7 @@ def run(script, args):
 
 
 def main(script, argv=None):
-    """The command line of mlp.py and cnn.py. A UserError is one line on stderr and exit code 2 (--debug
-    shows the traceback); a failed question, exit code 1."""
+    """A UserError is one line on stderr and exit code 2 (--debug: the traceback); a failed question, 1."""
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     try:
         args = parse_args(script, argv)

@@ -1,6 +1,5 @@
-"""The study report: OUT/README.md (every question's .md in the exercise's order, under a manifest) and
-OUT/manifest.json, from the saved results and run_all.sh's timings. run_all.sh calls it last; it reads files.
-"""
+"""The study report, OUT/README.md (a summary, a manifest, then every question's .md in the exercise's order),
+and OUT/manifest.json, from the saved results and run_all.sh's timings. run_all.sh calls it last."""
 import argparse
 import json
 import os
@@ -29,8 +28,7 @@ COURSE_REPORT = {  # the course report's numbers, as it gives them
 
 
 def git_commit(out):
-    """The commit the code ran from, and whether tracked files other than results (the project's results/
-    and out, the folder being written) differ from it."""
+    """The commit the code ran from, and whether tracked files other than results/ and out differ from it."""
     def git(*args):
         done = subprocess.run(["git", *args], capture_output=True, text=True, check=True, cwd=HERE)
         return done.stdout.strip()
@@ -44,8 +42,8 @@ def git_commit(out):
 
 
 def section_text(out, key, said_once):
-    """A question's own .md, headings one level down, figure links relative to out/, without its settings (a
-    link to the .md instead) and messages the manifest gives once (said_once: {long text: its short form})."""
+    """A question's .md, headings one level down, links relative to out/, its settings a link to the .md, and
+    messages the manifest gives once shortened (said_once: {long text: its short form})."""
     folder, question = key.split("/")
     path = os.path.join(out, folder, f"{question}.md")
     if not os.path.exists(path):
@@ -68,8 +66,7 @@ def anchor(key):
 
 
 def summary_rows(out, keys):
-    """A row per answer, in the exercise's order: its item, linked to its question's section, the headline and
-    the key number. The answers are the reports' own, made again from the saved files (figures not drawn)."""
+    """A row per answer, from the reports made again from the saved files: item (a link), headline, key."""
     rows = []
     for key in keys:
         folder, name = key.split("/")
@@ -83,21 +80,8 @@ def summary_rows(out, keys):
     return rows
 
 
-def lanes_sentence(lanes):
-    """How run_all.sh ran the questions: lanes, one a process, each the script then its questions in turn;
-    a lane whose questions begin with 'after' ran once its script's other lanes were done."""
-    side = [lane for lane in lanes if lane[1:2] != ["after"]]
-    then = "".join(f", then, once the {lane[0]}.py lanes were done, {lane[0]}.py: {', '.join(lane[2:])}"
-                   for lane in lanes if lane not in side)
-    if len(side) < 2:
-        return "The questions ran one after another, so their times add up to the total."
-    return (f"The questions ran in {len(side)} processes side by side ("
-            + "; ".join(f"{script}.py: {', '.join(questions)}" for script, *questions in side)
-            + f"){then}, so their times add up to more than the total.")
-
-
 def data_cell(info):
-    """The manifest's line for a section's data: 'embedded: data/europe (train N, ...)', or the folder."""
+    """'embedded: data/europe (train N, ...)', or the folder."""
     if not info["dir"]:
         return "no result in this folder"
     rows = ", ".join(f"{split} {n:,}" for split, n in info["rows"].items())
@@ -105,7 +89,7 @@ def data_cell(info):
 
 
 def stand_in_note(stand_ins):
-    """The warning at the top of the report for the sections that ran on the data embedded in the project."""
+    """The warning for the sections that ran on the embedded data."""
     if not stand_ins:
         return None
     return (f"> **Stand-in data.** {' and '.join(stand_ins)}: the project's embedded data, not the course's, "
@@ -114,7 +98,7 @@ def stand_in_note(stand_ins):
 
 
 def reproduction_rows(results):
-    """Section 6 on the course's CSVs beside the course report's numbers, a row per question that ran."""
+    """Section 6 on the course's CSVs beside the course report's numbers."""
     def per(question, key, value):  # {key(run): [value(run) for each of its runs]}
         groups = {}
         for run in results[question]["runs"]:
@@ -160,7 +144,7 @@ def reproduction_rows(results):
 
 
 def seeds_cell(results):
-    """Seeds per setting, from the results: '3', or '3 (sweep 5)' where a question ran another number."""
+    """'3', or '3 (sweep 5)' where a question ran another number of seeds."""
     counts = {key.split("/")[1]: r["settings"]["seeds"] for key, r in results.items()
               if "seeds" in r["settings"]}
     if not counts:
@@ -171,8 +155,7 @@ def seeds_cell(results):
 
 
 def write_study_report(out, times, lanes, total, image_size):
-    """OUT/README.md and OUT/manifest.json from the saved per-question files and run_all's timings. times:
-    (key, seconds, status) rows; lanes: the processes run side by side, each the script then its questions."""
+    """times: (key, seconds, status) rows; lanes: the processes run side by side (script, questions)."""
     keys = [f"{script.SCRIPT.name}/{q.name}" for script in (mlp, cnn) for q in script.QUESTIONS
             if os.path.isdir(os.path.join(out, script.SCRIPT.name))]  # a section not run into out: left out
     wall = {key: float(seconds) for key, seconds, _ in times}
@@ -198,7 +181,7 @@ def write_study_report(out, times, lanes, total, image_size):
     if trained_nothing and os.path.exists(previous):
         with open(previous) as f:  # nothing trained: the run that trained every result still describes them
             manifest = json.load(f)
-        total, lanes, status = manifest["total_wall_s"], manifest["lanes"], manifest["status"]
+        total, status = manifest["total_wall_s"], manifest["status"]
         wall = {key: float(seconds) for key, seconds in manifest["questions"].items()}
     else:
         manifest = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "git_commit": git_commit(out),
@@ -227,8 +210,8 @@ def write_study_report(out, times, lanes, total, image_size):
         short = f"{reason.split(' (')[0]} (see the manifest)"
         said_once.update({f"{reason}. Fix: {fix}": short, reason: short} if fix else {reason: short})
     lines += ["## Summary\n", markdown_table(["item", "answer", "key number"], summary_rows(out, keys))]
-    lines += ["## Manifest\n", markdown_table(["", ""], rows), lanes_sentence(lanes) + "\n",
-              markdown_table(["question", "wall time in this run (s)", "status"],
+    lines += ["## Manifest\n", markdown_table(["", ""], rows),
+              markdown_table(["question", "wall time (s; lanes side by side)", "status"],
                              [(k, f"{wall[k]:.1f}", status[k]) for k in keys if k in wall])]
     if data["mlp"]["rows"] == COURSE_ROWS:
         section_6 = {key.split("/")[1]: r for key, r in results.items() if key.startswith("mlp/")}

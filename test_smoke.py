@@ -1417,17 +1417,13 @@ def test_lanes_keep_readers_with_what_they_read_and_balance_the_time():
 
 
 
-def test_lanes_are_costed_by_cpu_time_when_every_result_has_it(tmp_path):
-    paths = {}
-    for name, values in {"a": {"wall_s": 100, "cpu_s": 50}, "b": {"wall_s": 60, "cpu_s": 55}}.items():
-        paths[name] = tmp_path / f"{name}.json"
-        paths[name].write_text(json.dumps(values))
-    assert runner.lane_costs(paths) == {"a": 50, "b": 55}
-    paths["c"] = tmp_path / "c.json"
-    paths["c"].write_text(json.dumps({"wall_s": 7}))  # an older result: every cost falls back to the wall time
-    assert runner.lane_costs(paths) == {"a": 100, "b": 60, "c": 7}
-    paths["d"] = tmp_path / "missing.json"
-    assert runner.lane_costs(paths)["d"] is None
+def test_lanes_are_costed_by_the_cpu_time_saved_in_each_result(tmp_path):
+    (tmp_path / "a.json").write_text(json.dumps({"wall_s": 100, "cpu_s": 50}))
+    (tmp_path / "b.json").write_text(json.dumps({"wall_s": 7}))  # an older result, without cpu_s
+    assert runner.saved_seconds(tmp_path / "a.json", "cpu_s") == 50
+    assert runner.saved_seconds(tmp_path / "b.json", "cpu_s") is None  # plan_lanes costs it at the mean
+    assert runner.saved_seconds(tmp_path / "missing.json", "wall_s") is None
+
 
 def test_the_cache_retrains_a_question_only_when_its_training_code_changes(tmp_path):
     """The cache key holds a digest of the code a question trains with (its train function and what that reaches,
@@ -2350,13 +2346,6 @@ def test_summary_findings_name_best_worst_ties_and_what_the_filter_left_out():
 
 
 def test_report_names_the_data_and_how_the_run_ran():
-    lanes = [["mlp", "lr", "epochs"], ["mlp", "batchnorm"], ["cnn", "all"]]
-    assert "ran in 3 processes side by side (mlp.py: lr, epochs; mlp.py: batchnorm; cnn.py: all)" in \
-        study.lanes_sentence(lanes)
-    assert "cnn.py: xgb; cnn.py: scratch), then, once the cnn.py lanes were done, cnn.py: summary, mistakes, so" in \
-        study.lanes_sentence([["cnn", "xgb"], ["cnn", "scratch"], ["cnn", "after", "summary", "mistakes"]])
-    assert "one after another" in study.lanes_sentence([["mlp", "lr", "epochs", "batchnorm"]])
-    assert "one after another" in study.lanes_sentence([])
     assert study.stand_in_note([]) is None  # the course data: no warning
     assert "Section 6 on cities and Section 7 on images" in study.stand_in_note(["Section 6 on cities",
                                                                                   "Section 7 on images"])
