@@ -126,17 +126,13 @@ def build_parser(script):
     parser = ArgumentParser(description=script.doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     questions = "; ".join(f"{q.name} ({heading(q)})" for q in script.questions)
     parser.add_argument("--question", nargs="+", metavar="QUESTION",
-                        help=f"which question(s): {questions}; or all, in that order. A question is also "
-                             "named by its exercise item (6.1.2-1) or with hyphens (batch-size). With "
-                             "several, one that fails does not stop the others (exit code 1)")
+                        help=f"which question(s): {questions}; or all; or an exercise item (6.1.2-1). One "
+                             "that fails does not stop the others (exit code 1)")
     parser.add_argument("--list", action="store_true",
-                        help="print the questions, one per line with their exercise item, title and the time "
-                             "their saved result in OUT took, and exit")
+                        help="print the questions, their items, titles and last run times in OUT, and exit")
     parser.add_argument("--lanes", type=int, metavar="N",
-                        help="print the questions in N lanes to run side by side, one per line, and exit: "
-                             "a question shares the lane of the one it reads; those that read several come "
-                             "last, on a line 'after QUESTION...', to run once the script's lanes are done; "
-                             "lanes are balanced by the CPU times saved in OUT (else wall times)")
+                        help="print N lanes of questions to run side by side, balanced by the CPU times "
+                             "saved in OUT, then 'after QUESTION...' (those that read several), and exit")
     parser.add_argument("--data-dir", help=script.data_help)
     parser.add_argument("--out", help=f"results folder; outputs go to OUT/{script.name}/ (default: results; "
                                       f"with --quick, {QUICK_OUT}, and a folder of full results is refused)")
@@ -144,24 +140,21 @@ def build_parser(script):
         defaults = defaults_text(script.questions, setting.key, setting.show)
         parser.add_argument("--" + setting.key.replace("_", "-"), dest=setting.key, **setting.argparse,
                             help=f"{setting.help} ({defaults})")
-    parser.add_argument("--device", default="auto",
-                        help="auto (cuda when available), cpu or cuda (default auto)")
+    parser.add_argument("--device", default="auto", help="auto (cuda if there is one), cpu or cuda")
     parser.add_argument("--threads", type=int,
-                        help="CPU threads of torch, XGBoost and image decoding (default: torch's, every "
-                             "core; run_all.sh gives each of its parallel processes its share)")
+                        help="CPU threads of torch, XGBoost and image decoding (default: every core)")
     if script.add_flags:
         script.add_flags(parser)
     parser.add_argument("--times", metavar="FILE",
-                        help="append a line per question (script/question, wall seconds, ok or failed) to "
-                             "FILE")
+                        help="append a line per question (script/question, wall seconds, state) to FILE")
     parser.add_argument("--quick", action="store_true",
                         help=f"a tiny budget (small data, few epochs) for tests: its numbers mean nothing; "
                              f"it writes to {QUICK_OUT}/ unless --out names a folder without full results")
     parser.add_argument("--force", action="store_true",
                         help="retrain even if a saved result has the same settings")
     parser.add_argument("--replot", action="store_true",
-                        help="only redraw the figures and rewrite the .md from the saved .json and .npz: no "
-                             "data, no training (the other flags do not matter then)")
+                        help="only redraw the figures and .md from the saved .json and .npz: no data, no "
+                             "training")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     return parser
