@@ -1783,6 +1783,7 @@ def test_batch_size_accuracy_and_trend_findings_cases():
     assert highest["acc"] == pytest.approx(np.mean(seeds[128]))
     tied = bs.accuracy_finding({**seeds, 16: [0.52, 0.51, 0.53]})  # the seeds disagree: a paired t-test ties
     assert cases(bs.ACCURACY_TEXT, [tied]) == ["tied"] and {tied["batch"], tied["other"]} == {16, 128}
+    assert bs.accuracy_finding({128: seeds[128]})["case"] == "highest"  # one batch size: nothing to tie with
     falls = bs.trend_finding({1: 33.0, 16: 2.2, 128: 0.32, 1024: 0.09})
     assert falls["case"] == "falls" and (falls["small"], falls["at_large"]) == (1, 0.09)
     assert bs.trend_finding({1: 33.0, 16: 2.2, 128: 2.2, 1024: 0.09})["case"] == "falls"  # level is no rise

@@ -124,10 +124,12 @@ def accuracy_finding(best_acc):
     """The most accurate batch size (batch size -> best validation accuracy per seed), tied with the runner-up
     where a paired t-test over the seeds cannot separate them."""
     means = {b: float(np.mean(as_array(accs))) for b, accs in best_acc.items()}
-    top, other = sorted(means, key=means.get, reverse=True)[:2]
-    versus = paired(best_acc[other], best_acc[top])
+    top, *others = sorted(means, key=means.get, reverse=True)
+    if not others:
+        return dict(case="highest", batch=top, acc=means[top])
+    versus = paired(best_acc[others[0]], best_acc[top])
     return dict(versus, case="tied" if versus["case"] == "tie" else "highest", batch=top, acc=means[top],
-                other=other, other_acc=means[other])
+                other=others[0], other_acc=means[others[0]])
 
 
 def trend_finding(values):

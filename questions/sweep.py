@@ -18,10 +18,9 @@ def train_sweep(settings, data, reads, env):
 
 
 def row_finding(cells, chance):
-    """One batch size: lr -> final validation accuracy per seed, a diverged seed at chance. The best lr
-    (highest mean), the lrs tied with it (paired over seeds; a cell at chance, within GAP_TOLERANCE, ties with
-    nothing), and their centre (geometric mean), steadier than the best alone on a flat top. No best where the
-    best is at chance or ties with every other lr."""
+    """One batch size (lr -> final validation accuracy per seed, a diverged seed at chance): the best lr, the
+    lrs tied with it (paired over seeds; a cell within GAP_TOLERANCE of chance ties with nothing) and their
+    geometric centre, steadier than the best alone on a flat top; no best at chance or where every lr ties."""
     means = {lr: float(np.mean(values)) for lr, values in cells.items()}
     top = max(means, key=means.get)
     learned = [lr for lr in cells if means[lr] > chance + GAP_TOLERANCE]
