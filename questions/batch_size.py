@@ -11,7 +11,7 @@ from plots import PALETTE, Answer, Report, finish, markdown_table, plot_mean_ban
 from questions.epochs import spread
 from runner import Question
 from section6 import SKELETON, arch_of, build_model, seed_runs, train_group
-from stats import OVERFIT_GAP, as_array, best, epochs_axis, falls_with, group_by, mean_final, mean_std, paired
+from stats import as_array, best, epochs_axis, falls_with, group_by, mean_std, paired
 
 NOISE_STEPS = 100  # the last step losses, whose spread measures how noisy a batch size's steps are
 WINDOWS = 300  # windows the step losses are drawn in, log-spaced as the step axis: the first steps alone
@@ -104,156 +104,100 @@ def train_batch_size(settings, data, reads, env):
     return {"runs": results, "noise_runs": noise_runs, "arrays": arrays}
 
 
-def equal_steps_finding(curves):
-    """Are the batch sizes alike at equal optimizer steps? curves: batch size -> (steps after each epoch, mean
-    validation accuracy there). Compared at the fewest steps any batch size took in all, each batch size's
-    accuracy read off its curve there (linear in steps between its evaluations; None when its first evaluation
-    comes later, with that step count)."""
-    steps = min(x[-1] for x, _ in curves.values())
-    fewest = min(curves, key=lambda b: curves[b][0][-1])
-    rows = [(b, float(np.interp(steps, x, acc)) if x[0] <= steps else None, int(x[0]))
-            for b, (x, acc) in curves.items()]
-    compared = [acc for _, acc, _ in rows if acc is not None]
-    if len(compared) < 2:
-        return dict(case="no_equal_steps", steps=steps, rows=rows)
-    case = "steps_explain" if max(compared) - min(compared) <= OVERFIT_GAP else "steps_do_not_explain"
-    return dict(case=case, steps=steps, fewest=fewest, rows=rows, spread=max(compared) - min(compared))
-
-
 PAYS = 0.5  # a batch size pays for its larger batches while it gains at least half of the best validation
 #   loss drop per epoch: the paper's model (samples needed = E_min (1 + B / B_noise)) puts B_noise there
 
 
 def noise_scale_finding(b_simple, gains):
-    """Are the batch sizes above B_simple where more samples per step stopped paying? b_simple: its lowest and
-    highest value over the first epoch (mean over seeds); gains: batch size -> the validation loss drop in its
-    first epoch (mean over seeds). A batch size pays while it gains at least PAYS of the best gain; those
-    between the two B_simple values are left out."""
+    """Are the batch sizes above B_simple (its lowest and highest first-epoch value) where more samples per
+    step stopped paying? gains: batch size -> its first-epoch validation loss drop; those between left out."""
     best_gain = max(gains.values())
     pays = {b: gain >= PAYS * best_gain for b, gain in gains.items()}
-    below = [b for b in gains if b < b_simple[0]]
-    above = [b for b in gains if b > b_simple[1]]
-    if not below or not above:
-        case = "one_side"
-    elif not all(pays[b] for b in below):
-        case = "stops_below"
-    elif any(pays[b] for b in above):
-        case = "pays_above"
-    else:
-        case = "stops_above"
-    return dict(case=case, low=b_simple[0], high=b_simple[1], below=below, above=above,
-                share={b: gain / best_gain for b, gain in gains.items()})
+    below = [pays[b] for b in gains if b < b_simple[0]]
+    above = [pays[b] for b in gains if b > b_simple[1]]
+    case = ("one_side" if not below or not above else "stops_below" if not all(below) else
+            "pays_above" if any(above) else "stops_above")
+    return dict(case=case, share={b: gain / best_gain for b, gain in gains.items()})
 
 
-def batch_size_findings(rows, curves):
-    """6.1.2-4 from rows (batch size, iterations per epoch, seconds per epoch, total steps, best validation
-    accuracy, loss noise, final validation accuracy, best validation accuracy per seed) and
-    equal_steps_finding's curves: (i) accuracy, ties with the runner-up within the seeds' noise, and at equal
-    steps, (ii) speed, (iii) stability."""
-    sizes = [row[0] for row in rows]
-    ranked = sorted(rows, key=lambda row: -row[4])
-    top = ranked[0]
-    versus = paired(ranked[1][7], top[7]) if len(ranked) > 1 else {}
-    highest = (dict(versus, case="highest_tied", batch=top[0], acc=top[4], other=ranked[1][0],
-                    other_acc=ranked[1][4]) if versus.get("case") == "tie" else
-               dict(case="highest", batch=top[0], acc=top[4]))
-    smallest, largest = min(rows), max(rows)
-    ends = dict(small=smallest[0], large=largest[0])
-    return [highest, equal_steps_finding(curves),
-            dict(ends, case="faster" if falls_with(sizes, [row[2] for row in rows]) else "not_faster",
-                 at_small=smallest[2], at_large=largest[2]),
-            dict(ends, case="steadier" if falls_with(sizes, [row[5] for row in rows]) else "not_steadier",
-                 at_small=smallest[5], at_large=largest[5])]
+def accuracy_finding(best_acc):
+    """The most accurate batch size (batch size -> best validation accuracy per seed), tied with the runner-up
+    where a paired t-test over the seeds cannot separate them."""
+    means = {b: float(np.mean(as_array(accs))) for b, accs in best_acc.items()}
+    top, *others = sorted(means, key=means.get, reverse=True)
+    if not others:
+        return dict(case="highest", batch=top, acc=means[top])
+    versus = paired(best_acc[others[0]], best_acc[top])
+    return dict(versus, case="tied" if versus["case"] == "tie" else "highest", batch=top, acc=means[top],
+                other=others[0], other_acc=means[others[0]])
 
 
-def listed_by_batch(values, form):
-    return ", ".join(f"{b}: {form.format(v)}" for b, v in values)
+def trend_finding(values):
+    """Whether a measure (batch size -> its value) falls with every larger batch."""
+    small, large = min(values), max(values)
+    return dict(case="falls" if falls_with(list(values), list(values.values())) else "uneven", small=small,
+                large=large, at_small=values[small], at_large=values[large])
 
 
-BATCH_SIZE_TEXT = {
-    "highest": "(i) Batch {batch} reaches the best validation accuracy ({acc:.3f})",
-    "highest_tied": ("(i) Batch {batch} and {other} tie for the best validation accuracy ({acc:.3f}, "
-                     "{other_acc:.3f}; {n} seeds cannot separate them at 95%)"),
-    "steps_explain": ("; at equal steps ({steps:,}) all are within {spread:.3f}, so batch {fewest} trails by "
-                      "its fewer steps."),
-    "steps_do_not_explain": ("; at equal steps ({steps:,}) they still differ by {spread:.3f}: fewer steps "
-                             "alone do not explain the gap."),
-    "no_equal_steps": ".",
-    "faster": ("(ii) An epoch is faster the larger the batch, with fewer updates: {at_small:.2f} s at batch "
-               "{small}, {at_large:.2f} s at batch {large}."),
-    "not_faster": ("(ii) A larger batch did not always make an epoch faster ({at_small:.2f} s at batch "
-                   "{small}, {at_large:.2f} s at batch {large})."),
-    "steadier": ("(iii) The step losses get steadier as the batch grows: their std over the last 100 steps "
-                 "falls from {at_small:.3f} at batch {small} to {at_large:.3f} at batch {large}."),
-    "not_steadier": ("(iii) The step losses do not get steadier with every larger batch ({at_small:.3f} at "
-                     "batch {small}, {at_large:.3f} at batch {large}: std over the last 100 steps)."),
+ACCURACY_TEXT = {
+    "highest": "(i) Batch {batch} is the most accurate ({acc:.3f} best validation accuracy)",
+    "tied": ("(i) Batch {batch} and {other} tie as the most accurate ({acc:.3f}, {other_acc:.3f} best "
+             "validation accuracy; {n} seeds cannot separate them at 95%)"),
 }
+TREND_TEXT = {"falls": "falls", "uneven": "does not fall"}
 NOISE_TEXT = {
     "stops_above": "more samples per step stop paying above B_simple.",
     "stops_below": "more samples per step stop paying already below B_simple.",
     "pays_above": "batch sizes above B_simple still pay.",
     "one_side": "no batch sizes lie on both sides of B_simple to tell.",
 }
-NOISE_LEAD = ("Beyond the protocol, the gradient noise scale B_simple is {b_simple} in the first epoch; "
-              "first-epoch loss drop as a share of the best: {shares}; ")
-TOP = {"highest": "Batch {batch} is the most accurate",
-       "highest_tied": "Batch {batch} and {other} tie as the most accurate"}
-BUYS = {"faster": "run faster epochs", "steadier": "take steadier steps"}
 
 
-def first_epoch_gains(by_bs, noise_runs):
-    """Batch size -> the mean over seeds of its validation loss drop from initialisation to epoch 1."""
-    start = {run["seed"]: run["val_loss_init"] for run in noise_runs}
-    return {b: float(np.mean([start[r["seed"]] - r["history"]["val_loss"][0] for r in runs
-                              if r["history"]["val_loss"][0] is not None])) for b, runs in by_bs.items()}
-
-
-def noise_curve(noise_runs):
-    """The epochs B_simple was measured after, and its values there per seed [seeds, epochs] (NaN: not
-    measurable)."""
+def noise_scale_panel(ax, by_bs, noise_runs):
+    """Draws B_simple per epoch against the batch sizes; returns the bullet of noise_scale_finding."""
     epochs = noise_epochs(noise_runs[0]["epochs"])
-    return epochs, np.array([as_array([r["noise_scale_init"]] + r["history"]["noise_scale"])[epochs]
-                             for r in noise_runs])
-
-
-def draw_noise_scale(ax, noise_runs, batch_sizes):
-    plot_mean_band(ax, *noise_curve(noise_runs), "B_simple (mean over seeds, band min..max)", color="black",
-                   linewidth=2, marker="o", markersize=4)
-    for color, batch_size in zip(PALETTE, batch_sizes):
+    curve = np.array([as_array([r["noise_scale_init"]] + r["history"]["noise_scale"])[epochs]
+                      for r in noise_runs])
+    plot_mean_band(ax, epochs, curve, "B_simple (mean over seeds, band min..max)", color="black", linewidth=2,
+                   marker="o", markersize=4)
+    for color, batch_size in zip(PALETTE, by_bs):
         ax.axhline(batch_size, color=color, linestyle="--", linewidth=1.5, label=f"batch {batch_size}")
     ax.set_yscale("log")
     finish(ax, "epoch (0: initialisation)", "B_simple = tr(Sigma) / |G|^2 (log scale)",
            f"beyond the protocol: noise scale at batch {noise_runs[0]['batch_size']}, {NOISE_ROWS:,} rows",
            loc="upper left", bbox_to_anchor=(1, 1), fontsize=8)  # outside: no room inside is free of data
+    start = {run["seed"]: run["val_loss_init"] for run in noise_runs}
+    gains = {b: float(np.mean([start[r["seed"]] - r["history"]["val_loss"][0] for r in runs
+                               if r["history"]["val_loss"][0] is not None])) for b, runs in by_bs.items()}
+    first_epoch = np.nanmean(curve, axis=0)[:2]
+    found = noise_scale_finding((float(np.nanmin(first_epoch)), float(np.nanmax(first_epoch))), gains)
+    shares = ", ".join(f"{b}: {share:.0%}" for b, share in found["share"].items())
+    return (f"Beyond the protocol, the gradient noise scale B_simple is {spread(first_epoch, '{:.0f}')} in "
+            f"the first epoch; first-epoch loss drop as a share of the best: {shares}; "
+            f"{render(NOISE_TEXT, found)}")
 
 
 def report_batch_size(result):
     by_bs = group_by(result["runs"], "batch_size")
-    noise_runs = result.get("noise_runs")
-    fig, axes = subplots(2, 2, figsize=(15, 10))
-    (ax_epoch, ax_steps), (ax_loss, ax_noise) = axes
-    rows, answer_rows, curves = [], [], {}
+    fig, ((ax_epoch, ax_steps), (ax_loss, ax_noise)) = subplots(2, 2, figsize=(15, 10))
+    rows, best_acc, seconds, loss_std = [], {}, {}, {}
     for order, (color, (batch_size, runs)) in enumerate(zip(PALETTE, by_bs.items())):
         steps, epochs = runs[0]["steps_per_epoch"], runs[0]["epochs"]
         label = f"batch {batch_size}" + (" (1 epoch: one point)" if epochs == 1 else "")
         for ax, x in ((ax_epoch, epochs_axis(runs)), (ax_steps, epochs_axis(runs) * steps)):
             plot_mean_band(ax, x, [r["history"]["val_acc"] for r in runs], label=label, color=color,
                            marker="o", markersize=4)
-        noise = float(np.mean([r["loss_noise"] for r in runs if r["status"] == "ok"]))
-        windows = {key: result["arrays"][f"steps_{batch_size}_{key}"]
-                   for key in ("end", "mean", "p10", "p90")}
+        window = {key: result["arrays"][f"steps_{batch_size}_{key}"] for key in ("end", "mean", "p10", "p90")}
         # the smallest batch's wide band lightest and lowest, so the bands of the others show on top of it
-        ax_loss.fill_between(windows["end"], windows["p10"], windows["p90"], color=color, linewidth=0,
+        ax_loss.fill_between(window["end"], window["p10"], window["p90"], color=color, linewidth=0,
                              alpha=0.08 if order == 0 else 0.25, zorder=order)
-        ax_loss.plot(windows["end"], windows["mean"], color=color, linewidth=1 if order == 0 else 2,
+        ax_loss.plot(window["end"], window["mean"], color=color, linewidth=1 if order == 0 else 2,
                      zorder=10 + order, label=f"batch {batch_size}")
-        best_acc = [best(r, "val_acc", max) for r in runs]
-        rows.append((batch_size, epochs, steps, f"{runs[0]['group_wall_s'] / epochs:.2f}", f"{noise:.3f}",
-                     mean_std(best_acc)))
-        answer_rows.append((batch_size, steps, runs[0]["group_wall_s"] / epochs, steps * epochs,
-                            float(np.mean(as_array(best_acc))), noise, mean_final(runs, "val_acc"), best_acc))
-        curves[batch_size] = (epochs_axis(runs) * steps,
-                              np.nanmean([as_array(r["history"]["val_acc"]) for r in runs], axis=0))
+        best_acc[batch_size] = [best(r, "val_acc", max) for r in runs]
+        seconds[batch_size] = runs[0]["group_wall_s"] / epochs
+        loss_std[batch_size] = float(np.mean([r["loss_noise"] for r in runs if r["status"] == "ok"]))
+        rows.append((batch_size, epochs, steps, f"{seconds[batch_size]:.2f}", f"{loss_std[batch_size]:.3f}",
+                     mean_std(best_acc[batch_size])))
     finish(ax_epoch, "epoch", "validation accuracy (fraction correct)",
            "(i) validation accuracy per epoch (mean over seeds, band = min..max)", fontsize=8)
     finish(ax_steps, "optimizer steps taken (log scale)", "validation accuracy (fraction correct)",
@@ -265,26 +209,21 @@ def report_batch_size(result):
         ax.set_xscale("log")
     table = markdown_table(["batch", "epochs", "iterations per epoch", "seconds per epoch",
                             "step loss std (last 100)", "best val acc"], rows)
-    highest, at_steps, speed, steadiness = batch_size_findings(answer_rows, curves)
-    bullets = [render(BATCH_SIZE_TEXT, highest) + render(BATCH_SIZE_TEXT, at_steps),
-               render(BATCH_SIZE_TEXT, speed), render(BATCH_SIZE_TEXT, steadiness)]
-    if noise_runs:
-        draw_noise_scale(ax_noise, noise_runs, list(by_bs))
-        curve = np.nanmean(noise_curve(noise_runs)[1], axis=0)
-        found = noise_scale_finding((float(np.nanmin(curve[:2])), float(np.nanmax(curve[:2]))),
-                                    first_epoch_gains(by_bs, noise_runs))
-        lead = NOISE_LEAD.format(b_simple=spread([found["low"], found["high"]], "{:.0f}"),
-                                 shares=listed_by_batch(found["share"].items(), "{:.0%}"))
-        bullets.append(lead + render(NOISE_TEXT, found))
+    highest = accuracy_finding(best_acc)
+    trends = [("ii", "the time per epoch", " s", trend_finding(seconds)),
+              ("iii", "the step losses' std (last 100 steps)", "", trend_finding(loss_std))]
+    bullets = [f"({item}) {measure.capitalize()} {TREND_TEXT[f['case']]} with every larger batch: "
+               f"{f['at_small']:.3g}{unit} at batch {f['small']}, {f['at_large']:.3g}{unit} at {f['large']}."
+               for item, measure, unit, f in trends]
+    if result["noise_runs"]:
+        bullets.append(noise_scale_panel(ax_noise, by_bs, result["noise_runs"]))
     else:
         ax_noise.set_axis_off()
-    buys = [BUYS[f["case"]] for f in (speed, steadiness) if f["case"] in BUYS]
-    buys.append("make fewer updates per epoch")
-    headline = f"{TOP[highest['case']].format(**highest)}; larger batches {', '.join(buys)}."
+    cut = " and ".join(measure for _, measure, _, f in trends if f["case"] == "falls")
+    headline = render(ACCURACY_TEXT, highest) + (f"; every larger batch cuts {cut}." if cut else ".")
     answer = Answer("6.1.2-4", "How does the batch size affect (i) accuracy, (ii) speed, (iii) stability?",
                     headline, bullets, f"best val acc {highest['acc']:.3f} at batch {highest['batch']}")
-    caption = ("Top: accuracy per epoch and per step; bottom: how far the step losses scatter, and the noise "
-               "scale against the batch sizes.")
+    caption = "Top: accuracy per epoch and per step; bottom: the step losses' scatter, the noise scale."
     return Report([table], {"batch_size.png": (fig, caption)}, [answer])
 
 
