@@ -6,7 +6,7 @@ from plots import Answer, Report, draw_map, map_figure, markdown_table, render
 from runner import Question
 from section6 import (REPORT_62, SIN_FREQUENCIES, arch_of, featurize, load_model, map_arrays, map_extent,
                       seed_runs, test_points, train_group)
-from stats import SIGNIFICANCE, arch_label, final, finals, mean_final, paired
+from stats import SIGNIFICANCE, final, finals, mean_final, paired
 
 
 @torch.no_grad()
@@ -123,10 +123,9 @@ def report_implicit(result):
                     "trouble with?", headline, bullets, key)
     rows = [[name] + [finals(runs, key) for key in ("train_acc", "val_acc", "test_acc")]
             for name, runs, _ in variants]
-    run, frequencies = result["runs"][0], result["sin_frequencies"]
-    note = (f"Both {arch_label(run)}, batch norm, {run['epochs']} epochs. Features: sin(a*x), a in "
-            f"{frequencies[0]:g}..{frequencies[-1]:g}, on longitude and latitude in degrees. Country size: "
-            f"validation rows, or the convex hull of its test cities; countries with {MIN_POINTS}+ rows.")
+    frequencies = result["sin_frequencies"]
+    note = (f"Features: sin(a*x), a in {frequencies[0]:g}..{frequencies[-1]:g}, on longitude and latitude in "
+            f"degrees. Country size: validation rows, or the hull of its test cities ({MIN_POINTS}+ rows).")
     table = markdown_table(["input", "train acc", "val acc", "test acc"], rows)
     return Report([table, note], {"implicit.png": (fig, "Raw coordinates (left), sin features (right).")},
                   [answer])
