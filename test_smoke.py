@@ -1717,21 +1717,18 @@ def gradient_run(seed, zero_through, dead_at, depth=10):
     return run_with({"grad_sq_norm": grads}, seed=seed, init_activation_norm=norms)
 
 
-def test_zero_cause_and_zeros_finding_cases():
+def test_cut_layer_only_where_the_zeros_are_the_layers_up_to_a_dead_one():
     # as in the embedded data's run: seed 42 exactly 0 in layers 0-83, and layer 83's input 0 at initialisation
-    committed = gradient_run(42, 83, 83, depth=100)
-    assert questions.gradients.zero_cause(committed) == "dead_layer"
-    assert questions.gradients.zero_cause(gradient_run(42, None, None)) is None
-    assert questions.gradients.zero_cause(gradient_run(42, 7, 6)) == "unexplained"  # one zero past the dead layer
-    tiny = questions.gradients.FLOAT32_TINY
-    below, at = (gradient_epochs([[0.0, value, 1e-3]] * 2) for value in (tiny * 0.99, tiny))
-    assert [questions.gradients.zero_cause(r) for r in (below, at)] == ["underflow", "unexplained"]
+    cut_layer = questions.gradients.cut_layer
+    assert cut_layer(gradient_run(42, 83, 83, depth=100)) == 83
+    assert cut_layer(gradient_run(42, 7, 6)) is None  # one zero past the dead layer
+    assert cut_layer(gradient_run(42, 5, 6)) is None  # one zero short of it
+    assert cut_layer(gradient_run(42, 6, None)) is None and cut_layer(gradient_run(42, None, None)) is None
     zeros = [questions.gradients.zeros_finding(runs) for runs in (
-        [committed, gradient_run(43, 99, 99, depth=100), gradient_run(44, 74, 74, depth=100)], [below],
-        [gradient_run(42, 6, 6), below], [gradient_run(42, None, None)])]
-    assert cases(questions.gradients.ZEROS_TEXT, zeros) == ["dead_layer", "other", "other", "no_zeros"]
-    assert (zeros[0]["seeds"], zeros[0]["of"], zeros[0]["span"], zeros[0]["layers"]) == (3, 3, "75 to 100", 101)
-    assert zeros[1]["span"] == "1"
+        [gradient_run(42, 83, 83, depth=100), gradient_run(43, 99, 99, depth=100), gradient_run(44, 7, 6, depth=100)],
+        [gradient_run(42, None, None)])]
+    assert cases(questions.gradients.ZEROS, zeros) == ["zeros", "no_zeros"]
+    assert (zeros[0]["seeds"], zeros[0]["of"], zeros[0]["most"], zeros[0]["layers"], zeros[0]["cut"]) == (3, 3, 100, 101, 2)
 
 
 PRIOR, UNIFORM = 2.751, math.log(39)
@@ -1956,36 +1953,34 @@ def test_fix_criteria_each_at_its_boundary():
     found = [criteria(runs, [0.16]) for runs in (
         [fix_run(bar + 1e-9)], [fix_run(bar)], [fix_run(bar + 1e-9, grads=((0.0, 1e-3),))],
         [fix_run(bar, grads=((0.0, 1e-3),))], [fix_run(0.9), fix_run(None, status="diverged", seed=43)])]
-    assert [f["case"] for f in found] == ["solved", "gradient_only", "accuracy_only", "neither", "neither"]
-    assert (found[2]["gradient"], found[2]["accuracy"], found[4]["diverged"], found[4]["seeds"]) == (False, True, 1, 2)
+    assert [f["case"] for f in found] == ["solved", "disagree", "disagree", "neither", "neither"]
+    assert [(f["gradient"], f["accuracy"], f["above"]) for f in found[1:3]] == [(True, False, "not above"),
+                                                                               (False, True, "above")]
+    assert (found[2]["zero_seeds"], found[4]["zero_seeds"], found[4]["diverged"], found[4]["seeds"]) == (1, 0, 1, 2)
     # two seeds each: the bar is SOLVED_SDS pooled seed std above the plain net's
     noisy = criteria([fix_run(0.2), fix_run(0.44, seed=43)], [0.16, 0.16])
     assert noisy["bar"] == pytest.approx(0.16 + 2 * math.sqrt(np.var([0.2, 0.44], ddof=1) / 2))
-    # layer 0's first SGD step lr * ||grad W|| at MAX_STEP, and the exact zeros' cause
+    # layer 0's first SGD step lr * ||grad W|| at MAX_STEP
     limit = (questions.residual.MAX_STEP / 1e-3) ** 2
     assert criteria([fix_run(0.5, first_grad=limit)], [0.16])["step"] == pytest.approx(questions.residual.MAX_STEP)
-    dead = dict(fix_run(0.16, grads=((0.0, 1e-3),)), init_activation_norm=[0.0, 1.0])
-    assert criteria([dead], [0.16])["cause"] == "dead_layer" and criteria([fix_run(0.5)], [0.16])["cause"] is None
 
 
-def judged(name, case, step=0.0, cause=None, val=0.3):
-    return dict(name=name, case=case, step=step, cause=cause, val=val, bar=0.2, seeds=3, diverged=0, grad_sq=1.0)
+def judged(name, case, step=0.0, val=0.3):
+    return dict(name=name, case=case, step=step, val=val, bar=0.2, above="above", seeds=3, diverged=0, zero_seeds=1,
+                grad_sq=1.0)
 
 
 def test_fix_findings_group_the_changes_by_what_their_numbers_show():
     max_step = questions.residual.MAX_STEP
     changes = [judged("skips", "neither", step=max_step * 1.01), judged("at the step", "neither", step=max_step),
                judged("solved big step", "solved", step=10 * max_step, val=0.5), judged("skips + BN", "solved"),
-               judged("SkipInit", "accuracy_only"), judged("pre-act.", "gradient_only"),
-               judged("He", "neither", cause="dead_layer"), judged("leaky", "neither", cause="underflow"),
-               judged("blown and dead", "neither", step=2 * max_step, cause="dead_layer")]
+               judged("SkipInit", "disagree"), judged("pre-act.", "disagree"), judged("He", "neither"),
+               judged("blown and disagreeing", "disagree", step=2 * max_step)]
     headline, *bullets = questions.residual.fix_findings([0.16], changes)
     assert cases(questions.residual.HEADLINE, [headline]) == ["solved_by"]
-    assert headline["names"] == "solved big step, skips + BN" and headline["best"]["name"] == "solved big step"
-    assert {b["case"]: [(i["name"], i["case"]) for i in b["items"]] for b in bullets} == {
-        "disagree": [("SkipInit", "accuracy_only"), ("pre-act.", "gradient_only")],
-        "blown": [("skips", "blown"), ("blown and dead", "blown")],
-        "zero_cause": [("He", "dead_layer"), ("leaky", "underflow")]}
+    assert headline["names"] == "solved big step; skips + BN" and headline["best"]["name"] == "solved big step"
+    assert {b["case"]: [i["name"] for i in b["items"]] for b in bullets} == {
+        "disagree": ["SkipInit", "pre-act.", "blown and disagreeing"], "blown": ["skips", "blown and disagreeing"]}
     assert all(questions.residual.bullet_text(b).strip() for b in bullets)
     headline, *bullets = questions.residual.fix_findings([0.16], [judged("He", "neither")])
     assert (headline["case"], headline["best"], bullets) == ("none_solved", None, [])
@@ -2006,9 +2001,11 @@ def test_implicit_findings_judge_against_seed_noise_and_size():
     assert tie["noise"] == pytest.approx(4.303 * tie["std"] / math.sqrt(3), rel=1e-3)
     found = [tie, imp.comparison_finding(raw, acc_runs([0.90, 0.89, 0.91])), imp.comparison_finding(raw, acc_runs([0.70, 0.69, 0.71])),
              imp.comparison_finding(raw[:1], acc_runs([0.9]))]
-    assert cases(imp.TEXT, found) == ["tie", "sin_better", "raw_better", "one_seed"]
+    assert cases(imp.TEXT, found) == ["tie", "better", "better", "too_few"]
+    assert [f["better"] for f in found[1:3]] == ["sin", "raw"]
     maps = [imp.maps_finding(100, 151), imp.maps_finding(100, 150)]
-    assert cases(imp.TEXT, maps) == ["fragmented", "not_fragmented"]  # PATCH_RATIO 1.5: 150 is not above it
+    assert cases(imp.TEXT, maps) == ["maps", "maps"]
+    assert [m["more"] for m in maps] == ["more", "no more"]  # PATCH_RATIO 1.5: 150 is not above it
     sizes = list(range(1, 11))
     shrinking = imp.size_finding([-s / 10 for s in sizes], sizes, sizes)  # rho -1: the small gain most
     growing = imp.size_finding([s / 10 for s in sizes], sizes, sizes)
@@ -2016,11 +2013,12 @@ def test_implicit_findings_judge_against_seed_noise_and_size():
     noise = imp.size_finding([0.1, -0.2, 0.3, 0.0, -0.1, 0.2, -0.3, 0.1, 0.0, -0.1], sizes, sizes)
     too_few = imp.size_finding([0.1, 0.2], [1, 2], [1, 2])
     assert cases(imp.TEXT, [shrinking, growing, crossed, noise, too_few]) == [
-        "small_gain", "large_gain", "mixed", "no_size_relation", "no_size_relation"]
+        "size_related", "size_related", "mixed", "no_size_relation", "no_size_relation"]
+    assert (shrinking["gainers"], growing["gainers"]) == ("small", "large")
     assert noise["p_rows"] > stats.SIGNIFICANCE and shrinking["rho_area"] == pytest.approx(-1)
     # either side of the p-value boundary: over 7 countries, p = 0.036 and p = 0.052
     assert [imp.size_finding(list(changes), list(range(7)), list(range(7)))["case"] for changes in (NEAR_P, OVER_P)] == [
-        "small_gain", "no_size_relation"]
+        "size_related", "no_size_relation"]
 
 
 def test_patches_and_hull_area_equal_hand_computation():

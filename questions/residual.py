@@ -1,11 +1,10 @@
-"""6.2.1-6 fixing the vanishing gradients: eight changes to the 100-layer net, each judged on two criteria,
-every layer gets a gradient and validation accuracy beats the plain net's beyond the seed noise."""
+"""6.2.1-6 fixing the vanishing gradients: eight changes to the 100-layer net, each judged on two criteria."""
 import math
 
 import numpy as np
 
 from plots import Answer, Report, figure, markdown_table, render
-from questions.gradients import gradient_panels, layer_ranges, zero_cause, zero_layers
+from questions.gradients import gradient_panels, layer_ranges, zero_layers
 from runner import Question
 from section6 import GRADIENTS, arch_of, seed_runs, train_group
 from stats import GAP_TOLERANCE, final, mean_std, seed_std
@@ -32,48 +31,39 @@ def train_residual(settings, data, reads, env):
             "fixes": {fix: label for fix, (label, _) in RESIDUAL_FIXES.items()}}
 
 
-FIX_NAMES = {"skip_post": "skips", "batch_norm": "batch norm", "skip_post_bn": "skips + BN",
-             "skip_pre": "pre-act. skips", "skip_pre_bn": "pre-act. skips + BN", "skipinit": "SkipInit",
-             "he_init": "He init", "leaky_relu": "LeakyReLU"}  # short, for the answer and the table
 SOLVED_SDS = 2  # accuracy beats the plain net's when above it by more than two pooled seed std deviations
 MAX_STEP = 1.0  # a first SGD step on layer 0 (lr * ||grad W||) longer than this rewrites the layer: its
 #   initial weights (PyTorch's default init, 4 units wide) have norm ~1.2
 
 
 def criteria(runs, plain_accs):
-    """One change on each criterion: 'gradient', every seed trains and no layer is exactly 0 in every epoch;
-    'accuracy', every seed trains, to a mean final validation accuracy above the bar, the plain net's plus
+    """One change on each criterion: 'gradient', every seed trains, no layer exactly 0 in every epoch;
+    'accuracy', every seed trains, mean final validation accuracy above the bar, the plain net's plus
     SOLVED_SDS pooled seed std (at least GAP_TOLERANCE). step: layer 0's longest first SGD step."""
     trained = [r for r in runs if r["status"] == "ok"]
     accs = [final(r, "val_acc") for r in trained]
     spread = math.sqrt((seed_std(accs) ** 2 + seed_std(plain_accs) ** 2) / 2)
     bar = float(np.mean(plain_accs)) + max(SOLVED_SDS * spread, GAP_TOLERANCE)
     val = float(np.mean(accs)) if accs else math.nan
-    gradient = len(trained) == len(runs) and not any(zero_layers(r) for r in trained)
+    zero_seeds = sum(bool(zero_layers(r)) for r in trained)
+    gradient = len(trained) == len(runs) and not zero_seeds
     accuracy = len(trained) == len(runs) and val > bar
     grad_sq = max(math.inf if r["init_grad_sq_norm"][0] is None else r["init_grad_sq_norm"][0] for r in runs)
-    causes = {zero_cause(r) for r in trained} - {None}
-    case = ("solved" if accuracy else "gradient_only") if gradient else (
-        "accuracy_only" if accuracy else "neither")
-    return dict(case=case, gradient=gradient, accuracy=accuracy, val=val, bar=bar,
-                seeds=len(runs), diverged=len(runs) - len(trained), grad_sq=grad_sq,
-                step=runs[0]["lr"] * math.sqrt(grad_sq), cause=causes.pop() if len(causes) == 1 else None)
+    case = "solved" if gradient and accuracy else "disagree" if gradient or accuracy else "neither"
+    return dict(case=case, gradient=gradient, accuracy=accuracy, above="above" if accuracy else "not above",
+                val=val, bar=bar, seeds=len(runs), diverged=len(runs) - len(trained), zero_seeds=zero_seeds,
+                grad_sq=grad_sq, step=runs[0]["lr"] * math.sqrt(grad_sq))
 
 
 def fix_findings(plain_accs, judged):
-    """6.2.1-6 from each change's criteria: the headline, which solve it; then bullets, each a group of
-    changes with the case of each: where the criteria disagree, those that fail after a first step longer
-    than MAX_STEP, those whose exact zeros have a zero_cause (a bullet only where some change shows it)."""
+    """The headline, the changes that meet both criteria; then a bullet for the changes whose criteria
+    disagree and one for those not solved after a first step longer than MAX_STEP, each where some are."""
     solved = [f for f in judged if f["case"] == "solved"]
-    blown = [f for f in judged if f["case"] != "solved" and f["step"] > MAX_STEP]
-    groups = {"disagree": [(f, f["case"]) for f in judged if f["case"] in ("accuracy_only", "gradient_only")],
-              "blown": [(f, "blown") for f in blown],
-              "zero_cause": [(f, f["cause"]) for f in judged
-                             if f["cause"] in ("dead_layer", "underflow") and f not in blown]}
-    headline = dict(case="solved_by" if solved else "none_solved", names=", ".join(f["name"] for f in solved),
+    headline = dict(case="solved_by" if solved else "none_solved", names="; ".join(f["name"] for f in solved),
                     plain=float(np.mean(plain_accs)), best=max(solved, key=lambda f: f["val"], default=None))
-    return [headline] + [dict(case=group, items=[dict(f, case=case) for f, case in items])
-                         for group, items in groups.items() if items]
+    groups = {"disagree": [f for f in judged if f["case"] == "disagree"],
+              "blown": [f for f in judged if f["case"] != "solved" and f["step"] > MAX_STEP]}
+    return [headline] + [dict(case=case, items=items) for case, items in groups.items() if items]
 
 
 HEADLINE = {
@@ -82,33 +72,29 @@ HEADLINE = {
     "none_solved": ("Not solved: no change both gives every layer a gradient and beats the plain net's "
                     "validation accuracy {plain:.3f} beyond the seed noise."),
 }
-BULLETS = {"disagree": "The criteria disagree for {}.", "zero_cause": "Exact zeros in {}.",
-           "blown": "A first step far longer than layer 0's weights (norm ~1.2) breaks {}."}
-ITEMS = {  # a bullet's changes, each with its case's numbers
-    "accuracy_only": "{name} (accuracy {val:.3f} clears the bar {bar:.3f}, yet some layers get no gradient)",
-    "gradient_only": "{name} (every layer gets a gradient, yet accuracy {val:.3f} misses the bar {bar:.3f})",
-    "blown": ("{name} (layer-0 ||grad W||² {grad_sq:.1e}, a step of {step:.1e}; {diverged} of {seeds} seeds "
-              "diverge)"),
-    "dead_layer": "{name}, below a layer dead at initialisation",
-    "underflow": "{name}, where ||grad W||² underflows float32",
+BULLETS = {  # a bullet's opening, then each of its changes with its numbers
+    "disagree": ("The criteria disagree for ", "{name} (accuracy {val:.3f}, {above} the bar {bar:.3f}; "
+                 "layers exactly 0 in {zero_seeds} of {seeds} seeds)"),
+    "blown": ("A first step far longer than layer 0's weights (norm ~1.2) breaks ", "{name} (layer-0 "
+              "||grad W||² {grad_sq:.1e}, a step of {step:.1e}; {diverged} of {seeds} seeds diverge)"),
 }
 
 
 def bullet_text(bullet):
-    return BULLETS[bullet["case"]].format("; ".join(render(ITEMS, item) for item in bullet["items"]))
+    opening, item = BULLETS[bullet["case"]]
+    return opening + "; ".join(item.format(**change) for change in bullet["items"]) + "."
 
 
 def report_residual(result):
-    fixes = [("plain", "plain", result["baseline_runs"])] + [
-        (FIX_NAMES[fix], label, [r for r in result["runs"] if r["fix"] == fix])
-        for fix, label in result["fixes"].items()]
-    shown = [next((r for r in runs if r["status"] == "ok"), runs[0]) for _, _, runs in fixes]
-    fig = figure((17, 14))
-    titles = [f"{label} (seed {run['seed']})" for (_, label, _), run in zip(fixes, shown)]
-    gradient_panels(fig.add_gridspec(3, 3), shown, titles)
-    fig.suptitle("||grad W||² per layer of the 100-layer net with each change, one seed each", fontsize=13)
+    fixes = [("plain", result["baseline_runs"])] + [
+        (label, [r for r in result["runs"] if r["fix"] == fix]) for fix, label in result["fixes"].items()]
+    shown = [next((r for r in runs if r["status"] == "ok"), runs[0]) for _, runs in fixes]
+    fig = figure((17, 12))
+    titles = [f"{name} (seed {run['seed']})" for (name, _), run in zip(fixes, shown)]
+    gradient_panels(fig.subplots(3, 3).ravel(), shown, titles)
+    fig.suptitle("||grad W||² per layer of the 100-layer net with each change, one seed each")
     plain_accs = [final(r, "val_acc") for r in result["baseline_runs"] if r["status"] == "ok"]
-    judged = [dict(criteria(runs, plain_accs), name=name) for name, _, runs in fixes]
+    judged = [dict(criteria(runs, plain_accs), name=name) for name, runs in fixes]
     headline, *bullets = fix_findings(plain_accs, judged[1:])
     best = headline["best"]
     key = f"{best['name']}: val acc {best['val']:.3f} vs {headline['plain']:.3f}" if best else "none"
@@ -118,10 +104,10 @@ def report_residual(result):
                                   for r in runs),
              f"{f['step']:.2g}", mean_std([final(r, "val_acc") for r in runs]),
              "yes" if f["gradient"] else "no", f"{'yes' if f['accuracy'] else 'no'} (bar {f['bar']:.3f})"]
-            for f, (_, _, runs) in zip(judged, fixes)]
-    table = markdown_table(["change", "layers exactly 0", "layer 0's first step", "val acc",
+            for f, (_, runs) in zip(judged, fixes)]
+    table = markdown_table(["change", "layers exactly 0, per seed", "layer 0's first step", "val acc",
                             "gradient everywhere", "accuracy beyond noise"], rows)
-    caption = "A change works where no line falls toward 0 and no ▼ (exactly 0) marks its strip."
+    caption = "A change works where no line falls toward 0 and no ▼ (exactly 0) shows."
     return Report([table], {"residual.png": (fig, caption)}, [answer])
 
 
