@@ -130,15 +130,17 @@ def matched_finding(rows):
 
 
 def shape_finding(kind, rows):
-    """6.2.1-3 (kind 'depth') and 6.2.1-4 ('width'): does more of kind raise the validation accuracy still
-    at the largest size, beyond the seeds' spread? rows: (size, mean validation accuracy, std over seeds)."""
+    """6.2.1-3 (kind 'depth') and 6.2.1-4 ('width'): does more of kind raise the validation accuracy, and
+    does it still at the largest size? rows: (size, mean validation accuracy, its std over seeds)."""
     rows = sorted(rows)
     (small, acc_small, _), (large, acc_large, std_large) = rows[0], rows[-1]
     best_size, best_acc, _ = max(rows, key=lambda row: row[1])
     gain = acc_large - rows[-2][1] if len(rows) > 1 else 0.0
-    return dict(case="saturates" if gain < max(2 * std_large, GAP_TOLERANCE) else "rises", kind=kind,
-                small=f"{kind} {small}", large=f"{kind} {large}", best=f"{kind} {best_size}",
-                acc_small=acc_small, acc_large=acc_large, best_acc=best_acc, gain=gain)
+    case = ("flat" if acc_large <= acc_small + GAP_TOLERANCE else
+            "saturates" if gain < max(2 * std_large, GAP_TOLERANCE) else "rises")
+    return dict(case=case, kind=kind, small=f"{kind} {small}", large=f"{kind} {large}",
+                best=f"{kind} {best_size}", acc_small=acc_small, acc_large=acc_large, best_acc=best_acc,
+                gain=gain)
 
 
 TEXT = {
@@ -158,6 +160,8 @@ TEXT = {
               "{large}."),
     "saturates": ("More {kind} raises validation accuracy to {best_acc:.3f} at {best} ({acc_small:.3f} at "
                   "{small}); {large} changes it by {gain:+.3f}, within the seeds' spread."),
+    "flat": ("More {kind} does not raise validation accuracy: {acc_small:.3f} at {small}, {acc_large:.3f} at "
+             "{large}."),
     "pairs": ("At matched size (parameters within {tolerance:.0%}), the deeper net wins {wins} of {n} pairs, "
               "the shallower {losses}; ties (within the seeds' noise): {ties}."),
 }
