@@ -255,11 +255,10 @@ def plot_fit_and_map(result, arch, runs, tag):
 def report_depth_width(result):
     by_arch, protocol, ranked, _ = models(result)
     marks = {ranked[-1]: " best", ranked[0]: " worst"} if ranked else {}
-    rows = [(short(arch) + marks.get(arch, " matched" * (arch not in protocol)), runs,
-             f"{result['seconds_per_epoch_alone'][short(arch)]:.2f}") for arch, runs in by_arch.items()]
-    table = markdown_table(["model", "parameters", "val acc", "s an epoch alone"],
-                           [[name, f"{runs[0]['n_params']:,}", finals(runs, "val_acc"), time]
-                            for name, runs, time in rows])
+    rows = [[short(arch) + marks.get(arch, " matched" * (arch not in protocol)), f"{runs[0]['n_params']:,}",
+             finals(runs, "val_acc"), f"{result['seconds_per_epoch_alone'][short(arch)]:.2f}"]
+            for arch, runs in by_arch.items()]
+    table = markdown_table(["model", "parameters", "val acc", "s an epoch alone"], rows)
     matched = matched_finding([(*arch, runs[0]["n_params"], [final(run, "val_acc") for run in runs])
                                for arch, runs in by_arch.items()])
     pair_table = markdown_table(["deeper", "shallower", "val acc, deeper minus shallower", "deeper is"],
