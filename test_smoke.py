@@ -467,7 +467,9 @@ def test_regions_finding_cases_at_the_significance_boundary():
     up = reg.regions_finding(list(range(7)), [-a for a in NEAR_P], [(1, 0), (4, 3)])  # p = 0.036
     down = reg.regions_finding(list(range(7)), list(NEAR_P), [(0, 1)])
     over = reg.regions_finding(list(range(7)), [-a for a in OVER_P], [])  # p = 0.052
-    assert cases(reg.TEXT, [up, down, over]) == ["more_regions_higher", "more_regions_lower", "unrelated"]
+    assert cases(reg.TEXT, [up, down, over]) == ["related", "related", "unrelated"]
+    assert (up["more"], down["more"]) == ("higher", "lower")
+    assert (up["deeper_more"], up["pairs"], down["deeper_more"], down["pairs"]) == (2, 2, 0, 1)
     assert (up["deeper_more"], up["pairs"], down["deeper_more"]) == (2, 2, 0)
 
 
@@ -1826,38 +1828,33 @@ def test_noise_scale_equals_hand_computation():
     assert float(questions.batch_size.noise_scale(model, params, X, y)) == pytest.approx(float(expected), rel=1e-4)
 
 
-def test_generalisation_and_fit_findings():
-    dw = questions.depth_width
-    gap = stats.OVERFIT_GAP
-    found = [dw.generalisation_finding("best", 0.93, 0.928, 0.929), dw.generalisation_finding("best", 0.90 + gap + 0.001, 0.90, 0.90),
-             dw.generalisation_finding("best", 0.90, 0.90, 0.90 - gap - 0.001), dw.generalisation_finding("best", 0.90 + gap - 0.001, 0.90, 0.90 - gap + 0.001)]
-    assert cases(dw.TEXT, found) == ["yes", "overfits", "val_test_disagree", "yes"]  # gaps just under OVERFIT_GAP: none
-    assert found[0]["within"] == pytest.approx(0.002)
-    fits = [dw.fit_finding("worst", *accs) for accs in ((0.69, 0.694, 0.69 + gap + 0.001), (0.70 + gap + 0.001, 0.70, 0.96),
-                                                       (0.90, 0.90, 0.90 + gap - 0.001))]
-    assert cases(dw.TEXT, fits) == ["under", "overfits", "neither"]
+def fit_runs(train, val, test=None, epochs=50):
+    accs = {"train_eval_acc": [train], "val_acc": [val], "test_acc": [val if test is None else test]}
+    return [run_with(accs, epochs=epochs), run_with({key: [None] for key in accs}, seed=43, status="diverged")]
+
+
+def test_fit_finding_cases_at_the_overfit_gap():
+    dw, gap = questions.depth_width, stats.OVERFIT_GAP
+    found = [dw.fit_finding("best", fit_runs(0.90 + gap + 0.001, 0.90)),
+             dw.fit_finding("best", fit_runs(0.90 + gap - 0.001, 0.90)),
+             dw.fit_finding("worst", fit_runs(0.69, 0.694), 0.69 + gap + 0.001),
+             dw.fit_finding("worst", fit_runs(0.69, 0.694), 0.69 + gap - 0.001)]
+    assert cases(dw.TEXT, found) == ["overfits", "fits", "under", "fits"]
+    assert (found[2]["train"], found[2]["val"], found[2]["epochs"]) == (0.69, 0.694, 50)  # the diverged seed left out
+    assert found[0]["best_train"] == found[0]["train"]  # the best model is judged against itself
 
 
 def test_shape_finding_cases_at_their_boundaries():
     dw, tol = questions.depth_width, stats.GAP_TOLERANCE
     rising = dw.shape_finding("depth", [(1, 0.694, 0.003), (2, 0.784, 0.007), (10, 0.85, 0.009), (6, 0.815, 0.02)])
-    assert cases(dw.TEXT, [rising]) == ["rises"] and (rising["small"], rising["large"]) == ("1 layer", "10 layers")
+    assert cases(dw.TEXT, [rising]) == ["rises"] and (rising["small"], rising["large"]) == ("depth 1", "depth 10")
     assert rising["gain"] == pytest.approx(0.035)  # from the next-largest size, 6 (rows are sorted by size)
     within = dw.shape_finding("width", [(8, 0.73, 0.04), (32, 0.90, 0.004), (64, 0.90 + 2 * 0.004 - 1e-4, 0.004)])
     beyond = dw.shape_finding("width", [(8, 0.73, 0.04), (32, 0.90, 0.004), (64, 0.90 + tol + 1e-4, 0.004)])
     assert cases(dw.TEXT, [within, beyond]) == ["saturates", "rises"]  # the step's bar: max(2 std, GAP_TOLERANCE)
-    assert within["best"] == "64 units"
+    assert within["best"] == "width 64"
     flat = dw.shape_finding("depth", [(1, 0.80, 0.01), (10, 0.80 + tol, 0.01)])
     assert cases(dw.TEXT, [flat]) == ["flat"]
-
-
-def test_cost_finding_calls_a_time_within_rerun_noise_no_cost():
-    dw = questions.depth_width
-    slower = dw.cost_finding("depth", [(1, 743, 0.1), (10, 3479, 0.1 * dw.TIME_NOISE + 0.001)])
-    same = dw.cost_finding("width", [(64, 24295, 0.09), (8, 831, 0.1)])  # 0.9x: not a cost
-    edge = dw.cost_finding("width", [(8, 831, 0.1), (64, 24295, 0.1 * dw.TIME_NOISE)])
-    assert cases(dw.TEXT, [slower, same, edge]) == ["slower", "not_slower", "not_slower"]
-    assert same["params_ratio"] == pytest.approx(24295 / 831) and same["time_ratio"] == pytest.approx(0.9)
 
 
 def test_matched_finding_counts_wins_ties_and_losses():
@@ -1868,57 +1865,63 @@ def test_matched_finding_counts_wins_ties_and_losses():
     pairs = {(deep[:2], shallow[:2]): comparison["case"] for deep, shallow, comparison in found["pairs"]}
     # 6x64 matches nothing; 2x28 and 1x52 are 8.8% apart, within 10%
     assert pairs == {((6, 16), (1, 52)): "above", ((6, 16), (2, 28)): "tie", ((2, 28), (1, 52)): "above"}
-    assert (found["case"], found["wins"], found["ties"], found["losses"]) == ("deeper", 2, 1, 0)
-    wider = dw.matched_finding([rows[0], (1, 52, 2327, [0.9, 0.91, 0.92])])
-    both = dw.matched_finding(rows[:2] + [(2, 60, 2300, [0.95, 0.96, 0.97])])  # 2x60 beats 6x16, loses to nothing
-    tie = dw.matched_finding([rows[0], rows[2]])
-    none = dw.matched_finding([rows[0], rows[3]])
-    far = dw.matched_finding([(6, 16, 1000, [0.9, 0.9]), (1, 52, 1101, [0.7, 0.71])])  # 10.1% apart
-    assert cases(dw.TEXT, [wider, both, tie, none, far]) == ["shallower", "no_winner", "no_winner", "no_pairs", "no_pairs"]
+    assert cases(dw.TEXT, [found]) == ["pairs"]
+
+    def counts(rows):
+        found = dw.matched_finding(rows)
+        return found["n"], found["wins"], found["ties"], found["losses"]
+    assert counts(rows) == (3, 2, 1, 0)
+    assert counts([rows[0], (1, 52, 2327, [0.9, 0.91, 0.92])]) == (1, 0, 0, 1)  # the shallower, wider net wins
+    assert counts(rows[:2] + [(2, 60, 2300, [0.95, 0.96, 0.97])]) == (3, 2, 0, 1)  # 2x60 beats 6x16 and 1x52
+    assert counts([rows[0], rows[3]]) == (0, 0, 0, 0)
+    assert counts([(6, 16, 1000, [0.9, 0.9]), (1, 52, 1100, [0.7, 0.71])]) == (1, 1, 0, 0)  # 10% apart: matched
+    assert counts([(6, 16, 1000, [0.9, 0.9]), (1, 52, 1101, [0.7, 0.71])]) == (0, 0, 0, 0)  # 10.1% apart
 
 
-def test_training_share_finding_splits_the_gap():
-    dw, tol = questions.depth_width, stats.GAP_TOLERANCE
-    share = dw.training_share_finding(0.694, 0.787, 0.928, "improving", 50, 200)
-    assert share["gap"] == pytest.approx(0.234) and share["share"] == pytest.approx(0.093 / 0.234)
-    assert share["rest"] == pytest.approx(0.141)
-    found = [share, dw.training_share_finding(0.694, 0.787, 0.928, "flat", 50, 200),
-             dw.training_share_finding(0.694, 0.928 - tol + 0.001, 0.928, "flat", 50, 200),
-             dw.training_share_finding(0.694, 0.928 - tol - 0.001, 0.928, "flat", 50, 200),
-             dw.training_share_finding(0.694, 0.694 + tol - 0.001, 0.928, "flat", 50, 200),
-             dw.training_share_finding(0.694, 0.694 + tol + 0.001, 0.928, "flat", 50, 200),
-             dw.training_share_finding(0.694, float("nan"), 0.928, None, 50, 200)]
-    assert cases(dw.TEXT, found) == ["split_still_learning", "split", "training", "split", "capacity", "split", "diverged"]
-
-
-def test_ranking_finding_calls_a_difference_within_the_noise_a_tie():
+def test_training_share_finding_splits_the_gap_and_asks_falling_finding_if_still_learning():
     dw = questions.depth_width
-    clear = dw.ranking_finding(("a", [0.93, 0.92, 0.93]), ("b", [0.90, 0.90, 0.91]))
-    tied = dw.ranking_finding(("a", [0.93, 0.90, 0.94]), ("b", [0.92, 0.91, 0.92]))
-    single = dw.ranking_finding(("a", [0.93]), ("b", [0.90]))
-    assert cases(dw.TEXT, [clear, tied, single]) == ["clear_best", "tied_best", "unranked_best"]
-    assert clear["difference"] == pytest.approx(0.0233, abs=1e-4)
+    worst, best = {"val": 0.694, "epochs": 50}, {"val": 0.928}
+    x = np.arange(30)
+    wiggle_only = 1.4 + 0.02 * (-1.0) ** x
+    alone = stats.falling_finding([wiggle_only])
+
+    def longer(acc, times=-2.1, status="ok"):  # val loss whose change over the last 20 epochs is `times` wiggles
+        curve = wiggle_only + (times * alone["wiggle"] - alone["change"]) / 19 * x
+        return run_with({"val_acc": [acc], "val_loss": list(curve)}, epochs=200, status=status)
+    found = [dw.training_share_finding(worst, best, [longer(0.787, times)]) for times in (-2.1, -1.9, 2.1)]
+    assert cases(dw.TEXT, found) == ["still_learning", "split", "split"]  # the bar: FALL_WIGGLES = 2 wiggles
+    assert found[0]["gap"] == pytest.approx(0.234) and found[0]["share"] == pytest.approx(0.093 / 0.234)
+    assert (found[0]["rest"], found[0]["epochs"], found[0]["longer_epochs"]) == (pytest.approx(0.141), 50, 200)
+    beyond = dw.training_share_finding(worst, best, [longer(0.95)])  # training more than closes the gap
+    worse = dw.training_share_finding(worst, best, [longer(0.60)])  # training on loses accuracy: closes none
+    assert (beyond["share"], beyond["rest"], worse["share"], worse["rest"]) == (1.0, 0.0, 0.0, pytest.approx(0.234))
+    half = dw.training_share_finding(worst, best, [longer(0.787), longer(None, status="diverged")])
+    assert half["acc_longer"] == 0.787  # a diverged seed is left out
+    diverged = dw.training_share_finding(worst, best, [longer(None, status="diverged")])
+    assert cases(dw.TEXT, [diverged]) == ["diverged"]
 
 
-def test_depth_width_answers_rank_only_the_protocol_and_time_each_model_alone():
-    runs, seconds = [], {}
-    for (depth, width), sec, accs in (((1, 16), 0.3, [0.69, 0.70, 0.68]), ((6, 16), 0.9, [0.81, 0.80, 0.82]),
-                                      ((6, 64), 1.2, [0.93, 0.92, 0.93]), ((1, 52), 0.4, [0.99, 0.99, 0.99])):
-        seconds[f"{depth}x{width}"] = sec
+def test_depth_width_answers_rank_only_the_protocol():
+    runs = []
+    for (depth, width), params, accs in (((1, 16), 743, [0.69, 0.70, 0.68]), ((6, 16), 2263, [0.81, 0.80, 0.82]),
+                                         ((6, 64), 24295, [0.93, 0.92, 0.93]), ((1, 52), 2327, [0.99, 0.99, 0.99])):
         for seed, acc in zip((42, 43, 44), accs):
             history = {key: [acc] for key in ("val_acc", "train_eval_acc", "test_acc")}
-            runs.append(run_with(history, seed=seed, depth=depth, width=width, n_params=depth * width, epochs=1))
-    groups = {}
-    for i, r in enumerate(runs):
-        groups.setdefault((r["depth"], r["width"]), []).append(i)
-    result = {"runs": runs, "seconds_per_epoch_alone": seconds}
-    answers = questions.depth_width.depth_width_answers(result, groups, [(1, 16), (6, 16), (6, 64)])
+            runs.append(run_with(history, seed=seed, depth=depth, width=width, n_params=params, epochs=1))
+    result = {"runs": runs, "settings": {"architectures": [[1, 16], [6, 16], [6, 64]]}}
+    by_arch, _, ranked, _ = questions.depth_width.models(result)
+    matched = questions.depth_width.matched_finding([(*arch, group[0]["n_params"], [r["history"]["val_acc"][0] for r in group])
+                                                     for arch, group in by_arch.items()])
+    answers = questions.depth_width.depth_width_answers(result, matched)
     assert [answer.item for answer in answers] == ["6.2.1-1", "6.2.1-2", "6.2.1-3", "6.2.1-4"]
-    assert "(6x64)" in answers[0].headline and "(1x16)" in answers[1].headline  # 1x52 is matched, not ranked
-    assert answers[2].key == "val acc 0.690 at 1 layer, 0.810 at 6 layers"
-    assert "3.0x as long at 6 layers" in answers[2].bullets[1]  # 0.9 s against 0.3 s
-    assert "No two models" in answers[2].bullets[0]  # parameters depth * width: 96 and 52 are not within 10%
-    assert all(len(answer.bullets) <= plots.MAX_BULLETS for answer in answers)
+    assert ranked == [(1, 16), (6, 16), (6, 64)]  # 1x52 is matched, not ranked
+    assert "(6x64)" in answers[0].headline and "(1x16)" in answers[1].headline and answers[1].bullets == []
+    assert answers[2].key == "val acc 0.690 at depth 1, 0.810 at depth 6"
+    assert (matched["n"], matched["losses"]) == (1, 1)
+    assert answers[2].bullets == [render(questions.depth_width.TEXT, matched)]
+    assert answers[3].bullets == [] and all(len(answer.bullets) <= plots.MAX_BULLETS for answer in answers)
+    no_pairs = questions.depth_width.depth_width_answers(result, questions.depth_width.matched_finding([]))
+    assert no_pairs[2].bullets == []
 
 
 def gradient_epochs(values_per_epoch, seed=42, status="ok", init_norms=None):

@@ -1,15 +1,16 @@
 """6.2.1-1 to 4, depth and width: seven depth x width models and three of matched size; the best's and
-the worst's fit and maps, the worst trained on, accuracy against depth and width.
-"""
+the worst's fit and maps, the worst trained on, accuracy against depth and width."""
 import numpy as np
 
 from plots import (PALETTE, Answer, Report, draw_map, finish, map_figure, markdown_table, plot_mean_band,
                    plot_split_curves, render, subplots)
 from runner import Question
 from section6 import REPORT_62, arch_of, map_arrays, map_extent, seed_runs, test_points, train_group
-from stats import (GAP_TOLERANCE, OVERFIT_GAP, as_array, epochs_axis, final, finals, loss_trend, mean_final,
-                   mean_std, paired, seed_std)
+from stats import (GAP_TOLERANCE, OVERFIT_GAP, as_array, epochs_axis, falling_finding, final, finals,
+                   mean_final, mean_std, paired, seed_std)
 
+KINDS = ("depth", "width")  # what arch[0] and arch[1] are
+MATCH_TOLERANCE = 0.10  # two models are of about the same size when their parameter counts differ by <= 10%
 PAD_RATIO = 4  # widths up to 4x apart train in one padded lockstep group, wider ones apart. Measured on a
 #   2-core CPU at depth 6, 3 seeds a width: widths 8-64 in one group 173 s; 8-32 and 64 apart 118 s; each
 #   width alone 149 s
@@ -86,50 +87,36 @@ def train_depth_width(settings, data, reads, env):
     return result
 
 
-def generalisation_finding(label, train, val, test):
-    """6.2.1-1: did a model generalise? Its final accuracy on train (eval mode), validation and test."""
-    case = ("overfits" if train - val > OVERFIT_GAP else "val_test_disagree" if abs(val - test) > OVERFIT_GAP
-            else "yes")
-    return dict(case=case, label=label, train=train, val=val, test=test,
-                within=max(abs(train - val), abs(val - test)))
-
-
-def ranking_finding(top, runner_up):
-    """Is the best model ahead of the runner-up beyond the seeds' noise? top, runner_up: (label, final
-    validation accuracy per seed)."""
-    comparison = paired(runner_up[1], top[1])
-    case = {"above": "clear_best", "tie": "tied_best"}.get(comparison["case"], "unranked_best")
-    return dict(comparison, case=case, runner_up=runner_up[0])
-
-
-def fit_finding(label, train, val, best_train):
-    """6.2.1-2: did the worst model over- or under-fit? Its train (eval mode) and validation accuracy,
-    against the best model's train accuracy."""
+def fit_finding(label, runs, best_train=None):
+    """6.2.1-1 and 2: did a model over- or under-fit? Its runs' mean final accuracy on train (eval mode),
+    validation and test, against the best model's on train (default: its own)."""
+    ok = [run for run in runs if run["status"] == "ok"]
+    train, val, test = (mean_final(ok, f"{split}_acc") for split in ("train_eval", "val", "test"))
+    best_train = train if best_train is None else best_train
     case = ("overfits" if train - val > OVERFIT_GAP else "under" if best_train - train > OVERFIT_GAP
-            else "neither")
-    return dict(case=case, label=label, train=train, val=val, best_train=best_train)
+            else "fits")
+    return dict(case=case, label=label, train=train, val=val, test=test, best_train=best_train,
+                epochs=runs[0]["epochs"])
 
 
-def training_share_finding(acc, acc_longer, best_acc, trend, epochs, longer_epochs):
-    """6.2.1-2: which share of the worst model's validation-accuracy gap to the best model is training and
-    which capacity. Training's share is what the same runs gain from training on to longer_epochs; what
-    remains is capacity's, an upper bound while the longer runs' validation loss still falls (trend)."""
-    gap, gain = best_acc - acc, acc_longer - acc
-    case = ("diverged" if np.isnan(acc_longer) else "training" if acc_longer >= best_acc - GAP_TOLERANCE
-            else "capacity" if gain <= GAP_TOLERANCE else "split_still_learning" if trend == "improving"
-            else "split")
-    return dict(case=case, acc=acc, acc_longer=acc_longer, best_acc=best_acc, gap=gap, gain=gain,
-                rest=gap - gain, share=gain / gap if gap > 0 else 1.0, epochs=epochs,
-                longer_epochs=longer_epochs)
-
-
-MATCH_TOLERANCE = 0.10  # two models are of about the same size when their parameter counts differ by <= 10%
+def training_share_finding(worst, best, longer):
+    """6.2.1-2: the share of the worst model's validation-accuracy gap to the best (fit_findings) that its
+    runs trained on (longer) close; the rest is capacity's, an upper bound while their val loss falls."""
+    ok = [run for run in longer if run["status"] == "ok"]
+    if not ok:
+        return dict(case="diverged")
+    acc_longer, gap = mean_final(ok, "val_acc"), best["val"] - worst["val"]
+    gain = min(max(acc_longer - worst["val"], 0.0), gap)  # training closes at most all the gap, at least none
+    falling = falling_finding([run["history"]["val_loss"] for run in ok])["case"] == "falling"
+    return dict(case="still_learning" if falling else "split", acc=worst["val"], acc_longer=acc_longer,
+                best_acc=best["val"], gap=gap, rest=gap - gain, share=gain / gap if gap > 0 else 1.0,
+                epochs=worst["epochs"], longer_epochs=ok[0]["epochs"])
 
 
 def matched_finding(rows):
-    """6.2.1-3 at matched size: every pair of models of different depth whose parameter counts are within
-    MATCH_TOLERANCE, the deeper one's final validation accuracy against the shallower's, paired by seed.
-    rows: (depth, width, parameters, final validation accuracy per seed)."""
+    """6.2.1-3: each pair of models of different depth and parameter counts within MATCH_TOLERANCE, the
+    deeper one's validation accuracy against the shallower's, paired by seed. rows: (depth, width,
+    parameters, final validation accuracy per seed)."""
     pairs = []
     for i, a in enumerate(rows):
         for b in rows[i + 1:]:
@@ -138,15 +125,8 @@ def matched_finding(rows):
                 pairs.append((deep[:3], shallow[:3], paired(shallow[3], deep[3])))
     verdicts = [comparison["case"] for *_, comparison in pairs]
     wins, losses = verdicts.count("above"), verdicts.count("below")
-    case = ("no_pairs" if not pairs else "deeper" if wins and not losses else
-            "shallower" if losses and not wins else "no_winner")
-    return dict(case=case, pairs=pairs, n=len(pairs), wins=wins, losses=losses,
+    return dict(case="pairs", pairs=pairs, n=len(pairs), wins=wins, losses=losses,
                 ties=len(pairs) - wins - losses, tolerance=MATCH_TOLERANCE)
-
-
-def sized(kind, size):
-    unit = "layer" if kind == "depth" else "unit"
-    return f"{size} {unit}{'s' * (size != 1)}"
 
 
 def shape_finding(kind, rows):
@@ -158,198 +138,141 @@ def shape_finding(kind, rows):
     gain = acc_large - rows[-2][1] if len(rows) > 1 else 0.0
     case = ("flat" if acc_large <= acc_small + GAP_TOLERANCE else
             "saturates" if gain < max(2 * std_large, GAP_TOLERANCE) else "rises")
-    return dict(case=case, small=sized(kind, small), large=sized(kind, large), best=sized(kind, best_size),
-                acc_small=acc_small, acc_large=acc_large, best_acc=best_acc, gain=gain,
-                things="layers" if kind == "depth" else "units")
-
-
-TIME_NOISE = 1.31  # two runs of the same code on one 2-core CPU timed the same model's epoch up to 1.31x
-#   apart (depth 6, width 16: 0.32 s and 0.42 s): a smaller ratio is no measured cost
-
-
-def cost_finding(kind, rows):
-    """What the largest model of rows costs against the smallest: time of an epoch (each model alone) and
-    parameters. rows: (size, parameters, seconds per epoch)."""
-    (small, params_small, seconds_small), (large, params_large, seconds_large) = min(rows), max(rows)
-    ratio = seconds_large / seconds_small
-    return dict(case="slower" if ratio > TIME_NOISE else "not_slower", small=sized(kind, small),
-                large=sized(kind, large), time_ratio=ratio, seconds_small=seconds_small,
-                seconds_large=seconds_large, params_ratio=params_large / params_small, noise=TIME_NOISE)
+    return dict(case=case, kind=kind, small=f"{kind} {small}", large=f"{kind} {large}",
+                best=f"{kind} {best_size}", acc_small=acc_small, acc_large=acc_large, best_acc=best_acc,
+                gain=gain)
 
 
 TEXT = {
-    "yes": "Yes: the {label} scores {val:.3f} on validation, {test:.3f} on test and {train:.3f} on train.",
-    "overfits": "No, it over-fits: the {label} scores {train:.3f} on train but {val:.3f} on validation.",
-    "val_test_disagree": "Not reliably: the {label} scores {val:.3f} on validation but {test:.3f} on test.",
-    "clear_best": "It beats the runner-up, {runner_up}: {difference:+.3f}, beyond the noise ({noise:.3f}).",
-    "tied_best": "It ties the runner-up, {runner_up}: {difference:+.3f}, within the noise ({noise:.3f}).",
-    "unranked_best": "With one seed, nothing tells it from the runner-up, {runner_up}.",
-    "under": ("It under-fits: the {label} scores {train:.3f} on train, as low as on validation ({val:.3f}) "
-              "and far below the best model's {best_train:.3f}."),
-    "neither": "Neither: the {label} scores {train:.3f} on train and {val:.3f} on validation.",
+    "fits": ("It generalises, neither over- nor under-fitting: the {label} scores {train:.3f} on train, "
+             "{val:.3f} on validation and {test:.3f} on test."),
+    "overfits": "It over-fits: the {label} scores {train:.3f} on train but {val:.3f} on validation.",
+    "under": ("It under-fits: the {label} scores {train:.3f} on train and {val:.3f} on validation, far below "
+              "the best model's {best_train:.3f} on train."),
     "diverged": "Its longer runs diverged: they cannot tell training from capacity.",
-    "training": ("Training closes the gap: trained on to {longer_epochs} epochs, it reaches "
-                 "{acc_longer:.3f}, the best model's {best_acc:.3f} at {epochs}."),
-    "capacity": ("Capacity, not training: trained on to {longer_epochs} epochs, it gains only {gain:+.3f} of "
-                 "its {gap:.3f} gap to the best model."),
-    "split": ("Training is {share:.0%} of its {gap:.3f} gap to the best model ({acc:.3f} to {acc_longer:.3f} "
-              "at {longer_epochs} epochs); capacity the other {rest:.3f}, its validation loss flat by then."),
-    "split_still_learning": (
-        "Training is at least {share:.0%} of its {gap:.3f} gap to the best model ({acc:.3f} to "
-        "{acc_longer:.3f} at {longer_epochs} epochs); capacity at most {rest:.3f}, as validation loss "
-        "still falls at {longer_epochs}."),
-    "rises": ("More {things} raise validation accuracy, from {acc_small:.3f} at {small} to {acc_large:.3f} "
-              "at {large}."),
-    "saturates": ("More {things} raise validation accuracy to {best_acc:.3f} at {best} ({acc_small:.3f} at "
-                  "{small}); {large} change it by {gain:+.3f}, within the seeds' spread."),
-    "flat": ("More {things} do not raise validation accuracy: {acc_small:.3f} at {small}, {acc_large:.3f} "
-             "at {large}."),
-    "deeper": ("At matched size (parameters within {tolerance:.0%}), the deeper net wins {wins} of {n} "
-               "pairs and ties {ties}."),
-    "shallower": ("At matched size (parameters within {tolerance:.0%}), the shallower, wider net wins "
-                  "{losses} of {n} pairs and ties {ties}."),
-    "no_winner": ("At matched size (parameters within {tolerance:.0%}), neither shape wins throughout: the "
-                  "deeper net wins {wins} of {n} pairs, the shallower {losses}, {ties} tie."),
-    "no_pairs": "No two models of different depth are within {tolerance:.0%} of each other's parameters.",
-    "slower": ("An epoch takes {time_ratio:.1f}x as long at {large} as at {small} ({seconds_small:.2f} s to "
-               "{seconds_large:.2f} s, each model alone), for {params_ratio:.1f}x the parameters."),
-    "not_slower": ("An epoch takes about as long at {large} as at {small} ({seconds_small:.2f} s, "
-                   "{seconds_large:.2f} s, each model alone; within the {noise}x between reruns), for "
-                   "{params_ratio:.1f}x the parameters."),
+    "split": ("Training closes {share:.0%} of its {gap:.3f} gap to the best model ({acc:.3f} at {epochs} "
+              "epochs, {acc_longer:.3f} at {longer_epochs}, the best {best_acc:.3f}); capacity is the other "
+              "{rest:.3f}, as validation loss no longer falls by then."),
+    "still_learning": ("Training closes at least {share:.0%} of its {gap:.3f} gap to the best model "
+                       "({acc:.3f} at {epochs} epochs, {acc_longer:.3f} at {longer_epochs}, the best "
+                       "{best_acc:.3f}); capacity is at most {rest:.3f}, as validation loss still falls."),
+    "rises": ("More {kind} raises validation accuracy, from {acc_small:.3f} at {small} to {acc_large:.3f} at "
+              "{large}."),
+    "saturates": ("More {kind} raises validation accuracy to {best_acc:.3f} at {best} ({acc_small:.3f} at "
+                  "{small}); {large} changes it by {gain:+.3f}, within the seeds' spread."),
+    "flat": ("More {kind} does not raise validation accuracy: {acc_small:.3f} at {small}, {acc_large:.3f} at "
+             "{large}."),
+    "pairs": ("At matched size (parameters within {tolerance:.0%}), the deeper net wins {wins} of {n} pairs, "
+              "the shallower {losses}; ties (within the seeds' noise): {ties}."),
 }
-VERDICT = {"above": "deeper", "below": "shallower", "tie": "tie", "one_seed": "one seed", "none": "diverged"}
-
-
-def depth_width_answers(result, groups, protocol):
-    """6.2.1-1 to 6.2.1-4 from the runs (groups: (depth, width) -> indices into runs) of the protocol's
-    architectures (ranked by final validation accuracy) and the matched ones."""
-    runs, seconds = result["runs"], result["seconds_per_epoch_alone"]
-
-    def accs(arch):
-        return [final(runs[i], "val_acc") for i in groups[arch]]
-
-    def mean_of(arch, key):
-        return mean_final([runs[i] for i in groups[arch] if runs[i]["status"] == "ok"], key)
-    val = {arch: float(np.mean(as_array(accs(arch)))) for arch in protocol}
-    ranked = sorted((a for a in protocol if not np.isnan(val[a])), key=val.get)  # diverged ones left out
-    worst, top = ranked[0], ranked[-1]
-    best = generalisation_finding(f"best model ({short(top)})", mean_of(top, "train_eval_acc"), val[top],
-                                  mean_of(top, "test_acc"))
-    best_bullets = []
-    if len(ranked) > 1:
-        best_bullets.append(ranking_finding((short(top), accs(top)), (short(ranked[-2]), accs(ranked[-2]))))
-    fit = fit_finding(f"worst model ({short(worst)})", mean_of(worst, "train_eval_acc"), val[worst],
-                      best["train"])
-    worst_bullets = []
-    longer = [r for r in result.get("longer_runs", []) if (r["depth"], r["width"]) == worst]
-    if longer:
-        ok = [r for r in longer if r["status"] == "ok"]
-        curves = [as_array(r["history"]["val_loss"]) for r in ok]
-        trend = loss_trend(np.mean(curves, axis=0))["case"] if ok else None
-        worst_bullets.append(training_share_finding(val[worst], mean_final(ok, "val_acc") if ok else np.nan,
-                                                    val[top], trend, runs[groups[worst][0]]["epochs"],
-                                                    longer[0]["epochs"]))
-    width, depth = (most_common([arch[i] for arch in protocol]) for i in (1, 0))
-    answers = [Answer("6.2.1-1", "Did the best model generalise?", render(TEXT, best),
-                      [render(TEXT, f) for f in best_bullets], f"{short(top)}: val acc {val[top]:.3f}"),
-               Answer("6.2.1-2", "Did the worst model over-fit or under-fit?", render(TEXT, fit),
-                      [render(TEXT, f) for f in worst_bullets],
-                      f"{short(worst)}: train acc {fit['train']:.3f}")]
-    matched = matched_finding([(d, w, runs[groups[(d, w)][0]]["n_params"], accs((d, w))) for d, w in groups])
-    for item, kind, fixed_index, fixed in (("6.2.1-3", "depth", 1, width), ("6.2.1-4", "width", 0, depth)):
-        archs = sorted(a for a in protocol if a[fixed_index] == fixed)
-        sizes = [a[1 - fixed_index] for a in archs]
-        spreads = [seed_std(as_array(accs(a))) for a in archs]
-        shape = shape_finding(kind, [(size, val[a], std) for size, a, std in zip(sizes, archs, spreads)])
-        cost = cost_finding(kind, [(size, runs[groups[a][0]]["n_params"], seconds[short(a)])
-                                   for size, a in zip(sizes, archs)])
-        bullets = [matched, cost] if kind == "depth" else [cost]
-        asked = f"How does {kind} affect the MLP ({['depth', 'width'][fixed_index]} {fixed})?"
-        key = (f"val acc {shape['acc_small']:.3f} at {shape['small']}, {shape['best_acc']:.3f} at "
-               f"{shape['best']}")
-        answers.append(Answer(item, asked, render(TEXT, shape), [render(TEXT, f) for f in bullets], key))
-    return answers
 
 
 def short(arch):
     return f"{arch[0]}x{arch[1]}"
 
 
-def most_common(values):
-    """The value that occurs most often (the first of them in a tie): the width the depth models share."""
-    return max(dict.fromkeys(values), key=values.count)
+def val_accs(runs):
+    return as_array([final(run, "val_acc") for run in runs])
 
 
-def plot_accuracy_against(ax, runs, groups, archs, vary, fixed):
-    """Final train (eval mode), validation and test accuracy of archs against their depth or width."""
-    xs = [a[0] if vary == "depth" else a[1] for a in archs]
+def models(result):
+    """The runs by (depth, width); the protocol's models among them, worst first by mean final validation
+    accuracy (diverged ones left out); and that mean."""
+    by_arch = {}
+    for run in result["runs"]:
+        by_arch.setdefault((run["depth"], run["width"]), []).append(run)
+    val = {arch: float(np.mean(val_accs(runs))) for arch, runs in by_arch.items()}
+    protocol = [tuple(arch) for arch in result["settings"]["architectures"] if tuple(arch) in by_arch]
+    return by_arch, protocol, sorted((arch for arch in protocol if not np.isnan(val[arch])), key=val.get), val
+
+
+def series(protocol, vary):
+    """The protocol's models that differ only in arch[vary] (0: depth, 1: width), at the commonest other."""
+    others = [arch[1 - vary] for arch in protocol]
+    fixed = max(others, key=others.count)
+    return f"{KINDS[1 - vary]} {fixed}", sorted(arch for arch in protocol if arch[1 - vary] == fixed)
+
+
+def depth_width_answers(result, matched):
+    """6.2.1-1 to 6.2.1-4 from the result's runs and the matched_finding of its models."""
+    by_arch, protocol, ranked, val = models(result)
+    best = fit_finding(f"best model ({short(ranked[-1])})", by_arch[ranked[-1]])
+    worst = fit_finding(f"worst model ({short(ranked[0])})", by_arch[ranked[0]], best["train"])
+    longer = [run for run in result.get("longer_runs", []) if (run["depth"], run["width"]) == ranked[0]]
+    answers = [Answer("6.2.1-1", "Did the best model generalise?", render(TEXT, best), [],
+                      f"{short(ranked[-1])}: val acc {best['val']:.3f}"),
+               Answer("6.2.1-2", "Did the worst model over-fit or under-fit?", render(TEXT, worst),
+                      [render(TEXT, training_share_finding(worst, best, longer))] if longer else [],
+                      f"{short(ranked[0])}: train acc {worst['train']:.3f}")]
+    for vary, kind in enumerate(KINDS):
+        fixed, archs = series(protocol, vary)
+        shape = shape_finding(kind, [(arch[vary], val[arch], seed_std(val_accs(by_arch[arch])))
+                                     for arch in archs])
+        bullets = [render(TEXT, matched)] if kind == "depth" and matched["n"] else []
+        key = (f"val acc {shape['acc_small']:.3f} at {shape['small']}, {shape['best_acc']:.3f} at "
+               f"{shape['best']}")
+        answers.append(Answer(f"6.2.1-{3 + vary}", f"How does {kind} affect the MLP ({fixed})?",
+                              render(TEXT, shape), bullets, key))
+    return answers
+
+
+def plot_accuracy_against(ax, by_arch, protocol, vary):
+    """Final train (eval mode), validation and test accuracy against depth (vary 0) or width (1)."""
+    fixed, archs = series(protocol, vary)
+    xs = [arch[vary] for arch in archs]
     for key, label, color, style in (("train_eval", "train (eval mode)", "C0", "-"),
                                      ("val", "validation", "C1", "-"), ("test", "test (dashed)", "C2", "--")):
-        values = [as_array([final(runs[i], f"{key}_acc") for i in groups[a]]) for a in archs]
+        values = [as_array([final(run, f"{key}_acc") for run in by_arch[arch]]) for arch in archs]
         ax.errorbar(xs, [np.mean(v) for v in values], yerr=[seed_std(v) for v in values], marker="o",
                     capsize=3, color=color, linestyle=style, label=label)
-    if vary == "width":
+    if vary:
         ax.set_xscale("log", base=2)
     ax.set_xticks(xs, [str(x) for x in xs])
-    xlabel = "hidden layers (depth)" if vary == "depth" else "units per hidden layer (width, log scale)"
-    finish(ax, xlabel, "final accuracy (mean ± std over seeds)", f"accuracy vs {vary} ({fixed})")
+    xlabel = ("hidden layers (depth)", "units per hidden layer (width, log scale)")[vary]
+    finish(ax, xlabel, "final accuracy (mean ± std over seeds)", f"accuracy vs {KINDS[vary]} ({fixed})")
 
 
-def plot_fit_and_map(result, arch, arch_runs, tag):
-    """The losses of arch's runs per epoch (and, from where they start, its runs trained on) beside the
-    first seed's prediction map."""
+def plot_fit_and_map(result, arch, runs, tag):
+    """The losses of arch's runs per epoch (and, from where they end, its runs trained on) beside the first
+    seed's prediction map."""
     fig = map_figure(result["map_extent"], 8.5, other_width=6)
     ax_loss, ax_map = fig.subplots(1, 2, gridspec_kw={"width_ratios": [6, 8.5]})
-    plot_split_curves(ax_loss, None, arch_runs, f"{tag} model")
-    longer = [r for r in result.get("longer_runs", []) if (r["depth"], r["width"]) == arch]
+    plot_split_curves(ax_loss, None, runs, f"{tag} model")
+    longer = [run for run in result.get("longer_runs", []) if (run["depth"], run["width"]) == arch]
     if longer:
-        start = arch_runs[0]["epochs"] - 1  # the longer runs' first epochs are these runs' own
+        start = runs[0]["epochs"] - 1  # the longer runs' first epochs are these runs' own
         plot_mean_band(ax_loss, epochs_axis(longer)[start:],
-                       [r["history"]["val_loss"][start:] for r in longer],
+                       [run["history"]["val_loss"][start:] for run in longer],
                        f"validation, trained on to {longer[0]['epochs']} epochs", color=PALETTE[6],
                        linewidth=2)
         ticks = [1, 10, start + 1, longer[0]["epochs"]]
         ax_loss.set(xscale="log", xlabel="epoch (log scale)", xticks=ticks, xticklabels=ticks)
         ax_loss.legend()
-    draw_map(ax_map, result, short(arch), arch_runs[0], f"{tag} model: ")
+    draw_map(ax_map, result, short(arch), runs[0], f"{tag} model: ")
     return fig
 
 
 def report_depth_width(result):
-    runs, groups = result["runs"], {}
-    for i, run in enumerate(runs):
-        groups.setdefault((run["depth"], run["width"]), []).append(i)
-    protocol = [tuple(arch) for arch in result["settings"]["architectures"] if tuple(arch) in groups]
-    val = {arch: np.mean(as_array([final(runs[i], "val_acc") for i in groups[arch]])) for arch in protocol}
-    ranked = sorted((a for a in protocol if not np.isnan(val[a])), key=val.get)  # diverged ones left out
+    by_arch, protocol, ranked, _ = models(result)
     marks = {ranked[-1]: " best", ranked[0]: " worst"} if ranked else {}
-    named = [(short(arch) + marks.get(arch, " matched" * (arch not in protocol)), [runs[i] for i in indices],
-              f"{result['seconds_per_epoch_alone'][short(arch)]:.2f}") for arch, indices in groups.items()]
-    longer = result.get("longer_runs", [])
-    if longer:
-        arch = (longer[0]["depth"], longer[0]["width"])
-        named.append((f"{short(arch)}, {longer[0]['epochs']} epochs", longer, ""))
-    table = markdown_table(["model", "parameters", "val acc", "s an epoch alone"],
-                           [[name, f"{arch_runs[0]['n_params']:,}", finals(arch_runs, "val_acc"), time]
-                            for name, arch_runs, time in named])
-    pairs = matched_finding([(d, w, runs[idx[0]]["n_params"], [final(runs[i], "val_acc") for i in idx])
-                             for (d, w), idx in groups.items()])["pairs"]
-    pair_table = markdown_table(["deeper", "shallower", "val acc, deeper minus shallower", "wins"],
+    rows = [[short(arch) + marks.get(arch, " matched" * (arch not in protocol)), f"{runs[0]['n_params']:,}",
+             finals(runs, "val_acc"), f"{result['seconds_per_epoch_alone'][short(arch)]:.2f}"]
+            for arch, runs in by_arch.items()]
+    table = markdown_table(["model", "parameters", "val acc", "s an epoch alone"], rows)
+    matched = matched_finding([(*arch, runs[0]["n_params"], [final(run, "val_acc") for run in runs])
+                               for arch, runs in by_arch.items()])
+    pair_table = markdown_table(["deeper", "shallower", "val acc, deeper minus shallower", "deeper is"],
                                 [[short(deep), short(shallow), mean_std(comparison.get("diffs", [None])),
-                                  VERDICT[comparison["case"]]] for deep, shallow, comparison in pairs])
+                                  comparison["case"]] for deep, shallow, comparison in matched["pairs"]])
     fig, axes = subplots(1, 2, figsize=(13, 4.8), sharey=True)
-    width, depth = (most_common([arch[i] for arch in protocol]) for i in (1, 0))
-    plot_accuracy_against(axes[0], runs, groups, sorted(a for a in protocol if a[1] == width), "depth",
-                          f"width {width}")
-    plot_accuracy_against(axes[1], runs, groups, sorted(a for a in protocol if a[0] == depth), "width",
-                          f"depth {depth}")
+    for vary, ax in enumerate(axes):
+        plot_accuracy_against(ax, by_arch, protocol, vary)
     figures = {"depth_width.png": (fig, "Accuracy against depth and width.")}
-    for tag, arch in zip(("best", "worst"), (ranked[-1:] + ranked[:1])):
-        figure = plot_fit_and_map(result, arch, [runs[i] for i in groups[arch]], tag)
-        figures[f"depth_width_{tag}.png"] = (figure, f"The {tag} model's losses and map (ringed: mistakes).")
-    answers = depth_width_answers(result, groups, protocol) if ranked else []
-    note = "Matched sizes, paired by seed (a win: beyond the 95% noise of a paired t-test):"
-    return Report([table, note, pair_table], figures, answers)
+    for tag, arch in zip(("best", "worst"), ranked[-1:] + ranked[:1]):
+        figures[f"depth_width_{tag}.png"] = (plot_fit_and_map(result, arch, by_arch[arch], tag),
+                                             f"The {tag} model's losses and map (ringed: mistakes).")
+    note = "Matched sizes, paired by seed (above or below: beyond the 95% noise of a paired t-test):"
+    return Report([table, note, pair_table], figures, depth_width_answers(result, matched) if ranked else [])
 
 
 QUESTION = Question(
