@@ -1,14 +1,10 @@
-"""Reading runs, as several questions' findings do: means and spreads over seeds (mean_std, as every report
-shows them), final values, the paired t-test that tells a difference from the seeds' noise, the loss trends
-(by tenths; by slope against wiggle), and the thresholds they share.
-"""
+"""Reading runs, as several questions' findings do: means and spreads over seeds, final values, the paired
+t-test that tells a difference from the seeds' noise, a loss's slope against its wiggle, shared thresholds."""
 import math
 
 import numpy as np
 
 # Every number that decides a case, and why it has its value.
-TREND_TOLERANCE = 0.005  # relative change of the validation loss between the last two tenths of the epochs
-#   under which a curve is flat: a run still learning moves by several percent there
 GAP_TOLERANCE = 0.01  # accuracies this close are equal: the standard error of an accuracy on the embedded
 #   data's 6,315 validation points is at most 0.0063
 DEAD_MARGIN = 0.05  # batch norm keeps units alive when it leaves 5 points fewer dead than the plain net
@@ -102,24 +98,6 @@ def paired(base, other):
 
 def listed(values, form="{}"):
     return ", ".join("diverged" if v is None else form.format(v) for v in values)
-
-
-def loss_trend(curve):
-    """The trend of a validation-loss curve (a diverged epoch, None, left out): the mean of its last tenth
-    against the tenth before ('improving'), against its lowest value ('overfitting'), or neither ('flat')."""
-    values = as_array(curve)
-    window = max(1, len(values) // 10)
-    last, previous = np.nanmean(values[-window:]), np.nanmean(values[-2 * window:-window])
-    lowest_epoch = int(np.nanargmin(values)) + 1
-    lowest = float(values[lowest_epoch - 1])
-    if last < previous * (1 - TREND_TOLERANCE):
-        case = "improving"
-    elif last > lowest * (1 + TREND_TOLERANCE) and lowest_epoch <= len(values) - window:
-        case = "overfitting"
-    else:
-        case = "flat"
-    return dict(case=case, window=window, last=float(last), previous=float(previous), lowest=lowest,
-                lowest_epoch=lowest_epoch)
 
 
 SLOPE_EPOCHS = 20  # the last epochs whose least-squares line says whether a loss still moves: the last

@@ -1661,21 +1661,6 @@ def run_with(history, **fields):
     return {"seed": 42, "status": "ok", "history": history, **fields}
 
 
-def test_loss_trend_tells_improving_overfitting_and_flat():
-    epochs = np.arange(1, 101)
-    improving = stats.loss_trend(2.0 - 0.005 * epochs)
-    assert improving["case"] == "improving" and improving["lowest_epoch"] == 100 and improving["window"] == 10
-    assert improving["last"] == pytest.approx(np.mean(2.0 - 0.005 * epochs[-10:]))
-    assert improving["previous"] == pytest.approx(np.mean(2.0 - 0.005 * epochs[-20:-10]))
-    overfitting = stats.loss_trend(1.0 + 0.0004 * (epochs - 40) ** 2)
-    assert overfitting["case"] == "overfitting" and overfitting["lowest_epoch"] == 40
-    assert overfitting["lowest"] == pytest.approx(1.0)
-    assert stats.loss_trend(np.full(100, 1.5) + 0.001 * np.sin(epochs))["case"] == "flat"
-    # a curve still falling at the end through epoch-to-epoch jitter
-    assert stats.loss_trend(2.0 - 0.005 * epochs + 0.01 * (epochs % 2))["case"] == "improving"
-    assert stats.loss_trend([3.0, None, 2.0, 1.0])["lowest_epoch"] == 4  # a diverged epoch is left out
-
-
 def epochs_run(val, train):
     return run_with({"val_loss": list(val), "train_eval_loss": [train] * len(val)}, epochs=len(val))
 
