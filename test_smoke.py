@@ -1418,7 +1418,6 @@ def test_lanes_keep_readers_with_what_they_read_and_balance_the_time():
     assert runner.plan_lanes(questions + [reader], 2, seconds)[1] == ["e", "g"]
 
 
-
 def test_lanes_are_costed_by_the_cpu_time_saved_in_each_result(tmp_path):
     (tmp_path / "a.json").write_text(json.dumps({"wall_s": 100, "cpu_s": 50}))
     (tmp_path / "b.json").write_text(json.dumps({"wall_s": 7}))  # an older result, without cpu_s
@@ -2382,7 +2381,6 @@ def test_cnn_fit_cuts_the_loss_curve_at_its_first_non_finite_step():
     losses, diverged_step = section7.fit(nn.Sequential(nn.Flatten(), nn.Linear(12, 1)), clean, labels, 1e-3, settings,
                                     env, lambda v: v, "test")
     assert diverged_step is None and len(losses) == 2 * 4 and all(math.isfinite(v) for v in losses)
-
 
 
 def test_the_paired_t_test_has_its_critical_value_at_any_number_of_seeds():
