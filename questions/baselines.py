@@ -12,8 +12,8 @@ HEADLINES = {
     "every_lr_diverged": "Not at all: every lr diverged.",
     "scored": "{verdict}: the best model, {name}, scores test accuracy {acc:.3f} (AUROC {auroc:.3f}) against "
               "{majority:.3f} for calling every image one class.",
-    "learned_once_recomputed": "At chance in eval mode (best {name}: {acc:.3f}), yet lr {lr} learned: "
-                               "{recomputed:.3f} once BatchNorm's statistics are recomputed.",
+    "learned_once_recomputed": "At chance in eval mode (best {name}: {acc:.3f}, one class: {majority:.3f}), "
+                               "yet lr {lr} learned: {recomputed:.3f} with BatchNorm statistics recomputed.",
 }
 TEXT = {
     "larger_lrs_failed": "Learned at lr {learned}; not at lr {failed}, all larger than any lr that learned.",

@@ -73,11 +73,6 @@ def mistakes_finding(result):
                 said="fake" if share_fake >= 0.5 else "real", share=max(share_fake, 1 - share_fake))
 
 
-def said(m, i):
-    p = m["test_prob"][i]
-    return f"{'fake' if p > 0.5 else 'real'} (p={max(p, 1 - p):.2f})"
-
-
 def report_mistakes(result, n=5):
     found = mistakes_finding(result)
     asked = "Five test images the best model classifies correctly and the worst does not"
@@ -86,6 +81,10 @@ def report_mistakes(result, n=5):
     key = f"{found['candidates']} right for the best, wrong for the worst"
     answer = Answer(result["section"], asked, render(HEADLINES, found), [], key)
     best, worst = result["models"][result["best"]], result["models"][result["worst"]]
+
+    def said(m, i):
+        p = m["test_prob"][i]
+        return f"{'fake' if p > 0.5 else 'real'} (p={max(p, 1 - p):.2f})"
     fig, axes = subplots(1, n, figsize=(3.2 * n, 4.4))
     for ax in axes:
         ax.axis("off")
