@@ -4,25 +4,18 @@ import os
 import numpy as np
 
 from plots import Answer, Report, markdown_table, render, subplots
-from questions.baselines import ONE_CLASS, model_name
+from questions.baselines import model_name
 from questions.summary import train_summary
 from runner import Question
 from section7 import BASELINES, decode_one
 
 THUMBNAIL = 256  # pixels: the longest side of a test image as the mistakes figure shows it
+RULES = ("the worst's most confident mistakes first, as evenly between the true classes as they allow, each "
+         "from a photograph not yet shown while there is one")
 HEADLINES = {
     "nothing_to_compare": "Fewer than two models ran: nothing to compare.",
-    "worst_one_class": "The worst model, {worst}, calls {share:.0%} of the test images {said}, so its "
-                       "mistakes are {wrong} images: the figure shows {shown} of the {candidates} that "
-                       "{best} gets right.",
-    "shown": "The figure shows {shown} ({real} real, {fake} fake) of the {candidates} test images that "
-             "{best} gets right and {worst} wrong.",
-}
-RULES = {
-    "both_classes": "the worst's most confident mistakes first, the two true classes in turn, each from a "
-                    "photograph not yet shown while there is one",
-    "one_class": "the worst's most confident mistakes first, each from a photograph not yet shown while "
-                 "there is one",
+    "shown": "The worst model, {worst}, calls {share:.0%} of the test images {said}; shown: {shown} "
+             "({real} real, {fake} fake) of the {candidates} that {best} gets right and it gets wrong.",
 }
 
 
@@ -66,32 +59,28 @@ def train_mistakes(settings, data, reads, env):
 
 
 def mistakes_finding(result):
-    """7.6-2: which images are shown, of how many candidates, and whether the worst model calls (almost) every
-    test image one class, so that its mistakes are all of the other true class; rule: whether the candidates
-    hold both true classes, to be taken in turn."""
-    models, chosen = result["models"], result["chosen"]
+    """7.6-2: the class the worst model calls most test images, and how many images are shown of how many."""
     if result["best"] is None:
-        return dict(case="nothing_to_compare", rule="one_class")
-    best, worst = models[result["best"]], models[result["worst"]]
+        return dict(case="nothing_to_compare")
+    best, worst = result["models"][result["best"]], result["models"][result["worst"]]
     truth = np.array([c == "fake" for c in result["test_classes"]])
     worst_fake = np.array(worst["test_prob"]) > 0.5
     candidates = ((np.array(best["test_prob"]) > 0.5) == truth) & (worst_fake != truth)
-    classes = [result["test_classes"][i] for i in chosen]
-    found = dict(best=model_name(best), worst=model_name(worst), candidates=int(candidates.sum()),
-                 shown=len(chosen), real=classes.count("real"), fake=classes.count("fake"),
-                 rule="both_classes" if len(set(truth[candidates])) == 2 else "one_class")
+    classes = [result["test_classes"][i] for i in result["chosen"]]
     share_fake = float(np.mean(worst_fake))
-    if max(share_fake, 1 - share_fake) < 1 - ONE_CLASS:
-        return dict(found, case="shown")
-    said = "fake" if share_fake >= 0.5 else "real"
-    return dict(found, case="worst_one_class", said=said, share=max(share_fake, 1 - share_fake),
-                wrong="real" if said == "fake" else "fake")
+    return dict(case="shown", best=model_name(best), worst=model_name(worst), shown=len(classes),
+                candidates=int(candidates.sum()), real=classes.count("real"), fake=classes.count("fake"),
+                said="fake" if share_fake >= 0.5 else "real", share=max(share_fake, 1 - share_fake))
 
 
 def report_mistakes(result, n=5):
-    models, chosen, classes = result["models"], result["chosen"], result["test_classes"]
-    best = None if result["best"] is None else models[result["best"]]
-    worst = None if result["worst"] is None else models[result["worst"]]
+    found = mistakes_finding(result)
+    asked = "Five test images the best model classifies correctly and the worst does not"
+    if found["case"] == "nothing_to_compare":
+        return Report([], {}, [Answer(result["section"], asked, render(HEADLINES, found), [])])
+    key = f"{found['candidates']} right for the best, wrong for the worst"
+    answer = Answer(result["section"], asked, render(HEADLINES, found), [], key)
+    best, worst = result["models"][result["best"]], result["models"][result["worst"]]
 
     def said(m, i):
         p = m["test_prob"][i]
@@ -99,23 +88,16 @@ def report_mistakes(result, n=5):
     fig, axes = subplots(1, n, figsize=(3.2 * n, 4.4))
     for ax in axes:
         ax.axis("off")
-    for k, (ax, i) in enumerate(zip(axes, chosen)):
-        ax.imshow(result["arrays"][f"image_{k}"])
-        ax.set_title(f"true: {classes[i]} ({result['sources'][k]})\nbest says {said(best, i)}\nworst says "
-                     f"{said(worst, i)}", fontsize=9)
-    if best is not None:
-        fig.suptitle(f"Right for the best model, {model_name(best)} ({best['test_acc']:.3f}); wrong for the "
-                     f"worst, {model_name(worst)} ({worst['test_acc']:.3f}); p: the probability of the class "
-                     f"said",
-                     fontsize=10)
-    rows = [[result["test_paths"][i], said(best, i), said(worst, i)] for i in chosen]
+    for k, i in enumerate(result["chosen"]):
+        axes[k].imshow(result["arrays"][f"image_{k}"])
+        axes[k].set_title(f"true: {result['test_classes'][i]} ({result['sources'][k]})\nbest says "
+                          f"{said(best, i)}\nworst says {said(worst, i)}", fontsize=9)
+    fig.suptitle(f"Right for the best model, {found['best']} ({best['test_acc']:.3f}); wrong for the worst, "
+                 f"{found['worst']} ({worst['test_acc']:.3f}); p: the probability of the class said",
+                 fontsize=10)
+    rows = [[result["test_paths"][i], said(best, i), said(worst, i)] for i in result["chosen"]]
     table = markdown_table(["test image (class folder: the truth)", "best says", "worst says"], rows)
-    found = mistakes_finding(result)
-    key = "" if best is None else f"{found['candidates']} right for the best, wrong for the worst"
-    answer = Answer(result["section"], "Five test images the best model classifies correctly and the worst "
-                                       "does not", render(HEADLINES, found), [], key)
-    caption = f"Picked: {RULES[found['rule']]}."
-    return Report([table], {"mistakes.png": (fig, caption)}, [answer])
+    return Report([table], {"mistakes.png": (fig, f"Picked: {RULES}.")}, [answer])
 
 
 QUESTION = Question("mistakes", "7.6-2", "Mistakes: right for the best model, wrong for the worst", {},

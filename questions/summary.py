@@ -1,26 +1,18 @@
 """7.6-1 summary: the two best models of each baseline, the worst overall, every model ranked."""
-from plots import PALETTE, Answer, Report, markdown_table, render, subplots
-from questions.baselines import (KEYS, ONE_CLASS, beats_chance, finish, fmt, headline_finding, lr_finding,
-                                 lr_text, majority_rate, model_name, note, results_table)
+from plots import Answer, Report, markdown_table, render
 from questions.baselines import TEXT as BASELINE_TEXT
+from questions.baselines import (beats_chance, fmt, headline_finding, lr_finding, lr_text, majority_rate,
+                                 model_name, note, results_table)
 from runner import Question
 from section7 import BASELINES, baseline_result
 
-HEADLINES = {
-    "no_model": "No model ran.",
-    "best_worst": "{best} is best (test accuracy {best_acc:.3f}); {worst} is worst ({worst_acc:.3f}, against "
-                  "{majority:.3f} for calling every image one class).",
-    "best_worst_one_class": "{best} is best (test accuracy {best_acc:.3f}); the worst, {worst} "
-                            "({worst_acc:.3f}), calls (almost) every test image one class.",
-}
 TEXT = {
-    "none": None,
-    "tie": "Tied for worst at {acc:.3f}: {names}; the mistakes take {worst}, last by baseline, then lr.",
+    "best_worst": "{best} is best (test accuracy {best_acc:.3f}); worst, at {worst_acc:.3f} against "
+                  "{majority:.3f} for calling every image one class: {worst}.",
     "left_out": lambda f: "No best two (none beats chance in eval mode): " + "; ".join(
-        f"{baseline} ({render(KEYS, head)})" for baseline, head in f["baselines"]) + ".",
+        f"{baseline} ({head['key']})" for baseline, head in f["baselines"]) + ".",
     "trends": lambda f: "By lr, " + "; ".join(f"{baseline}: {render(BASELINE_TEXT, found)[:-1].lower()}"
                                               for baseline, found in f["baselines"]) + ".",
-    "stand_in": "On the generated stand-in: a pipeline check; which baseline wins says nothing about faces.",
 }
 
 
@@ -45,83 +37,34 @@ def best_two(runs, majority):
                                                                     majority)][:2]
 
 
-def summary_findings(models, ranked, majority, demo=False):
-    """7.6-1: the best and the worst overall (headline), a tie for worst, the baselines the beats-chance
-    filter leaves without a best two, each torch baseline's trend over its lrs, and whether the data is the
-    stand-in."""
-    ranked = [models[i] for i in ranked]
+def summary_findings(ranked, majority):
+    """7.6-1: the best and the worst (all tied for it), the baselines that the beats-chance filter leaves
+    without a best two, each torch baseline's trend over its lrs."""
     ok = [m for m in ranked if m["status"] == "ok"]
-    if not ok:
-        return [dict(case="no_model")]
-    worst = ok[-1]
-    one_class = min(worst["test_acc_real"], worst["test_acc_fake"]) < ONE_CLASS
-    found = [dict(case="best_worst_one_class" if one_class else "best_worst", best=model_name(ok[0]),
-                  best_acc=ok[0]["test_acc"], worst=model_name(worst), worst_acc=worst["test_acc"],
-                  majority=majority)]
-    tied = [model_name(m) for m in ok if m["test_acc"] == worst["test_acc"]]
-    found.append(dict(case="tie", names=", ".join(tied), acc=worst["test_acc"], worst=model_name(worst))
-                 if len(tied) > 1 else dict(case="none"))
-    left_out, trends = [], []
-    for baseline in BASELINES:
-        runs = [m for m in ranked if m["baseline"] == baseline]
-        if runs and not best_two(runs, majority):
-            left_out.append((baseline, headline_finding(runs, majority)))
-        trend = lr_finding([m for m in models if m["baseline"] == baseline], majority)
-        trends += [(baseline, trend)] if trend["case"] != "none" else []
-    found.append(dict(case="left_out", baselines=left_out) if left_out else dict(case="none"))
-    found.append(dict(case="trends", baselines=trends) if trends else dict(case="none"))
-    return found + [dict(case="stand_in" if demo else "none")]
-
-
-def summary_figure(result, majority):
-    """Test accuracy by lr of each torch baseline (open circles: BatchNorm statistics recomputed; x:
-    diverged), each baseline without an lr as a horizontal line, one with no model scored in the legend."""
-    fig, ax = subplots(figsize=(11, 5.5))
-    for color, baseline in zip(PALETTE, BASELINES):
-        runs = [m for m in result["models"] if m["baseline"] == baseline]
-        ok = [m for m in runs if m["status"] == "ok"]
-        recomputed = [m for m in ok if m.get("test_acc_recomputed_bn") is not None]
-        diverged = [m["lr"] for m in runs if m["status"] == "diverged"]
-        if not ok:
-            ax.plot([], [], "x", color="gray", label=f"{baseline}: {runs[0]['status']}")
-        elif ok[0]["lr"] is None:
-            ax.axhline(ok[0]["test_acc"], linestyle="--", color=color, label=f"{baseline} (no lr)")
-        else:
-            ax.plot([m["lr"] for m in ok], [m["test_acc"] for m in ok], marker="o", color=color,
-                    label=baseline)
-        if recomputed:
-            ax.plot([m["lr"] for m in recomputed], [m["test_acc_recomputed_bn"] for m in recomputed],
-                    marker="o", markerfacecolor="white", linestyle="--", color=color,
-                    label=f"{baseline}, BatchNorm statistics recomputed (beyond the protocol)")
-        if diverged:
-            ax.scatter(diverged, [0.03] * len(diverged), marker="x", color=color,
-                       transform=ax.get_xaxis_transform(), label=f"{baseline}: diverged (no accuracy)")
-    ax.axhline(majority, color="gray", linewidth=0.8, linestyle=":", label="one class for every image")
-    image_size = next(iter(result["baselines"].values()))["settings"]["image_size"]
-    finish(ax, xscale="log", xlabel="learning rate (Adam, log scale)", ylabel="test accuracy",
-           title=f"Real vs fake: test accuracy by learning rate (image size {image_size})")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    return fig
+    worst = [model_name(m) for m in ok if m["test_acc"] == ok[-1]["test_acc"]]
+    found = [dict(case="best_worst", best=model_name(ok[0]), best_acc=ok[0]["test_acc"], majority=majority,
+                  worst=", ".join(worst), worst_acc=ok[-1]["test_acc"])]
+    runs = {b: [m for m in ranked if m["baseline"] == b] for b in BASELINES}
+    left_out = [(b, headline_finding(r, majority)) for b, r in runs.items()
+                if r and not best_two(r, majority)]
+    trends = [(b, lr_finding(r, majority)) for b, r in runs.items() if lr_finding(r, majority)]
+    found += [dict(case="left_out", baselines=left_out)] * bool(left_out)
+    return found + [dict(case="trends", baselines=trends)] * bool(trends)
 
 
 def report_summary(result):
-    models, majority = result["models"], majority_rate(result["data"])
-    ranked = [models[i] for i in result["ranking"]]
-    best = [m for baseline in BASELINES for m in best_two([m for m in ranked if m["baseline"] == baseline],
-                                                          majority)]
-    best_rows = [[m["baseline"], lr_text(m), fmt(m["test_acc"])] for m in best]
+    majority = majority_rate(result["data"])
+    ranked = [result["models"][i] for i in result["ranking"]]
+    best = [m for b in BASELINES for m in best_two([m for m in ranked if m["baseline"] == b], majority)]
     body = ["### Two best models of each baseline (by test accuracy, among those that beat chance)\n",
-            markdown_table(["baseline", "lr", "test acc"], best_rows),
-            "\n### Full ranking\n", results_table(ranked, ranked=True), note(models)]
-    found = summary_findings(models, result["ranking"], majority, demo=result["data"].get("demo", False))
-    bullets = [text for text in (render(TEXT, f) for f in found[1:]) if text]
-    key = "" if found[0]["case"] == "no_model" else "best {best_acc:.3f}, worst {worst_acc:.3f}".format(
-        **found[0])
+            markdown_table(["baseline", "lr", "test acc"], [[m["baseline"], lr_text(m), fmt(m["test_acc"])]
+                                                             for m in best]),
+            "\n### Full ranking\n", results_table(ranked, ranked=True), note(ranked)]
+    found = summary_findings(ranked, majority)
+    key = "best {best_acc:.3f}, worst {worst_acc:.3f}".format(**found[0])
     asked = "The two best models of each baseline and the worst overall: why these trends?"
-    answer = Answer(result["section"], asked, render(HEADLINES, found[0]), bullets, key)
-    caption = ("Each torch baseline's test accuracy by lr (open circles: BatchNorm statistics recomputed), "
-               "the baselines without an lr as lines, calling every image one class dotted.")
-    return Report(body, {"summary.png": (summary_figure(result, majority), caption)}, [answer])
+    bullets = [render(TEXT, f) for f in found[1:]]
+    return Report(body, {}, [Answer(result["section"], asked, render(TEXT, found[0]), bullets, key)])
 
 
 QUESTION = Question("summary", "7.6-1", "Summary: the best and worst models, every model ranked", {},
