@@ -1,13 +1,10 @@
-"""6.1.2-2 epochs: 100 epochs of the plain net, what it predicts while it sits at the most frequent class,
-and an over-fitting control on a few rows of every class. batchnorm trains with train_epochs too.
-"""
+"""6.1.2-2 epochs: 100 epochs of the plain net, and an over-fitting control on a few rows of every class."""
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from common import seed_everything
-from plots import (SPLITS, Answer, Report, finish, markdown_table, plot_mean_band, plot_split_curves, render,
-                   subplots)
+from plots import SPLITS, Answer, Report, finish, markdown_table, plot_mean_band, plot_split_curves, subplots
 from runner import Question
 from section6 import (SKELETON, arch_of, batch_major, build_model, class_prior_entropy, dead_relu_fraction,
                       load_model, relu_inputs, seed_runs, train_group)
@@ -81,30 +78,15 @@ def overfit_control(settings, data, env):
 
 OVERFIT = dict(overfit_per_class=3, overfit_features="standardized", overfit_width=32, overfit_lr=0.03,
                overfit_batch_size=8, overfit_epochs=800)  # found by a search: README, "Protocol choices"
-ONE_CLASS = 0.9  # a net that gives 90% of the validation points one class predicts one class: the embedded
-#   data's most frequent class holds 17% of them
-SMOOTHING = 0.05  # the over-fitting control is read on moving medians over 5% of its epochs: on 3 rows a
-#   class its raw losses spike by 10x from one epoch to the next, and a median ignores the spikes
-RISE = 0.1  # nats: the smallest rise of a smoothed validation loss, from its lowest to the end, called a
-#   turn; a moving median of spiky curves still wanders by a few hundredths
 
 
-def epochs_finding(runs):
-    """6.1.2-2: whether the validation loss still falls at the end (falling_finding), where the mean curve is
-    lowest, and how far apart the training (eval mode) and validation losses end."""
-    ok = [r for r in runs if r["status"] == "ok"]
-    if not ok or len(epochs_axis(ok)) < 3:
-        return dict(case="too_short")
-    mean_curve = np.nanmean([as_array(r["history"]["val_loss"]) for r in ok], axis=0)
-    train, val = mean_final(ok, "train_eval_loss"), mean_final(ok, "val_loss")
-    return dict(falling_finding([r["history"]["val_loss"] for r in ok]), epochs=len(mean_curve), train=train,
-                val=val, gap=abs(val - train), lowest_epoch=int(np.argmin(mean_curve)) + 1)
+ONE_CLASS = 0.9  # a net giving 90% of the points one class predicts one class; the top class holds 17%
+SMOOTHING = 0.05  # moving medians over 5% of the control's epochs: on 3 rows a class its losses spike 10x
+RISE = 0.1  # nats: a smoothed loss's rise from its lowest to the end called a turn; medians wander by 0.0x
 
 
 def plateau_finding(runs, top_share):
-    """'Too few' in numbers: the epochs where the mean validation accuracy sits at the most frequent class's
-    share of the training labels, and the share of points the net gives the class it predicts most there
-    (mean over those epochs and the seeds)."""
+    """The epochs where validation accuracy is the top class's share, and the share given one class."""
     ok = [r for r in runs if r["status"] == "ok"]
     curves = {key: np.nanmean([as_array(r["history"][key]) for r in ok], axis=0)
               for key in ("val_acc", "val_mode_share")} if ok else {}
@@ -123,24 +105,22 @@ def moving_median(values, window):
 
 
 def overfit_finding(runs):
-    """The over-fitting control: does its validation loss turn up while its training loss (eval mode, on its
-    subset) keeps falling? Read per seed on moving medians over SMOOTHING of the epochs, since steps on so few
-    rows make the raw curves spike: each seed's lowest smoothed validation loss (after the first window), its
-    smoothed validation and training losses there and at the end."""
+    """Does the control's smoothed validation loss rise by RISE, its training loss falling, in every seed?"""
     ok = [r for r in runs if r["status"] == "ok"]
     epochs = len(epochs_axis(ok)) if ok else 0
     window = max(1, round(SMOOTHING * epochs))
     if epochs < 3 * window or epochs < 3:
-        return dict(case="control_too_short")
+        return dict(case="control_too_short", window=window)
     seeds = []
     for r in ok:
         val, train = (moving_median(r["history"][key], window) for key in ("val_loss", "train_eval_loss"))
         low = window + int(np.nanargmin(val[window:]))
-        seeds.append(dict(seed=r["seed"], epoch=low + 1, val_low=float(val[low]), val_end=float(val[-1]),
+        seeds.append(dict(epoch=low + 1, val_low=float(val[low]), val_end=float(val[-1]),
                           train_low=float(train[low]), train_end=float(train[-1])))
     turns = all(s["val_end"] - s["val_low"] > RISE and s["train_end"] < s["train_low"] for s in seeds)
     return dict(case="control_overfits" if turns else "control_does_not", seeds=seeds, window=window,
-                rise=RISE, rows=ok[0]["train_rows"], per_class=ok[0]["rows_per_class"])
+                lows=spread([s["epoch"] for s in seeds], "{}"),
+                rises=spread([s["val_end"] - s["val_low"] for s in seeds], "{:.2f}"))
 
 
 def spread(values, form):
@@ -149,84 +129,59 @@ def spread(values, form):
     return low if low == high else f"{low}-{high}"
 
 
-def control_text(f):
-    seeds = f["seeds"]
-    return (f"a control on {f['rows']:,} rows ({f['per_class']} per class) bottoms out at "
-            f"epochs {spread([s['epoch'] for s in seeds], '{}')}, then rises "
-            f"{spread([s['val_end'] - s['val_low'] for s in seeds], '{:.2f}')} nats as its training loss "
-            "falls")
+def split_table(named_runs, keys):
+    """A row per (label, runs): each key's final value, mean ± std over seeds, and the runs' status."""
+    header = ["model"] + [key.replace("_eval", " (eval mode)").replace("_", " ") for key in keys] + ["status"]
+    return markdown_table(header, [[label] + [finals(runs, key) for key in keys] + [status_text(runs)]
+                                   for label, runs in named_runs])
 
 
-GAP = "; train (eval mode) and validation losses end {gap:.3f} apart."
-MOVES = ("its line over the last {window} epochs moves {change:+.3f}, {wiggle_share:.1f} times the epochs' "
-         f"wiggle about it (a trend needs {FALL_WIGGLES})")
-EPOCHS_TEXT = {
-    "too_short": None,
-    "one_class": ("Too few: at epochs {first}-{last} validation accuracy is the top class's share "
-                  "({top_share:.3f}): the net gives {share:.0%} of points one class."),
-    "several_classes": ("At epochs {first}-{last} validation accuracy is the top class's share "
-                        "({top_share:.3f}), though the net spreads its predictions ({share:.0%} to one "
-                        "class)."),
-    "no_plateau": None,
-    "falling": "At epoch {epochs} the validation loss still falls: " + MOVES + GAP,
-    "rising": "The validation loss rises at the end (lowest at epoch {lowest_epoch}): " + MOVES + GAP,
-    "flat": "By epoch {epochs} the validation loss is flat: " + MOVES + GAP,
-    "control_too_short": "The over-fitting control did not train long enough to tell.",
-    "control_overfits": lambda f: f"Too many over-fit: {control_text(f)}.",
-    "control_does_not": lambda f: (f"The over-fitting control does not rise by {f['rise']} nats in every "
-                                   f"seed: {control_text(f)}."),
-}
+PLATEAU_TEXT = ("At epochs {first}-{last} validation accuracy is the top class's share ({top_share:.3f}): "
+                "the net gives {share:.0%} of points one class.")
+TREND_TEXT = ("By epoch {epochs} the validation loss is {case}: its line over the last {window} epochs moves "
+              "{change:+.3f}, {wiggle_share:.1f} times the epochs' wiggle about it (a trend needs "
+              f"{FALL_WIGGLES}).")
+CONTROL_TEXT = ("A control on {rows:,} rows ({per_class} per class): its validation loss (moving median of "
+                "{window} epochs) bottoms out at epochs {lows}, then ends {rises} nats higher (a turn: "
+                f"{RISE} in every seed, its training loss still falling).")
 HEADLINE_TREND = {"falling": "{epochs} epochs are still too few", "flat": "{epochs} epochs reach a plateau",
-                  "rising": "{epochs} epochs are too many", "too_short": "too few epochs ran to tell"}
-
-
-SPLIT_COLUMNS = {"train_loss": "train loss", "train_eval_loss": "train loss (eval mode)",
-                 "val_loss": "val loss", "test_loss": "test loss", "train_acc": "train acc",
-                 "train_eval_acc": "train acc (eval mode)", "val_acc": "val acc", "test_acc": "test acc"}
-
-
-def split_table(named_runs, keys=tuple(SPLIT_COLUMNS)):
-    return markdown_table(["model"] + [SPLIT_COLUMNS[key] for key in keys] + ["status"],
-                          [[label] + [finals(runs, key) for key in keys] + [status_text(runs)]
-                           for label, runs in named_runs])
+                  "rising": "{epochs} epochs are too many", "too_short": "too few epochs ran to tell",
+                  "diverged": "every run diverged"}
+HEADLINE_CONTROL = {"control_overfits": "too many over-fit (a small-data control)",
+                    "control_does_not": "a small-data control does not over-fit", "control_too_short": None}
 
 
 def report_epochs(result):
-    runs, control, prior = result["runs"], result.get("overfit_runs"), result["class_prior"]
+    runs, control = result["runs"], result.get("overfit_runs")
+    ok, epochs = [r for r in runs if r["status"] == "ok"], len(epochs_axis(runs))
+    trend = dict(falling_finding([r["history"]["val_loss"] for r in ok]) if ok else dict(case="diverged"),
+                 epochs=epochs)
+    plateau = plateau_finding(runs, result["class_prior"]["top_share"])
+    parts = ["too few epochs leave the net at the class frequencies"] * (plateau["case"] == "one_class")
+    parts.append(HEADLINE_TREND[trend["case"]].format(epochs=epochs))
+    bullets = [PLATEAU_TEXT.format(**plateau)] if plateau["case"] != "no_plateau" else []
+    bullets += [TREND_TEXT.format(**trend)] if "change" in trend else []
     fig, axes = subplots(1, 2 + bool(control), figsize=(19 if control else 13, 4.5))
-    plot_split_curves(axes[0], axes[1], runs, f"{len(epochs_axis(runs))} epochs, no batch norm")
-    trend = epochs_finding(runs)
-    findings = [plateau_finding(runs, prior["top_share"]), trend]
+    plot_split_curves(axes[0], axes[1], runs, f"{epochs} epochs, no batch norm")
     named_runs = [("no batch norm", runs)]
     if control:
-        found = overfit_finding(control)
-        window = found.get("window", 1)
+        found, rows = overfit_finding(control), control[0]["train_rows"]
         for key, label, color, width in (("val_loss", "validation", SPLITS[0][2], 3),
-                                         ("train_eval_loss", "train (eval mode, on the subset)", SPLITS[3][2],
-                                          1.6)):
-            smoothed = [moving_median(r["history"][key], window) for r in control]
-            plot_mean_band(axes[2], epochs_axis(control), smoothed, color=color, linewidth=width,
-                           label=f"{label}, moving median of {window} epochs")
-        for s in found.get("seeds", []):
-            axes[2].plot(s["epoch"], s["val_low"], "v", color="black", markersize=6)
-        axes[2].plot([], [], "v", color="black", label="each seed's lowest validation loss")
-        finish(axes[2], "epoch", "loss (cross-entropy, nats)",
-               f"over-fitting control, {control[0]['train_rows']:,} rows: loss (band: min..max over seeds)",
-               fontsize=8)
-        findings.append(found)
-        named_runs.append((f"control ({control[0]['train_rows']:,} rows)", control))
-    stuck, overfits = findings[0]["case"] == "one_class", findings[-1]["case"] == "control_overfits"
-    parts = (["too few epochs leave the net at the class frequencies"] * stuck
-             + [HEADLINE_TREND[trend["case"]].format(**trend)]
-             + ["too many over-fit (a small-data control)"] * overfits)
-    headline = "; ".join(parts)
-    key = f"val loss {trend['val']:.3f} at epoch {trend['epochs']}" if "val" in trend else ""
+                                         ("train_eval_loss", "train (eval mode)", SPLITS[3][2], 1.6)):
+            plot_mean_band(axes[2], epochs_axis(control), [moving_median(r["history"][key], found["window"])
+                                                           for r in control], color=color, linewidth=width,
+                           label=f"{label}, moving median of {found['window']} epochs")
+        finish(axes[2], "epoch", "loss (cross-entropy, nats)", f"over-fitting control, {rows:,} rows: loss "
+               "(band: min..max over seeds)", fontsize=8)
+        parts.append(HEADLINE_CONTROL[found["case"]])
+        if "seeds" in found:
+            bullets.append(CONTROL_TEXT.format(**found, rows=rows, per_class=control[0]["rows_per_class"]))
+        named_runs.append((f"control ({rows:,} rows)", control))
+    headline = "; ".join(part for part in parts if part)
+    key = f"val loss {mean_final(ok, 'val_loss'):.3f} at epoch {epochs}" if ok else ""
     answer = Answer("6.1.2-2", "How does the number of epochs affect training: too many, too few?",
-                    headline[:1].upper() + headline[1:] + ".",
-                    [text for text in (render(EPOCHS_TEXT, f) for f in findings) if text], key)
-    caption = "Whether the wide validation line still falls"
-    if control:
-        caption += "; right, the over-fitting control"
+                    headline[:1].upper() + headline[1:] + ".", bullets, key)
+    caption = "Whether the wide validation line still falls" + "; right, the control" * bool(control)
     table = split_table(named_runs, ("train_loss", "train_eval_loss", "val_loss", "test_loss", "val_acc"))
     return Report([table], {"epochs.png": (fig, caption)}, [answer])
 
