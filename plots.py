@@ -186,10 +186,10 @@ SPLITS = (("val", "validation", PALETTE[3], "-", 3),  # split, label, color, lin
           ("train_eval", "train (eval mode)", PALETTE[4], ":", 1.6))
 
 
-def plot_split_curves(ax_loss, ax_acc, runs, title, eval_mode_train=False):
+def plot_split_curves(ax_loss, ax_acc, runs, title):
     """Loss and accuracy per epoch of each split (ax_acc None: no accuracy panel); validation wide, with its
     band, under the thin lines of the others, which often lie on it."""
-    for split, label, color, style, width in SPLITS[:3 + eval_mode_train]:
+    for split, label, color, style, width in SPLITS[:3]:
         if split == "val" and len(runs) > 1:
             label += f" (band: min..max over {len(runs)} seeds)"
         for ax, metric in ((ax_loss, "loss"), (ax_acc, "acc")):

@@ -7,7 +7,6 @@ import numpy as np
 # Every number that decides a case, and why it has its value.
 GAP_TOLERANCE = 0.01  # accuracies this close are equal: the standard error of an accuracy on the embedded
 #   data's 6,315 validation points is at most 0.0063
-DEAD_MARGIN = 0.05  # batch norm keeps units alive when it leaves 5 points fewer dead than the plain net
 OVERFIT_GAP = 0.03  # accuracy: train (eval mode) above validation, or validation apart from test, by three
 #   times GAP_TOLERANCE is a real gap
 SIGNIFICANCE = 0.05  # a rank correlation with a p-value below this is a relation, not chance

@@ -3,46 +3,28 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from common import seed_everything
 from plots import SPLITS, Answer, Report, finish, markdown_table, plot_mean_band, plot_split_curves, subplots
 from runner import Question
-from section6 import (SKELETON, arch_of, batch_major, build_model, class_prior_entropy, dead_relu_fraction,
-                      load_model, relu_inputs, seed_runs, train_group)
+from section6 import SKELETON, arch_of, batch_major, class_prior_entropy, seed_runs, train_group
 from stats import (FALL_WIGGLES, GAP_TOLERANCE, as_array, epochs_axis, falling_finding, finals, mean_final,
                    status_text)
 
 
 def output_summary(model, X):
-    """What the nets say on the rows of X (eval mode): the mean entropy of their predicted distributions
-    (nats), and the share of rows given the class each predicts most; [] or [K] for a stacked module."""
-    log_probs = batch_major(model, X).log_softmax(-1)
-    entropy = -(log_probs.exp() * log_probs).sum(-1).mean(-1)
-    predicted = F.one_hot(log_probs.argmax(-1), log_probs.shape[-1])
-    return {"val_entropy": entropy, "val_mode_share": predicted.sum(-2).amax(-1) / predicted.shape[-2]}
-
-
-def relu_input_rms(model, X, train_mode=False):
-    """Per hidden layer, the root mean square of its ReLUs' inputs over X: the scale the layer works at."""
-    return [float(pre.pow(2).mean().sqrt()) for pre in relu_inputs(model, X, train_mode)]
+    """The share of the rows of X given the class the nets predict most (eval mode); [] or [K] if stacked."""
+    logits = batch_major(model, X)
+    predicted = F.one_hot(logits.argmax(-1), logits.shape[-1])
+    return {"val_mode_share": predicted.sum(-2).amax(-1) / predicted.shape[-2]}
 
 
 def train_epochs(settings, data, reads, env, batch_norm=None):
-    """100 epochs; beyond the protocol, what the nets predict on the validation set after every epoch (the
-    entropy of their outputs, the share given to one class), each run's ReLU-input scale per layer at
-    initialisation (as the first step sees it) and at the end, and its dead units at the end, on the
-    validation set; and, for the plain net, the over-fitting control."""
+    """100 epochs; beyond the protocol, the validation share given to one class after every epoch, and, for the
+    plain net, the over-fitting control."""
     arch = arch_of(settings) if batch_norm is None else arch_of(settings, batch_norm=batch_norm)
     desc = f"{settings['epochs']} epochs" + ", batch norm" * arch["batch_norm"]
-    results, states = train_group(data, seed_runs(settings, settings["lr"]), arch, settings, env, desc,
-                                  eval_train=True, epoch_measure=output_summary)
-    X, n_classes = data["val"][0].cpu(), data["meta"]["n_classes"]
-    for result, state in zip(results, states):
-        seed_everything(result["seed"])
-        result["relu_input_rms_init"] = relu_input_rms(build_model(arch, n_classes), X, train_mode=True)
-        model = load_model(result, n_classes, state) if result["status"] == "ok" else None
-        result["relu_input_rms"] = relu_input_rms(model, X) if model else None
-        result["dead_relu_fraction"] = dead_relu_fraction(model, X).tolist() if model else None
-    y = data["train"][1].cpu()
+    results, _ = train_group(data, seed_runs(settings, settings["lr"]), arch, settings, env, desc,
+                             eval_train=True, epoch_measure=output_summary)
+    n_classes, y = data["meta"]["n_classes"], data["train"][1].cpu()
     top_share = float(torch.bincount(y, minlength=n_classes).max() / len(y))
     result = {"runs": results,
               "class_prior": {"entropy": class_prior_entropy(y, n_classes), "top_share": top_share}}

@@ -5,17 +5,13 @@ import numpy as np
 
 from plots import PALETTE, Answer, Report, finish, markdown_table, plot_mean_band, subplots
 from runner import Question
-from section6 import (SKELETON_WITHOUT_LR, arch_of, class_prior_entropy, dead_relu_fraction, lr_runs,
-                      train_group)
+from section6 import SKELETON_WITHOUT_LR, arch_of, class_prior_entropy, lr_runs, train_group
 from stats import epochs_axis, falling_finding, final, finals, group_by, listed, mean_std, paired
 
 
 def train_lr(settings, data, reads, env):
-    """The lr sweep; beyond the protocol, each layer's dead ReLUs on the validation set after every epoch."""
-    def dead_units(model, X):
-        return {"dead_relu_fraction": dead_relu_fraction(model, X)}
-    results, _ = train_group(data, lr_runs(settings), arch_of(settings), settings, env, "lr sweep",
-                             epoch_measure=dead_units)
+    """The lr sweep, with the losses of a uniform guess and of the class frequencies."""
+    results, _ = train_group(data, lr_runs(settings), arch_of(settings), settings, env, "lr sweep")
     n_classes = data["meta"]["n_classes"]
     prior = class_prior_entropy(data["train"][1], n_classes)
     return {"runs": results, "reference_losses": {"class_prior": prior, "uniform": math.log(n_classes)}}
