@@ -77,8 +77,7 @@ def file_digest(paths):
 # ----------------------------------------------------------------------------- atomic result files
 
 def write_atomic(path, write):
-    """Call write(tmp_path), then rename onto path: a crash or Ctrl-C never leaves half a file. The temporary
-    file is named .NAME.PID.RANDOM.tmp, so that remove_stale_temporaries can tell one whose writer is gone."""
+    """write(tmp), then rename onto path: a crash never leaves half a file. tmp is .NAME.PID.RANDOM.tmp."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.{os.getpid()}.", suffix=".tmp")
@@ -103,8 +102,7 @@ def writer_alive(pid):
 
 
 def remove_stale_temporaries(folder):
-    """Remove the temporaries that a killed write_atomic left (kill -9 skips its cleanup), not those of a
-    writer still running (a parallel lane). Returns the names removed."""
+    """Remove what a killed write_atomic left (kill -9 skips its cleanup), not a live writer's: the names."""
     removed = []
     for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
         match = re.fullmatch(r"\..+?(?:\.(\d+))?\.\w+\.tmp", name)
@@ -175,8 +173,7 @@ def same_shape_groups(tensors, indices):
 
 
 def grad_sq_norms(grads, linear_groups):
-    """The gradient hook: ||grad of weight||_2^2 for each Linear layer, per stacked model -> [K, L].
-    linear_groups: same_shape_groups of the Linear weights, so that layers of one shape are summed at once."""
+    """||grad W||_2^2 of each Linear layer per stacked model: [K, L]; layers of one shape summed at once."""
     first = grads[linear_groups[0][1][0]]
     norms = first.new_empty(len(first), sum(len(columns) for columns, _ in linear_groups))
     for columns, indices in linear_groups:
@@ -185,12 +182,10 @@ def grad_sq_norms(grads, linear_groups):
 
 
 def corner(shape):
-    """The index of a tensor of this shape's place in the leading corner of a larger one."""
     return tuple(slice(0, n) for n in shape)
 
 
 def padded(tensor, shape):
-    """tensor in the leading corner of a zero tensor of shape (every dimension at least tensor's)."""
     out = tensor.new_zeros(shape)
     out[corner(tensor.shape)] = tensor
     return out
@@ -209,9 +204,7 @@ class StackedLinear(nn.Module):
 
 
 class StackedBatchNorm1d(nn.Module):
-    """K nn.BatchNorm1d layers called at once, as one batch norm over K * width features (each feature's
-    statistics its own, so each model's too) that reads feature-major x [K, width, B] without a copy; tensors
-    [K * width], num_batches_tracked [K] (bound by stacked_module)."""
+    """K BatchNorm1d as one over K * width features (so each model's statistics its own), x [K, width, B]."""
 
     def __init__(self, norm):
         super().__init__()
@@ -239,11 +232,8 @@ CONTAINERS = (nn.Sequential, nn.ModuleList)
 
 
 def stacked_module(model, tensors):
-    """K copies of model called at once, as vmap(functional_call(model)) would, in fewer and cheaper calls:
-    each Linear and BatchNorm1d becomes its stacked form, holding tensors ({state_dict name: the K models'
-    tensors stacked}) as views, so that training held_tensor(stacked, name) trains tensors[name].
-    Feature-major (no Linear weight or batch-norm input is transposed): x [K, features, B] (model k's batch as
-    x[k]'s columns) -> [K, classes, B]. model's forward must combine its submodules' outputs elementwise."""
+    """K copies of model in one call (as vmap(functional_call(model))), holding views of tensors; x
+    [K, features, B] -> [K, classes, B] (feature-major). forward may combine outputs only elementwise."""
     stacked = copy.deepcopy(model).to("meta")
     for parent in list(stacked.modules()):
         for name, child in parent.named_children():
@@ -257,7 +247,7 @@ def stacked_module(model, tensors):
     for name, tensor in tensors.items():
         module_name, _, attribute = name.rpartition(".")
         module = stacked.get_submodule(module_name)
-        module._parameters.pop(attribute, None)  # a parameter held directly (a ParameterList's gain) goes
+        module._parameters.pop(attribute, None)  # a ParameterList's gain: the view replaces it
         setattr(module, attribute, module.held(attribute, tensor) if hasattr(module, "held") else tensor)
     return stacked
 
@@ -269,9 +259,8 @@ def held_tensor(stacked, name):
 
 
 class Lockstep:
-    """K models stacked to train as one: model k is build_model(run_k) right after seed_everything(seed_k),
-    loaded from start_states[k] if given. A narrower model fills the leading corner of the widest's tensors,
-    the rest zero and never updated: it trains as if alone where a unit of zero weights and bias outputs 0."""
+    """K models trained as one. A narrower model fills the leading corner of the widest's tensors, the rest
+    zero and never updated: it trains as if alone, as a unit of zero weights and bias outputs 0."""
 
     def __init__(self, build_model, runs, device, start_states=None):
         models = []
@@ -309,8 +298,7 @@ class Lockstep:
         self.device = device
 
     def loss_and_hits(self, X, y):
-        """Each model's loss on each row of X [K, features, B] (labels y [K, B]) and whether it got the row
-        right (a tie for the top logit counts as right: amax is far cheaper than argmax on a CPU)."""
+        """Losses and hits [K, B] on X [K, features, B]; a top-logit tie is a hit (amax: cheaper on a CPU)."""
         log_probs = self.stacked(X).log_softmax(1)  # F.cross_entropy in two steps: log_probs serves accuracy
         sample_loss = F.nll_loss(log_probs, y, reduction="none")
         return sample_loss, -sample_loss >= log_probs.amax(1)
@@ -385,17 +373,14 @@ def record_epoch(histories, diverged_epoch, epoch, epoch_values, step_loss, grad
 def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_steps=False,
                    record_grads=False, eval_train=False, epoch_measure=None, quiet=False, desc="train",
                    start=None):
-    """Train one model per run (a dict with 'seed' and 'lr') in lockstep, with plain SGD and cross-entropy, on
-    data = {'train'|'val'|'test': (X, y)} tensors on device, X [N, features], shared, or [K, N, features], one
-    per model. Each model (of any width: Lockstep) has its own learning rate and shuffling (a generator seeded
-    with its seed): its numbers do not depend on the models beside it. Returns (results, states): per run its
-    history (per epoch: train_loss/train_acc over the epoch's batches in train mode; val_*, test_* and, with
-    eval_train, train_eval_* over the split in eval mode, with eval_train='final' after the last epoch only;
-    with record_steps, step_loss per step; with record_grads, grad_sq_norm, each Linear layer's ||grad W||_2^2
-    averaged over the epoch's steps; epoch_measure(stacked module, in eval mode) -> {name: one row per
-    model}), status 'ok' or 'diverged' with diverged_epoch (1-based; later values None), and its final
-    state_dict on the CPU. start=(states, done) trains on from `done` epochs of this training to `epochs` as
-    if it had never stopped (SGD keeps no state); the histories hold the epochs after `done`."""
+    """Plain SGD and cross-entropy, one model per run {'seed', 'lr'}, on data {'train'|'val'|'test': (X, y)}
+    on device, X [N, features] shared or [K, N, features]. Each model's own lr and seeded shuffling keep its
+    numbers independent of the models beside it. Returns (results, states): per run its history (per epoch:
+    train_loss, train_acc over the batches in train mode; val_*, test_*, and train_eval_* with eval_train
+    ('final': last epoch only), in eval mode; step_loss with record_steps; grad_sq_norm, each Linear's
+    ||grad W||_2^2 averaged over the epoch, with record_grads; epoch_measure(stacked) -> {name: [K]}), status,
+    diverged_epoch (1-based; later values None) and its final CPU state_dict. start=(states, done) resumes
+    after epoch `done` as if never stopped (SGD has no state); histories hold the later epochs."""
     K = len(runs)
     lockstep = Lockstep(build_model, runs, device, start[0] if start else None)
     X_train, y_train = data["train"]

@@ -1,6 +1,5 @@
-"""What several Section 6 questions train with: the CSV data, the MLP, a group of runs trained in lockstep
-(train_group), prediction maps and per-layer diagnostics, and the protocol settings they share.
-"""
+"""What Section 6 questions train with: the CSV data, the MLP, lockstep groups (train_group), prediction maps,
+per-layer diagnostics and the protocol settings they share."""
 import csv
 import os
 
@@ -97,7 +96,6 @@ def read_data(data_dir, device, quick=False):
 
 
 def load_data(args, device):
-    """The runner's data: the splits on the device and their description."""
     data = read_data(args.data_dir or DEFAULT_DATA, device, args.quick)
     if args.data_dir is None:  # what the study report says the numbers are (data/europe/README.md)
         data["meta"]["stand_in"] = (f"Section 6 on GeoNames cities of {data['meta']['n_classes']} European "
@@ -109,9 +107,8 @@ SIN_FREQUENCIES = [round(0.1 * i, 1) for i in range(1, 11)]  # 6.2.1-7: a in {0.
 
 
 def featurize(X, features, train_X):
-    """raw: the (long, lat) coordinates; standardized: each coordinate less its mean over the training split's
-    rows train_X, over its standard deviation there; sin: sin(a * x) for every a in SIN_FREQUENCIES and each
-    coordinate (20 features, those of the longitude first)."""
+    """raw: (long, lat); standardized: by the training rows' mean and std; sin: sin(a * x) for every a in
+    SIN_FREQUENCIES, longitude's first (20 features)."""
     if features == "raw":
         return X
     if features == "standardized":
@@ -124,16 +121,13 @@ ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU}  # LeakyReLU: negati
 
 
 class MLP(nn.Module):
-    """`depth` hidden layers of `width` units, the first taking the input, then an output Linear: depth 6 has
-    7 nn.Linear. A hidden layer is Linear -> ReLU, or Linear -> BatchNorm1d -> ReLU.
-    residual adds an identity skip around every hidden layer but the first (whose input is not `width` wide):
-      'post': x <- x + ReLU([BatchNorm1d](Linear(x))), the hidden layer as it is;
-      'skipinit': x <- x + g * ReLU([BatchNorm1d](Linear(x))), g a learnable scalar per layer, initialised
-              to 0 (SkipInit, De & Smith 2020; ReZero, Bachlechner et al. 2020): a block starts as identity;
-      'pre':  x <- x + Linear(ReLU([BatchNorm1d](x))), the pre-activation form of He et al. (2016, "Identity
-              Mappings in Deep Residual Networks"), whose output layer takes ReLU([BatchNorm1d](x)).
-    activation 'leaky_relu' puts LeakyReLU in place of every ReLU; init 'he' draws every weight from
-    Kaiming-normal (ReLU gain, fan in) with zero biases instead of PyTorch's default."""
+    """`depth` hidden layers of `width` units, Linear -> [BatchNorm1d] -> ReLU, then an output Linear.
+    residual: an identity skip around every hidden layer but the first:
+      'post': x + ReLU([BN](Linear(x)));
+      'skipinit': x + g * ReLU([BN](Linear(x))), g a learnable scalar per layer from 0 (SkipInit, De & Smith
+              2020; ReZero, Bachlechner et al. 2020);
+      'pre': x + Linear(ReLU([BN](x))), output layer on ReLU([BN](x)) (He et al. 2016, Identity Mappings).
+    init 'he': Kaiming-normal weights (ReLU gain, fan in), zero biases."""
 
     def __init__(self, n_in=2, n_classes=33, depth=6, width=16, batch_norm=False, residual="none",
                  activation="relu", init="default"):
@@ -212,8 +206,7 @@ def test_points(data):
 
 @torch.no_grad()
 def map_arrays(tag, run, state, data):
-    """The arrays a map of the run's predictions draws, named by tag: the predicted class of every cell of a
-    MAP_RESOLUTION grid over map_extent, and of every test point; and the fraction of cells on a border."""
+    """Predicted class of each MAP_RESOLUTION^2 cell over map_extent and each test point, named by tag."""
     model, train_X = load_model(run, data["meta"]["n_classes"], state), data["train"][0].cpu()
 
     def predict(points):
@@ -232,16 +225,14 @@ def borders(grid):
 
 
 def batch_major(model, X):
-    """model's logits for the rows of X [N, features]: [N, classes]; for a stacked module and X [K, N,
-    features], [K, N, classes] (a stacked module works feature-major: common.stacked_module)."""
+    """Logits [N, classes] for X [N, features]; [K, N, classes] for stacked and X [K, N, features]."""
     return model(X.mT).mT if X.dim() == 3 else model(X)
 
 
 @torch.no_grad()
 def relu_inputs(model, X, train_mode=False):
-    """The input of every ReLU for the rows of X, in eval mode (or train mode: batch norm normalizing by X's
-    own statistics, as in a training step): one [N, width] tensor per hidden layer ([K, N, width] for a
-    stacked module and X [K, N, features], as batch_major)."""
+    """Every ReLU's input for the rows of X: one [N, width] ([K, N, width] stacked) per hidden layer;
+    train_mode: batch norm uses X's own statistics, as in a training step."""
     inputs = []
     hooks = [m.register_forward_hook(lambda m, i, o: inputs.append(i[0].mT if X.dim() == 3 else i[0]))
              for m in model.modules() if isinstance(m, tuple(ACTIVATIONS.values()))]
@@ -253,9 +244,8 @@ def relu_inputs(model, X, train_mode=False):
 
 
 def batch_diagnostics(arch, n_classes, seed, X, y, batch_size, state=None):
-    """On the run's first training batch (same shuffle as train_lockstep), in train mode, at initialisation
-    (the same init) or with a trained state: the mean norm of the activation entering every Linear layer, and
-    every Linear layer's ||grad W||_2^2: (activation norms, squared gradient norms)."""
+    """On the run's first training batch (train_lockstep's shuffle), in train mode, at init or from state:
+    (each Linear layer's mean input norm, its ||grad W||_2^2)."""
     seed_everything(seed)
     model = build_model(arch, n_classes)
     if state is not None:
@@ -272,40 +262,33 @@ def batch_diagnostics(arch, n_classes, seed, X, y, batch_size, state=None):
 
 
 def dead_relu_fraction(model, X):
-    """Per hidden layer, the fraction of ReLU units that output 0 for every row of X (eval mode): [layers], or
-    [K, layers] for a stacked module and X [K, N, features]."""
+    """Per hidden layer, the fraction of ReLUs at 0 on every row of X (eval mode): [layers] or [K, layers]."""
     return torch.stack([(pre <= 0).all(-2).float().mean(-1) for pre in relu_inputs(model, X)], -1)
 
 
 def class_prior_entropy(y, n_classes):
-    """The cross-entropy (nats) of always predicting the class frequencies of labels y: what a net that
-    ignores its input can reach at best."""
+    """Cross-entropy (nats) of predicting y's class frequencies: the best a net blind to its input can do."""
     p = torch.bincount(y.cpu(), minlength=n_classes).double() / len(y)
     return float(-(p[p > 0] * p[p > 0].log()).sum())
 
 
 def seed_runs(settings, lr, **extra):
-    """One run per seed at learning rate lr."""
     return [{"seed": settings["seed"] + i, "lr": lr, **extra} for i in range(settings["seeds"])]
 
 
 def lr_runs(settings):
-    """One run per seed and lr of settings['lrs']."""
     return [{**run, "lr": lr} for run in seed_runs(settings, None) for lr in settings["lrs"]]
 
 
 def arch_of(settings, **changes):
-    """The architecture keys of a model: changes, else the settings, else plain (no batch norm, no skips,
-    ReLU, PyTorch's init, raw coordinates)."""
+    """ARCH_KEYS: changes, else settings, else PLAIN."""
     return {key: changes.get(key, settings.get(key, PLAIN.get(key))) for key in ARCH_KEYS}
 
 
 def train_group(data, runs, arch, settings, env, desc, epochs=None, batch_size=None, diagnose=(),
                 epoch_measure=None, **record):
-    """Train the runs (each with a seed, an lr, and its own width or features if it names them) of one
-    architecture in lockstep, for the settings' epochs and batch size unless given: (results, states).
-    Narrower models train padded to the widest (see train_lockstep). diagnose: 'init' and/or 'final', the
-    batch_diagnostics to record; epoch_measure(model, X): values on the validation rows after every epoch."""
+    """The runs (each a seed, an lr, maybe a width or features) of one arch in lockstep: (results, states).
+    diagnose: batch_diagnostics to record ('init', 'final'); epoch_measure(model, X_val) after each epoch."""
     epochs, batch_size = epochs or settings["epochs"], batch_size or settings["batch_size"]
     n_classes, train_X = data["meta"]["n_classes"], data["train"][0]
 

@@ -1,6 +1,5 @@
-"""What several Section 7 questions train with: the ImageFolder and its decoded-tensor cache, the ResNet18,
-fitting one model with Adam, scoring a model's probabilities, and the protocol settings they share.
-"""
+"""What Section 7 questions train with: the ImageFolder and its decoded-tensor cache, the ResNet18, fitting
+with Adam, scoring a model's probabilities, and the protocol settings they share."""
 import csv
 import hashlib
 import json
@@ -29,8 +28,7 @@ LAYOUT = f"expected ImageFolder layout: train/, val/ (or validation/) and test/,
 QUICK_IMAGES = {"train": 16, "val": 8, "test": 8}  # per class
 QUICK_IMAGE_SIZE = 32
 EVAL_BATCH = 256
-# torchvision's ResNet18_Weights.IMAGENET1K_V1.url (a test checks it), written out so that importing this
-# module, and with it `cnn.py --help`, does not import torchvision
+# ResNet18_Weights.IMAGENET1K_V1.url (a test checks it), written out: `cnn.py --help` imports no torchvision
 IMAGENET_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
 
 
@@ -126,9 +124,9 @@ def read_sources(data_dir):
 
 
 def preprocessing(name, image_size):
-    """(PIL image -> uint8 tensor, mean, std). 'resize' is the protocol's Resize((S, S)) + ToTensor (scratch,
-    XGBoost); 'imagenet' is ResNet18_Weights.IMAGENET1K_V1.transforms() (resize 256, center crop 224, ImageNet
-    mean/std), exactly so at S = 224, scaled by S / 224 otherwise. Scaling and normalizing are per batch."""
+    """(PIL image -> uint8 tensor, mean, std). 'resize': the protocol's Resize((S, S)) (scratch, XGBoost);
+    'imagenet': ResNet18_Weights.IMAGENET1K_V1.transforms() (resize 256, crop 224, ImageNet mean/std), scaled
+    by S / 224. Scaling and normalizing are per batch."""
     import torchvision.transforms as T
     from torchvision.models import ResNet18_Weights
     if name == "resize":
@@ -221,9 +219,8 @@ def autocast(device, amp):
 
 
 def fit(model, inputs, labels, lr, settings, env, prepare, desc):
-    """The protocol's optimization: Adam on the trainable parameters, BCEWithLogitsLoss, batch order drawn
-    from a generator seeded with settings['seed']. Returns every step's loss, cut at the first non-finite one,
-    and that step (1-based) or None; checked once per epoch, so nothing waits for the device."""
+    """Adam, BCEWithLogitsLoss, batch order seeded by settings['seed']: step losses up to the first non-finite
+    one, and its step (1-based) or None; checked per epoch (no device sync)."""
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     generator = torch.Generator().manual_seed(settings["seed"])
     batch_size = settings["batch_size"]
@@ -306,9 +303,8 @@ def fit_and_score(settings, data, env, baseline, lr, model, inputs, prepare, **v
 
 
 def recomputed_bn_accuracy(model, train_inputs, test_inputs, test_labels, prepare, amp=False):
-    """Test accuracy in eval mode once every BatchNorm's running statistics are recomputed with the final
-    weights over the training inputs ("precise BN": a cumulative average, no gradient). Beyond the protocol:
-    the standard, non-transductive check of whether stale running statistics are what fails."""
+    """Test accuracy and P(fake) once every BatchNorm's running statistics are recomputed over the training
+    inputs ("precise BN"): beyond the protocol, whether stale statistics are what fails."""
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.reset_running_stats()
@@ -322,9 +318,8 @@ def recomputed_bn_accuracy(model, train_inputs, test_inputs, test_labels, prepar
 
 
 def train_resnets(settings, data, env, baseline, backbone_state, preprocessing_name):
-    """scratch or finetune, a model per lr, every weight trained; beyond the protocol, the test predictions
-    once BatchNorm's statistics are recomputed: the run that tells stale running statistics from unlearned
-    weights."""
+    """scratch or finetune, a model per lr, every weight trained; beyond the protocol, with recomputed
+    BatchNorm statistics too, to tell stale running statistics from unlearned weights."""
     from sklearn.metrics import roc_auc_score
     records = []
     for lr in settings["lrs"]:
@@ -354,8 +349,7 @@ PRETRAINED = dict(TORCH, weights="imagenet")
 
 
 def inputs(settings, data):
-    """A question's inputs in its cache key: the images and any weights file's digest (so other weights
-    retrain it); nothing is loaded here."""
+    """A question's cache-key inputs: the images' digest and any weights file's (other weights retrain it)."""
     if "weights" not in settings:
         return data["meta"]["digest"]
     path = weights_file(settings["weights"])

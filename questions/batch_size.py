@@ -18,8 +18,7 @@ WINDOWS = 300  # windows the step losses are drawn in, log-spaced as the step ax
 
 
 def step_windows(losses, n_windows=WINDOWS):
-    """The step losses pooled in windows log-spaced over the steps: each window's last step (1-based), and the
-    mean, 10th and 90th percentile of its finite losses (NaN where it has none: a diverged run)."""
+    """Log-spaced windows of step losses: each's last step (1-based), mean, p10, p90 (NaN: none finite)."""
     ends = np.unique(np.geomspace(1, len(losses), n_windows).round().astype(int))
     windows = [losses[start:end] for start, end in zip(np.r_[0, ends[:-1]], ends)]
     pooled = [window[np.isfinite(window)] for window in windows]
@@ -28,16 +27,13 @@ def step_windows(losses, n_windows=WINDOWS):
                                               for i, key in enumerate(("mean", "p10", "p90"))}}
 
 
-NOISE_ROWS = 4096  # training rows (one fixed draw) the gradient noise scale is measured on: per-example
-#   gradients of the 2,263-parameter net on 4,096 rows take a tenth of a second
-NOISE_EVERY = 5  # epochs between two measurements of the noise scale (also after epoch 1, where the batch
-#   sizes' first-epoch gains are read)
+NOISE_ROWS = 4096  # one fixed draw of training rows: their per-example gradients take a tenth of a second
+NOISE_EVERY = 5  # epochs between noise-scale measurements (also after epoch 1, for the first-epoch gains)
 
 
 def noise_scale(model, params, X, y):
-    """B_simple = tr(Sigma) / |G|^2 (McCandlish et al. 2018, eq. 2.8) of the loss on rows X, y: Sigma the
-    per-example gradients' covariance, |G|^2 the squared norm of their mean less its bias tr(Sigma) / n.
-    NaN where |G|^2 is within that bias: the rows cannot measure it."""
+    """B_simple = tr(Sigma) / |G|^2 (McCandlish et al. 2018, eq. 2.8) over the per-example gradients on X, y,
+    |G|^2 less its bias tr(Sigma) / n; NaN where |G|^2 is within that bias."""
     def example_loss(example_params, x, label):
         return F.cross_entropy(functional_call(model, example_params, (x[None],)), label[None])
     grads = vmap(grad(example_loss), in_dims=(None, 0, 0))(params, X, y)
@@ -53,9 +49,8 @@ def noise_epochs(epochs):
 
 
 def noise_scale_runs(settings, data, env):
-    """Beyond the protocol: the net at the epochs question's settings (batch_size, lr) for noise_epochs, its
-    B_simple on NOISE_ROWS training rows at noise_epochs, and its validation loss at initialisation.
-    Measured on copies of the weights, with a generator of its own: training is unchanged."""
+    """Beyond the protocol: B_simple on NOISE_ROWS training rows at noise_epochs and the initial validation
+    loss of the settings' net, on copies of the weights: training is unchanged."""
     arch, n_classes = arch_of(settings), data["meta"]["n_classes"]
     X, y = data["train"]
     rows = torch.randperm(len(y), generator=torch.Generator().manual_seed(settings["seed"]))[:NOISE_ROWS]
@@ -86,9 +81,7 @@ def noise_scale_runs(settings, data, env):
 
 
 def train_batch_size(settings, data, reads, env):
-    """One lockstep group per batch size, then the noise-scale runs. A run's loss noise is the standard
-    deviation of its last NOISE_STEPS step losses; the first seed's step losses are kept to be drawn, pooled
-    in step_windows."""
+    """loss_noise: the std of a run's last NOISE_STEPS step losses; then noise_scale_runs."""
     results, arrays = [], {}
     for batch_size, epochs in zip(settings["batch_sizes"], settings["batch_size_epochs"]):
         group, _ = train_group(data, seed_runs(settings, settings["lr"]), arch_of(settings), settings, env,
@@ -104,13 +97,11 @@ def train_batch_size(settings, data, reads, env):
     return {"runs": results, "noise_runs": noise_runs, "arrays": arrays}
 
 
-PAYS = 0.5  # a batch size pays for its larger batches while it gains at least half of the best validation
-#   loss drop per epoch: the paper's model (samples needed = E_min (1 + B / B_noise)) puts B_noise there
+PAYS = 0.5  # half the best loss drop an epoch: examples needed, E_min (1 + B / B_noise), double at B_noise
 
 
 def noise_scale_finding(b_simple, gains):
-    """Are the batch sizes above B_simple (its lowest and highest first-epoch value) where more samples per
-    step stopped paying? gains: batch size -> its first-epoch validation loss drop; those between left out."""
+    """Do batches above B_simple (low, high) stop paying? gains: batch -> first-epoch val loss drop."""
     best_gain = max(gains.values())
     pays = {b: gain >= PAYS * best_gain for b, gain in gains.items()}
     below = [pays[b] for b in gains if b < b_simple[0]]
@@ -121,8 +112,7 @@ def noise_scale_finding(b_simple, gains):
 
 
 def accuracy_finding(best_acc):
-    """The most accurate batch size (batch size -> best validation accuracy per seed), tied with the runner-up
-    where a paired t-test over the seeds cannot separate them."""
+    """The most accurate batch size, tied with the runner-up where a paired t-test cannot separate them."""
     means = {b: float(np.mean(as_array(accs))) for b, accs in best_acc.items()}
     top, *others = sorted(means, key=means.get, reverse=True)
     if not others:

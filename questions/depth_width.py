@@ -1,5 +1,4 @@
-"""6.2.1-1 to 4, depth and width: seven depth x width models and three of matched size; the best's and
-the worst's fit and maps, the worst trained on, accuracy against depth and width."""
+"""6.2.1-1 to 4 depth and width: seven models and three of matched size; fits, maps, accuracy against each."""
 import numpy as np
 
 from plots import (PALETTE, Answer, Report, draw_map, finish, map_figure, markdown_table, plot_mean_band,
@@ -11,9 +10,8 @@ from stats import (GAP_TOLERANCE, OVERFIT_GAP, as_array, epochs_axis, falling_fi
 
 KINDS = ("depth", "width")  # what arch[0] and arch[1] are
 MATCH_TOLERANCE = 0.10  # two models are of about the same size when their parameter counts differ by <= 10%
-PAD_RATIO = 4  # widths up to 4x apart train in one padded lockstep group, wider ones apart. Measured on a
-#   2-core CPU at depth 6, 3 seeds a width: widths 8-64 in one group 173 s; 8-32 and 64 apart 118 s; each
-#   width alone 149 s
+PAD_RATIO = 4  # widths up to 4x apart share a padded lockstep group. 2-core CPU, depth 6, 3 seeds a width:
+#   widths 8-64 in one group 173 s; 8-32 and 64 apart 118 s; each width alone 149 s
 
 
 def width_groups(widths):
@@ -28,8 +26,7 @@ def width_groups(widths):
 
 
 def seconds_per_epoch(arch, data, settings, env, repeats=3):
-    """The fastest of `repeats` single epochs of one model of arch trained alone, evaluation included: depth's
-    cost in time, which a lockstep group hides."""
+    """The fastest of `repeats` epochs of one arch model alone: depth's cost in time, which lockstep hides."""
     one_seed = {**settings, "seeds": 1}
     times = []
     for _ in range(repeats):
@@ -40,11 +37,8 @@ def seconds_per_epoch(arch, data, settings, env, repeats=3):
 
 
 def train_depth_width(settings, data, reads, env):
-    """The architectures, and beyond the protocol the matched_architectures (of about the same parameter
-    counts), grouped by depth and width_groups; results in the order of the architectures. Every run records
-    its first batch's gradients at initialisation and at the end; every architecture, the time of an epoch
-    alone; the worst architecture trains on, from its state after the settings' epochs, to longer_epochs.
-    Each architecture's first seed is drawn."""
+    """The architectures and, beyond the protocol, matched_architectures, grouped by depth and width_groups,
+    in the architectures' order; each one's epoch time alone; the worst trains on to longer_epochs."""
     architectures = settings["architectures"] + [arch for arch in settings["matched_architectures"]
                                                  if arch not in settings["architectures"]]
     results, states = [], []
@@ -88,8 +82,7 @@ def train_depth_width(settings, data, reads, env):
 
 
 def fit_finding(label, runs, best_train=None):
-    """6.2.1-1 and 2: did a model over- or under-fit? Its runs' mean final accuracy on train (eval mode),
-    validation and test, against the best model's on train (default: its own)."""
+    """6.2.1-1 and 2: over- or under-fit? Mean final train (eval mode), val, test acc against best_train."""
     ok = [run for run in runs if run["status"] == "ok"]
     train, val, test = (mean_final(ok, f"{split}_acc") for split in ("train_eval", "val", "test"))
     best_train = train if best_train is None else best_train
@@ -114,9 +107,8 @@ def training_share_finding(worst, best, longer):
 
 
 def matched_finding(rows):
-    """6.2.1-3: each pair of models of different depth and parameter counts within MATCH_TOLERANCE, the
-    deeper one's validation accuracy against the shallower's, paired by seed. rows: (depth, width,
-    parameters, final validation accuracy per seed)."""
+    """6.2.1-3: deeper vs shallower validation accuracy, paired by seed, of each pair with parameters within
+    MATCH_TOLERANCE. rows: (depth, width, parameters, final val acc per seed)."""
     pairs = []
     for i, a in enumerate(rows):
         for b in rows[i + 1:]:
@@ -176,8 +168,7 @@ def val_accs(runs):
 
 
 def models(result):
-    """The runs by (depth, width); the protocol's models among them, worst first by mean final validation
-    accuracy (diverged ones left out); and that mean."""
+    """Runs by arch; protocol archs; those worst first by mean final val acc (NaN left out); the means."""
     by_arch = {}
     for run in result["runs"]:
         by_arch.setdefault((run["depth"], run["width"]), []).append(run)
@@ -233,8 +224,7 @@ def plot_accuracy_against(ax, by_arch, protocol, vary):
 
 
 def plot_fit_and_map(result, arch, runs, tag):
-    """The losses of arch's runs per epoch (and, from where they end, its runs trained on) beside the first
-    seed's prediction map."""
+    """arch's losses per epoch (and its longer runs') beside the first seed's prediction map."""
     fig = map_figure(result["map_extent"], 8.5, other_width=6)
     ax_loss, ax_map = fig.subplots(1, 2, gridspec_kw={"width_ratios": [6, 8.5]})
     plot_split_curves(ax_loss, None, runs, f"{tag} model")

@@ -20,9 +20,8 @@ def val_acc_per_class(run, state, data):
 
 
 def train_implicit(settings, data, reads, env):
-    """The sin-feature model, beside the same model on raw coordinates: depth_width's runs when it trained
-    that model with these settings, else trained here. The first seed of each is drawn as a map; every run's
-    validation accuracy per class is kept."""
+    """The sin-feature model beside the raw one (depth_width's runs if it trained that model with these
+    settings); first seeds' maps; every run's per-class val accuracy."""
     raw, seeds = arch_of(settings, features="raw"), seed_runs(settings, settings["lr"])
     same = {**raw, **{key: settings[key] for key in ("lr", "epochs", "batch_size")}}
     source = reads["depth_width"]
@@ -79,8 +78,7 @@ MIN_POINTS = 30  # a country's accuracy on fewer validation points moves by more
 
 
 def size_finding(changes, rows, areas):
-    """Is each country's change in validation accuracy (sin minus raw) related to its size, in validation
-    rows or in area: a Spearman rank correlation against each, significant in either direction or not."""
+    """Spearman correlation of each country's val acc change (sin - raw) with its rows and its area."""
     from scipy.stats import spearmanr
     tests = [spearmanr(sizes, changes) if len(changes) > 2 else (np.nan, np.nan) for sizes in (rows, areas)]
     signs = {int(np.sign(rho)) for rho, p in tests if p < SIGNIFICANCE}

@@ -20,9 +20,8 @@ HEADLINES = {
 
 
 def pick_mistakes(models, ranked, test_classes, test_sources, n=5):
-    """Best and worst ok model (indices; among models tied for the worst, the last in the ranking), and up to
-    n test images the best gets right and the worst wrong, by RULES, from the saved predictions.
-    test_sources: each test image's source photograph, or its own path where the data names none."""
+    """Best and worst ok model (of those tied worst, the last ranked) and up to n test images the best gets
+    right and the worst wrong, by RULES; test_sources: each one's photograph or path."""
     ok = [i for i in ranked if models[i]["status"] == "ok"]
     if len(ok) < 2:
         return None, None, []

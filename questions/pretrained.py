@@ -82,8 +82,7 @@ def train_finetune(settings, data, reads, env):
 
 
 def train_linear_probe(settings, data, reads, env):
-    """A Linear(512, 1) head on cached features: the frozen backbone is in eval mode, so this is the same
-    optimization as running the backbone in the loop, in the same batch order."""
+    """Linear(512, 1) on cached features: as with the frozen (eval-mode) backbone in the loop."""
     pretrained = load_weights(settings["weights"], env.quiet)
     if pretrained["state"] is None:
         return not_run(settings, data, "linear_probe", pretrained)

@@ -15,16 +15,14 @@ KEY_BITS = 62  # pattern columns packed into one int64 key: below its 63 value b
 
 
 def pattern_keys(patterns):
-    """Each row of a bool matrix [N, units] as int64 keys, KEY_BITS columns a key, the first column the
-    highest bit, so that rows and rows of keys sort alike."""
+    """Rows of bool [N, units] as int64 keys of KEY_BITS columns, first column highest: keys sort as rows."""
     return torch.stack([(block.long() * 2 ** torch.arange(block.shape[1] - 1, -1, -1)).sum(1)
                         for block in patterns.split(KEY_BITS, dim=1)], dim=1)
 
 
 def region_ids(keys):
-    """Id of each row of keys among its distinct rows, numbered in the rows' sorted order (as
-    torch.unique(dim=0) numbers them), one column folded in at a time: many times faster than unique over
-    rows. Ids stay below N, so the fold id * (column ids) + column id stays below N^2 in int64."""
+    """Each row's id among the distinct rows of keys, in sorted order as unique(dim=0), one column folded in
+    at a time (much faster); ids < N, so id * (column ids) + column id < N^2 fits in int64."""
     ids = torch.zeros(len(keys), dtype=torch.int64)
     for column in keys.T:
         column_ids = torch.unique(column, return_inverse=True)[1]

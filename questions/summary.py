@@ -38,8 +38,7 @@ def best_two(runs, majority):
 
 
 def summary_findings(ranked, majority):
-    """7.6-1: the best and the worst (all tied for it), the baselines that the beats-chance filter leaves
-    without a best two, each torch baseline's trend over its lrs."""
+    """7.6-1: the best and worst (ties too), baselines left without a best two, each baseline's lr trend."""
     ok = [m for m in ranked if m["status"] == "ok"]
     worst = [model_name(m) for m in ok if m["test_acc"] == ok[-1]["test_acc"]]
     found = [dict(case="best_worst", best=model_name(ok[0]), best_acc=ok[0]["test_acc"], majority=majority,

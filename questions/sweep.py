@@ -8,8 +8,7 @@ from stats import GAP_TOLERANCE, at_chance, falls_with, final, mean_std_at_chanc
 
 
 def train_sweep(settings, data, reads, env):
-    """Every lr at every batch size, for the same epochs, one lockstep group per batch size; and the share of
-    the validation set's most frequent class, the accuracy of a net that has learned nothing."""
+    """Every lr at every batch size; chance: the share of the most frequent validation class."""
     results = []
     for batch_size in settings["batch_sizes"]:
         results += train_group(data, lr_runs(settings), arch_of(settings), settings, env,
@@ -18,9 +17,8 @@ def train_sweep(settings, data, reads, env):
 
 
 def row_finding(cells, chance):
-    """One batch size (lr -> final validation accuracy per seed, a diverged seed at chance): the best lr, the
-    lrs tied with it (paired over seeds; a cell within GAP_TOLERANCE of chance ties with nothing) and their
-    geometric centre, steadier than the best alone on a flat top; no best at chance or where every lr ties."""
+    """One batch size's best lr (lr -> final val acc per seed), the lrs paired-tied with it, their geometric
+    centre (steadier on a flat top); none at chance (GAP_TOLERANCE) or if all tie."""
     means = {lr: float(np.mean(values)) for lr, values in cells.items()}
     top = max(means, key=means.get)
     learned = [lr for lr in cells if means[lr] > chance + GAP_TOLERANCE]

@@ -18,8 +18,7 @@ def train_xgb(settings, data, reads, env):
     pixels = {s: T.functional.center_crop(v, [crop, crop]).flatten(1).cpu().numpy() for s, v in x.items()}
     y_train = data["labels"]["train"].cpu().numpy()
     start = time.perf_counter()
-    # the protocol's defaults; threads as torch's (--threads), so parallel runs share the cores as told
-    # (XGBoost's histogram method gives the same trees at any thread count)
+    # protocol defaults; --threads, so parallel runs share the cores (hist: same trees at any thread count)
     model = XGBClassifier(n_jobs=torch.get_num_threads()).fit(pixels["train"], y_train)
     seconds = time.perf_counter() - start
     val_prob, test_prob = (torch.from_numpy(model.predict_proba(pixels[s])[:, 1]) for s in ("val", "test"))
