@@ -261,11 +261,6 @@ def batch_diagnostics(arch, n_classes, seed, X, y, batch_size, state=None):
     return [finite_or_none(v) for v in norms], [finite_or_none(m.weight.grad.pow(2).sum()) for m in linears]
 
 
-def dead_relu_fraction(model, X):
-    """Per hidden layer, the fraction of ReLUs at 0 on every row of X (eval mode): [layers] or [K, layers]."""
-    return torch.stack([(pre <= 0).all(-2).float().mean(-1) for pre in relu_inputs(model, X)], -1)
-
-
 def class_prior_entropy(y, n_classes):
     """Cross-entropy (nats) of predicting y's class frequencies: the best a net blind to its input can do."""
     p = torch.bincount(y.cpu(), minlength=n_classes).double() / len(y)
