@@ -6,7 +6,6 @@ import numpy as np
 
 from stats import arch_label, as_array, epochs_axis, final
 
-
 # ----------------------------------------------------------------------------- what a report is made of
 
 MAX_BULLETS = 4  # an answer is a headline and at most this many findings, each with its numbers

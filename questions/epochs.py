@@ -18,8 +18,8 @@ def output_summary(model, X):
 
 
 def train_epochs(settings, data, reads, env, batch_norm=None):
-    """100 epochs; beyond the protocol, the validation share given to one class after every epoch, and, for the
-    plain net, the over-fitting control."""
+    """100 epochs; beyond the protocol, the validation share of the most predicted class after every epoch,
+    and, for the plain net, the over-fitting control."""
     arch = arch_of(settings) if batch_norm is None else arch_of(settings, batch_norm=batch_norm)
     desc = f"{settings['epochs']} epochs" + ", batch norm" * arch["batch_norm"]
     results, _ = train_group(data, seed_runs(settings, settings["lr"]), arch, settings, env, desc,
