@@ -6,7 +6,7 @@ import numpy as np
 from plots import PALETTE, Answer, Report, finish, markdown_table, plot_mean_band, subplots
 from runner import Question
 from section6 import SKELETON_WITHOUT_LR, arch_of, class_prior_entropy, lr_runs, train_group
-from stats import epochs_axis, falling_finding, final, finals, group_by, listed, mean_std, paired
+from stats import epochs_axis, falling_finding, final, finals, group_by, listed, mean_std, paired, status_text
 
 
 def train_lr(settings, data, reads, env):
@@ -106,7 +106,7 @@ def report_lr(result):
         plot_mean_band(ax, epochs_axis(runs), [r["history"]["val_loss"] for r in runs], label=f"lr {lr:g}",
                        color=color, each_seed=apart, linewidth=1.2 if apart else 2)
         rows.append((f"{lr:g}", f"{listed(losses, '{:.3f}')} (each seed)" if apart else mean_std(losses),
-                     finals(runs, "val_acc")))
+                     finals(runs, "val_acc"), status_text(runs)))
         stats[lr] = {"finals": losses,
                      "trend": falling_finding([r["history"]["val_loss"] for r in ok])["case"] if ok else None}
     reference_line(ax, reference["uniform"], f"uniform guess\nln {n_classes} = {reference['uniform']:.3f}")
@@ -114,7 +114,7 @@ def report_lr(result):
     finish(ax, "epoch", "validation loss (cross-entropy, nats)", "Validation loss per epoch by learning "
            "rate (mean over seeds, band = min..max)", loc="upper left", bbox_to_anchor=(1.16, 1), fontsize=9)
     found = lr_findings(stats, reference["class_prior"], reference["uniform"])
-    table = markdown_table(["lr", "final val loss", "final val acc"], rows)
+    table = markdown_table(["lr", "final val loss", "final val acc", "status"], rows)
     answer = lr_answer(found, len(epochs_axis(result["runs"])))
     return Report([table], {"lr.png": (fig, "Where each lr ends against the dashed references.")}, [answer])
 
