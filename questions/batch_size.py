@@ -20,11 +20,10 @@ WINDOWS = 300  # windows the step losses are drawn in, log-spaced as the step ax
 def step_windows(losses, n_windows=WINDOWS):
     """Log-spaced windows of step losses: each's last step (1-based), mean, p10, p90 (NaN: none finite)."""
     ends = np.unique(np.geomspace(1, len(losses), n_windows).round().astype(int))
-    windows = [losses[start:end] for start, end in zip(np.r_[0, ends[:-1]], ends)]
-    pooled = [window[np.isfinite(window)] for window in windows]
-    stats = np.array([[np.mean(p), *np.percentile(p, [10, 90])] if len(p) else [np.nan] * 3 for p in pooled])
-    return {"end": ends.astype(np.int32), **{key: stats[:, i].astype(np.float32)
-                                              for i, key in enumerate(("mean", "p10", "p90"))}}
+    pooled = [window[np.isfinite(window)] for window in np.split(losses, ends[:-1])]
+    stats = np.array([[np.mean(p), *np.percentile(p, [10, 90])] if len(p) else [np.nan] * 3 for p in pooled],
+                     dtype=np.float32)
+    return {"end": ends.astype(np.int32), "mean": stats[:, 0], "p10": stats[:, 1], "p90": stats[:, 2]}
 
 
 NOISE_ROWS = 4096  # one fixed draw of training rows: their per-example gradients take a tenth of a second
@@ -32,8 +31,7 @@ NOISE_EVERY = 5  # epochs between noise-scale measurements (also after epoch 1, 
 
 
 def noise_scale(model, params, X, y):
-    """B_simple = tr(Sigma) / |G|^2 (McCandlish et al. 2018, eq. 2.8) over the per-example gradients on X, y,
-    |G|^2 less its bias tr(Sigma) / n; NaN where |G|^2 is within that bias."""
+    """B_simple = tr(Sigma) / |G|^2 (McCandlish et al. 2018, eq. 2.8), |G|^2 less its bias tr(Sigma) / n."""
     def example_loss(example_params, x, label):
         return F.cross_entropy(functional_call(model, example_params, (x[None],)), label[None])
     grads = vmap(grad(example_loss), in_dims=(None, 0, 0))(params, X, y)
@@ -49,35 +47,28 @@ def noise_epochs(epochs):
 
 
 def noise_scale_runs(settings, data, env):
-    """Beyond the protocol: B_simple on NOISE_ROWS training rows at noise_epochs and the initial validation
-    loss of the settings' net, on copies of the weights: training is unchanged."""
-    arch, n_classes = arch_of(settings), data["meta"]["n_classes"]
-    X, y = data["train"]
+    """Beyond the protocol: B_simple on NOISE_ROWS training rows at noise_epochs, and the initial validation
+    loss, of the settings' net at its batch size, measured on copies of the weights."""
+    arch, runs, (X, y) = arch_of(settings), seed_runs(settings, settings["lr"]), data["train"]
     rows = torch.randperm(len(y), generator=torch.Generator().manual_seed(settings["seed"]))[:NOISE_ROWS]
     X_rows, y_rows = X[rows.to(X.device)], y[rows.to(y.device)]
-    template = build_model(arch, n_classes).to(X.device)
-    names = [name for name, _ in template.named_parameters()]
-    measured = noise_epochs(settings["noise_epochs"])
-    epoch = iter(range(1, settings["noise_epochs"] + 1))
-
-    def each_model(stacked, _):
-        tensors = [held_tensor(stacked, name).detach() for name in names]
-        models = range(len(tensors[0]))
-        if next(epoch) not in measured:
-            return {"noise_scale": torch.full((len(models),), math.nan)}
-        return {"noise_scale": torch.stack([
-            noise_scale(template, {name: t[k].reshape(template.get_parameter(name).shape)
-                                   for name, t in zip(names, tensors)}, X_rows, y_rows) for k in models])}
-    runs, _ = train_group(data, seed_runs(settings, settings["lr"]), arch, settings, env, "noise scale",
-                          settings["noise_epochs"], epoch_measure=each_model)
-    for run in runs:
+    for run in runs:  # the initial nets, as train_group builds them from the seeds
         seed_everything(run["seed"])
-        model = build_model(arch, n_classes).to(X.device)
+        model = build_model(arch, data["meta"]["n_classes"]).to(X.device)
         params = {name: p.detach() for name, p in model.named_parameters()}
         run["noise_scale_init"] = finite_or_none(noise_scale(model, params, X_rows, y_rows))
         with torch.no_grad():
             run["val_loss_init"] = float(F.cross_entropy(model(data["val"][0]), data["val"][1]))
-    return runs
+    epoch, measured = iter(range(1, settings["noise_epochs"] + 1)), noise_epochs(settings["noise_epochs"])
+
+    def each_model(stacked, _):
+        if next(epoch) not in measured:
+            return {"noise_scale": torch.full((len(runs),), math.nan)}
+        weights = [{name: held_tensor(stacked, name)[k].reshape(p.shape) for name, p in params.items()}
+                   for k in range(len(runs))]
+        return {"noise_scale": torch.stack([noise_scale(model, w, X_rows, y_rows) for w in weights])}
+    return train_group(data, runs, arch, settings, env, "noise scale", settings["noise_epochs"],
+                       epoch_measure=each_model)[0]
 
 
 def train_batch_size(settings, data, reads, env):
@@ -87,11 +78,10 @@ def train_batch_size(settings, data, reads, env):
         group, _ = train_group(data, seed_runs(settings, settings["lr"]), arch_of(settings), settings, env,
                                f"batch {batch_size}", epochs, batch_size, record_steps=True)
         for run in group:
-            losses = np.array([np.nan if v is None else v for v in run["history"].pop("step_loss")])
+            losses = np.array(run["history"].pop("step_loss"), dtype=float)
             run["loss_noise"] = finite_or_none(np.nanstd(losses[-NOISE_STEPS:], ddof=1))
             if f"steps_{batch_size}_end" not in arrays:  # the first seed's
-                windows = step_windows(losses)
-                arrays.update({f"steps_{batch_size}_{key}": values for key, values in windows.items()})
+                arrays.update({f"steps_{batch_size}_{key}": v for key, v in step_windows(losses).items()})
         results += group
     noise_runs = noise_scale_runs(settings, data, env) if settings["noise_epochs"] else []
     return {"runs": results, "noise_runs": noise_runs, "arrays": arrays}
