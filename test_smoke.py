@@ -1771,10 +1771,13 @@ def test_noise_scale_finding_cases_at_their_boundaries():
     def gains(g16, g128):
         return {1: 1.0, 16: g16, 128: g128, 1024: 0.0}
     found = finding((20, 40), gains(0.5, 0.49))  # PAYS: half the best gain pays, less does not
-    assert cases(questions.batch_size.NOISE_TEXT, [found]) == ["stops_above"] and found["share"][16] == 0.5
-    assert finding((20, 40), gains(0.49, 0.0))["case"] == "stops_below"
+    assert cases(questions.batch_size.NOISE_TEXT, [found]) == ["stops"] and found["share"][16] == 0.5
+    assert found["where"] == "above"
     assert finding((20, 40), gains(0.9, 0.5))["case"] == "pays_above"
-    assert finding((16, 128), gains(0.1, 0.9))["case"] == "stops_above"  # 16 and 128 on B_simple: left out
+    below_stops = finding((20, 40), gains(0.49, 0.5))  # a batch below stops paying: not above B_simple first
+    assert (below_stops["case"], below_stops["where"]) == ("stops", "already below")
+    on_it = finding((16, 128), gains(0.1, 0.9))  # 16 and 128 on B_simple: left out
+    assert (on_it["case"], on_it["where"]) == ("stops", "above")
     assert finding((0.5, 2000), gains(0.9, 0.1))["case"] == "one_side"
     assert finding((1, 1024), gains(0.9, 0.1))["case"] == "one_side"
 
@@ -2136,20 +2139,22 @@ def test_sweep_row_names_a_best_only_beyond_the_noise_and_above_chance():
 
 
 def test_sweep_finding_says_whether_the_best_lr_grows():
-    def case(best, sizes):
-        return questions.sweep.sweep_finding(sweep_grid(best, sizes), chance=0.1)["case"]
-    assert case({16: 0.0625, 64: 0.125}, [16, 64]) == "grows"
-    assert case({16: 0.0625, 64: 0.125, 256: 0.125}, [16, 64, 256]) == "grows"  # a level step is no fall
-    assert case({16: 0.125, 64: 0.125, 256: 0.125}, [16, 64, 256]) == "not_growing"  # level throughout
-    assert case({16: 0.25, 64: 0.125}, [16, 64]) == "not_growing"
-    assert case({16: 0.125, 64: 0.25, 256: 0.0625}, [16, 64, 256]) == "not_growing"
+    def grows_with(best, sizes):
+        found = questions.sweep.sweep_finding(sweep_grid(best, sizes), chance=0.1)
+        assert found["case"] == "decided"
+        return found["grows"]
+    assert grows_with({16: 0.0625, 64: 0.125}, [16, 64])
+    assert grows_with({16: 0.0625, 64: 0.125, 256: 0.125}, [16, 64, 256])  # a level step is no fall
+    assert not grows_with({16: 0.125, 64: 0.125, 256: 0.125}, [16, 64, 256])  # level throughout
+    assert not grows_with({16: 0.25, 64: 0.125}, [16, 64])
+    assert not grows_with({16: 0.125, 64: 0.25, 256: 0.0625}, [16, 64, 256])
     undecided = sweep_grid({16: 0.125, 64: 0.125}, [16, 64])
     undecided[64] = {lr: [0.5, 0.6, 0.4] for lr in undecided[64]}  # every lr ties: no best
     found = questions.sweep.sweep_finding(undecided, chance=0.1)
     assert cases(questions.sweep.SWEEP_TEXT, [found]) == ["undecided"] and found["decided"] == 1
     grows = questions.sweep.sweep_finding(sweep_grid({16: 0.0625, 64: 0.125}, [16, 64]), chance=0.1)
     assert (grows["lr_ratio"], grows["batch_ratio"]) == (pytest.approx(2), 4)
-    assert cases(questions.sweep.SWEEP_TEXT, [grows]) == ["grows"]
+    assert cases(questions.sweep.SWEEP_TEXT, [grows]) == ["decided"]
 
 
 def test_sweep_figure_and_table_mark_the_same_cells():

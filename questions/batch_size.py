@@ -41,14 +41,8 @@ def noise_scale(model, params, X, y):
     return trace / squared_norm if squared_norm > 0 else torch.tensor(math.nan)
 
 
-def noise_epochs(epochs):
-    """The epochs after which the noise scale is measured (0: at initialisation)."""
-    return [0, 1] + list(range(NOISE_EVERY, epochs + 1, NOISE_EVERY))
-
-
 def noise_scale_runs(settings, data, env):
-    """Beyond the protocol: B_simple on NOISE_ROWS training rows at noise_epochs, and the initial validation
-    loss, of the settings' net at its batch size, measured on copies of the weights."""
+    """Beyond the protocol: B_simple at epochs 0, 1 and every NOISE_EVERY, and the initial val loss."""
     arch, runs, (X, y) = arch_of(settings), seed_runs(settings, settings["lr"]), data["train"]
     rows = torch.randperm(len(y), generator=torch.Generator().manual_seed(settings["seed"]))[:NOISE_ROWS]
     X_rows, y_rows = X[rows.to(X.device)], y[rows.to(y.device)]
@@ -59,10 +53,11 @@ def noise_scale_runs(settings, data, env):
         run["noise_scale_init"] = finite_or_none(noise_scale(model, params, X_rows, y_rows))
         with torch.no_grad():
             run["val_loss_init"] = float(F.cross_entropy(model(data["val"][0]), data["val"][1]))
-    epoch, measured = iter(range(1, settings["noise_epochs"] + 1)), noise_epochs(settings["noise_epochs"])
+    epochs = iter(range(1, settings["noise_epochs"] + 1))
 
     def each_model(stacked, _):
-        if next(epoch) not in measured:
+        epoch = next(epochs)
+        if epoch > 1 and epoch % NOISE_EVERY:
             return {"noise_scale": torch.full((len(runs),), math.nan)}
         weights = [{name: held_tensor(stacked, name)[k].reshape(p.shape) for name, p in params.items()}
                    for k in range(len(runs))]
@@ -96,9 +91,9 @@ def noise_scale_finding(b_simple, gains):
     pays = {b: gain >= PAYS * best_gain for b, gain in gains.items()}
     below = [pays[b] for b in gains if b < b_simple[0]]
     above = [pays[b] for b in gains if b > b_simple[1]]
-    case = ("one_side" if not below or not above else "stops_below" if not all(below) else
-            "pays_above" if any(above) else "stops_above")
-    return dict(case=case, share={b: gain / best_gain for b, gain in gains.items()})
+    case = "one_side" if not below or not above else "pays_above" if all(below) and any(above) else "stops"
+    return dict(case=case, where="above" if all(below) else "already below",
+                share={b: gain / best_gain for b, gain in gains.items()})
 
 
 def accuracy_finding(best_acc):
@@ -126,8 +121,7 @@ ACCURACY_TEXT = {
 }
 TREND_TEXT = {"falls": "falls", "uneven": "does not fall"}
 NOISE_TEXT = {
-    "stops_above": "more samples per step stop paying above B_simple.",
-    "stops_below": "more samples per step stop paying already below B_simple.",
+    "stops": "more samples per step stop paying {where} B_simple.",
     "pays_above": "batch sizes above B_simple still pay.",
     "one_side": "no batch sizes lie on both sides of B_simple to tell.",
 }
@@ -135,9 +129,9 @@ NOISE_TEXT = {
 
 def noise_scale_panel(ax, by_bs, noise_runs):
     """Draws B_simple per epoch against the batch sizes; returns the bullet of noise_scale_finding."""
-    epochs = noise_epochs(noise_runs[0]["epochs"])
-    curve = np.array([as_array([r["noise_scale_init"]] + r["history"]["noise_scale"])[epochs]
-                      for r in noise_runs])
+    history = np.array([as_array([r["noise_scale_init"]] + r["history"]["noise_scale"]) for r in noise_runs])
+    epochs = np.flatnonzero(~np.isnan(history).all(0))  # those measured
+    curve = history[:, epochs]
     plot_mean_band(ax, epochs, curve, "B_simple (mean over seeds, band min..max)", color="black", linewidth=2,
                    marker="o", markersize=4)
     for color, batch_size in zip(PALETTE, by_bs):
@@ -146,10 +140,9 @@ def noise_scale_panel(ax, by_bs, noise_runs):
     finish(ax, "epoch (0: initialisation)", "B_simple = tr(Sigma) / |G|^2 (log scale)",
            f"beyond the protocol: noise scale at batch {noise_runs[0]['batch_size']}, {NOISE_ROWS:,} rows",
            loc="upper left", bbox_to_anchor=(1, 1), fontsize=8)  # outside: no room inside is free of data
-    start = {run["seed"]: run["val_loss_init"] for run in noise_runs}
-    gains = {b: float(np.mean([start[r["seed"]] - r["history"]["val_loss"][0] for r in runs
-                               if r["history"]["val_loss"][0] is not None])) for b, runs in by_bs.items()}
-    first_epoch = np.nanmean(curve, axis=0)[:2]
+    gains = {b: float(np.nanmean([n["val_loss_init"] - as_array(r["history"]["val_loss"])[0]
+                                  for n, r in zip(noise_runs, runs)])) for b, runs in by_bs.items()}
+    first_epoch = np.nanmean(history[:, :2], axis=0)  # at initialisation and after epoch 1
     found = noise_scale_finding((float(np.nanmin(first_epoch)), float(np.nanmax(first_epoch))), gains)
     shares = ", ".join(f"{b}: {share:.0%}" for b, share in found["share"].items())
     return (f"Beyond the protocol, the gradient noise scale B_simple is {spread(first_epoch, '{:.0f}')} in "
@@ -159,14 +152,14 @@ def noise_scale_panel(ax, by_bs, noise_runs):
 
 def report_batch_size(result):
     by_bs = group_by(result["runs"], "batch_size")
-    fig, ((ax_epoch, ax_steps), (ax_loss, ax_noise)) = subplots(2, 2, figsize=(15, 10))
+    panels = 2 + bool(result["noise_runs"])
+    fig, (ax_epoch, ax_loss, *ax_noise) = subplots(1, panels, figsize=(7.5 * panels, 6))
     rows, best_acc, seconds, loss_std = [], {}, {}, {}
     for order, (color, (batch_size, runs)) in enumerate(zip(PALETTE, by_bs.items())):
         steps, epochs = runs[0]["steps_per_epoch"], runs[0]["epochs"]
         label = f"batch {batch_size}" + (" (1 epoch: one point)" if epochs == 1 else "")
-        for ax, x in ((ax_epoch, epochs_axis(runs)), (ax_steps, epochs_axis(runs) * steps)):
-            plot_mean_band(ax, x, [r["history"]["val_acc"] for r in runs], label=label, color=color,
-                           marker="o", markersize=4)
+        plot_mean_band(ax_epoch, epochs_axis(runs), [r["history"]["val_acc"] for r in runs], label=label,
+                       color=color, marker="o", markersize=4)
         window = {key: result["arrays"][f"steps_{batch_size}_{key}"] for key in ("end", "mean", "p10", "p90")}
         # the smallest batch's wide band lightest and lowest, so the bands of the others show on top of it
         ax_loss.fill_between(window["end"], window["p10"], window["p90"], color=color, linewidth=0,
@@ -180,13 +173,10 @@ def report_batch_size(result):
                      mean_std(best_acc[batch_size])))
     finish(ax_epoch, "epoch", "validation accuracy (fraction correct)",
            "(i) validation accuracy per epoch (mean over seeds, band = min..max)", fontsize=8)
-    finish(ax_steps, "optimizer steps taken (log scale)", "validation accuracy (fraction correct)",
-           "the same against the optimizer steps taken", legend=False)
     finish(ax_loss, "optimizer step (log scale)", "training loss of the step's batch (nats)",
            f"(iii) training loss per step, seed {result['runs'][0]['seed']} (band: 10th..90th percentile)",
            fontsize=8)
-    for ax in (ax_steps, ax_loss):
-        ax.set_xscale("log")
+    ax_loss.set_xscale("log")
     table = markdown_table(["batch", "epochs", "iterations per epoch", "seconds per epoch",
                             "step loss std (last 100)", "best val acc"], rows)
     highest = accuracy_finding(best_acc)
@@ -196,14 +186,12 @@ def report_batch_size(result):
                f"{f['at_small']:.3g}{unit} at batch {f['small']}, {f['at_large']:.3g}{unit} at {f['large']}."
                for item, measure, unit, f in trends]
     if result["noise_runs"]:
-        bullets.append(noise_scale_panel(ax_noise, by_bs, result["noise_runs"]))
-    else:
-        ax_noise.set_axis_off()
+        bullets.append(noise_scale_panel(ax_noise[0], by_bs, result["noise_runs"]))
     cut = " and ".join(measure for _, measure, _, f in trends if f["case"] == "falls")
     headline = render(ACCURACY_TEXT, highest) + (f"; every larger batch cuts {cut}." if cut else ".")
     answer = Answer("6.1.2-4", "How does the batch size affect (i) accuracy, (ii) speed, (iii) stability?",
                     headline, bullets, f"best val acc {highest['acc']:.3f} at batch {highest['batch']}")
-    caption = "Top: accuracy per epoch and per step; bottom: the step losses' scatter, the noise scale."
+    caption = "Left to right: accuracy per epoch, the step losses' scatter, the noise scale."
     return Report([table], {"batch_size.png": (fig, caption)}, [answer])
 
 

@@ -17,8 +17,7 @@ def train_sweep(settings, data, reads, env):
 
 
 def row_finding(cells, chance):
-    """One batch size's best lr (lr -> final val acc per seed), the lrs paired-tied with it, their geometric
-    centre (steadier on a flat top); none at chance (GAP_TOLERANCE) or if all tie."""
+    """A row's best lr, the lrs paired-tied with it, their geometric centre; none at chance or if all tie."""
     means = {lr: float(np.mean(values)) for lr, values in cells.items()}
     top = max(means, key=means.get)
     learned = [lr for lr in cells if means[lr] > chance + GAP_TOLERANCE]
@@ -30,8 +29,7 @@ def row_finding(cells, chance):
 
 
 def sweep_finding(grid, chance):
-    """Does the best lr grow with the batch size? grid: batch size -> {lr: final validation accuracy per seed,
-    None diverged}; the rows' centres (row_finding) over the rows naming a best, never falling and rising."""
+    """Do the rows' centres (row_finding) never fall, and rise? grid: size -> {lr: accs, None diverged}."""
     rows = {size: row_finding({lr: at_chance(values, chance) for lr, values in cells.items()}, chance)
             for size, cells in grid.items()}
     decided = sorted(size for size, row in rows.items() if row["best"] is not None)
@@ -39,16 +37,14 @@ def sweep_finding(grid, chance):
         return dict(case="undecided", rows=rows, decided=len(decided))
     centres = [rows[size]["centre"] for size in decided]
     grows = falls_with(decided, [-c for c in centres]) and centres[-1] > centres[0]
-    return dict(case="grows" if grows else "not_growing", rows=rows, small=decided[0], large=decided[-1],
-                low=centres[0], high=centres[-1], lr_ratio=centres[-1] / centres[0],
-                batch_ratio=decided[-1] / decided[0])
+    return dict(case="decided", grows=grows, answer="Yes" if grows else "No", rows=rows, small=decided[0],
+                large=decided[-1], low=centres[0], high=centres[-1], lr_ratio=centres[-1] / centres[0],
+                batch_ratio=decided[-1] / decided[0], verb="grows" if grows else "does not grow steadily")
 
 
 SWEEP_TEXT = {
-    "grows": ("Yes: the best lr (the centre of it and its ties) grows {lr_ratio:.2g}x, from {low:.2g} at "
-              "batch {small} to {high:.2g} at {large}, as the batch grows {batch_ratio:g}x."),
-    "not_growing": ("No: the best lr (the centre of it and its ties) does not grow with every larger batch "
-                    "({low:.2g} at batch {small}, {high:.2g} at {large})."),
+    "decided": ("{answer}: the best lr (the centre of it and its ties) {verb} with the batch: {low:.2g} at "
+                "batch {small}, {high:.2g} at {large} ({lr_ratio:.2g}x for a {batch_ratio:g}x batch)."),
     "undecided": "The grid cannot tell: {decided} batch size(s) name a best lr beyond the seeds' noise.",
 }
 MARKED = {"best": "**{}**", "tied": "≈{}"}  # in the table; in the figure, a solid and a dashed box
@@ -67,16 +63,15 @@ def report_sweep(result):
     from matplotlib.patches import Rectangle  # here: matplotlib is imported at the first figure
     fig, ax = subplots(figsize=(1.3 * len(lrs) + 3, 0.8 * len(sizes) + 2))
     image = ax.imshow(means, cmap="viridis", aspect="auto", vmin=0, vmax=1)
-    labels = {True: "best lr of the batch size", False: "tied with it within the seeds' noise"}
-    for i, size in enumerate(sizes):
-        for j, lr in enumerate(lrs):
-            ax.text(j, i, shown[(size, lr)].replace(" (", "\n("), ha="center", va="center", fontsize=8,
-                    color="black" if means[i][j] > 0.6 else "white")
-            if (size, lr) in marks:
-                best = marks[(size, lr)] == "best"
-                ax.add_patch(Rectangle((j - 0.45, i - 0.45), 0.9, 0.9, fill=False, edgecolor="red",
-                                       linewidth=2.5 if best else 1.2, linestyle="-" if best else "--",
-                                       label=labels.pop(best, None)))
+    for (size, lr), text in shown.items():
+        i, j = sizes.index(size), lrs.index(lr)
+        ax.text(j, i, text.replace(" (", "\n("), ha="center", va="center", fontsize=8,
+                color="black" if means[i][j] > 0.6 else "white")
+    labels = {"best": "best lr of the batch size", "tied": "tied with it within the seeds' noise"}
+    for (size, lr), mark in marks.items():
+        ax.add_patch(Rectangle((lrs.index(lr) - 0.45, sizes.index(size) - 0.45), 0.9, 0.9, fill=False,
+                               edgecolor="red", linewidth=2.5 if mark == "best" else 1.2,
+                               linestyle="-" if mark == "best" else "--", label=labels.pop(mark, None)))
     ax.set_xticks(range(len(lrs)), [f"{lr:g}" for lr in lrs])
     ax.set_yticks(range(len(sizes)), [str(size) for size in sizes])
     fig.colorbar(image, ax=ax, label="final validation accuracy (mean over seeds)")
@@ -88,12 +83,10 @@ def report_sweep(result):
                            [[size] + [MARKED.get(marks.get((size, lr)), "{}").format(shown[(size, lr)])
                                       for lr in lrs] for size in sizes])
     note = (f"Final validation accuracy, mean ± std over {len({r['seed'] for r in runs})} seeds (a diverged "
-            f"seed at chance, {chance:.3f}); **best**, ≈tied. Inputs {runs[0]['features']}: on raw "
-            "degrees, rows tied.")
-    decided = found["case"] != "undecided"
-    key = "best lr (centre) {low:.2g} at batch {small}, {high:.2g} at {large}" if decided else "no best lr"
+            f"seed at chance, {chance:.3f}); **best**, ≈tied.")
+    key = "best lr (centre) {low:.2g} at batch {small}, {high:.2g} at {large}"
     answer = Answer("", "Does the best learning rate grow with the batch size?", render(SWEEP_TEXT, found),
-                    [], key.format(**found))
+                    [], key.format(**found) if found["case"] == "decided" else "no best lr")
     caption = "Each batch size's best lr (solid box) and its ties (dashed)."
     return Report([note, table], {"sweep.png": (fig, caption)}, [answer])
 
