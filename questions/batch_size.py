@@ -1,6 +1,4 @@
 """6.1.2-4 batch size: batch 1, 16, 128 and 1024: accuracy, iterations per epoch, the step losses' noise."""
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -38,7 +36,7 @@ def noise_scale(model, params, X, y):
     flat = torch.cat([g.flatten(1) for g in grads.values()], 1)
     trace = flat.var(0).sum()
     squared_norm = flat.mean(0).pow(2).sum() - trace / len(y)
-    return trace / squared_norm if squared_norm > 0 else torch.tensor(math.nan)
+    return trace / squared_norm if squared_norm > 0 else torch.tensor(torch.nan)
 
 
 def noise_scale_runs(settings, data, env):
@@ -58,7 +56,7 @@ def noise_scale_runs(settings, data, env):
     def each_model(stacked, _):
         epoch = next(epochs)
         if epoch > 1 and epoch % NOISE_EVERY:
-            return {"noise_scale": torch.full((len(runs),), math.nan)}
+            return {"noise_scale": torch.full((len(runs),), torch.nan)}
         weights = [{name: held_tensor(stacked, name)[k].reshape(p.shape) for name, p in params.items()}
                    for k in range(len(runs))]
         return {"noise_scale": torch.stack([noise_scale(model, w, X_rows, y_rows) for w in weights])}
@@ -75,7 +73,7 @@ def train_batch_size(settings, data, reads, env):
         for run in group:
             losses = np.array(run["history"].pop("step_loss"), dtype=float)
             run["loss_noise"] = finite_or_none(np.nanstd(losses[-NOISE_STEPS:], ddof=1))
-            if f"steps_{batch_size}_end" not in arrays:  # the first seed's
+            if run is group[0]:
                 arrays.update({f"steps_{batch_size}_{key}": v for key, v in step_windows(losses).items()})
         results += group
     noise_runs = noise_scale_runs(settings, data, env) if settings["noise_epochs"] else []
@@ -157,9 +155,8 @@ def report_batch_size(result):
     rows, best_acc, seconds, loss_std = [], {}, {}, {}
     for order, (color, (batch_size, runs)) in enumerate(zip(PALETTE, by_bs.items())):
         steps, epochs = runs[0]["steps_per_epoch"], runs[0]["epochs"]
-        label = f"batch {batch_size}" + (" (1 epoch: one point)" if epochs == 1 else "")
-        plot_mean_band(ax_epoch, epochs_axis(runs), [r["history"]["val_acc"] for r in runs], label=label,
-                       color=color, marker="o", markersize=4)
+        plot_mean_band(ax_epoch, epochs_axis(runs), [r["history"]["val_acc"] for r in runs],
+                       label=f"batch {batch_size}", color=color, marker="o", markersize=4)
         window = {key: result["arrays"][f"steps_{batch_size}_{key}"] for key in ("end", "mean", "p10", "p90")}
         # the smallest batch's wide band lightest and lowest, so the bands of the others show on top of it
         ax_loss.fill_between(window["end"], window["p10"], window["p90"], color=color, linewidth=0,
