@@ -70,23 +70,20 @@ def fit_finding(label, runs, best_train=None):
 
 
 def training_share_finding(worst, best, longer):
-    """6.2.1-2: the share of the worst model's val-acc gap to the best that training on (longer) closes; the
-    rest is capacity's, an upper bound while val loss still falls."""
+    """6.2.1-2: the share of the worst's gap to the best that training on closes; the rest is capacity."""
     ok = [run for run in longer if run["status"] == "ok"]
     if not ok:
         return dict(case="diverged")
     acc_longer, gap = mean_final(ok, "val_acc"), best["val"] - worst["val"]
     gain = min(max(acc_longer - worst["val"], 0.0), gap)  # training closes at most all the gap, at least none
     falling = falling_finding([run["history"]["val_loss"] for run in ok])["case"] == "falling"
-    return dict(case="share", falling=falling, bound="at most " * falling, acc=worst["val"],
-                loss="still falls" if falling else "no longer falls", acc_longer=acc_longer,
-                best_acc=best["val"], gap=gap, rest=gap - gain, share=gain / gap if gap > 0 else 1.0,
-                longer_epochs=ok[0]["epochs"])
+    return dict(case="share", bound="at most " * falling, loss=("no longer", "still")[falling],
+                acc=worst["val"], acc_longer=acc_longer, best_acc=best["val"], gap=gap, rest=gap - gain,
+                share=gain / gap if gap > 0 else 1.0, longer_epochs=ok[0]["epochs"], falling=falling)
 
 
 def matched_finding(rows):
-    """6.2.1-3: deeper vs shallower val acc, paired by seed, of each pair with parameters within
-    MATCH_TOLERANCE. rows: (depth, width, parameters, final val acc per seed)."""
+    """6.2.1-3: deeper vs shallower val acc by seed, of models of matched size. rows: (d, w, params, accs)."""
     pairs = []
     for i, a in enumerate(rows):
         for b in rows[i + 1:]:
@@ -100,14 +97,13 @@ def matched_finding(rows):
 
 
 def shape_finding(kind, rows):
-    """6.2.1-3 and 4: does more of kind raise val acc, and still at the largest size? rows: (size, mean val
-    acc, its std over seeds)."""
+    """6.2.1-3 and 4: does more of kind raise val acc, still at the largest? rows: (size, mean, std)."""
     rows = sorted(rows)
     (small, acc_small, _), (large, acc_large, std_large) = rows[0], rows[-1]
     best_size, best_acc, _ = max(rows, key=lambda row: row[1])
     gain = acc_large - rows[-2][1] if len(rows) > 1 else 0.0
     rises = acc_large > acc_small + GAP_TOLERANCE
-    case = "saturates" if rises and gain < max(2 * std_large, GAP_TOLERANCE) else "trend"
+    case = "saturates" if rises and gain < max(2 * std_large, GAP_TOLERANCE) else "more"
     return dict(case=case, rises=rises, verb="raises" if rises else "does not raise", kind=kind,
                 small=f"{kind} {small}", large=f"{kind} {large}", best=f"{kind} {best_size}",
                 acc_small=acc_small, acc_large=acc_large, best_acc=best_acc, gain=gain)
@@ -122,9 +118,8 @@ TEXT = {
     "diverged": "Its longer runs diverged: they cannot tell training from capacity.",
     "share": ("Training on to {longer_epochs} epochs closes {share:.0%} of its {gap:.3f} gap to the best "
               "model ({acc:.3f} to {acc_longer:.3f}, the best {best_acc:.3f}); capacity accounts for "
-              "{bound}{rest:.3f}, as validation loss {loss}."),
-    "trend": ("More {kind} {verb} validation accuracy: {acc_small:.3f} at {small}, {acc_large:.3f} at "
-              "{large}."),
+              "{bound}{rest:.3f}, as validation loss {loss} falls."),
+    "more": "More {kind} {verb} validation accuracy: {acc_small:.3f} at {small}, {acc_large:.3f} at {large}.",
     "saturates": ("More {kind} raises validation accuracy to {best_acc:.3f} at {best} ({acc_small:.3f} at "
                   "{small}); {large} changes it by {gain:+.3f}, within the seeds' spread."),
     "pairs": ("At matched size (parameters within {tolerance:.0%}), the deeper net wins {wins} of {n} pairs, "
@@ -136,18 +131,15 @@ def short(arch):
     return f"{arch[0]}x{arch[1]}"
 
 
-def val_accs(runs):
-    return as_array([final(run, "val_acc") for run in runs])
-
-
 def models(result):
-    """Runs by arch; protocol archs; those worst first by mean final val acc (NaN left out); the means."""
+    """Runs by arch; protocol archs; those worst first by mean val acc (NaN left out); final val accs."""
     by_arch = {}
     for run in result["runs"]:
         by_arch.setdefault((run["depth"], run["width"]), []).append(run)
-    val = {arch: float(np.mean(val_accs(runs))) for arch, runs in by_arch.items()}
+    val = {arch: as_array([final(run, "val_acc") for run in runs]) for arch, runs in by_arch.items()}
     protocol = [tuple(arch) for arch in result["settings"]["architectures"] if tuple(arch) in by_arch]
-    return by_arch, protocol, sorted((arch for arch in protocol if not np.isnan(val[arch])), key=val.get), val
+    finite = [arch for arch in protocol if not np.isnan(val[arch]).any()]
+    return by_arch, protocol, sorted(finite, key=lambda arch: val[arch].mean()), val
 
 
 def series(protocol, vary):
@@ -170,13 +162,11 @@ def depth_width_answers(result, matched):
                       f"{short(ranked[0])}: train acc {worst['train']:.3f}")]
     for vary, kind in enumerate(KINDS):
         fixed, archs = series(protocol, vary)
-        shape = shape_finding(kind, [(arch[vary], val[arch], seed_std(val_accs(by_arch[arch])))
-                                     for arch in archs])
+        shape = shape_finding(kind, [(arch[vary], np.mean(val[arch]), seed_std(val[arch])) for arch in archs])
         bullets = [render(TEXT, matched)] if kind == "depth" and matched["n"] else []
-        key = (f"val acc {shape['acc_small']:.3f} at {shape['small']}, {shape['best_acc']:.3f} at "
-               f"{shape['best']}")
         answers.append(Answer(f"6.2.1-{3 + vary}", f"How does {kind} affect the MLP ({fixed})?",
-                              render(TEXT, shape), bullets, key))
+                              render(TEXT, shape), bullets, f"val acc {shape['acc_small']:.3f} at "
+                              f"{shape['small']}, {shape['best_acc']:.3f} at {shape['best']}"))
     return answers
 
 
