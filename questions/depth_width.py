@@ -10,8 +10,7 @@ from stats import (GAP_TOLERANCE, OVERFIT_GAP, as_array, epochs_axis, falling_fi
 
 KINDS = ("depth", "width")  # what arch[0] and arch[1] are
 MATCH_TOLERANCE = 0.10  # two models are of about the same size when their parameter counts differ by <= 10%
-PAD_RATIO = 4  # widths up to 4x apart share a padded lockstep group. 2-core CPU, depth 6, 3 seeds a width:
-#   widths 8-64 in one group 173 s; 8-32 and 64 apart 118 s; each width alone 149 s
+PAD_RATIO = 4  # widths up to 4x apart train padded in one lockstep group: on 2 CPU cores faster than apart
 
 
 def width_groups(widths):
@@ -25,58 +24,37 @@ def width_groups(widths):
     return groups
 
 
-def seconds_per_epoch(arch, data, settings, env, repeats=3):
-    """The fastest of `repeats` epochs of one arch model alone: depth's cost in time, which lockstep hides."""
-    one_seed = {**settings, "seeds": 1}
-    times = []
-    for _ in range(repeats):
-        results, _ = train_group(data, seed_runs(one_seed, settings["lr"]), arch, settings, env,
-                                 f"{arch['depth']}x{arch['width']} alone", epochs=1)
-        times.append(results[0]["group_wall_s"])
-    return min(times)
-
-
 def train_depth_width(settings, data, reads, env):
-    """The architectures and, beyond the protocol, matched_architectures, grouped by depth and width_groups,
-    in the architectures' order; each one's epoch time alone; the worst trains on to longer_epochs."""
+    """The architectures, then the matched ones, by depth and width_groups; the worst on to longer_epochs."""
     architectures = settings["architectures"] + [arch for arch in settings["matched_architectures"]
                                                  if arch not in settings["architectures"]]
-    results, states = [], []
+    trained = []
     for depth in dict.fromkeys(depth for depth, _ in architectures):
         for widths in width_groups([width for d, width in architectures if d == depth]):
             runs = [run for width in widths for run in seed_runs(settings, settings["lr"], width=width)]
-            arch = arch_of(settings, depth=depth, width=None)
-            group, group_states = train_group(data, runs, arch, settings, env, f"depth {depth}, width "
-                                              f"{'-'.join(map(str, widths))}", eval_train="final",
-                                              diagnose=("init", "final"))
-            results, states = results + group, states + group_states
-    order = sorted(range(len(results)), key=lambda i: architectures.index([results[i]["depth"],
-                                                                           results[i]["width"]]))
+            trained += zip(*train_group(data, runs, arch_of(settings, depth=depth, width=None), settings, env,
+                                        f"depth {depth}, width {'-'.join(map(str, widths))}",
+                                        eval_train="final"))
+    trained.sort(key=lambda pair: architectures.index([pair[0]["depth"], pair[0]["width"]]))
     arrays = test_points(data)
-    seconds = {}
-    for depth, width in architectures:
-        first = next(i for i in order if (results[i]["depth"], results[i]["width"]) == (depth, width))
-        arrays.update(map_arrays(f"{depth}x{width}", results[first], states[first], data))
-        seconds[f"{depth}x{width}"] = seconds_per_epoch(arch_of(settings, depth=depth, width=width), data,
-                                                        settings, env)
-    result = {"runs": [results[i] for i in order], "map_extent": map_extent(data["meta"]["extent"]),
-              "seconds_per_epoch_alone": seconds, "arrays": arrays,
-              "weights": {"states": [states[i] for i in order]}}
+    for run, state in trained:
+        if run["seed"] == settings["seed"]:
+            arrays.update(map_arrays(f"{run['depth']}x{run['width']}", run, state, data))
+    result = {"runs": [run for run, _ in trained], "map_extent": map_extent(data["meta"]["extent"]),
+              "arrays": arrays, "weights": {"states": [state for _, state in trained]}}
     if settings["longer_epochs"]:
         def mean_val_acc(arch):
-            accs = [r["history"]["val_acc"][-1] for r in results if [r["depth"], r["width"]] == arch]
+            accs = [final(run, "val_acc") for run, _ in trained if [run["depth"], run["width"]] == arch]
             return np.mean([-1 if acc is None else acc for acc in accs])
         depth, width = min(settings["architectures"], key=mean_val_acc)
-        runs = seed_runs(settings, settings["lr"])
-        done = {results[i]["seed"]: i for i in order
-                if (results[i]["depth"], results[i]["width"]) == (depth, width)}
-        longer, _ = train_group(data, runs, arch_of(settings, depth=depth, width=width), settings, env,
+        worst = [(run, state) for run, state in trained if (run["depth"], run["width"]) == (depth, width)]
+        arch = arch_of(settings, depth=depth, width=width)
+        longer, _ = train_group(data, seed_runs(settings, settings["lr"]), arch, settings, env,
                                 f"{depth}x{width}, on to {settings['longer_epochs']} epochs",
                                 settings["longer_epochs"], eval_train="final",
-                                start=([states[done[run["seed"]]] for run in runs], settings["epochs"]))
-        for run in longer:  # the whole run: its first epochs, then the epochs trained on
-            first = results[done[run["seed"]]]["history"]
-            run["history"] = {key: first[key] + values for key, values in run["history"].items()}
+                                start=([state for _, state in worst], settings["epochs"]))
+        for run, (first, _) in zip(longer, worst):  # the whole run: its first epochs, then those trained on
+            run["history"] = {key: first["history"][key] + values for key, values in run["history"].items()}
         result["longer_runs"] = longer
     return result
 
@@ -88,27 +66,24 @@ def fit_finding(label, runs, best_train=None):
     best_train = train if best_train is None else best_train
     case = ("overfits" if train - val > OVERFIT_GAP else "under" if best_train - train > OVERFIT_GAP
             else "fits")
-    return dict(case=case, label=label, train=train, val=val, test=test, best_train=best_train,
-                epochs=runs[0]["epochs"])
+    return dict(case=case, label=label, train=train, val=val, test=test, best_train=best_train)
 
 
 def training_share_finding(worst, best, longer):
-    """6.2.1-2: the share of the worst model's validation-accuracy gap to the best (fit_findings) that its
-    runs trained on (longer) close; the rest is capacity's, an upper bound while their val loss falls."""
+    """6.2.1-2: the share of the worst's gap to the best that training on closes; the rest is capacity."""
     ok = [run for run in longer if run["status"] == "ok"]
     if not ok:
         return dict(case="diverged")
     acc_longer, gap = mean_final(ok, "val_acc"), best["val"] - worst["val"]
     gain = min(max(acc_longer - worst["val"], 0.0), gap)  # training closes at most all the gap, at least none
     falling = falling_finding([run["history"]["val_loss"] for run in ok])["case"] == "falling"
-    return dict(case="still_learning" if falling else "split", acc=worst["val"], acc_longer=acc_longer,
-                best_acc=best["val"], gap=gap, rest=gap - gain, share=gain / gap if gap > 0 else 1.0,
-                epochs=worst["epochs"], longer_epochs=ok[0]["epochs"])
+    return dict(case="share", bound="at most " * falling, loss=("no longer", "still")[falling],
+                acc=worst["val"], acc_longer=acc_longer, best_acc=best["val"], gap=gap, rest=gap - gain,
+                share=gain / gap if gap > 0 else 1.0, longer_epochs=ok[0]["epochs"], falling=falling)
 
 
 def matched_finding(rows):
-    """6.2.1-3: deeper vs shallower validation accuracy, paired by seed, of each pair with parameters within
-    MATCH_TOLERANCE. rows: (depth, width, parameters, final val acc per seed)."""
+    """6.2.1-3: deeper vs shallower val acc by seed, of models of matched size. rows: (d, w, params, accs)."""
     pairs = []
     for i, a in enumerate(rows):
         for b in rows[i + 1:]:
@@ -122,17 +97,16 @@ def matched_finding(rows):
 
 
 def shape_finding(kind, rows):
-    """6.2.1-3 (kind 'depth') and 6.2.1-4 ('width'): does more of kind raise the validation accuracy, and
-    does it still at the largest size? rows: (size, mean validation accuracy, its std over seeds)."""
+    """6.2.1-3 and 4: does more of kind raise val acc, still at the largest? rows: (size, mean, std)."""
     rows = sorted(rows)
     (small, acc_small, _), (large, acc_large, std_large) = rows[0], rows[-1]
     best_size, best_acc, _ = max(rows, key=lambda row: row[1])
     gain = acc_large - rows[-2][1] if len(rows) > 1 else 0.0
-    case = ("flat" if acc_large <= acc_small + GAP_TOLERANCE else
-            "saturates" if gain < max(2 * std_large, GAP_TOLERANCE) else "rises")
-    return dict(case=case, kind=kind, small=f"{kind} {small}", large=f"{kind} {large}",
-                best=f"{kind} {best_size}", acc_small=acc_small, acc_large=acc_large, best_acc=best_acc,
-                gain=gain)
+    rises = acc_large > acc_small + GAP_TOLERANCE
+    case = "saturates" if rises and gain < max(2 * std_large, GAP_TOLERANCE) else "more"
+    return dict(case=case, rises=rises, verb="raises" if rises else "does not raise", kind=kind,
+                small=f"{kind} {small}", large=f"{kind} {large}", best=f"{kind} {best_size}",
+                acc_small=acc_small, acc_large=acc_large, best_acc=best_acc, gain=gain)
 
 
 TEXT = {
@@ -142,18 +116,12 @@ TEXT = {
     "under": ("It under-fits: the {label} scores {train:.3f} on train and {val:.3f} on validation, far below "
               "the best model's {best_train:.3f} on train."),
     "diverged": "Its longer runs diverged: they cannot tell training from capacity.",
-    "split": ("Training closes {share:.0%} of its {gap:.3f} gap to the best model ({acc:.3f} at {epochs} "
-              "epochs, {acc_longer:.3f} at {longer_epochs}, the best {best_acc:.3f}); capacity is the other "
-              "{rest:.3f}, as validation loss no longer falls by then."),
-    "still_learning": ("Training closes at least {share:.0%} of its {gap:.3f} gap to the best model "
-                       "({acc:.3f} at {epochs} epochs, {acc_longer:.3f} at {longer_epochs}, the best "
-                       "{best_acc:.3f}); capacity is at most {rest:.3f}, as validation loss still falls."),
-    "rises": ("More {kind} raises validation accuracy, from {acc_small:.3f} at {small} to {acc_large:.3f} at "
-              "{large}."),
+    "share": ("Training on to {longer_epochs} epochs closes {share:.0%} of its {gap:.3f} gap to the best "
+              "model ({acc:.3f} to {acc_longer:.3f}, the best {best_acc:.3f}); capacity accounts for "
+              "{bound}{rest:.3f}, as validation loss {loss} falls."),
+    "more": "More {kind} {verb} validation accuracy: {acc_small:.3f} at {small}, {acc_large:.3f} at {large}.",
     "saturates": ("More {kind} raises validation accuracy to {best_acc:.3f} at {best} ({acc_small:.3f} at "
                   "{small}); {large} changes it by {gain:+.3f}, within the seeds' spread."),
-    "flat": ("More {kind} does not raise validation accuracy: {acc_small:.3f} at {small}, {acc_large:.3f} at "
-             "{large}."),
     "pairs": ("At matched size (parameters within {tolerance:.0%}), the deeper net wins {wins} of {n} pairs, "
               "the shallower {losses}; ties (within the seeds' noise): {ties}."),
 }
@@ -163,18 +131,15 @@ def short(arch):
     return f"{arch[0]}x{arch[1]}"
 
 
-def val_accs(runs):
-    return as_array([final(run, "val_acc") for run in runs])
-
-
 def models(result):
-    """Runs by arch; protocol archs; those worst first by mean final val acc (NaN left out); the means."""
+    """Runs by arch; protocol archs; those worst first by mean val acc (NaN left out); final val accs."""
     by_arch = {}
     for run in result["runs"]:
         by_arch.setdefault((run["depth"], run["width"]), []).append(run)
-    val = {arch: float(np.mean(val_accs(runs))) for arch, runs in by_arch.items()}
+    val = {arch: as_array([final(run, "val_acc") for run in runs]) for arch, runs in by_arch.items()}
     protocol = [tuple(arch) for arch in result["settings"]["architectures"] if tuple(arch) in by_arch]
-    return by_arch, protocol, sorted((arch for arch in protocol if not np.isnan(val[arch])), key=val.get), val
+    finite = [arch for arch in protocol if not np.isnan(val[arch]).any()]
+    return by_arch, protocol, sorted(finite, key=lambda arch: val[arch].mean()), val
 
 
 def series(protocol, vary):
@@ -197,13 +162,11 @@ def depth_width_answers(result, matched):
                       f"{short(ranked[0])}: train acc {worst['train']:.3f}")]
     for vary, kind in enumerate(KINDS):
         fixed, archs = series(protocol, vary)
-        shape = shape_finding(kind, [(arch[vary], val[arch], seed_std(val_accs(by_arch[arch])))
-                                     for arch in archs])
+        shape = shape_finding(kind, [(arch[vary], np.mean(val[arch]), seed_std(val[arch])) for arch in archs])
         bullets = [render(TEXT, matched)] if kind == "depth" and matched["n"] else []
-        key = (f"val acc {shape['acc_small']:.3f} at {shape['small']}, {shape['best_acc']:.3f} at "
-               f"{shape['best']}")
         answers.append(Answer(f"6.2.1-{3 + vary}", f"How does {kind} affect the MLP ({fixed})?",
-                              render(TEXT, shape), bullets, key))
+                              render(TEXT, shape), bullets, f"val acc {shape['acc_small']:.3f} at "
+                              f"{shape['small']}, {shape['best_acc']:.3f} at {shape['best']}"))
     return answers
 
 
@@ -246,9 +209,8 @@ def report_depth_width(result):
     by_arch, protocol, ranked, _ = models(result)
     marks = {ranked[-1]: " best", ranked[0]: " worst"} if ranked else {}
     rows = [[short(arch) + marks.get(arch, " matched" * (arch not in protocol)), f"{runs[0]['n_params']:,}",
-             finals(runs, "val_acc"), f"{result['seconds_per_epoch_alone'][short(arch)]:.2f}"]
-            for arch, runs in by_arch.items()]
-    table = markdown_table(["model", "parameters", "val acc", "s an epoch alone"], rows)
+             finals(runs, "val_acc")] for arch, runs in by_arch.items()]
+    table = markdown_table(["model", "parameters", "val acc"], rows)
     matched = matched_finding([(*arch, runs[0]["n_params"], [final(run, "val_acc") for run in runs])
                                for arch, runs in by_arch.items()])
     pair_table = markdown_table(["deeper", "shallower", "val acc, deeper minus shallower", "deeper is"],
