@@ -10,16 +10,13 @@ from stats import epochs_axis, falling_finding, final, finals, group_by, listed,
 
 
 def train_lr(settings, data, reads, env):
-    """The lr sweep, with the losses of a uniform guess and of the class frequencies."""
     results, _ = train_group(data, lr_runs(settings), arch_of(settings), settings, env, "lr sweep")
-    n_classes = data["meta"]["n_classes"]
-    prior = class_prior_entropy(data["train"][1], n_classes)
-    return {"runs": results, "reference_losses": {"class_prior": prior, "uniform": math.log(n_classes)}}
+    prior = class_prior_entropy(data["train"][1], data["meta"]["n_classes"])
+    return {"runs": results, "reference_losses": {"class_prior": prior}}
 
 
 NEAR = 0.03  # nats: a loss this close to a reference sits on it; a net that learns leaves them by 0.1 or more
 SEED_SPREAD = 0.3  # nats: seeds whose final losses span more disagree; a healthy setting's end within 0.1
-LR_COLORS = [PALETTE[i] for i in (0, 1, 2, 6, 4, 5, 3, 7)]  # neighbouring lrs in colours far apart
 
 
 def seeds_disagree(values):
@@ -28,24 +25,15 @@ def seeds_disagree(values):
     return 0 < len(finite) < len(values) or (len(finite) > 1 and max(finite) - min(finite) > SEED_SPREAD)
 
 
-def reference_line(ax, y, name):
-    """A thin dashed grey line over the data (a line that ends on it shows between the dashes), named."""
-    ax.axhline(y, color="0.4", linewidth=0.9, linestyle=(0, (4, 4)), zorder=5)
-    ax.annotate(name, (1, y), xycoords=("axes fraction", "data"), xytext=(4, 0), textcoords="offset points",
-                va="center", fontsize=8, color="0.3", annotation_clip=False)
-
-
 def lr_case(finals, prior, uniform):
-    """'too_high' (a seed diverges or ends at the class-frequency loss), 'stuck' (near a uniform guess) or
-    'learning', from each seed's final validation loss."""
+    """'too_high' (a seed diverged or at the class-frequency loss), 'stuck' (a uniform guess), 'learning'."""
     if any(v is None or abs(v - prior) < NEAR for v in finals):
         return "too_high"
     return "stuck" if abs(np.mean(finals) - uniform) < NEAR else "learning"
 
 
 def lr_findings(stats, prior, uniform):
-    """lr -> {finals, trend: falling_finding's case}: the lrs too high (their seeds counted) and stuck, the
-    best against the runner-up (paired by seed), and the smaller lrs still falling; no lr in two of these."""
+    """The lrs too high, stuck, best (against the runner-up, paired by seed), still falling; each in one."""
     cases = {lr: lr_case(st["finals"], prior, uniform) for lr, st in stats.items()}
     high = [lr for lr in stats if cases[lr] == "too_high"]
     seeds = [v for lr in high for v in stats[lr]["finals"]]
@@ -66,13 +54,7 @@ def lr_findings(stats, prior, uniform):
     return found
 
 
-VERSUS_TEXT = ("Best: lr {lr:g} ends below lr {other:g} in {ahead} of {n} seeds, by {low:.2f} to "
-               "{high:.2f} (mean {difference:.2f}); a paired t-test at 95% needs {noise:.2f}, so {n} seeds "
-               "{shown} show it.")
-
-
 def lr_answer(found, epochs):
-    """The Answer from lr_findings' found."""
     best, parts, bullets = found.get("best"), [], []
     if found["high"]:
         fates = [f"{k} {fate}" for k, fate in ((found["collapsed"], "collapse to the class-frequency loss "
@@ -88,7 +70,10 @@ def lr_answer(found, epochs):
     if best:
         parts.append(f"lr {best['lr']:g} ends lowest ({best['final']:.3f})")
     if best and "other" in best:
-        bullets.append(VERSUS_TEXT.format(**best, shown="can" if best["case"] == "above" else "cannot"))
+        shown = "can" if best["case"] == "above" else "cannot"
+        bullets.append("Best: lr {lr:g} ends below lr {other:g} in {ahead} of {n} seeds, by {low:.2f} to "
+                       "{high:.2f} (mean {difference:.2f}); a paired t-test at 95% needs {noise:.2f}, so {n} "
+                       "seeds {shown} show it.".format(**best, shown=shown))
     headline = "; ".join(parts)
     key = f"val loss {best['final']:.2f} at lr {best['lr']:g}" if best else "no lr learned"
     return Answer("6.1.2-1", "What do a too-high and a too-low learning rate do?",
@@ -97,10 +82,10 @@ def lr_answer(found, epochs):
 
 def report_lr(result):
     by_lr = group_by(result["runs"], "lr")
-    reference, n_classes = result["reference_losses"], result["data"]["n_classes"]
+    n_classes, prior = result["data"]["n_classes"], result["reference_losses"]["class_prior"]
     fig, ax = subplots(figsize=(11, 5.5))
     rows, stats = [], {}
-    for color, (lr, runs) in zip(LR_COLORS, by_lr.items()):
+    for color, (lr, runs) in zip([PALETTE[i] for i in (0, 1, 2, 6, 4, 5, 3, 7)], by_lr.items()):  # far apart
         losses, ok = [final(r, "val_loss") for r in runs], [r for r in runs if r["status"] == "ok"]
         apart = seeds_disagree(losses)
         plot_mean_band(ax, epochs_axis(runs), [r["history"]["val_loss"] for r in runs], label=f"lr {lr:g}",
@@ -109,13 +94,16 @@ def report_lr(result):
                      finals(runs, "val_acc"), status_text(runs)))
         stats[lr] = {"finals": losses,
                      "trend": falling_finding([r["history"]["val_loss"] for r in ok])["case"] if ok else None}
-    reference_line(ax, reference["uniform"], f"uniform guess\nln {n_classes} = {reference['uniform']:.3f}")
-    reference_line(ax, reference["class_prior"], f"class frequencies\n{reference['class_prior']:.3f}")
+    uniform = math.log(n_classes)
+    for y, name in ((uniform, f"uniform guess\nln {n_classes} = {uniform:.3f}"),
+                    (prior, f"class frequencies\n{prior:.3f}")):  # dashed: a line that ends on it shows
+        ax.axhline(y, color="0.4", linewidth=0.9, linestyle=(0, (4, 4)), zorder=5)
+        ax.annotate(name, (1, y), xycoords=("axes fraction", "data"), xytext=(4, 0),
+                    textcoords="offset points", va="center", fontsize=8, color="0.3", annotation_clip=False)
     finish(ax, "epoch", "validation loss (cross-entropy, nats)", "Validation loss per epoch by learning "
            "rate (mean over seeds, band = min..max)", loc="upper left", bbox_to_anchor=(1.16, 1), fontsize=9)
-    found = lr_findings(stats, reference["class_prior"], reference["uniform"])
     table = markdown_table(["lr", "final val loss", "final val acc", "status"], rows)
-    answer = lr_answer(found, len(epochs_axis(result["runs"])))
+    answer = lr_answer(lr_findings(stats, prior, uniform), len(epochs_axis(result["runs"])))
     return Report([table], {"lr.png": (fig, "Where each lr ends against the dashed references.")}, [answer])
 
 
