@@ -56,11 +56,15 @@ HEADLINE = {
 }
 
 
+def cut_layer(run):
+    """The last layer whose input is exactly 0 at init, if the run's exact zeros are the layers up to it."""
+    dead = max([layer for layer, norm in enumerate(run["init_activation_norm"]) if norm == 0], default=None)
+    return dead if dead is not None and zero_layers(run) == list(range(dead + 1)) else None
+
+
 def cut_finding(runs):
-    """Seeds whose layers exactly 0 every epoch are those up to the last one dead at init (None: none)."""
-    dead = [max([layer for layer, norm in enumerate(r["init_activation_norm"]) if norm == 0], default=-1)
-            for r in runs]
-    cut = [d for d, r in zip(dead, runs) if d >= 0 and zero_layers(r) == list(range(d + 1))]
+    """The seeds whose exact zeros are the layers up to one dead at init (None: none)."""
+    cut = [cut_layer(r) for r in runs if cut_layer(r) is not None]
     return dict(cut=len(cut), of=len(runs), dead=", ".join(map(str, cut))) if cut else None
 
 
@@ -69,25 +73,21 @@ CUT = ("In {cut} of {of} seeds the layers exactly 0 in every epoch are those up 
 
 
 def gradient_panels(axes, runs, titles):
-    """The exercise's plot for each run, on one log y range; earlier layers' lines wider: equal ones show."""
+    """The exercise's plot for each run on axes sharing y; earlier layers' lines wider: equal ones show."""
     layers = [layer for layer in GRADIENT_LAYERS if layer < len(runs[0]["init_activation_norm"])]
-    grads = [seed_grads(r)[:, layers] for r in runs]
-    drawn = np.concatenate([g.ravel() for g in grads])
-    y_range = drawn[drawn > 0].min(initial=1.0) / 3, np.nanmax(drawn, initial=1.0) * 3
-    for ax, run, g, title in zip(axes, runs, grads, titles):
+    for ax, run, title in zip(axes, runs, titles):
+        grads = seed_grads(run)[:, layers]
         for i, layer in enumerate(layers):
-            ax.plot(np.arange(1, len(g) + 1), np.ma.masked_equal(g[:, i], 0), marker="o", markersize=3,
-                    alpha=0.85, linewidth=1.2 + 0.5 * (len(layers) - 1 - i), label=f"layer {layer}")
+            ax.plot(np.arange(1, len(grads) + 1), np.ma.masked_equal(grads[:, i], 0), marker="o", alpha=0.85,
+                    markersize=3, linewidth=1.2 + 0.5 * (len(layers) - 1 - i), label=f"layer {layer}")
         ax.set(yscale="log", xlim=(0.5, run["epochs"] + 0.5), xlabel="epoch", title=title,
                ylabel="||grad W||², mean over the epoch")
-        if (g > 0).any():
-            ax.set_ylim(*y_range)
-        else:
-            why = ("every layer drawn is exactly 0 in every epoch" if run["status"] == "ok" else
+        if not (grads > 0).any():
+            cut = "" if cut_layer(run) is None else f",\nup to layer {cut_layer(run)}, dead at init"
+            why = ("every layer drawn is exactly 0 in every epoch" + cut if run["status"] == "ok" else
                    f"diverged (NaN) in epoch {run['diverged_epoch']}: nothing to draw;\nits first step's "
                    f"layer-0 ||grad W||² was {run['init_grad_sq_norm'][0]:.1e}")
             ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes)
-            ax.set(yscale="linear", yticks=[], ylabel="")
         ax.grid(alpha=0.3)
     ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1), title="no point: exactly 0")
 
@@ -95,7 +95,8 @@ def gradient_panels(axes, runs, titles):
 def report_gradients(result):
     runs = result["runs"]
     fig = figure((5.5 * max(len(runs), 2), 5))
-    gradient_panels(fig.subplots(1, len(runs), squeeze=False)[0], runs, [f"seed {r['seed']}" for r in runs])
+    axes = fig.subplots(1, len(runs), squeeze=False, sharey=True)[0]
+    gradient_panels(axes, runs, [f"seed {r['seed']}" for r in runs])
     fig.suptitle(f"{arch_label(runs[0])}, {runs[0]['epochs']} epochs: ||grad W||² per Linear layer")
     headline, cut = vanishing_finding(runs), cut_finding(runs)
     key = (f"layer 0 ||grad W||² {headline['first']:.2g}, output {headline['output']:.2g}"

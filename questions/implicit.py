@@ -22,11 +22,10 @@ def train_implicit(settings, data, reads, env):
     """The sin model beside the raw one (depth_width's runs where it trained that one), first seeds' maps."""
     raw, seeds = arch_of(settings, features="raw"), seed_runs(settings, settings["lr"])
     same = {**raw, **{key: settings[key] for key in ("lr", "epochs", "batch_size")}}
-    source = reads["depth_width"]
+    source, wanted = reads["depth_width"], [run["seed"] for run in seeds]
     baseline = [(run, state) for run, state in zip(source["runs"], source["weights"]["states"])
-                if all(run[key] == value for key, value in same.items())
-                and run["seed"] in [seed_run["seed"] for seed_run in seeds]]
-    if sorted(run["seed"] for run, _ in baseline) != [run["seed"] for run in seeds]:
+                if all(run[key] == value for key, value in same.items()) and run["seed"] in wanted]
+    if sorted(run["seed"] for run, _ in baseline) != wanted:
         baseline = list(zip(*train_group(data, seeds, raw, settings, env, "raw coordinates")))
     sin = list(zip(*train_group(data, seeds, arch_of(settings), settings, env, "sin features")))
     arrays = test_points(data)
@@ -102,7 +101,7 @@ def report_implicit(result):
     rows = [[name] + [finals(runs, key) for key in ("train_acc", "val_acc", "test_acc")]
             for name, runs, _ in variants]
     low, high = SIN_FREQUENCIES[0], SIN_FREQUENCIES[-1]
-    caption = f"Raw coordinates (left); sin(a*x) of each, a in {low}..{high} (right)."
+    caption = f"Raw coordinates (left); sin(a·x) of each, a in {low}..{high} (right)."
     table = markdown_table(["input", "train acc", "val acc", "test acc"], rows)
     return Report([table], {"implicit.png": (fig, caption)}, [answer])
 

@@ -53,8 +53,7 @@ def criteria(runs, plain_accs):
 
 
 def fix_findings(plain_accs, judged):
-    """Headline: the changes meeting both criteria; bullets: those whose criteria disagree, those unsolved
-    after a first step longer than MAX_STEP."""
+    """The headline: changes meeting both criteria; bullets: criteria that disagree, steps over MAX_STEP."""
     solved = [f for f in judged if f["case"] == "solved"]
     headline = dict(case="solved_by" if solved else "none_solved", names="; ".join(f["name"] for f in solved),
                     plain=float(np.mean(plain_accs)), best=max(solved, key=lambda f: f["val"], default=None))
@@ -88,7 +87,7 @@ def report_residual(result):
     shown = [next((r for r in runs if r["status"] == "ok"), runs[0]) for _, runs in fixes]
     fig = figure((17, 12))
     titles = [f"{name} (seed {run['seed']})" for (name, _), run in zip(fixes, shown)]
-    gradient_panels(fig.subplots(3, 3).ravel(), shown, titles)
+    gradient_panels(fig.subplots(3, 3, sharey=True).ravel(), shown, titles)
     fig.suptitle("||grad W||² per layer of the 100-layer net with each change, one seed each")
     plain_accs = [final(r, "val_acc") for r in result["baseline_runs"] if r["status"] == "ok"]
     judged = [dict(criteria(runs, plain_accs), name=name) for name, runs in fixes]
