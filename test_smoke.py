@@ -1690,18 +1690,14 @@ def gradient_run(seed, zero_through, dead_at, depth=10):
     return run_with({"grad_sq_norm": grads}, seed=seed, init_activation_norm=norms)
 
 
-def test_cut_layer_only_where_the_zeros_are_the_layers_up_to_a_dead_one():
+def test_cut_finding_only_where_the_zeros_are_the_layers_up_to_a_dead_one():
     # as in the embedded data's run: seed 42 exactly 0 in layers 0-83, and layer 83's input 0 at initialisation
-    cut_layer = questions.gradients.cut_layer
-    assert cut_layer(gradient_run(42, 83, 83, depth=100)) == 83
-    assert cut_layer(gradient_run(42, 7, 6)) is None  # one zero past the dead layer
-    assert cut_layer(gradient_run(42, 5, 6)) is None  # one zero short of it
-    assert cut_layer(gradient_run(42, 6, None)) is None and cut_layer(gradient_run(42, None, None)) is None
-    zeros = [questions.gradients.zeros_finding(runs) for runs in (
-        [gradient_run(42, 83, 83, depth=100), gradient_run(43, 99, 99, depth=100), gradient_run(44, 7, 6, depth=100)],
-        [gradient_run(42, None, None)])]
-    assert cases(questions.gradients.ZEROS, zeros) == ["zeros", "no_zeros"]
-    assert (zeros[0]["seeds"], zeros[0]["of"], zeros[0]["most"], zeros[0]["layers"], zeros[0]["cut"]) == (3, 3, 100, 101, 2)
+    cut = questions.gradients.cut_finding([gradient_run(42, 83, 83, depth=100), gradient_run(43, 99, 99, depth=100),
+                                           gradient_run(44, 7, 6, depth=100)])  # seed 44: one zero past the dead layer
+    assert (cut["cut"], cut["of"], cut["dead"]) == (2, 3, "83, 99")
+    assert questions.gradients.CUT.format(**cut).strip()
+    for short_or_no_dead in ([gradient_run(42, 5, 6)], [gradient_run(42, 6, None)], [gradient_run(42, None, None)]):
+        assert questions.gradients.cut_finding(short_or_no_dead) is None
 
 
 PRIOR, UNIFORM = 2.751, math.log(39)
@@ -1981,21 +1977,17 @@ def test_implicit_findings_judge_against_seed_noise_and_size():
              imp.comparison_finding(raw[:1], acc_runs([0.9]))]
     assert cases(imp.TEXT, found) == ["tie", "better", "better", "too_few"]
     assert [f["better"] for f in found[1:3]] == ["sin", "raw"]
-    maps = [imp.maps_finding(100, 151), imp.maps_finding(100, 150)]
-    assert cases(imp.TEXT, maps) == ["maps", "maps"]
-    assert [m["more"] for m in maps] == ["more", "no more"]  # PATCH_RATIO 1.5: 150 is not above it
     sizes = list(range(1, 11))
-    shrinking = imp.size_finding([-s / 10 for s in sizes], sizes, sizes)  # rho -1: the small gain most
-    growing = imp.size_finding([s / 10 for s in sizes], sizes, sizes)
-    crossed = imp.size_finding([s / 10 for s in sizes], sizes, sizes[::-1])  # up by rows, down by area
-    noise = imp.size_finding([0.1, -0.2, 0.3, 0.0, -0.1, 0.2, -0.3, 0.1, 0.0, -0.1], sizes, sizes)
-    too_few = imp.size_finding([0.1, 0.2], [1, 2], [1, 2])
-    assert cases(imp.TEXT, [shrinking, growing, crossed, noise, too_few]) == [
-        "size_related", "size_related", "mixed", "no_size_relation", "no_size_relation"]
+    shrinking = imp.size_finding([-s / 10 for s in sizes], sizes)  # rho -1: the small gain most
+    growing = imp.size_finding([s / 10 for s in sizes], sizes)
+    noise = imp.size_finding([0.1, -0.2, 0.3, 0.0, -0.1, 0.2, -0.3, 0.1, 0.0, -0.1], sizes)
+    too_few = imp.size_finding([0.1, 0.2], [1, 2])
+    assert cases(imp.TEXT, [shrinking, growing, noise, too_few]) == [
+        "size_related", "size_related", "no_size_relation", "no_size_relation"]
     assert (shrinking["gainers"], growing["gainers"]) == ("small", "large")
-    assert noise["p_rows"] > stats.SIGNIFICANCE and shrinking["rho_area"] == pytest.approx(-1)
+    assert noise["p"] > stats.SIGNIFICANCE and shrinking["rho"] == pytest.approx(-1)
     # either side of the p-value boundary: over 7 countries, p = 0.036 and p = 0.052
-    assert [imp.size_finding(list(changes), list(range(7)), list(range(7)))["case"] for changes in (NEAR_P, OVER_P)] == [
+    assert [imp.size_finding(list(changes), list(range(7)))["case"] for changes in (NEAR_P, OVER_P)] == [
         "size_related", "no_size_relation"]
 
 

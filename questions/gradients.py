@@ -15,12 +15,12 @@ def train_gradients(settings, data, reads, env):
 
 DECADES = 100  # ||grad W||^2: a first layer two decades above the output layer explodes; below, vanishes
 GRADIENT_LAYERS = (0, 30, 60, 90, 95, 99)  # the layers the exercise asks to plot
+ZERO_NOTE = "A log axis cannot show 0: a layer exactly 0 in an epoch has no point there."
 
 
 def seed_grads(run):
     """One run's per-epoch mean ||grad W||^2: [epochs, layers]; NaN where it diverged."""
-    n_layers = len(run["init_activation_norm"])
-    return np.array([[np.nan] * n_layers if epoch is None else epoch
+    return np.array([[np.nan] * len(run["init_activation_norm"]) if epoch is None else epoch
                      for epoch in run["history"]["grad_sq_norm"]], dtype=float)
 
 
@@ -36,19 +36,8 @@ def layer_ranges(layers):
     return ", ".join(f"{s[0]}" if len(s) == 1 else f"{s[0]}-{s[-1]}" for s in spans) or "none"
 
 
-def dead_layer(run):
-    """The last layer whose input is exactly 0 on the first batch at initialisation, or None."""
-    return max([layer for layer, norm in enumerate(run["init_activation_norm"]) if norm == 0], default=None)
-
-
-def cut_layer(run):
-    """The dead layer if the run's exact zeros are the layers up to it (the path is cut), or None."""
-    dead = dead_layer(run)
-    return dead if dead is not None and zero_layers(run) == list(range(dead + 1)) else None
-
-
 def vanishing_finding(runs):
-    """Layer 0's and the output layer's last-epoch ||grad W||^2 (mean over seeds): DECADES apart or not."""
+    """Layer 0's and the output layer's last-epoch ||grad W||² (mean over seeds): DECADES apart or not."""
     ok = [r for r in runs if r["status"] == "ok"]
     if not ok:
         return dict(case="all_diverged", seeds=len(runs))
@@ -60,85 +49,63 @@ def vanishing_finding(runs):
 
 LAST = "in the last epoch layer 0's ||grad W||² is {first:.2g}, the output layer's {output:.2g}"
 HEADLINE = {
-    "vanishing": ("Vanishing: " + LAST + "; skip connections, a path around each layer, could fix it "
-                  "(6.2.1-6 tries eight changes)."),
+    "vanishing": "Vanishing: " + LAST + "; skip connections around each layer could fix it (6.2.1-6).",
     "exploding": "Exploding: " + LAST + "; gradient clipping or a smaller initialisation could fix it.",
     "neither": "Neither: " + LAST + ", within two decades; nothing needs fixing.",
     "all_diverged": "Exploding: all {seeds} seeds diverged (NaN); clipping or a lower lr could fix it.",
 }
 
 
-def zeros_finding(runs):
-    """How many seeds get exactly 0 in some layers in every epoch; in how many a dead layer cuts the path."""
-    zeroed = [r for r in runs if r["status"] == "ok" and zero_layers(r)]
-    return dict(case="zeros" if zeroed else "no_zeros", seeds=len(zeroed), of=len(runs),
-                most=max((len(zero_layers(r)) for r in zeroed), default=0),
-                layers=len(runs[0]["init_activation_norm"]),
-                cut=sum(cut_layer(r) is not None for r in zeroed))
+def cut_layer(run):
+    """The last layer whose input is exactly 0 at init, if the run's exact zeros are the layers up to it."""
+    dead = max([layer for layer, norm in enumerate(run["init_activation_norm"]) if norm == 0], default=None)
+    return dead if dead is not None and zero_layers(run) == list(range(dead + 1)) else None
 
 
-ZEROS = {
-    "zeros": ("{seeds} of {of} seeds get exactly 0 in every epoch in up to {most} of {layers} layers; in "
-              "{cut} of them, the layers up to one dead at init (input 0, all ReLUs off): the path is cut."),
-    "no_zeros": None,
-}
+def cut_finding(runs):
+    """The seeds whose exact zeros are the layers up to one dead at init (None: none)."""
+    cut = [cut_layer(r) for r in runs if cut_layer(r) is not None]
+    return dict(cut=len(cut), of=len(runs), dead=", ".join(map(str, cut))) if cut else None
 
 
-def empty_panel_note(run):
-    """Why a gradient panel has nothing above 0: diverged, or exactly 0 (up to a layer dead at init)."""
-    if run["status"] != "ok":
-        return (f"diverged (NaN) in epoch {run['diverged_epoch']}: nothing to draw;\nits first step's "
-                f"layer-0 ||grad W||² was {run['init_grad_sq_norm'][0]:.1e}")
-    why = "" if cut_layer(run) is None else f",\nup to layer {cut_layer(run)}, dead at init"
-    return "every layer drawn is exactly 0 in every epoch" + why
+CUT = ("In {cut} of {of} seeds the layers exactly 0 in every epoch are those up to one dead at init (its "
+       "input 0, all ReLUs before it off; layer {dead} by seed): the path is cut.")
 
 
 def gradient_panels(axes, runs, titles):
-    """The exercise's plot for each run on its axes, on one log y range, the earlier layers' lines wider so
-    that equal lines stay visible; a row of ▼ per layer at the bottom marks exact zeros."""
+    """The exercise's plot for each run on axes sharing y; earlier layers' lines wider: equal ones show."""
     layers = [layer for layer in GRADIENT_LAYERS if layer < len(runs[0]["init_activation_norm"])]
-    grads = [seed_grads(r)[:, layers] for r in runs]
-    drawn = np.concatenate([g.ravel() for g in grads])
-    low, high = drawn[drawn > 0].min(initial=1.0) / 3, np.nanmax(drawn, initial=1.0) * 3
-    for ax, run, g, title in zip(axes, runs, grads, titles):
-        epochs = np.arange(1, len(g) + 1)
+    for ax, run, title in zip(axes, runs, titles):
+        grads = seed_grads(run)[:, layers]
         for i, layer in enumerate(layers):
-            zero = g[:, i] == 0
-            ax.plot(epochs, np.where(zero, np.nan, g[:, i]), marker="o", markersize=3, alpha=0.85,
-                    linewidth=1.2 + 0.5 * (len(layers) - 1 - i), label=f"layer {layer}")
-            ax.plot(epochs[zero], np.full(zero.sum(), 0.03 + 0.035 * i), "v", color=f"C{i}", markersize=4,
-                    transform=ax.get_xaxis_transform())
-        ax.set(yscale="log", xlabel="epoch", ylabel="||grad W||², mean over the epoch", title=title)
-        if (g > 0).any():
-            ax.set_ylim(low / (high / low) ** 0.35, high)  # the bottom quarter left to the ▼ rows
-        else:
-            ax.text(0.5, 0.5, empty_panel_note(run), ha="center", va="center", transform=ax.transAxes)
-            ax.set(yscale="linear", yticks=[], ylabel="")
-        ax.set_xlim(0.5, run["epochs"] + 0.5)
+            ax.plot(np.arange(1, len(grads) + 1), np.ma.masked_equal(grads[:, i], 0), marker="o", alpha=0.85,
+                    markersize=3, linewidth=1.2 + 0.5 * (len(layers) - 1 - i), label=f"layer {layer}")
+        ax.set(yscale="log", xlim=(0.5, run["epochs"] + 0.5), xlabel="epoch", title=title,
+               ylabel="||grad W||², mean over the epoch")
+        if not (grads > 0).any():
+            cut = "" if cut_layer(run) is None else f",\nup to layer {cut_layer(run)}, dead at init"
+            why = ("every layer drawn is exactly 0 in every epoch" + cut if run["status"] == "ok" else
+                   f"diverged (NaN) in epoch {run['diverged_epoch']}: nothing to draw;\nits first step's "
+                   f"layer-0 ||grad W||² was {run['init_grad_sq_norm'][0]:.1e}")
+            ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes)
         ax.grid(alpha=0.3)
-    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1), title="▼: exactly 0")
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1), title="no point: exactly 0")
 
 
 def report_gradients(result):
     runs = result["runs"]
     fig = figure((5.5 * max(len(runs), 2), 5))
-    gradient_panels(fig.subplots(1, len(runs), squeeze=False)[0], runs, [f"seed {r['seed']}" for r in runs])
+    axes = fig.subplots(1, len(runs), squeeze=False, sharey=True)[0]
+    gradient_panels(axes, runs, [f"seed {r['seed']}" for r in runs])
     fig.suptitle(f"{arch_label(runs[0])}, {runs[0]['epochs']} epochs: ||grad W||² per Linear layer")
-    headline = vanishing_finding(runs)
+    headline, cut = vanishing_finding(runs), cut_finding(runs)
     key = (f"layer 0 ||grad W||² {headline['first']:.2g}, output {headline['output']:.2g}"
            if "first" in headline else "every seed diverged")
-    zeros = render(ZEROS, zeros_finding(runs))
     answer = Answer("6.2.1-5", "Is there a vanishing or exploding gradient problem, and what change would "
-                    "solve it?", render(HEADLINE, headline), [zeros] if zeros else [], key)
-    n_layers = len(runs[0]["init_activation_norm"])
-    layers = [layer for layer in GRADIENT_LAYERS if layer < n_layers - 1] + [n_layers - 1]
-    rows = [[r["seed"], layer_ranges(zero_layers(r)), "none" if dead_layer(r) is None else dead_layer(r),
-             *(f"{g:.2g}" for g in seed_grads(r)[-1, layers])] for r in runs]
-    header = ["seed", "layers exactly 0", "last layer dead at init",
-              *(f"layer {layer}" for layer in layers[:-1]), "output layer"]
-    note = "Last epoch's ||grad W||². Dead: input exactly 0 on the first batch (every ReLU before it off)."
-    figures = {"gradients.png": (fig, "The exercise's plot.")}
-    return Report([markdown_table(header, rows), note], figures, [answer])
+                    "solve it?", render(HEADLINE, headline), [CUT.format(**cut)] if cut else [], key)
+    rows = [[r["seed"], layer_ranges(zero_layers(r)), f"{seed_grads(r)[-1, -1]:.2g}"] for r in runs]
+    table = markdown_table(["seed", "layers exactly 0 in every epoch", "output layer's last ‖grad W‖²"], rows)
+    return Report([table], {"gradients.png": (fig, "The exercise's plot. " + ZERO_NOTE)}, [answer])
 
 
 QUESTION = Question("gradients", "6.2.1-5", "Vanishing gradients", GRADIENTS, train_gradients,
