@@ -243,13 +243,11 @@ def relu_inputs(model, X, train_mode=False):
     return inputs
 
 
-def batch_diagnostics(arch, n_classes, seed, X, y, batch_size, state=None):
-    """On the run's first training batch (train_lockstep's shuffle), in train mode, at init or from state:
-    (each Linear layer's mean input norm, its ||grad W||_2^2)."""
+def batch_diagnostics(arch, n_classes, seed, X, y, batch_size):
+    """On the run's first training batch (train_lockstep's shuffle), in train mode, at init: (each Linear
+    layer's mean input norm, its ||grad W||_2^2)."""
     seed_everything(seed)
     model = build_model(arch, n_classes)
-    if state is not None:
-        model.load_state_dict(state)
     first_batch = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:batch_size]
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     norms = []
@@ -280,10 +278,10 @@ def arch_of(settings, **changes):
     return {key: changes.get(key, settings.get(key, PLAIN.get(key))) for key in ARCH_KEYS}
 
 
-def train_group(data, runs, arch, settings, env, desc, epochs=None, batch_size=None, diagnose=(),
+def train_group(data, runs, arch, settings, env, desc, epochs=None, batch_size=None, diagnose=False,
                 epoch_measure=None, **record):
     """The runs (each a seed, an lr, maybe a width or features) of one arch in lockstep: (results, states).
-    diagnose: batch_diagnostics to record ('init', 'final'); epoch_measure(model, X_val) after each epoch."""
+    diagnose: record batch_diagnostics; epoch_measure(model, X_val) after each epoch."""
     epochs, batch_size = epochs or settings["epochs"], batch_size or settings["batch_size"]
     n_classes, train_X = data["meta"]["n_classes"], data["train"][0]
 
@@ -306,10 +304,10 @@ def train_group(data, runs, arch, settings, env, desc, epochs=None, batch_size=N
         run_arch = arch_of_run(result)
         n_params = sum(p.numel() for p in build_model(run_arch, n_classes).parameters())
         result.update(epochs=epochs, batch_size=batch_size, **run_arch, n_params=n_params)
-        for when in diagnose:
+        if diagnose:
             norms, grads = batch_diagnostics(run_arch, n_classes, result["seed"], X[k] if X.dim() == 3 else X,
-                                             y, batch_size, state if when == "final" else None)
-            result.update({f"{when}_activation_norm": norms, f"{when}_grad_sq_norm": grads})
+                                             y, batch_size)
+            result.update(init_activation_norm=norms, init_grad_sq_norm=grads)
     return results, states
 
 

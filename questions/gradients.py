@@ -9,7 +9,7 @@ from stats import arch_label
 
 def train_gradients(settings, data, reads, env):
     results, _ = train_group(data, seed_runs(settings, settings["lr"]), arch_of(settings), settings, env,
-                             f"depth {settings['depth']} gradients", record_grads=True, diagnose=("init",))
+                             f"depth {settings['depth']} gradients", record_grads=True, diagnose=True)
     return {"runs": results}
 
 

@@ -26,7 +26,7 @@ def train_residual(settings, data, reads, env):
     for fix, (_, changes) in RESIDUAL_FIXES.items():
         runs = seed_runs(settings, settings["lr"], fix=fix)
         results += train_group(data, runs, arch_of(settings, **changes), settings, env,
-                               f"depth {settings['depth']} {fix}", record_grads=True, diagnose=("init",))[0]
+                               f"depth {settings['depth']} {fix}", record_grads=True, diagnose=True)[0]
     return {"runs": results, "baseline_runs": reads["gradients"]["runs"]}
 
 
