@@ -994,25 +994,28 @@ def test_bad_data_gives_one_line_error_naming_it(tiny, tmp_path, capsys, breaker
 
 # ----------------------------------------------------------------------------- weights
 
+CANNOT_LOAD = "cannot load a torchvision ResNet18 state dict from it"
+
+
 def weights_not_a_file(tmp_path):
-    return tmp_path / "missing.pth", "weights file not found"
+    return tmp_path / "missing.pth", f"{CANNOT_LOAD} (FileNotFoundError"
 
 
 def weights_not_a_checkpoint(tmp_path):
     (tmp_path / "notes.pth").write_text("not a checkpoint")
-    return tmp_path / "notes.pth", "not a PyTorch state-dict file"
+    return tmp_path / "notes.pth", f"{CANNOT_LOAD} (UnpicklingError"
 
 
 def weights_of_another_model(tmp_path):
     torch.save(torch.nn.Linear(4, 2).state_dict(), tmp_path / "linear.pth")
-    return tmp_path / "linear.pth", "not a torchvision ResNet18 state dict"
+    return tmp_path / "linear.pth", f"{CANNOT_LOAD} (ValueError: 100 ResNet18 keys missing"
 
 
 def weights_of_other_shapes(tmp_path):
     state = torchvision.models.resnet18().state_dict()
     state["conv1.weight"] = torch.zeros(32, 3, 7, 7)
     torch.save(state, tmp_path / "wide.pth")
-    return tmp_path / "wide.pth", "not a torchvision ResNet18 state dict"
+    return tmp_path / "wide.pth", f"{CANNOT_LOAD} (ValueError: size mismatch for conv1.weight"
 
 
 @pytest.mark.parametrize("make", [weights_not_a_file, weights_not_a_checkpoint, weights_of_another_model,
@@ -1071,9 +1074,10 @@ def test_cached_feature_probe_equals_in_loop_frozen_probe(tiny, tmp_path, monkey
                     "--cache-dir", tmp_path / "cache")
     torch.manual_seed(1)
     state = {k: v for k, v in torchvision.models.resnet18().state_dict().items() if not k.startswith("fc.")}
-    monkeypatch.setattr(questions.pretrained, "load_weights", lambda weights, quiet: {"state": state, "id": "test", "reason": None})
+    monkeypatch.setattr(questions.pretrained, "load_weights",
+                        lambda weights, quiet: {"state": state, "id": "test", "reason": None, "fix": None})
     settings = dict(section7.TORCH, lrs=[1e-2], batch_size=8, image_size=32, weights="test weights")
-    record = questions.pretrained.train_linear_probe(settings, data, {}, cpu_env(tmp_path))["models"][0]
+    record = questions.pretrained.LINEAR_PROBE.train(settings, data, {}, cpu_env(tmp_path))["models"][0]
     assert record["status"] == "ok"
 
     # the reference: the whole model in the loop, backbone frozen and in eval mode, only fc trained
