@@ -8,7 +8,6 @@ COLUMNS = {"acc on real": "test_acc_real", "acc on fake": "test_acc_fake",
            "BN recomputed": "test_acc_recomputed_bn"}
 HEADLINES = {
     "not_run": "Not run: {reason}.",
-    "not_run_fixable": "Not run: {reason} (how to fix it: see the manifest, or below).",
     "every_lr_diverged": "Not at all: every lr diverged.",
     "scored": "{verdict}: the best model, {name}, scores test accuracy {acc:.3f} (AUROC {auroc:.3f}) against "
               "{majority:.3f} for calling every image one class.",
@@ -18,7 +17,6 @@ HEADLINES = {
 TEXT = {
     "larger_lrs_failed": "Learned at lr {learned}; not at lr {failed}, all larger than any lr that learned.",
     "some_lrs_failed": "Learned at lr {learned}; not at lr {failed}.",
-    "convergence": "sklearn warned: {warning}; the protocol keeps LogisticRegression's defaults.",
 }
 
 
@@ -28,63 +26,46 @@ def beats_chance(accuracy, n, majority):
 
 
 def majority_rate(meta):
-    """The test accuracy of calling every image the larger class."""
-    counts = meta["images"]["test"]
-    return max(counts.values()) / sum(counts.values())
-
-
-def lr_text(m):
-    return "-" if m["lr"] is None else f"{m['lr']:g}"
+    return max(meta["images"]["test"].values()) / sum(meta["images"]["test"].values())
 
 
 def model_name(m):
-    return m["baseline"] if m["lr"] is None else f"{m['baseline']} lr {lr_text(m)}"
+    return m["baseline"] if m["lr"] is None else f"{m['baseline']} lr {m['lr']:g}"
 
 
 def fmt(value):
     return "-" if value is None else f"{value:.3f}"
 
 
-def note(models):
-    """The test set's size, the largest standard error an accuracy on it can have, what BN recomputed is."""
-    n = max(len(m["test_prob"] or []) for m in models)
-    text = f"Accuracy: P(fake) > 0.5 on {n} test images (standard error at most {0.5 / math.sqrt(n):.3f})."
-    if any(m.get("test_acc_recomputed_bn") is not None for m in models):
-        text += (" BN recomputed, beyond the protocol: the same weights in eval mode after recomputing "
-                 "BatchNorm's running statistics over the training images.")
-    return text
-
-
-def results_table(models, ranked=False):
-    """A row per model that ran or diverged; ranked (the summary): rank and baseline first, no COLUMNS."""
+def results_table(models, meta):
+    """A row per model that ran or diverged, in order; a note: the test set's size, what BN recomputed is."""
     shown = [m for m in models if m["status"] != "not run"]
-    extra = {} if ranked else {k: v for k, v in COLUMNS.items() if any(m.get(v) is not None for m in shown)}
-    rows = [[lr_text(m), fmt(m["test_acc"]) if m["status"] == "ok" else m["status"], fmt(m["test_auroc"]),
+    extra = {k: v for k, v in COLUMNS.items() if any(m.get(v) is not None for m in shown)}
+    rows = [[model_name(m), fmt(m["test_acc"]) if m["status"] == "ok" else m["status"], fmt(m["test_auroc"]),
              *(fmt(m.get(v)) for v in extra.values())] for m in shown]
-    if ranked:
-        rows = [[rank, m["baseline"], *row] for rank, (m, row) in enumerate(zip(shown, rows), 1)]
-    return markdown_table(["rank", "model"] * ranked + ["lr", "test acc", "AUROC", *extra], rows)
+    n = sum(meta["images"]["test"].values())
+    note = f"Accuracy: P(fake) > 0.5 on {n} test images (standard error at most {0.5 / math.sqrt(n):.3f})."
+    if "BN recomputed" in extra:
+        note += " BN recomputed, beyond the protocol: eval mode, BatchNorm's statistics recomputed on train."
+    return markdown_table(["model", "test acc", "AUROC", *extra], rows) + "\n" + note
 
 
 def headline_finding(models, majority):
-    """7.4: a baseline's best model in eval mode against chance; at chance, whether some lr learned once
-    BatchNorm's statistics are recomputed (beyond the protocol); key: its key number for the summary."""
+    """7.4: the best model in eval mode against chance; at chance, did some lr learn, BN recomputed?"""
     if all(m["status"] == "not run" for m in models):
-        case = "not_run_fixable" if models[0].get("fix") else "not_run"
-        return dict(case=case, reason=models[0]["reason"].split(" (")[0], key="not run")
+        return dict(case="not_run", reason=models[0]["reason"].split(" (")[0], key="not run")
     ok = [m for m in models if m["status"] == "ok"]
     if not ok:
         return dict(case="every_lr_diverged", key="every lr diverged")
     top = max(ok, key=lambda m: m["test_acc"])
-    n = len(top["test_prob"])
     numbers = dict(name=model_name(top), acc=top["test_acc"], auroc=top["test_auroc"], majority=majority,
                    key=f"test acc {top['test_acc']:.3f}")
-    if beats_chance(top["test_acc"], n, majority):
+    if beats_chance(top["test_acc"], len(top["test_prob"]), majority):
         return dict(numbers, case="scored", verdict="Above chance")
     recovered = max(ok, key=lambda m: m.get("test_acc_recomputed_bn") or 0)
-    if beats_chance(recovered.get("test_acc_recomputed_bn"), n, majority):
+    if beats_chance(recovered.get("test_acc_recomputed_bn"), len(top["test_prob"]), majority):
         recomputed = recovered["test_acc_recomputed_bn"]
-        return dict(numbers, case="learned_once_recomputed", lr=lr_text(recovered), recomputed=recomputed,
+        return dict(numbers, case="learned_once_recomputed", lr=f"{recovered['lr']:g}", recomputed=recomputed,
                     key=f"test acc {top['test_acc']:.3f}; {recomputed:.3f} BN recomputed")
     return dict(numbers, case="scored", verdict="No better than chance")
 
@@ -97,18 +78,17 @@ def lr_finding(models, majority):
     bad = [m for m in ok if m not in good]
     if not good or not bad:
         return None
-    larger = min(m["lr"] for m in bad) > max(m["lr"] for m in good)
-    case = "larger_lrs_failed" if larger else "some_lrs_failed"
-    return dict(case=case, learned=", ".join(map(lr_text, good)), failed=", ".join(map(lr_text, bad)))
+    case = "larger_lrs_failed" if bad[-1]["lr"] > good[0]["lr"] else "some_lrs_failed"
+    return dict(case=case, learned=", ".join(f"{m['lr']:g}" for m in good),
+                failed=", ".join(f"{m['lr']:g}" for m in bad))
 
 
 def roc_figure(result):
     from sklearn.metrics import roc_curve
     fig, ax = subplots(figsize=(6.5, 5.5))
-    y_test = [c == "fake" for c in result["test_classes"]]
     for color, m in zip(PALETTE, result["models"]):
         if m["status"] == "ok":
-            fpr, tpr, _ = roc_curve(y_test, m["test_prob"])
+            fpr, tpr, _ = roc_curve([c == "fake" for c in result["test_classes"]], m["test_prob"])
             ax.plot(fpr, tpr, color=color, label=f"{model_name(m)}: AUROC {m['test_auroc']:.3f}")
     ax.plot([0, 1], [0, 1], color="gray", linewidth=0.8, linestyle=":", label="chance")
     ax.set(xlabel="false positive rate (real images called fake)", title=f"{result['question']}: test ROC",
@@ -122,13 +102,11 @@ def report_baseline(result):
     models = result["models"]
     majority = majority_rate(result["data"])
     head = headline_finding(models, majority)
-    found = [lr_finding(models, majority)]
-    found += [dict(case="convergence", warning=m["convergence_warning"]) for m in models
-              if m.get("convergence_warning")]
+    found = lr_finding(models, majority)
     answer = Answer(result["section"], f"{result['title']}: how well does it tell real from fake?",
-                    render(HEADLINES, head), [render(TEXT, f) for f in found if f], head["key"])
-    if head["case"].startswith("not_run"):
-        fix = f". Fix: {models[0]['fix']}." if models[0].get("fix") else "."
+                    render(HEADLINES, head), [render(TEXT, found)] if found else [], head["key"])
+    if head["case"] == "not_run":
+        fix = f". Fix: {models[0]['fix']}." if models[0]["fix"] else "."
         return Report([f"{models[0]['baseline']} not run: {models[0]['reason']}{fix}"], {}, [answer])
     figure = (roc_figure(result), "How far each test ROC curve (eval mode) lies above the chance diagonal.")
-    return Report([results_table(models), note(models)], {f"{result['question']}.png": figure}, [answer])
+    return Report([results_table(models, result["data"])], {f"{result['question']}.png": figure}, [answer])

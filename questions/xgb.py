@@ -11,11 +11,10 @@ XGB_CROP = 64
 
 
 def train_xgb(settings, data, reads, env):
-    import torchvision.transforms as T
+    import torchvision.transforms.functional as TF
     from xgboost import XGBClassifier
     x = images(data, "resize", settings["image_size"], env)
-    crop = settings["crop"]
-    pixels = {s: T.functional.center_crop(v, [crop, crop]).flatten(1).cpu().numpy() for s, v in x.items()}
+    pixels = {s: TF.center_crop(v, [settings["crop"]] * 2).flatten(1).cpu().numpy() for s, v in x.items()}
     y_train = data["labels"]["train"].cpu().numpy()
     start = time.perf_counter()
     # protocol defaults; --threads, so parallel runs share the cores (hist: same trees at any thread count)
