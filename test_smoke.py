@@ -1103,6 +1103,9 @@ def test_every_question_end_to_end_with_a_weights_file(tiny, random_weights, tmp
             assert m["status"] == "ok" and len(m["test_prob"]) == n_test
             assert m["test_acc"] == pytest.approx(np.mean((np.array(m["test_prob"]) > 0.5) == truth))
             assert (m["lr"] is None) == (m["baseline"] in ("xgb", "sklearn_probe"))
+    probe = read_json(out, "sklearn_probe")["models"][0]  # whether LogisticRegression converged, said if not
+    said = "stopped at its iteration limit" in (out / "cnn" / "sklearn_probe.md").read_text()
+    assert isinstance(probe["converged"], bool) and said == (not probe["converged"])
     assert [m["baseline"] for m in read_json(out, "summary")["models"]] == \
         ["xgb"] + ["scratch"] * 2 + ["linear_probe"] * 2 + ["sklearn_probe"] + ["finetune"] * 2
     summary = (out / "cnn" / "summary.md").read_text()

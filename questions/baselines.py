@@ -18,6 +18,7 @@ TEXT = {
     "larger_lrs_failed": "Learned at lr {learned}; not at lr {failed}, all larger than any lr that learned.",
     "some_lrs_failed": "Learned at lr {learned}; not at lr {failed}.",
 }
+NOT_CONVERGED = "{name} stopped at its iteration limit ({max_iter}) before it converged."
 
 
 def beats_chance(accuracy, n, majority):
@@ -103,8 +104,10 @@ def report_baseline(result):
     majority = majority_rate(result["data"])
     head = headline_finding(models, majority)
     found = lr_finding(models, majority)
+    bullets = [render(TEXT, found)] if found else []
+    bullets += [NOT_CONVERGED.format(name=model_name(m), **m) for m in models if m.get("converged") is False]
     answer = Answer(result["section"], f"{result['title']}: how well does it tell real from fake?",
-                    render(HEADLINES, head), [render(TEXT, found)] if found else [], head["key"])
+                    render(HEADLINES, head), bullets, head["key"])
     if head["case"] == "not_run":
         fix = f". Fix: {models[0]['fix']}." if models[0]["fix"] else "."
         return Report([f"{models[0]['baseline']} not run: {models[0]['reason']}{fix}"], {}, [answer])

@@ -83,7 +83,8 @@ def fit_sklearn_probe(settings, data, env, pretrained):
     model = LogisticRegression().fit(feats["train"], data["labels"]["train"].cpu().numpy())
     seconds = time.perf_counter() - start
     val_prob, test_prob = (torch.from_numpy(model.predict_proba(feats[s])[:, 1]) for s in ("val", "test"))
-    return [scored("sklearn_probe", None, data, val_prob, test_prob, seconds)]
+    return [scored("sklearn_probe", None, data, val_prob, test_prob, seconds,
+                   converged=bool(model.n_iter_[0] < model.max_iter), max_iter=model.max_iter)]
 
 
 LINEAR_PROBE = Question("linear_probe", "7.4-3", "Linear probe on a frozen pretrained ResNet18", PRETRAINED,
