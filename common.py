@@ -20,8 +20,6 @@ from tqdm import tqdm
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-# ----------------------------------------------------------------------------- errors, seeds, devices
-
 class UserError(Exception):
     """A problem with the user's input or flags: printed as one line, no traceback."""
 
@@ -75,8 +73,6 @@ def file_digest(paths):
     return digest.hexdigest()[:16]
 
 
-# ----------------------------------------------------------------------------- atomic result files
-
 def write_atomic(path, write):
     """write(tmp), then rename onto path: a crash never leaves half a file. tmp is .NAME.PID.RANDOM.tmp."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -95,10 +91,8 @@ def write_atomic(path, write):
 def writer_alive(pid):
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
+    except OSError as error:  # ProcessLookupError: none; PermissionError: another user's
+        return isinstance(error, PermissionError)
     return True
 
 
@@ -158,15 +152,9 @@ def finite_or_none(value):
     return value if math.isfinite(value) else None
 
 
-# ----------------------------------------------------------------------------- lockstep training
-
-def corner(shape):
-    return tuple(slice(0, n) for n in shape)
-
-
 def padded(tensor, shape):
     out = tensor.new_zeros(shape)
-    out[corner(tensor.shape)] = tensor
+    out[tuple(map(slice, tensor.shape))] = tensor  # the leading corner
     return out
 
 
@@ -282,8 +270,7 @@ class Lockstep:
     def evaluate(self, X, y, chunk=4096):
         """Each model's mean loss and accuracy [K] over all rows of X, [N, features] or [K, N, features]."""
         K = len(self.own_shapes)
-        loss_sum = torch.zeros(K, device=self.device)
-        correct = torch.zeros(K, device=self.device)
+        loss_sum, correct = torch.zeros(2, K, device=self.device)
         for first in range(0, len(y), chunk):
             xb, yb = X[..., first:first + chunk, :], y[first:first + chunk]
             sample_loss, hit = self.loss_and_hits(xb.expand(K, *xb.shape[-2:]).mT, yb.expand(K, -1))
@@ -316,36 +303,19 @@ class Lockstep:
                         grad_record[i][:, columns] = squares.sum(dim=(2, 3))
             bar.update()
         values = {"train_loss": step_loss.mean(0), "train_acc": hits.sum(1) / n_seen}
-        if record_grads:
-            values["grad_sq_norm"] = grad_record.mean(0)
-        return step_loss, values
-
-
-def record_epoch(histories, diverged_epoch, epoch, epoch_values, step_loss, record_steps):
-    """Add an epoch's values {key: [K]} to each history; None from diverged_epoch[k] (a loss not finite)."""
-    epoch_values = {key: value.tolist() for key, value in epoch_values.items()}
-    for k, (history, losses) in enumerate(zip(histories, step_loss.T.tolist())):
-        if diverged_epoch[k] is None and not all(map(math.isfinite, losses + [epoch_values["val_loss"][k]])):
-            diverged_epoch[k] = epoch
-        for key, values in epoch_values.items():
-            value = [finite_or_none(v) for v in values[k]] if isinstance(values[k], list) else finite_or_none(
-                values[k])
-            history.setdefault(key, []).append(value if diverged_epoch[k] is None else None)
-        if record_steps:
-            history.setdefault("step_loss", []).extend(finite_or_none(float(f"{v:.4g}")) for v in losses)
+        return step_loss, {**values, "grad_sq_norm": grad_record.mean(0)} if record_grads else values
 
 
 def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_steps=False,
                    record_grads=False, eval_train=False, epoch_measure=None, quiet=False, desc="train",
                    start=None):
-    """Plain SGD and cross-entropy, one model per run {'seed', 'lr'}, on data {'train'|'val'|'test': (X, y)}
-    on device, X [N, features] shared or [K, N, features]. Each model's own lr and seeded shuffling keep its
-    numbers independent of the models beside it. Returns (results, states): per run its history (per epoch:
-    train_loss, train_acc over the batches in train mode; val_*, test_*, and train_eval_* with eval_train
-    ('final': last epoch only), in eval mode; step_loss with record_steps; grad_sq_norm, each Linear's
-    ||grad W||_2^2 averaged over the epoch, with record_grads; epoch_measure(stacked) -> {name: [K]}), status,
-    diverged_epoch (1-based; later values None) and its final CPU state_dict. start=(states, done) resumes
-    after epoch `done` as if never stopped (SGD has no state); histories hold the later epochs."""
+    """Plain SGD and cross-entropy, one model per run {'seed', 'lr'} (its own lr and seeded shuffling: numbers
+    independent of the models beside it), on data {split: (X [N, features] or [K, N, features], y)}. Returns
+    (results, states): per run its history (per epoch: train_loss, train_acc over the batches; in eval mode
+    val_*, test_*, train_eval_* with eval_train ('final': last epoch only); step_loss with record_steps;
+    grad_sq_norm, each Linear's ||grad W||_2^2, the epoch's mean, with record_grads; epoch_measure(stacked) ->
+    {name: [K]}), status, diverged_epoch (1-based; later values None) and its final CPU state_dict.
+    start=(states, done) trains epochs done+1..epochs as if never stopped (SGD has no state)."""
     K = len(runs)
     lockstep = Lockstep(build_model, runs, device, start[0] if start else None)
     n_train = len(data["train"][1])
@@ -377,7 +347,16 @@ def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_s
         if epoch_measure:
             with torch.no_grad():
                 values.update(epoch_measure(lockstep.stacked))
-        record_epoch(histories, diverged_epoch, epoch, values, step_loss, record_steps)
+        values = {key: value.tolist() for key, value in values.items()}  # each [K]: None once diverged
+        for k, (history, losses) in enumerate(zip(histories, step_loss.T.tolist())):
+            if diverged_epoch[k] is None and not all(map(math.isfinite, losses + [values["val_loss"][k]])):
+                diverged_epoch[k] = epoch
+            for key, value in values.items():
+                own = value[k]
+                own = [finite_or_none(v) for v in own] if isinstance(own, list) else finite_or_none(own)
+                history.setdefault(key, []).append(own if diverged_epoch[k] is None else None)
+            if record_steps:
+                history.setdefault("step_loss", []).extend(finite_or_none(float(f"{v:.4g}")) for v in losses)
         val_acc = [h["val_acc"][-1] for h in histories if h["val_acc"][-1] is not None]
         bar.set_postfix(epoch=epoch, val_acc=f"{np.mean(val_acc):.3f}" if val_acc else "nan")
         if all(d is not None for d in diverged_epoch):  # nothing left to train: fill the remaining epochs
@@ -390,6 +369,6 @@ def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_s
     results = [{**run, "status": "ok" if diverged is None else "diverged", "diverged_epoch": diverged,
                 "steps_per_epoch": steps, "group_wall_s": round(wall_s, 3), "history": history}
                for run, diverged, history in zip(runs, diverged_epoch, histories)]
-    states = [{name: tensor[k][corner(shapes[name])].detach().cpu().clone()
+    states = [{name: tensor[k][tuple(map(slice, shapes[name]))].detach().cpu().clone()
                for name, tensor in lockstep.tensors.items()} for k, shapes in enumerate(lockstep.own_shapes)]
     return results, states
