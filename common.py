@@ -91,7 +91,7 @@ def write_atomic(path, write):
 def writer_alive(pid):
     try:
         os.kill(pid, 0)
-    except OSError as error:  # ProcessLookupError: none; PermissionError: another user's
+    except OSError as error:  # ProcessLookupError: no such process; PermissionError: another user's, alive
         return isinstance(error, PermissionError)
     return True
 
@@ -248,7 +248,7 @@ class Lockstep:
         linear = [param_names.index(f"{name}.weight") for name, module in models[widest].named_modules()
                   if isinstance(module, nn.Linear)]  # in module order: layer 0 first
         self.n_linear = len(linear)
-        self.linear_groups = {}  # the Linear layers by weight shape: {shape: (their columns, their leaves)}
+        self.linear_groups = {}  # the Linear layers by weight shape: {shape: (columns, indices in leaves)}
         for column, i in enumerate(linear):
             columns, members = self.linear_groups.setdefault(self.leaves[i].shape, ([], []))
             columns.append(column)
