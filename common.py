@@ -4,6 +4,7 @@ import hashlib
 import json
 import math
 import os
+import pathlib
 import platform
 import random
 import re
@@ -18,8 +19,6 @@ from tqdm import tqdm
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-
-# ----------------------------------------------------------------------------- errors, seeds, devices
 
 class UserError(Exception):
     """A problem with the user's input or flags: printed as one line, no traceback."""
@@ -74,8 +73,6 @@ def file_digest(paths):
     return digest.hexdigest()[:16]
 
 
-# ----------------------------------------------------------------------------- atomic result files
-
 def write_atomic(path, write):
     """write(tmp), then rename onto path: a crash never leaves half a file. tmp is .NAME.PID.RANDOM.tmp."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -94,10 +91,8 @@ def write_atomic(path, write):
 def writer_alive(pid):
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
+    except OSError as error:  # ProcessLookupError: no such process; PermissionError: another user's, alive
+        return isinstance(error, PermissionError)
     return True
 
 
@@ -113,10 +108,7 @@ def remove_stale_temporaries(folder):
 
 
 def save_text(path, text):
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.write(text)
-    write_atomic(path, write)
+    write_atomic(path, lambda tmp: pathlib.Path(tmp).write_text(text))
 
 
 def save_json(path, obj):
@@ -160,44 +152,14 @@ def finite_or_none(value):
     return value if math.isfinite(value) else None
 
 
-# ----------------------------------------------------------------------------- lockstep training
-
-def same_shape_groups(tensors, indices):
-    """indices grouped by their tensor's shape: [(the group's positions in indices, its indices)]."""
-    groups = {}
-    for column, i in enumerate(indices):
-        columns, members = groups.setdefault(tensors[i].shape, ([], []))
-        columns.append(column)
-        members.append(i)
-    return list(groups.values())
-
-
-def grad_sq_norms(grads, linear_groups):
-    """||grad W||_2^2 of each Linear layer per stacked model: [K, L]; layers of one shape summed at once."""
-    first = grads[linear_groups[0][1][0]]
-    norms = first.new_empty(len(first), sum(len(columns) for columns, _ in linear_groups))
-    for columns, indices in linear_groups:
-        norms[:, columns] = torch.stack([grads[i] for i in indices], dim=1).pow(2).sum(dim=(2, 3))
-    return norms
-
-
-def corner(shape):
-    return tuple(slice(0, n) for n in shape)
-
-
 def padded(tensor, shape):
     out = tensor.new_zeros(shape)
-    out[corner(tensor.shape)] = tensor
+    out[tuple(map(slice, tensor.shape))] = tensor  # the leading corner
     return out
 
 
 class StackedLinear(nn.Module):
     """K nn.Linear layers at once: weight [K, out, in], bias [K, out, 1]; x [K, in, B] -> [K, out, B]."""
-
-    @staticmethod
-    def held(name, tensor):
-        """The form this layer holds a stacked tensor in (a view of it)."""
-        return tensor.unsqueeze(-1) if name == "bias" else tensor
 
     def forward(self, x):
         return torch.baddbmm(self.bias, self.weight, x)
@@ -212,11 +174,6 @@ class StackedBatchNorm1d(nn.Module):
             raise ValueError(f"{norm}: only affine batch norm with running statistics and a momentum stacks")
         self.momentum, self.eps = norm.momentum, norm.eps
 
-    @staticmethod
-    def held(name, tensor):
-        """The form this layer holds a stacked tensor in (a view of it): F.batch_norm's, flat."""
-        return tensor if name == "num_batches_tracked" else tensor.view(-1)
-
     def forward(self, x):
         if not self.training:  # an affine map: far faster on a CPU than F.batch_norm's eval path
             scale = self.weight * torch.rsqrt(self.running_var + self.eps)
@@ -227,8 +184,8 @@ class StackedBatchNorm1d(nn.Module):
                             self.bias, self.training, self.momentum, self.eps).view(x.shape)
 
 
-ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Identity)  # act on [K, width, B] as they do on [B, width]
-CONTAINERS = (nn.Sequential, nn.ModuleList)
+# act on [K, width, B] as they do on [B, width], or only hold layers
+STACKABLE = (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Sequential, nn.ModuleList, nn.ParameterList)
 
 
 def stacked_module(model, tensors):
@@ -241,14 +198,18 @@ def stacked_module(model, tensors):
                 setattr(parent, name, StackedLinear())
             elif isinstance(child, nn.BatchNorm1d):
                 setattr(parent, name, StackedBatchNorm1d(child))
-            elif not isinstance(child, ELEMENTWISE + CONTAINERS + (nn.ParameterList,)):
+            elif not isinstance(child, STACKABLE):
                 raise ValueError(f"{type(child).__name__} ({name}): train_lockstep stacks only Linear, "
                                  "BatchNorm1d, ReLU and LeakyReLU layers")
     for name, tensor in tensors.items():
         module_name, _, attribute = name.rpartition(".")
         module = stacked.get_submodule(module_name)
         module._parameters.pop(attribute, None)  # a ParameterList's gain: the view replaces it
-        setattr(module, attribute, module.held(attribute, tensor) if hasattr(module, "held") else tensor)
+        if isinstance(module, StackedLinear) and attribute == "bias":
+            tensor = tensor.unsqueeze(-1)
+        elif isinstance(module, StackedBatchNorm1d) and attribute != "num_batches_tracked":
+            tensor = tensor.view(-1)  # F.batch_norm's flat K * width
+        setattr(module, attribute, tensor)
     return stacked
 
 
@@ -266,11 +227,10 @@ class Lockstep:
         models = []
         for k, run in enumerate(runs):
             seed_everything(run["seed"])
-            models.append(build_model(run))
+            models.append(build_model(run).to(device))
             if start_states is not None:
                 models[-1].load_state_dict(start_states[k])
-            models[-1].to(device)
-        states = [dict(model.state_dict(keep_vars=False)) for model in models]
+        states = [model.state_dict() for model in models]
         widest = max(range(len(runs)), key=lambda k: sum(t.numel() for t in states[k].values()))
         shapes = {name: t.shape for name, t in states[widest].items()}
         for run, state in zip(runs, states):
@@ -279,17 +239,20 @@ class Lockstep:
                 raise ValueError(f"run {run}: its tensors do not fit in the largest model's; cannot pad "
                                  "it to train beside")
         param_names = [name for name, _ in models[widest].named_parameters()]
-        params = {name: torch.stack([padded(state[name].detach(), shapes[name]) for state in states])
-                  for name in param_names}
-        buffers = {name: torch.stack([padded(state[name], shapes[name]) for state in states])
-                   for name in shapes if name not in params}
-        self.tensors = {**params, **buffers}  # the K models' tensors, padded to the widest's shape, stacked
+        # the K models' tensors, padded to the widest's shape, stacked: parameters first, then buffers
+        self.tensors = {name: torch.stack([padded(state[name], shapes[name]) for state in states])
+                        for name in param_names + [name for name in shapes if name not in param_names]}
         self.stacked = stacked_module(models[widest], self.tensors)  # x [K, features, B]: a batch per model
         # the leaves are the views the layers hold: a view taken in every call would cost a graph node a step
         self.leaves = [held_tensor(self.stacked, name).requires_grad_() for name in param_names]
-        linear_index = [param_names.index(f"{name}.weight") for name, module in models[widest].named_modules()
-                        if isinstance(module, nn.Linear)]  # in module order: layer 0 first
-        self.linear_groups = same_shape_groups(self.leaves, linear_index)  # once, not per step
+        linear = [param_names.index(f"{name}.weight") for name, module in models[widest].named_modules()
+                  if isinstance(module, nn.Linear)]  # in module order: layer 0 first
+        self.n_linear = len(linear)
+        self.linear_groups = {}  # the Linear layers by weight shape: {shape: (columns, indices in leaves)}
+        for column, i in enumerate(linear):
+            columns, members = self.linear_groups.setdefault(self.leaves[i].shape, ([], []))
+            columns.append(column)
+            members.append(i)
         # minus each model's learning rate, in full shape for a fused update, zero where a model is padding
         self.neg_lrs = [torch.stack([padded(torch.full(state[name].shape, -float(run["lr"]), device=device),
                                             shapes[name]) for state, run in zip(states, runs)]).view_as(leaf)
@@ -307,8 +270,7 @@ class Lockstep:
     def evaluate(self, X, y, chunk=4096):
         """Each model's mean loss and accuracy [K] over all rows of X, [N, features] or [K, N, features]."""
         K = len(self.own_shapes)
-        loss_sum = torch.zeros(K, device=self.device)
-        correct = torch.zeros(K, device=self.device)
+        loss_sum, correct = torch.zeros(2, K, device=self.device)
         for first in range(0, len(y), chunk):
             xb, yb = X[..., first:first + chunk, :], y[first:first + chunk]
             sample_loss, hit = self.loss_and_hits(xb.expand(K, *xb.shape[-2:]).mT, yb.expand(K, -1))
@@ -316,17 +278,8 @@ class Lockstep:
             correct += hit.sum(1)
         return loss_sum / len(y), correct / len(y)
 
-    def sgd_step(self, X, y):
-        """One batch's forward, backward and SGD update of each model: mean losses [K], hits [K, B], grads."""
-        sample_loss, hit = self.loss_and_hits(X, y)
-        loss = sample_loss.mean(1)
-        grads = torch.autograd.grad(loss.sum(), self.leaves)  # the summed loss: each model its own gradient
-        with torch.no_grad():
-            torch._foreach_addcmul_(self.leaves, grads, self.neg_lrs)
-        return loss, hit, grads
-
     def train_epoch(self, X, y, order, batch_size, steps, record_grads, bar):
-        """An epoch of sgd_steps, model k's rows in order[k]: step losses, accuracy [K], grad_sq_norms."""
+        """An epoch of SGD steps, model k's rows in order[k]: step losses [steps, K], the epoch's values."""
         K, device = len(order), self.device
         rows = (torch.arange(K, device=device)[:, None], order) if X.dim() == 3 else (order,)
         X_shuffled, y_shuffled = X[rows], y[order]  # [K, N, d], [K, N]
@@ -334,89 +287,76 @@ class Lockstep:
         step_loss = torch.empty(steps, K, device=device)
         n_seen = min(steps * batch_size, len(y))
         hits = torch.empty(K, n_seen, dtype=torch.bool, device=device)
-        n_linear = sum(len(columns) for columns, _ in self.linear_groups)
-        grad_record = torch.empty(steps, K, n_linear, device=device) if record_grads else None
+        grad_record = torch.empty(steps, K, self.n_linear, device=device) if record_grads else None
         for i in range(steps):
             batch = slice(i * batch_size, (i + 1) * batch_size)
-            loss, hit, grads = self.sgd_step(X_shuffled[:, batch].mT, y_shuffled[:, batch])
+            sample_loss, hit = self.loss_and_hits(X_shuffled[:, batch].mT, y_shuffled[:, batch])
+            loss = sample_loss.mean(1)
+            grads = torch.autograd.grad(loss.sum(), self.leaves)  # of the sum: each model its own gradient
             with torch.no_grad():
+                torch._foreach_addcmul_(self.leaves, grads, self.neg_lrs)
                 step_loss[i] = loss
                 hits[:, batch] = hit
-                if record_grads:
-                    grad_record[i] = grad_sq_norms(grads, self.linear_groups)
+                if record_grads:  # ||grad W||_2^2 of each Linear layer, those of one shape at once
+                    for columns, members in self.linear_groups.values():
+                        squares = torch.stack([grads[j] for j in members], dim=1).pow(2)
+                        grad_record[i][:, columns] = squares.sum(dim=(2, 3))
             bar.update()
-        return step_loss, hits.sum(1) / n_seen, grad_record
-
-
-def record_epoch(histories, diverged_epoch, epoch, epoch_values, step_loss, grad_record, record_steps):
-    """Add an epoch's values {key: [K]} to each history; None from diverged_epoch[k] (a loss not finite)."""
-    epoch_values = {key: value.tolist() for key, value in epoch_values.items()}
-    step_loss = step_loss.T.tolist()
-    grad_means = grad_record.mean(0).tolist() if grad_record is not None else None
-    for k, history in enumerate(histories):
-        finite = all(math.isfinite(v) for v in step_loss[k]) and math.isfinite(epoch_values["val_loss"][k])
-        if diverged_epoch[k] is None and not finite:
-            diverged_epoch[k] = epoch
-        alive = diverged_epoch[k] is None
-        for key, values in epoch_values.items():
-            value = values[k]
-            value = [finite_or_none(v) for v in value] if isinstance(value, list) else finite_or_none(value)
-            history.setdefault(key, []).append(value if alive else None)
-        if record_steps:
-            step_losses = [finite_or_none(float(f"{v:.4g}")) for v in step_loss[k]]
-            history.setdefault("step_loss", []).extend(step_losses)
-        if grad_means is not None:
-            history.setdefault("grad_sq_norm", []).append([finite_or_none(v) for v in grad_means[k]] if alive
-                                                          else None)
+        values = {"train_loss": step_loss.mean(0), "train_acc": hits.sum(1) / n_seen}
+        return step_loss, {**values, "grad_sq_norm": grad_record.mean(0)} if record_grads else values
 
 
 def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_steps=False,
                    record_grads=False, eval_train=False, epoch_measure=None, quiet=False, desc="train",
                    start=None):
-    """Plain SGD and cross-entropy, one model per run {'seed', 'lr'}, on data {'train'|'val'|'test': (X, y)}
-    on device, X [N, features] shared or [K, N, features]. Each model's own lr and seeded shuffling keep its
-    numbers independent of the models beside it. Returns (results, states): per run its history (per epoch:
-    train_loss, train_acc over the batches in train mode; val_*, test_*, and train_eval_* with eval_train
-    ('final': last epoch only), in eval mode; step_loss with record_steps; grad_sq_norm, each Linear's
-    ||grad W||_2^2 averaged over the epoch, with record_grads; epoch_measure(stacked) -> {name: [K]}), status,
-    diverged_epoch (1-based; later values None) and its final CPU state_dict. start=(states, done) resumes
-    after epoch `done` as if never stopped (SGD has no state); histories hold the later epochs."""
+    """Plain SGD and cross-entropy, one model per run {'seed', 'lr'} (its own lr and seeded shuffling: numbers
+    independent of the models beside it), on data {split: (X [N, features] or [K, N, features], y)}. Returns
+    (results, states): per run its history (per epoch: train_loss, train_acc over the batches; in eval mode
+    val_*, test_*, train_eval_* with eval_train ('final': last epoch only); step_loss with record_steps;
+    grad_sq_norm, each Linear's ||grad W||_2^2, the epoch's mean, with record_grads; epoch_measure(stacked) ->
+    {name: [K]}), status, diverged_epoch (1-based; later values None) and its final CPU state_dict.
+    start=(states, done) trains epochs done+1..epochs as if never stopped (SGD has no state)."""
     K = len(runs)
     lockstep = Lockstep(build_model, runs, device, start[0] if start else None)
-    X_train, y_train = data["train"]
-    n_train = len(y_train)
+    n_train = len(data["train"][1])
     steps = math.ceil(n_train / batch_size)
     batch_norm = any(isinstance(m, StackedBatchNorm1d) for m in lockstep.stacked.modules())
     if n_train % batch_size == 1 and batch_norm:
         steps -= 1  # batch norm cannot train on a last batch of one sample; it is skipped each epoch
         print(f"note: {n_train} training rows leave a last batch of 1 at batch size {batch_size}; batch "
               "norm cannot use it, so it is skipped every epoch", flush=True)
+    done = start[1] if start else 0
     generators = [torch.Generator().manual_seed(run["seed"]) for run in runs]
-    first_epoch = start[1] + 1 if start else 1
     for generator in generators:  # the orders of the epochs done
-        for _ in range(first_epoch - 1):
+        for _ in range(done):
             torch.randperm(n_train, generator=generator)
     eval_splits = [("train", "train_eval")] * bool(eval_train) + [("val", "val"), ("test", "test")]
     histories = [{} for _ in runs]
     diverged_epoch = [None] * K
     start_time = time.perf_counter()
-    bar = tqdm(total=(epochs - first_epoch + 1) * steps, desc=desc, unit="step", disable=quiet,
-               mininterval=1.0, dynamic_ncols=True)
-    for epoch in range(first_epoch, epochs + 1):
+    bar = tqdm(total=(epochs - done) * steps, desc=desc, unit="step", disable=quiet, mininterval=1.0,
+               dynamic_ncols=True)
+    for epoch in range(done + 1, epochs + 1):
         order = torch.stack([torch.randperm(n_train, generator=g) for g in generators]).to(device)
-        step_loss, train_acc, grad_record = lockstep.train_epoch(X_train, y_train, order, batch_size, steps,
-                                                                 record_grads, bar)
-        epoch_values = {"train_loss": step_loss.mean(0), "train_acc": train_acc}
+        step_loss, values = lockstep.train_epoch(*data["train"], order, batch_size, steps, record_grads, bar)
         lockstep.stacked.eval()
         for split, prefix in eval_splits:
-            if split == "train" and eval_train == "final" and epoch < epochs:
-                epoch_values[f"{prefix}_loss"] = epoch_values[f"{prefix}_acc"] = torch.full((K,), math.nan)
-                continue
-            epoch_values[f"{prefix}_loss"], epoch_values[f"{prefix}_acc"] = lockstep.evaluate(*data[split])
+            skipped = split == "train" and eval_train == "final" and epoch < epochs  # None in the history
+            loss_acc = (torch.full((K,), math.nan),) * 2 if skipped else lockstep.evaluate(*data[split])
+            values[f"{prefix}_loss"], values[f"{prefix}_acc"] = loss_acc
         if epoch_measure:
             with torch.no_grad():
-                epoch_values.update(epoch_measure(lockstep.stacked))
-        record_epoch(histories, diverged_epoch, epoch, epoch_values, step_loss, grad_record, record_steps)
+                values.update(epoch_measure(lockstep.stacked))
+        values = {key: value.tolist() for key, value in values.items()}  # each [K]: None once diverged
+        for k, (history, losses) in enumerate(zip(histories, step_loss.T.tolist())):
+            if diverged_epoch[k] is None and not all(map(math.isfinite, losses + [values["val_loss"][k]])):
+                diverged_epoch[k] = epoch
+            for key, value in values.items():
+                own = value[k]
+                own = [finite_or_none(v) for v in own] if isinstance(own, list) else finite_or_none(own)
+                history.setdefault(key, []).append(own if diverged_epoch[k] is None else None)
+            if record_steps:
+                history.setdefault("step_loss", []).extend(finite_or_none(float(f"{v:.4g}")) for v in losses)
         val_acc = [h["val_acc"][-1] for h in histories if h["val_acc"][-1] is not None]
         bar.set_postfix(epoch=epoch, val_acc=f"{np.mean(val_acc):.3f}" if val_acc else "nan")
         if all(d is not None for d in diverged_epoch):  # nothing left to train: fill the remaining epochs
@@ -429,6 +369,6 @@ def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_s
     results = [{**run, "status": "ok" if diverged is None else "diverged", "diverged_epoch": diverged,
                 "steps_per_epoch": steps, "group_wall_s": round(wall_s, 3), "history": history}
                for run, diverged, history in zip(runs, diverged_epoch, histories)]
-    states = [{name: tensor[k][corner(shapes[name])].detach().cpu().clone()
+    states = [{name: tensor[k][tuple(map(slice, shapes[name]))].detach().cpu().clone()
                for name, tensor in lockstep.tensors.items()} for k, shapes in enumerate(lockstep.own_shapes)]
     return results, states
