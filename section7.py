@@ -26,7 +26,6 @@ LAYOUT = f"expected ImageFolder layout: train/, val/ (or validation/) and test/,
 QUICK_IMAGES = {"train": 16, "val": 8, "test": 8}  # per class
 QUICK_IMAGE_SIZE = 32
 EVAL_BATCH = 256
-# per preprocessing, the (mean, std) that normalizes a batch: imagenet's are ResNet18_Weights.IMAGENET1K_V1's
 MEAN_STD = {"resize": ((0.0,) * 3, (1.0,) * 3), "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
 # ResNet18_Weights.IMAGENET1K_V1.url (a test checks it), written out: `cnn.py --help` imports no torchvision
 IMAGENET_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
@@ -167,7 +166,7 @@ def images(data, name, image_size, env):
 
 
 def normalizer(name, image_size, device):
-    """uint8 batch -> model input: 0..1, normalized by the preprocessing's mean/std, channels_last."""
+    """uint8 batch -> model input: 0..1, normalized by MEAN_STD (imagenet: IMAGENET1K_V1's), channels_last."""
     mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in MEAN_STD[name])
     return lambda batch: ((batch.float() / 255 - mean) / std).contiguous(memory_format=torch.channels_last)
 
