@@ -1,11 +1,8 @@
 """Section 7: a real-vs-fake image classifier (output 1 = fake) built five ways, then every model ranked and
-test images the best gets right and the worst wrong. Each question is in questions/ (baselines.py: the report
-the five baselines share); section7.py holds what they share in training.
+test images the best gets right and the worst wrong; one module per question in questions/.
 
     python cnn.py --question xgb           # one question; outputs in results/cnn/
     python cnn.py --list                   # the questions (--help: every flag, with its protocol value)
-
-Data: --data-dir (ImageFolder, see --help), else a generated stand-in (data/build_realfake.py) in --cache-dir.
 """
 import os
 
@@ -23,16 +20,14 @@ SETTINGS = [
     Setting("lrs", "Adam learning rates of the torch baselines", dict(type=float, nargs="+")),
     Setting("batch_size", "training batch size", dict(type=int)),
     Setting("epochs", "training epochs", dict(type=int)),
-    Setting("image_size", "side S (at least 32) of the network input: scratch and XGBoost resize to S x S, "
-                          "the pretrained baselines resize to S*256/224 and center-crop S; XGBoost then "
-                          f"center-crops {XGB_CROP} x {XGB_CROP}; without --data-dir, {DEMO_IMAGE_SIZE}, the "
-                          "size the demo set is made at", dict(type=int),
-            check=lambda size: None if size >= 32 else
+    Setting("image_size", "side S (at least 32) of the network input: scratch and XGBoost resize to S x S "
+                          f"(XGBoost then center-crops {XGB_CROP} x {XGB_CROP}), the pretrained baselines to "
+                          f"S*256/224, center-cropped to S; {DEMO_IMAGE_SIZE} without --data-dir",
+            dict(type=int), check=lambda size: None if size >= 32 else
             f"must be at least 32 (ResNet18 downsamples 32x), got {size}"),
-    Setting("weights", "pretrained backbone: imagenet (torchvision's ResNet18_Weights.IMAGENET1K_V1, through "
-                       "its cache and download; if they cannot be had, the pretrained baselines are reported "
-                       "as not run, with the fix), none (not run), or PATH to a ResNet18 state-dict file",
-            dict(metavar="W"), check=None),
+    Setting("weights", "pretrained backbone: imagenet (torchvision's ResNet18_Weights.IMAGENET1K_V1, cached "
+                       "or downloaded; else the pretrained baselines are not run, with the fix), none, or "
+                       "PATH to a ResNet18 state-dict file", dict(metavar="W"), check=None),
     Setting("amp", "CUDA only: bf16 autocast for forward passes", dict(action="store_true", default=None),
             check=None),
 ]

@@ -1,5 +1,4 @@
-"""What Section 7 questions train with: the ImageFolder and its decoded-tensor cache, the ResNet18, fitting
-with Adam, scoring a model's probabilities, and the protocol settings they share."""
+"""What Section 7 trains with: the ImageFolder, its decoded-tensor cache, the ResNet18, Adam, scoring."""
 import csv
 import hashlib
 import json
@@ -22,12 +21,12 @@ from data import build_realfake
 BASELINES = ["xgb", "scratch", "linear_probe", "sklearn_probe", "finetune"]
 SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "validation"), "test": ("test",)}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-CLASS_FOLDERS = ("two class folders, one named like real (real, 0_real, ...) and one like fake "
-                 "(fake, 1_fake, ...)")
+CLASS_FOLDERS = "two class folders, one named like real (real, 0_real, ...), one like fake (fake, 1_fake...)"
 LAYOUT = f"expected ImageFolder layout: train/, val/ (or validation/) and test/, each with {CLASS_FOLDERS}"
 QUICK_IMAGES = {"train": 16, "val": 8, "test": 8}  # per class
 QUICK_IMAGE_SIZE = 32
 EVAL_BATCH = 256
+MEAN_STD = {"resize": ((0.0,) * 3, (1.0,) * 3), "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
 # ResNet18_Weights.IMAGENET1K_V1.url (a test checks it), written out: `cnn.py --help` imports no torchvision
 IMAGENET_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
 
@@ -39,19 +38,19 @@ def class_word(folder_name):
 
 
 def list_images(data_dir, quick=False):
-    """{split: (image paths, class words)}, checked against the layout."""
+    """({split: image paths}, {split: their class words}), checked against the layout."""
     if not os.path.isdir(data_dir):
         raise UserError(f"{data_dir}: data folder not found ({LAYOUT})")
-    splits = {}
+    paths, words = {}, {}
     for split, names in SPLIT_FOLDERS.items():
         folders = [os.path.join(data_dir, n) for n in names if os.path.isdir(os.path.join(data_dir, n))]
         if not folders:
             raise UserError(f"{data_dir}: no {' or '.join(n + '/' for n in names)} folder ({LAYOUT})")
         classes = sorted(e.name for e in os.scandir(folders[0]) if e.is_dir() and not e.name.startswith("."))
         if sorted(map(class_word, classes)) != ["fake", "real"]:
-            found = ", ".join(classes) or "(none)"
-            raise UserError(f"{folders[0]}: class folders {found}; need exactly {CLASS_FOLDERS}")
-        paths, words = [], []
+            raise UserError(f"{folders[0]}: class folders {', '.join(classes) or '(none)'}; need exactly "
+                            f"{CLASS_FOLDERS}")
+        paths[split], words[split] = [], []
         for name in classes:
             class_dir = os.path.join(folders[0], name)
             files = sorted(f for f in os.listdir(class_dir)
@@ -59,10 +58,9 @@ def list_images(data_dir, quick=False):
             if not files:
                 raise UserError(f"{class_dir}: no image files ({' '.join(IMAGE_EXTENSIONS)})")
             files = files[:QUICK_IMAGES[split]] if quick else files
-            paths += [os.path.join(class_dir, f) for f in files]
-            words += [class_word(name)] * len(files)
-        splits[split] = (paths, words)
-    return splits
+            paths[split] += [os.path.join(class_dir, f) for f in files]
+            words[split] += [class_word(name)] * len(files)
+    return paths, words
 
 
 def ensure_demo(cache_dir):
@@ -71,7 +69,6 @@ def ensure_demo(cache_dir):
     if not os.path.isdir(folder):
         print(f"building the demo image set in {folder} (data/build_realfake.py, a few seconds)")
         tmp = f"{folder}.{os.getpid()}.tmp"  # renamed when complete: no process sees half a data set
-        shutil.rmtree(tmp, ignore_errors=True)
         build_realfake.build(tmp)
         try:
             os.replace(tmp, folder)
@@ -84,22 +81,18 @@ def load_data(args, device):
     """Each split's image paths, class words and labels (1 = fake, on the device), and their description."""
     if args.amp and device.type != "cuda":
         raise UserError("--amp needs a CUDA device (bf16 autocast); drop it or use --device cuda")
-    demo = args.data_dir is None
     data_dir = os.path.abspath(args.data_dir or ensure_demo(args.cache_dir))
-    splits = list_images(data_dir, args.quick)
-    paths = {split: split_paths for split, (split_paths, _) in splits.items()}
-    classes = {split: words for split, (_, words) in splits.items()}
+    paths, classes = list_images(data_dir, args.quick)
     every_path = [p for split_paths in paths.values() for p in split_paths]
     names = "\n".join(os.path.relpath(p, data_dir) for p in every_path)
     images = {split: {w: words.count(w) for w in ("real", "fake")} for split, words in classes.items()}
-    rows = {split: sum(counts.values()) for split, counts in images.items()}
-    kind = "generated demo stand-in, data/build_realfake.py" if demo else "--data-dir"
+    rows = {split: len(words) for split, words in classes.items()}
+    kind = "--data-dir" if args.data_dir else "generated demo stand-in, data/build_realfake.py"
     summary = (f"{shown_path(data_dir)} ({kind}): {' / '.join(map(str, rows.values()))} train / val / test "
                f"images, test {images['test']['real']} real + {images['test']['fake']} fake")
-    meta = {"dir": shown_path(data_dir), "demo": demo,
-            "digest": hashlib.sha256((file_digest(every_path) + names).encode()).hexdigest()[:16],
-            "positive_class": "fake", "summary": summary, "images": images, "rows": rows}
-    if demo:  # what the study report says the numbers are
+    meta = {"dir": shown_path(data_dir), "summary": summary, "images": images, "rows": rows,
+            "digest": hashlib.sha256((file_digest(every_path) + names).encode()).hexdigest()[:16]}
+    if args.data_dir is None:  # what the study report says the numbers are
         meta["stand_in"] = ("Section 7 on a generated real-vs-fake image set (photographs against the same "
                             "photographs through a simulated generator's upsampling), which makes Section 7 "
                             "a pipeline check: the builder set the fakes' trace so that XGBoost scores "
@@ -124,17 +117,12 @@ def read_sources(data_dir):
 
 
 def preprocessing(name, image_size):
-    """(PIL image -> uint8 tensor, mean, std). 'resize': the protocol's Resize((S, S)) (scratch, XGBoost);
-    'imagenet': ResNet18_Weights.IMAGENET1K_V1.transforms() (resize 256, crop 224, ImageNet mean/std), scaled
-    by S / 224. Scaling and normalizing are per batch."""
+    """PIL image -> uint8 [3, S, S]: 'resize' is the protocol's Resize((S, S)); 'imagenet' is
+    ResNet18_Weights.IMAGENET1K_V1.transforms() scaled by S / 224 (bilinear resize to S*256/224, crop S)."""
     import torchvision.transforms as T
-    from torchvision.models import ResNet18_Weights
     if name == "resize":
-        return T.Compose([T.Resize((image_size, image_size)), T.PILToTensor()]), (0.0,) * 3, (1.0,) * 3
-    resize_size = round(image_size * 256 / 224)
-    imagenet = ResNet18_Weights.IMAGENET1K_V1.transforms(crop_size=image_size, resize_size=resize_size)
-    resize = T.Resize(imagenet.resize_size, imagenet.interpolation)
-    return T.Compose([resize, T.CenterCrop(imagenet.crop_size), T.PILToTensor()]), imagenet.mean, imagenet.std
+        return T.Compose([T.Resize((image_size, image_size)), T.PILToTensor()])
+    return T.Compose([T.Resize(round(image_size * 256 / 224)), T.CenterCrop(image_size), T.PILToTensor()])
 
 
 def decode_one(path, transforms):
@@ -158,35 +146,28 @@ def disk_cached(cache_dir, key, compute):
     """compute(), kept in --cache-dir/tensors/ by a hash of key (which names the data by content)."""
     name = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:20]
     path = os.path.join(cache_dir, "tensors", f"{name}.pt")
-    if os.path.exists(path):
-        try:
-            return torch.load(path, weights_only=True)
-        except Exception as e:  # any unreadable cache file is simply recomputed
-            print(f"{path}: unreadable cached tensors ({type(e).__name__}); recomputing them", flush=True)
+    if os.path.exists(path):  # written atomically: whole or absent
+        return torch.load(path, weights_only=True)
     value = compute()
     save_torch(path, value)
     return value
 
 
-PREPROCESSINGS = ("resize", "imagenet")
-
-
 def images(data, name, image_size, env):
     """{split: uint8 [N, 3, S, S] on the device}; every split is decoded once into every preprocessing."""
     def decode_splits():
-        transforms = [preprocessing(each, image_size)[0] for each in PREPROCESSINGS]
-        return {split: dict(zip(PREPROCESSINGS, decode(paths, transforms, f"decode {split}", env.quiet)))
+        transforms = [preprocessing(each, image_size) for each in MEAN_STD]
+        return {split: dict(zip(MEAN_STD, decode(paths, transforms, f"decode {split}", env.quiet)))
                 for split, paths in data["paths"].items()}
-    key = {"what": "images", "data": data["meta"]["digest"], "preprocessings": PREPROCESSINGS,
+    key = {"what": "images", "data": data["meta"]["digest"], "preprocessings": list(MEAN_STD),
            "image_size": image_size}
     decoded = disk_cached(env.cache_dir, key, decode_splits)
     return {split: x[name].to(env.device) for split, x in decoded.items()}
 
 
 def normalizer(name, image_size, device):
-    """uint8 batch -> model input: 0..1, normalized by the preprocessing's mean/std, channels_last."""
-    _, mean, std = preprocessing(name, image_size)
-    mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in (mean, std))
+    """uint8 batch -> model input: 0..1, normalized by MEAN_STD (imagenet: IMAGENET1K_V1's), channels_last."""
+    mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in MEAN_STD[name])
     return lambda batch: ((batch.float() / 255 - mean) / std).contiguous(memory_format=torch.channels_last)
 
 
@@ -214,13 +195,9 @@ def weights_file(weights):
     return None if weights == "none" else weights
 
 
-def autocast(device, amp):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
-
-
 def fit(model, inputs, labels, lr, settings, env, prepare, desc):
-    """Adam, BCEWithLogitsLoss, batch order seeded by settings['seed']: step losses up to the first non-finite
-    one, and its step (1-based) or None; checked per epoch (no device sync)."""
+    """Adam on BCEWithLogitsLoss, batches shuffled by settings['seed']: the step losses up to the first
+    non-finite one, and its step (1-based) or None; checked per epoch (no device sync)."""
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     generator = torch.Generator().manual_seed(settings["seed"])
     batch_size = settings["batch_size"]
@@ -234,7 +211,7 @@ def fit(model, inputs, labels, lr, settings, env, prepare, desc):
                 batches = batches[:-1]  # BatchNorm cannot train on a batch of one image
             epoch_losses = torch.empty(len(batches), device=inputs.device)
             for i, idx in enumerate(batches):
-                with autocast(env.device, settings["amp"]):
+                with torch.autocast(env.device.type, dtype=torch.bfloat16, enabled=settings["amp"]):
                     logits = model(prepare(inputs[idx])).float().squeeze(1)
                 loss = F.binary_cross_entropy_with_logits(logits, labels[idx])
                 epoch_losses[i] = loss.detach()
@@ -253,30 +230,23 @@ def fit(model, inputs, labels, lr, settings, env, prepare, desc):
 def forward_all(model, inputs, prepare, amp):
     """The model's outputs for every input, in eval mode under inference_mode, in large batches."""
     model.eval()
-    with torch.inference_mode(), autocast(inputs.device, amp):
+    with torch.inference_mode(), torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=amp):
         outputs = torch.cat([model(prepare(inputs[i:i + EVAL_BATCH])).float()
                              for i in range(0, len(inputs), EVAL_BATCH)])
     return outputs.clone()  # a normal tensor: inference tensors cannot enter autograd (as probe features)
 
 
-def predict(model, inputs, prepare, amp):
-    """P(fake) for every input."""
-    return forward_all(model, inputs, prepare, amp).squeeze(1).sigmoid().cpu()
-
-
 def model_record(baseline, lr, status, reason=None, **values):
     return {"baseline": baseline, "lr": lr, "status": status, "reason": reason, "test_acc": None,
             "test_auroc": None, "val_acc": None, "test_acc_real": None, "test_acc_fake": None,
-            "test_acc_recomputed_bn": None, "train_seconds": None,
-            "test_prob": None, **values}
+            "test_acc_recomputed_bn": None, "train_seconds": None, "test_prob": None, **values}
 
 
 def scored(baseline, lr, data, val_prob, test_prob, train_seconds, **values):
     """The record from P(fake) on val and test (kept for mistakes); non-finite outputs mean it diverged."""
-    train_seconds = round(train_seconds, 2)
+    values["train_seconds"] = round(train_seconds, 2)
     if not (torch.isfinite(val_prob).all() and torch.isfinite(test_prob).all()):
-        return model_record(baseline, lr, "diverged", "non-finite predictions", train_seconds=train_seconds,
-                            **values)
+        return model_record(baseline, lr, "diverged", "non-finite predictions", **values)
     from sklearn.metrics import roc_auc_score
     y_val, y_test = data["labels"]["val"].cpu(), data["labels"]["test"].cpu()
     correct = (test_prob > 0.5).float() == y_test
@@ -284,7 +254,7 @@ def scored(baseline, lr, data, val_prob, test_prob, train_seconds, **values):
                         test_acc=float(correct.float().mean()),
                         test_auroc=float(roc_auc_score(y_test, test_prob)),
                         test_acc_real=float(correct[y_test == 0].float().mean()),
-                        test_acc_fake=float(correct[y_test == 1].float().mean()), train_seconds=train_seconds,
+                        test_acc_fake=float(correct[y_test == 1].float().mean()),
                         test_prob=[round(float(p), 6) for p in test_prob], **values)
 
 
@@ -298,37 +268,36 @@ def fit_and_score(settings, data, env, baseline, lr, model, inputs, prepare, **v
     if diverged_step:
         return model_record(baseline, lr, "diverged", f"training loss not finite at step {diverged_step}",
                             train_seconds=round(seconds, 2), **values)
-    return scored(baseline, lr, data, predict(model, inputs["val"], prepare, settings["amp"]),
-                  predict(model, inputs["test"], prepare, settings["amp"]), seconds, **values)
+    val_prob, test_prob = (forward_all(model, inputs[s], prepare, settings["amp"]).squeeze(1).sigmoid().cpu()
+                           for s in ("val", "test"))
+    return scored(baseline, lr, data, val_prob, test_prob, seconds, **values)
 
 
 def recomputed_bn_accuracy(model, train_inputs, test_inputs, test_labels, prepare, amp=False):
-    """Test accuracy and P(fake) once every BatchNorm's running statistics are recomputed over the training
-    inputs ("precise BN"): beyond the protocol, whether stale statistics are what fails."""
+    """Test accuracy once every BatchNorm's running statistics are recomputed over the training inputs."""
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.reset_running_stats()
             module.momentum = None  # None: a cumulative average, every batch counted alike
     model.train()
-    with torch.no_grad(), autocast(train_inputs.device, amp):
+    with torch.no_grad(), torch.autocast(train_inputs.device.type, dtype=torch.bfloat16, enabled=amp):
         for start in range(0, len(train_inputs), EVAL_BATCH):
             model(prepare(train_inputs[start:start + EVAL_BATCH]))
-    prob = predict(model, test_inputs, prepare, amp)
-    return float(((prob > 0.5).float() == test_labels.cpu()).float().mean()), prob
+    prob = forward_all(model, test_inputs, prepare, amp).squeeze(1).sigmoid().cpu()
+    return float(((prob > 0.5).float() == test_labels.cpu()).float().mean())
 
 
 def train_resnets(settings, data, env, baseline, backbone_state, preprocessing_name):
-    """scratch or finetune, a model per lr, every weight trained; beyond the protocol, with recomputed
-    BatchNorm statistics too, to tell stale running statistics from unlearned weights."""
+    """scratch or finetune: a model per lr, all weights trained, scored also with BN statistics recomputed."""
+    x = images(data, preprocessing_name, settings["image_size"], env)
+    prepare = normalizer(preprocessing_name, settings["image_size"], env.device)
     records = []
     for lr in settings["lrs"]:
         seed_everything(settings["seed"])
         model = build_resnet(backbone_state).to(env.device, memory_format=torch.channels_last)
-        x = images(data, preprocessing_name, settings["image_size"], env)
-        prepare = normalizer(preprocessing_name, settings["image_size"], env.device)
         record = fit_and_score(settings, data, env, baseline, lr, model, x, prepare)
         if record["status"] == "ok":
-            record["test_acc_recomputed_bn"], _ = recomputed_bn_accuracy(
+            record["test_acc_recomputed_bn"] = recomputed_bn_accuracy(
                 model, x["train"], x["test"], data["labels"]["test"], prepare, settings["amp"])
         records.append(record)
     return records
