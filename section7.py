@@ -146,8 +146,11 @@ def disk_cached(cache_dir, key, compute):
     """compute(), kept in --cache-dir/tensors/ by a hash of key (which names the data by content)."""
     name = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:20]
     path = os.path.join(cache_dir, "tensors", f"{name}.pt")
-    if os.path.exists(path):  # written atomically: whole or absent
-        return torch.load(path, weights_only=True)
+    if os.path.exists(path):
+        try:
+            return torch.load(path, weights_only=True)
+        except Exception as e:  # a damaged disk, or a file another torch version wrote: recompute it
+            print(f"{path}: unreadable cached tensors ({type(e).__name__}); recomputing them", flush=True)
     value = compute()
     save_torch(path, value)
     return value

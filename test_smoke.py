@@ -2374,3 +2374,13 @@ def test_mistakes_say_first_which_class_the_worst_model_calls_most_images():
 def test_the_imagenet_url_written_out_is_torchvisions():
     """section7 writes the weights' URL out, so that naming it in an error needs no torchvision import."""
     assert section7.IMAGENET_URL == torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
+
+
+def test_an_unreadable_cache_file_is_recomputed_and_rewritten(tmp_path, capsys):
+    key = {"what": "test"}
+    section7.disk_cached(str(tmp_path), key, lambda: {"a": torch.ones(2)})
+    [path] = list((tmp_path / "tensors").glob("*.pt"))
+    path.write_bytes(b"not a tensor file")  # as a damaged disk or another torch version can leave it
+    again = section7.disk_cached(str(tmp_path), key, lambda: {"a": torch.zeros(2)})
+    assert torch.equal(again["a"], torch.zeros(2)) and "unreadable cached tensors" in capsys.readouterr().out
+    assert torch.equal(section7.disk_cached(str(tmp_path), key, lambda: None)["a"], torch.zeros(2))
