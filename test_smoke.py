@@ -2317,7 +2317,8 @@ def test_cnn_fit_cuts_the_loss_curve_at_its_first_non_finite_step():
 
 def test_the_paired_t_test_has_its_critical_value_at_any_number_of_seeds():
     """Student's t from scipy, not a table that stopped at 10 seeds (and fell back to 2.0, 10% too narrow at 11)."""
-    assert stats.t_95(3) == pytest.approx(4.303, abs=1e-3) and stats.t_95(11) == pytest.approx(2.228, abs=1e-3)
+    three = stats.paired([0.5] * 3, [0.51, 0.53, 0.52])  # differences 0.01, 0.03, 0.02: std 0.01
+    assert three["noise"] == pytest.approx(4.303 * 0.01 / math.sqrt(3), rel=1e-3)
     base = [0.5] * 11
     other = [0.5 + 0.0173 + 0.03 * ((-1) ** i) for i in range(11)]  # mean difference 0.0200, std 0.0313
     found = stats.paired(base, other)
