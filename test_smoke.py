@@ -478,7 +478,8 @@ def test_prediction_map_colors_grid_by_argmax(tmp_path):
     result = {"arrays": {**arrays, **section6.test_points(data)}, "map_extent": extent,
               "data": {"class_names": ["a", "b", "c"]}}
     fig, ax = plots.subplots(figsize=(6.4, 4.8))
-    drawn = plots.draw_map(ax, result, "t", run, "t")
+    plots.draw_map(ax, result, "t", run, "t")
+    drawn = arrays["grid_t"]
     colors = plots.class_colors(3)
     assert np.allclose(ax.images[0].get_array(), colors[drawn]) and set(np.unique(drawn)) == {0, 1, 2}
     ringed = ax.collections[1].get_offsets()  # the misclassified test points: the middle one only
@@ -2242,10 +2243,10 @@ def test_report_names_the_data_and_how_the_run_ran():
     assert "Section 6 on cities and Section 7 on images" in study.stand_in_note(["Section 6 on cities",
                                                                                   "Section 7 on images"])
     rows = {"train": 1000, "val": 20}
-    assert study.data_cell({"source": "embedded", "dir": "data/europe", "rows": rows}) == \
+    assert study.data_cell({"stand_in": "Section 6 on cities", "dir": "data/europe", "rows": rows}) == \
         "embedded: data/europe (train 1,000, val 20)"
-    assert study.data_cell({"source": "course/", "dir": "course/", "rows": rows}) == "course/ (train 1,000, val 20)"
-    assert study.data_cell({"source": None, "dir": None, "rows": None}) == "no result in this folder"
+    assert study.data_cell({"stand_in": None, "dir": "course/", "rows": rows}) == "course/ (train 1,000, val 20)"
+    assert study.data_cell({"stand_in": None, "dir": None, "rows": None}) == "no result in this folder"
 
 
 # ============================================================================= numbers behind the findings, recomputed
