@@ -33,8 +33,7 @@ def markdown_table(header, rows):
     return "\n".join(lines) + "\n"
 
 
-def show_value(value):
-    """A setting as --help and the reports show it."""
+def show_value(value):  # a setting as --help and the reports show it
     if isinstance(value, bool):
         return "on" if value else "off"
     if isinstance(value, list):
@@ -124,7 +123,6 @@ def label_classes(ax, points, labels, class_names):
     """Each class's name at the middle of its test points, the largest first, a line up or down off names
     already written, or left out (the Balkans' countries sit closer than their names). Returns those named."""
     from matplotlib.patheffects import withStroke
-    renderer = ax.figure.canvas.get_renderer()
     counts = np.bincount(labels, minlength=len(class_names))
     placed, named = [], []
     for label in np.argsort(-counts, kind="stable")[:np.count_nonzero(counts)]:
@@ -133,7 +131,7 @@ def label_classes(ax, points, labels, class_names):
             text = ax.annotate(class_names[label], middle, xytext=(0, shift), textcoords="offset points",
                                ha="center", va="center", fontsize=7,
                                path_effects=[withStroke(linewidth=2.5, foreground="white")])
-            box = text.get_window_extent(renderer)
+            box = text.get_window_extent(ax.figure.canvas.get_renderer())
             if not any(box.overlaps(other) for other in placed):
                 placed.append(box)
                 named.append(int(label))

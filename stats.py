@@ -3,10 +3,8 @@ import math
 
 import numpy as np
 
-GAP_TOLERANCE = 0.01  # accuracies this close are equal: the standard error of an accuracy on the embedded
-#   data's 6,315 validation points is at most 0.0063
-OVERFIT_GAP = 0.03  # accuracy: train (eval mode) above validation, or validation apart from test, by three
-#   times GAP_TOLERANCE is a real gap
+GAP_TOLERANCE = 0.01  # accuracies this close are equal: the std error on 6,315 val points is <= 0.0063
+OVERFIT_GAP = 0.03  # accuracy: train (eval mode) over val, or val apart from test, by 3 tolerances
 SIGNIFICANCE = 0.05  # a rank correlation with a p-value below this is a relation, not chance
 TIE_FLOOR = 0.005  # accuracy: a paired difference under this is a tie even when the seeds agree closely
 SLOPE_EPOCHS = 20  # a loss's trend: its line over the protocol's last fifth, enough to see past the wiggle

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -11,7 +12,7 @@ import cnn
 import mlp
 import runner
 from cache import read_result
-from common import HERE, UserError, library_versions, save_json, save_text
+from common import HERE, library_versions, save_json, save_text
 from plots import markdown_table
 from stats import best, final, finals, group_by, listed, mean_std
 
@@ -32,8 +33,7 @@ COURSE_REPORT = {  # per question: what the row shows, and the course report's n
 def git_commit():
     """The commit the code ran from, and whether tracked files outside results/ differ from it."""
     def git(*args):
-        done = subprocess.run(["git", *args], capture_output=True, text=True, check=True, cwd=HERE)
-        return done.stdout.strip()
+        return subprocess.check_output(["git", *args], text=True, cwd=HERE, stderr=subprocess.DEVNULL).strip()
     try:
         dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
         return git("rev-parse", "HEAD") + (" (with uncommitted changes)" if dirty else "")
@@ -41,23 +41,18 @@ def git_commit():
         return None
 
 
-def section_text(out, key, said_once):
-    """A question's .md, headings one level down, links relative to out/, its settings a link to the .md, and
-    messages the manifest gives once shortened (said_once: {long text: its short form})."""
+def section_text(out, key):
+    """A question's .md: headings one level down, links relative to out/, its settings a link to the .md."""
     folder, question = key.split("/")
     path = os.path.join(out, folder, f"{question}.md")
     if not os.path.exists(path):
         return f"## {key}\n\nNo result: the question failed or was not run (see run_all.sh's output).\n"
-    text = open(path).read()
-    for long, short in said_once.items():
-        text = text.replace(long, short)
     link = f"{folder}/{question}.md"
-    text = text.split("\n## Settings\n")[0] + f"\nSettings: [{link}]({link}).\n"
+    text = open(path).read().split("\n## Settings\n")[0] + f"\nSettings: [{link}]({link}).\n"
     lines = ["#" + line if line.startswith("#") else line.replace("](", f"]({folder}/", 1)
              if line.startswith("![") else line for line in text.splitlines()]
-    lines.insert(0, f'<a id="{key.replace("/", "-")}"></a>\n')
-    lines.insert(2, f"\n*`python {folder}.py --question {question}`*")
-    return "\n".join(lines) + "\n"
+    command = f"\n*`python {folder}.py --question {question}`*"
+    return "\n".join([f'<a id="{key.replace("/", "-")}"></a>\n', lines[0], command, *lines[1:]]) + "\n"
 
 
 def data_cell(info):
@@ -69,12 +64,10 @@ def data_cell(info):
 
 
 def stand_in_note(stand_ins):
-    """The warning for the sections that ran on the embedded data."""
-    if not stand_ins:
-        return None
-    return (f"> **Stand-in data.** {' and '.join(stand_ins)}: the project's embedded data, not the course's, "
+    """The warning, a line or none, for the sections that ran on the embedded data."""
+    return [f"> **Stand-in data.** {' and '.join(stand_ins)}: the project's embedded data, not the course's, "
             "so the numbers are not the course report's. For the course data: `bash run_all.sh --mlp-data "
-            "CSV_DIR --cnn-data IMAGE_DIR` (the project's README says what each holds).\n")
+            "CSV_DIR --cnn-data IMAGE_DIR` (the project's README says what each holds).\n"] * bool(stand_ins)
 
 
 def reproduction_rows(results):
@@ -86,11 +79,10 @@ def reproduction_rows(results):
         losses = {lr: [final(run, "val_loss") for run in runs] for lr, runs in by("lr", "lr")}
         cells["lr"] = "; ".join(f"{lr:g}: {np.mean([v for v in values if v is not None]):.2f} (seeds "
                                 f"{listed(values, '{:.2f}')})" for lr, values in losses.items())
-    for name in ("epochs", "batchnorm"):
-        if name in results:
-            loss, acc, train, train_eval = [finals(results[name]["runs"], key)
-                                            for key in ("val_loss", "val_acc", "train_acc", "train_eval_acc")]
-            cells[name] = f"{loss}; {acc}; train {train} in train mode, {train_eval} in eval mode"
+    for name in [name for name in ("epochs", "batchnorm") if name in results]:
+        loss, acc, train, train_eval = [finals(results[name]["runs"], key)
+                                        for key in ("val_loss", "val_acc", "train_acc", "train_eval_acc")]
+        cells[name] = f"{loss}; {acc}; train {train} in train mode, {train_eval} in eval mode"
     if "batch_size" in results:
         cells["batch_size"] = ", ".join(f"{bs}: {np.mean([best(run, 'val_acc', max) for run in runs]):.3f}"
                                         for bs, runs in by("batch_size", "batch_size"))
@@ -100,9 +92,8 @@ def reproduction_rows(results):
             if [run["depth"], run["width"]] in results["depth_width"]["settings"]["architectures"]:
                 by_arch.setdefault((run["depth"], run["width"]), []).append(final(run, "val_acc"))
         top = max(by_arch, key=lambda arch: np.mean(by_arch[arch]))
-        cells["depth_width"] = (", ".join(f"{d}: {np.mean(values):.3f}" for (d, w), values in by_arch.items()
-                                          if w == 16) + f"; best depth {top[0]} width {top[1]} ("
-                                f"{mean_std(by_arch[top])})")
+        width_16 = ", ".join(f"{d}: {np.mean(values):.3f}" for (d, w), values in by_arch.items() if w == 16)
+        cells["depth_width"] = f"{width_16}; best depth {top[0]} width {top[1]} ({mean_std(by_arch[top])})"
     if "gradients" in results:
         runs = [run for run in results["gradients"]["runs"] if run["status"] == "ok"]
         norms = [final(run, "grad_sq_norm") for run in runs]
@@ -115,8 +106,7 @@ def reproduction_rows(results):
 
 def seeds_cell(results):
     """'3', or '3 (sweep 5)' where a question ran another number of seeds; None where none has seeds."""
-    counts = {key.split("/")[1]: r["settings"]["seeds"] for key, r in results.items()
-              if "seeds" in r["settings"]}
+    counts = {k.split("/")[1]: r["settings"]["seeds"] for k, r in results.items() if "seeds" in r["settings"]}
     usual = max(set(counts.values()), key=list(counts.values()).count, default=None)
     others = ", ".join(f"{name} {n}" for name, n in counts.items() if n != usual)
     return None if usual is None else f"{usual}" + (f" ({others})" if others else "")
@@ -129,26 +119,19 @@ def write_study_report(out, times, lanes, total, image_size):
     wall = {key: float(seconds) for key, seconds, _ in times}
     status = {key: state for key, _, state in times}
     trained_nothing = set(status.values()) == {"reused"}
-    results = {}
-    for key in questions:
-        try:
-            results[key] = read_result(os.path.join(out, f"{key}.json"))
-        except UserError:  # no result: the question failed or was not run
-            pass
-    for key, result in results.items():  # a question that ran but whose models could not run is not "ok"
-        if status.get(key) in ("ok", "reused") and result.get("models") and all(m["status"] == "not run"
-                                                                    for m in result["models"]):
+    paths = {key: os.path.join(out, f"{key}.json") for key in questions}
+    results = {key: read_result(path) for key, path in paths.items() if os.path.exists(path)}  # failed: none
+    for key, r in results.items():  # a question that ran but whose models could not run is not "ok"
+        if status.get(key) in ("ok", "reused") and {m["status"] for m in r.get("models", [])} == {"not run"}:
             status[key] = "not run"
     data = {}
     for section in ("mlp", "cnn"):
         meta = next((r["data"] for k, r in results.items() if k.startswith(section)), {})
         data[section] = {name: meta.get(name) for name in ("dir", "rows", "stand_in")}
     previous = os.path.join(out, "manifest.json")
-    if trained_nothing and os.path.exists(previous):
-        with open(previous) as f:  # nothing trained: the run that trained every result still describes them
-            manifest = json.load(f)
-        total, status = manifest["total_wall_s"], manifest["status"]
-        wall = {key: float(seconds) for key, seconds in manifest["questions"].items()}
+    if trained_nothing and os.path.exists(previous):  # the run that trained every result still describes them
+        manifest = json.loads(Path(previous).read_text())
+        total, status, wall = manifest["total_wall_s"], manifest["status"], manifest["questions"]
     else:
         manifest = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "git_commit": git_commit(),
                     "seeds": seeds_cell(results), "devices": sorted({r["device"] for r in results.values()}),
@@ -158,10 +141,9 @@ def write_study_report(out, times, lanes, total, image_size):
 
     lines = ["# The study, answered\n",
              "Generated by `bash run_all.sh` from the files in this folder; do not edit by hand.\n"]
-    note = stand_in_note([info["stand_in"] for info in data.values() if info["stand_in"]])
     failed = [k for k, v in status.items() if v == "failed"]
     lines += [runner.QUICK_BANNER] * any(r.get("config", {}).get("quick") for r in results.values())
-    lines += [note] if note else []
+    lines += stand_in_note([info["stand_in"] for info in data.values() if info["stand_in"]])
     lines += [f"> **Failed in this run:** {', '.join(failed)}. Their sections below are missing or stale.\n"
               ] if failed else []
     rows = [("date", manifest["date"]), ("git commit", manifest["git_commit"]), ("seeds", manifest["seeds"]),
@@ -171,17 +153,10 @@ def write_study_report(out, times, lanes, total, image_size):
     not_run = {(m["reason"], m.get("fix")) for r in results.values() for m in r.get("models", [])
                if m["status"] == "not run"}
     rows += [("not run", f"{reason}. Fix: {fix}" if fix else reason) for reason, fix in sorted(not_run)]
-    said_once = {}
-    for reason, fix in sorted(not_run):  # each question's .md says it whole; here the manifest says it once
-        short = f"{reason.split(' (')[0]} (see the manifest)"
-        said_once.update({f"{reason}. Fix: {fix}": short, reason: short} if fix else {reason: short})
     summary = []  # a row per answer, from the reports made again from the saved files
     for key, result in results.items():
-        try:
-            summary += [(f"[{answer.item or questions[key].name}](#{key.replace('/', '-')})", answer.headline,
-                         answer.key) for answer in questions[key].report(result).answers]
-        except UserError:  # a model state the report reads is missing
-            pass
+        summary += [(f"[{answer.item or questions[key].name}](#{key.replace('/', '-')})", answer.headline,
+                     answer.key) for answer in questions[key].report(result).answers]
     lines += ["## Summary\n", markdown_table(["item", "answer", "key number"], summary)]
     lines += ["## Manifest\n", markdown_table(["", ""], rows),
               markdown_table(["question", "wall time (s; lanes side by side)", "status"],
@@ -193,7 +168,11 @@ def write_study_report(out, times, lanes, total, image_size):
                   "seed 42, the first of the suite's seeds.\n",
                   markdown_table(["question", "this suite, course data", "the course report"],
                                  reproduction_rows(section_6))]
-    lines += [section_text(out, key, said_once) for key in questions]
+    sections = "\n".join(section_text(out, key) for key in questions)
+    for reason, fix in sorted(not_run):  # each question's .md says it whole; here the manifest says it once
+        short = f"{reason.split(' (')[0]} (see the manifest)"
+        sections = sections.replace(f"{reason}. Fix: {fix}", short).replace(reason, short)
+    lines.append(sections)
     save_text(os.path.join(out, "README.md"), "\n".join(lines))
 
 
@@ -205,8 +184,6 @@ if __name__ == "__main__":
     parser.add_argument("--total", type=float, required=True, help="total wall seconds")
     parser.add_argument("--image-size", type=int, required=True, help="Section 7's image size, as run")
     cli = parser.parse_args()
-    with open(cli.times) as f:
-        timings = [line.rstrip("\n").split("\t") for line in f if line.strip()]
-    with open(cli.lanes) as f:
-        lanes_run = [line.split() for line in f if line.strip()]
+    timings = [line.split("\t") for line in Path(cli.times).read_text().splitlines() if line.strip()]
+    lanes_run = [line.split() for line in Path(cli.lanes).read_text().splitlines() if line.strip()]
     write_study_report(cli.out, timings, lanes_run, cli.total, cli.image_size)

@@ -2239,9 +2239,9 @@ def test_summary_names_best_every_tied_worst_and_what_the_filter_left_out():
 
 
 def test_report_names_the_data_and_how_the_run_ran():
-    assert study.stand_in_note([]) is None  # the course data: no warning
+    assert study.stand_in_note([]) == []  # the course data: no warning
     assert "Section 6 on cities and Section 7 on images" in study.stand_in_note(["Section 6 on cities",
-                                                                                  "Section 7 on images"])
+                                                                                  "Section 7 on images"])[0]
     rows = {"train": 1000, "val": 20}
     assert study.data_cell({"stand_in": "Section 6 on cities", "dir": "data/europe", "rows": rows}) == \
         "embedded: data/europe (train 1,000, val 20)"
