@@ -1,19 +1,15 @@
-"""What a report is made of (Answer, Report, tables, wording), and the figure helpers several questions share.
-Figures are matplotlib Figures on the Agg canvas, without pyplot: nothing to close, no global state."""
+"""What a report is made of (Answer, Report, tables, wording), and the figure helpers questions share."""
 from typing import NamedTuple
 
 import numpy as np
 
 from stats import arch_label, as_array, epochs_axis, final
 
-# ----------------------------------------------------------------------------- what a report is made of
-
 MAX_BULLETS = 4  # an answer is a headline and at most this many findings, each with its numbers
 
 
 class Answer(NamedTuple):
-    """The reply to an exercise item (6.1.2-1): a headline sentence that answers what it asks, at most
-    MAX_BULLETS findings with their numbers, and a short key number for the study's summary table."""
+    """An exercise item's reply: headline, at most MAX_BULLETS findings with numbers, a summary key."""
     item: str
     asked: str
     headline: str
@@ -27,9 +23,8 @@ class Report(NamedTuple):
     answers: list  # Answers, shown first
 
 
-PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#882255"]  # Okabe
-#   and Ito's colours for categories, told apart by most eyes, colour-blind ones included (their yellow left
-#   out: too pale on white), then Tol's wine
+# Okabe and Ito's colours, told apart by colour-blind eyes (no yellow: pale on white), then Tol's wine
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#882255"]
 
 
 def markdown_table(header, rows):
@@ -38,8 +33,7 @@ def markdown_table(header, rows):
     return "\n".join(lines) + "\n"
 
 
-def show_value(value):
-    """A setting as --help and the reports show it."""
+def show_value(value):  # a setting as --help and the reports show it
     if isinstance(value, bool):
         return "on" if value else "off"
     if isinstance(value, list):
@@ -55,10 +49,8 @@ def render(templates, finding):
     return template(finding) if callable(template) else template.format(**finding)
 
 
-# ----------------------------------------------------------------------------- figures
-
 def figure(figsize):
-    """A constrained-layout figure on the Agg canvas; matplotlib imported here, not at every start (0.3 s)."""
+    """On the Agg canvas, no pyplot: no global state. matplotlib imported here, not at every start (0.3 s)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     fig = Figure(figsize=figsize, layout="constrained")
@@ -67,21 +59,16 @@ def figure(figsize):
 
 
 def subplots(*grid, figsize, **kwargs):
-    """figure() and its axes: Figure.subplots(*grid, **kwargs)."""
     fig = figure(figsize)
     return fig, fig.subplots(*grid, **kwargs)
 
 
-SEED_STYLES = ["-", "--", ":", "-."]  # the seeds' lines where each seed is drawn
-
-
 def plot_mean_band(ax, x, runs_values, label, color=None, each_seed=False, band=True, **kwargs):
-    """Mean over seeds as a line, min..max as a band; each_seed: every seed's line (where a mean would hide a
-    collapsed seed), styled by SEED_STYLES. None breaks a line."""
+    """Mean over seeds, min..max band (None: a gap); each_seed: every seed's line, where a mean hides one."""
     values = np.array([as_array(vs) for vs in runs_values])
     if each_seed:
         lines = [ax.plot(x, seed_values, color=color, linestyle=style, **kwargs)[0]
-                 for seed_values, style in zip(values, SEED_STYLES * len(values))]
+                 for seed_values, style in zip(values, ["-", "--", ":", "-."] * len(values))]
         lines[0].set_label(f"{label} (each seed: they disagree)")
         return
     line, = ax.plot(x, values.mean(0), label=label, color=color, **kwargs)
@@ -132,24 +119,19 @@ def map_figure(extent, map_width, other_width=0, maps=1):
     return figure((maps * map_width + other_width, height))
 
 
-LABEL_SHIFTS = (0, 8, -8)  # points: a class name that would overlap one already placed moves a line up or
-#   down, and is left out if it still would (the Balkans' small countries sit closer than their names)
-
-
 def label_classes(ax, points, labels, class_names):
-    """Each class's name at the middle of its test points, the largest first, shifted by LABEL_SHIFTS off
-    names already written, or left out. Returns the classes named."""
+    """Each class's name at the middle of its test points, the largest first, a line up or down off names
+    already written, or left out (the Balkans' countries sit closer than their names). Returns those named."""
     from matplotlib.patheffects import withStroke
-    renderer = ax.figure.canvas.get_renderer()
     counts = np.bincount(labels, minlength=len(class_names))
     placed, named = [], []
     for label in np.argsort(-counts, kind="stable")[:np.count_nonzero(counts)]:
         middle = np.median(points[labels == label], axis=0)
-        for shift in LABEL_SHIFTS:
+        for shift in (0, 8, -8):  # points
             text = ax.annotate(class_names[label], middle, xytext=(0, shift), textcoords="offset points",
                                ha="center", va="center", fontsize=7,
                                path_effects=[withStroke(linewidth=2.5, foreground="white")])
-            box = text.get_window_extent(renderer)
+            box = text.get_window_extent(ax.figure.canvas.get_renderer())
             if not any(box.overlaps(other) for other in placed):
                 placed.append(box)
                 named.append(int(label))
@@ -159,8 +141,7 @@ def label_classes(ax, points, labels, class_names):
 
 
 def draw_map(ax, result, tag, run, title):
-    """A saved prediction map (grid_TAG, test_pred_TAG): the plane colored by predicted class, the test points
-    in their true class's color, a black ring around each one it gets wrong, and the class names."""
+    """A saved map: the plane in predicted class colors, test points in their true class's, errors ringed."""
     arrays, extent, class_names = result["arrays"], result["map_extent"], result["data"]["class_names"]
     grid, points, labels = arrays[f"grid_{tag}"], arrays["test_points"], arrays["test_labels"]
     wrong = arrays[f"test_pred_{tag}"] != labels
@@ -176,7 +157,6 @@ def draw_map(ax, result, tag, run, title):
     label_classes(ax, points, labels, class_names)
     if wrong.any():
         ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
-    return grid
 
 
 SPLITS = (("val", "validation", PALETTE[3], "-", 3),  # split, label, color, line style, line width
@@ -186,8 +166,7 @@ SPLITS = (("val", "validation", PALETTE[3], "-", 3),  # split, label, color, lin
 
 
 def plot_split_curves(ax_loss, ax_acc, runs, title):
-    """Loss and accuracy per epoch of each split (ax_acc None: no accuracy panel); validation wide, with its
-    band, under the thin lines of the others, which often lie on it."""
+    """Loss and accuracy (ax_acc None: none) per epoch of each split; validation wide, under the others."""
     for split, label, color, style, width in SPLITS[:3]:
         if split == "val" and len(runs) > 1:
             label += f" (band: min..max over {len(runs)} seeds)"

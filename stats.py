@@ -1,22 +1,14 @@
-"""Reading runs, as several questions' findings do: means and spreads over seeds, final values, the paired
-t-test that tells a difference from the seeds' noise, a loss's slope against its wiggle, shared thresholds."""
+"""Reading runs over seeds: means and spreads, final values, the paired t-test, a loss's slope, thresholds."""
 import math
 
 import numpy as np
 
-# Every number that decides a case, and why it has its value.
-GAP_TOLERANCE = 0.01  # accuracies this close are equal: the standard error of an accuracy on the embedded
-#   data's 6,315 validation points is at most 0.0063
-OVERFIT_GAP = 0.03  # accuracy: train (eval mode) above validation, or validation apart from test, by three
-#   times GAP_TOLERANCE is a real gap
+GAP_TOLERANCE = 0.01  # accuracies this close are equal: the std error on 6,315 val points is <= 0.0063
+OVERFIT_GAP = 0.03  # accuracy: train (eval mode) over val, or val apart from test, by 3 tolerances
 SIGNIFICANCE = 0.05  # a rank correlation with a p-value below this is a relation, not chance
 TIE_FLOOR = 0.005  # accuracy: a paired difference under this is a tie even when the seeds agree closely
-
-
-def t_95(n):
-    """The two-sided 95% critical value of Student's t for the mean of n paired differences (n - 1 df)."""
-    from scipy.stats import t as student_t  # here, not at the top: scipy.stats takes 0.5 s, --help none
-    return float(student_t.ppf(0.975, n - 1))
+SLOPE_EPOCHS = 20  # a loss's trend: its line over the protocol's last fifth, enough to see past the wiggle
+FALL_WIGGLES = 2  # a loss moves when its line's change exceeds twice its wiggle: one epoch's could hide less
 
 
 def seed_std(values):
@@ -37,8 +29,7 @@ def mean_std(values, digits=3):
     return text
 
 
-def as_array(values):
-    """Floats with NaN where a run diverged (None)."""
+def as_array(values):  # None (a diverged run) as NaN
     return np.array([np.nan if v is None else v for v in values], dtype=float)
 
 
@@ -81,15 +72,14 @@ def arch_label(run):
 
 
 def paired(base, other):
-    """other's values minus base's, paired by seed (lists in seed order; None, a diverged seed, left out): the
-    differences, their mean, sample std and n, and the noise, the half-width a paired t-test at 95% needs
-    (None with one seed). case: 'tie' within the noise or TIE_FLOOR, else 'above' or 'below'; 'one_seed',
-    'none'."""
+    """other minus base, paired by seed (None, a diverged seed, left out); noise: a paired t-test's 95%
+    half-width. case: 'tie' within the noise or TIE_FLOOR, 'above', 'below', 'one_seed' or 'none'."""
+    from scipy.stats import t as student_t  # here, not at the top: scipy.stats takes 0.5 s, --help none
     diffs = [o - b for b, o in zip(base, other) if b is not None and o is not None]
     if not diffs:
         return dict(case="none", n=0)
     mean, std, n = float(np.mean(diffs)), seed_std(diffs), len(diffs)
-    noise = t_95(n) * std / math.sqrt(n) if n > 1 else None
+    noise = float(student_t.ppf(0.975, n - 1)) * std / math.sqrt(n) if n > 1 else None
     case = ("one_seed" if noise is None else "tie" if abs(mean) <= max(noise, TIE_FLOOR) else
             "above" if mean > 0 else "below")
     return dict(case=case, difference=mean, std=std, n=n, noise=noise, diffs=diffs)
@@ -99,17 +89,9 @@ def listed(values, form="{}"):
     return ", ".join("diverged" if v is None else form.format(v) for v in values)
 
 
-SLOPE_EPOCHS = 20  # the last epochs whose least-squares line says whether a loss still moves: the last
-#   fifth of the protocol's 100, enough epochs to see a trend through the epoch-to-epoch wiggle
-FALL_WIGGLES = 2  # a loss still moves when its line's change over those epochs exceeds twice its wiggle (the
-#   std of the epochs about the line): a smaller change is one a single epoch's scatter could hide
-
-
 def falling_finding(curves, window=SLOPE_EPOCHS):
-    """Is a validation loss still falling (or rising) at the end? curves: one per seed, none diverged. Per
-    seed, the least-squares line over its last `window` epochs: its change over them, and the std of the
-    epochs about it (the wiggle); 'falling' or 'rising' when the mean change over seeds exceeds FALL_WIGGLES
-    times the mean wiggle, else 'flat'."""
+    """Is a loss still falling (or rising) at the end? curves: one per seed, none diverged. Per seed, the
+    change of its least-squares line over the last `window` epochs against their std about it (wiggle)."""
     values = [as_array(curve)[-window:] for curve in curves]
     x = np.arange(len(values[0]))
     if len(x) < 3:
@@ -123,19 +105,16 @@ def falling_finding(curves, window=SLOPE_EPOCHS):
                 wiggle_share=abs(change) / wiggle if wiggle else math.inf)
 
 
-def falls_with(xs, ys):
-    """Whether ys never rises as xs grows."""
+def falls_with(xs, ys):  # ys never rises as xs grows
     ordered = [y for _, y in sorted(zip(xs, ys))]
     return all(b <= a for a, b in zip(ordered, ordered[1:]))
 
 
 def at_chance(values, chance):
-    """Per-seed values with a diverged seed (None) counted at chance, the score of a net that learned nothing:
-    a failure that loses comparisons, not a missing value."""
+    """A diverged seed (None) counted at chance, a net that learned nothing: it loses comparisons."""
     return [chance if v is None else v for v in values]
 
 
 def mean_std_at_chance(values, chance):
-    """'mean ± std' over every seed, a diverged one counted at chance (at_chance), then how many diverged."""
     diverged = values.count(None)
     return mean_std(at_chance(values, chance)) + (f" ({diverged} diverged)" if diverged else "")

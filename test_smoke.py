@@ -478,7 +478,8 @@ def test_prediction_map_colors_grid_by_argmax(tmp_path):
     result = {"arrays": {**arrays, **section6.test_points(data)}, "map_extent": extent,
               "data": {"class_names": ["a", "b", "c"]}}
     fig, ax = plots.subplots(figsize=(6.4, 4.8))
-    drawn = plots.draw_map(ax, result, "t", run, "t")
+    plots.draw_map(ax, result, "t", run, "t")
+    drawn = arrays["grid_t"]
     colors = plots.class_colors(3)
     assert np.allclose(ax.images[0].get_array(), colors[drawn]) and set(np.unique(drawn)) == {0, 1, 2}
     ringed = ax.collections[1].get_offsets()  # the misclassified test points: the middle one only
@@ -2238,14 +2239,14 @@ def test_summary_names_best_every_tied_worst_and_what_the_filter_left_out():
 
 
 def test_report_names_the_data_and_how_the_run_ran():
-    assert study.stand_in_note([]) is None  # the course data: no warning
+    assert study.stand_in_note([]) == []  # the course data: no warning
     assert "Section 6 on cities and Section 7 on images" in study.stand_in_note(["Section 6 on cities",
-                                                                                  "Section 7 on images"])
+                                                                                  "Section 7 on images"])[0]
     rows = {"train": 1000, "val": 20}
-    assert study.data_cell({"source": "embedded", "dir": "data/europe", "rows": rows}) == \
+    assert study.data_cell({"stand_in": "Section 6 on cities", "dir": "data/europe", "rows": rows}) == \
         "embedded: data/europe (train 1,000, val 20)"
-    assert study.data_cell({"source": "course/", "dir": "course/", "rows": rows}) == "course/ (train 1,000, val 20)"
-    assert study.data_cell({"source": None, "dir": None, "rows": None}) == "no result in this folder"
+    assert study.data_cell({"stand_in": None, "dir": "course/", "rows": rows}) == "course/ (train 1,000, val 20)"
+    assert study.data_cell({"stand_in": None, "dir": None, "rows": None}) == "no result in this folder"
 
 
 # ============================================================================= numbers behind the findings, recomputed
@@ -2317,7 +2318,8 @@ def test_cnn_fit_cuts_the_loss_curve_at_its_first_non_finite_step():
 
 def test_the_paired_t_test_has_its_critical_value_at_any_number_of_seeds():
     """Student's t from scipy, not a table that stopped at 10 seeds (and fell back to 2.0, 10% too narrow at 11)."""
-    assert stats.t_95(3) == pytest.approx(4.303, abs=1e-3) and stats.t_95(11) == pytest.approx(2.228, abs=1e-3)
+    three = stats.paired([0.5] * 3, [0.51, 0.53, 0.52])  # differences 0.01, 0.03, 0.02: std 0.01
+    assert three["noise"] == pytest.approx(4.303 * 0.01 / math.sqrt(3), rel=1e-3)
     base = [0.5] * 11
     other = [0.5 + 0.0173 + 0.03 * ((-1) ** i) for i in range(11)]  # mean difference 0.0200, std 0.0313
     found = stats.paired(base, other)
