@@ -1,6 +1,6 @@
-"""A question's saved result (.json; its figures' arrays in a .npz, model states others read in a .pt), and
-the digest of the code it trains with, part of the config that decides whether it is reused."""
+"""A question's saved result (.json, its arrays' .npz, its model states' .pt), its training code's digest."""
 import ast
+import functools
 import hashlib
 import inspect
 import json
@@ -15,9 +15,10 @@ from common import UserError, file_digest
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def definitions(module):
+@functools.cache
+def definitions(module_name):
     """(name -> (source, names used) per top-level definition, name -> (module, name) per project import)."""
-    source = inspect.getsource(module)
+    source = inspect.getsource(sys.modules[module_name])
     defined, imported = {}, {}
     for node in ast.parse(source).body:
         if isinstance(node, ast.ImportFrom) and node.module and os.path.exists(
@@ -34,14 +35,12 @@ def definitions(module):
 def training_code(script, question):
     """(module, name) -> source of the train function and all it reaches, but shared_code (counted whole)."""
     shared = {os.path.splitext(file)[0] for file in script.shared_code}
-    parsed, sources, todo = {}, {}, [(question.train.__module__, question.train.__name__)]
+    sources, todo = {}, [(question.train.__module__, question.train.__name__)]
     while todo:
         module_name, name = todo.pop()
         if (module_name, name) in sources or module_name in shared:
             continue
-        if module_name not in parsed:  # each module parsed once, not once per definition
-            parsed[module_name] = definitions(sys.modules[module_name])
-        defined, imported = parsed[module_name]
+        defined, imported = definitions(module_name)  # each module parsed once (functools.cache)
         source, used = defined.get(name, ("", set()))
         sources[module_name, name] = source
         todo += [(module_name, n) for n in used if n in defined]

@@ -1,5 +1,4 @@
 """The command line of mlp.py and cnn.py: flags from the Question records, the cache, each question's .md."""
-import argparse
 import difflib
 import glob
 import io
@@ -11,6 +10,7 @@ import sys
 import textwrap
 import time
 import traceback
+from argparse import ArgumentParser, RawDescriptionHelpFormatter
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -95,8 +95,7 @@ def exercise_items(section):
 
 
 def build_parser(script):
-    parser = argparse.ArgumentParser(description=script.doc,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=script.doc, formatter_class=RawDescriptionHelpFormatter)
 
     def error(message):  # an unknown question or a bad value: one line, not argparse's usage
         raise UserError(f"{message} (see --help)")
@@ -136,8 +135,7 @@ def question_names(questions, values):
     """--question's names, each once: a name (hyphens for underscores, any case), an exercise item, or all."""
     every_name = [q.name for q in questions]
     aliases = {alias: q.name for q in questions
-               for alias in [q.name, q.name.replace("_", "-"), *exercise_items(q.section)]}
-    aliases["all"] = "all"
+               for alias in [q.name, q.name.replace("_", "-"), *exercise_items(q.section)]} | {"all": "all"}
     for value in values:
         if value.lower() not in aliases:
             guess = difflib.get_close_matches(value.lower().replace("-", "_"), every_name, n=1)
@@ -179,7 +177,6 @@ def parse_args(script, argv):
 
 
 def resolve_settings(script, question, args):
-    """Its protocol, the flags set on top, then the script's resolve."""
     settings = dict(question.protocol)
     for setting in SHARED_SETTINGS + script.settings:
         if getattr(args, setting.key) is not None and setting.key in settings:
@@ -262,7 +259,6 @@ def write_report(script, question, result, out_dir):
 
 
 def terminal_lines(report, width):
-    """Each answer's heading, headline, then bullets, wrapped to width for the terminal."""
     def wrap(text, indent, then):
         return textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=then,
                              break_long_words=False, break_on_hyphens=False)
@@ -293,9 +289,8 @@ def plan_lanes(questions, n_lanes, seconds):
         else:
             first[question.name] = first[question.reads[0]] if question.reads else question.name
     groups = [[name for name in first if first[name] == start] for start in dict.fromkeys(first.values())]
-    known = [s for s in seconds.values() if s is not None]
-    default = float(np.mean(known)) if known else 1.0
-    cost = {name: default if seconds.get(name) is None else seconds[name] for name in order}
+    known = [s for s in seconds.values() if s is not None] or [1.0]
+    cost = {name: float(np.mean(known)) if seconds.get(name) is None else seconds[name] for name in order}
     lanes, load = [[] for _ in range(n_lanes)], [0.0] * n_lanes
     for group in sorted(groups, key=lambda g: -sum(cost[n] for n in g)):
         lane = load.index(min(load))
@@ -328,8 +323,7 @@ def prepare_output(folder):
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
-        problem = "is not writable" if os.path.isdir(existing) else "is not a folder"
-        raise UserError(f"{folder}: cannot write results there ({existing} {problem})")
+        raise UserError(f"{folder}: cannot write results there ({existing} is not a writable folder)")
     for name in remove_stale_temporaries(folder):
         print(f"removed {os.path.join(folder, name)}, left by an interrupted run")
 

@@ -1511,7 +1511,7 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_training(tmp_
         argv += ["--data-dir", tiny, "--cache-dir", tmp_path / "cache"]
     code, _, err = in_process(script._replace(questions=questions), argv, capsys)
     folder = blocker / 'results' / script.name
-    assert one_line_error(code, err, f"{folder}: cannot write results there ({blocker} is not a folder)")
+    assert one_line_error(code, err, f"{folder}: cannot write results there ({blocker} is not a writable folder)")
     assert trained == []
 
 
