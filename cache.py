@@ -1,8 +1,6 @@
-"""A question's saved result (OUT/<script>/<question>.json, its figures' arrays in a .npz, model states other
-questions read in a .pt), reused while its config is the same: settings, data, device, what it reads, and a
-digest of the code it trains with."""
+"""A question's saved result (.json, its arrays' .npz, its model states' .pt), its training code's digest."""
 import ast
-import glob
+import functools
 import hashlib
 import inspect
 import json
@@ -17,13 +15,12 @@ from common import UserError, file_digest
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def definitions(module):
-    """(name -> (source, names it uses) of each top-level definition, name -> (module, name) of its imports
-    from the project's own modules)."""
-    source = inspect.getsource(module)
-    tree = ast.parse(source)
+@functools.cache
+def definitions(module_name):
+    """(name -> (source, names used) per top-level definition, name -> (module, name) per project import)."""
+    source = inspect.getsource(sys.modules[module_name])
     defined, imported = {}, {}
-    for node in tree.body:
+    for node in ast.parse(source).body:
         if isinstance(node, ast.ImportFrom) and node.module and os.path.exists(
                 os.path.join(HERE, *node.module.split(".")) + ".py"):
             imported.update({alias.asname or alias.name: (node.module, alias.name) for alias in node.names})
@@ -36,17 +33,14 @@ def definitions(module):
 
 
 def training_code(script, question):
-    """(module, name) -> source of the train function and every definition it reaches through the project's
-    modules, but for the script's shared_code, which counts whole."""
+    """(module, name) -> source of the train function and all it reaches, but shared_code (counted whole)."""
     shared = {os.path.splitext(file)[0] for file in script.shared_code}
-    parsed, sources, todo = {}, {}, [(question.train.__module__, question.train.__name__)]
+    sources, todo = {}, [(question.train.__module__, question.train.__name__)]
     while todo:
         module_name, name = todo.pop()
         if (module_name, name) in sources or module_name in shared:
             continue
-        if module_name not in parsed:  # each module parsed once, not once per definition
-            parsed[module_name] = definitions(sys.modules[module_name])
-        defined, imported = parsed[module_name]
+        defined, imported = definitions(module_name)  # each module parsed once (functools.cache)
         source, used = defined.get(name, ("", set()))
         sources[module_name, name] = source
         todo += [(module_name, n) for n in used if n in defined]
@@ -55,8 +49,7 @@ def training_code(script, question):
 
 
 def training_digest(script, question):
-    """sha256 of training_code and the shared modules: an edit of one question's training retrains it and
-    what reads it, no other; a report edit retrains nothing."""
+    """sha256 of training_code and shared_code: an edit of a report retrains nothing."""
     code = file_digest([os.path.join(HERE, file) for file in script.shared_code])
     for (module, name), source in sorted(training_code(script, question).items()):
         code += f"\n{module}.{name}\n{source}"
@@ -64,19 +57,17 @@ def training_digest(script, question):
 
 
 def read_saved(file, result, key, advice):
-    """The arrays (.npz) or model states (.pt) beside result, read as plain numbers (no code runs), from the
-    .json's config; missing or unreadable: a UserError ending with advice."""
+    """The arrays (.npz) or model states (.pt) of result's config, read as plain numbers (no code runs)."""
     try:
         if key == "arrays":
             with np.load(file, allow_pickle=False) as arrays:
-                saved = {"config": json.loads(str(arrays["config"])), "arrays": dict(arrays)}
+                saved = {"arrays": dict(arrays)}
+            saved["config"] = json.loads(str(saved["arrays"].pop("config")))
         else:
             saved = torch.load(file, map_location="cpu", weights_only=True)
         if saved["config"] != result["config"]:
             raise ValueError("its config is not the .json's")
-    except FileNotFoundError:
-        raise UserError(f"{file}: missing; {advice}") from None
-    except Exception as e:  # a truncated or foreign file: numpy and torch raise several types
+    except Exception as e:  # missing, truncated or foreign: numpy and torch raise several types
         reason = (str(e).strip().splitlines() or [""])[0].split(". ")[0]
         raise UserError(f"{file}: unreadable ({type(e).__name__}: {reason}); {advice}") from None
     return saved[key]
@@ -93,32 +84,5 @@ def read_result(path, advice="rerun the question with --force"):
         raise UserError(f"{path}: not valid JSON ({e}); {advice}") from None
     if result.get("arrays_file"):
         file = os.path.join(os.path.dirname(path), result["arrays_file"])
-        arrays = read_saved(file, result, "arrays", advice)
-        result["arrays"] = {key: value for key, value in arrays.items() if key != "config"}
+        result["arrays"] = read_saved(file, result, "arrays", advice)
     return result
-
-
-def load_cached(path, config):
-    """The saved result if made with exactly this config, else None (an unreadable one: said, retrained)."""
-    if not os.path.exists(path):
-        return None
-    try:
-        result = read_result(path, advice="retraining it")
-    except UserError as e:
-        print(e)
-        return None
-    return result if result.get("config") == config else None
-
-
-def full_results(folder):
-    """The saved results in folder/<script>/ that a full run made, not a --quick one."""
-    found = []
-    for path in sorted(glob.glob(os.path.join(folder, "*", "*.json"))):
-        try:
-            with open(path) as f:
-                config = json.load(f).get("config")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if isinstance(config, dict) and config.get("quick") is False:
-            found.append(path)
-    return found

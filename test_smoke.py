@@ -1406,9 +1406,9 @@ def test_lanes_keep_readers_with_what_they_read_and_balance_the_time():
 def test_lanes_are_costed_by_the_cpu_time_saved_in_each_result(tmp_path):
     (tmp_path / "a.json").write_text(json.dumps({"wall_s": 100, "cpu_s": 50}))
     (tmp_path / "b.json").write_text(json.dumps({"wall_s": 7}))  # an older result, without cpu_s
-    assert runner.saved_seconds(tmp_path / "a.json", "cpu_s") == 50
-    assert runner.saved_seconds(tmp_path / "b.json", "cpu_s") is None  # plan_lanes costs it at the mean
-    assert runner.saved_seconds(tmp_path / "missing.json", "wall_s") is None
+    assert runner.saved_value(tmp_path / "a.json", "cpu_s") == 50
+    assert runner.saved_value(tmp_path / "b.json", "cpu_s") is None  # plan_lanes costs it at the mean
+    assert runner.saved_value(tmp_path / "missing.json", "wall_s") is None
 
 
 def test_the_cache_retrains_a_question_only_when_its_training_code_changes(tmp_path):
@@ -1512,7 +1512,7 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_training(tmp_
         argv += ["--data-dir", tiny, "--cache-dir", tmp_path / "cache"]
     code, _, err = in_process(script._replace(questions=questions), argv, capsys)
     folder = blocker / 'results' / script.name
-    assert one_line_error(code, err, f"{folder}: cannot write results there ({blocker} is not a folder)")
+    assert one_line_error(code, err, f"{folder}: cannot write results there ({blocker} is not a writable folder)")
     assert trained == []
 
 
