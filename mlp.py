@@ -1,14 +1,8 @@
-"""Section 6: MLPs on 2-D coordinates (European cities -> country). Each question is one module,
-questions/<question>.py: its settings, training, findings, words and figures. What several share is in
-section6.py (data, MLP, lockstep groups), stats.py and plots.py; common.py holds the training loop.
+"""Section 6: MLPs on 2-D coordinates (European cities -> country), one module per question in questions/;
+section6.py holds what they share (data, MLP, lockstep groups), common.py the training loop.
 
-    python mlp.py --question lr            # one question; outputs in results/mlp/
-    python mlp.py --question all           # every question, in order
-    python mlp.py --list                   # the questions
-    python mlp.py --help                   # every flag, with each question's protocol value
-
-Every number goes to results/mlp/<question>.json (.npz: what its figures draw); a rerun with the same
-settings, data and training code reuses them.
+    python mlp.py --question lr            # one question (all: every one); outputs in results/mlp/
+    python mlp.py --list                   # the questions (--help: every flag, with its protocol value)
 """
 import runner
 from common import UserError
@@ -22,7 +16,6 @@ QUESTIONS = [module.QUESTION for module in (lr, epochs, batchnorm, batch_size, s
 
 
 def architecture(text):
-    """'DxW' -> [D, W], for --architectures."""
     try:
         depth, width = (int(v) for v in text.lower().split("x"))
     except ValueError:
@@ -41,41 +34,35 @@ def on_off(text):
 
 
 SETTINGS = [
-    Setting("seeds", "runs per setting, seeds SEED, SEED+1, ... (1 = the exercise's single run)",
-            dict(type=int)),
+    Setting("seeds", "runs per setting, seeds SEED, SEED+1, ... (1: the exercise's one run)", dict(type=int)),
     Setting("lr", "SGD learning rate", dict(type=float)),
     Setting("lrs", "learning rates of the lr sweep", dict(type=float, nargs="+")),
     Setting("epochs", "epochs", dict(type=int)),
     Setting("batch_size", "batch size", dict(type=int)),
     Setting("batch_sizes", "batch sizes compared", dict(type=int, nargs="+")),
     Setting("batch_size_epochs", "epochs for each of --batch-sizes", dict(type=int, nargs="+")),
-    Setting("overfit_per_class", "training rows of every class in the over-fitting control's subset (0: no "
-            "control)", dict(type=int), check=non_negative),
+    Setting("overfit_per_class", "rows per class of the over-fitting control (0: none)", dict(type=int),
+            check=non_negative),
     Setting("noise_epochs", "epochs of the gradient-noise-scale run, at --batch-size (0: none)",
             dict(type=int), check=non_negative),
-    Setting("larger_lr", "the larger learning rate of batch norm's controls without batch norm",
-            dict(type=float)),
+    Setting("larger_lr", "the larger lr of batch norm's controls without batch norm", dict(type=float)),
     Setting("depth", "hidden layers, the input layer included", dict(type=int)),
     Setting("width", "units per hidden layer", dict(type=int)),
     Setting("architectures", "models, each DEPTHxWIDTH", dict(type=architecture, nargs="+", metavar="DxW"),
             show=show_architectures),
-    Setting("matched_architectures", "more models, each DEPTHxWIDTH, to compare depth and width at about "
-            "the same parameter count", dict(type=architecture, nargs="*", metavar="DxW"),
-            show=show_architectures),
-    Setting("longer_epochs", "the worst architecture trains on to this many epochs (0: not)",
-            dict(type=int), check=non_negative),
-    Setting("batch_norm", "BatchNorm1d between each hidden Linear and its ReLU",
-            dict(type=on_off, metavar="on|off"), check=None),
+    Setting("matched_architectures", "more models, to compare depth and width at about one parameter count",
+            dict(type=architecture, nargs="*", metavar="DxW"), show=show_architectures),
+    Setting("longer_epochs", "epochs the worst architecture trains on to (0: not)", dict(type=int),
+            check=non_negative),
+    Setting("batch_norm", "BatchNorm1d before every ReLU", dict(type=on_off, metavar="on|off"), check=None),
     Setting("resolution", "grid cells per side for counting regions", dict(type=int)),
 ]
 
 
 def resolve(settings, quick):
-    """The --quick budget (at most 2 epochs, 3 for the longer run, 1 per batch size, a 200-cell grid), then
-    the checks across settings."""
+    """The --quick budget (2 epochs, 3 for the longer run, 1 per batch size, a 200-cell grid), then checks."""
     if quick:
-        caps = {"epochs": 2, "resolution": 200, "overfit_epochs": 2, "longer_epochs": 3,
-                "noise_epochs": 2}
+        caps = {"epochs": 2, "resolution": 200, "overfit_epochs": 2, "longer_epochs": 3, "noise_epochs": 2}
         settings = {key: min(value, caps[key]) if key in caps else value for key, value in settings.items()}
         if "batch_size_epochs" in settings:
             settings["batch_size_epochs"] = [1] * len(settings["batch_size_epochs"])
@@ -85,17 +72,15 @@ def resolve(settings, quick):
     if "batch_size_epochs" in settings and len(settings["batch_size_epochs"]) != len(settings["batch_sizes"]):
         raise UserError("--batch-sizes and --batch-size-epochs need the same number of values")
     if settings.get("batch_norm") and min(settings.get("batch_sizes", [settings.get("batch_size", 2)])) < 2:
-        raise UserError("batch norm needs a batch size of at least 2 (BatchNorm1d cannot train on one "
-                        "sample)")
+        raise UserError("batch norm needs a batch size of at least 2 (BatchNorm1d cannot train on one row)")
     return settings
 
 
 SCRIPT = runner.Script(
     name="mlp", doc=__doc__, questions=QUESTIONS, settings=SETTINGS, load_data=load_data, resolve=resolve,
-    shared_code=("common.py", "section6.py"),
     data_help="folder with train.csv, validation.csv, test.csv (columns long, lat, country; optional "
               "countries.csv with id,iso,name for legends). Default: the embedded data/europe",
-    data_holds="train.csv, validation.csv, test.csv")
+    data_holds="train.csv, validation.csv, test.csv", shared_code=("common.py", "section6.py"))
 
 if __name__ == "__main__":
     runner.main(SCRIPT)

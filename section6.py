@@ -1,6 +1,6 @@
-"""What Section 6 questions train with: the CSV data, the MLP, lockstep groups (train_group), prediction maps,
-per-layer diagnostics and the protocol settings they share."""
+"""What Section 6 questions share: the CSV data, the MLP, lockstep groups, prediction maps, diagnostics."""
 import csv
+import math
 import os
 
 import numpy as np
@@ -14,6 +14,15 @@ DEFAULT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", 
 SPLIT_FILES = {"train": "train.csv", "val": "validation.csv", "test": "test.csv"}
 COLUMNS = ("long", "lat", "country")
 QUICK_ROWS = {"train": 2000, "val": 500, "test": 500}
+SIN_FREQUENCIES = [round(0.1 * i, 1) for i in range(1, 11)]  # 6.2.1-7: a in {0.1, ..., 1.0}
+ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU}  # LeakyReLU: negative slope 0.01
+ARCH_KEYS = ("depth", "width", "batch_norm", "residual", "activation", "init", "features")
+PLAIN = {"batch_norm": False, "residual": "none", "activation": "relu", "init": "default", "features": "raw"}
+MAP_RESOLUTION = 400  # cells per side of a prediction map
+SKELETON = dict(seed=42, seeds=3, lr=1e-3, depth=6, width=16)  # the exercise skeleton's (and batch 256)
+SKELETON_WITHOUT_LR = {key: value for key, value in SKELETON.items() if key != "lr"}  # the lr sweeps': lrs
+REPORT_62 = dict(seed=42, seeds=3, lr=1e-3, epochs=50, batch_size=128, batch_norm=True)  # the report's choice
+GRADIENTS = dict(SKELETON, batch_size=256, batch_norm=False, epochs=10, depth=100, width=4)
 
 
 def read_split(path):
@@ -21,39 +30,25 @@ def read_split(path):
     if not os.path.isfile(path):
         raise UserError(f"{path}: file not found (a data folder holds train.csv, validation.csv, test.csv)")
     with open(path, newline="") as f:
-        reader = csv.reader(f)
-        header = [h.strip() for h in next(reader, [])]
-        missing = [c for c in COLUMNS if c not in header]
+        reader = csv.DictReader(f)  # skips blank lines
+        reader.fieldnames = [h.strip() for h in reader.fieldnames or []]
+        missing = [c for c in COLUMNS if c not in reader.fieldnames]
         if missing:
             raise UserError(f"{path}: missing column(s) {', '.join(missing)}; "
-                            f"the header is {','.join(header) or '(empty)'}")
-        index = [header.index(c) for c in COLUMNS]
+                            f"the header is {','.join(reader.fieldnames) or '(empty)'}")
         coords, labels = [], []
-        for line, row in enumerate(reader, start=2):
-            if not row:
-                continue
+        for row in reader:
+            where = f"{path}: line {reader.line_num}"
             try:
-                long, lat, label = (row[i].strip() for i in index)
-                coords.append((float(long), float(lat)))
-            except (IndexError, ValueError):
-                raise UserError(f"{path}: line {line}: expected numbers in long and lat, got {row}") from None
-            labels.append(label)
+                coords.append((float(row["long"]), float(row["lat"])))
+                labels.append(row["country"].strip())
+            except (TypeError, ValueError, AttributeError):  # a short row holds None
+                raise UserError(f"{where}: expected numbers in long and lat, got {row}") from None
+            if not all(map(math.isfinite, coords[-1])):
+                raise UserError(f"{where}: coordinates must be finite numbers (found NaN or inf)")
     if not coords:
         raise UserError(f"{path}: no data rows (empty split)")
-    coords = np.array(coords, dtype=np.float32)
-    bad = ~np.isfinite(coords).all(1)
-    if bad.any():
-        raise UserError(f"{path}: line {int(np.argmax(bad)) + 2}: coordinates must be finite numbers "
-                        "(found NaN or inf)")
-    return coords, labels
-
-
-def read_country_names(data_dir):
-    path = os.path.join(data_dir, "countries.csv")
-    if not os.path.isfile(path):
-        return {}
-    with open(path, newline="") as f:
-        return {row["id"].strip(): row["name"].strip() for row in csv.DictReader(f)}
+    return np.array(coords, dtype=np.float32), labels
 
 
 def read_data(data_dir, device, quick=False):
@@ -69,29 +64,28 @@ def read_data(data_dir, device, quick=False):
                             "do not appear in train.csv, so no model can learn them")
     numeric = all(label.lstrip("-").isdigit() for label in train_labels)
     classes = sorted(train_labels, key=int if numeric else str)
-    label_note = None
     if not numeric or [int(c) for c in classes] != list(range(len(classes))):
         shown = ", ".join(classes[:5]) + (", ..." if len(classes) > 5 else "")
-        label_note = f"labels {shown} mapped onto 0..{len(classes) - 1}"
-        print(f"note: {label_note}")
-    country_names = read_country_names(data_dir) if numeric else {}
+        print(f"note: labels {shown} mapped onto 0..{len(classes) - 1}")
+    names_path, country_names = os.path.join(data_dir, "countries.csv"), {}
+    if numeric and os.path.isfile(names_path):  # id,iso,name: the legends' names
+        with open(names_path, newline="") as f:
+            country_names = {row["id"].strip(): row["name"].strip() for row in csv.DictReader(f)}
     class_id = {c: i for i, c in enumerate(classes)}
     data, rows = {}, {}
     for name, (coords, labels) in splits.items():
-        y = np.array([class_id[label] for label in labels], dtype=np.int64)
-        if quick:
-            coords, y = coords[:QUICK_ROWS[name]], y[:QUICK_ROWS[name]]
-        data[name] = (torch.from_numpy(coords).to(device), torch.from_numpy(y).to(device))
+        kept = QUICK_ROWS[name] if quick else len(labels)
+        y = np.array([class_id[label] for label in labels[:kept]], dtype=np.int64)
+        data[name] = (torch.from_numpy(coords[:kept]).to(device), torch.from_numpy(y).to(device))
         rows[name] = len(y)
     all_coords = np.concatenate([c for c, _ in splits.values()])
-    low, high = all_coords.min(0), all_coords.max(0)
     data["meta"] = {"dir": shown_path(data_dir),
                     "digest": file_digest([os.path.join(data_dir, f) for f in SPLIT_FILES.values()]),
                     "summary": f"{shown_path(data_dir)} ({rows['train']} / {rows['val']} / {rows['test']} "
                                f"rows, {len(classes)} classes)",
-                    "rows": rows, "n_classes": len(classes), "label_note": label_note,
+                    "rows": rows, "n_classes": len(classes),
                     "class_names": [country_names.get(c, c) for c in classes],
-                    "extent": [float(low[0]), float(high[0]), float(low[1]), float(high[1])]}
+                    "extent": [float(v) for pair in zip(all_coords.min(0), all_coords.max(0)) for v in pair]}
     return data
 
 
@@ -103,12 +97,8 @@ def load_data(args, device):
     return data
 
 
-SIN_FREQUENCIES = [round(0.1 * i, 1) for i in range(1, 11)]  # 6.2.1-7: a in {0.1, ..., 1.0}
-
-
 def featurize(X, features, train_X):
-    """raw: (long, lat); standardized: by the training rows' mean and std; sin: sin(a * x) for every a in
-    SIN_FREQUENCIES, longitude's first (20 features)."""
+    """raw: (long, lat); standardized: by train_X's mean and std; sin: sin(a * x), a in SIN_FREQUENCIES."""
     if features == "raw":
         return X
     if features == "standardized":
@@ -117,17 +107,11 @@ def featurize(X, features, train_X):
     return torch.sin(X[:, :, None] * a).flatten(1)
 
 
-ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU}  # LeakyReLU: negative slope 0.01
-
-
 class MLP(nn.Module):
     """`depth` hidden layers of `width` units, Linear -> [BatchNorm1d] -> ReLU, then an output Linear.
-    residual: an identity skip around every hidden layer but the first:
-      'post': x + ReLU([BN](Linear(x)));
-      'skipinit': x + g * ReLU([BN](Linear(x))), g a learnable scalar per layer from 0 (SkipInit, De & Smith
-              2020; ReZero, Bachlechner et al. 2020);
-      'pre': x + Linear(ReLU([BN](x))), output layer on ReLU([BN](x)) (He et al. 2016, Identity Mappings).
-    init 'he': Kaiming-normal weights (ReLU gain, fan in), zero biases."""
+    residual, a skip around each hidden layer but the first: 'post' x + ReLU([BN](Linear(x))); 'skipinit' the
+    same with ReLU(...) times a learnable scalar from 0 (De & Smith 2020); 'pre' x + Linear(ReLU([BN](x))),
+    the output layer on ReLU([BN](x)) (He et al. 2016). init 'he': Kaiming-normal (fan in), zero biases."""
 
     def __init__(self, n_in=2, n_classes=33, depth=6, width=16, batch_norm=False, residual="none",
                  activation="relu", init="default"):
@@ -142,8 +126,7 @@ class MLP(nn.Module):
             else:
                 layers = [nn.Linear(n_in if i == 0 else width, width)] + norm() + [act()]
             self.hidden.append(nn.Sequential(*layers))
-        if residual == "pre":
-            self.final = nn.Sequential(*norm(), act())
+        self.final = nn.Sequential(*norm(), act()) if residual == "pre" else nn.Sequential()
         if residual == "skipinit":  # [1, 1]: broadcasts over a batch, and over a stack of models' batches
             self.gains = nn.ParameterList(nn.Parameter(torch.zeros(1, 1)) for _ in range(depth - 1))
         self.out = nn.Linear(width, n_classes)
@@ -159,19 +142,12 @@ class MLP(nn.Module):
                 x = layer(x)
             else:
                 x = x + (self.gains[i - 1] * layer(x) if self.residual == "skipinit" else layer(x))
-        if self.residual == "pre":
-            x = self.final(x)
-        return self.out(x)
-
-
-ARCH_KEYS = ("depth", "width", "batch_norm", "residual", "activation", "init", "features")
-PLAIN = {"batch_norm": False, "residual": "none", "activation": "relu", "init": "default", "features": "raw"}
+        return self.out(self.final(x))
 
 
 def build_model(arch, n_classes):
     n_in = 2 * len(SIN_FREQUENCIES) if arch["features"] == "sin" else 2
-    return MLP(n_in, n_classes, arch["depth"], arch["width"], arch["batch_norm"], arch["residual"],
-               arch["activation"], arch["init"])
+    return MLP(n_in, n_classes, **{key: arch[key] for key in ARCH_KEYS if key != "features"})
 
 
 def load_model(run, n_classes, state):
@@ -180,26 +156,21 @@ def load_model(run, n_classes, state):
     return model.eval()
 
 
-MAP_RESOLUTION = 400  # cells per side of a prediction map
-MAP_MARGIN = 0.03  # a map shows the data's extent and this fraction of it on every side
-
-
 def grid_points(extent, resolution):
     """The (x, y) points of a resolution^2 grid over extent (x0, x1, y0, y1), row 0 the lowest y."""
     x0, x1, y0, y1 = extent
-    grid_y, grid_x = torch.meshgrid(torch.linspace(y0, y1, resolution), torch.linspace(x0, x1, resolution),
-                                    indexing="ij")
-    return torch.stack([grid_x.flatten(), grid_y.flatten()], dim=1)
+    xs, ys = torch.linspace(x0, x1, resolution), torch.linspace(y0, y1, resolution)
+    return torch.stack([xs.repeat(resolution), ys.repeat_interleave(resolution)], dim=1)
 
 
 def map_extent(extent):
+    """What a prediction map shows: the data's extent (x0, x1, y0, y1) and 3% of it on every side."""
     x0, x1, y0, y1 = extent
-    dx, dy = (x1 - x0) * MAP_MARGIN, (y1 - y0) * MAP_MARGIN
+    dx, dy = (x1 - x0) * 0.03, (y1 - y0) * 0.03
     return [x0 - dx, x1 + dx, y0 - dy, y1 + dy]
 
 
 def test_points(data):
-    """The test points and their classes, which the maps draw on top."""
     X, y = (t.cpu().numpy() for t in data["test"])
     return {"test_points": X.astype(np.float32), "test_labels": y.astype(np.int16)}
 
@@ -224,28 +195,21 @@ def borders(grid):
     return border
 
 
-def batch_major(model, X):
-    """Logits [N, classes] for X [N, features]; [K, N, classes] for stacked and X [K, N, features]."""
-    return model(X.mT).mT if X.dim() == 3 else model(X)
-
-
 @torch.no_grad()
-def relu_inputs(model, X, train_mode=False):
-    """Every ReLU's input for the rows of X: one [N, width] ([K, N, width] stacked) per hidden layer;
-    train_mode: batch norm uses X's own statistics, as in a training step."""
+def relu_inputs(model, X):
+    """Every ReLU's input for the rows of X [N, features], in eval mode: one [N, width] per hidden layer."""
     inputs = []
-    hooks = [m.register_forward_hook(lambda m, i, o: inputs.append(i[0].mT if X.dim() == 3 else i[0]))
+    hooks = [m.register_forward_hook(lambda m, i, o: inputs.append(i[0]))
              for m in model.modules() if isinstance(m, tuple(ACTIVATIONS.values()))]
-    model.train(train_mode)
-    batch_major(model, X)
+    model.eval()
+    model(X)
     for hook in hooks:
         hook.remove()
     return inputs
 
 
 def batch_diagnostics(arch, n_classes, seed, X, y, batch_size):
-    """On the run's first training batch (train_lockstep's shuffle), in train mode, at init: (each Linear
-    layer's mean input norm, its ||grad W||_2^2)."""
+    """(Each Linear's mean input norm, its ||grad W||_2^2) at init on the run's first batch, in train mode."""
     seed_everything(seed)
     model = build_model(arch, n_classes)
     first_batch = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:batch_size]
@@ -281,7 +245,7 @@ def arch_of(settings, **changes):
 def train_group(data, runs, arch, settings, env, desc, epochs=None, batch_size=None, diagnose=False,
                 epoch_measure=None, **record):
     """The runs (each a seed, an lr, maybe a width or features) of one arch in lockstep: (results, states).
-    diagnose: record batch_diagnostics; epoch_measure(model, X_val) after each epoch."""
+    diagnose: record batch_diagnostics; epoch_measure(stacked, X_val [K, N, features]) after each epoch."""
     epochs, batch_size = epochs or settings["epochs"], batch_size or settings["batch_size"]
     n_classes, train_X = data["meta"]["n_classes"], data["train"][0]
 
@@ -294,24 +258,16 @@ def train_group(data, runs, arch, settings, env, desc, epochs=None, batch_size=N
         inputs[split] = (X[features[0]] if len(X) == 1 else torch.stack([X[f] for f in features]),
                          data[split][1])
     if epoch_measure:
-        X_val = inputs["val"][0]
-        X_val = X_val.expand(len(runs), *X_val.shape[-2:])
+        X_val = inputs["val"][0].expand(len(runs), *inputs["val"][0].shape[-2:])
         record["epoch_measure"] = lambda stacked: epoch_measure(stacked, X_val)
     results, states = train_lockstep(lambda run: build_model(arch_of_run(run), n_classes), runs, inputs,
                                      epochs, batch_size, env.device, quiet=env.quiet, desc=desc, **record)
-    X, y = (t.cpu() for t in inputs["train"])
-    for k, (result, state) in enumerate(zip(results, states)):
+    for result in results:
         run_arch = arch_of_run(result)
         n_params = sum(p.numel() for p in build_model(run_arch, n_classes).parameters())
         result.update(epochs=epochs, batch_size=batch_size, **run_arch, n_params=n_params)
         if diagnose:
-            norms, grads = batch_diagnostics(run_arch, n_classes, result["seed"], X[k] if X.dim() == 3 else X,
-                                             y, batch_size)
+            X, y = featurize(data["train"][0], run_arch["features"], train_X).cpu(), data["train"][1].cpu()
+            norms, grads = batch_diagnostics(run_arch, n_classes, result["seed"], X, y, batch_size)
             result.update(init_activation_norm=norms, init_grad_sq_norm=grads)
     return results, states
-
-
-SKELETON = dict(seed=42, seeds=3, lr=1e-3, depth=6, width=16)  # the exercise skeleton's (and batch 256)
-SKELETON_WITHOUT_LR = {key: value for key, value in SKELETON.items() if key != "lr"}  # the lr sweeps': lrs
-REPORT_62 = dict(seed=42, seeds=3, lr=1e-3, epochs=50, batch_size=128, batch_norm=True)  # the report's choice
-GRADIENTS = dict(SKELETON, batch_size=256, batch_norm=False, epochs=10, depth=100, width=4)
