@@ -2139,8 +2139,6 @@ def test_sweep_figure_and_table_mark_the_same_cells():
         for j, cell in enumerate(row):
             mark = "-" if cell.startswith("**") else "--" if cell.startswith("≈") else None
             assert drawn.get((j, i)) == mark, (i, j, cell)
-            shown = [t.get_text() for t in ax.texts if t.get_position() == (j, i)]
-            assert shown == [cell.strip("*≈").replace(" (", "\n(")]
     assert table[0] == ["≈0.389 ± 0.193 (1 diverged)", "**0.813 ± 0.012**", "≈0.810 ± 0.128",
                         "0.300 ± 0.000"]  # the diverged seed counted at chance, and noisy enough to tie
     assert table[1][0].startswith("**") and table[1][3] == "≈0.322 ± 0.135 (1 diverged)"

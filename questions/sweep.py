@@ -6,6 +6,13 @@ from runner import Question
 from section6 import SKELETON_WITHOUT_LR, arch_of, lr_runs, train_group
 from stats import GAP_TOLERANCE, at_chance, falls_with, final, mean_std_at_chance, paired
 
+SWEEP_TEXT = {
+    "decided": ("{answer}: the best lr (the centre of it and its ties) {verb} with the batch: {low:.2g} at "
+                "batch {small}, {high:.2g} at {large} ({lr_ratio:.2g}x for a {batch_ratio:g}x batch)."),
+    "undecided": "The grid cannot tell: {decided} batch size(s) name a best lr beyond the seeds' noise.",
+}
+MARKED = {"best": "**{}**", "tied": "≈{}"}  # in the table; in the figure, a solid and a dashed box
+
 
 def train_sweep(settings, data, reads, env):
     """Every lr at every batch size; chance: the share of the most frequent validation class."""
@@ -42,14 +49,6 @@ def sweep_finding(grid, chance):
                 batch_ratio=decided[-1] / decided[0], verb="grows" if grows else "does not grow steadily")
 
 
-SWEEP_TEXT = {
-    "decided": ("{answer}: the best lr (the centre of it and its ties) {verb} with the batch: {low:.2g} at "
-                "batch {small}, {high:.2g} at {large} ({lr_ratio:.2g}x for a {batch_ratio:g}x batch)."),
-    "undecided": "The grid cannot tell: {decided} batch size(s) name a best lr beyond the seeds' noise.",
-}
-MARKED = {"best": "**{}**", "tied": "≈{}"}  # in the table; in the figure, a solid and a dashed box
-
-
 def report_sweep(result):
     runs, chance = result["runs"], result["chance"]
     lrs = sorted({r["lr"] for r in runs}, reverse=True)
@@ -59,14 +58,9 @@ def report_sweep(result):
     found = sweep_finding(grid, chance)
     marks = {(size, lr): mark for size, row in found["rows"].items() for lr, mark in row["marks"].items()}
     means = [[np.mean(at_chance(grid[size][lr], chance)) for lr in lrs] for size in sizes]
-    shown = {(size, lr): mean_std_at_chance(grid[size][lr], chance) for size in sizes for lr in lrs}
     from matplotlib.patches import Rectangle  # here: matplotlib is imported at the first figure
     fig, ax = subplots(figsize=(1.3 * len(lrs) + 3, 0.8 * len(sizes) + 2))
     image = ax.imshow(means, cmap="viridis", aspect="auto", vmin=0, vmax=1)
-    for (size, lr), text in shown.items():
-        i, j = sizes.index(size), lrs.index(lr)
-        ax.text(j, i, text.replace(" (", "\n("), ha="center", va="center", fontsize=8,
-                color="black" if means[i][j] > 0.6 else "white")
     labels = {"best": "best lr of the batch size", "tied": "tied with it within the seeds' noise"}
     for (size, lr), mark in marks.items():
         ax.add_patch(Rectangle((lrs.index(lr) - 0.45, sizes.index(size) - 0.45), 0.9, 0.9, fill=False,
@@ -79,9 +73,9 @@ def report_sweep(result):
            f"{runs[0]['epochs']} epochs, {runs[0]['features']} inputs", loc="upper left",
            bbox_to_anchor=(0, -0.15), fontsize=8)
     ax.grid(False)
-    table = markdown_table(["batch size"] + [f"lr {lr:g}" for lr in lrs],
-                           [[size] + [MARKED.get(marks.get((size, lr)), "{}").format(shown[(size, lr)])
-                                      for lr in lrs] for size in sizes])
+    table = markdown_table(["batch size"] + [f"lr {lr:g}" for lr in lrs], [[size] + [
+        MARKED.get(marks.get((size, lr)), "{}").format(mean_std_at_chance(grid[size][lr], chance))
+        for lr in lrs] for size in sizes])
     note = (f"Final validation accuracy, mean ± std over {len({r['seed'] for r in runs})} seeds (a diverged "
             f"seed at chance, {chance:.3f}); **best**, ≈tied.")
     key = "best lr (centre) {low:.2g} at batch {small}, {high:.2g} at {large}"
