@@ -2,12 +2,14 @@
 import numpy as np
 
 from plots import PALETTE, Answer, Report, finish, markdown_table, plot_mean_band, subplots
-from questions.epochs import split_table, train_epochs
+from questions.epochs import train_epochs
 from runner import Question
 from section6 import SKELETON, arch_of, seed_runs, train_group
 from stats import at_chance, epochs_axis, mean_std_at_chance, paired
 
 LAST_EPOCHS = 5  # a run's accuracy: its last 5 epochs' mean; without batch norm it jumps up to 0.3 an epoch
+NOISE = {"tie": " (within the seeds' noise)", "one_seed": " (one seed)"}
+COLOURS = {"raw": (PALETTE[0], PALETTE[1]), "standardized": (PALETTE[2], PALETTE[6])}  # without, with
 
 
 def train_batchnorm(settings, data, reads, env):
@@ -35,10 +37,6 @@ def effect_finding(accuracies, features, lr):
                 normed=float(np.mean(normed)))
 
 
-NOISE = {"tie": " (within the seeds' noise)", "one_seed": " (one seed)"}
-COLOURS = {"raw": (PALETTE[0], PALETTE[1]), "standardized": (PALETTE[2], PALETTE[6])}  # without, with
-
-
 def change_text(f):
     """effect_finding f in words, qualified where the seeds cannot tell."""
     return (f"{'lifts' if f['difference'] > 0 else 'lowers'} it from {f['without']:.3f} to {f['normed']:.3f}"
@@ -53,7 +51,7 @@ def report_batchnorm(result):
     late = {key: [late_accuracy(r) for r in runs] for key, runs in runs_of.items()}
     accuracies = {key: at_chance(values, chance) for key, values in late.items()}
     effects = {key[1:]: effect_finding(accuracies, *key[1:]) for key in sorted(runs_of) if key[0]}
-    protocol, normed = effects[("raw", lr)], runs_of[(True, "raw", lr)]
+    protocol = effects[("raw", lr)]
     best = max(effects.values(), key=lambda f: f["without"])  # the best net without batch norm
     also = f" and {change_text(best)}, the best net without it" if best is not protocol else ""
     answer = Answer("6.1.2-3", "How does batch norm contribute to training?",
@@ -66,9 +64,7 @@ def report_batchnorm(result):
             for (features, rate), f in effects.items()]
     note = (f"Validation accuracy over the last {LAST_EPOCHS} epochs, mean ± std over seeds, a diverged run "
             f"at chance ({chance:.3f}); all but raw inputs at lr {lr:g} beyond the protocol.")
-    keys = ("val_loss", "train_eval_acc", "val_acc", "test_acc")
-    body = [split_table([("no batch norm", runs_of[(False, "raw", lr)]), ("batch norm", normed)], keys), note,
-            markdown_table(["inputs", "no batch norm", "batch norm", "change, paired by seed"], rows)]
+    body = [note, markdown_table(["inputs", "no batch norm", "batch norm", "change, paired by seed"], rows)]
     fig, axes = subplots(1, 2, figsize=(15, 6.5))
     for (batch_norm, features, run_lr), runs in runs_of.items():  # the protocol's lr dashed
         label = f"{features} inputs, batch norm {'on' if batch_norm else 'off'}, lr {run_lr:g}"

@@ -7,6 +7,9 @@ from runner import Question
 from section6 import SKELETON, arch_of, seed_runs, train_group
 from stats import FALL_WIGGLES, as_array, epochs_axis, falling_finding, finals, mean_final, status_text
 
+SMOOTHING = 0.05  # moving medians over 5% of the control's epochs: on 3 rows a class its losses spike 10x
+RISE = 0.1  # nats: a smoothed loss's rise from its lowest to the end called a turn; medians wander by 0.0x
+
 
 def train_epochs(settings, data, reads, env, batch_norm=None):
     """100 epochs; beyond the protocol, for the plain net, the over-fitting control."""
@@ -33,13 +36,7 @@ def overfit_control(settings, data, env):
     results, _ = train_group(subset, seed_runs(settings, settings["overfit_lr"]), arch, settings, env,
                              f"over-fitting control, {len(rows)} rows", settings["overfit_epochs"],
                              settings["overfit_batch_size"], eval_train=True)
-    for result in results:
-        result.update(train_rows=len(rows))
-    return results
-
-
-SMOOTHING = 0.05  # moving medians over 5% of the control's epochs: on 3 rows a class its losses spike 10x
-RISE = 0.1  # nats: a smoothed loss's rise from its lowest to the end called a turn; medians wander by 0.0x
+    return [{**result, "train_rows": len(rows)} for result in results]
 
 
 def moving_median(values, window):
@@ -71,13 +68,6 @@ def spread(values, form):
     """The lowest and highest of values (one per seed), or the one value."""
     low, high = form.format(min(values)), form.format(max(values))
     return low if low == high else f"{low}-{high}"
-
-
-def split_table(named_runs, keys):
-    """A row per (label, runs): each key's final value, mean ± std over seeds, and the runs' status."""
-    header = ["model"] + [key.replace("_eval", " (eval mode)").replace("_", " ") for key in keys] + ["status"]
-    return markdown_table(header, [[label] + [finals(runs, key) for key in keys] + [status_text(runs)]
-                                   for label, runs in named_runs])
 
 
 TREND_TEXT = ("By epoch {epochs} the validation loss is {case}: its last {window} epochs' line moves "
@@ -118,7 +108,10 @@ def report_epochs(result):
     answer = Answer("6.1.2-2", "How does the number of epochs affect training: too many, too few?",
                     headline[:1].upper() + headline[1:] + ".", bullets, key)
     caption = "Whether the wide validation line still falls" + "; right, the control" * bool(control)
-    table = split_table(named_runs, ("train_loss", "train_eval_loss", "val_loss", "test_loss", "val_acc"))
+    keys = ("train_loss", "train_eval_loss", "val_loss", "test_loss", "val_acc")
+    header = ["model", "train loss", "train (eval mode) loss", "val loss", "test loss", "val acc", "status"]
+    table = markdown_table(header, [[label] + [finals(runs, key) for key in keys] + [status_text(runs)]
+                                    for label, runs in named_runs])
     return Report([table], {"epochs.png": (fig, caption)}, [answer])
 
 
