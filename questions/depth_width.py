@@ -6,7 +6,7 @@ from plots import (PALETTE, Answer, Report, draw_map, finish, map_figure, markdo
 from runner import Question
 from section6 import REPORT_62, arch_of, map_arrays, map_extent, seed_runs, test_points, train_group
 from stats import (GAP_TOLERANCE, OVERFIT_GAP, as_array, epochs_axis, falling_finding, final, finals,
-                   mean_final, mean_std, paired, seed_std)
+                   mean_final, paired, seed_std)
 
 KINDS = ("depth", "width")  # what arch[0] and arch[1] are
 MATCH_TOLERANCE = 0.10  # two models are of about the same size when their parameter counts differ by <= 10%
@@ -61,8 +61,7 @@ def train_depth_width(settings, data, reads, env):
 
 def fit_finding(label, runs, best_train=None):
     """6.2.1-1 and 2: over- or under-fit? Mean final train (eval mode), val, test acc against best_train."""
-    ok = [run for run in runs if run["status"] == "ok"]
-    train, val, test = (mean_final(ok, f"{split}_acc") for split in ("train_eval", "val", "test"))
+    train, val, test = (mean_final(runs, f"{split}_acc") for split in ("train_eval", "val", "test"))
     best_train = train if best_train is None else best_train
     case = ("overfits" if train - val > OVERFIT_GAP else "under" if best_train - train > OVERFIT_GAP
             else "fits")
@@ -213,9 +212,6 @@ def report_depth_width(result):
     table = markdown_table(["model", "parameters", "val acc"], rows)
     matched = matched_finding([(*arch, runs[0]["n_params"], [final(run, "val_acc") for run in runs])
                                for arch, runs in by_arch.items()])
-    pair_table = markdown_table(["deeper", "shallower", "val acc, deeper minus shallower", "deeper is"],
-                                [[short(deep), short(shallow), mean_std(comparison.get("diffs", [None])),
-                                  comparison["case"]] for deep, shallow, comparison in matched["pairs"]])
     fig, axes = subplots(1, 2, figsize=(13, 4.8), sharey=True)
     for vary, ax in enumerate(axes):
         plot_accuracy_against(ax, by_arch, protocol, vary)
@@ -223,8 +219,7 @@ def report_depth_width(result):
     for tag, arch in zip(("best", "worst"), ranked[-1:] + ranked[:1]):
         figures[f"depth_width_{tag}.png"] = (plot_fit_and_map(result, arch, by_arch[arch], tag),
                                              f"The {tag} model's losses and map (ringed: mistakes).")
-    note = "Matched sizes, paired by seed (above or below: beyond the 95% noise of a paired t-test):"
-    return Report([table, note, pair_table], figures, depth_width_answers(result, matched) if ranked else [])
+    return Report([table], figures, depth_width_answers(result, matched) if ranked else [])
 
 
 QUESTION = Question(
