@@ -13,6 +13,20 @@ from stats import as_array, best, epochs_axis, falls_with, group_by, mean_std, p
 
 NOISE_STEPS = 100  # the last step losses, whose spread measures how noisy a batch size's steps are
 WINDOWS = 300  # windows the step losses are drawn in, log-spaced as the step axis: the first steps alone
+NOISE_ROWS = 4096  # one fixed draw of training rows: their per-example gradients take a tenth of a second
+NOISE_EVERY = 5  # epochs between noise-scale measurements (also after epoch 1, for the first-epoch gains)
+PAYS = 0.5  # half the best loss drop an epoch: examples needed, E_min (1 + B / B_noise), double at B_noise
+ACCURACY_TEXT = {
+    "highest": "(i) Batch {batch} is the most accurate ({acc:.3f} best validation accuracy)",
+    "tied": ("(i) Batch {batch} and {other} tie as the most accurate ({acc:.3f}, {other_acc:.3f} best "
+             "validation accuracy; {n} seeds cannot separate them at 95%)"),
+}
+TREND_TEXT = {"falls": "falls", "uneven": "does not fall"}
+NOISE_TEXT = {
+    "stops": "more samples per step stop paying {where} B_simple.",
+    "pays_above": "batch sizes above B_simple still pay.",
+    "one_side": "no batch sizes lie on both sides of B_simple to tell.",
+}
 
 
 def step_windows(losses, n_windows=WINDOWS):
@@ -22,10 +36,6 @@ def step_windows(losses, n_windows=WINDOWS):
     stats = np.array([[np.mean(p), *np.percentile(p, [10, 90])] if len(p) else [np.nan] * 3 for p in pooled],
                      dtype=np.float32)
     return {"end": ends.astype(np.int32), "mean": stats[:, 0], "p10": stats[:, 1], "p90": stats[:, 2]}
-
-
-NOISE_ROWS = 4096  # one fixed draw of training rows: their per-example gradients take a tenth of a second
-NOISE_EVERY = 5  # epochs between noise-scale measurements (also after epoch 1, for the first-epoch gains)
 
 
 def noise_scale(model, params, X, y):
@@ -80,9 +90,6 @@ def train_batch_size(settings, data, reads, env):
     return {"runs": results, "noise_runs": noise_runs, "arrays": arrays}
 
 
-PAYS = 0.5  # half the best loss drop an epoch: examples needed, E_min (1 + B / B_noise), double at B_noise
-
-
 def noise_scale_finding(b_simple, gains):
     """Do batches above B_simple (low, high) stop paying? gains: batch -> first-epoch val loss drop."""
     best_gain = max(gains.values())
@@ -112,26 +119,12 @@ def trend_finding(values):
                 large=large, at_small=values[small], at_large=values[large])
 
 
-ACCURACY_TEXT = {
-    "highest": "(i) Batch {batch} is the most accurate ({acc:.3f} best validation accuracy)",
-    "tied": ("(i) Batch {batch} and {other} tie as the most accurate ({acc:.3f}, {other_acc:.3f} best "
-             "validation accuracy; {n} seeds cannot separate them at 95%)"),
-}
-TREND_TEXT = {"falls": "falls", "uneven": "does not fall"}
-NOISE_TEXT = {
-    "stops": "more samples per step stop paying {where} B_simple.",
-    "pays_above": "batch sizes above B_simple still pay.",
-    "one_side": "no batch sizes lie on both sides of B_simple to tell.",
-}
-
-
 def noise_scale_panel(ax, by_bs, noise_runs):
     """Draws B_simple per epoch against the batch sizes; returns the bullet of noise_scale_finding."""
     history = np.array([as_array([r["noise_scale_init"]] + r["history"]["noise_scale"]) for r in noise_runs])
     epochs = np.flatnonzero(~np.isnan(history).all(0))  # those measured
-    curve = history[:, epochs]
-    plot_mean_band(ax, epochs, curve, "B_simple (mean over seeds, band min..max)", color="black", linewidth=2,
-                   marker="o", markersize=4)
+    plot_mean_band(ax, epochs, history[:, epochs], "B_simple (mean over seeds, band min..max)", color="black",
+                   linewidth=2, marker="o", markersize=4)
     for color, batch_size in zip(PALETTE, by_bs):
         ax.axhline(batch_size, color=color, linestyle="--", linewidth=1.5, label=f"batch {batch_size}")
     ax.set_yscale("log")

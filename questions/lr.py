@@ -8,15 +8,14 @@ from runner import Question
 from section6 import SKELETON_WITHOUT_LR, arch_of, class_prior_entropy, lr_runs, train_group
 from stats import epochs_axis, falling_finding, final, finals, group_by, listed, mean_std, paired, status_text
 
+NEAR = 0.03  # nats: a loss this close to a reference sits on it; a net that learns leaves them by 0.1 or more
+SEED_SPREAD = 0.3  # nats: seeds whose final losses span more disagree; a healthy setting's end within 0.1
+
 
 def train_lr(settings, data, reads, env):
     results, _ = train_group(data, lr_runs(settings), arch_of(settings), settings, env, "lr sweep")
     prior = class_prior_entropy(data["train"][1], data["meta"]["n_classes"])
     return {"runs": results, "reference_losses": {"class_prior": prior}}
-
-
-NEAR = 0.03  # nats: a loss this close to a reference sits on it; a net that learns leaves them by 0.1 or more
-SEED_SPREAD = 0.3  # nats: seeds whose final losses span more disagree; a healthy setting's end within 0.1
 
 
 def seeds_disagree(values):
