@@ -1693,7 +1693,7 @@ def test_cut_finding_only_where_the_zeros_are_the_layers_up_to_a_dead_one():
     # as in the embedded data's run: seed 42 exactly 0 in layers 0-83, and layer 83's input 0 at initialisation
     cut = questions.gradients.cut_finding([gradient_run(42, 83, 83, depth=100), gradient_run(43, 99, 99, depth=100),
                                            gradient_run(44, 7, 6, depth=100)])  # seed 44: one zero past the dead layer
-    assert (cut["cut"], cut["of"], cut["dead"]) == (2, 3, "83, 99")
+    assert (cut["cut"], cut["of"]) == (2, 3)
     assert questions.gradients.CUT.format(**cut).strip()
     for short_or_no_dead in ([gradient_run(42, 5, 6)], [gradient_run(42, 6, None)], [gradient_run(42, None, None)]):
         assert questions.gradients.cut_finding(short_or_no_dead) is None

@@ -56,20 +56,15 @@ HEADLINE = {
 }
 
 
-def cut_layer(run):
-    """The last layer whose input is exactly 0 at init, if the run's exact zeros are the layers up to it."""
-    dead = max([layer for layer, norm in enumerate(run["init_activation_norm"]) if norm == 0], default=None)
-    return dead if dead is not None and zero_layers(run) == list(range(dead + 1)) else None
-
-
 def cut_finding(runs):
-    """The seeds whose exact zeros are the layers up to one dead at init (None: none)."""
-    cut = [cut_layer(r) for r in runs if cut_layer(r) is not None]
-    return dict(cut=len(cut), of=len(runs), dead=", ".join(map(str, cut))) if cut else None
+    """The seeds whose exact zeros are the layers up to the last one dead at init (None: none)."""
+    dead = [np.flatnonzero(np.equal(run["init_activation_norm"], 0)) for run in runs]
+    cut = sum(len(d) > 0 and zero_layers(run) == list(range(d[-1] + 1)) for d, run in zip(dead, runs))
+    return dict(cut=cut, of=len(runs)) if cut else None
 
 
 CUT = ("In {cut} of {of} seeds the layers exactly 0 in every epoch are those up to one dead at init (its "
-       "input 0, all ReLUs before it off; layer {dead} by seed): the path is cut.")
+       "input 0, all ReLUs before it off): the path is cut.")
 
 
 def gradient_panels(axes, runs, titles):
@@ -83,10 +78,8 @@ def gradient_panels(axes, runs, titles):
         ax.set(yscale="log", xlim=(0.5, run["epochs"] + 0.5), xlabel="epoch", title=title,
                ylabel="||grad W||², mean over the epoch")
         if not (grads > 0).any():
-            cut = "" if cut_layer(run) is None else f",\nup to layer {cut_layer(run)}, dead at init"
-            why = ("every layer drawn is exactly 0 in every epoch" + cut if run["status"] == "ok" else
-                   f"diverged (NaN) in epoch {run['diverged_epoch']}: nothing to draw;\nits first step's "
-                   f"layer-0 ||grad W||² was {run['init_grad_sq_norm'][0]:.1e}")
+            why = ("every layer drawn is exactly 0 in every epoch" if run["status"] == "ok" else
+                   f"diverged (NaN) in epoch {run['diverged_epoch']}: nothing to draw")
             ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes)
         ax.grid(alpha=0.3)
     ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1), title="no point: exactly 0")
