@@ -8,14 +8,12 @@ from stats import arch_label
 
 
 def train_gradients(settings, data, reads, env):
-    results, _ = train_group(data, seed_runs(settings, settings["lr"]), arch_of(settings), settings, env,
-                             f"depth {settings['depth']} gradients", record_grads=True, diagnose=True)
-    return {"runs": results}
+    return {"runs": train_group(data, seed_runs(settings, settings["lr"]), arch_of(settings), settings, env,
+                                f"depth {settings['depth']} gradients", record_grads=True, diagnose=True)[0]}
 
 
 DECADES = 100  # ||grad W||^2: a first layer two decades above the output layer explodes; below, vanishes
 GRADIENT_LAYERS = (0, 30, 60, 90, 95, 99)  # the layers the exercise asks to plot
-ZERO_NOTE = "A log axis cannot show 0: a layer exactly 0 in an epoch has no point there."
 
 
 def seed_grads(run):
@@ -40,31 +38,30 @@ def vanishing_finding(runs):
     """Layer 0's and the output layer's last-epoch ||grad W||² (mean over seeds): DECADES apart or not."""
     ok = [r for r in runs if r["status"] == "ok"]
     if not ok:
-        return dict(case="all_diverged", seeds=len(runs))
+        return dict(case="all_diverged", seeds=len(runs), key="every seed diverged")
     last = np.mean([seed_grads(r)[-1] for r in ok], axis=0)
     first, output = float(last[0]), float(last[-1])
     case = "exploding" if first > DECADES * output else "vanishing" if output > DECADES * first else "neither"
-    return dict(case=case, first=first, output=output)
-
-
-LAST = "in the last epoch layer 0's ||grad W||² is {first:.2g}, the output layer's {output:.2g}"
-HEADLINE = {
-    "vanishing": "Vanishing: " + LAST + "; skip connections around each layer could fix it (6.2.1-6).",
-    "exploding": "Exploding: " + LAST + "; gradient clipping or a smaller initialisation could fix it.",
-    "neither": "Neither: " + LAST + ", within two decades; nothing needs fixing.",
-    "all_diverged": "Exploding: all {seeds} seeds diverged (NaN); clipping or a lower lr could fix it.",
-}
+    return dict(case=case, first=first, output=output,
+                key=f"layer 0 ||grad W||² {first:.2g}, output {output:.2g}")
 
 
 def cut_finding(runs):
     """The seeds whose exact zeros are the layers up to the last one dead at init (None: none)."""
     dead = [np.flatnonzero(np.equal(run["init_activation_norm"], 0)) for run in runs]
     cut = sum(len(d) > 0 and zero_layers(run) == list(range(d[-1] + 1)) for d, run in zip(dead, runs))
-    return dict(cut=cut, of=len(runs)) if cut else None
+    return dict(case="cut", cut=cut, of=len(runs)) if cut else None
 
 
-CUT = ("In {cut} of {of} seeds the layers exactly 0 in every epoch are those up to one dead at init (its "
-       "input 0, all ReLUs before it off): the path is cut.")
+LAST = "in the last epoch layer 0's ||grad W||² is {first:.2g}, the output layer's {output:.2g}"
+TEXT = {
+    "vanishing": "Vanishing: " + LAST + "; skip connections around each layer could fix it (6.2.1-6).",
+    "exploding": "Exploding: " + LAST + "; gradient clipping or a smaller initialisation could fix it.",
+    "neither": "Neither: " + LAST + ", within two decades; nothing needs fixing.",
+    "all_diverged": "Exploding: all {seeds} seeds diverged (NaN); clipping or a lower lr could fix it.",
+    "cut": ("In {cut} of {of} seeds the layers exactly 0 in every epoch are those up to one dead at init "
+            "(its input 0, all ReLUs before it off): the path is cut."),
+}
 
 
 def gradient_panels(axes, runs, titles):
@@ -92,13 +89,11 @@ def report_gradients(result):
     gradient_panels(axes, runs, [f"seed {r['seed']}" for r in runs])
     fig.suptitle(f"{arch_label(runs[0])}, {runs[0]['epochs']} epochs: ||grad W||² per Linear layer")
     headline, cut = vanishing_finding(runs), cut_finding(runs)
-    key = (f"layer 0 ||grad W||² {headline['first']:.2g}, output {headline['output']:.2g}"
-           if "first" in headline else "every seed diverged")
     answer = Answer("6.2.1-5", "Is there a vanishing or exploding gradient problem, and what change would "
-                    "solve it?", render(HEADLINE, headline), [CUT.format(**cut)] if cut else [], key)
+                    "solve it?", render(TEXT, headline), [render(TEXT, cut)] if cut else [], headline["key"])
     rows = [[r["seed"], layer_ranges(zero_layers(r)), f"{seed_grads(r)[-1, -1]:.2g}"] for r in runs]
     table = markdown_table(["seed", "layers exactly 0 in every epoch", "output layer's last ‖grad W‖²"], rows)
-    return Report([table], {"gradients.png": (fig, "The exercise's plot. " + ZERO_NOTE)}, [answer])
+    return Report([table], {"gradients.png": (fig, "The exercise's plot.")}, [answer])
 
 
 QUESTION = Question("gradients", "6.2.1-5", "Vanishing gradients", GRADIENTS, train_gradients,
