@@ -66,7 +66,7 @@ TEXT = {  # the bullets: an opening, then each of their changes
     "none_solved": ("Not solved: no change both gives every layer a gradient and beats the plain net's "
                     "validation accuracy {plain:.3f} beyond the seed noise."),
     "disagree": lambda b: "The criteria disagree for " + "; ".join(
-        f"{f['name']} ({'gradient' if f['gradient'] else 'accuracy'} only)" for f in b["items"]) + ".",
+        f"{f['name']} (meets {'gradient' if f['gradient'] else 'accuracy'} only)" for f in b["items"]) + ".",
     "blown": lambda b: "A first step far longer than layer 0's weights (norm ~1.2) breaks " + "; ".join(
         f"{f['name']} (a step of {f['step']:.1e}; {f['diverged']} of {f['seeds']} seeds diverge)"
         for f in b["items"]) + ".",
