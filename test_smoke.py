@@ -1693,8 +1693,8 @@ def test_cut_finding_only_where_the_zeros_are_the_layers_up_to_a_dead_one():
     # as in the embedded data's run: seed 42 exactly 0 in layers 0-83, and layer 83's input 0 at initialisation
     cut = questions.gradients.cut_finding([gradient_run(42, 83, 83, depth=100), gradient_run(43, 99, 99, depth=100),
                                            gradient_run(44, 7, 6, depth=100)])  # seed 44: one zero past the dead layer
-    assert (cut["cut"], cut["of"], cut["dead"]) == (2, 3, "83, 99")
-    assert questions.gradients.CUT.format(**cut).strip()
+    assert (cut["cut"], cut["of"]) == (2, 3)
+    assert cases(questions.gradients.TEXT, [cut]) == ["cut"]
     for short_or_no_dead in ([gradient_run(42, 5, 6)], [gradient_run(42, 6, None)], [gradient_run(42, None, None)]):
         assert questions.gradients.cut_finding(short_or_no_dead) is None
 
@@ -1904,10 +1904,10 @@ def test_vanishing_finding_cases_at_the_decades_bound():
     output = 100 / 64  # DECADES = 100 times 1 / 64, exactly in binary
     found = [questions.gradients.vanishing_finding([gradient_epochs([[first, output]])])
              for first in (1 / 64, 0.99 / 64, 100 * output, 100.01 * output, 0.0)]
-    assert cases(questions.gradients.HEADLINE, found) == ["neither", "vanishing", "neither", "exploding", "vanishing"]
+    assert cases(questions.gradients.TEXT, found) == ["neither", "vanishing", "neither", "exploding", "vanishing"]
     assert (found[4]["first"], found[4]["output"]) == (0.0, output)
     diverged = questions.gradients.vanishing_finding([gradient_epochs([[1.0]], status="diverged")])
-    assert cases(questions.gradients.HEADLINE, [diverged]) == ["all_diverged"]
+    assert cases(questions.gradients.TEXT, [diverged]) == ["all_diverged"]
     assert questions.gradients.layer_ranges([0, 1, 2, 5, 7, 8]) == "0-2, 5, 7-8"
     assert questions.gradients.layer_ranges([]) == "none"
 
@@ -1927,9 +1927,8 @@ def test_fix_criteria_each_at_its_boundary():
         [fix_run(bar + 1e-9)], [fix_run(bar)], [fix_run(bar + 1e-9, grads=((0.0, 1e-3),))],
         [fix_run(bar, grads=((0.0, 1e-3),))], [fix_run(0.9), fix_run(None, status="diverged", seed=43)])]
     assert [f["case"] for f in found] == ["solved", "disagree", "disagree", "neither", "neither"]
-    assert [(f["gradient"], f["accuracy"], f["above"]) for f in found[1:3]] == [(True, False, "not above"),
-                                                                               (False, True, "above")]
-    assert (found[2]["zero_seeds"], found[4]["zero_seeds"], found[4]["diverged"], found[4]["seeds"]) == (1, 0, 1, 2)
+    assert [(f["gradient"], f["accuracy"]) for f in found[1:3]] == [(True, False), (False, True)]
+    assert (found[4]["gradient"], found[4]["diverged"], found[4]["seeds"]) == (False, 1, 2)
     # two seeds each: the bar is SOLVED_SDS pooled seed std above the plain net's
     noisy = criteria([fix_run(0.2), fix_run(0.44, seed=43)], [0.16, 0.16])
     assert noisy["bar"] == pytest.approx(0.16 + 2 * math.sqrt(np.var([0.2, 0.44], ddof=1) / 2))
@@ -1939,8 +1938,7 @@ def test_fix_criteria_each_at_its_boundary():
 
 
 def judged(name, case, step=0.0, val=0.3):
-    return dict(name=name, case=case, step=step, val=val, bar=0.2, above="above", seeds=3, diverged=0, zero_seeds=1,
-                grad_sq=1.0)
+    return dict(name=name, case=case, step=step, val=val, bar=0.2, gradient=True, seeds=3, diverged=0)
 
 
 def test_fix_findings_group_the_changes_by_what_their_numbers_show():
@@ -1950,11 +1948,11 @@ def test_fix_findings_group_the_changes_by_what_their_numbers_show():
                judged("SkipInit", "disagree"), judged("pre-act.", "disagree"), judged("He", "neither"),
                judged("blown and disagreeing", "disagree", step=2 * max_step)]
     headline, *bullets = questions.residual.fix_findings([0.16], changes)
-    assert cases(questions.residual.HEADLINE, [headline]) == ["solved_by"]
+    assert cases(questions.residual.TEXT, [headline]) == ["solved_by"]
     assert headline["names"] == "solved big step; skips + BN" and headline["best"]["name"] == "solved big step"
     assert {b["case"]: [i["name"] for i in b["items"]] for b in bullets} == {
         "disagree": ["SkipInit", "pre-act.", "blown and disagreeing"], "blown": ["skips", "blown and disagreeing"]}
-    assert all(questions.residual.bullet_text(b).strip() for b in bullets)
+    assert all(render(questions.residual.TEXT, b).strip() for b in bullets)
     headline, *bullets = questions.residual.fix_findings([0.16], [judged("He", "neither")])
     assert (headline["case"], headline["best"], bullets) == ("none_solved", None, [])
 
@@ -2200,7 +2198,7 @@ def test_baseline_headline_cases_at_their_boundaries():
     assert head([not_run]) == {"case": "not_run", "reason": "ImageNet weights unavailable", "key": "not run"}
     diverged = head([cnn_model(None, lr=0.1, status="diverged"), cnn_model(None, lr=0.01, status="diverged")])
     assert diverged == {"case": "every_lr_diverged", "key": "every lr diverged"}
-    assert cases(questions.baselines.HEADLINES, [head([xgb]), head([not_run]), diverged, found])
+    assert cases(questions.baselines.TEXT, [head([xgb]), head([not_run]), diverged, found])
 
 
 def test_lr_finding_cases():

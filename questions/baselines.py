@@ -6,15 +6,13 @@ from plots import PALETTE, Answer, Report, markdown_table, render, subplots
 MIN_MARGIN = 0.05  # accuracies closer than this are the same on any test set: less is a handful of images
 COLUMNS = {"acc on real": "test_acc_real", "acc on fake": "test_acc_fake",
            "BN recomputed": "test_acc_recomputed_bn"}
-HEADLINES = {
+TEXT = {
     "not_run": "Not run: {reason}.",
     "every_lr_diverged": "Not at all: every lr diverged.",
     "scored": "{verdict}: the best model, {name}, scores test accuracy {acc:.3f} (AUROC {auroc:.3f}) against "
               "{majority:.3f} for calling every image one class.",
     "learned_once_recomputed": "At chance in eval mode (best {name}: {acc:.3f}, one class: {majority:.3f}), "
                                "yet lr {lr} learned: {recomputed:.3f} with BatchNorm statistics recomputed.",
-}
-TEXT = {
     "larger_lrs_failed": "Learned at lr {learned}; not at lr {failed}, all larger than any lr that learned.",
     "some_lrs_failed": "Learned at lr {learned}; not at lr {failed}.",
 }
@@ -39,7 +37,6 @@ def fmt(value):
 
 
 def results_table(models, meta):
-    """A row per model that ran or diverged, in order; a note: the test set's size, what BN recomputed is."""
     shown = [m for m in models if m["status"] != "not run"]
     extra = {k: v for k, v in COLUMNS.items() if any(m.get(v) is not None for m in shown)}
     rows = [[model_name(m), fmt(m["test_acc"]) if m["status"] == "ok" else m["status"], fmt(m["test_auroc"]),
@@ -107,7 +104,7 @@ def report_baseline(result):
     bullets = [render(TEXT, found)] if found else []
     bullets += [NOT_CONVERGED.format(name=model_name(m), **m) for m in models if m.get("converged") is False]
     answer = Answer(result["section"], f"{result['title']}: how well does it tell real from fake?",
-                    render(HEADLINES, head), bullets, head["key"])
+                    render(TEXT, head), bullets, head["key"])
     if head["case"] == "not_run":
         fix = f". Fix: {models[0]['fix']}." if models[0]["fix"] else "."
         return Report([f"{models[0]['baseline']} not run: {models[0]['reason']}{fix}"], {}, [answer])

@@ -100,8 +100,7 @@ def report_implicit(result):
                     f"val acc {comparison['acc_sin']:.3f} sin, {comparison['acc_raw']:.3f} raw")
     rows = [[name] + [finals(runs, key) for key in ("train_acc", "val_acc", "test_acc")]
             for name, runs, _ in variants]
-    low, high = SIN_FREQUENCIES[0], SIN_FREQUENCIES[-1]
-    caption = f"Raw coordinates (left); sin(a·x) of each, a in {low}..{high} (right)."
+    caption = f"Raw coordinates (left); sin(a·x), a in {SIN_FREQUENCIES[0]}..{SIN_FREQUENCIES[-1]} (right)."
     table = markdown_table(["input", "train acc", "val acc", "test acc"], rows)
     return Report([table], {"implicit.png": (fig, caption)}, [answer])
 

@@ -15,9 +15,8 @@ TEXT = {
 def train_summary(settings, data, reads, env):
     """Every baseline's models, ranked: ok by test accuracy (best first), the diverged, the not run."""
     models = [m for name in BASELINES for m in reads[name]["models"]]
-    rank = {"ok": 0, "diverged": 1, "not run": 2}
-    keys = [(rank[m["status"]], -(m["test_acc"] or 0), BASELINES.index(m["baseline"]), m["lr"] or 0)
-            for m in models]
+    keys = [(("ok", "diverged", "not run").index(m["status"]), -(m["test_acc"] or 0),
+             BASELINES.index(m["baseline"]), m["lr"] or 0) for m in models]
     return {**baseline_result(data, models), "ranking": sorted(range(len(models)), key=keys.__getitem__)}
 
 
