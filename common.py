@@ -62,7 +62,6 @@ def library_versions():
 
 
 def file_digest(paths):
-    """sha256 over the files' bytes: the identity of a dataset in a cache key."""
     digest = hashlib.sha256()
     for path in paths:
         with open(path, "rb") as f:
@@ -130,8 +129,7 @@ def save_torch(path, obj):
 
 
 def save_arrays(path, arrays):
-    """Numpy arrays in one compressed .npz (read back with allow_pickle=False: plain numbers only)."""
-    def write(tmp):
+    def write(tmp):  # a file, not a path: savez would append .npz to tmp
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)
     write_atomic(path, write)
@@ -195,8 +193,7 @@ def stacked_module(model, tensors):
             elif isinstance(child, nn.BatchNorm1d):
                 setattr(parent, name, StackedBatchNorm1d(child))
             elif not isinstance(child, STACKABLE):
-                raise ValueError(f"{type(child).__name__} ({name}): train_lockstep stacks only Linear, "
-                                 "BatchNorm1d, ReLU and LeakyReLU layers")
+                raise ValueError(f"{type(child).__name__} ({name}): only Linear, BatchNorm1d, ReLUs stack")
     for name, tensor in tensors.items():
         module_name, _, attribute = name.rpartition(".")
         module = stacked.get_submodule(module_name)
@@ -210,7 +207,6 @@ def stacked_module(model, tensors):
 
 
 def held_tensor(stacked, name):
-    """The tensor a stacked module holds for the state_dict entry name."""
     module_name, _, attribute = name.rpartition(".")
     return getattr(stacked.get_submodule(module_name), attribute)
 
@@ -232,8 +228,7 @@ class Lockstep:
         for run, state in zip(runs, states):
             if state.keys() != shapes.keys() or any(len(t.shape) != len(shapes[name]) or any(
                     a > b for a, b in zip(t.shape, shapes[name])) for name, t in state.items()):
-                raise ValueError(f"run {run}: its tensors do not fit in the largest model's; cannot pad "
-                                 "it to train beside")
+                raise ValueError(f"run {run}: its tensors do not fit in the largest model's: cannot pad it")
         param_names = [name for name, _ in models[widest].named_parameters()]
         # the K models' tensors, padded to the widest's shape, stacked: parameters first, then buffers
         self.tensors = {name: torch.stack([padded(state[name], shapes[name]) for state in states])

@@ -96,10 +96,9 @@ def load_data(args, device):
                             "a pipeline check: the builder set the fakes' trace so that XGBoost scores "
                             "between 0.6 and 0.9, and real and fake images are crops of the same three "
                             "photographs")
-    labels = {split: torch.tensor([w == "fake" for w in words], dtype=torch.float32, device=device)
-              for split, words in classes.items()}
-    return {"meta": meta, "dir": data_dir, "paths": paths, "classes": classes, "labels": labels,
-            "sources": read_sources(data_dir)}
+    return {"meta": meta, "dir": data_dir, "paths": paths, "classes": classes,
+            "labels": {split: torch.tensor([w == "fake" for w in words], dtype=torch.float32, device=device)
+                       for split, words in classes.items()}, "sources": read_sources(data_dir)}
 
 
 def read_sources(data_dir):
@@ -227,7 +226,6 @@ def fit(model, inputs, labels, lr, settings, env, prepare, desc):
 
 
 def forward_all(model, inputs, prepare, amp):
-    """The model's outputs for every input, in eval mode under inference_mode, in large batches."""
     model.eval()
     with torch.inference_mode(), torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=amp):
         outputs = torch.cat([model(prepare(inputs[i:i + EVAL_BATCH])).float()
@@ -258,7 +256,6 @@ def scored(baseline, lr, data, val_prob, test_prob, train_seconds, **values):
 
 
 def fit_and_score(settings, data, env, baseline, lr, model, inputs, prepare, **values):
-    """Train model on inputs['train'] at lr, then score it on val and test, or record where it diverged."""
     start = time.perf_counter()
     losses, diverged_step = fit(model, inputs["train"], data["labels"]["train"], lr, settings, env, prepare,
                                 f"{baseline} lr {lr:g}")
@@ -273,7 +270,6 @@ def fit_and_score(settings, data, env, baseline, lr, model, inputs, prepare, **v
 
 
 def recomputed_bn_accuracy(model, train_inputs, test_inputs, test_labels, prepare, amp=False):
-    """Test accuracy once every BatchNorm's running statistics are recomputed over the training inputs."""
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.reset_running_stats()
@@ -303,7 +299,6 @@ def train_resnets(settings, data, env, baseline, backbone_state, preprocessing_n
 
 
 def baseline_result(data, models):
-    """A question's result: its models, and the test images they were scored on (for mistakes)."""
     return {"models": models, "test_paths": [os.path.relpath(p, data["dir"]) for p in data["paths"]["test"]],
             "test_classes": data["classes"]["test"]}
 
