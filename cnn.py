@@ -10,7 +10,7 @@ import runner
 from questions import mistakes, pretrained, scratch, summary, xgb
 from questions.xgb import XGB_CROP
 from runner import Setting
-from section7 import CLASS_FOLDERS, QUICK_IMAGE_SIZE, inputs, load_data
+from section7 import CLASS_FOLDERS, inputs, load_data
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEMO_IMAGE_SIZE = 96  # the generated demo set is made at 96 px: resized larger, it would only be upsampled
@@ -36,7 +36,7 @@ SETTINGS = [
 def resolve(settings, quick):
     """The --quick budget: image size 32, the first 2 lrs. XGBoost's crop fits inside the image."""
     if quick and "image_size" in settings:
-        settings["image_size"] = min(settings["image_size"], QUICK_IMAGE_SIZE)
+        settings["image_size"] = min(settings["image_size"], 32)
     if quick and "lrs" in settings:
         settings["lrs"] = settings["lrs"][:2]
     if "crop" in settings:

@@ -34,10 +34,8 @@ def pick_device(name):
     if name not in ("auto", "cpu", "cuda"):
         raise UserError(f"--device {name}: expected auto, cpu or cuda")
     if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available here (torch.cuda.is_available() is "
-                        "False); use --device cpu")
+        raise UserError("--device cuda: no CUDA device is available here; use --device cpu")
     cuda = name == "cuda" or (name == "auto" and torch.cuda.is_available())
-    device = torch.device("cuda" if cuda else "cpu")
     if cuda:
         # PyTorch's reproducibility notes; convolutions in float32 as on the CPU, not TF32 (--amp is fast)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -45,7 +43,7 @@ def pick_device(name):
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.allow_tf32 = False
         torch.use_deterministic_algorithms(True, warn_only=True)
-    return device
+    return torch.device("cuda" if cuda else "cpu")
 
 
 def device_name(device):
@@ -64,7 +62,6 @@ def library_versions():
 
 
 def file_digest(paths):
-    """sha256 over the files' bytes: the identity of a dataset in a cache key."""
     digest = hashlib.sha256()
     for path in paths:
         with open(path, "rb") as f:
@@ -132,8 +129,7 @@ def save_torch(path, obj):
 
 
 def save_arrays(path, arrays):
-    """Numpy arrays in one compressed .npz (read back with allow_pickle=False: plain numbers only)."""
-    def write(tmp):
+    def write(tmp):  # a file, not a path: savez would append .npz to tmp
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)
     write_atomic(path, write)
@@ -170,8 +166,6 @@ class StackedBatchNorm1d(nn.Module):
 
     def __init__(self, norm):
         super().__init__()
-        if not (norm.affine and norm.track_running_stats and norm.momentum is not None):
-            raise ValueError(f"{norm}: only affine batch norm with running statistics and a momentum stacks")
         self.momentum, self.eps = norm.momentum, norm.eps
 
     def forward(self, x):
@@ -199,8 +193,7 @@ def stacked_module(model, tensors):
             elif isinstance(child, nn.BatchNorm1d):
                 setattr(parent, name, StackedBatchNorm1d(child))
             elif not isinstance(child, STACKABLE):
-                raise ValueError(f"{type(child).__name__} ({name}): train_lockstep stacks only Linear, "
-                                 "BatchNorm1d, ReLU and LeakyReLU layers")
+                raise ValueError(f"{type(child).__name__} ({name}): only Linear, BatchNorm1d, ReLUs stack")
     for name, tensor in tensors.items():
         module_name, _, attribute = name.rpartition(".")
         module = stacked.get_submodule(module_name)
@@ -214,7 +207,6 @@ def stacked_module(model, tensors):
 
 
 def held_tensor(stacked, name):
-    """The tensor a stacked module holds for the state_dict entry name."""
     module_name, _, attribute = name.rpartition(".")
     return getattr(stacked.get_submodule(module_name), attribute)
 
@@ -236,8 +228,7 @@ class Lockstep:
         for run, state in zip(runs, states):
             if state.keys() != shapes.keys() or any(len(t.shape) != len(shapes[name]) or any(
                     a > b for a, b in zip(t.shape, shapes[name])) for name, t in state.items()):
-                raise ValueError(f"run {run}: its tensors do not fit in the largest model's; cannot pad "
-                                 "it to train beside")
+                raise ValueError(f"run {run}: its tensors do not fit in the largest model's: cannot pad it")
         param_names = [name for name, _ in models[widest].named_parameters()]
         # the K models' tensors, padded to the widest's shape, stacked: parameters first, then buffers
         self.tensors = {name: torch.stack([padded(state[name], shapes[name]) for state in states])
@@ -309,22 +300,19 @@ class Lockstep:
 def train_lockstep(build_model, runs, data, epochs, batch_size, device, record_steps=False,
                    record_grads=False, eval_train=False, epoch_measure=None, quiet=False, desc="train",
                    start=None):
-    """Plain SGD and cross-entropy, one model per run {'seed', 'lr'} (its own lr and seeded shuffling: numbers
-    independent of the models beside it), on data {split: (X [N, features] or [K, N, features], y)}. Returns
-    (results, states): per run its history (per epoch: train_loss, train_acc over the batches; in eval mode
-    val_*, test_*, train_eval_* with eval_train ('final': last epoch only); step_loss with record_steps;
-    grad_sq_norm, each Linear's ||grad W||_2^2, the epoch's mean, with record_grads; epoch_measure(stacked) ->
-    {name: [K]}), status, diverged_epoch (1-based; later values None) and its final CPU state_dict.
-    start=(states, done) trains epochs done+1..epochs as if never stopped (SGD has no state)."""
+    """Plain SGD on cross-entropy, a model per run {'seed', 'lr'} (own lr, seeded order: as if alone), on data
+    {split: (X [N, features] or [K, N, features], y)} -> (results, final CPU state_dicts). A result: status,
+    diverged_epoch (1-based; later values None), history per epoch: train_* over the batches, eval-mode val_*,
+    test_*, train_eval_* (eval_train; 'final': last epoch only), step_loss, grad_sq_norm (Linear ||grad W||^2,
+    epoch mean), epoch_measure(stacked) -> {name: [K]}. start=(states, done) resumes (stateless SGD)."""
     K = len(runs)
     lockstep = Lockstep(build_model, runs, device, start[0] if start else None)
     n_train = len(data["train"][1])
     steps = math.ceil(n_train / batch_size)
     batch_norm = any(isinstance(m, StackedBatchNorm1d) for m in lockstep.stacked.modules())
     if n_train % batch_size == 1 and batch_norm:
-        steps -= 1  # batch norm cannot train on a last batch of one sample; it is skipped each epoch
-        print(f"note: {n_train} training rows leave a last batch of 1 at batch size {batch_size}; batch "
-              "norm cannot use it, so it is skipped every epoch", flush=True)
+        steps -= 1  # batch norm cannot train on one sample
+        print(f"note: {n_train} rows in batches of {batch_size} leave 1; batch norm skips it", flush=True)
     done = start[1] if start else 0
     generators = [torch.Generator().manual_seed(run["seed"]) for run in runs]
     for generator in generators:  # the orders of the epochs done

@@ -1,5 +1,4 @@
-"""Section 6: MLPs on 2-D coordinates (European cities -> country), one module per question in questions/;
-section6.py holds what they share (data, MLP, lockstep groups), common.py the training loop.
+"""Section 6: MLPs on 2-D coordinates (European cities -> country), one module per question in questions/.
 
     python mlp.py --question lr            # one question (all: every one); outputs in results/mlp/
     python mlp.py --list                   # the questions (--help: every flag, with its protocol value)

@@ -13,7 +13,6 @@ from common import UserError, file_digest, finite_or_none, seed_everything, show
 DEFAULT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "europe")
 SPLIT_FILES = {"train": "train.csv", "val": "validation.csv", "test": "test.csv"}
 COLUMNS = ("long", "lat", "country")
-QUICK_ROWS = {"train": 2000, "val": 500, "test": 500}
 SIN_FREQUENCIES = [round(0.1 * i, 1) for i in range(1, 11)]  # 6.2.1-7: a in {0.1, ..., 1.0}
 ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU}  # LeakyReLU: negative slope 0.01
 ARCH_KEYS = ("depth", "width", "batch_norm", "residual", "activation", "init", "features")
@@ -74,7 +73,7 @@ def read_data(data_dir, device, quick=False):
     class_id = {c: i for i, c in enumerate(classes)}
     data, rows = {}, {}
     for name, (coords, labels) in splits.items():
-        kept = QUICK_ROWS[name] if quick else len(labels)
+        kept = {"train": 2000, "val": 500, "test": 500}[name] if quick else len(labels)  # --quick's rows
         y = np.array([class_id[label] for label in labels[:kept]], dtype=np.int64)
         data[name] = (torch.from_numpy(coords[:kept]).to(device), torch.from_numpy(y).to(device))
         rows[name] = len(y)
@@ -103,8 +102,7 @@ def featurize(X, features, train_X):
         return X
     if features == "standardized":
         return (X - train_X.mean(0)) / train_X.std(0)
-    a = torch.tensor(SIN_FREQUENCIES, device=X.device)
-    return torch.sin(X[:, :, None] * a).flatten(1)
+    return torch.sin(X[:, :, None] * torch.tensor(SIN_FREQUENCIES, device=X.device)).flatten(1)
 
 
 class MLP(nn.Module):
@@ -244,8 +242,7 @@ def arch_of(settings, **changes):
 
 def train_group(data, runs, arch, settings, env, desc, epochs=None, batch_size=None, diagnose=False,
                 epoch_measure=None, **record):
-    """The runs (each a seed, an lr, maybe a width or features) of one arch in lockstep: (results, states).
-    diagnose: record batch_diagnostics; epoch_measure(stacked, X_val [K, N, features]) after each epoch."""
+    """The runs (each a seed, an lr, maybe a width or features) of one arch in lockstep: (results, states)."""
     epochs, batch_size = epochs or settings["epochs"], batch_size or settings["batch_size"]
     n_classes, train_X = data["meta"]["n_classes"], data["train"][0]
 

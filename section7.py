@@ -23,8 +23,6 @@ SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "validation"), "test": ("te
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 CLASS_FOLDERS = "two class folders, one named like real (real, 0_real, ...), one like fake (fake, 1_fake...)"
 LAYOUT = f"expected ImageFolder layout: train/, val/ (or validation/) and test/, each with {CLASS_FOLDERS}"
-QUICK_IMAGES = {"train": 16, "val": 8, "test": 8}  # per class
-QUICK_IMAGE_SIZE = 32
 EVAL_BATCH = 256
 MEAN_STD = {"resize": ((0.0,) * 3, (1.0,) * 3), "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
 # ResNet18_Weights.IMAGENET1K_V1.url (a test checks it), written out: `cnn.py --help` imports no torchvision
@@ -57,7 +55,7 @@ def list_images(data_dir, quick=False):
                            if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."))
             if not files:
                 raise UserError(f"{class_dir}: no image files ({' '.join(IMAGE_EXTENSIONS)})")
-            files = files[:QUICK_IMAGES[split]] if quick else files
+            files = files[:{"train": 16, "val": 8, "test": 8}[split]] if quick else files  # --quick
             paths[split] += [os.path.join(class_dir, f) for f in files]
             words[split] += [class_word(name)] * len(files)
     return paths, words
@@ -98,10 +96,9 @@ def load_data(args, device):
                             "a pipeline check: the builder set the fakes' trace so that XGBoost scores "
                             "between 0.6 and 0.9, and real and fake images are crops of the same three "
                             "photographs")
-    labels = {split: torch.tensor([w == "fake" for w in words], dtype=torch.float32, device=device)
-              for split, words in classes.items()}
-    return {"meta": meta, "dir": data_dir, "paths": paths, "classes": classes, "labels": labels,
-            "sources": read_sources(data_dir)}
+    return {"meta": meta, "dir": data_dir, "paths": paths, "classes": classes,
+            "labels": {split: torch.tensor([w == "fake" for w in words], dtype=torch.float32, device=device)
+                       for split, words in classes.items()}, "sources": read_sources(data_dir)}
 
 
 def read_sources(data_dir):
@@ -117,8 +114,7 @@ def read_sources(data_dir):
 
 
 def preprocessing(name, image_size):
-    """PIL image -> uint8 [3, S, S]: 'resize' is the protocol's Resize((S, S)); 'imagenet' is
-    ResNet18_Weights.IMAGENET1K_V1.transforms() scaled by S / 224 (bilinear resize to S*256/224, crop S)."""
+    """PIL -> uint8 [3, S, S]: 'resize' Resize((S, S)); 'imagenet' IMAGENET1K_V1's, S*256/224 cropped to S."""
     import torchvision.transforms as T
     if name == "resize":
         return T.Compose([T.Resize((image_size, image_size)), T.PILToTensor()])
@@ -199,8 +195,7 @@ def weights_file(weights):
 
 
 def fit(model, inputs, labels, lr, settings, env, prepare, desc):
-    """Adam on BCEWithLogitsLoss, batches shuffled by settings['seed']: the step losses up to the first
-    non-finite one, and its step (1-based) or None; checked per epoch (no device sync)."""
+    """Adam on BCE, batches seeded: (step losses up to the first non-finite, its step (1-based) or None)."""
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     generator = torch.Generator().manual_seed(settings["seed"])
     batch_size = settings["batch_size"]
@@ -222,7 +217,7 @@ def fit(model, inputs, labels, lr, settings, env, prepare, desc):
                 loss.backward()
                 optimizer.step()
                 bar.update()
-            finite = torch.isfinite(epoch_losses)
+            finite = torch.isfinite(epoch_losses)  # checked once an epoch: no device sync a step
             if not finite.all():
                 losses += epoch_losses[:int((~finite).nonzero()[0]) + 1].tolist()
                 return losses, len(losses)
@@ -231,7 +226,6 @@ def fit(model, inputs, labels, lr, settings, env, prepare, desc):
 
 
 def forward_all(model, inputs, prepare, amp):
-    """The model's outputs for every input, in eval mode under inference_mode, in large batches."""
     model.eval()
     with torch.inference_mode(), torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=amp):
         outputs = torch.cat([model(prepare(inputs[i:i + EVAL_BATCH])).float()
@@ -262,7 +256,6 @@ def scored(baseline, lr, data, val_prob, test_prob, train_seconds, **values):
 
 
 def fit_and_score(settings, data, env, baseline, lr, model, inputs, prepare, **values):
-    """Train model on inputs['train'] at lr, then score it on val and test, or record where it diverged."""
     start = time.perf_counter()
     losses, diverged_step = fit(model, inputs["train"], data["labels"]["train"], lr, settings, env, prepare,
                                 f"{baseline} lr {lr:g}")
@@ -277,7 +270,6 @@ def fit_and_score(settings, data, env, baseline, lr, model, inputs, prepare, **v
 
 
 def recomputed_bn_accuracy(model, train_inputs, test_inputs, test_labels, prepare, amp=False):
-    """Test accuracy once every BatchNorm's running statistics are recomputed over the training inputs."""
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.reset_running_stats()
@@ -307,7 +299,6 @@ def train_resnets(settings, data, env, baseline, backbone_state, preprocessing_n
 
 
 def baseline_result(data, models):
-    """A question's result: its models, and the test images they were scored on (for mistakes)."""
     return {"models": models, "test_paths": [os.path.relpath(p, data["dir"]) for p in data["paths"]["test"]],
             "test_classes": data["classes"]["test"]}
 
