@@ -265,8 +265,7 @@ def terminal_lines(report, width):
     lines = []
     for answer in report.answers:
         lines += wrap(answer_heading(answer), "", "") + wrap(answer.headline, "  ", "  ")
-        for bullet in answer.bullets:
-            lines += wrap(bullet, "  - ", "    ")
+        lines += [line for bullet in answer.bullets for line in wrap(bullet, "  - ", "    ")]
     return lines
 
 
@@ -279,8 +278,7 @@ def saved_value(path, key):
 
 
 def plan_lanes(questions, n_lanes, seconds):
-    """(<= n_lanes lanes, the questions to run after them): a question joins the lane of the one it reads, or
-    runs after; groups go, costliest first, to the least loaded lane. seconds[name]: cost, None: the mean."""
+    """(lanes, questions run after): a reader joins what it reads; costliest group to the least loaded."""
     order = {q.name: i for i, q in enumerate(questions)}
     first, after = {}, []  # name -> the first question of its group
     for question in questions:
@@ -289,7 +287,7 @@ def plan_lanes(questions, n_lanes, seconds):
         else:
             first[question.name] = first[question.reads[0]] if question.reads else question.name
     groups = [[name for name in first if first[name] == start] for start in dict.fromkeys(first.values())]
-    known = [s for s in seconds.values() if s is not None] or [1.0]
+    known = [s for s in seconds.values() if s is not None] or [1.0]  # a question never run: the mean
     cost = {name: float(np.mean(known)) if seconds.get(name) is None else seconds[name] for name in order}
     lanes, load = [[] for _ in range(n_lanes)], [0.0] * n_lanes
     for group in sorted(groups, key=lambda g: -sum(cost[n] for n in g)):
@@ -306,26 +304,6 @@ def with_reads(questions, names):
         if question.name in needed:
             needed |= set(question.reads)
     return [q.name for q in questions if q.name in needed]
-
-
-def refuse_quick_over_full(folder):
-    """A --quick run never writes over full results with numbers that mean nothing."""
-    full = [path for path in sorted(glob.glob(os.path.join(folder, "*", "*.json")))
-            if (saved_value(path, "config") or {}).get("quick") is False]
-    if full:
-        raise UserError(f"{folder}: holds full results ({len(full)} files, such as {full[0]}); --quick never "
-                        f"writes there: leave out --out (then {QUICK_OUT}/) or name another folder")
-
-
-def prepare_output(folder):
-    """Refuse a folder that cannot be written (creating nothing); remove a killed run's temporary files."""
-    existing = os.path.abspath(folder)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"{folder}: cannot write results there ({existing} is not a writable folder)")
-    for name in remove_stale_temporaries(folder):
-        print(f"removed {os.path.join(folder, name)}, left by an interrupted run")
 
 
 def run(script, args):
@@ -347,8 +325,12 @@ def run(script, args):
         print("\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows))
         return []
     if not args.replot:
-        if args.quick:
-            refuse_quick_over_full(args.out)
+        if args.quick:  # numbers that mean nothing never replace full results
+            full = [path for path in sorted(glob.glob(os.path.join(args.out, "*", "*.json")))
+                    if (saved_value(path, "config") or {}).get("quick") is False]
+            if full:
+                raise UserError(f"{args.out}: holds full results (such as {full[0]}); --quick never writes "
+                                f"there: leave out --out (then {QUICK_OUT}/) or name another folder")
         for name in with_reads(script.questions, args.question):  # bad flags fail before any data is read
             resolve_settings(script, by_name[name], args)
         if args.data_dir and os.path.isfile(args.data_dir):
@@ -359,7 +341,13 @@ def run(script, args):
             torch.set_num_threads(args.threads)
         data = script.load_data(args, device)
         env = Env(device, args.quiet, getattr(args, "cache_dir", None))
-    prepare_output(out_dir)  # bad input has written nothing; a bad folder is refused before any training
+    existing = os.path.abspath(out_dir)  # bad input wrote nothing; an unwritable folder is refused, unmade
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{out_dir}: cannot write results there ({existing} is not a writable folder)")
+    for file in remove_stale_temporaries(out_dir):
+        print(f"removed {os.path.join(out_dir, file)}, left by an interrupted run")
     results, saved, failed = {}, {}, []
 
     def result_of(name, force=False):  # each question once per process; what it reads first
