@@ -27,21 +27,19 @@ QUICK_BANNER = "> **Quick run (`--quick`):** a tiny budget to test the code; its
 
 
 class Question(NamedTuple):
-    """train(settings, data, reads, env) -> result ('arrays' go to a .npz, 'weights' to a .pt)."""
     name: str
     section: str
     title: str
     protocol: dict  # its settings, each overridden by its flag
-    train: Callable
+    train: Callable  # (settings, data, reads, env) -> result; its 'arrays' go to a .npz, 'weights' to a .pt
     report: Callable
     reads: tuple = ()  # the questions it trains on
 
 
-class Env(NamedTuple):
-    """How to run, not what: the device, no progress bars, the folder of cached decoded inputs."""
+class Env(NamedTuple):  # how to run, not what
     device: torch.device
-    quiet: bool
-    cache_dir: str = None
+    quiet: bool  # no progress bars
+    cache_dir: str = None  # the folder of cached decoded inputs
 
 
 def positive(value):
@@ -306,6 +304,15 @@ def with_reads(questions, names):
     return [q.name for q in questions if q.name in needed]
 
 
+def refuse_quick_over_full(folder):
+    """A --quick run never writes over full results with numbers that mean nothing."""
+    full = [path for path in sorted(glob.glob(os.path.join(folder, "*", "*.json")))
+            if (saved_value(path, "config") or {}).get("quick") is False]
+    if full:
+        raise UserError(f"{folder}: holds full results ({len(full)} files, such as {full[0]}); --quick never "
+                        f"writes there: leave out --out (then {QUICK_OUT}/) or name another folder")
+
+
 def run(script, args):
     """--list; --lanes; or each question asked, through the cache, and its report. Returns the failed."""
     out_dir = os.path.join(args.out, script.name)
@@ -317,20 +324,15 @@ def run(script, args):
         return []
     if args.list:  # aligned columns: name, exercise item, title, the saved result's wall time
         rows = [["question", "item", "title", "last run"]]
-        for question in script.questions:
-            wall = saved_value(os.path.join(out_dir, f"{question.name}.json"), "wall_s")
-            last_run = "" if wall is None else f"{wall:.1f} s"
-            rows.append([question.name, question.section, question.title, last_run])
+        for q in script.questions:
+            wall = saved_value(os.path.join(out_dir, f"{q.name}.json"), "wall_s")
+            rows.append([q.name, q.section, q.title, "" if wall is None else f"{wall:.1f} s"])
         widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
         print("\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows))
         return []
     if not args.replot:
-        if args.quick:  # numbers that mean nothing never replace full results
-            full = [path for path in sorted(glob.glob(os.path.join(args.out, "*", "*.json")))
-                    if (saved_value(path, "config") or {}).get("quick") is False]
-            if full:
-                raise UserError(f"{args.out}: holds full results (such as {full[0]}); --quick never writes "
-                                f"there: leave out --out (then {QUICK_OUT}/) or name another folder")
+        if args.quick:
+            refuse_quick_over_full(args.out)
         for name in with_reads(script.questions, args.question):  # bad flags fail before any data is read
             resolve_settings(script, by_name[name], args)
         if args.data_dir and os.path.isfile(args.data_dir):

@@ -51,9 +51,8 @@ def finals(runs, key):
 
 
 def status_text(runs):
-    diverged = [f"seed {r['seed']} diverged at epoch {r['diverged_epoch']}" for r in runs
-                if r["status"] == "diverged"]
-    return "; ".join(diverged) or "ok"
+    return "; ".join(f"seed {r['seed']} diverged at epoch {r['diverged_epoch']}" for r in runs
+                     if r["status"] == "diverged") or "ok"
 
 
 def group_by(runs, key):

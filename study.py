@@ -151,11 +151,9 @@ def write_study_report(out, times, lanes, total, image_size):
     not_run = {(m["reason"], m.get("fix")) for r in results.values() for m in r.get("models", [])
                if m["status"] == "not run"}
     rows += [("not run", f"{reason}. Fix: {fix}" if fix else reason) for reason, fix in sorted(not_run)]
-    summary = []  # a row per answer, from the reports made again from the saved files
-    for key, result in results.items():
-        summary += [(f"[{answer.item or questions[key].name}](#{key.replace('/', '-')})", answer.headline,
-                     answer.key) for answer in questions[key].report(result).answers]
-    lines += ["## Summary\n", markdown_table(["item", "answer", "key number"], summary)]
+    summary = [(f"[{answer.item or questions[key].name}](#{key.replace('/', '-')})", answer.headline,
+                answer.key) for key, r in results.items() for answer in questions[key].report(r).answers]
+    lines += ["## Summary\n", markdown_table(["item", "answer", "key number"], summary)]  # reports made again
     lines += ["## Manifest\n", markdown_table(["", ""], rows),
               markdown_table(["question", "wall time (s; lanes side by side)", "status"],
                              [(k, f"{wall[k]:.1f}", status[k]) for k in questions if k in wall])]
