@@ -10,9 +10,7 @@ import sys
 import numpy as np
 import torch
 
-from common import UserError, file_digest
-
-HERE = os.path.dirname(os.path.abspath(__file__))
+from common import HERE, UserError, file_digest
 
 
 @functools.cache

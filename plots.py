@@ -42,10 +42,8 @@ def show_value(value):  # a setting as --help and the reports show it
 
 
 def render(templates, finding):
-    """A finding as words: its case's template, a format string or a function of it (None: nothing)."""
+    """A finding as words: its case's template, a format string or a function of it."""
     template = templates[finding["case"]]
-    if template is None:
-        return None
     return template(finding) if callable(template) else template.format(**finding)
 
 
@@ -93,8 +91,7 @@ def cielab(rgb):
 
 
 def class_colors(n):
-    """n RGB colors far apart to the eye: greedy farthest points in CIELAB on a 12-level RGB grid, without the
-    darkest and lightest, so that black rings and lines stay visible."""
+    """n RGB colors far apart to the eye: greedy farthest in CIELAB, mid-lightness so black rings show."""
     levels = np.linspace(0, 1, 12)
     grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), axis=-1).reshape(-1, 3)
     lab = cielab(grid)
@@ -120,11 +117,10 @@ def map_figure(extent, map_width, other_width=0, maps=1):
 
 
 def label_classes(ax, points, labels, class_names):
-    """Each class's name at the middle of its test points, the largest first, a line up or down off names
-    already written, or left out (the Balkans' countries sit closer than their names). Returns those named."""
+    """Each class's name at its test points' median, largest first, a line off names written, or left out."""
     from matplotlib.patheffects import withStroke
     counts = np.bincount(labels, minlength=len(class_names))
-    placed, named = [], []
+    placed = []
     for label in np.argsort(-counts, kind="stable")[:np.count_nonzero(counts)]:
         middle = np.median(points[labels == label], axis=0)
         for shift in (0, 8, -8):  # points
@@ -134,10 +130,8 @@ def label_classes(ax, points, labels, class_names):
             box = text.get_window_extent(ax.figure.canvas.get_renderer())
             if not any(box.overlaps(other) for other in placed):
                 placed.append(box)
-                named.append(int(label))
                 break
-            text.remove()
-    return named
+            text.remove()  # no free line: left out (the Balkans' countries sit closer than their names)
 
 
 def draw_map(ax, result, tag, run, title):
@@ -155,8 +149,7 @@ def draw_map(ax, result, tag, run, title):
     ax.set(xlim=extent[:2], ylim=extent[2:], xlabel="longitude (degrees)", ylabel="latitude (degrees)",
            title=f"{title}{arch_label(run)}, seed {run['seed']}: test accuracy {final(run, 'test_acc'):.3f}")
     label_classes(ax, points, labels, class_names)
-    if wrong.any():
-        ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
+    ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
 
 
 SPLITS = (("val", "validation", PALETTE[3], "-", 3),  # split, label, color, line style, line width

@@ -27,21 +27,19 @@ QUICK_BANNER = "> **Quick run (`--quick`):** a tiny budget to test the code; its
 
 
 class Question(NamedTuple):
-    """train(settings, data, reads, env) -> result ('arrays' go to a .npz, 'weights' to a .pt)."""
     name: str
     section: str
     title: str
     protocol: dict  # its settings, each overridden by its flag
-    train: Callable
+    train: Callable  # (settings, data, reads, env) -> result; its 'arrays' go to a .npz, 'weights' to a .pt
     report: Callable
     reads: tuple = ()  # the questions it trains on
 
 
-class Env(NamedTuple):
-    """How to run, not what: the device, no progress bars, the folder of cached decoded inputs."""
+class Env(NamedTuple):  # how to run, not what
     device: torch.device
-    quiet: bool
-    cache_dir: str = None
+    quiet: bool  # no progress bars
+    cache_dir: str = None  # the folder of cached decoded inputs
 
 
 def positive(value):
@@ -265,8 +263,7 @@ def terminal_lines(report, width):
     lines = []
     for answer in report.answers:
         lines += wrap(answer_heading(answer), "", "") + wrap(answer.headline, "  ", "  ")
-        for bullet in answer.bullets:
-            lines += wrap(bullet, "  - ", "    ")
+        lines += [line for bullet in answer.bullets for line in wrap(bullet, "  - ", "    ")]
     return lines
 
 
@@ -279,8 +276,7 @@ def saved_value(path, key):
 
 
 def plan_lanes(questions, n_lanes, seconds):
-    """(<= n_lanes lanes, the questions to run after them): a question joins the lane of the one it reads, or
-    runs after; groups go, costliest first, to the least loaded lane. seconds[name]: cost, None: the mean."""
+    """(lanes, questions run after): a reader joins what it reads; costliest group to the least loaded."""
     order = {q.name: i for i, q in enumerate(questions)}
     first, after = {}, []  # name -> the first question of its group
     for question in questions:
@@ -289,7 +285,7 @@ def plan_lanes(questions, n_lanes, seconds):
         else:
             first[question.name] = first[question.reads[0]] if question.reads else question.name
     groups = [[name for name in first if first[name] == start] for start in dict.fromkeys(first.values())]
-    known = [s for s in seconds.values() if s is not None] or [1.0]
+    known = [s for s in seconds.values() if s is not None] or [1.0]  # a question never run: the mean
     cost = {name: float(np.mean(known)) if seconds.get(name) is None else seconds[name] for name in order}
     lanes, load = [[] for _ in range(n_lanes)], [0.0] * n_lanes
     for group in sorted(groups, key=lambda g: -sum(cost[n] for n in g)):
@@ -317,17 +313,6 @@ def refuse_quick_over_full(folder):
                         f"writes there: leave out --out (then {QUICK_OUT}/) or name another folder")
 
 
-def prepare_output(folder):
-    """Refuse a folder that cannot be written (creating nothing); remove a killed run's temporary files."""
-    existing = os.path.abspath(folder)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"{folder}: cannot write results there ({existing} is not a writable folder)")
-    for name in remove_stale_temporaries(folder):
-        print(f"removed {os.path.join(folder, name)}, left by an interrupted run")
-
-
 def run(script, args):
     """--list; --lanes; or each question asked, through the cache, and its report. Returns the failed."""
     out_dir = os.path.join(args.out, script.name)
@@ -339,10 +324,9 @@ def run(script, args):
         return []
     if args.list:  # aligned columns: name, exercise item, title, the saved result's wall time
         rows = [["question", "item", "title", "last run"]]
-        for question in script.questions:
-            wall = saved_value(os.path.join(out_dir, f"{question.name}.json"), "wall_s")
-            last_run = "" if wall is None else f"{wall:.1f} s"
-            rows.append([question.name, question.section, question.title, last_run])
+        for q in script.questions:
+            wall = saved_value(os.path.join(out_dir, f"{q.name}.json"), "wall_s")
+            rows.append([q.name, q.section, q.title, "" if wall is None else f"{wall:.1f} s"])
         widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
         print("\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows))
         return []
@@ -359,7 +343,13 @@ def run(script, args):
             torch.set_num_threads(args.threads)
         data = script.load_data(args, device)
         env = Env(device, args.quiet, getattr(args, "cache_dir", None))
-    prepare_output(out_dir)  # bad input has written nothing; a bad folder is refused before any training
+    existing = os.path.abspath(out_dir)  # bad input wrote nothing; an unwritable folder is refused, unmade
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{out_dir}: cannot write results there ({existing} is not a writable folder)")
+    for file in remove_stale_temporaries(out_dir):
+        print(f"removed {os.path.join(out_dir, file)}, left by an interrupted run")
     results, saved, failed = {}, {}, []
 
     def result_of(name, force=False):  # each question once per process; what it reads first

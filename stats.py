@@ -51,9 +51,8 @@ def finals(runs, key):
 
 
 def status_text(runs):
-    diverged = [f"seed {r['seed']} diverged at epoch {r['diverged_epoch']}" for r in runs
-                if r["status"] == "diverged"]
-    return "; ".join(diverged) or "ok"
+    return "; ".join(f"seed {r['seed']} diverged at epoch {r['diverged_epoch']}" for r in runs
+                     if r["status"] == "diverged") or "ok"
 
 
 def group_by(runs, key):
@@ -72,8 +71,7 @@ def arch_label(run):
 
 
 def paired(base, other):
-    """other minus base, paired by seed (None, a diverged seed, left out); noise: a paired t-test's 95%
-    half-width. case: 'tie' within the noise or TIE_FLOOR, 'above', 'below', 'one_seed' or 'none'."""
+    """other - base by seed, diverged left out; 'tie' within a paired t-test's 95% half-width or TIE_FLOOR."""
     from scipy.stats import t as student_t  # here, not at the top: scipy.stats takes 0.5 s, --help none
     diffs = [o - b for b, o in zip(base, other) if b is not None and o is not None]
     if not diffs:
@@ -90,8 +88,7 @@ def listed(values, form="{}"):
 
 
 def falling_finding(curves, window=SLOPE_EPOCHS):
-    """Is a loss still falling (or rising) at the end? curves: one per seed, none diverged. Per seed, the
-    change of its least-squares line over the last `window` epochs against their std about it (wiggle)."""
+    """Is a loss still falling? Per seed (none diverged), its line's change over `window` epochs vs wiggle."""
     values = [as_array(curve)[-window:] for curve in curves]
     x = np.arange(len(values[0]))
     if len(x) < 3:

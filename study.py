@@ -16,7 +16,6 @@ from common import HERE, library_versions, save_json, save_text
 from plots import markdown_table
 from stats import best, final, finals, group_by, listed, mean_std
 
-COURSE_ROWS = {"train": 106_897, "val": 13_363, "test": 13_363}  # the course's CSVs, which the report used
 COURSE_REPORT = {  # per question: what the row shows, and the course report's numbers, as it gives them
     "lr": ("6.1.2-1 final validation loss by lr",
            "0.01: ~1.5-1.6; 0.001: ~2.1; 0.0005: ~2.7; 1e-5: ~3.48; 1 and 0.2: flat ~3.26"),
@@ -97,10 +96,9 @@ def reproduction_rows(results):
     if "gradients" in results:
         runs = [run for run in results["gradients"]["runs"] if run["status"] == "ok"]
         norms = [final(run, "grad_sq_norm") for run in runs]
-        seeds = ", ".join(str(run["seed"]) for run in runs)
         cells["gradients"] = "; ".join(
             f"{layer}: (" + ", ".join("0" if n[layer] == 0 else f"{n[layer]:.0e}" for n in norms) + ")"
-            for layer in (0, 30, 60, 90, 95, 99)) + f" for seeds {seeds}"
+            for layer in (0, 30, 60, 90, 95, 99)) + " for seeds " + ", ".join(str(r["seed"]) for r in runs)
     return [(COURSE_REPORT[name][0], cell, COURSE_REPORT[name][1]) for name, cell in cells.items()]
 
 
@@ -153,15 +151,13 @@ def write_study_report(out, times, lanes, total, image_size):
     not_run = {(m["reason"], m.get("fix")) for r in results.values() for m in r.get("models", [])
                if m["status"] == "not run"}
     rows += [("not run", f"{reason}. Fix: {fix}" if fix else reason) for reason, fix in sorted(not_run)]
-    summary = []  # a row per answer, from the reports made again from the saved files
-    for key, result in results.items():
-        summary += [(f"[{answer.item or questions[key].name}](#{key.replace('/', '-')})", answer.headline,
-                     answer.key) for answer in questions[key].report(result).answers]
-    lines += ["## Summary\n", markdown_table(["item", "answer", "key number"], summary)]
+    summary = [(f"[{answer.item or questions[key].name}](#{key.replace('/', '-')})", answer.headline,
+                answer.key) for key, r in results.items() for answer in questions[key].report(r).answers]
+    lines += ["## Summary\n", markdown_table(["item", "answer", "key number"], summary)]  # reports made again
     lines += ["## Manifest\n", markdown_table(["", ""], rows),
               markdown_table(["question", "wall time (s; lanes side by side)", "status"],
                              [(k, f"{wall[k]:.1f}", status[k]) for k in questions if k in wall])]
-    if data["mlp"]["rows"] == COURSE_ROWS:
+    if data["mlp"]["rows"] == {"train": 106_897, "val": 13_363, "test": 13_363}:  # the course report's CSVs
         section_6 = {key.split("/")[1]: r for key, r in results.items() if key.startswith("mlp/")}
         lines += ["## Section 6 against the course report\n",
                   "Mean over seeds (± their standard deviation); the report trained one model per setting, "
