@@ -162,9 +162,9 @@ def parse_args(script, argv):
         raise UserError("--question is required (or --list, --lanes N)")
     if args.question is not None:
         args.question = question_names(script.questions, args.question)
-        for setting in settings:  # a flag that no question asked reads would change nothing
-            reading = readers(script, setting.key)
-            if getattr(args, setting.key) is not None and not set(args.question) & set(reading):
+        for setting in [s for s in settings if getattr(args, s.key) is not None]:
+            reading = readers(script, setting.key)  # a flag that no question asked reads would change nothing
+            if not set(args.question) & set(reading):
                 raise UserError(f"--{setting.key.replace('_', '-')}: not read by {', '.join(args.question)}; "
                                 f"read by {', '.join(reading)}")
     for key, value in script.demo_settings.items():
